@@ -1,0 +1,30 @@
+"""flowgrad: a modular dataflow-graph runtime for neural networks, built on numpy.
+
+A network is a DAG of ops, written in YAML or imported from ONNX, loaded into a networkx graph
+with explicit branch and merge nodes, and run by a scheduler that does batched forward and
+backward passes.  Every op is a pluggy plugin supplying its own forward and backward.
+
+    import flowgrad
+    g = flowgrad.load("graphs/xor.yaml")            # a Graph; g.dag is the networkx DAG
+    net = flowgrad.compile(g)                         # the scheduler's plan
+    out = net.forward({"x": X})                       # {output name: ndarray}
+    grads = net.backward({"loss": 1.0}, wrt=["x"])    # {leaf name: ndarray}, params included
+"""
+from .errors import (AttrError, Diagnostic, FlowgradError, GraphError, NumericsError, OpError,
+                     PluginError, ShapeError, SourceLocation)
+from .graph import Graph
+from .hookspecs import hookimpl
+from .loaders import load
+from .op import Attr, Context, Op, Spec, unbroadcast
+from .passes import prepare
+from .plugins import Registry, default_registry, make_registry
+from .scheduler import Plan, compile
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attr", "AttrError", "Context", "Diagnostic", "FlowgradError", "Graph", "GraphError",
+    "NumericsError", "Op", "OpError", "Plan", "PluginError", "Registry", "ShapeError",
+    "SourceLocation", "Spec", "compile", "default_registry", "hookimpl", "load",
+    "make_registry", "prepare", "unbroadcast", "__version__",
+]

@@ -1,0 +1,167 @@
+"""The graph: a networkx MultiDiGraph of leaves and ops, shared by every front end and consumer.
+
+Nodes carry a ``kind``: ``input`` (fed per batch), ``param`` (persistent, trainable unless
+frozen), ``const`` (never differentiated) or ``op``.  An edge carries ``src_port`` (which output
+of its source) and ``dst_port`` (which input of its destination); two edges may join the same
+pair of nodes (``mul(x, x)``).  Parameters are inputs of parameter-free ops, so tied weights are
+one param node with several consumers and optimizing an input is flipping one leaf's flag.
+
+``Graph.dag`` is the networkx graph itself: users may read it with any networkx algorithm.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import networkx as nx
+import numpy as np
+
+from .errors import GraphError, SourceLocation, did_you_mean
+from .op import Op, Spec
+
+LEAF_KINDS = ("input", "param", "const")
+
+
+class Graph:
+    """A named DAG of ops and leaves, with declared outputs and the file it came from."""
+
+    def __init__(self, name: str = "graph", source: str | None = None):
+        self.dag = nx.MultiDiGraph()
+        self.name = name
+        self.source = source
+        self.outputs: list[str] = []
+        self.meta: dict[str, Any] = {}      # front-end extras, e.g. the YAML ``train`` section
+        self._next_order = 0
+
+    # -- building -----------------------------------------------------------------------
+    def _add(self, name: str, loc: SourceLocation | None, **attrs: Any) -> None:
+        if name in self.dag:
+            raise GraphError(f"'{name}' is declared twice", loc=loc, node=name)
+        self.dag.add_node(name, order=self._next_order, loc=loc, **attrs)
+        self._next_order += 1
+
+    def add_input(self, name: str, spec: Spec, loc: SourceLocation | None = None) -> None:
+        """An input fed per batch; ``spec.shape`` includes the batch axis (usually ``None``)."""
+        self._add(name, loc, kind="input", spec=spec)
+
+    def add_param(self, name: str, value: np.ndarray, *, trainable: bool = True,
+                  lr_mult: float = 1.0, decay_mult: float = 1.0,
+                  loc: SourceLocation | None = None, **extra: Any) -> None:
+        """A persistent leaf; ``trainable=False`` makes it state (e.g. running statistics)."""
+        value = np.asarray(value)
+        self._add(name, loc, kind="param", value=value, spec=Spec.of(value), trainable=trainable,
+                  lr_mult=lr_mult, decay_mult=decay_mult, **extra)
+
+    def add_const(self, name: str, value: np.ndarray, loc: SourceLocation | None = None) -> None:
+        value = np.asarray(value)
+        self._add(name, loc, kind="const", value=value, spec=Spec.of(value))
+
+    def add_op(self, name: str, op: Op, num_inputs: int | None = None,
+               loc: SourceLocation | None = None, **extra: Any) -> None:
+        """An op node; ``num_inputs`` is the number of input positions (variadic ops)."""
+        if num_inputs is None:
+            num_inputs = len(op.input_names)
+        self._add(name, loc, kind="op", op=op, num_inputs=num_inputs, **extra)
+
+    def connect(self, src: str, src_port: int, dst: str, dst_port: int) -> None:
+        """Feed output ``src_port`` of ``src`` into input ``dst_port`` of ``dst``."""
+        self.dag.add_edge(src, dst, src_port=src_port, dst_port=dst_port)
+
+    # -- reading ------------------------------------------------------------------------
+    def nodes_of_kind(self, kind: str) -> list[str]:
+        return [n for n in self.ordered_nodes() if self.dag.nodes[n]["kind"] == kind]
+
+    @property
+    def inputs(self) -> list[str]:
+        return self.nodes_of_kind("input")
+
+    @property
+    def params(self) -> list[str]:
+        return self.nodes_of_kind("param")
+
+    @property
+    def consts(self) -> list[str]:
+        return self.nodes_of_kind("const")
+
+    @property
+    def ops(self) -> list[str]:
+        return self.nodes_of_kind("op")
+
+    def ordered_nodes(self) -> list[str]:
+        """All nodes in declaration order (the order front ends added them)."""
+        return sorted(self.dag.nodes, key=lambda n: self.dag.nodes[n]["order"])
+
+    def topological_order(self) -> list[str]:
+        """A deterministic topological order: among ready nodes, the first declared goes first."""
+        nodes = self.dag.nodes
+        return list(nx.lexicographical_topological_sort(self.dag, key=lambda n: nodes[n]["order"]))
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.dag.nodes[name]
+
+    def input_sources(self, name: str) -> list[tuple[str, int] | None]:
+        """For an op node: ``[(src, src_port) or None]`` indexed by input position."""
+        sources: list[tuple[str, int] | None] = [None] * self.dag.nodes[name]["num_inputs"]
+        for src, _, data in self.dag.in_edges(name, data=True):
+            sources[data["dst_port"]] = (src, data["src_port"])
+        return sources
+
+    def consumers(self, name: str, port: int) -> list[tuple[str, int]]:
+        """``[(dst, dst_port)]`` reading output ``port`` of ``name``, in a deterministic order."""
+        nodes = self.dag.nodes
+        found = [(dst, d["dst_port"]) for _, dst, d in self.dag.out_edges(name, data=True)
+                 if d["src_port"] == port]
+        return sorted(found, key=lambda c: (nodes[c[0]]["order"], c[1]))
+
+    def num_outputs(self, name: str) -> int:
+        data = self.dag.nodes[name]
+        if data["kind"] != "op":
+            return 1
+        return data["op"].num_outputs(data["num_inputs"])
+
+    def output_names(self, name: str) -> tuple[str, ...]:
+        data = self.dag.nodes[name]
+        if data["kind"] != "op":
+            return ("y",)
+        return data["op"].output_names(data["num_inputs"])
+
+    def specs(self, name: str) -> tuple[Spec, ...] | None:
+        """The output specs of a node (after shape inference for ops)."""
+        data = self.dag.nodes[name]
+        return (data["spec"],) if data["kind"] != "op" else data.get("specs")
+
+    def resolve(self, ref: str) -> tuple[str, int]:
+        """Turn a value reference (``node`` or ``node.port``) into ``(node, port index)``."""
+        if ref in self.dag:
+            return ref, 0
+        node, dot, port = ref.rpartition(".")
+        if dot and node in self.dag:
+            names = self.output_names(node)
+            if port in names:
+                return node, names.index(port)
+            if port.isdigit() and int(port) < len(names):
+                return node, int(port)
+            raise KeyError(f"'{node}' has no output '{port}' (outputs: {', '.join(names)})")
+        raise KeyError(f"unknown value '{ref}'{did_you_mean(ref, self.dag.nodes)}")
+
+    def value_name(self, node: str, port: int) -> str:
+        """The reference string for output ``port`` of ``node`` (inverse of :meth:`resolve`)."""
+        return node if port == 0 else f"{node}.{self.output_names(node)[port]}"
+
+    def copy(self) -> "Graph":
+        """A copy whose DAG and node attribute dicts are new (arrays and ops are shared)."""
+        other = Graph(self.name, self.source)
+        other.dag = self.dag.copy()
+        other.outputs = list(self.outputs)
+        other.meta = dict(self.meta)
+        other._next_order = self._next_order
+        return other
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ordered_nodes())
+
+    def __len__(self) -> int:
+        return self.dag.number_of_nodes()
+
+    def __repr__(self) -> str:
+        return (f"<Graph {self.name!r}: {len(self.inputs)} inputs, {len(self.params)} params, "
+                f"{len(self.ops)} ops>")

@@ -1,0 +1,424 @@
+"""The YAML front end.
+
+    flowgrad: 1                          # schema version
+    name: digits_mlp
+    seed: 0                              # default seed of every param initializer
+    inputs:  {x: {shape: [64]}, label: {shape: [], dtype: int64}}   # shapes exclude the batch
+    params:
+      W1: {shape: [64, 32], init: {kind: glorot_uniform}}
+      b1: {shape: [32], init: {kind: zeros}, lr_mult: 2.0}
+    constants: {lam: {value: 0.01}}
+    nodes:
+      fc1:  {op: dense, in: {x: x, W: W1, b: b1}}     # a mapping to named ports
+      h1:   {op: relu, in: fc1}                        # one input
+      cat:  {op: concat, in: [h1, fc1], axis: 1}       # a list: positional / variadic; attrs inline
+    outputs: [cat]
+    train: {...}                         # read by the trainer
+
+One namespace: every name is declared once, and the section says its kind.  ``node.port``
+picks an output of a multi-output op.  Every mistake is reported with ``path:line:col``, the
+source line and a caret, and all mistakes of a file are reported together.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import AttrError, DiagnosticList, GraphError, PluginError, SourceLocation, \
+    did_you_mean
+from ..graph import Graph
+from ..initializers import INITIALIZERS, initialize, param_seed
+from ..op import Spec
+from ..passes import prepare
+from ..plugins import Registry, default_registry, unknown_op_message
+from .yaml_source import MarkedDict, MarkedList, read_yaml
+
+SCHEMA_VERSION = 1
+TOP_KEYS = ("flowgrad", "name", "doc", "seed", "inputs", "params", "constants", "nodes",
+            "outputs", "train", "visualize")
+INPUT_KEYS = ("shape", "dtype", "doc")
+PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
+CONST_KEYS = ("value", "dtype", "doc")
+NODE_KEYS = ("op", "in", "doc")
+DTYPES = {"float": "float32", "float32": "float32", "float64": "float32", "int64": "int64",
+          "int32": "int32", "bool": "bool"}
+
+
+def load_yaml(path: str, registry: Registry | None = None, text: str | None = None) -> Graph:
+    """Load, validate and prepare the graph in the YAML file at ``path``."""
+    data, _ = read_yaml(path, text)
+    builder = _Builder(path, registry or default_registry())
+    graph = builder.build(data)
+    return prepare(graph)
+
+
+class _Builder:
+    def __init__(self, path: str, registry: Registry):
+        self.path = path
+        self.registry = registry
+        self.errors = DiagnosticList()
+        self.graph: Graph | None = None
+        self.declared: dict[str, SourceLocation] = {}
+
+    # -- small checks -------------------------------------------------------------------
+    def error(self, message: str, loc: SourceLocation | None) -> None:
+        self.errors.add(message, loc)
+
+    def mapping(self, value: Any, what: str, loc: SourceLocation) -> MarkedDict | None:
+        if isinstance(value, MarkedDict):
+            return value
+        self.error(f"{what} must be a mapping, got {_describe(value)}", loc)
+        return None
+
+    def keys(self, d: MarkedDict, allowed: tuple[str, ...], what: str,
+             required: tuple[str, ...] = ()) -> None:
+        for key in d:
+            if key not in allowed:
+                self.error(f"unknown key '{key}' in {what}{did_you_mean(key, allowed)}"
+                           f" (allowed: {', '.join(allowed)})", d.key_locs[key])
+        for key in required:
+            if key not in d:
+                self.error(f"{what} needs '{key}'", d.loc)
+
+    def typed(self, d: MarkedDict, key: str, kinds: tuple[type, ...], what: str,
+              default: Any = None) -> Any:
+        if key not in d:
+            return default
+        value = d[key]
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            self.error(f"'{key}' of {what} must be {_kinds(kinds)}, got {_describe(value)}",
+                       d.value_locs[key])
+            return default
+        return value
+
+    def shape(self, d: MarkedDict, what: str) -> tuple[int, ...] | None:
+        value = d.get("shape")
+        if value is None:
+            return None
+        if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            self.error(f"'shape' of {what} must be a list of non-negative integers, got "
+                       f"{_describe(value)}", d.value_locs["shape"])
+            return None
+        return tuple(value)
+
+    def declare(self, name: Any, loc: SourceLocation) -> bool:
+        if not isinstance(name, str) or not name:
+            self.error(f"names must be non-empty strings, got {name!r}", loc)
+            return False
+        bad = [c for c in "#." if c in name]
+        if bad or name.strip() != name:
+            self.error(f"name '{name}' may not contain '#', '.' or surrounding spaces "
+                       "('.' selects an output port, '#' marks flowgrad's own nodes)", loc)
+            return False
+        if name in self.declared:
+            first = self.declared[name]
+            self.error(f"'{name}' is already declared at line {first.line}; every input, "
+                       "param, constant and node shares one namespace", loc)
+            return False
+        self.declared[name] = loc
+        return True
+
+    # -- sections -----------------------------------------------------------------------
+    def build(self, data: Any) -> Graph:
+        if not isinstance(data, MarkedDict):
+            loc = getattr(data, "loc", None) or SourceLocation(self.path, 1, 1)
+            raise GraphError(f"a graph file must be a mapping with 'flowgrad: {SCHEMA_VERSION}',"
+                             f" 'inputs', 'params', 'nodes' and 'outputs'; got "
+                             f"{_describe(data)}", loc=loc)
+        self.keys(data, TOP_KEYS, "the graph", required=("flowgrad", "nodes"))
+        version = data.get("flowgrad")
+        if "flowgrad" in data and version != SCHEMA_VERSION:
+            self.error(f"unsupported schema version {version!r}; this flowgrad reads "
+                       f"'flowgrad: {SCHEMA_VERSION}'", data.value_locs["flowgrad"])
+        name = self.typed(data, "name", (str,), "the graph", default=None)
+        seed = self.typed(data, "seed", (int,), "the graph", default=0)
+        self.graph = graph = Graph(name or _stem(self.path), source=self.path)
+        for key in ("train", "visualize", "doc"):
+            if key in data:
+                graph.meta[key] = data[key]
+        sections = {}
+        for section in ("inputs", "params", "constants", "nodes"):
+            if section in data and data[section] is not None:
+                sections[section] = self.mapping(data[section], f"'{section}'",
+                                                 data.value_locs[section])
+        for entry, d in (sections.get("inputs") or {}).items():
+            self.input(entry, d, sections["inputs"])
+        for entry, d in (sections.get("params") or {}).items():
+            self.param(entry, d, sections["params"], seed)
+        for entry, d in (sections.get("constants") or {}).items():
+            self.const(entry, d, sections["constants"])
+        nodes = sections.get("nodes") or {}
+        wiring = [self.node(entry, d, nodes) for entry, d in nodes.items()]
+        for item in wiring:
+            if item is not None:
+                self.wire(*item)
+        self.outputs(data)
+        self.errors.raise_if_any(GraphError)
+        return graph
+
+    def input(self, name: str, d: Any, section: MarkedDict) -> None:
+        loc = section.key_locs[name]
+        if not self.declare(name, loc):
+            return
+        d = self.mapping(d, f"input '{name}'", section.value_locs[name])
+        if d is None:
+            return
+        what = f"input '{name}'"
+        self.keys(d, INPUT_KEYS, what, required=("shape",))
+        shape = self.shape(d, what)
+        dtype = self.dtype(d, what)
+        if shape is not None and dtype is not None:
+            self.graph.add_input(name, Spec((None,) + shape, dtype), loc=loc)
+
+    def dtype(self, d: MarkedDict, what: str) -> str | None:
+        name = self.typed(d, "dtype", (str,), what, default="float")
+        if name not in DTYPES:
+            self.error(f"unknown dtype '{name}' for {what}{did_you_mean(name, DTYPES)} "
+                       f"(dtypes: {', '.join(DTYPES)}; float inputs take the plan's precision)",
+                       d.value_locs["dtype"])
+            return None
+        return DTYPES[name]
+
+    def param(self, name: str, d: Any, section: MarkedDict, graph_seed: int) -> None:
+        loc = section.key_locs[name]
+        if not self.declare(name, loc):
+            return
+        what = f"param '{name}'"
+        d = self.mapping(d, what, section.value_locs[name])
+        if d is None:
+            return
+        self.keys(d, PARAM_KEYS, what, required=("init",))
+        shape = self.shape(d, what)
+        trainable = self.typed(d, "trainable", (bool,), what, default=True)
+        lr_mult = self.typed(d, "lr_mult", (int, float), what, default=1.0)
+        decay_mult = self.typed(d, "decay_mult", (int, float), what, default=1.0)
+        init = d.get("init")
+        if init is None:
+            return
+        init = self.mapping(init, f"'init' of {what}", d.value_locs["init"])
+        if init is None:
+            return
+        value = self.init_value(init, shape, what, param_seed(graph_seed, name))
+        if value is not None:
+            self.graph.add_param(name, value, trainable=trainable, lr_mult=float(lr_mult),
+                                 decay_mult=float(decay_mult), loc=loc, init=dict(init))
+
+    def init_value(self, init: MarkedDict, shape, what: str, default_seed: int):
+        kinds = ("value",) + tuple(INITIALIZERS)
+        kind = init.get("kind")
+        if kind not in kinds:
+            where = init.value_locs.get("kind", init.loc)
+            got = "no 'kind'" if kind is None else f"'{kind}'"
+            self.error(f"unknown initializer {got} for {what}"
+                       f"{did_you_mean(str(kind), kinds)} (kinds: {', '.join(kinds)})", where)
+            return None
+        if kind == "value":
+            self.keys(init, ("kind", "value"), f"the 'value' initializer of {what}",
+                      required=("value",))
+            if "value" not in init:
+                return None
+            value = self.array(init["value"], init.value_locs["value"], what)
+            if value is not None and shape is not None and value.shape != shape:
+                self.error(f"{what} declares shape {list(shape)} but its value has shape "
+                           f"{list(value.shape)}", init.value_locs["value"])
+                return None
+            return value
+        _, required, optional = INITIALIZERS[kind]
+        allowed = ("kind", "seed") + required + optional
+        self.keys(init, allowed, f"the '{kind}' initializer of {what}", required=required)
+        if shape is None:
+            self.error(f"{what} needs a 'shape' for the '{kind}' initializer", init.loc)
+            return None
+        args = {}
+        for key in required + optional:
+            v = self.typed(init, key, (int, float), f"the '{kind}' initializer of {what}")
+            if v is not None:
+                args[key] = v
+        if any(k not in args for k in required):
+            return None
+        seed = self.typed(init, "seed", (int,), f"the initializer of {what}", default=default_seed)
+        return initialize(kind, shape, seed, **args)
+
+    def array(self, value: Any, loc: SourceLocation, what: str) -> np.ndarray | None:
+        try:
+            array = np.asarray(_plain(value), dtype=np.float64)
+        except (TypeError, ValueError):
+            self.error(f"the value of {what} must be a number or a (nested, rectangular) list of "
+                       f"numbers", loc)
+            return None
+        return array.astype(np.float32)
+
+    def const(self, name: str, d: Any, section: MarkedDict) -> None:
+        loc = section.key_locs[name]
+        if not self.declare(name, loc):
+            return
+        what = f"constant '{name}'"
+        d = self.mapping(d, what, section.value_locs[name])
+        if d is None:
+            return
+        self.keys(d, CONST_KEYS, what, required=("value",))
+        dtype = self.dtype(d, what)
+        if "value" not in d or dtype is None:
+            return
+        value = self.array(d["value"], d.value_locs["value"], what)
+        if value is not None:
+            self.graph.add_const(name, value.astype(dtype), loc=loc)
+
+    def node(self, name: str, d: Any, section: MarkedDict):
+        loc = section.key_locs[name]
+        if not self.declare(name, loc):
+            return None
+        what = f"node '{name}'"
+        d = self.mapping(d, what, section.value_locs[name])
+        if d is None:
+            return None
+        if "op" not in d:
+            self.error(f"{what} needs 'op' (the op type, e.g. 'op: dense')", d.loc)
+            return None
+        op_type = d["op"]
+        if not isinstance(op_type, str):
+            self.error(f"'op' of {what} must be a string", d.value_locs["op"])
+            return None
+        try:
+            op_cls = self.registry.get(op_type)
+        except PluginError:
+            self.error(unknown_op_message(op_type, self.registry.ops), d.value_locs["op"])
+            return None
+        attrs = {k: _plain(v) for k, v in d.items() if k not in NODE_KEYS}
+        try:
+            op = op_cls(**attrs)
+        except AttrError as e:
+            where = d.key_locs.get(e.attr) if e.attr not in attrs else d.value_locs[e.attr]
+            self.error(f"{what}: {e}", where or d.loc)
+            return None
+        sources = self.inputs_of(name, op, d)
+        if sources is None:
+            return None
+        self.graph.add_op(name, op, num_inputs=len(sources), loc=loc)
+        return name, op, sources
+
+    def inputs_of(self, name: str, op, d: MarkedDict):
+        """``[(ref, loc) or None]`` by input position, from the node's ``in``."""
+        what = f"node '{name}' ({op.type})"
+        ports = op.input_names
+        if "in" not in d:
+            if op.variadic or any(p not in op.optional_inputs for p in ports):
+                self.error(f"{what} needs 'in' (its inputs: {_ports(op)})", d.loc)
+                return None
+            return [None] * len(ports)
+        value, loc = d["in"], d.value_locs["in"]
+        if isinstance(value, str):
+            entries = [(value, loc)]
+        elif isinstance(value, MarkedList):
+            entries = list(zip(value, value.item_locs))
+        elif isinstance(value, MarkedDict):
+            if op.variadic:
+                self.error(f"{what} takes a list of inputs, not a mapping", loc)
+                return None
+            sources: list = [None] * len(ports)
+            for port, ref in value.items():
+                if port not in ports:
+                    self.error(f"{what} has no input '{port}'{did_you_mean(port, ports)} "
+                               f"(inputs: {_ports(op)})", value.key_locs[port])
+                    continue
+                sources[ports.index(port)] = (ref, value.value_locs[port])
+            return self.check_arity(what, op, sources, loc)
+        else:
+            self.error(f"'in' of {what} must be a name, a list of names or a mapping from its "
+                       f"inputs ({_ports(op)}) to names; got {_describe(value)}", loc)
+            return None
+        if op.variadic:
+            if len(entries) < op.min_inputs:
+                self.error(f"{what} needs at least {op.min_inputs} inputs, got {len(entries)}",
+                           loc)
+                return None
+            return entries
+        if len(entries) > len(ports):
+            self.error(f"{what} takes at most {len(ports)} input(s) ({_ports(op)}), got "
+                       f"{len(entries)}", loc)
+            return None
+        return self.check_arity(what, op, entries + [None] * (len(ports) - len(entries)), loc)
+
+    def check_arity(self, what, op, sources, loc):
+        missing = [p for p, s in zip(op.input_names, sources)
+                   if s is None and p not in op.optional_inputs]
+        if missing:
+            self.error(f"{what} is missing input(s) {', '.join(missing)} (inputs: {_ports(op)}); "
+                       f"name them with a mapping, e.g. in: {{{op.input_names[0]}: ..., "
+                       f"{missing[-1]}: ...}}", loc)
+            return None
+        return sources
+
+    def wire(self, name: str, op, sources) -> None:
+        for position, entry in enumerate(sources):
+            if entry is None:
+                continue
+            ref, loc = entry
+            if not isinstance(ref, str):
+                self.error(f"inputs are named by strings, got {_describe(ref)}", loc)
+                continue
+            try:
+                src, port = self.graph.resolve(ref)
+            except KeyError as e:
+                self.error(str(e.args[0]), loc)
+                continue
+            self.graph.connect(src, port, name, position)
+
+    def outputs(self, data: MarkedDict) -> None:
+        refs = data.get("outputs")
+        if refs is None:
+            graph = self.graph
+            self.graph.outputs = [n for n in graph.ops if graph.dag.out_degree(n) == 0]
+            return
+        if not isinstance(refs, MarkedList):
+            refs = MarkedList([refs])
+            refs.item_locs = [data.value_locs["outputs"]]
+        for ref, loc in zip(refs, refs.item_locs):
+            if not isinstance(ref, str):
+                self.error(f"outputs are named by strings, got {_describe(ref)}", loc)
+                continue
+            try:
+                self.graph.resolve(ref)
+            except KeyError as e:
+                self.error(f"unknown output: {e.args[0]}", loc)
+                continue
+            self.graph.outputs.append(ref)
+
+
+def _ports(op) -> str:
+    if op.variadic:
+        return f"{op.input_names[0]}... (a list)"
+    return ", ".join(p + (" (optional)" if p in op.optional_inputs else "")
+                     for p in op.input_names)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _stem(path: str) -> str:
+    import os
+    return os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,32 @@
+"""The built-in ops: one module per op family, registered as a plugin like any other.
+
+Every :class:`~flowgrad.op.Op` subclass with a ``type`` defined in a module of this package is
+registered; adding an op family is adding a module.  Modules are imported when a registry is
+built, not when flowgrad is imported.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+from ..hookspecs import hookimpl
+from ..op import Op
+
+
+def builtin_ops() -> list[type[Op]]:
+    """Every op class defined in this package, in module then definition order."""
+    found: list[type[Op]] = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
+                   if issubclass(c, Op) and c.__module__ == module.__name__ and c.type]
+        found.extend(sorted(classes, key=lambda c: inspect.getsourcelines(c)[1]))
+    return found
+
+
+@hookimpl
+def flowgrad_register_ops():
+    return builtin_ops()

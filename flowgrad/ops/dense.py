@@ -1,0 +1,88 @@
+"""Affine and matrix-product ops: ``dense`` (x @ W + b) and broadcasting, batched ``matmul``."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..op import Op, ShapeError, Spec, broadcast_shapes, format_shape, result_dtype, unbroadcast
+
+
+class Dense(Op):
+    """y = x @ W + b, with W of shape (in, out); x may have any number of leading axes."""
+
+    type = "dense"
+    inputs = ("x", "W", "b?")
+
+    def infer(self, x, W, b):
+        if W.ndim != 2 or x.ndim < 1:
+            raise ShapeError(f"dense needs x[..., in] and W[in, out], got x {format_shape(x.shape)}"
+                             f" and W {format_shape(W.shape)}")
+        if None not in (x.shape[-1], W.shape[0]) and x.shape[-1] != W.shape[0]:
+            raise ShapeError(f"x has {x.shape[-1]} features but W expects {W.shape[0]} "
+                             f"(x {format_shape(x.shape)}, W {format_shape(W.shape)})")
+        if b is not None and b.shape not in ((W.shape[1],), (1, W.shape[1])) and None not in b.shape:
+            raise ShapeError(f"bias shape {format_shape(b.shape)} does not match W's "
+                             f"{W.shape[1]} outputs")
+        specs = (x, W) if b is None else (x, W, b)
+        return (Spec(x.shape[:-1] + (W.shape[1],), result_dtype(*specs)),)
+
+    def forward(self, ctx, x, W, b):
+        y = x @ W
+        if b is not None:
+            y += b
+        ctx.save(x, W)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        x, W = ctx.saved
+        need_x, need_W, need_b = ctx.needs_input_grad
+        gx = gy @ W.T if need_x else None
+        gW = gb = None
+        if need_W:
+            if x.ndim == 2:
+                gW = x.T @ gy
+            else:
+                gW = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
+        if need_b:
+            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0)
+        return gx, gW, gb
+
+
+class MatMul(Op):
+    """numpy's ``a @ b``: batched over leading axes, which broadcast; 1-d operands as numpy does."""
+
+    type = "matmul"
+    inputs = ("a", "b")
+
+    def infer(self, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise ShapeError("matmul needs operands with at least one axis")
+        ka = a.shape[-1]
+        kb = b.shape[-2] if b.ndim > 1 else b.shape[0]
+        if None not in (ka, kb) and ka != kb:
+            raise ShapeError(f"matmul inner dimensions differ: {format_shape(a.shape)} @ "
+                             f"{format_shape(b.shape)}")
+        batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        rows = a.shape[-2:-1] if a.ndim > 1 else ()
+        cols = b.shape[-1:] if b.ndim > 1 else ()
+        return (Spec(batch + rows + cols, result_dtype(a, b)),)
+
+    def forward(self, ctx, a, b):
+        ctx.save(a, b)
+        return (a @ b,)
+
+    def backward(self, ctx, gy):
+        a, b = ctx.saved
+        need_a, need_b = ctx.needs_input_grad
+        a2 = a[None, :] if a.ndim == 1 else a           # promote 1-d operands as numpy does
+        b2 = b[:, None] if b.ndim == 1 else b
+        g2 = gy
+        if a.ndim == 1:
+            g2 = np.expand_dims(g2, -2)
+        if b.ndim == 1:
+            g2 = np.expand_dims(g2, -1)
+        ga = gb = None
+        if need_a:
+            ga = unbroadcast(g2 @ np.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if need_b:
+            gb = unbroadcast(np.swapaxes(a2, -1, -2) @ g2, b2.shape).reshape(b.shape)
+        return ga, gb

@@ -1,0 +1,105 @@
+"""Topology ops (lecture notes §14.7): ``branch`` fans one value out, merges fan values in.
+
+``branch`` is the only place activation gradients are summed: the graph pass
+``insert_branches`` routes every value with several consumers through one, so every other op and
+the scheduler only ever write a gradient once.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..op import (Attr, Op, ShapeError, Spec, broadcast_shapes, format_shape, normalize_axis,
+                  result_dtype, unbroadcast)
+
+
+class Branch(Op):
+    """Copies its input to ``n`` outputs (without copying memory); backward sums the gradients."""
+
+    type = "branch"
+    attrs = {"n": Attr("int", 2, doc="number of consumers")}
+
+    def check(self):
+        if self.n < 2:
+            from ..errors import AttrError
+            raise AttrError("branch needs n >= 2", attr="n")
+
+    def num_outputs(self, num_inputs):
+        return self.n
+
+    def output_names(self, num_inputs):
+        return tuple(str(i) for i in range(self.n))
+
+    def infer(self, x):
+        return (x,) * self.n
+
+    def forward(self, ctx, x):
+        return (x,) * self.n
+
+    def backward(self, ctx, *grads):
+        total = None
+        for g in grads:
+            if g is None:
+                continue
+            total = g.copy() if total is None else np.add(total, g, out=total)
+        return (total,)
+
+
+class Concat(Op):
+    """Concatenates any number of inputs along ``axis``; backward slices the gradient."""
+
+    type = "concat"
+    inputs = ("xs",)
+    variadic = True
+    attrs = {"axis": Attr("int", -1, doc="axis to join along (negative counts from the end)")}
+
+    def infer(self, *xs):
+        ndim = xs[0].ndim
+        if any(x.ndim != ndim for x in xs):
+            raise ShapeError("concat inputs have different ranks: "
+                             + ", ".join(format_shape(x.shape) for x in xs))
+        axis = normalize_axis(self.axis, ndim)
+        shape = []
+        for i in range(ndim):
+            dims = [x.shape[i] for x in xs]
+            if i == axis:
+                shape.append(None if None in dims else sum(dims))
+            else:
+                known = {d for d in dims if d is not None}
+                if len(known) > 1:
+                    raise ShapeError(f"concat inputs differ on axis {i} (not the concat axis "
+                                     f"{axis}): " + ", ".join(format_shape(x.shape) for x in xs))
+                shape.append(known.pop() if known else None)
+        return (Spec(tuple(shape), result_dtype(*xs)),)
+
+    def forward(self, ctx, *xs):
+        axis = self.axis % xs[0].ndim
+        ctx.save(axis, np.cumsum([x.shape[axis] for x in xs])[:-1])
+        return (np.concatenate(xs, axis=axis),)
+
+    def backward(self, ctx, gy):
+        axis, cuts = ctx.saved
+        parts = np.split(gy, cuts, axis=axis)
+        return tuple(p if need else None for p, need in zip(parts, ctx.needs_input_grad))
+
+
+class Sum(Op):
+    """Elementwise sum of any number of inputs (broadcasting); backward copies the gradient."""
+
+    type = "sum"
+    inputs = ("xs",)
+    variadic = True
+
+    def infer(self, *xs):
+        return (Spec(broadcast_shapes(*(x.shape for x in xs)), result_dtype(*xs)),)
+
+    def forward(self, ctx, *xs):
+        y = xs[0]
+        for x in xs[1:]:
+            y = y + x
+        ctx.save(tuple(x.shape for x in xs))
+        return (y,)
+
+    def backward(self, ctx, gy):
+        (shapes,) = ctx.saved
+        return tuple(unbroadcast(gy, s) if need else None
+                     for s, need in zip(shapes, ctx.needs_input_grad))
