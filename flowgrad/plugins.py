@@ -5,7 +5,11 @@ Nothing is loaded at import time: a :class:`Registry` is built on first use (or 
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import os
+import pathlib
+import sys
 from typing import Any, Iterable
 
 import pluggy
@@ -15,6 +19,9 @@ from .errors import PluginError, did_you_mean
 from .op import Op
 
 PROJECT = "flowgrad"
+ENTRY_POINT_GROUP = "flowgrad"
+PATHS_ENV = "FLOWGRAD_PLUGINS"
+NO_AUTOLOAD_ENV = "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD"
 
 
 class Registry:
@@ -67,21 +74,68 @@ def describe_plugin(pm: pluggy.PluginManager, plugin: Any) -> str:
     return f"'{name}' ({where})" if where and where != name else f"'{name}'"
 
 
-def make_plugin_manager(plugins: Iterable[Any] = ()) -> pluggy.PluginManager:
-    """A plugin manager with the hook specs, the built-in ops and the given plugin objects."""
+def make_plugin_manager(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
+                        autoload: bool = True) -> pluggy.PluginManager:
+    """A plugin manager holding, in order: the hook specs, the built-in ops, installed plugins
+    (entry-point group ``flowgrad``, unless ``autoload`` is False or ``FLOWGRAD_DISABLE_PLUGIN_
+    AUTOLOAD`` is set), the plugin files and folders in ``paths`` and in ``FLOWGRAD_PLUGINS``,
+    and the given plugin objects."""
     from . import ops as builtin_ops
 
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     pm.register(builtin_ops, name="flowgrad.ops")
+    if autoload and not os.environ.get(NO_AUTOLOAD_ENV):
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as e:  # an installed plugin failed to import
+            raise PluginError(f"an installed flowgrad plugin failed to load: "
+                              f"{type(e).__name__}: {e} (set {NO_AUTOLOAD_ENV}=1 to skip "
+                              "installed plugins)") from e
+    env_paths = [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p]
+    for path in [*env_paths, *paths]:
+        for module in load_plugin_path(path):
+            if not pm.is_registered(module):
+                pm.register(module, name=module.__name__)
     for plugin in plugins:
         pm.register(plugin)
     return pm
 
 
-def make_registry(plugins: Iterable[Any] = ()) -> Registry:
-    """Build a fresh registry from the built-ins and ``plugins``."""
-    return Registry(make_plugin_manager(plugins))
+def load_plugin_path(path: str) -> list[Any]:
+    """Import a plugin file, or every ``*.py`` file of a folder (sorted), as modules."""
+    target = pathlib.Path(path)
+    if target.is_dir():
+        files = sorted(f for f in target.glob("*.py") if not f.name.startswith("_"))
+    elif target.is_file():
+        files = [target]
+    else:
+        raise PluginError(f"plugin path '{path}' does not exist")
+    return [_import_file(f) for f in files]
+
+
+def _import_file(file: pathlib.Path) -> Any:
+    name = f"flowgrad_plugin_{file.stem}"
+    resolved = str(file.resolve())
+    existing = sys.modules.get(name)
+    if existing is not None and getattr(existing, "__file__", None) == resolved:
+        return existing
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin file '{file}' cannot be imported (is it a .py file?)")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise PluginError(f"plugin file '{file}' failed to import: {type(e).__name__}: {e}") from e
+    sys.modules[name] = module
+    return module
+
+
+def make_registry(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
+                  autoload: bool = True) -> Registry:
+    """Build a fresh registry (see :func:`make_plugin_manager` for what is loaded)."""
+    return Registry(make_plugin_manager(plugins, paths, autoload))
 
 
 _default: Registry | None = None

@@ -13,6 +13,7 @@
       h1:   {op: relu, in: fc1}                        # one input
       cat:  {op: concat, in: [h1, fc1], axis: 1}       # a list: positional / variadic; attrs inline
     outputs: [cat]
+    weights: digits.npz                  # optional: values of params/constants given no init/value
     train: {...}                         # read by the trainer
 
 One namespace: every name is declared once, and the section says its kind.  ``node.port``
@@ -35,8 +36,8 @@ from ..plugins import Registry, default_registry, unknown_op_message
 from .yaml_source import MarkedDict, MarkedList, read_yaml
 
 SCHEMA_VERSION = 1
-TOP_KEYS = ("flowgrad", "name", "doc", "seed", "inputs", "params", "constants", "nodes",
-            "outputs", "train", "visualize")
+TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "inputs", "params", "constants",
+            "nodes", "outputs", "train", "visualize")
 INPUT_KEYS = ("shape", "dtype", "doc")
 PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
 CONST_KEYS = ("value", "dtype", "doc")
@@ -60,6 +61,8 @@ class _Builder:
         self.errors = DiagnosticList()
         self.graph: Graph | None = None
         self.declared: dict[str, SourceLocation] = {}
+        self.weights: dict[str, np.ndarray] | None = None
+        self.weights_loc: SourceLocation | None = None
 
     # -- small checks -------------------------------------------------------------------
     def error(self, message: str, loc: SourceLocation | None) -> None:
@@ -138,6 +141,9 @@ class _Builder:
         for key in ("train", "visualize", "doc"):
             if key in data:
                 graph.meta[key] = data[key]
+        weights = self.typed(data, "weights", (str,), "the graph")
+        if weights is not None:
+            self.read_weights(weights, data.value_locs["weights"])
         sections = {}
         for section in ("inputs", "params", "constants", "nodes"):
             if section in data and data[section] is not None:
@@ -189,21 +195,48 @@ class _Builder:
         d = self.mapping(d, what, section.value_locs[name])
         if d is None:
             return
-        self.keys(d, PARAM_KEYS, what, required=("init",))
+        self.keys(d, PARAM_KEYS, what, required=() if self.weights is not None else ("init",))
         shape = self.shape(d, what)
         trainable = self.typed(d, "trainable", (bool,), what, default=True)
         lr_mult = self.typed(d, "lr_mult", (int, float), what, default=1.0)
         decay_mult = self.typed(d, "decay_mult", (int, float), what, default=1.0)
         init = d.get("init")
         if init is None:
-            return
-        init = self.mapping(init, f"'init' of {what}", d.value_locs["init"])
-        if init is None:
-            return
-        value = self.init_value(init, shape, what, param_seed(graph_seed, name))
+            value = self.stored(name, shape, what, loc)
+        else:
+            init = self.mapping(init, f"'init' of {what}", d.value_locs["init"])
+            if init is None:
+                return
+            value = self.init_value(init, shape, what, param_seed(graph_seed, name))
         if value is not None:
             self.graph.add_param(name, value, trainable=trainable, lr_mult=float(lr_mult),
-                                 decay_mult=float(decay_mult), loc=loc, init=dict(init))
+                                 decay_mult=float(decay_mult), loc=loc,
+                                 init=None if init is None else _plain(init))
+
+    def read_weights(self, path: str, loc: SourceLocation) -> None:
+        """Read the ``weights`` file (.npz), relative to the graph file."""
+        import os
+        full = os.path.join(os.path.dirname(os.path.abspath(self.path)), path)
+        try:
+            with np.load(full, allow_pickle=False) as archive:
+                self.weights = {k: archive[k] for k in archive.files}
+        except (OSError, ValueError) as e:
+            self.error(f"cannot read weights file '{full}': {e}", loc)
+        self.weights_loc = loc
+
+    def stored(self, name: str, shape, what: str, loc: SourceLocation):
+        """The value of ``name`` from the weights file, checked against its declared shape."""
+        if self.weights is None:
+            return None
+        if name not in self.weights:
+            self.error(f"{what} has no 'init' and the weights file has no array '{name}'", loc)
+            return None
+        value = self.weights[name]
+        if shape is not None and tuple(value.shape) != shape:
+            self.error(f"{what} declares shape {list(shape)} but the weights file holds "
+                       f"{list(value.shape)}", loc)
+            return None
+        return value
 
     def init_value(self, init: MarkedDict, shape, what: str, default_seed: int):
         kinds = ("value",) + tuple(INITIALIZERS)
@@ -258,9 +291,15 @@ class _Builder:
         d = self.mapping(d, what, section.value_locs[name])
         if d is None:
             return
-        self.keys(d, CONST_KEYS, what, required=("value",))
+        self.keys(d, CONST_KEYS + ("shape",), what,
+                  required=() if self.weights is not None else ("value",))
+        if "value" not in d:
+            value = self.stored(name, self.shape(d, what), what, loc)
+            if value is not None:
+                self.graph.add_const(name, value, loc=loc)
+            return
         dtype = self.dtype(d, what)
-        if "value" not in d or dtype is None:
+        if dtype is None:
             return
         value = self.array(d["value"], d.value_locs["value"], what)
         if value is not None:
