@@ -1,0 +1,40 @@
+"""``flowgrad run``: run a graph on arrays and save its outputs."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import compile, load
+from ..errors import FlowgradError
+from ._common import add_dtype_argument, add_graph_argument, parse_feeds
+
+HELP = "run a graph on input arrays and save the outputs (.npz)"
+
+
+def add_arguments(parser):
+    add_graph_argument(parser)
+    parser.add_argument("-i", "--input", action="append", default=[], metavar="NAME=FILE.npy",
+                        help="an input array (repeatable)")
+    parser.add_argument("-o", "--out", metavar="OUT.npz", help="where to save the outputs")
+    parser.add_argument("--outputs", nargs="+", metavar="NAME",
+                        help="values to compute (default: the graph's outputs)")
+    add_dtype_argument(parser)
+
+
+def run(args, registry):
+    graph = load(args.graph, registry=registry)
+    net = compile(graph, dtype=args.dtype)
+    feeds = parse_feeds(args.input)
+    missing = [n for n in graph.inputs if n not in feeds]
+    if missing and not args.outputs:
+        raise FlowgradError(f"missing --input for {', '.join(missing)} "
+                            f"(the graph's inputs: {', '.join(graph.inputs)})")
+    outputs = net.forward(feeds, outputs=args.outputs, grad=False)
+    for name, value in outputs.items():
+        value = np.asarray(value)
+        preview = np.array2string(value.ravel()[:6], precision=4, separator=", ")
+        more = " ..." if value.size > 6 else ""
+        print(f"{name}: {value.dtype}{list(value.shape)} {preview}{more}")
+    if args.out:
+        np.savez(args.out, **{k.replace("/", "_"): np.asarray(v) for k, v in outputs.items()})
+        print(f"saved {len(outputs)} output(s) to {args.out}")
+    return 0
