@@ -449,23 +449,27 @@ class Plan:
             raise FlowgradError(f"micro-batching needs one batch size, inputs have {sorted(sizes)}")
         total = sizes.pop()
         outs: dict[str, list] = {k: [] for k in outputs}
-        grads: dict[str, np.ndarray] = {}
+        grads: dict[str, list] = {}
         for start in range(0, total, micro_batch):
             chunk = {k: (v[start:start + micro_batch] if np.ndim(v) > 0 else v)
                      for k, v in feeds.items()}
             weight = 1.0 if reduction == "sum" else min(micro_batch, total - start) / total
-            out = self.forward(chunk, outputs)
-            for k, v in out.items():
+            for k, v in self.forward(chunk, outputs).items():
                 outs[k].append((v, weight))
             for k, v in self.backward(seeds, wrt).items():
-                grads[k] = v * weight if k not in grads else grads[k] + v * weight
+                grads.setdefault(k, []).append((v, weight))
+        # A value with a batch axis is per sample: its chunks are concatenated (gradients of
+        # batched inputs scaled by their chunk's weight).  Anything else (a loss, a param's
+        # gradient) was reduced over the chunk: the chunks are combined by weight.
         merged = {}
         for k, parts in outs.items():
-            if np.ndim(parts[0][0]) == 0:
-                merged[k] = np.asarray(sum(v * w for v, w in parts), dtype=parts[0][0].dtype)
-            else:
-                merged[k] = np.concatenate([v for v, _ in parts])
-        return merged, grads
+            node, port = self.graph.resolve(k)
+            per_sample = self.graph.specs(node)[port].shape[:1] == (None,)
+            merged[k] = (np.concatenate([v for v, _ in parts]) if per_sample
+                         else _weighted_sum(parts))
+        combined = {k: (np.concatenate([v * w for v, w in parts]) if k in self._input_slots
+                        else _weighted_sum(parts)) for k, parts in grads.items()}
+        return merged, combined
 
     # -- helpers --------------------------------------------------------------------------
     def _cast(self, value: np.ndarray) -> np.ndarray:
@@ -482,6 +486,13 @@ class Plan:
         cause = message or f"{type(error).__name__}: {error}"
         return OpError(f"{phase} of '{step.name}' ({step.op.type}) failed{shapes}: {cause}",
                        node=step.name, loc=data.get("loc"))
+
+
+def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    total = parts[0][0] * parts[0][1]
+    for value, weight in parts[1:]:
+        total = total + value * weight
+    return np.asarray(total, dtype=parts[0][0].dtype)
 
 
 def _ports(op, n: int) -> tuple[str, ...]:

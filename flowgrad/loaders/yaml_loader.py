@@ -329,7 +329,9 @@ class _Builder:
         try:
             op = op_cls(**attrs)
         except AttrError as e:
-            where = d.key_locs.get(e.attr) if e.attr not in attrs else d.value_locs[e.attr]
+            # an unknown or missing attribute is a key problem; a bad value, a value problem
+            known = e.attr in op_cls.attrs and e.attr in attrs
+            where = d.value_locs[e.attr] if known else d.key_locs.get(e.attr)
             self.error(f"{what}: {e}", where or d.loc)
             return None
         sources = self.inputs_of(name, op, d)
@@ -401,9 +403,15 @@ class _Builder:
             try:
                 src, port = self.graph.resolve(ref)
             except KeyError as e:
-                self.error(str(e.args[0]), loc)
+                if not self.failed(ref):
+                    self.error(str(e.args[0]), loc)
                 continue
             self.graph.connect(src, port, name, position)
+
+    def failed(self, ref: str) -> bool:
+        """True if ``ref`` names something declared whose own error is already reported."""
+        base = ref if ref in self.declared else ref.rpartition(".")[0]
+        return base in self.declared and base not in self.graph.dag
 
     def outputs(self, data: MarkedDict) -> None:
         refs = data.get("outputs")
@@ -421,7 +429,8 @@ class _Builder:
             try:
                 self.graph.resolve(ref)
             except KeyError as e:
-                self.error(f"unknown output: {e.args[0]}", loc)
+                if not self.failed(ref):
+                    self.error(f"unknown output: {e.args[0]}", loc)
                 continue
             self.graph.outputs.append(ref)
 

@@ -1,0 +1,103 @@
+"""Graph passes: validation, branch insertion (idempotent), shape inference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowgrad import Graph, GraphError, Spec
+from flowgrad.ops.dense import Dense
+from flowgrad.ops.merge import Concat
+from flowgrad.ops.activations import Relu
+from flowgrad.passes import infer_shapes, insert_branches, prepare, validate
+
+
+def tied_graph() -> Graph:
+    """x -> relu -> (dense W) and (dense W) -> concat: h and W both have two readers."""
+    g = Graph("tied")
+    g.add_input("x", Spec((None, 3), np.float32))
+    g.add_param("W", np.ones((3, 3), np.float32))
+    g.add_op("h", Relu())
+    g.add_op("a", Dense())
+    g.add_op("b", Dense())
+    g.add_op("m", Concat(axis=1), num_inputs=2)
+    g.connect("x", 0, "h", 0)
+    for node in ("a", "b"):
+        g.connect("h", 0, node, 0)
+        g.connect("W", 0, node, 1)
+    g.connect("a", 0, "m", 0)
+    g.connect("b", 0, "m", 1)
+    g.outputs = ["m"]
+    return g
+
+
+def test_branches_are_inserted_for_activations_and_tied_params():
+    g = insert_branches(tied_graph())
+    assert {"h#branch", "W#branch"} <= set(g.dag.nodes)
+    for name in ("h#branch", "W#branch"):
+        assert g.node(name)["op"].type == "branch" and g.node(name)["op"].n == 2
+    # afterwards every output port has exactly one reader
+    for node in g.dag.nodes:
+        for port in range(g.num_outputs(node)):
+            assert len(g.consumers(node, port)) <= 1
+
+
+def test_branch_insertion_is_idempotent_and_pure():
+    original = tied_graph()
+    once = insert_branches(original)
+    twice = insert_branches(once)
+    assert "h#branch" not in original.dag  # the input graph is not modified
+    assert sorted(once.dag.nodes) == sorted(twice.dag.nodes)
+    assert sorted(once.dag.edges(data=True), key=str) == sorted(twice.dag.edges(data=True), key=str)
+
+
+def test_same_value_twice_into_one_node_gets_a_branch():
+    g = Graph("square")
+    g.add_input("x", Spec((None, 2), np.float32))
+    g.add_op("cat", Concat(axis=1), num_inputs=2)
+    g.connect("x", 0, "cat", 0)
+    g.connect("x", 0, "cat", 1)
+    g.outputs = ["cat"]
+    g = prepare(g)
+    assert g.input_sources("cat") == [("x#branch", 0), ("x#branch", 1)]
+    assert g.specs("cat")[0] == Spec((None, 4), np.float32)
+
+
+def test_shapes_are_inferred_with_symbolic_batch():
+    g = prepare(tied_graph())
+    assert g.specs("m") == (Spec((None, 6), np.float32),)
+
+
+def test_validate_reports_missing_and_doubly_connected_ports():
+    g = Graph("bad")
+    g.add_input("x", Spec((None, 3), np.float32))
+    g.add_op("a", Dense())
+    g.connect("x", 0, "a", 0)
+    g.connect("x", 0, "a", 0)
+    g.outputs = ["a", "nope"]
+    with pytest.raises(GraphError) as info:
+        validate(g)
+    messages = [d.message for d in info.value.diagnostics]
+    assert any("input 'x' of 'a' is connected 2 times" in m for m in messages)
+    assert any("missing its input 'W'" in m for m in messages)
+    assert any("unknown value 'nope'" in m for m in messages)
+
+
+def test_validate_reports_cycles_with_their_nodes():
+    g = Graph("cycle")
+    g.add_op("a", Relu())
+    g.add_op("b", Relu())
+    g.connect("a", 0, "b", 0)
+    g.connect("b", 0, "a", 0)
+    with pytest.raises(GraphError, match="cycle: a -> b -> a"):
+        validate(g)
+
+
+def test_shape_errors_name_the_node_and_its_input_shapes():
+    g = tied_graph()
+    g.node("W")["value"] = np.ones((4, 3), np.float32)
+    g.node("W")["spec"] = Spec((4, 3), np.float32)
+    with pytest.raises(GraphError) as info:
+        infer_shapes(insert_branches(g))
+    nodes = sorted(d.node for d in info.value.diagnostics)
+    assert nodes == ["a", "b"]
+    assert "x has 3 features but W expects 4" in str(info.value)
