@@ -21,6 +21,13 @@ from .op import Op, Spec
 LEAF_KINDS = ("input", "param", "const")
 
 
+def _leaf_spec(value: np.ndarray) -> Spec:
+    """Float leaves keep the precision they were written with (a YAML ``0.1`` stays exact for a
+    float64 plan), while their spec says float32: the default compute precision, to which a
+    plan casts every float leaf once, at compile time."""
+    return Spec(value.shape, np.float32 if value.dtype.kind == "f" else value.dtype)
+
+
 class Graph:
     """A named DAG of ops and leaves, with declared outputs and the file it came from."""
 
@@ -48,12 +55,12 @@ class Graph:
                   loc: SourceLocation | None = None, **extra: Any) -> None:
         """A persistent leaf; ``trainable=False`` makes it state (e.g. running statistics)."""
         value = np.asarray(value)
-        self._add(name, loc, kind="param", value=value, spec=Spec.of(value), trainable=trainable,
+        self._add(name, loc, kind="param", value=value, spec=_leaf_spec(value), trainable=trainable,
                   lr_mult=lr_mult, decay_mult=decay_mult, **extra)
 
     def add_const(self, name: str, value: np.ndarray, loc: SourceLocation | None = None) -> None:
         value = np.asarray(value)
-        self._add(name, loc, kind="const", value=value, spec=Spec.of(value))
+        self._add(name, loc, kind="const", value=value, spec=_leaf_spec(value))
 
     def add_op(self, name: str, op: Op, num_inputs: int | None = None,
                loc: SourceLocation | None = None, **extra: Any) -> None:

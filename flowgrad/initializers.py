@@ -74,4 +74,4 @@ INITIALIZERS: dict[str, tuple[Callable[..., np.ndarray], tuple[str, ...], tuple[
 def initialize(kind: str, shape: tuple[int, ...], seed: int, **args: Any) -> np.ndarray:
     """Make an array of ``shape`` with initializer ``kind`` (see :data:`INITIALIZERS`)."""
     fn, _, _ = INITIALIZERS[kind]
-    return np.asarray(fn(tuple(shape), seed, **args), dtype=np.float32)
+    return np.asarray(fn(tuple(shape), seed, **args), dtype=np.float64)

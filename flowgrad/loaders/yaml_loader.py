@@ -281,7 +281,7 @@ class _Builder:
             self.error(f"the value of {what} must be a number or a (nested, rectangular) list of "
                        f"numbers", loc)
             return None
-        return array.astype(np.float32)
+        return array
 
     def const(self, name: str, d: Any, section: MarkedDict) -> None:
         loc = section.key_locs[name]
@@ -303,7 +303,8 @@ class _Builder:
             return
         value = self.array(d["value"], d.value_locs["value"], what)
         if value is not None:
-            self.graph.add_const(name, value.astype(dtype), loc=loc)
+            self.graph.add_const(name, value if dtype == "float32" else value.astype(dtype),
+                                 loc=loc)
 
     def node(self, name: str, d: Any, section: MarkedDict):
         loc = section.key_locs[name]
