@@ -1,9 +1,16 @@
-"""Loss functions: each returns a scalar averaged (or summed) over the batch."""
+"""Loss functions: each returns a scalar, averaged or summed (the ``reduction`` attribute).
+
+Every loss is written in a form that stays finite for extreme inputs (log-softmax with the max
+subtracted, clamped or logit-space binary cross-entropy), because a single inf or NaN in a loss
+poisons every gradient of a training step.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from ..op import Attr, Op, ShapeError, Spec, format_shape
+from ..op import (Attr, Op, ShapeError, Spec, broadcast_shapes, format_shape, result_dtype,
+                  unbroadcast)
+from .elementwise import float_dtype
 
 
 class SoftmaxCrossEntropy(Op):
@@ -50,3 +57,96 @@ class SoftmaxCrossEntropy(Op):
             grad -= labels
         grad *= gy * scale
         return grad, None
+
+
+class Mse(Op):
+    """Squared error between ``y`` and ``target`` (broadcasting), both differentiable.
+
+    ``reduction: mean`` averages (y − t)² over every element; ``half_sum`` is ½‖y − t‖² summed
+    over everything, the lecture notes' form, whose gradient is simply y − t.
+    """
+
+    type = "mse"
+    inputs = ("y", "target")
+    attrs = {"reduction": Attr("str", "mean", choices=("mean", "half_sum"),
+                               doc="mean of squares, or half the sum of squares")}
+
+    def infer(self, y, target):
+        broadcast_shapes(y.shape, target.shape)
+        return (Spec((), float_dtype(result_dtype(y, target))),)
+
+    def forward(self, ctx, y, target):
+        d = y - target
+        if self.reduction == "mean":
+            scale = 2.0 / d.size
+            loss = np.mean(np.square(d))
+        else:
+            scale = 1.0
+            loss = 0.5 * np.square(d).sum()
+        ctx.save(d, scale, y, target)
+        return (np.asarray(loss, dtype=float_dtype(d.dtype)),)
+
+    def backward(self, ctx, gy):
+        d, scale, y, target = ctx.saved
+        need_y, need_t = ctx.needs_input_grad
+        g = d * (gy * scale)
+        return (unbroadcast(g, y.shape).astype(y.dtype, copy=False) if need_y else None,
+                unbroadcast(-g, target.shape).astype(target.dtype, copy=False) if need_t
+                else None)
+
+
+class BinaryCrossEntropy(Op):
+    """−[t·log p + (1 − t)·log(1 − p)], averaged or summed over every element.
+
+    With probabilities, ``p`` is clamped to [eps, 1 − eps] so the log stays finite (the clamped
+    elements get the clamp's zero gradient).  With ``from_logits``, the input is a logit z and the
+    loss is computed as softplus(z) − t·z = max(z, 0) − t·z + log1p(e^−|z|), finite for any z,
+    with gradient sigmoid(z) − t.  ``target`` (hard or soft labels) is differentiable too.
+    """
+
+    type = "binary_cross_entropy"
+    inputs = ("p", "target")
+    attrs = {"reduction": Attr("str", "mean", choices=("mean", "sum")),
+             "from_logits": Attr("bool", False, doc="p holds logits, not probabilities"),
+             "eps": Attr("float", 1e-7, doc="probabilities are clamped to [eps, 1 - eps]")}
+
+    def check(self):
+        if not 0 <= self.eps < 0.5:
+            from ..errors import AttrError
+            raise AttrError(f"eps must be in [0, 0.5), got {self.eps}", attr="eps")
+
+    def infer(self, p, target):
+        broadcast_shapes(p.shape, target.shape)
+        return (Spec((), float_dtype(result_dtype(p, target))),)
+
+    def forward(self, ctx, p, target):
+        if self.from_logits:
+            elementwise = (np.maximum(p, 0) - target * p
+                           + np.log1p(np.exp(-np.abs(p))))
+            log_odds = None
+        else:
+            q = np.clip(p, self.eps, 1 - self.eps)
+            log_p, log_1p = np.log(q), np.log1p(-q)
+            elementwise = -(target * log_p + (1 - target) * log_1p)
+            log_odds = log_p - log_1p
+        scale = 1.0 / elementwise.size if self.reduction == "mean" else 1.0
+        ctx.save(p, target, log_odds, scale)
+        return (np.asarray(elementwise.sum() * scale, dtype=float_dtype(elementwise.dtype)),)
+
+    def backward(self, ctx, gy):
+        p, target, log_odds, scale = ctx.saved
+        need_p, need_t = ctx.needs_input_grad
+        s = gy * scale
+        gp = gt = None
+        if need_p:
+            if self.from_logits:
+                g = (np.exp(-np.logaddexp(0, -p)) - target) * s
+            else:
+                inside = (p > self.eps) & (p < 1 - self.eps)
+                g = np.where(inside, (p - target) / (p * (1 - p)), 0) * s
+            gp = unbroadcast(g, p.shape).astype(p.dtype, copy=False)
+        if need_t:
+            g = (-p if self.from_logits else -log_odds) * s
+            gt = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(p.shape, target.shape)),
+                             target.shape).astype(target.dtype, copy=False)
+        return gp, gt
