@@ -1,0 +1,249 @@
+"""Convolutions in the ONNX layout: ``conv`` and ``conv_transpose`` over 1, 2 or 3 spatial axes.
+
+Layouts follow ONNX so that imported models map one to one: inputs are ``(N, C, *spatial)``,
+conv weights ``(out, in / group, *kernel)``, conv_transpose weights ``(in, out / group, *kernel)``,
+pads are all begins then all ends.
+
+Both ops are one im2col and one batched matrix product per batch chunk (see
+:mod:`._conv_util`).  The two are adjoint: conv's input gradient is a transposed convolution of
+its output gradient (matrix product then col2im), and conv_transpose's forward is exactly that,
+while its input gradient is a convolution (im2col then matrix product).  Every weight gradient is
+one more matrix product against the same unfolded buffer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError
+from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
+from ._conv_util import (WINDOW_ATTRS, Geometry, check_window_attrs, chunks, col2im_add,
+                         geometry, im2col, interior, pad_spatial, spatial_check, windows)
+
+
+#: Unfolded inputs up to this many elements (64 MB in float32) are kept from forward for the
+#: weight gradient; larger ones are rebuilt chunk by chunk in backward to bound memory.
+KEEP_ELEMENTS = 1 << 24
+
+
+def _bias_shape(nd: int) -> tuple[int, ...]:
+    return (1, -1) + (1,) * nd
+
+
+class _ConvBase(Op):
+    attrs = {**WINDOW_ATTRS,
+             "group": Attr("int", 1, doc="channel groups; group = channels is depthwise")}
+    # which weight axis counts output channels / group, and input channels / group
+    transposed = False
+
+    def check(self):
+        check_window_attrs(self)
+        if self.group < 1:
+            raise AttrError(f"{self.type}: 'group' must be >= 1, got {self.group}", attr="group")
+
+    def _kernel(self, W_shape) -> tuple[int, ...]:
+        kernel = tuple(W_shape[2:])
+        if self.kernel_shape and tuple(self.kernel_shape) != kernel:
+            raise ShapeError(f"{self.type}: kernel_shape {list(self.kernel_shape)} does not match "
+                             f"the weight's kernel {list(kernel)}")
+        return kernel
+
+    def _check_shapes(self, x, W, b):
+        nd = spatial_check(self, x, 1, 3)
+        if W.ndim != x.ndim:
+            raise ShapeError(f"{self.type}: weight must have {x.ndim} axes (out, in/group, "
+                             f"*kernel) for input {format_shape(x.shape)}, got "
+                             f"{format_shape(W.shape)}")
+        channels, group = x.shape[1], self.group
+        in_per_group = W.shape[0] if self.transposed else W.shape[1]
+        if channels is not None and in_per_group is not None:
+            if self.transposed:
+                ok = channels == in_per_group and channels % group == 0
+            else:
+                ok = channels == in_per_group * group
+            if not ok:
+                raise ShapeError(f"{self.type}: input has {channels} channels but the weight "
+                                 f"{format_shape(W.shape)} with group={group} expects "
+                                 f"{in_per_group if self.transposed else in_per_group * group}")
+        if not self.transposed and W.shape[0] is not None and W.shape[0] % group:
+            raise ShapeError(f"{self.type}: {W.shape[0]} output channels do not split into "
+                             f"group={group}")
+        out_channels = W.shape[0]
+        if self.transposed:
+            out_channels = None if W.shape[1] is None else W.shape[1] * group
+        if b is not None and (b.ndim != 1 or None not in (b.shape[0], out_channels)
+                              and b.shape[0] != out_channels):
+            raise ShapeError(f"{self.type}: bias must have shape ({out_channels},), got "
+                             f"{format_shape(b.shape)}")
+        return nd, out_channels
+
+
+class Conv(_ConvBase):
+    """ONNX Conv: ``y[n, o] = b[o] + sum_{c in group(o), k} W[o, c, k] * x_padded[n, c, s*p + d*k]``."""
+
+    type = "conv"
+    inputs = ("x", "W", "b?")
+
+    def infer(self, x, W, b):
+        nd, out_channels = self._check_shapes(x, W, b)
+        g = geometry(self, x.shape[2:], self._kernel(W.shape))
+        specs = (x, W) if b is None else (x, W, b)
+        return (Spec((x.shape[0], out_channels) + g.out, result_dtype(*specs)),)
+
+    def forward(self, ctx, x, W, b):
+        g = geometry(self, x.shape[2:], self._kernel(W.shape))
+        xp = pad_spatial(x, g)
+        view = windows(xp, g)
+        n, groups, out_channels = x.shape[0], self.group, W.shape[0]
+        Wg = W.reshape(groups, out_channels // groups, -1)
+        positions = prod(g.out)
+        y = np.empty((n, out_channels) + g.out, dtype=np.result_type(x, W))
+        per_item = x.shape[1] * g.taps * positions
+        keep = [] if ctx.grad_enabled and n * per_item <= KEEP_ELEMENTS else None
+        for start, stop in chunks(n, per_item):
+            cols = im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
+            np.matmul(Wg, cols, out=y[start:stop].reshape(stop - start, groups, -1, positions))
+            if keep is not None:
+                keep.append(cols)
+        if b is not None:
+            y += b.reshape(_bias_shape(g.nd))
+        if ctx.grad_enabled:
+            ctx.save(xp, W, g, keep, x.shape, b is not None)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        xp, W, g, keep, x_shape, _ = ctx.saved
+        need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        n, groups, out_channels = x_shape[0], self.group, W.shape[0]
+        positions = prod(g.out)
+        Wg = W.reshape(groups, out_channels // groups, -1)
+        gyg = gy.reshape(n, groups, out_channels // groups, positions)
+        gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
+        gxp = np.zeros(xp.shape, dtype=xp.dtype) if need_x else None
+        view = windows(xp, g) if need_W and not keep else None
+        WgT = Wg.transpose(0, 2, 1)
+        for i, (start, stop) in enumerate(chunks(n, x_shape[1] * g.taps * positions)):
+            part = gyg[start:stop]
+            if need_W:
+                cols = keep[i] if keep else \
+                    im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
+                gW += np.matmul(part, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            if need_x:
+                gcols = np.matmul(WgT, part)
+                col2im_add(gxp[start:stop],
+                           gcols.reshape((stop - start, x_shape[1]) + g.kernel + g.out), g)
+        gx = None
+        if need_x:
+            gx = gxp[interior(x_shape[2:], g, len(x_shape))] if g.padded else gxp
+        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
+        return gx, None if gW is None else gW.reshape(W.shape), gb
+
+
+class ConvTranspose(_ConvBase):
+    """ONNX ConvTranspose: the adjoint of conv (scatter each input pixel through the kernel).
+
+    Output size per axis: ``stride * (in - 1) + output_padding + dilation * (k - 1) + 1 - pads``;
+    ``output_shape`` (or auto_pad SAME_*, giving ``in * stride``) instead fixes the output size
+    and derives the pads, the odd one at the end for SAME_UPPER and at the beginning otherwise
+    (the ONNX rule, which onnxruntime follows).
+    """
+
+    type = "conv_transpose"
+    inputs = ("x", "W", "b?")
+    attrs = {**_ConvBase.attrs,
+             "output_padding": Attr("ints", (), doc="extra size added at the end of each axis"),
+             "output_shape": Attr("ints", (), doc="spatial output size (overrides pads)")}
+    transposed = True
+
+    def check(self):
+        super().check()
+        if any(p < 0 for p in self.output_padding):
+            raise AttrError("conv_transpose: 'output_padding' must be >= 0", attr="output_padding")
+
+    def _geometry(self, in_sizes, kernel) -> tuple[Geometry, tuple]:
+        """The geometry of the *adjoint* conv: from this op's output back to its input."""
+        nd = len(in_sizes)
+        strides = tuple(self.strides) or (1,) * nd
+        dilations = tuple(self.dilations) or (1,) * nd
+        extra = tuple(self.output_padding) or (0,) * nd
+        for name, v in (("strides", strides), ("dilations", dilations),
+                        ("output_padding", extra)):
+            if len(v) != nd:
+                raise ShapeError(f"conv_transpose: '{name}' has {len(v)} entries but the input "
+                                 f"has {nd} spatial axes")
+        if any(e >= max(s, d) for e, s, d in zip(extra, strides, dilations)):
+            raise ShapeError(f"conv_transpose: output_padding {list(extra)} must be smaller "
+                             f"than the stride or dilation")
+        pads = tuple(self.pads) or (0,) * (2 * nd)
+        if len(pads) != 2 * nd:
+            raise ShapeError(f"conv_transpose: 'pads' needs {2 * nd} entries, got {list(pads)}")
+        begin, end = list(pads[:nd]), list(pads[nd:])
+        if self.output_shape or self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            shape = tuple(self.output_shape)[-nd:] if self.output_shape else tuple(
+                None if n is None else n * s for n, s in zip(in_sizes, strides))
+            if len(shape) != nd:
+                raise ShapeError(f"conv_transpose: 'output_shape' needs {nd} spatial sizes")
+            for i, (n, k, s, d, e) in enumerate(zip(in_sizes, kernel, strides, dilations, extra)):
+                if n is None:
+                    continue
+                total = s * (n - 1) + e + (k - 1) * d + 1 - shape[i]
+                if total < 0:
+                    raise ShapeError(f"conv_transpose: output_shape {list(shape)} is larger than "
+                                     f"the input can reach")
+                small, big = total // 2, total - total // 2
+                begin[i], end[i] = (small, big) if self.auto_pad == "SAME_UPPER" else (big, small)
+        elif self.auto_pad == "VALID":
+            begin, end = [0] * nd, [0] * nd
+        full = [None if n is None else s * (n - 1) + (k - 1) * d + 1 + e
+                for n, k, s, d, e in zip(in_sizes, kernel, strides, dilations, extra)]
+        out = tuple(None if f is None else f - b - e for f, b, e in zip(full, begin, end))
+        if any(o is not None and o < 1 for o in out):
+            raise ShapeError(f"conv_transpose: pads {list(begin) + list(end)} leave no output")
+        # the adjoint conv reads a buffer padded by (begin, end + output_padding)
+        return Geometry(tuple(kernel), strides, dilations, tuple(begin),
+                        tuple(b + e for b, e in zip(end, extra)), extra,
+                        tuple(in_sizes)), out
+
+    def infer(self, x, W, b):
+        nd, out_channels = self._check_shapes(x, W, b)
+        _, out = self._geometry(x.shape[2:], self._kernel(W.shape))
+        specs = (x, W) if b is None else (x, W, b)
+        return (Spec((x.shape[0], out_channels) + out, result_dtype(*specs)),)
+
+    def forward(self, ctx, x, W, b):
+        g, out = self._geometry(x.shape[2:], self._kernel(W.shape))
+        n, channels, groups = x.shape[0], x.shape[1], self.group
+        out_channels = W.shape[1] * groups
+        positions = prod(g.out)
+        WgT = W.reshape(groups, channels // groups, -1).transpose(0, 2, 1)
+        xg = x.reshape(n, groups, channels // groups, positions)
+        full = tuple(o + b + e for o, b, e in zip(out, g.begin, g.end))
+        yp = np.zeros((n, out_channels) + full, dtype=np.result_type(x, W))
+        for start, stop in chunks(n, out_channels * g.taps * positions):
+            cols = np.matmul(WgT, xg[start:stop])
+            col2im_add(yp[start:stop], cols.reshape((stop - start, out_channels) + g.kernel
+                                                    + g.out), g)
+        y = yp[interior(out, g, yp.ndim)] if g.padded else yp
+        if b is not None:
+            y = y + b.reshape(_bias_shape(g.nd))
+        ctx.save(x, W, g, out)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        x, W, g, out = ctx.saved
+        need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        n, channels, groups = x.shape[0], x.shape[1], self.group
+        positions = prod(g.out)
+        Wg = W.reshape(groups, channels // groups, -1)
+        xg = x.reshape(n, groups, channels // groups, positions)
+        view = windows(pad_spatial(gy, g), g)
+        gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
+        gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
+        for start, stop in chunks(n, gy.shape[1] * g.taps * positions):
+            cols = im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
+            if need_x:
+                np.matmul(Wg, cols, out=gx[start:stop].reshape(stop - start, groups, -1,
+                                                               positions))
+            if need_W:
+                gW += np.matmul(xg[start:stop], cols.transpose(0, 1, 3, 2)).sum(axis=0)
+        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
+        return gx, None if gW is None else gW.reshape(W.shape), gb

@@ -1,0 +1,154 @@
+"""Pooling in the ONNX layout ``(N, C, *spatial)``: max, average, and their global forms.
+
+Windows follow :mod:`._conv_util` (kernel, strides, dilations, pads, auto_pad, ceil_mode).  Each
+pool is a loop over the *kernel taps* only: tap ``t`` of every window, for every image and
+channel, is one strided slice of the padded input, so each step is a single vectorised numpy
+operation (a 2×2 pool is four ``np.maximum`` calls, whatever the batch size).
+
+Max pooling sends the gradient to the first maximum of each window (the tie rule of PyTorch and
+onnxruntime).  Average pooling divides by the number of counted cells: with
+``count_include_pad`` the explicit pads count but the extra room ceil_mode adds past them does
+not (as onnxruntime and PyTorch do); without it only real input cells count.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError
+from ..op import Attr, Op, ShapeError, Spec, format_shape
+from ._conv_util import (WINDOW_ATTRS, check_window_attrs, geometry, interior, pad_spatial,
+                         spatial_check, tap_slices, windows)
+
+
+class _Pool(Op):
+    attrs = {**WINDOW_ATTRS,
+             "ceil_mode": Attr("int", 0, choices=(0, 1),
+                               doc="1: round the output size up (a last, partial window)")}
+
+    def check(self):
+        check_window_attrs(self)
+        if not self.kernel_shape:
+            raise AttrError(f"{self.type} needs 'kernel_shape'", attr="kernel_shape")
+
+    def _geometry(self, shape):
+        kernel = tuple(self.kernel_shape)
+        if len(kernel) != len(shape) - 2:
+            raise ShapeError(f"{self.type}: kernel_shape {list(kernel)} has {len(kernel)} axes "
+                             f"but the input {format_shape(shape)} has {len(shape) - 2} spatial "
+                             f"axes")
+        return geometry(self, tuple(shape[2:]), kernel, bool(self.ceil_mode))
+
+    def infer(self, x):
+        spatial_check(self, x)
+        g = self._geometry(x.shape)
+        return (Spec(x.shape[:2] + g.out, x.dtype),)
+
+
+class MaxPool(_Pool):
+    """Largest value of each window; padding never wins (it is -inf)."""
+
+    type = "max_pool"
+
+    def forward(self, ctx, x):
+        g = self._geometry(x.shape)
+        low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        xp = pad_spatial(x, g, low)
+        y = None
+        for tap in np.ndindex(*g.kernel):
+            part = xp[tap_slices(g, tap, x.ndim)]
+            y = part.copy() if y is None else np.maximum(y, part, out=y)
+        ctx.save(xp, y, g, x.shape)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        xp, y, g, shape = ctx.saved
+        gxp = np.zeros(xp.shape, dtype=gy.dtype)
+        free = np.ones(y.shape, dtype=bool)       # windows whose max has not been claimed yet
+        for tap in np.ndindex(*g.kernel):
+            where = tap_slices(g, tap, xp.ndim)
+            hit = xp[where] == y
+            hit &= free
+            free &= ~hit
+            gxp[where] += np.where(hit, gy, 0)
+        return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
+
+
+class AvgPool(_Pool):
+    """Mean of each window over its counted cells (see the module doc for which cells count)."""
+
+    type = "avg_pool"
+    attrs = {**_Pool.attrs,
+             "count_include_pad": Attr("int", 0, choices=(0, 1),
+                                       doc="1: explicit pads count in the divisor")}
+
+    def _counts(self, shape, g, dtype):
+        """How many cells each window averages over, shape ``out`` (broadcasts over N, C)."""
+        padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
+        mask = np.zeros(padded, dtype=dtype)
+        if self.count_include_pad:
+            mask[tuple(slice(0, p - x) for p, x in zip(padded, g.extra))] = 1
+        else:
+            mask[interior(shape[2:], g, g.nd)] = 1
+        counts = windows(mask, g).sum(axis=tuple(range(g.nd, 2 * g.nd)))
+        return np.maximum(counts, 1)
+
+    def forward(self, ctx, x):
+        g = self._geometry(x.shape)
+        xp = pad_spatial(x, g)
+        y = None
+        for tap in np.ndindex(*g.kernel):
+            part = xp[tap_slices(g, tap, x.ndim)]
+            y = part.copy() if y is None else np.add(y, part, out=y)
+        counts = self._counts(x.shape, g, x.dtype)
+        y /= counts
+        ctx.save(g, x.shape, counts, xp.shape)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        g, shape, counts, padded_shape = ctx.saved
+        share = gy / counts
+        gxp = np.zeros(padded_shape, dtype=gy.dtype)
+        for tap in np.ndindex(*g.kernel):
+            gxp[tap_slices(g, tap, len(shape))] += share
+        return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
+
+
+class _GlobalPool(Op):
+    def infer(self, x):
+        nd = spatial_check(self, x)
+        return (Spec(x.shape[:2] + (1,) * nd, x.dtype),)
+
+
+class GlobalAvgPool(_GlobalPool):
+    """Mean over all spatial axes, keeping them with size 1 (ONNX GlobalAveragePool)."""
+
+    type = "global_avg_pool"
+
+    def forward(self, ctx, x):
+        axes = tuple(range(2, x.ndim))
+        ctx.save(x.shape)
+        return (x.mean(axis=axes, keepdims=True, dtype=x.dtype),)
+
+    def backward(self, ctx, gy):
+        (shape,) = ctx.saved
+        cells = int(np.prod(shape[2:]))
+        return (np.broadcast_to(gy / cells, shape),)
+
+
+class GlobalMaxPool(_GlobalPool):
+    """Max over all spatial axes, keeping them with size 1; gradient to the first maximum."""
+
+    type = "global_max_pool"
+
+    def forward(self, ctx, x):
+        flat = x.reshape(x.shape[:2] + (-1,))
+        arg = flat.argmax(axis=2)
+        ctx.save(x.shape, arg)
+        y = np.take_along_axis(flat, arg[..., None], axis=2)
+        return (y.reshape(x.shape[:2] + (1,) * (x.ndim - 2)),)
+
+    def backward(self, ctx, gy):
+        shape, arg = ctx.saved
+        gx = np.zeros((shape[0], shape[1], int(np.prod(shape[2:]))), dtype=gy.dtype)
+        np.put_along_axis(gx, arg[..., None], gy.reshape(shape[:2] + (1,)), axis=2)
+        return (gx.reshape(shape),)

@@ -1,0 +1,32 @@
+"""Gradient cases for conv and conv_transpose over a grid of window attributes."""
+from flowgrad.testing import Case
+
+_CONV = [
+    ((2, 3, 5, 6), (4, 3, 3, 3), {}, "plain"),
+    ((2, 4, 7, 6), (6, 2, 3, 2), {"group": 2, "strides": [2, 1], "pads": [1, 0, 2, 1]},
+     "groups-stride-asym-pads"),
+    ((2, 3, 6, 7), (3, 1, 3, 3), {"group": 3, "dilations": [2, 1], "pads": [2, 1, 2, 1]},
+     "depthwise-dilated"),
+    ((1, 2, 7, 8), (3, 2, 3, 2), {"auto_pad": "SAME_UPPER", "strides": [2, 3]}, "same-upper"),
+    ((1, 2, 7, 8), (3, 2, 2, 3), {"auto_pad": "SAME_LOWER", "strides": [2, 2]}, "same-lower"),
+    ((1, 2, 7, 8), (3, 2, 3, 3), {"auto_pad": "VALID", "strides": [3, 2]}, "valid"),
+    ((2, 3, 9), (4, 3, 3), {"strides": [2], "pads": [2, 1], "dilations": [2]}, "1d"),
+    ((1, 2, 4, 3, 4), (2, 2, 2, 2, 2), {"pads": [1, 0, 1, 0, 1, 0]}, "3d"),
+]
+
+_CONV_T = [
+    ((2, 3, 3, 4), (3, 2, 3, 3), {}, "plain"),
+    ((2, 4, 3, 3), (4, 1, 3, 2), {"group": 2, "strides": [2, 3], "dilations": [2, 1],
+                                  "output_padding": [1, 2]}, "groups-output-padding"),
+    ((1, 2, 3, 4), (2, 2, 3, 3), {"strides": [2, 2], "pads": [1, 0, 0, 1]}, "asym-pads"),
+    ((1, 2, 3, 3), (2, 2, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}, "same-lower"),
+    ((1, 2, 3, 3), (2, 3, 3, 3), {"strides": [2, 2], "output_shape": [6, 7]}, "output-shape"),
+    ((2, 3, 4), (3, 2, 4), {"strides": [3], "pads": [1, 2]}, "1d"),
+]
+
+CASES = {
+    "conv": [Case([x, w, (w[0],)], a, id=i) for x, w, a, i in _CONV]
+    + [Case([(2, 3, 5, 5), (2, 3, 3, 3), None], {"strides": [2, 2]}, id="no-bias")],
+    "conv_transpose": [Case([x, w, (w[1] * a.get("group", 1),)], a, id=i) for x, w, a, i in _CONV_T]
+    + [Case([(1, 2, 3, 3), (2, 2, 2, 2), None], id="no-bias")],
+}

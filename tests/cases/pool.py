@@ -1,0 +1,32 @@
+"""Gradient cases for the pooling ops (inputs spread out so no window has a tie)."""
+import numpy as np
+
+from flowgrad.testing import Case
+
+
+def distinct(shape):
+    """Values with gaps of 0.1 between any two, so max-pool's arg-max is stable under FD."""
+    return lambda rng: rng.permutation(np.prod(shape)).reshape(shape) * 0.1 - 1.0
+
+
+_WINDOWS = [
+    ((2, 2, 6, 7), {"kernel_shape": [2, 2], "strides": [2, 2]}, "2x2"),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                    "ceil_mode": 1}, "ceil-pads"),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 2], "strides": [2, 3], "pads": [1, 0, 0, 1]},
+     "asym-pads"),
+    ((1, 2, 7, 8), {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_LOWER"},
+     "same-lower"),
+    ((1, 2, 9, 8), {"kernel_shape": [2, 2], "dilations": [2, 2], "strides": [1, 2],
+                    "pads": [1, 1, 0, 0]}, "dilated"),
+    ((2, 2, 9), {"kernel_shape": [3], "strides": [2], "pads": [1, 2], "ceil_mode": 1}, "1d"),
+]
+
+CASES = {
+    "max_pool": [Case([distinct(s)], a, id=i) for s, a, i in _WINDOWS],
+    "avg_pool": [Case([s], a, id=i) for s, a, i in _WINDOWS]
+    + [Case([s], {**a, "count_include_pad": 1}, id=i + "-count-pad")
+       for s, a, i in _WINDOWS[1:4]],
+    "global_avg_pool": [Case([(2, 3, 4, 5)]), Case([(2, 3, 4)], id="1d")],
+    "global_max_pool": [Case([distinct((2, 3, 4, 5))]), Case([distinct((2, 3, 4))], id="1d")],
+}
