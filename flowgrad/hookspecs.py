@@ -18,3 +18,30 @@ def flowgrad_register_ops():
     Called once when a registry is built; every plugin's list is collected (not firstresult).
     Two plugins returning ops with the same ``type`` is an error naming both.
     """
+
+
+@hookspec
+def flowgrad_register_optimizers():
+    """Return a list of :class:`flowgrad.optim.Optimizer` subclasses this plugin provides.
+
+    Each class names itself with ``kind`` (used as ``train: optimizer: {kind: ...}`` in YAML
+    and by ``flowgrad.optim.make_optimizer``), declares its extra settings with their defaults
+    in ``defaults`` and implements ``update(name, leaf, grad, state, lr, decay)``, changing
+    ``leaf`` in place.  The same optimizers drive training and input optimization.  Called
+    whenever the optimizer kinds are listed; every plugin's list is collected (not
+    firstresult).  A kind registered twice, or clashing with a built-in, is an error.
+    """
+
+
+@hookspec
+def flowgrad_register_objectives():
+    """Return a mapping ``{name: factory}`` of input-optimization objectives.
+
+    A factory is called with the positional arguments written in an objective spec, e.g.
+    ``name(node, 3)`` in ``flowgrad visualize --objective 'name(node, 3)'``, and returns a
+    :class:`flowgrad.visualize.objectives.Objective`: it names the graph values it reads
+    (``refs``) and maps their batched activations to one value per image plus the gradient
+    of the sum of those values.  Objectives combine with ``+``, ``-`` and scalar ``*`` like
+    the built-ins (neuron, channel, layer, logit, direction, cosine, diversity).  Every
+    plugin's mapping is collected (not firstresult); a name registered twice is an error.
+    """

@@ -1,0 +1,341 @@
+"""The trainer: mini-batches, epochs, metrics, early stopping, checkpoints and clean Ctrl-C.
+
+One step is ``plan.forward_backward`` with the losses seeded, a finiteness check, optional
+global-norm clipping and an optimizer update of the trainable params.  Everything random is
+drawn from generators whose states are checkpointed (the shuffler here, the plan's ``rng`` for
+dropout), and a checkpoint records the position inside the epoch, so resuming — even from a
+Ctrl-C in the middle of an epoch — repeats exactly the computation an uninterrupted run does.
+
+Ctrl-C during :meth:`Trainer.fit` finishes the current step (an update is never half-applied),
+writes the checkpoint and raises :class:`TrainingInterrupted`; a second Ctrl-C aborts at once.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checkpoint import check_params, load_checkpoint, save_checkpoint
+from .data import Dataset, batches, fit_to_input, split
+from .errors import FlowgradError
+from .numerics import check_step
+from .optim import Optimizer, clip_by_global_norm, make_optimizer, make_schedule
+from .scheduler import Plan
+from .train_config import TrainConfig, from_graph
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training after a checkpoint was written to ``path`` (None: no path)."""
+
+    def __init__(self, path: str | None):
+        super().__init__(path)
+        self.path = path
+
+
+@dataclass
+class History:
+    """One row per epoch: ``epoch``, ``loss``, metrics, ``val_*`` metrics, ``lr``, ``seconds``."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return [row[key] for row in self.rows if key in row]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.rows, f, indent=1)
+
+
+class Trainer:
+    """Trains a compiled plan's trainable params as its graph's ``train:`` section says.
+
+    ``config`` defaults to the graph's ``train:`` section; ``registry`` supplies plugin
+    optimizers; ``progress`` shows a tqdm bar per epoch (loss and samples/s); ``callbacks``
+    are called as ``callback(trainer)`` after every step.
+    """
+
+    def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
+                 progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = ()):
+        self.plan = plan
+        self.config = config = config or from_graph(plan.graph)
+        graph = plan.graph
+        leaves = {n: plan.params[n] for n in plan.trainable}
+        settings = {k: v for k, v in config.optimizer.items() if k != "kind"}
+        self.optimizer: Optimizer = make_optimizer(
+            config.optimizer.get("kind", "sgd"), leaves, registry=registry,
+            lr_mult={n: graph.node(n)["lr_mult"] for n in leaves},
+            decay_mult={n: graph.node(n)["decay_mult"] for n in leaves}, **settings)
+        self.progress = progress
+        self.callbacks = list(callbacks)
+        self.seeds = dict(config.minimize)
+        metric_outputs = [m for m in config.metrics if m != "accuracy"]
+        wanted = list(self.seeds) + metric_outputs
+        if "accuracy" in config.metrics and config.logits:
+            wanted.append(config.logits)
+        self.outputs = tuple(dict.fromkeys(wanted))
+        self.rng = np.random.default_rng(config.seed)
+        self.epoch = 0                 # completed epochs
+        self.step = 0                  # completed optimizer steps
+        self.batch_in_epoch = 0        # completed steps of the current epoch
+        self.epoch_rng_state: dict | None = None
+        self.sums: dict[str, float] = {}
+        self.history = History()
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.best_params: dict[str, np.ndarray] | None = None
+        self.stopped = False
+        self._interrupt = False
+
+    # -- data ------------------------------------------------------------------------------
+    def feeds(self, data: Dataset, index: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """The graph inputs for the samples at ``index``."""
+        graph, cfg = self.plan.graph, self.config
+        feeds = {cfg.features: fit_to_input(data.x[index], graph.node(cfg.features)["spec"],
+                                            cfg.features)}
+        if cfg.labels is not None:
+            if data.y is None:
+                raise FlowgradError(f"input '{cfg.labels}' takes labels, but {data.name} has "
+                                    "none")
+            feeds[cfg.labels] = data.y[index]
+        return feeds
+
+    # -- one step --------------------------------------------------------------------------
+    def train_step(self, feeds: dict[str, np.ndarray], lr: float) -> dict[str, np.ndarray]:
+        """One forward/backward/update on a batch; returns the requested outputs."""
+        plan = self.plan
+        plan.train()
+        out, grads = plan.forward_backward(feeds, self.seeds, outputs=self.outputs)
+        check_step(plan, feeds, {k: out[k] for k in self.seeds}, grads,
+                   where=f"epoch {self.epoch + 1}, step {self.step + 1}")
+        if self.config.clip_grad_norm is not None:
+            grads, _ = clip_by_global_norm(grads, self.config.clip_grad_norm)
+        self.optimizer.step(grads, lr=lr)
+        return out
+
+    def _accumulate(self, sums: dict[str, float], out: dict, feeds: dict, n: int) -> None:
+        cfg = self.config
+        sums["n"] = sums.get("n", 0) + n
+        loss = sum(w * float(out[k]) for k, w in self.seeds.items())
+        sums["loss"] = sums.get("loss", 0.0) + loss * n
+        for m in cfg.metrics:
+            if m == "accuracy":
+                if cfg.logits is None or cfg.labels is None:
+                    continue
+                pred = np.argmax(out[cfg.logits], axis=-1)
+                sums["accuracy"] = sums.get("accuracy", 0.0) + float(
+                    np.sum(pred == feeds[cfg.labels]))
+            else:
+                sums[m] = sums.get(m, 0.0) + float(np.mean(out[m])) * n
+
+    @staticmethod
+    def _means(sums: dict[str, float], prefix: str = "") -> dict[str, float]:
+        n = max(sums.get("n", 0), 1)
+        return {prefix + k: v / n for k, v in sums.items() if k != "n"}
+
+    # -- evaluation ------------------------------------------------------------------------
+    def evaluate(self, data: Dataset, batch_size: int = 512) -> dict[str, float]:
+        """Loss and metrics over ``data`` in eval mode (no gradients, no state updates)."""
+        plan = self.plan
+        mode = plan.training
+        plan.eval()
+        sums: dict[str, float] = {}
+        try:
+            for index in batches(len(data), batch_size, None):
+                feeds = self.feeds(data, index)
+                out = plan.forward(feeds, outputs=self.outputs, grad=False)
+                self._accumulate(sums, out, feeds, len(index))
+        finally:
+            plan.train(mode)
+        return self._means(sums)
+
+    def predict(self, x: np.ndarray, output: str | None = None, batch_size: int = 512
+                ) -> np.ndarray:
+        """The ``output`` (default: the logits) for features ``x``, in eval mode."""
+        output = output or self.config.logits or self.plan.graph.outputs[0]
+        data = Dataset(x, None)
+        mode = self.plan.training
+        self.plan.eval()
+        try:
+            parts = [self.plan.forward({self.config.features: fit_to_input(
+                x[i], self.plan.graph.node(self.config.features)["spec"], self.config.features)},
+                outputs=[output], grad=False)[output] for i in batches(len(data), batch_size, None)]
+        finally:
+            self.plan.train(mode)
+        return np.concatenate(parts)
+
+    # -- the loop --------------------------------------------------------------------------
+    def fit(self, train: Dataset, val: Dataset | None = None, epochs: int | None = None,
+            checkpoint: str | None = None, resume: str | None = None) -> History:
+        """Train for ``epochs`` (total, counting epochs done before a resume).
+
+        ``val`` defaults to ``validation_split`` of ``train`` held out (seeded).  With
+        ``checkpoint``, the state is saved there after every epoch and on Ctrl-C; ``resume``
+        loads a checkpoint first.
+        """
+        cfg = self.config
+        epochs = cfg.epochs if epochs is None else epochs
+        if val is None and cfg.validation_split > 0:
+            train, val = split(train, cfg.validation_split, seed=cfg.seed)
+        if resume is not None:
+            self.load(resume)
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        sched = dict(cfg.schedule)
+        schedule = make_schedule(cfg.lr, epochs * steps_per_epoch, steps_per_epoch,
+                                 kind=sched.pop("kind", "constant"), **sched)
+        restore = self._install_interrupt_handler()
+        try:
+            while self.epoch < epochs and not self.stopped:
+                self._run_epoch(train, val, epochs, schedule, checkpoint)
+                if checkpoint is not None:
+                    self.save(checkpoint)
+        finally:
+            restore()
+        early = cfg.early_stopping
+        if early and early.get("restore_best") and self.best_params is not None:
+            self.plan.load_state_dict(self.best_params)
+        return self.history
+
+    def _run_epoch(self, train: Dataset, val: Dataset | None, epochs: int, schedule, checkpoint):
+        cfg = self.config
+        if self.batch_in_epoch == 0:
+            self.epoch_rng_state = copy.deepcopy(self.rng.bit_generator.state)
+            self.sums = {}
+        else:  # resuming inside an epoch: regenerate its order from the saved state
+            self.rng.bit_generator.state = copy.deepcopy(self.epoch_rng_state)
+        order = list(batches(len(train), cfg.batch_size, self.rng))
+        bar = self._bar(len(train), epochs)
+        start = time.perf_counter()
+        lr = schedule(self.step)
+        try:
+            if bar is not None:
+                bar.update(sum(len(i) for i in order[:self.batch_in_epoch]))
+            for index in order[self.batch_in_epoch:]:
+                feeds = self.feeds(train, index)
+                lr = schedule(self.step)
+                out = self.train_step(feeds, lr)
+                self._accumulate(self.sums, out, feeds, len(index))
+                self.step += 1
+                self.batch_in_epoch += 1
+                if bar is not None:
+                    bar.update(len(index))
+                    bar.set_postfix(loss=f"{self.sums['loss'] / self.sums['n']:.4f}",
+                                    refresh=False)
+                for callback in self.callbacks:
+                    callback(self)
+                if self._interrupt:
+                    if checkpoint is not None:
+                        self.save(checkpoint)
+                    raise TrainingInterrupted(checkpoint)
+        finally:
+            if bar is not None:
+                bar.close()
+        row = {"epoch": self.epoch + 1, **self._means(self.sums), "lr": lr}
+        if val is not None and len(val):
+            row.update(self._means_of(self.evaluate(val), "val_"))
+        row["seconds"] = time.perf_counter() - start
+        self.history.rows.append(row)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self.sums = {}
+        self._early_stopping(row)
+
+    @staticmethod
+    def _means_of(metrics: dict[str, float], prefix: str) -> dict[str, float]:
+        return {prefix + k: v for k, v in metrics.items()}
+
+    def _early_stopping(self, row: dict[str, float]) -> None:
+        early = self.config.early_stopping
+        if not early:
+            return
+        monitor = early["monitor"]
+        if monitor not in row:
+            raise FlowgradError(f"early stopping monitors '{monitor}', which training does not "
+                                f"report (reported: {', '.join(row)}); set validation_split "
+                                "for val_* metrics")
+        value = row[monitor]
+        sign = 1.0 if early["mode"] == "min" else -1.0
+        if self.best is None or sign * (value - self.best) < -float(early["min_delta"]):
+            self.best = value
+            self.bad_epochs = 0
+            if early.get("restore_best"):
+                self.best_params = self.plan.state_dict()
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs >= int(early["patience"]):
+                self.stopped = True
+
+    def _bar(self, total: int, epochs: int):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=total, unit="img", unit_scale=True, leave=False,
+                    desc=f"epoch {self.epoch + 1}/{epochs}", dynamic_ncols=True)
+
+    def _install_interrupt_handler(self) -> Callable[[], None]:
+        """First Ctrl-C: finish the step, checkpoint, stop.  Second: stop at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self._interrupt:
+                raise KeyboardInterrupt
+            self._interrupt = True
+
+        signal.signal(signal.SIGINT, handler)
+        self._interrupt = False
+        return lambda: signal.signal(signal.SIGINT, previous)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Write params, optimizer state, counters, RNG states and history atomically."""
+        arrays = {"params": self.plan.state_dict(), "optimizer": self.optimizer.state_dict()}
+        if self.best_params is not None:
+            arrays["best"] = self.best_params
+        meta = {
+            "graph": self.plan.graph.name, "dtype": self.plan.dtype.name,
+            "epoch": self.epoch, "step": self.step, "batch_in_epoch": self.batch_in_epoch,
+            "sums": self.sums, "history": self.history.rows,
+            "rng": self.rng.bit_generator.state, "epoch_rng": self.epoch_rng_state,
+            "plan_rng": self.plan.rng.bit_generator.state,
+            "early": {"best": self.best, "bad_epochs": self.bad_epochs, "stopped": self.stopped},
+            "optimizer_kind": self.optimizer.kind,
+        }
+        save_checkpoint(path, arrays, meta)
+
+    def load(self, path: str) -> None:
+        """Restore everything :meth:`save` wrote (the graph must have the same params)."""
+        ckpt = load_checkpoint(path)
+        check_params(ckpt, self.plan.params, path)
+        meta = ckpt.meta
+        if meta.get("optimizer_kind") != self.optimizer.kind:
+            raise FlowgradError(f"{path}: the checkpoint was trained with optimizer "
+                                f"'{meta.get('optimizer_kind')}', this run uses "
+                                f"'{self.optimizer.kind}'")
+        self.plan.load_state_dict(ckpt.params)
+        self.optimizer.load_state_dict(ckpt.arrays.get("optimizer", {}))
+        self.best_params = ckpt.arrays.get("best")
+        self.epoch, self.step = meta["epoch"], meta["step"]
+        self.batch_in_epoch = meta["batch_in_epoch"]
+        self.sums = dict(meta["sums"])
+        self.history = History(list(meta["history"]))
+        self.rng.bit_generator.state = meta["rng"]
+        self.epoch_rng_state = meta["epoch_rng"]
+        self.plan.rng.bit_generator.state = meta["plan_rng"]
+        early = meta["early"]
+        self.best, self.bad_epochs, self.stopped = (early["best"], early["bad_epochs"],
+                                                    early["stopped"])
+
+
+def train(plan: Plan, data: Dataset, **kwargs: Any) -> History:
+    """Shortcut: ``Trainer(plan).fit(data, **kwargs)``."""
+    return Trainer(plan).fit(data, **kwargs)
