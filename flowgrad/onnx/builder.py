@@ -1,0 +1,193 @@
+"""The graph builder ONNX handlers write into: values, eager constant folding, node naming.
+
+An ONNX value is, at import time, either a **constant** (an array known now: an integer
+initializer, a ``Constant`` node, or anything computed only from constants) or a **graph value**
+(an output port of a flowgrad node, with its inferred :class:`~flowgrad.Spec`).  Handlers call
+:meth:`Builder.op` for every flowgrad op they need; when all of an op's inputs are constants the
+op runs right away (flowgrad's own forward, so folding and running agree) and its result is a
+constant again.  This is how ``Constant`` nodes and shape arithmetic on static shapes fold away
+without a separate pass, and why a ``Shape`` of a batch-dependent value stays in the graph and is
+recomputed per batch.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from ..errors import AttrError, ShapeError
+from ..graph import Graph
+from ..op import Context, Spec
+from ..plugins import Registry
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
+
+
+class ImportProblem(Exception):
+    """A handler cannot translate a node (bad attributes, a dynamic value it needs static, ...).
+
+    The loader turns it into a diagnostic naming the ONNX node and its op type.
+    """
+
+
+class Value:
+    """One ONNX value: a constant array, or output ``port`` of graph node ``node``."""
+
+    __slots__ = ("const", "node", "port", "spec", "initial")
+
+    def __init__(self, spec: Spec, const: np.ndarray | None = None, node: str | None = None,
+                 port: int = 0, initial: np.ndarray | None = None):
+        self.spec, self.const, self.node, self.port = spec, const, node, port
+        self.initial = initial   # a param's initial value, for handlers that need it statically
+
+    @property
+    def is_const(self) -> bool:
+        return self.const is not None
+
+    @property
+    def shape(self):
+        return self.spec.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.spec.ndim
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.spec.dtype
+
+    def __repr__(self) -> str:
+        return f"Value({'const ' if self.is_const else self.node}{self.spec})"
+
+
+def sanitize(name: str) -> str:
+    """A flowgrad-safe version of an ONNX name: ``[A-Za-z0-9_-]`` only, never empty.
+
+    ``node.port`` is how flowgrad refers to an output and ``#`` marks its own nodes, so ``.``,
+    ``/``, ``:`` and every other character become ``_``; the original name is kept in the node
+    data (``onnx_name``) for messages and export.
+    """
+    out = _UNSAFE.sub("_", name)
+    if not out or out[0].isdigit() or out[0] == "-":
+        out = "v_" + out
+    return out
+
+
+class Builder:
+    """Builds a :class:`Graph` from handler calls; see the module docstring."""
+
+    #: ops never folded even when their inputs are constant (they draw random numbers)
+    RANDOM_OPS = frozenset({"dropout"})
+
+    def __init__(self, graph: Graph, registry: Registry, opset: dict[str, int]):
+        self.graph = graph
+        self.registry = registry
+        self.opset = opset
+        self._names: set[str] = set()
+        self._const_nodes: dict[int, tuple[str, np.ndarray]] = {}
+        self.current: Any = None          # the ONNX node being translated (for naming/errors)
+        self._base = "v"
+
+    # -- naming --------------------------------------------------------------------------
+    def unique(self, base: str) -> str:
+        """A sanitized, unused node name starting from ``base``."""
+        name = sanitize(base)
+        if name in self._names or name in self.graph.dag:
+            i = 1
+            while f"{name}_{i}" in self._names or f"{name}_{i}" in self.graph.dag:
+                i += 1
+            name = f"{name}_{i}"
+        self._names.add(name)
+        return name
+
+    def begin(self, node: Any) -> None:
+        """Start translating ONNX ``node``: helper nodes are named after its first output."""
+        self.current = node
+        outs = [o for o in node.output if o]
+        self._base = outs[0] if outs else (node.name or node.op_type)
+        self._final_names = list(node.output)
+
+    # -- values --------------------------------------------------------------------------
+    def const(self, array: Any) -> Value:
+        array = np.asarray(array)
+        return Value(Spec.of(array), const=array)
+
+    def materialize(self, value: Value) -> tuple[str, int]:
+        """The graph node and port holding ``value`` (a constant gets a ``const`` node once)."""
+        if not value.is_const:
+            return value.node, value.port
+        key = id(value.const)
+        hit = self._const_nodes.get(key)
+        if hit is None or hit[1] is not value.const:
+            name = self.unique(self._base + "_const")
+            self.graph.add_const(name, value.const)
+            self.graph.node(name)["onnx_name"] = None
+            hit = self._const_nodes[key] = (name, value.const)
+        return hit[0], 0
+
+    def op(self, op_type: str, inputs: list[Value | None], name: str | None = None,
+           num_outputs: int | None = None, **attrs: Any) -> list[Value]:
+        """Add (or, if every input is constant, evaluate) flowgrad op ``op_type``.
+
+        ``inputs`` follow the op's input ports (``None`` for an absent optional input) or are
+        the variadic list.  ``name`` is the node name to use (default: derived from the ONNX
+        node's first output).  Returns one :class:`Value` per output.
+        """
+        try:
+            op_cls = self.registry.get(op_type)
+        except Exception:
+            raise ImportProblem(f"flowgrad has no '{op_type}' op (is its module installed?)")
+        try:
+            op = op_cls(**attrs)
+        except AttrError as e:
+            raise ImportProblem(f"{op_type}: {e}") from None
+        if not op.variadic:
+            if len(inputs) > len(op.input_names):
+                raise ImportProblem(f"{op_type} takes at most {len(op.input_names)} inputs")
+            inputs = list(inputs) + [None] * (len(op.input_names) - len(inputs))
+        present = [v for v in inputs if v is not None]
+        if present and all(v.is_const for v in present) and op.type not in self.RANDOM_OPS:
+            arrays = [None if v is None else v.const for v in inputs]
+            try:
+                outs = op.forward(Context(grad_enabled=False), *arrays)
+            except Exception as e:
+                raise ImportProblem(f"folding {op_type} on constants failed: "
+                                    f"{type(e).__name__}: {e}") from None
+            return [self.const(np.asarray(o)) for o in outs]
+        specs_in = [None if v is None else v.spec for v in inputs]
+        try:
+            specs = tuple(op.infer(*specs_in))
+        except ShapeError as e:
+            shown = ", ".join("-" if s is None else str(s) for s in specs_in)
+            raise ImportProblem(f"{op_type}: {e} [inputs: {shown}]") from None
+        node_name = self.unique(name or self._base + "_" + op_type)
+        self.graph.add_op(node_name, op, num_inputs=len(inputs),
+                          onnx_name=getattr(self.current, "name", None),
+                          onnx_op=getattr(self.current, "op_type", None))
+        for position, value in enumerate(inputs):
+            if value is not None:
+                src, port = self.materialize(value)
+                self.graph.connect(src, port, node_name, position)
+        self.graph.node(node_name)["specs"] = specs
+        return [Value(s, node=node_name, port=i) for i, s in enumerate(specs)]
+
+    def final_name(self, index: int = 0) -> str | None:
+        """The name for the node that produces output ``index`` of the current ONNX node."""
+        names = self._final_names
+        if index < len(names) and names[index]:
+            candidate = sanitize(names[index])
+            if candidate not in self._names and candidate not in self.graph.dag:
+                return candidate
+        return None
+
+    def static(self, value: Value | None, what: str) -> np.ndarray | None:
+        """The constant array of ``value``; an ImportProblem if it is only known at run time."""
+        if value is None:
+            return None
+        if value.initial is not None:
+            return value.initial
+        if not value.is_const:
+            raise ImportProblem(f"{what} must be a constant (an initializer or computed from "
+                                f"constants); here it depends on the graph's inputs")
+        return value.const

@@ -1,0 +1,217 @@
+"""Running onnx's backend conformance suite against flowgrad (shared by tests and the report).
+
+Node tests come from ``onnx.backend.test.case.node.collect_testcases()``; model tests from the
+data folders shipped with the onnx wheel (``pytorch-converted``, ``pytorch-operator``,
+``simple``, ``light``).  Each case ends as ``pass``, ``fail`` (wrong result or error) or
+``excluded`` — only cases whose inputs or outputs use dtypes numpy lacks (listed in
+:data:`NUMPY_LACKS`), which flowgrad cannot represent.  Outputs are compared the way onnx's
+runner compares them (shape, dtype, ``assert_allclose`` with the case's tolerances).
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .backend import FlowgradBackend
+
+#: the ops flowgrad claims to import (the ONNX issue's list), for per-op pass rates
+CLAIMED_OPS = (
+    "Gemm MatMul Conv ConvTranspose Relu LeakyRelu PRelu Elu Selu Sigmoid HardSigmoid HardSwish "
+    "Tanh Softplus Softsign Gelu Erf Exp Log Sqrt Pow Neg Abs Reciprocal Add Sub Mul Div Sum "
+    "Mean Min Max Clip MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization "
+    "InstanceNormalization LayerNormalization LRN Dropout Flatten Reshape Transpose Squeeze "
+    "Unsqueeze Concat Split Slice Gather Expand Tile Pad Resize Upsample Softmax LogSoftmax "
+    "ReduceMean ReduceSum ReduceMax ReduceMin ReduceL2 Shape Size Cast ConstantOfShape Constant "
+    "Identity Range Where Equal Less Greater Not And Or Floor Ceil Einsum ArgMax TopK").split()
+
+#: ONNX element types numpy has no dtype for: cases using them are excluded, not failed
+NUMPY_LACKS = {
+    onnx.TensorProto.BFLOAT16: "bfloat16", onnx.TensorProto.FLOAT8E4M3FN: "float8e4m3fn",
+    onnx.TensorProto.FLOAT8E4M3FNUZ: "float8e4m3fnuz", onnx.TensorProto.FLOAT8E5M2: "float8e5m2",
+    onnx.TensorProto.FLOAT8E5M2FNUZ: "float8e5m2fnuz", onnx.TensorProto.UINT4: "uint4",
+    onnx.TensorProto.INT4: "int4", onnx.TensorProto.STRING: "string",
+    onnx.TensorProto.COMPLEX64: "complex64", onnx.TensorProto.COMPLEX128: "complex128",
+}
+for _name in ("FLOAT4E2M1", "FLOAT8E8M0", "INT2", "UINT2"):
+    if hasattr(onnx.TensorProto, _name):
+        NUMPY_LACKS[getattr(onnx.TensorProto, _name)] = _name.lower()
+
+DATA_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+
+
+@dataclass
+class Result:
+    name: str
+    group: str            # the op type for node tests, the kind for model tests
+    status: str           # "pass", "fail" or "excluded"
+    message: str = ""
+
+
+@functools.lru_cache(maxsize=1)
+def node_cases() -> tuple:
+    """Every node test case of the installed onnx (generated once per process)."""
+    from onnx.backend.test.case.node import collect_testcases
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return tuple(collect_testcases())
+
+
+def case_op(case) -> str:
+    """The op a node test is about: its single node's type, or the name for expanded tests."""
+    if case.name.endswith("_expanded") or "_expanded_" in case.name:
+        return "(expanded functions)"
+    nodes = case.model.graph.node
+    return nodes[-1].op_type if len(nodes) == 1 else nodes[-1].op_type
+
+
+def excluded_dtype(model: onnx.ModelProto) -> str | None:
+    """The name of a numpy-less element type the model's interface uses, or None."""
+    g = model.graph
+    for vi in list(g.input) + list(g.output):
+        t = vi.type
+        elem = t.tensor_type.elem_type if t.HasField("tensor_type") else None
+        if elem in NUMPY_LACKS:
+            return NUMPY_LACKS[elem]
+    for node in g.node:
+        for attr in node.attribute:
+            if attr.name in ("to", "output_dtype", "dtype") and attr.i in NUMPY_LACKS:
+                return NUMPY_LACKS[attr.i]
+    return None
+
+
+def compare(outputs, expected, rtol: float, atol: float) -> None:
+    """onnx's runner comparison: same count, shape, dtype, then assert_allclose."""
+    assert len(outputs) == len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
+    for i, (out, ref) in enumerate(zip(outputs, expected)):
+        ref = np.asarray(ref)
+        out = np.asarray(out)
+        assert out.shape == ref.shape, f"output {i} has shape {out.shape}, expected {ref.shape}"
+        assert out.dtype == ref.dtype, f"output {i} has dtype {out.dtype}, expected {ref.dtype}"
+        np.testing.assert_allclose(out, ref, rtol=rtol, atol=atol, err_msg=f"output {i}")
+
+
+def _normalize(item):
+    return numpy_helper.to_array(item) if isinstance(item, onnx.TensorProto) else item
+
+
+def run_node_case(case) -> Result:
+    group = case_op(case)
+    lacking = excluded_dtype(case.model)
+    if lacking:
+        return Result(case.name, group, "excluded", f"uses {lacking}")
+    try:
+        rep = FlowgradBackend.prepare(case.model)
+        for inputs, outputs in case.data_sets:
+            got = rep.run([_normalize(x) for x in inputs])
+            compare(got, [_normalize(x) for x in outputs], case.rtol, case.atol)
+    except Exception as e:  # every failure counts, whatever raised it
+        return Result(case.name, group, "fail", f"{type(e).__name__}: {e}"[:400])
+    return Result(case.name, group, "pass")
+
+
+def node_results(ops: Iterable[str] | None = None) -> list[Result]:
+    wanted = None if ops is None else set(ops)
+    out = []
+    for case in node_cases():
+        if wanted is not None and case_op(case) not in wanted:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out.append(run_node_case(case))
+    return out
+
+
+def model_dirs(kind: str) -> list[str]:
+    return sorted(d for d in glob.glob(os.path.join(DATA_DIR, kind, "*")) if os.path.isdir(d))
+
+
+def _read_pb(path: str) -> np.ndarray:
+    tensor = onnx.TensorProto()
+    with open(path, "rb") as f:
+        tensor.ParseFromString(f.read())
+    return numpy_helper.to_array(tensor)
+
+
+def run_model_dir(case_dir: str, kind: str, rtol: float = 1e-3, atol: float = 1e-7) -> Result:
+    name = os.path.basename(case_dir)
+    try:
+        model = onnx.load(os.path.join(case_dir, "model.onnx"))
+        lacking = excluded_dtype(model)
+        if lacking:
+            return Result(name, kind, "excluded", f"uses {lacking}")
+        rep = FlowgradBackend.prepare(model)
+        sets = sorted(glob.glob(os.path.join(case_dir, "test_data_set_*")))
+        for data in sets:
+            ins = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data, "input_*.pb")),
+                                               key=_index)]
+            refs = [_read_pb(p) for p in sorted(glob.glob(os.path.join(data, "output_*.pb")),
+                                                key=_index)]
+            compare(rep.run(ins), refs, rtol, atol)
+    except Exception as e:
+        return Result(name, kind, "fail", f"{type(e).__name__}: {e}"[:400])
+    return Result(name, kind, "pass")
+
+
+def _index(path: str) -> int:
+    return int(os.path.basename(path).split("_")[1].split(".")[0])
+
+
+def light_models() -> list[str]:
+    return sorted(glob.glob(os.path.join(DATA_DIR, "light", "light_*.onnx")))
+
+
+def light_inputs(model: onnx.ModelProto) -> list[np.ndarray]:
+    """The inputs onnx's runner feeds light models: arange(n)/n in each input's shape."""
+    inits = {i.name for i in model.graph.initializer}
+    feeds = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        shape = tuple(d.dim_value if d.HasField("dim_value") else 1
+                      for d in vi.type.tensor_type.shape.dim)
+        n = int(np.prod(shape))
+        feeds.append((np.arange(n).reshape(shape) / n).astype(np.float32))
+    return feeds
+
+
+def run_light(path: str, rtol: float = 1e-3, atol: float = 1e-7) -> Result:
+    name = os.path.basename(path)[len("light_"):-len(".onnx")]
+    try:
+        model = onnx.load(path)
+        rep = FlowgradBackend.prepare(model)
+        expected = [_read_pb(os.path.splitext(path)[0] + f"_output_{i}.pb")
+                    for i in range(len(model.graph.output))]
+        compare(rep.run(light_inputs(model)), expected, rtol, atol)
+    except Exception as e:
+        return Result(name, "light", "fail", f"{type(e).__name__}: {e}"[:400])
+    return Result(name, "light", "pass")
+
+
+def summarize(results: list[Result]) -> dict[str, tuple[int, int, int]]:
+    """``{group: (passed, counted, excluded)}``."""
+    out: dict[str, list[int]] = {}
+    for r in results:
+        entry = out.setdefault(r.group, [0, 0, 0])
+        if r.status == "excluded":
+            entry[2] += 1
+        else:
+            entry[1] += 1
+            entry[0] += r.status == "pass"
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def rate(passed: int, counted: int) -> float:
+    return 100.0 * passed / counted if counted else 100.0
+
+
+__all__ = ["CLAIMED_OPS", "NUMPY_LACKS", "Result", "node_cases", "node_results", "run_node_case",
+           "model_dirs", "run_model_dir", "light_models", "run_light", "summarize", "rate",
+           "compare"]

@@ -1,0 +1,633 @@
+"""Translations of ONNX ops (domain ``ai.onnx``) into flowgrad ops.
+
+Each handler maps one ONNX node onto one or a few flowgrad ops (see :mod:`flowgrad.onnx.opset`
+for the calling convention).  Where ONNX moved an attribute to an input between versions
+(Reshape, Slice, Clip, Pad, Split, Squeeze/Unsqueeze, Reduce*, Resize, Dropout, TopK, Tile), a
+handler per version reads it from the right place and hands flowgrad one canonical form.
+Inputs that configure an op (axes, pads, sizes) must be constants; shapes may be computed at run
+time where the flowgrad op takes them as an input (Reshape, Expand, ConstantOfShape, Range).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .builder import Builder, ImportProblem, Value
+from .opset import onnx_op
+
+
+def _final(b: Builder, op_type: str, inputs, index: int = 0, **attrs) -> list[Value]:
+    """Add the op that produces the ONNX node's output ``index`` (named after it)."""
+    return b.op(op_type, inputs, name=b.final_name(index), **attrs)
+
+
+def _ints(array) -> list[int]:
+    return [int(v) for v in np.asarray(array).reshape(-1)]
+
+
+# -- pointwise -----------------------------------------------------------------------------
+_UNARY = {"Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Abs": "abs",
+          "Reciprocal": "reciprocal", "Identity": "identity", "Relu": "relu",
+          "Sigmoid": "sigmoid", "Tanh": "tanh", "Softplus": "softplus", "Softsign": "softsign",
+          "Erf": "erf", "Floor": "floor", "Ceil": "ceil", "Not": "not", "HardSwish": "hard_swish"}
+
+
+def _unary(fg_type: str):
+    def handler(b, a, ins):
+        return _final(b, fg_type, [ins[0]])
+    return handler
+
+
+for _onnx, _fg in _UNARY.items():
+    onnx_op(_onnx)(_unary(_fg))
+
+
+@onnx_op("LeakyRelu")
+def leaky_relu(b, a, ins):
+    return _final(b, "leaky_relu", [ins[0]], alpha=float(a.get("alpha", 0.01)))
+
+
+@onnx_op("Elu")
+def elu(b, a, ins):
+    return _final(b, "elu", [ins[0]], alpha=float(a.get("alpha", 1.0)))
+
+
+@onnx_op("Selu")
+def selu(b, a, ins):
+    return _final(b, "selu", [ins[0]], alpha=float(a.get("alpha", 1.67326319217681884765625)),
+                  gamma=float(a.get("gamma", 1.05070102214813232421875)))
+
+
+@onnx_op("HardSigmoid")
+def hard_sigmoid(b, a, ins):
+    return _final(b, "hard_sigmoid", [ins[0]], alpha=float(a.get("alpha", 0.2)),
+                  beta=float(a.get("beta", 0.5)))
+
+
+@onnx_op("Gelu", since=20)
+def gelu(b, a, ins):
+    return _final(b, "gelu", [ins[0]], approximate=a.get("approximate", "none"))
+
+
+@onnx_op("PRelu")
+def prelu(b, a, ins):
+    return _final(b, "prelu", [ins[0], ins[1]])
+
+
+@onnx_op("Clip")
+def clip_1(b, a, ins):
+    return _final(b, "clip", [ins[0]], min=float(a.get("min", -np.inf)),
+                  max=float(a.get("max", np.inf)))
+
+
+@onnx_op("Clip", since=11, static=(1, 2))
+def clip_11(b, a, ins):
+    lo = b.static(ins[1] if len(ins) > 1 else None, "Clip min")
+    hi = b.static(ins[2] if len(ins) > 2 else None, "Clip max")
+    attrs = {}
+    if lo is not None:
+        attrs["min"] = float(lo)
+    if hi is not None:
+        attrs["max"] = float(hi)
+    return _final(b, "clip", [ins[0]], **attrs)
+
+
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
+           "Equal": "equal", "Less": "less", "Greater": "greater", "And": "and", "Or": "or"}
+
+
+def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:
+    """Opset < 7 ``broadcast=1, axis=k``: align ``y`` with ``x`` starting at axis ``k``."""
+    if a.get("broadcast", 0) and "axis" in a and y.ndim:
+        axis = int(a["axis"]) % x.ndim
+        trailing = x.ndim - axis - y.ndim
+        if trailing > 0:
+            shape = list(y.shape) + [1] * trailing
+            y = b.op("reshape", [y], shape=[-1 if d is None else d for d in shape])[0]
+    return y
+
+
+def _binary(fg_type: str):
+    def handler(b, a, ins):
+        return _final(b, fg_type, [ins[0], _legacy_broadcast(b, a, ins[0], ins[1])])
+    return handler
+
+
+for _onnx, _fg in _BINARY.items():
+    onnx_op(_onnx)(_binary(_fg))
+
+
+@onnx_op("Div")
+def div(b, a, ins):
+    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+        q = b.op("div", [x, y])[0]            # ONNX integer division truncates toward zero
+        return _final(b, "cast", [q], to=x.dtype.name)
+    return _final(b, "div", [x, y])
+
+
+_VARIADIC = {"Sum": "sum", "Mean": "mean", "Min": "min", "Max": "max"}
+
+
+def _variadic(fg_type: str):
+    def handler(b, a, ins):
+        xs = [v for v in ins if v is not None]
+        if len(xs) == 1:
+            return _final(b, "identity", xs)
+        return _final(b, fg_type, xs)
+    return handler
+
+
+for _onnx, _fg in _VARIADIC.items():
+    onnx_op(_onnx)(_variadic(_fg))
+
+
+@onnx_op("Where")
+def where(b, a, ins):
+    return _final(b, "where", ins[:3])
+
+
+# -- softmax ---------------------------------------------------------------------------------
+def _coerced_softmax(fg_type: str):
+    """Softmax before opset 13: flatten to 2-d at ``axis``, normalise rows, reshape back."""
+    def handler(b, a, ins):
+        x = ins[0]
+        axis = int(a.get("axis", 1)) % max(x.ndim, 1)
+        if axis == x.ndim - 1:
+            return _final(b, fg_type, [x], axis=-1)
+        flat = b.op("flatten", [x], axis=axis)[0]
+        y = b.op(fg_type, [flat], axis=-1)[0]
+        shape = b.op("shape", [x])[0]
+        return _final(b, "reshape", [y, shape])
+    return handler
+
+
+def _softmax(fg_type: str):
+    def handler(b, a, ins):
+        return _final(b, fg_type, [ins[0]], axis=int(a.get("axis", -1)))
+    return handler
+
+
+for _onnx, _fg in (("Softmax", "softmax"), ("LogSoftmax", "log_softmax")):
+    onnx_op(_onnx)(_coerced_softmax(_fg))
+    onnx_op(_onnx, since=13)(_softmax(_fg))
+
+
+# -- matrix products --------------------------------------------------------------------------
+@onnx_op("MatMul")
+def matmul(b, a, ins):
+    return _final(b, "matmul", ins[:2])
+
+
+@onnx_op("Gemm")
+def gemm(b, a, ins):
+    """alpha * A' @ B' + beta * C as transpose, dense/matmul, mul and add nodes."""
+    A, B = ins[0], ins[1]
+    C = ins[2] if len(ins) > 2 else None
+    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+    if a.get("transA", 0):
+        A = b.op("transpose", [A], perm=[1, 0])[0]
+    if a.get("transB", 0):
+        B = b.op("transpose", [B], perm=[1, 0])[0]
+    if C is not None and beta == 0.0:
+        C = None
+    n_out = B.shape[1]
+    simple_bias = (C is not None and beta == 1.0 and alpha == 1.0
+                   and C.shape in ((n_out,), (1, n_out)))
+    if simple_bias or C is None and alpha == 1.0:
+        return _final(b, "dense", [A, B, C if simple_bias else None])
+    y = b.op("matmul", [A, B])[0]
+    if alpha != 1.0:
+        y = b.op("mul", [y, b.const(np.asarray(alpha, dtype=y.dtype))])[0]
+    if C is None:
+        return [y] if alpha == 1.0 else _final(b, "identity", [y])
+    if beta != 1.0:
+        C = b.op("mul", [C, b.const(np.asarray(beta, dtype=C.dtype))])[0]
+    return _final(b, "add", [y, C])
+
+
+@onnx_op("Einsum")
+def einsum(b, a, ins):
+    return _final(b, "einsum", [v for v in ins if v is not None], equation=a["equation"])
+
+
+# -- convolution family (flowgrad's ops use ONNX attribute names) ---------------------------
+def _conv_attrs(a, names):
+    out = {}
+    for key in names:
+        if key in a:
+            value = a[key]
+            out[key] = value.decode() if isinstance(value, bytes) else value
+    return out
+
+
+_CONV = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+@onnx_op("Conv")
+def conv(b, a, ins):
+    return _final(b, "conv", ins[:3], **_conv_attrs(a, _CONV))
+
+
+@onnx_op("ConvTranspose")
+def conv_transpose(b, a, ins):
+    return _final(b, "conv_transpose", ins[:3],
+                  **_conv_attrs(a, _CONV + ("output_padding", "output_shape")))
+
+
+@onnx_op("MaxPool")
+def max_pool(b, a, ins):
+    attrs = _conv_attrs(a, ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads",
+                            "strides", "storage_order"))
+    if len(b.current.output) > 1 and b.current.output[1]:
+        raise ImportProblem("MaxPool's Indices output is not supported")
+    return _final(b, "max_pool", [ins[0]], **attrs)
+
+
+@onnx_op("AveragePool")
+def avg_pool(b, a, ins):
+    attrs = _conv_attrs(a, ("auto_pad", "ceil_mode", "count_include_pad", "dilations",
+                            "kernel_shape", "pads", "strides"))
+    return _final(b, "avg_pool", [ins[0]], **attrs)
+
+
+@onnx_op("GlobalAveragePool")
+def global_avg_pool(b, a, ins):
+    return _final(b, "global_avg_pool", [ins[0]])
+
+
+@onnx_op("GlobalMaxPool")
+def global_max_pool(b, a, ins):
+    return _final(b, "global_max_pool", [ins[0]])
+
+
+@onnx_op("BatchNormalization")
+def batch_norm(b, a, ins):
+    """Inference-form batch norm (running statistics); training mode uses batch statistics."""
+    if a.get("spatial", 1) == 0:
+        raise ImportProblem("BatchNormalization with spatial=0 (per-activation statistics) is "
+                            "not supported")
+    if a.get("training_mode", 0):
+        raise ImportProblem("BatchNormalization with training_mode=1 (outputs the batch "
+                            "statistics) is not supported; flowgrad's batch_norm follows the "
+                            "plan's train()/eval() mode instead")
+    if len([o for o in b.current.output[1:] if o]):
+        raise ImportProblem("BatchNormalization's running mean/var outputs are not supported")
+    return _final(b, "batch_norm", ins[:5], epsilon=float(a.get("epsilon", 1e-5)),
+                  momentum=float(a.get("momentum", 0.9)))
+
+
+@onnx_op("InstanceNormalization")
+def instance_norm(b, a, ins):
+    return _final(b, "instance_norm", ins[:3], epsilon=float(a.get("epsilon", 1e-5)))
+
+
+@onnx_op("LayerNormalization", since=17)
+def layer_norm(b, a, ins):
+    if len([o for o in b.current.output[1:] if o]):
+        raise ImportProblem("LayerNormalization's Mean/InvStdDev outputs are not supported")
+    return _final(b, "layer_norm", ins[:3], axis=int(a.get("axis", -1)),
+                  epsilon=float(a.get("epsilon", 1e-5)))
+
+
+@onnx_op("LRN")
+def lrn(b, a, ins):
+    return _final(b, "lrn", [ins[0]], size=int(a["size"]), alpha=float(a.get("alpha", 1e-4)),
+                  beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)))
+
+
+def _dropout(b, ratio: float, ins, seed=None):
+    if len(b.current.output) > 1 and b.current.output[1]:
+        raise ImportProblem("Dropout's mask output is not supported")
+    return _final(b, "dropout", [ins[0]], ratio=ratio)
+
+
+@onnx_op("Dropout")
+def dropout_1(b, a, ins):
+    return _dropout(b, float(a.get("ratio", 0.5)), ins)
+
+
+@onnx_op("Dropout", since=12, static=(1, 2))
+def dropout_12(b, a, ins):
+    ratio = b.static(ins[1] if len(ins) > 1 else None, "Dropout ratio")
+    training = b.static(ins[2] if len(ins) > 2 else None, "Dropout training_mode")
+    if training is not None and bool(training):
+        raise ImportProblem("Dropout with training_mode=true is not supported; flowgrad's "
+                            "dropout follows the plan's train()/eval() mode instead")
+    return _dropout(b, 0.5 if ratio is None else float(ratio), ins)
+
+
+# -- shape ---------------------------------------------------------------------------------
+@onnx_op("Flatten")
+def flatten(b, a, ins):
+    return _final(b, "flatten", [ins[0]], axis=int(a.get("axis", 1)))
+
+
+@onnx_op("Reshape")
+def reshape_1(b, a, ins):
+    return _final(b, "reshape", [ins[0]], shape=_ints(a["shape"]))
+
+
+@onnx_op("Reshape", since=5)
+def reshape_5(b, a, ins):
+    allowzero = int(a.get("allowzero", 0))
+    extra = {"allowzero": True} if allowzero else {}
+    shape = ins[1]
+    if shape.is_const or shape.initial is not None:
+        return _final(b, "reshape", [ins[0]], shape=_ints(b.static(shape, "shape")), **extra)
+    return _final(b, "reshape", [ins[0], shape], **extra)
+
+
+@onnx_op("Transpose")
+def transpose(b, a, ins):
+    perm = a.get("perm")
+    if perm is None:
+        perm = list(range(ins[0].ndim))[::-1]
+    return _final(b, "transpose", [ins[0]], perm=[int(p) for p in perm])
+
+
+@onnx_op("Squeeze")
+def squeeze_1(b, a, ins):
+    attrs = {"axes": [int(v) for v in a["axes"]]} if "axes" in a else {}
+    return _final(b, "squeeze", [ins[0]], **attrs)
+
+
+@onnx_op("Squeeze", since=13, static=(1,))
+def squeeze_13(b, a, ins):
+    axes = b.static(ins[1] if len(ins) > 1 else None, "Squeeze axes")
+    attrs = {} if axes is None else {"axes": _ints(axes)}
+    return _final(b, "squeeze", [ins[0]], **attrs)
+
+
+@onnx_op("Unsqueeze")
+def unsqueeze_1(b, a, ins):
+    return _final(b, "unsqueeze", [ins[0]], axes=[int(v) for v in a["axes"]])
+
+
+@onnx_op("Unsqueeze", since=13, static=(1,))
+def unsqueeze_13(b, a, ins):
+    return _final(b, "unsqueeze", [ins[0]], axes=_ints(b.static(ins[1], "Unsqueeze axes")))
+
+
+@onnx_op("Concat")
+def concat(b, a, ins):
+    return _final(b, "concat", [v for v in ins if v is not None], axis=int(a.get("axis", 1)))
+
+
+def _split(b, x: Value, axis: int, sizes, count: int):
+    attrs = {"split": [int(s) for s in sizes]} if sizes is not None else {"num_outputs": count}
+    return b.op("split", [x], name=b.final_name(0), axis=axis, **attrs)
+
+
+@onnx_op("Split")
+def split_1(b, a, ins):
+    sizes = a.get("split")
+    if sizes is None and len(ins) > 1 and ins[1] is not None:
+        sizes = b.static(ins[1], "Split sizes")
+    return _split(b, ins[0], int(a.get("axis", 0)), sizes, len(b.current.output))
+
+
+@onnx_op("Split", since=13, static=(1,))
+def split_13(b, a, ins):
+    sizes = b.static(ins[1] if len(ins) > 1 else None, "Split sizes")
+    count = int(a.get("num_outputs", len(b.current.output)))
+    return _split(b, ins[0], int(a.get("axis", 0)), None if sizes is None else _ints(sizes), count)
+
+
+@onnx_op("Slice")
+def slice_1(b, a, ins):
+    attrs = {"starts": _ints(a["starts"]), "ends": _ints(a["ends"])}
+    if "axes" in a:
+        attrs["axes"] = _ints(a["axes"])
+    return _final(b, "slice", [ins[0]], **attrs)
+
+
+@onnx_op("Slice", since=10, static=(1, 2, 3, 4))
+def slice_10(b, a, ins):
+    attrs = {"starts": _ints(b.static(ins[1], "Slice starts")),
+             "ends": _ints(b.static(ins[2], "Slice ends"))}
+    for i, key in ((3, "axes"), (4, "steps")):
+        value = b.static(ins[i] if len(ins) > i else None, f"Slice {key}")
+        if value is not None:
+            attrs[key] = _ints(value)
+    return _final(b, "slice", [ins[0]], **attrs)
+
+
+@onnx_op("Gather")
+def gather(b, a, ins):
+    return _final(b, "gather", ins[:2], axis=int(a.get("axis", 0)))
+
+
+@onnx_op("Expand")
+def expand(b, a, ins):
+    shape = ins[1]
+    if shape.is_const or shape.initial is not None:
+        return _final(b, "expand", [ins[0]], shape=_ints(b.static(shape, "Expand shape")))
+    return _final(b, "expand", [ins[0], shape])
+
+
+@onnx_op("Tile", static=(1, 2))
+def tile_1(b, a, ins):
+    tiles = int(b.static(ins[1], "Tile tiles"))
+    axis = int(b.static(ins[2], "Tile axis"))
+    reps = [1] * ins[0].ndim
+    reps[axis] = tiles
+    return _final(b, "tile", [ins[0]], repeats=reps)
+
+
+@onnx_op("Tile", since=6, static=(1,))
+def tile_6(b, a, ins):
+    return _final(b, "tile", [ins[0]], repeats=_ints(b.static(ins[1], "Tile repeats")))
+
+
+def _pad(b, x, mode, pads, value):
+    attrs = {"mode": mode, "pads": [int(p) for p in pads]}
+    if value is not None:
+        attrs["value"] = float(value)
+    return _final(b, "pad", [x], **attrs)
+
+
+@onnx_op("Pad")
+def pad_1(b, a, ins):
+    pads = a.get("pads", a.get("paddings"))
+    return _pad(b, ins[0], a.get("mode", "constant"), pads, a.get("value", 0.0))
+
+
+@onnx_op("Pad", since=11, static=(1, 2, 3))
+def pad_11(b, a, ins):
+    pads = _ints(b.static(ins[1], "Pad pads"))
+    value = b.static(ins[2] if len(ins) > 2 else None, "Pad constant_value")
+    axes = b.static(ins[3] if len(ins) > 3 else None, "Pad axes")
+    if axes is not None:
+        ndim = ins[0].ndim
+        full = [0] * (2 * ndim)
+        axes = [int(ax) % ndim for ax in _ints(axes)]
+        for i, ax in enumerate(axes):
+            full[ax], full[ax + ndim] = pads[i], pads[i + len(axes)]
+        pads = full
+    return _pad(b, ins[0], a.get("mode", "constant"), pads,
+                None if value is None or np.size(value) == 0 else float(np.asarray(value).reshape(-1)[0]))
+
+
+def _resize(b, x: Value, a, scales, sizes, roi=None):
+    attrs = _conv_attrs(a, ("mode", "coordinate_transformation_mode", "cubic_coeff_a",
+                            "exclude_outside", "extrapolation_value", "nearest_mode",
+                            "antialias", "keep_aspect_ratio_policy", "axes"))
+    if scales is not None and np.size(scales):
+        attrs["scales"] = [float(s) for s in np.asarray(scales).reshape(-1)]
+    if sizes is not None and np.size(sizes):
+        attrs["sizes"] = _ints(sizes)
+    if roi is not None and np.size(roi):
+        attrs["roi"] = [float(r) for r in np.asarray(roi).reshape(-1)]
+    return _final(b, "resize", [x], **attrs)
+
+
+@onnx_op("Upsample")
+def upsample_1(b, a, ins):
+    scales = a.get("scales")
+    if scales is None:
+        scales = [1.0, 1.0, float(a["height_scale"]), float(a["width_scale"])]
+    return _resize(b, ins[0], {"mode": a.get("mode", "nearest"),
+                               "coordinate_transformation_mode": "asymmetric",
+                               "nearest_mode": "floor"}, scales, None)
+
+
+@onnx_op("Upsample", since=9, static=(1,))
+def upsample_9(b, a, ins):
+    return _resize(b, ins[0], {"mode": a.get("mode", "nearest"),
+                               "coordinate_transformation_mode": "asymmetric",
+                               "nearest_mode": "floor"}, b.static(ins[1], "Upsample scales"), None)
+
+
+@onnx_op("Resize", since=10, static=(1,))
+def resize_10(b, a, ins):
+    mode = a.get("mode", "nearest")
+    return _resize(b, ins[0], {"mode": mode, "coordinate_transformation_mode": "asymmetric",
+                               "nearest_mode": "floor"}, b.static(ins[1], "Resize scales"), None)
+
+
+@onnx_op("Resize", since=11, static=(1, 2, 3))
+def resize_11(b, a, ins):
+    get = lambda i, what: b.static(ins[i] if len(ins) > i else None, what)  # noqa: E731
+    return _resize(b, ins[0], a, get(2, "Resize scales"), get(3, "Resize sizes"),
+                   get(1, "Resize roi"))
+
+
+# -- reductions ------------------------------------------------------------------------------
+_REDUCE = {"ReduceMean": "reduce_mean", "ReduceSum": "reduce_sum", "ReduceMax": "reduce_max",
+           "ReduceMin": "reduce_min", "ReduceL2": "reduce_l2"}
+
+
+def _reduce(b, fg_type, x, axes, keepdims, noop):
+    if axes is None or len(axes) == 0:
+        if noop:
+            return _final(b, "identity", [x])
+        axes = None
+    attrs = {"keepdims": bool(keepdims)}
+    if axes is not None:
+        attrs["axes"] = [int(v) for v in axes]
+    return _final(b, fg_type, [x], **attrs)
+
+
+def _reduce_attr(fg_type):
+    def handler(b, a, ins):
+        return _reduce(b, fg_type, ins[0], a.get("axes"), a.get("keepdims", 1), False)
+    return handler
+
+
+def _reduce_input(fg_type):
+    def handler(b, a, ins):
+        axes = b.static(ins[1] if len(ins) > 1 else None, "reduction axes")
+        return _reduce(b, fg_type, ins[0], None if axes is None else _ints(axes),
+                       a.get("keepdims", 1), a.get("noop_with_empty_axes", 0))
+    return handler
+
+
+for _onnx, _fg in _REDUCE.items():
+    onnx_op(_onnx)(_reduce_attr(_fg))
+    onnx_op(_onnx, since=13 if _onnx == "ReduceSum" else 18, static=(1,))(_reduce_input(_fg))
+
+
+@onnx_op("ArgMax")
+def argmax(b, a, ins):
+    return _final(b, "argmax", [ins[0]], axis=int(a.get("axis", 0)),
+                  keepdims=bool(a.get("keepdims", 1)),
+                  select_last_index=bool(a.get("select_last_index", 0)))
+
+
+def _topk(b, a, x, k):
+    outs = b.op("topk", [x], k=int(k), axis=int(a.get("axis", -1)),
+                largest=bool(a.get("largest", 1)), sorted=bool(a.get("sorted", 1)))
+    return outs
+
+
+@onnx_op("TopK")
+def topk_1(b, a, ins):
+    return _topk(b, a, ins[0], a["k"])
+
+
+@onnx_op("TopK", since=10, static=(1,))
+def topk_10(b, a, ins):
+    return _topk(b, a, ins[0], np.asarray(b.static(ins[1], "TopK k")).reshape(-1)[0])
+
+
+# -- tensor creation and inspection -----------------------------------------------------------
+@onnx_op("Constant")
+def constant(b, a, ins):
+    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+        if key in a:
+            value = np.asarray(a[key])
+            if key == "value_float" or key == "value_floats":
+                value = value.astype(np.float32)
+            elif key in ("value_int", "value_ints"):
+                value = value.astype(np.int64)
+            return [b.const(value)]
+    raise ImportProblem(f"Constant with attribute(s) {', '.join(a)} is not supported")
+
+
+@onnx_op("Shape")
+def shape(b, a, ins):
+    x = ins[0]
+    start, end = a.get("start"), a.get("end")
+    dims = x.shape[slice(start, end)]
+    if x.is_const or None not in dims:
+        return [b.const(np.asarray(dims if not x.is_const else x.const.shape[slice(start, end)],
+                                   dtype=np.int64))]
+    attrs = {}
+    if start is not None:
+        attrs["start"] = int(start)
+    if end is not None:
+        attrs["end"] = int(end)
+    return _final(b, "shape", [x], **attrs)
+
+
+@onnx_op("Size")
+def size(b, a, ins):
+    x = ins[0]
+    if x.is_const or None not in x.shape:
+        return [b.const(np.asarray(int(np.prod(x.shape if not x.is_const else x.const.shape)),
+                                   dtype=np.int64))]
+    return _final(b, "size", [x])
+
+
+@onnx_op("Cast")
+def cast(b, a, ins):
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(int(a["to"]))
+    if ins[0].dtype == dtype:
+        return _final(b, "identity", [ins[0]])
+    return _final(b, "cast", [ins[0]], to=np.dtype(dtype).name)
+
+
+@onnx_op("ConstantOfShape")
+def constant_of_shape(b, a, ins):
+    value = a.get("value")
+    value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
+    if ins[0].is_const:
+        return [b.const(np.full(_ints(ins[0].const), value[0], dtype=value.dtype))]
+    return _final(b, "constant_of_shape", [ins[0]], value=value[0].item(),
+                  dtype=value.dtype.name)
+
+
+@onnx_op("Range")
+def range_(b, a, ins):
+    return _final(b, "range", ins[:3])

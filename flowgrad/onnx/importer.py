@@ -1,0 +1,215 @@
+"""Translate a loaded ONNX ModelProto into a flowgrad Graph (used by ``load_onnx``).
+
+Every problem found is collected and raised at once: first every op without a translation at
+the model's opset (one message listing op, domain and version), then every node that could not
+be translated, each located by its ONNX node name and op type.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import Diagnostic, GraphError
+from ..graph import Graph
+from ..op import Spec
+from ..plugins import Registry
+from . import handlers as _builtin  # noqa: F401  (registers the built-in translations)
+from .builder import Builder, ImportProblem, Value, sanitize
+from .model_io import opset_versions
+from .opset import HANDLERS, STATE_INPUTS, STATIC_INPUTS, pick, versions
+
+
+def translation_table(registry: Registry) -> tuple[dict, dict]:
+    """Built-in handlers plus those plugins supply through ``flowgrad_onnx_ops``.
+
+    Returns ``(handlers, static_inputs)`` keyed by ``(domain, op_type)``.
+    """
+    table = {k: list(v) for k, v in HANDLERS.items()}
+    static = dict(STATIC_INPUTS)
+    hook = getattr(registry.plugin_manager.hook, "flowgrad_onnx_ops", None)
+    if hook is not None:
+        for entries in hook():
+            for entry in entries or ():
+                domain, op_type, since, fn = entry[:4]
+                domain = "" if domain == "ai.onnx" else domain
+                table.setdefault((domain, op_type), []).append((int(since), fn))
+                table[(domain, op_type)].sort(key=lambda e: e[0])
+                if len(entry) > 4 and entry[4]:
+                    static[(domain, op_type)] = frozenset(entry[4])
+    return table, static
+
+
+def attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attributes as Python values: tensors as arrays, strings decoded."""
+    out = {}
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.TENSOR:
+            out[attr.name] = numpy_helper.to_array(attr.t)
+        elif attr.type == onnx.AttributeProto.STRING:
+            out[attr.name] = attr.s.decode("utf-8")
+        elif attr.type == onnx.AttributeProto.STRINGS:
+            out[attr.name] = [s.decode("utf-8") for s in attr.strings]
+        else:
+            out[attr.name] = onnx.helper.get_attribute_value(attr)
+    return out
+
+
+def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
+    """The Spec of a graph input, or None if it is not a tensor (sequences, maps...)."""
+    if not value_info.type.HasField("tensor_type"):
+        return None
+    tt = value_info.type.tensor_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                 for d in tt.shape.dim)
+    return Spec(dims, dtype)
+
+
+class Importer:
+    def __init__(self, model: onnx.ModelProto, registry: Registry, where: str,
+                 dynamic_batch: bool = True):
+        self.model = model
+        self.registry = registry
+        self.where = where
+        self.dynamic_batch = dynamic_batch
+        self.opset = opset_versions(model)
+        self.table, self.static = translation_table(registry)
+
+    def version(self, node: onnx.NodeProto) -> int:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        return self.opset.get(domain, 1)
+
+    def check_supported(self) -> None:
+        """Raise one error listing every op of the model with no translation."""
+        missing: Counter = Counter()
+        for node in self.model.graph.node:
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            if pick(self.table, domain, node.op_type, self.version(node)) is None:
+                missing[(domain or "ai.onnx", node.op_type, self.version(node))] += 1
+        if missing:
+            lines = []
+            for (domain, op_type, version), count in sorted(missing.items()):
+                known = versions(self.table, "" if domain == "ai.onnx" else domain, op_type)
+                why = (f"translated from opset {min(known)}" if known
+                       else "no translation")
+                lines.append(f"  {op_type} (domain {domain}, opset {version}): {count} node(s);"
+                             f" {why}")
+            raise GraphError(
+                f"{self.where}: the model uses {len(missing)} unsupported op(s):\n"
+                + "\n".join(lines)
+                + "\ncustom-domain ops can be mapped by a plugin (hook flowgrad_onnx_ops)")
+
+    def classify_initializers(self) -> dict[str, str]:
+        """``{name: 'const' | 'param' | 'state'}`` for every initializer."""
+        uses: dict[str, list[tuple[str, int]]] = {}
+        for node in self.model.graph.node:
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            for i, name in enumerate(node.input):
+                uses.setdefault(name, []).append(((domain, node.op_type), i))
+        kinds = {}
+        for init in self.model.graph.initializer:
+            used = uses.get(init.name, [])
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
+            if np.dtype(dtype).kind != "f" or (
+                    used and all(i in self.static.get(key, ()) for key, i in used)):
+                kinds[init.name] = "const"
+            elif used and all(i in STATE_INPUTS.get(key, ()) for key, i in used):
+                kinds[init.name] = "state"
+            else:
+                kinds[init.name] = "param"
+        return kinds
+
+    def build(self, name: str | None = None) -> Graph:
+        self.check_supported()
+        g = self.model.graph
+        graph = Graph(name or g.name or "onnx_model", source=self.where)
+        b = Builder(graph, self.registry, self.opset)
+        values: dict[str, Value] = {}
+        names_in: dict[str, str] = {}
+        errors: list[Diagnostic] = []
+        kinds = self.classify_initializers()
+        init_names = set(kinds)
+        for vi in g.input:
+            if vi.name in init_names:
+                continue
+            spec = tensor_spec(vi)
+            node_name = b.unique(vi.name)
+            if spec is None:
+                errors.append(Diagnostic(f"graph input '{vi.name}' is not a tensor (sequences, "
+                                         "maps and optionals are not supported)", node=node_name))
+                continue
+            if self.dynamic_batch and spec.ndim:
+                spec = Spec((None,) + spec.shape[1:], spec.dtype)
+            graph.add_input(node_name, spec)
+            graph.node(node_name)["onnx_name"] = vi.name
+            names_in[node_name] = vi.name
+            values[vi.name] = Value(spec, node=node_name)
+        for init in g.initializer:
+            array = numpy_helper.to_array(init)
+            kind = kinds[init.name]
+            if kind == "const":
+                values[init.name] = b.const(array)
+                continue
+            node_name = b.unique(init.name)
+            graph.add_param(node_name, array, trainable=kind == "param", onnx_name=init.name)
+            values[init.name] = Value(Spec.of(array), node=node_name, initial=array)
+        failed: set[str] = set()
+        for node in g.node:
+            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            handler = pick(self.table, domain, node.op_type, self.version(node))
+            label = node.name or (node.output[0] if node.output else node.op_type)
+            missing = [i for i in node.input if i and i not in values]
+            if missing:
+                failed.update(node.output)
+                if not any(i in failed for i in missing):
+                    errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}): unknown "
+                                             f"input(s) {', '.join(missing)}",
+                                             node=sanitize(label)))
+                continue
+            inputs = [values[i] if i else None for i in node.input]
+            b.begin(node)
+            try:
+                outs = handler(b, attributes(node), inputs)
+            except ImportProblem as e:
+                errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}, opset "
+                                         f"{self.version(node)}): {e}", node=sanitize(label)))
+                failed.update(node.output)
+                continue
+            for out_name, value in zip(node.output, outs):
+                if out_name and value is not None:
+                    values[out_name] = value
+        outputs: dict[str, str] = {}
+        for vi in g.output:
+            value = values.get(vi.name)
+            if value is None:
+                if vi.name not in failed:
+                    errors.append(Diagnostic(f"graph output '{vi.name}' is not computed by any "
+                                             "node"))
+                continue
+            if value.is_const:
+                node_name = b.unique(vi.name)
+                graph.add_const(node_name, value.const)
+                value = Value(value.spec, node=node_name)
+            ref = graph.value_name(value.node, value.port)
+            graph.outputs.append(ref)
+            outputs[vi.name] = ref
+        if errors:
+            raise GraphError(errors)
+        _prune(graph)
+        graph.meta["onnx"] = {"inputs": names_in, "outputs": outputs, "opset": dict(self.opset),
+                              "producer": self.model.producer_name}
+        return graph
+
+
+def _prune(graph: Graph) -> None:
+    """Drop leaves nothing reads (initializers only used at load time, e.g. shapes)."""
+    keep = {graph.resolve(ref)[0] for ref in graph.outputs}
+    dag = graph.dag
+    for name in list(dag.nodes):
+        data = dag.nodes[name]
+        if data["kind"] in ("param", "const") and dag.out_degree(name) == 0 and name not in keep:
+            dag.remove_node(name)
