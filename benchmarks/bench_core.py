@@ -1,0 +1,192 @@
+"""Issue 2's core benchmarks: training steps against hand-written numpy and PyTorch, compile time.
+
+    .venv/bin/python benchmarks/bench_core.py
+
+Every ratio compares timings taken in the same run.  PyTorch is optional (`pip install
+'.[bench]'`); without it those rows are skipped.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+import flowgrad
+from flowgrad.loaders.yaml_loader import load_yaml
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _timing import median_time, report  # noqa: E402
+
+try:
+    import torch
+    torch.set_num_threads(2)
+except ImportError:  # the bench extra is not installed
+    torch = None
+
+LR = 0.01
+
+
+def mlp_yaml(sizes: list[int], act: str, loss: str) -> str:
+    lines = ["flowgrad: 1", "name: bench", "inputs:", f"  x: {{shape: [{sizes[0]}]}}"]
+    lines.append("  t: {shape: [], dtype: int64}" if loss == "ce" else f"  t: {{shape: [{sizes[-1]}]}}")
+    lines.append("params:")
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        lines.append(f"  W{i}: {{shape: [{a}, {b}], init: {{kind: glorot_uniform}}}}")
+        lines.append(f"  b{i}: {{shape: [{b}], init: {{kind: zeros}}}}")
+    lines.append("nodes:")
+    prev = "x"
+    for i in range(len(sizes) - 1):
+        lines.append(f"  fc{i}: {{op: dense, in: {{x: {prev}, W: W{i}, b: b{i}}}}}")
+        prev = f"fc{i}"
+        if i < len(sizes) - 2 or act == "sigmoid":
+            lines.append(f"  a{i}: {{op: {act}, in: {prev}}}")
+            prev = f"a{i}"
+    if loss == "ce":
+        lines.append(f"  loss: {{op: softmax_cross_entropy, in: {{logits: {prev}, labels: t}}}}")
+    else:
+        lines.append(f"  loss: {{op: mse, in: {{y: {prev}, target: t}}, reduction: mean}}")
+    lines.append("outputs: [loss]")
+    return "\n".join(lines) + "\n"
+
+
+def flowgrad_step(sizes, act, loss, x, t):
+    net = flowgrad.compile(load_yaml("bench.yaml", text=mlp_yaml(sizes, act, loss)))
+    feeds = {"x": x, "t": t}
+    params = net.params
+
+    def step():
+        net.forward(feeds)
+        for name, g in net.backward({"loss": 1.0}).items():
+            params[name] -= LR * g
+    return step, net
+
+
+def numpy_mlp_ce_step(params, x, t):
+    """A hand-written numpy training step of the ReLU MLP with softmax cross-entropy."""
+    Ws, bs = params
+    n = len(x)
+
+    def step():
+        acts = [x]
+        for i, (W, b) in enumerate(zip(Ws, bs)):
+            z = acts[-1] @ W + b
+            acts.append(np.maximum(z, 0) if i < len(Ws) - 1 else z)
+        logits = acts[-1]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        p = np.exp(shifted)
+        p /= p.sum(axis=1, keepdims=True)
+        g = p
+        g[np.arange(n), t] -= 1
+        g /= n
+        for i in range(len(Ws) - 1, -1, -1):
+            gW = acts[i].T @ g
+            gb = g.sum(axis=0)
+            if i:
+                g = (g @ Ws[i].T) * (acts[i] > 0)
+            Ws[i] -= LR * gW
+            bs[i] -= LR * gb
+    return step
+
+
+def numpy_xor_step(params, x, t):
+    """A hand-written numpy training step of the 2-2-1 sigmoid net with mean squared error."""
+    W0, b0, W1, b1 = params
+
+    def step():
+        h = 1 / (1 + np.exp(-(x @ W0 + b0)))
+        y = 1 / (1 + np.exp(-(h @ W1 + b1)))
+        gy = 2 * (y - t) / y.size * y * (1 - y)
+        gW1, gb1 = h.T @ gy, gy.sum(0)
+        gh = (gy @ W1.T) * h * (1 - h)
+        gW0, gb0 = x.T @ gh, gh.sum(0)
+        for p, g in ((W0, gW0), (b0, gb0), (W1, gW1), (b1, gb1)):
+            p -= LR * g
+    return step
+
+
+def torch_step(sizes, act, loss, x, t):
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2 or act == "sigmoid":
+            layers.append(torch.nn.ReLU() if act == "relu" else torch.nn.Sigmoid())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    xt = torch.from_numpy(x)
+    tt = torch.from_numpy(t)
+    criterion = torch.nn.CrossEntropyLoss() if loss == "ce" else torch.nn.MSELoss()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        criterion(model(xt), tt).backward()
+        opt.step()
+    return step
+
+
+def bench_mlp():
+    sizes = [784, 512, 512, 10]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    t = rng.integers(0, 10, size=256)
+    fg, net = flowgrad_step(sizes, "relu", "ce", x, t)
+    Ws = [net.params[f"W{i}"].copy() for i in range(3)]
+    bs = [net.params[f"b{i}"].copy() for i in range(3)]
+    rows = [("flowgrad", median_time(fg, repeat=40)),
+            ("numpy (hand-written)", median_time(numpy_mlp_ce_step((Ws, bs), x, t), repeat=40))]
+    if torch is not None:
+        rows.append(("pytorch", median_time(torch_step(sizes, "relu", "ce", x, t), repeat=40)))
+    print("MLP 784-512-512-10 ReLU, batch 256, float32, softmax CE, SGD step:")
+    report(rows)
+    return rows
+
+
+def bench_xor():
+    sizes = [2, 2, 1]
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], np.float32)
+    t = np.array([[0], [1], [1], [0]], np.float32)
+    fg, net = flowgrad_step(sizes, "sigmoid", "mse", x, t)
+    params = [net.params[k].copy() for k in ("W0", "b0", "W1", "b1")]
+    rows = [("flowgrad", median_time(fg, repeat=50, inner=200)),
+            ("numpy (hand-written)", median_time(numpy_xor_step(params, x, t), repeat=50, inner=200))]
+    if torch is not None:
+        rows.append(("pytorch", median_time(torch_step(sizes, "sigmoid", "mse", x, t),
+                                            repeat=50, inner=200)))
+    print("XOR 2-2-1 sigmoid, batch 4, MSE, SGD step:")
+    report(rows)
+    nodes = len(net.graph.ops)
+    print(f"  ({nodes} op nodes: {rows[0][1] / nodes / 2 * 1e6:.1f} us per node per pass)")
+    return rows
+
+
+def bench_compile(n: int = 1000):
+    lines = ["flowgrad: 1", "inputs: {x: {shape: [8]}}", "nodes:", "  n0: {op: relu, in: x}"]
+    lines += [f"  n{i}: {{op: tanh, in: n{i - 1}}}" for i in range(1, n)]
+    text = "\n".join(lines) + "\n"
+    start = time.perf_counter()
+    graph = load_yaml("chain.yaml", text=text)
+    loaded = time.perf_counter()
+    net = flowgrad.compile(graph)
+    net.forward({"x": np.zeros((2, 8), np.float32)})
+    done = time.perf_counter()
+    print(f"{n}-node chain: load (parse + validate + branches + shapes) "
+          f"{(loaded - start) * 1e3:.0f} ms, compile + first forward {(done - loaded) * 1e3:.0f} ms,"
+          f" total {(done - start) * 1e3:.0f} ms")
+    return done - start
+
+
+def main():
+    mlp = dict(bench_mlp())
+    xor = dict(bench_xor())
+    total = bench_compile()
+    print("\nsummary (targets from issue 2):")
+    print(f"  MLP: {mlp['flowgrad'] / mlp['numpy (hand-written)']:.2f}x numpy (target <= 1.10)"
+          + (f", {mlp['flowgrad'] / mlp['pytorch']:.2f}x pytorch (target <= 1.0)"
+             if 'pytorch' in mlp else ""))
+    if "pytorch" in xor:
+        print(f"  XOR: {xor['flowgrad'] / xor['pytorch']:.2f}x pytorch (target <= 0.5)")
+    print(f"  1000-node chain: {total:.2f} s (target < 0.5 s)")
+
+
+if __name__ == "__main__":
+    main()
