@@ -1,51 +1,201 @@
-"""The op registry and the plugin manager that fills it.
+"""Plugin discovery, and the op registry it fills.
 
-Nothing is loaded at import time: a :class:`Registry` is built on first use (or explicitly with
-:func:`make_registry`), from the built-in ops plugin and any other plugins named.
+Where plugins come from, in load order (later sources cannot silently override earlier ones: two
+plugins registering the same op name is an error naming both):
+
+1. the built-in ops (``flowgrad.ops``), registered through the same hook as everyone else's;
+2. installed packages declaring an entry point in the ``flowgrad`` group, unless autoloading is
+   off (``autoload=False``, ``--no-autoload`` or ``FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD=1``);
+3. plugin files and folders listed in ``FLOWGRAD_PLUGINS`` (an ``os.pathsep`` list), then those
+   passed as ``paths`` (``--plugins PATH``, repeatable).  A folder means every ``*.py`` file in it
+   not starting with ``_``; a folder holding ``__init__.py`` is imported as one package instead;
+4. plugin objects passed directly (``plugins=[...]``, handy in tests and notebooks).
+
+Opening a graph file never imports code: the set of plugins is decided here, by the caller, and
+nothing in a YAML or ONNX file can extend it.  Nothing is loaded at ``import flowgrad`` time either:
+a :class:`Registry` is built on first use (or explicitly with :func:`make_registry`).
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib.metadata
 import importlib.util
 import inspect
 import os
 import pathlib
 import sys
-from typing import Any, Iterable
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, did_you_mean
-from .op import Op
+from .op import Attr, Op
 
 PROJECT = "flowgrad"
 ENTRY_POINT_GROUP = "flowgrad"
 PATHS_ENV = "FLOWGRAD_PLUGINS"
 NO_AUTOLOAD_ENV = "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD"
+BUILTIN_NAME = "flowgrad.ops"
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin: its name, how it was found and where it lives, what it provides.
+
+    ``kind`` is ``"builtin"``, ``"entry point"``, ``"file"``, ``"package"`` (a plugin folder
+    with ``__init__.py``) or ``"object"``; ``origin`` is the file or folder path, or for an
+    entry point ``"<distribution> <version> (<entry point value>)"``.
+    """
+
+    name: str
+    kind: str
+    origin: str
+    hooks: tuple[str, ...] = ()
+    ops: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """``'name' (origin)``, as used in error messages and listings."""
+        return f"'{self.name}' ({self.origin})" if self.origin else f"'{self.name}'"
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering where each plugin came from (see :class:`PluginInfo`)."""
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+
+    def add(self, plugin: Any, name: str, kind: str, origin: str) -> None:
+        """Register ``plugin``, turning every way it can be malformed into a PluginError."""
+        info = PluginInfo(name, kind, origin)
+        if name in self.infos:
+            raise PluginError(f"two plugins are named '{name}': {self.infos[name].describe()} "
+                              f"and {info.describe()}; rename one of them")
+        _check_hook_names(plugin, info)
+        try:
+            self.register(plugin, name=name)
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin {info.describe()} is invalid: {e}") from None
+        except ValueError as e:  # the same object registered twice under another name
+            raise PluginError(f"plugin {info.describe()} cannot be registered: {e}") from None
+        impls = [c.name for c in self.get_hookcallers(plugin) or ()]
+        if not impls:
+            raise PluginError(
+                f"plugin {info.describe()} implements no flowgrad hook; add e.g.\n"
+                "    @flowgrad.hookimpl\n"
+                "    def flowgrad_register_ops():\n"
+                "        return [MyOp]")
+        info.hooks = tuple(sorted(impls))
+        self.infos[name] = info
+
+    def info(self, plugin: Any) -> PluginInfo:
+        name = self.get_name(plugin)
+        return self.infos.get(name) or PluginInfo(name or repr(plugin), "object", "")
+
+
+def _check_hook_names(plugin: Any, info: PluginInfo) -> None:
+    """Catch the two silent mistakes: a misspelt hook, and a hook without ``@hookimpl``."""
+    specs = [n for n in dir(hookspecs) if n.startswith("flowgrad_")]
+    for attr in dir(plugin):
+        if not attr.startswith("flowgrad_"):
+            continue
+        value = getattr(plugin, attr, None)
+        if not callable(value):
+            continue
+        marked = hasattr(value, f"{PROJECT}_impl")
+        if attr not in specs:
+            if marked or inspect.getmodule(value) is plugin or not inspect.ismodule(plugin):
+                raise PluginError(f"plugin {info.describe()} defines '{attr}', which is not a "
+                                  f"flowgrad hook{did_you_mean(attr, specs)} "
+                                  f"(hooks: {', '.join(specs)})")
+        elif not marked and (inspect.getmodule(value) is plugin or not inspect.ismodule(plugin)):
+            raise PluginError(f"plugin {info.describe()} defines '{attr}' without marking it: "
+                              "put @flowgrad.hookimpl on the line above its def")
 
 
 class Registry:
-    """Op types by name, with the plugin each came from."""
+    """Op types by name, and the plugins they came from.
+
+    ``ops`` maps each op name to its class, ``provider`` to the :class:`PluginInfo` of the plugin
+    that registered it, ``sources`` to that plugin's description; ``plugins`` lists every loaded
+    plugin in load order.
+    """
 
     def __init__(self, plugin_manager: pluggy.PluginManager):
         self.plugin_manager = plugin_manager
         self.ops: dict[str, type[Op]] = {}
-        self.sources: dict[str, str] = {}
-        claims: dict[str, list[str]] = {}
-        for impl in reversed(plugin_manager.hook.flowgrad_register_ops.get_hookimpls()):
-            where = describe_plugin(plugin_manager, impl.plugin)
-            for op_cls in impl.function() or ():
-                if not (inspect.isclass(op_cls) and issubclass(op_cls, Op) and op_cls.type):
-                    raise PluginError(f"plugin {where} registered {op_cls!r}, which is not an Op "
-                                      "subclass with a 'type' name")
-                claims.setdefault(op_cls.type, []).append(where)
-                self.ops.setdefault(op_cls.type, op_cls)
-                self.sources.setdefault(op_cls.type, where)
+        self.provider: dict[str, PluginInfo] = {}
+        infos = getattr(plugin_manager, "infos", None)
+        self.plugins: list[PluginInfo] = (
+            [dataclasses.replace(i, ops=[]) for i in infos.values()] if infos is not None else
+            [PluginInfo(plugin_manager.get_name(p) or repr(p), "object", "",
+                        tuple(sorted(c.name for c in plugin_manager.get_hookcallers(p) or ())))
+             for p in plugin_manager.get_plugins()])
+        self._by_name = {i.name: i for i in self.plugins}
+        claims: dict[str, list[PluginInfo]] = {}
+        for plugin, result in self.call_each("flowgrad_register_ops"):
+            info = self._info(plugin)
+            for op_cls in result or ():
+                _check_op_class(op_cls, info)
+                claims.setdefault(op_cls.type, []).append(info)
+                if op_cls.type not in self.ops:
+                    self.ops[op_cls.type] = op_cls
+                    self.provider[op_cls.type] = info
+                    info.ops.append(op_cls.type)
         clashes = {name: who for name, who in claims.items() if len(who) > 1}
         if clashes:
             raise PluginError("; ".join(
-                f"op '{name}' is registered by more than one plugin: {' and '.join(who)}"
+                f"op '{name}' is registered by more than one plugin: "
+                + " and ".join(i.describe() for i in who)
+                + " (rename the op in one of them, or do not load both)"
                 for name, who in sorted(clashes.items())))
+        self.sources: dict[str, str] = {k: v.describe() for k, v in self.provider.items()}
+
+    def _info(self, plugin: Any) -> PluginInfo:
+        name = self.plugin_manager.get_name(plugin) or repr(plugin)
+        return self._by_name.get(name) or PluginInfo(name, "object", "")
+
+    def call_each(self, hook: str, **kwargs: Any) -> list[tuple[Any, Any]]:
+        """Call hook ``hook`` on every plugin implementing it, in load order, and return
+        ``(plugin, result)`` pairs; an exception inside a plugin becomes a PluginError naming it.
+        """
+        caller = getattr(self.plugin_manager.hook, hook)
+        out = []
+        for impl in reversed(caller.get_hookimpls()):  # pluggy keeps them last-registered-first
+            try:
+                result = impl.function(**kwargs)
+            except Exception as e:
+                raise PluginError(f"{hook} of plugin {self._info(impl.plugin).describe()} failed: "
+                                  f"{type(e).__name__}: {e}{_where(e, impl.function)}") from e
+            out.append((impl.plugin, result))
+        return out
+
+    def collect(self, hook: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        """Merge the ``{name: object}`` mappings every plugin returns from ``hook``.
+
+        For hooks that register named things (optimizers, objectives...): a name claimed by two
+        plugins is an error naming both, exactly as for ops; ``what`` names the things in it.
+        """
+        merged: dict[str, Any] = {}
+        owner: dict[str, PluginInfo] = {}
+        for plugin, result in self.call_each(hook, **kwargs):
+            info = self._info(plugin)
+            if result is None:
+                continue
+            if not isinstance(result, Mapping):
+                raise PluginError(f"{hook} of plugin {info.describe()} must return a mapping "
+                                  f"{{name: {what}}}, got {type(result).__name__}")
+            for name, value in result.items():
+                if name in owner:
+                    raise PluginError(f"{what} '{name}' is registered by more than one plugin: "
+                                      f"{owner[name].describe()} and {info.describe()}")
+                owner[name] = info
+                merged[name] = value
+        return merged
 
     def get(self, name: str) -> type[Op]:
         """The op class registered as ``name``; an unknown name lists the known ones."""
@@ -60,76 +210,184 @@ class Registry:
     def __iter__(self):
         return iter(sorted(self.ops))
 
+    def __len__(self) -> int:
+        return len(self.ops)
+
+
+def _check_op_class(op_cls: Any, info: PluginInfo) -> None:
+    """Reject what would otherwise fail far from its cause, e.g. at a user's first run."""
+    if not (inspect.isclass(op_cls) and issubclass(op_cls, Op)):
+        raise PluginError(f"plugin {info.describe()} registered {op_cls!r}, which is not a "
+                          "flowgrad.Op subclass")
+    where = f"op class {op_cls.__name__} of plugin {info.describe()}"
+    name = op_cls.type
+    if not isinstance(name, str) or not name or "#" in name or name.split() != [name]:
+        raise PluginError(f"{where} needs a 'type': the name used in YAML (no spaces, no '#'), "
+                          f"got {name!r}")
+    ports = op_cls.input_names
+    if len(set(ports)) != len(ports) or len(set(op_cls.outputs)) != len(op_cls.outputs):
+        raise PluginError(f"{where} ('{name}') has duplicate port names: inputs {ports}, "
+                          f"outputs {tuple(op_cls.outputs)}")
+    if not op_cls.outputs:
+        raise PluginError(f"{where} ('{name}') declares no outputs")
+    unknown = sorted(set(op_cls.no_grad_inputs) - set(ports))
+    if unknown:
+        raise PluginError(f"{where} ('{name}') lists no_grad_inputs {unknown} that are not input "
+                          f"ports (inputs: {', '.join(ports)})")
+    bad = [k for k, v in op_cls.attrs.items() if not isinstance(v, Attr)]
+    if bad:
+        raise PluginError(f"{where} ('{name}') declares attribute '{bad[0]}' without "
+                          "flowgrad.Attr(kind, default)")
+
 
 def unknown_op_message(name: str, known: Iterable[str]) -> str:
     known = sorted(known)
     return (f"unknown op '{name}'{did_you_mean(name, known)}"
-            f" (known ops: {', '.join(known)})")
+            f" (known ops: {', '.join(known)}; an op from a plugin file needs --plugins PATH, "
+            f"or FLOWGRAD_PLUGINS)")
 
 
 def describe_plugin(pm: pluggy.PluginManager, plugin: Any) -> str:
     """A plugin's name and where it comes from (file or package), for messages and listings."""
+    if isinstance(pm, PluginManager):
+        return pm.info(plugin).describe()
     name = pm.get_name(plugin) or repr(plugin)
     where = getattr(plugin, "__file__", None)
     return f"'{name}' ({where})" if where and where != name else f"'{name}'"
 
 
+def autoload_enabled(autoload: bool = True) -> bool:
+    """Whether installed plugins are loaded: ``autoload`` and the environment both allow it."""
+    return autoload and os.environ.get(NO_AUTOLOAD_ENV, "").strip().lower() in ("", "0", "false",
+                                                                                 "no")
+
+
+def env_paths() -> list[str]:
+    """The plugin paths listed in ``FLOWGRAD_PLUGINS``."""
+    return [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p.strip()]
+
+
 def make_plugin_manager(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
-                        autoload: bool = True) -> pluggy.PluginManager:
-    """A plugin manager holding, in order: the hook specs, the built-in ops, installed plugins
-    (entry-point group ``flowgrad``, unless ``autoload`` is False or ``FLOWGRAD_DISABLE_PLUGIN_
-    AUTOLOAD`` is set), the plugin files and folders in ``paths`` and in ``FLOWGRAD_PLUGINS``,
-    and the given plugin objects."""
+                        autoload: bool = True) -> PluginManager:
+    """A plugin manager holding, in order: the built-in ops, installed plugins (unless autoload
+    is off), the plugin files and folders in ``FLOWGRAD_PLUGINS`` and ``paths``, and the given
+    plugin objects.  See the module docstring for the rules."""
     from . import ops as builtin_ops
 
-    pm = pluggy.PluginManager(PROJECT)
-    pm.add_hookspecs(hookspecs)
-    pm.register(builtin_ops, name="flowgrad.ops")
-    if autoload and not os.environ.get(NO_AUTOLOAD_ENV):
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception as e:  # an installed plugin failed to import
-            raise PluginError(f"an installed flowgrad plugin failed to load: "
-                              f"{type(e).__name__}: {e} (set {NO_AUTOLOAD_ENV}=1 to skip "
-                              "installed plugins)") from e
-    env_paths = [p for p in os.environ.get(PATHS_ENV, "").split(os.pathsep) if p]
-    for path in [*env_paths, *paths]:
-        for module in load_plugin_path(path):
-            if not pm.is_registered(module):
-                pm.register(module, name=module.__name__)
+    pm = PluginManager()
+    pm.add(builtin_ops, BUILTIN_NAME, "builtin", "flowgrad")
+    if autoload_enabled(autoload):
+        _load_entry_points(pm)
+    seen: set[pathlib.Path] = set()
+    for path in [*env_paths(), *paths]:
+        for module, kind, file in load_plugin_path(os.fspath(path), with_origin=True):
+            if file in seen:  # named twice (e.g. in FLOWGRAD_PLUGINS and --plugins): load once
+                continue
+            seen.add(file)
+            pm.add(module, module.__name__.removeprefix("flowgrad_plugin_"), kind, str(file))
     for plugin in plugins:
-        pm.register(plugin)
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        where = getattr(plugin, "__file__", None) or ""
+        pm.add(plugin, name, "object", where)
     return pm
 
 
-def load_plugin_path(path: str) -> list[Any]:
-    """Import a plugin file, or every ``*.py`` file of a folder (sorted), as modules."""
-    target = pathlib.Path(path)
-    if target.is_dir():
+def _load_entry_points(pm: PluginManager) -> None:
+    """Import every ``flowgrad`` entry point of the installed distributions (path order)."""
+    seen: set[tuple[str, str]] = set()
+    for dist in importlib.metadata.distributions():
+        dist_name = dist.metadata["Name"] or "?"
+        for ep in dist.entry_points:
+            if ep.group != ENTRY_POINT_GROUP:
+                continue
+            key = (dist_name.lower().replace("_", "-"), ep.name)
+            if key in seen:  # the same distribution found twice on sys.path
+                continue
+            seen.add(key)
+            origin = f"{dist_name} {dist.version}, entry point {ep.name} = {ep.value}"
+            try:
+                plugin = ep.load()
+            except Exception as e:
+                raise PluginError(
+                    f"installed plugin '{ep.name}' (package {dist_name} {dist.version}, "
+                    f"entry point {ep.value}) failed to import: {type(e).__name__}: {e}"
+                    f"{_where(e)} (uninstall it, or pass --no-autoload / set "
+                    f"{NO_AUTOLOAD_ENV}=1 to skip installed plugins)") from e
+            pm.add(plugin, ep.name, "entry point", origin)
+
+
+def load_plugin_path(path: str, with_origin: bool = False) -> list[Any]:
+    """Import a plugin file, a package folder, or every ``*.py`` file of a folder (sorted).
+
+    Returns the modules, or with ``with_origin`` ``(module, kind, resolved path)`` triples.
+    """
+    target = pathlib.Path(path).expanduser()
+    if target.is_dir() and (target / "__init__.py").is_file():
+        found = [(_import_file(target / "__init__.py", target.name, package=True), "package",
+                  target.resolve())]
+    elif target.is_dir():
         files = sorted(f for f in target.glob("*.py") if not f.name.startswith("_"))
+        found = [(_import_file(f, f.stem), "file", f.resolve()) for f in files]
     elif target.is_file():
-        files = [target]
+        if target.suffix != ".py":
+            raise PluginError(f"plugin path '{path}' is not a .py file or a folder")
+        found = [(_import_file(target, target.stem), "file", target.resolve())]
     else:
         raise PluginError(f"plugin path '{path}' does not exist")
-    return [_import_file(f) for f in files]
+    return found if with_origin else [m for m, _, _ in found]
 
 
-def _import_file(file: pathlib.Path) -> Any:
-    name = f"flowgrad_plugin_{file.stem}"
-    resolved = str(file.resolve())
+def _import_file(file: pathlib.Path, stem: str, package: bool = False) -> Any:
+    """Import ``file`` as module ``flowgrad_plugin_<stem>``, once per file per process."""
+    name = f"flowgrad_plugin_{stem}"
+    resolved = file.resolve()
     existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__file__", None) == resolved:
+    if existing is not None and getattr(existing, "__file__", None) == str(resolved) \
+            and getattr(existing, "__flowgrad_mtime__", None) == resolved.stat().st_mtime_ns:
         return existing
-    spec = importlib.util.spec_from_file_location(name, resolved)
+    spec = importlib.util.spec_from_file_location(
+        name, resolved, submodule_search_locations=[str(resolved.parent)] if package else None)
     if spec is None or spec.loader is None:
         raise PluginError(f"plugin file '{file}' cannot be imported (is it a .py file?)")
     module = importlib.util.module_from_spec(spec)
+    module.__flowgrad_mtime__ = resolved.stat().st_mtime_ns
+    sys.modules[name] = module  # before running it, as dataclasses and pickling need
     try:
         spec.loader.exec_module(module)
     except Exception as e:
-        raise PluginError(f"plugin file '{file}' failed to import: {type(e).__name__}: {e}") from e
-    sys.modules[name] = module
+        sys.modules.pop(name, None)
+        for sub in [m for m in sys.modules if m.startswith(name + ".")]:
+            sys.modules.pop(sub, None)
+        raise PluginError(f"plugin file '{file}' failed to import: {type(e).__name__}: {e}"
+                          f"{_where(e, resolved.parent if package else resolved)}") from e
     return module
+
+
+def _where(error: BaseException, near: Any = None) -> str:
+    """`` (at file:line)`` locating ``error`` in the plugin's own code.
+
+    ``near`` is the plugin's file or folder, or a function of it; without a frame there, the
+    innermost frame outside flowgrad and the standard library is used.
+    """
+    if isinstance(error, SyntaxError) and error.filename and error.lineno:
+        return f" (at {error.filename}:{error.lineno})"
+    if callable(near):
+        near = getattr(inspect.getmodule(near), "__file__", None)
+    near = pathlib.Path(near).resolve() if near else None
+    frames = list(reversed(traceback.extract_tb(error.__traceback__)))
+    if near is not None:
+        for frame in frames:
+            path = pathlib.Path(frame.filename)
+            if path == near or near in path.parents:
+                return f" (at {frame.filename}:{frame.lineno})"
+    here = pathlib.Path(__file__).resolve().parent
+    lib = pathlib.Path(os.__file__).resolve().parent
+    for frame in frames:
+        path = pathlib.Path(frame.filename).resolve()
+        if here in path.parents or lib in path.parents or frame.filename.startswith("<"):
+            continue
+        return f" (at {frame.filename}:{frame.lineno})"
+    return ""
 
 
 def make_registry(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
