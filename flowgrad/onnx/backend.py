@@ -31,28 +31,86 @@ def plan_dtype(model: onnx.ModelProto) -> np.dtype:
     return np.dtype(np.float32)
 
 
+def configuring_inputs(model: onnx.ModelProto, registry=None) -> set[str]:
+    """Graph inputs read only where an op needs a load-time value (axes, pads, k, scales...).
+
+    flowgrad builds such ops with those values fixed, so a model that feeds them as graph
+    inputs is specialised to the values of each run (and re-imported when they change).
+    """
+    from ..plugins import default_registry
+    from .importer import translation_table
+    _, static = translation_table(registry or default_registry())
+    inits = {i.name for i in model.graph.initializer}
+    uses: dict[str, list[bool]] = {}
+    for node in model.graph.node:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, []).append(i in static.get((domain, node.op_type), ()))
+    outputs = {vi.name for vi in model.graph.output}
+    return {vi.name for vi in model.graph.input if vi.name not in inits and vi.name not in outputs
+            and uses.get(vi.name) and all(uses[vi.name])}
+
+
+def bind_inputs(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A copy of ``model`` where the graph inputs in ``values`` are initializers."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [vi for vi in out.graph.input if vi.name not in values]
+    del out.graph.input[:]
+    out.graph.input.extend(kept)
+    for name, value in values.items():
+        out.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value), name))
+    return out
+
+
 class FlowgradRep(BackendRep):
     """A prepared model: its flowgrad Plan and the mapping from ONNX names."""
 
     def __init__(self, model: onnx.ModelProto, registry=None, dynamic_batch: bool = False):
         self.model = model
-        self.graph = load_onnx(model, registry=registry, dynamic_batch=dynamic_batch)
-        self.plan = compile_graph(self.graph, dtype=plan_dtype(model))
-        meta = self.graph.meta["onnx"]
-        self.input_names = list(meta["inputs"])           # flowgrad names, in model order
-        self.onnx_inputs = [meta["inputs"][n] for n in self.input_names]
-        self.output_refs = [meta["outputs"][vi.name] for vi in model.graph.output]
+        self.registry = registry
+        self.dynamic_batch = dynamic_batch
+        inits = {i.name for i in model.graph.initializer}
+        self.onnx_inputs = [vi.name for vi in model.graph.input if vi.name not in inits]
+        self.bound = configuring_inputs(model, registry)
+        self._plans: dict[tuple, tuple] = {}
+        if not self.bound:
+            self._plan_for({})
+
+    def _plan_for(self, values: dict[str, np.ndarray]):
+        key = tuple((k, np.asarray(v).dtype.str, np.asarray(v).tobytes())
+                    for k, v in sorted(values.items()))
+        hit = self._plans.get(key)
+        if hit is None:
+            model = bind_inputs(self.model, values) if values else self.model
+            graph = load_onnx(model, registry=self.registry, dynamic_batch=self.dynamic_batch)
+            plan = compile_graph(graph, dtype=plan_dtype(self.model))
+            meta = graph.meta["onnx"]
+            by_onnx = {v: k for k, v in meta["inputs"].items()}
+            refs = [meta["outputs"][vi.name] for vi in model.graph.output]
+            hit = self._plans[key] = (graph, plan, by_onnx, refs)
+        return hit
+
+    @property
+    def graph(self):
+        return next(iter(self._plans.values()))[0]
+
+    @property
+    def plan(self):
+        return next(iter(self._plans.values()))[1]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
         if isinstance(inputs, dict):
-            by_onnx = dict(zip(self.onnx_inputs, self.input_names))
-            feeds = {by_onnx.get(k, k): v for k, v in inputs.items()}
+            named = dict(inputs)
         else:
             if not isinstance(inputs, (list, tuple)):
                 inputs = [inputs]
-            feeds = dict(zip(self.input_names, inputs))
-        out = self.plan.forward(feeds, outputs=self.output_refs, grad=False)
-        return tuple(np.asarray(out[ref]) for ref in self.output_refs)
+            named = dict(zip(self.onnx_inputs, inputs))
+        bound = {k: v for k, v in named.items() if k in self.bound}
+        graph, plan, by_onnx, refs = self._plan_for(bound)
+        feeds = {by_onnx[k]: v for k, v in named.items() if k not in self.bound}
+        out = plan.forward(feeds, outputs=refs, grad=False)
+        return tuple(np.asarray(out[ref]) for ref in refs)
 
 
 class FlowgradBackend(Backend):

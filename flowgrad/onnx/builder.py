@@ -88,6 +88,7 @@ class Builder:
         self._const_nodes: dict[int, tuple[str, np.ndarray]] = {}
         self.current: Any = None          # the ONNX node being translated (for naming/errors)
         self._base = "v"
+        self.used: set[str] | None = None   # ONNX value names read by a node or graph output
 
     # -- naming --------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -107,6 +108,12 @@ class Builder:
         outs = [o for o in node.output if o]
         self._base = outs[0] if outs else (node.name or node.op_type)
         self._final_names = list(node.output)
+
+    def output_used(self, *indices: int) -> bool:
+        """Whether any of the current node's outputs ``indices`` is read by anything."""
+        outs = self.current.output
+        return any(i < len(outs) and outs[i] and (self.used is None or outs[i] in self.used)
+                   for i in indices)
 
     # -- values --------------------------------------------------------------------------
     def const(self, array: Any) -> Value:

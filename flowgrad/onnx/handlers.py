@@ -71,7 +71,13 @@ def gelu(b, a, ins):
 
 @onnx_op("PRelu")
 def prelu(b, a, ins):
-    return _final(b, "prelu", [ins[0], ins[1]])
+    """A 1-d slope with one value per channel (axis 1) is aligned to that axis, as exporters
+    that predate numpy broadcasting meant it."""
+    x, slope = ins[0], ins[1]
+    if (slope.ndim == 1 and x.ndim > 2 and slope.shape[0] not in (1, x.shape[-1])
+            and slope.shape[0] == x.shape[1]):
+        slope = b.op("reshape", [slope], shape=[-1] + [1] * (x.ndim - 2))[0]
+    return _final(b, "prelu", [x, slope])
 
 
 @onnx_op("Clip")
@@ -85,6 +91,8 @@ def clip_11(b, a, ins):
     lo = b.static(ins[1] if len(ins) > 1 else None, "Clip min")
     hi = b.static(ins[2] if len(ins) > 2 else None, "Clip max")
     attrs = {}
+    if lo is not None and hi is not None and float(lo) > float(hi):
+        lo = hi                                 # ONNX: min > max sets everything to max
     if lo is not None:
         attrs["min"] = float(lo)
     if hi is not None:
@@ -115,6 +123,16 @@ def _binary(fg_type: str):
 
 for _onnx, _fg in _BINARY.items():
     onnx_op(_onnx)(_binary(_fg))
+
+
+@onnx_op("Pow")
+def pow_(b, a, ins):
+    """The result has the base's type, also for an integer base and a float exponent."""
+    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    if x.dtype.kind in "iu" and y.dtype.kind == "f":
+        p = b.op("pow", [b.op("cast", [x], to="float64")[0], y])[0]
+        return _final(b, "cast", [p], to=x.dtype.name)
+    return _final(b, "pow", [x, y])
 
 
 @onnx_op("Div")
@@ -239,7 +257,7 @@ def conv_transpose(b, a, ins):
 def max_pool(b, a, ins):
     attrs = _conv_attrs(a, ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads",
                             "strides", "storage_order"))
-    if len(b.current.output) > 1 and b.current.output[1]:
+    if b.output_used(1):
         raise ImportProblem("MaxPool's Indices output is not supported")
     return _final(b, "max_pool", [ins[0]], **attrs)
 
@@ -271,7 +289,7 @@ def batch_norm(b, a, ins):
         raise ImportProblem("BatchNormalization with training_mode=1 (outputs the batch "
                             "statistics) is not supported; flowgrad's batch_norm follows the "
                             "plan's train()/eval() mode instead")
-    if len([o for o in b.current.output[1:] if o]):
+    if b.output_used(1, 2, 3, 4):
         raise ImportProblem("BatchNormalization's running mean/var outputs are not supported")
     return _final(b, "batch_norm", ins[:5], epsilon=float(a.get("epsilon", 1e-5)),
                   momentum=float(a.get("momentum", 0.9)))
@@ -284,7 +302,7 @@ def instance_norm(b, a, ins):
 
 @onnx_op("LayerNormalization", since=17)
 def layer_norm(b, a, ins):
-    if len([o for o in b.current.output[1:] if o]):
+    if b.output_used(1, 2):
         raise ImportProblem("LayerNormalization's Mean/InvStdDev outputs are not supported")
     return _final(b, "layer_norm", ins[:3], axis=int(a.get("axis", -1)),
                   epsilon=float(a.get("epsilon", 1e-5)))
@@ -297,7 +315,7 @@ def lrn(b, a, ins):
 
 
 def _dropout(b, ratio: float, ins, seed=None):
-    if len(b.current.output) > 1 and b.current.output[1]:
+    if b.output_used(1):
         raise ImportProblem("Dropout's mask output is not supported")
     return _final(b, "dropout", [ins[0]], ratio=ratio)
 
@@ -375,7 +393,7 @@ def concat(b, a, ins):
 
 
 def _split(b, x: Value, axis: int, sizes, count: int):
-    attrs = {"split": [int(s) for s in sizes]} if sizes is not None else {"num_outputs": count}
+    attrs = {"split": [int(s) for s in sizes]} if sizes is not None else {"parts": count}
     return b.op("split", [x], name=b.final_name(0), axis=axis, **attrs)
 
 

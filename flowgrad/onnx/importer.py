@@ -128,6 +128,7 @@ class Importer:
         g = self.model.graph
         graph = Graph(name or g.name or "onnx_model", source=self.where)
         b = Builder(graph, self.registry, self.opset)
+        b.used = {i for node in g.node for i in node.input} | {vi.name for vi in g.output}
         values: dict[str, Value] = {}
         names_in: dict[str, str] = {}
         errors: list[Diagnostic] = []
