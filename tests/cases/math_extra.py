@@ -1,0 +1,36 @@
+"""Cases for flowgrad/ops/math_extra.py."""
+import numpy as np
+
+from flowgrad.testing import Case
+
+
+def _between_integers(shape, offset=0.0):
+    """Values at least 0.1 from every integer (+ offset): where floor/ceil/round are flat."""
+    return lambda rng: rng.integers(-3, 3, size=shape) + offset + rng.uniform(0.1, 0.9, shape)
+
+
+def _mod_dividend(b, fmod):
+    """a = b·(k + f) with f in [0.2, 0.8]: away from the jumps of mod (and of fmod)."""
+    b = np.asarray(b)
+
+    def make(rng):
+        k = rng.integers(-3, 3, size=(4,) + b.shape)
+        return b * (k + rng.uniform(0.2, 0.8, size=k.shape))
+    return make
+
+
+B = np.array([1.5, -2.0, 3.0])
+
+CASES = {
+    "floor": [Case([_between_integers((3, 4))])],
+    "ceil": [Case([_between_integers((3, 4))])],
+    "round": [Case([_between_integers((3, 4), offset=0.5)])],
+    "sign": [Case([_between_integers((3, 4), offset=0.5)])],
+    "sin": [Case([(3, 4)])],
+    "cos": [Case([(3, 4)])],
+    "mod": [Case([_mod_dividend(B, False), B], id="mod"),
+            Case([_mod_dividend(B, True), B], {"fmod": True}, id="fmod")],
+    "max": [Case([(3, 4), (4,), (1, 4)], id="three-broadcast"), Case([(3,)], id="single")],
+    "min": [Case([(3, 4), (3, 1)], id="broadcast"), Case([(2, 3), (2, 3), (2, 3)], id="three")],
+    "mean": [Case([(3, 4), (4,)], id="broadcast"), Case([(2, 3)], id="single")],
+}
