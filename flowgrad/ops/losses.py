@@ -59,6 +59,20 @@ class SoftmaxCrossEntropy(Op):
         return grad, None
 
 
+def _like(target: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Integer or boolean targets (hard labels) take the prediction's float dtype, so that
+    int64 labels do not promote a float32 loss to float64."""
+    if target.dtype.kind != "f" and y.dtype.kind == "f":
+        return target.astype(y.dtype)
+    return target
+
+
+def _loss_dtype(y: Spec, target: Spec) -> np.dtype:
+    if target.dtype.kind != "f" and y.dtype.kind == "f":
+        return y.dtype
+    return float_dtype(result_dtype(y, target))
+
+
 class Mse(Op):
     """Squared error between ``y`` and ``target`` (broadcasting), both differentiable.
 
@@ -73,10 +87,10 @@ class Mse(Op):
 
     def infer(self, y, target):
         broadcast_shapes(y.shape, target.shape)
-        return (Spec((), float_dtype(result_dtype(y, target))),)
+        return (Spec((), _loss_dtype(y, target)),)
 
     def forward(self, ctx, y, target):
-        d = y - target
+        d = y - _like(target, y)
         if self.reduction == "mean":
             scale = 2.0 / d.size
             loss = np.mean(np.square(d))
@@ -117,9 +131,10 @@ class BinaryCrossEntropy(Op):
 
     def infer(self, p, target):
         broadcast_shapes(p.shape, target.shape)
-        return (Spec((), float_dtype(result_dtype(p, target))),)
+        return (Spec((), _loss_dtype(p, target)),)
 
     def forward(self, ctx, p, target):
+        target = _like(target, p)
         if self.from_logits:
             elementwise = (np.maximum(p, 0) - target * p
                            + np.log1p(np.exp(-np.abs(p))))
@@ -143,7 +158,8 @@ class BinaryCrossEntropy(Op):
                 g = (np.exp(-np.logaddexp(0, -p)) - target) * s
             else:
                 inside = (p > self.eps) & (p < 1 - self.eps)
-                g = np.where(inside, (p - target) / (p * (1 - p)), 0) * s
+                q = np.where(inside, p, 0.5)           # no division by 0 where clamped
+                g = np.where(inside, (q - target) / (q * (1 - q)), 0) * s
             gp = unbroadcast(g, p.shape).astype(p.dtype, copy=False)
         if need_t:
             g = (-p if self.from_logits else -log_odds) * s
