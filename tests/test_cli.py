@@ -54,7 +54,7 @@ def test_check_of_a_broken_file_prints_located_errors(tmp_path):
     bad.write_text((GRAPHS / "xor.yaml").read_text().replace("in: z1}", "in: z11}"))
     result = flowgrad("check", bad)
     assert result.returncode == 1
-    assert f"{bad}:17:21:" in result.stderr and "did you mean 'z1'" in result.stderr
+    assert f"{bad}:17:22:" in result.stderr and "did you mean 'z1'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
