@@ -249,6 +249,14 @@ def test_reshape_rejects_impossible_targets(target, in_shape):
         op("reshape", shape=target).infer(Spec(in_shape, np.float32), None)
 
 
+def test_reshape_allowzero_makes_zero_a_size():
+    x = np.zeros((0, 3))
+    o = op("reshape", shape=[3, 0], allowzero=True)
+    assert run(o, x, None)[1][0].shape == (3, 0)
+    assert o.infer(Spec((0, 3), np.float64), None)[0].shape == (3, 0)
+    assert run(op("reshape", shape=[0, 3]), np.zeros((2, 3)), None)[1][0].shape == (2, 3)
+
+
 def test_reshape_shape_input_overrides_the_attribute():
     x = np.arange(24.0).reshape(2, 3, 4)
     o = op("reshape", shape=[0, -1])

@@ -49,10 +49,12 @@ class Transpose(Op):
         return (np.transpose(gy, np.argsort(perm)),)
 
 
-def resolve_reshape(target: tuple[int, ...], shape: tuple[Dim, ...]) -> tuple[Dim, ...]:
+def resolve_reshape(target: tuple[int, ...], shape: tuple[Dim, ...],
+                    allowzero: bool = False) -> tuple[Dim, ...]:
     """The output shape of an ONNX reshape of ``shape`` to ``target``.
 
-    ``0`` copies the input's dim at the same index; one ``-1`` takes what is left.  Works on
+    ``0`` copies the input's dim at the same index (unless ``allowzero``: then it is a dim of
+    size 0, as ONNX's attribute of that name says); one ``-1`` takes what is left.  Works on
     static shapes with unknown (``None``) dims, which then propagate; raises ShapeError when the
     sizes cannot match.
     """
@@ -60,18 +62,18 @@ def resolve_reshape(target: tuple[int, ...], shape: tuple[Dim, ...]) -> tuple[Di
         raise ShapeError(f"reshape target {list(target)} has more than one -1")
     out: list[Dim] = []
     for i, d in enumerate(target):
-        if d == 0:
+        if d == 0 and not allowzero:
             if i >= len(shape):
                 raise ShapeError(f"reshape target {list(target)} copies dim {i} (a 0), but the "
                                  f"input {format_shape(shape)} has only {len(shape)} dims")
             out.append(shape[i])
-        elif d == -1 or d > 0:
+        elif d >= -1:
             out.append(d)
         else:
             raise ShapeError(f"reshape target {list(target)} has a negative dim other than -1")
     # unknown input dims that a 0 copies to the same place cancel out of the size balance
     unknown = {j for j, d in enumerate(shape) if d is None}
-    copied = {j for j, d in enumerate(target) if d == 0 and shape[j] is None}
+    copied = {j for j, d in enumerate(target) if d == 0 and not allowzero and shape[j] is None}
     balanced = unknown == copied
     known_in = prod(d for d in shape if d is not None)
     if -1 in out:
@@ -102,7 +104,8 @@ class Reshape(Op):
     type = "reshape"
     inputs = ("x", "shape?")
     no_grad_inputs = frozenset({"shape"})
-    attrs = {"shape": Attr("ints", None, doc="target shape: 0 copies the input dim, -1 infers")}
+    attrs = {"shape": Attr("ints", None, doc="target shape: 0 copies the input dim, -1 infers"),
+             "allowzero": Attr("bool", False, doc="a 0 in the target is a size-0 dim (ONNX)")}
 
     def infer(self, x, shape=None):
         if shape is not None:
@@ -112,7 +115,7 @@ class Reshape(Op):
             return (Spec((None,) * shape.shape[0], x.dtype),)
         if self.shape is None:
             raise ShapeError("reshape needs a target: the 'shape' attribute or the shape input")
-        return (Spec(resolve_reshape(self.shape, x.shape), x.dtype),)
+        return (Spec(resolve_reshape(self.shape, x.shape, self.allowzero), x.dtype),)
 
     def forward(self, ctx, x, shape=None):
         if shape is not None:
@@ -122,7 +125,7 @@ class Reshape(Op):
         else:
             target = self.shape
         ctx.save(x.shape)
-        return (x.reshape(resolve_reshape(target, x.shape)),)
+        return (x.reshape(resolve_reshape(target, x.shape, self.allowzero)),)
 
     def backward(self, ctx, gy):
         (shape,) = ctx.saved
