@@ -241,10 +241,12 @@ def _check_op_class(op_cls: Any, info: PluginInfo) -> None:
 
 
 def unknown_op_message(name: str, known: Iterable[str]) -> str:
+    """``unknown op 'x'; did you mean 'y'?`` and how to see or extend the known ops."""
     known = sorted(known)
-    return (f"unknown op '{name}'{did_you_mean(name, known)}"
-            f" (known ops: {', '.join(known)}; an op from a plugin file needs --plugins PATH, "
-            f"or FLOWGRAD_PLUGINS)")
+    listing = (f"known ops: {', '.join(known)}" if len(known) <= 20 else
+               f"{len(known)} ops are known; `flowgrad ops` lists them")
+    return (f"unknown op '{name}'{did_you_mean(name, known)} ({listing}; an op from a plugin "
+            f"file needs --plugins PATH or FLOWGRAD_PLUGINS, or registry=make_registry(paths=...))")
 
 
 def describe_plugin(pm: pluggy.PluginManager, plugin: Any) -> str:
