@@ -331,6 +331,15 @@ def test_reduce_max_splits_the_gradient_among_ties():
     np.testing.assert_array_equal(g, [[0.0, 0.5, 0.5], [2.0, 0.0, 0.0]])
 
 
+def test_reduce_max_min_of_an_empty_set_is_their_identity():
+    x = np.zeros((2, 0, 4), np.float32)
+    (y,) = run(op("reduce_max", axes=[1]), x)[1]
+    assert y.shape == (2, 4) and y.dtype == np.float32 and np.all(y == -np.inf)
+    (y,) = run(op("reduce_min", axes=[1]), x)[1]
+    assert np.all(y == np.inf)
+    assert run(op("reduce_max"), np.zeros((0,), np.int64))[1][0] == np.iinfo(np.int64).min
+
+
 def test_reduce_l2_gradient_at_zero_is_zero():
     x = np.zeros((2, 3))
     o = op("reduce_l2", axes=[1])

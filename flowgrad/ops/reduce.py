@@ -102,23 +102,44 @@ class _ReduceExtreme(_Reduce):
         return ((hit * share).astype(x.dtype, copy=False),)
 
 
+def _lowest(dtype: np.dtype):
+    """The identity of max for ``dtype`` (ONNX: the max of an empty set is the lowest value)."""
+    if dtype.kind == "f":
+        return -np.inf
+    if dtype.kind == "b":
+        return False
+    return np.iinfo(dtype).min
+
+
+def _highest(dtype: np.dtype):
+    if dtype.kind == "f":
+        return np.inf
+    if dtype.kind == "b":
+        return True
+    return np.iinfo(dtype).max
+
+
 class ReduceMax(_ReduceExtreme):
-    """Largest element over ``axes``."""
+    """Largest element over ``axes`` (−inf, or the lowest integer, over an empty set)."""
 
     type = "reduce_max"
 
     @staticmethod
     def _extreme(x, axes):
+        if x.size == 0:
+            return x.max(axis=axes, keepdims=True, initial=_lowest(x.dtype))
         return x.max(axis=axes, keepdims=True)
 
 
 class ReduceMin(_ReduceExtreme):
-    """Smallest element over ``axes``."""
+    """Smallest element over ``axes`` (+inf, or the highest integer, over an empty set)."""
 
     type = "reduce_min"
 
     @staticmethod
     def _extreme(x, axes):
+        if x.size == 0:
+            return x.min(axis=axes, keepdims=True, initial=_highest(x.dtype))
         return x.min(axis=axes, keepdims=True)
 
 
