@@ -649,3 +649,18 @@ def constant_of_shape(b, a, ins):
 @onnx_op("Range")
 def range_(b, a, ins):
     return _final(b, "range", ins[:3])
+
+
+# -- losses (so exported training graphs import back) ----------------------------------------
+@onnx_op("SoftmaxCrossEntropyLoss", since=12)
+def softmax_cross_entropy_loss(b, a, ins):
+    reduction = a.get("reduction", "mean")
+    if reduction not in ("mean", "sum") or "ignore_index" in a:
+        raise ImportProblem(f"SoftmaxCrossEntropyLoss is supported with reduction mean or sum "
+                            f"and no ignore_index (got reduction={reduction!r})")
+    if len(ins) > 2 and ins[2] is not None or b.output_used(1):
+        raise ImportProblem("SoftmaxCrossEntropyLoss with class weights or a log_prob output "
+                            "is not supported")
+    if ins[0].ndim != 2:
+        raise ImportProblem("SoftmaxCrossEntropyLoss is supported for (N, C) scores only")
+    return _final(b, "softmax_cross_entropy", ins[:2], reduction=reduction)
