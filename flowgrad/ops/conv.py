@@ -83,13 +83,13 @@ class Conv(_ConvBase):
     type = "conv"
     inputs = ("x", "W", "b?")
 
-    def infer(self, x, W, b):
+    def infer(self, x, W, b=None):
         nd, out_channels = self._check_shapes(x, W, b)
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
         specs = (x, W) if b is None else (x, W, b)
         return (Spec((x.shape[0], out_channels) + g.out, result_dtype(*specs)),)
 
-    def forward(self, ctx, x, W, b):
+    def forward(self, ctx, x, W, b=None):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
         xp = pad_spatial(x, g)
         view = windows(xp, g)
@@ -135,7 +135,7 @@ class Conv(_ConvBase):
         if need_x:
             gx = gxp[interior(x_shape[2:], g, len(x_shape))] if g.padded else gxp
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
-        return gx, None if gW is None else gW.reshape(W.shape), gb
+        return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
 
 
 class ConvTranspose(_ConvBase):
@@ -203,13 +203,13 @@ class ConvTranspose(_ConvBase):
                         tuple(b + e for b, e in zip(end, extra)), extra,
                         tuple(in_sizes)), out
 
-    def infer(self, x, W, b):
+    def infer(self, x, W, b=None):
         nd, out_channels = self._check_shapes(x, W, b)
         _, out = self._geometry(x.shape[2:], self._kernel(W.shape))
         specs = (x, W) if b is None else (x, W, b)
         return (Spec((x.shape[0], out_channels) + out, result_dtype(*specs)),)
 
-    def forward(self, ctx, x, W, b):
+    def forward(self, ctx, x, W, b=None):
         g, out = self._geometry(x.shape[2:], self._kernel(W.shape))
         n, channels, groups = x.shape[0], x.shape[1], self.group
         out_channels = W.shape[1] * groups
@@ -246,4 +246,4 @@ class ConvTranspose(_ConvBase):
             if need_W:
                 gW += np.matmul(xg[start:stop], cols.transpose(0, 1, 3, 2)).sum(axis=0)
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
-        return gx, None if gW is None else gW.reshape(W.shape), gb
+        return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
