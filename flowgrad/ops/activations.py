@@ -117,7 +117,11 @@ class Sigmoid(Unary):
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return np.exp(-np.logaddexp(0, -x)).astype(float_dtype(x.dtype), copy=False)
+    """exp(−log(1 + e^−x)): no overflow for any x, full relative precision in both tails."""
+    t = np.negative(x, dtype=float_dtype(x.dtype))
+    np.logaddexp(0, t, out=t)
+    np.negative(t, out=t)
+    return np.exp(t, out=t)
 
 
 class Tanh(Unary):

@@ -91,14 +91,11 @@ class Mse(Op):
 
     def forward(self, ctx, y, target):
         d = y - _like(target, y)
-        if self.reduction == "mean":
-            scale = 2.0 / d.size
-            loss = np.mean(np.square(d))
-        else:
-            scale = 1.0
-            loss = 0.5 * np.square(d).sum()
-        ctx.save(d, scale, y, target)
-        return (np.asarray(loss, dtype=float_dtype(d.dtype)),)
+        half = 0.5 if self.reduction == "half_sum" else 1.0 / d.size
+        ctx.save(d, 2.0 * half, y, target)
+        # vdot: one BLAS call, several times cheaper than np.mean on the small batches of
+        # the XOR-sized nets whose per-node overhead we benchmark
+        return (np.asarray(np.vdot(d, d) * half, dtype=float_dtype(d.dtype)),)
 
     def backward(self, ctx, gy):
         d, scale, y, target = ctx.saved
