@@ -381,10 +381,7 @@ class Plan:
         carries: set[str] = set(leaves)
         for leaf in leaves:
             carries |= nx.descendants(dag, leaf)
-        upstream: set[str] = set()
-        for ref in seed_refs:
-            node = graph.resolve(ref)[0]
-            upstream |= {node} | nx.ancestors(dag, node)
+        upstream = _gradient_ancestors(graph, [graph.resolve(ref)[0] for ref in seed_refs])
         active = [s for s in forward_program.steps if s.name in carries and s.name in upstream]
         seeded = set(seed_slots.values())
         run = []
@@ -497,6 +494,26 @@ def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
 
 def _ports(op, n: int) -> tuple[str, ...]:
     return (op.input_names[0],) * n if op.variadic else op.input_names
+
+
+def _gradient_ancestors(graph: Graph, nodes: list[str]) -> set[str]:
+    """``nodes`` and every node a gradient can flow back to from them: ancestors reached
+    through edges into ports that take a gradient.  A comparison feeding ``where``'s condition
+    or a ``shape`` feeding a reshape's shape port is not upstream of the loss for backward.
+    """
+    seen, stack = set(nodes), list(nodes)
+    while stack:
+        name = stack.pop()
+        data = graph.node(name)
+        if data["kind"] != "op":
+            continue
+        op = data["op"]
+        ports = _ports(op, data["num_inputs"])
+        for src, _, e in graph.dag.in_edges(name, data=True):
+            if ports[e["dst_port"]] not in op.no_grad_inputs and src not in seen:
+                seen.add(src)
+                stack.append(src)
+    return seen
 
 
 def _src_port(graph: Graph, step: _Step, i: int) -> int:
