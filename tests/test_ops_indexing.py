@@ -384,3 +384,16 @@ def test_gradient_through_a_forward_only_op_is_refused(tmp_path):
     plan = flowgrad.compile(flowgrad.load(str(path)))
     with pytest.raises(GraphError, match="forward-only"):
         plan.forward_backward({"x": np.ones((2, 4), np.float32)}, {"loss": 1.0})
+
+
+# ops whose conformance inputs are away from kinks: their float cases double as gradient checks
+_SMOOTH = {"Gather", "GatherElements", "Slice", "Split", "Expand", "Tile", "Where", "Einsum",
+           "Mean", "Sin", "Cos", "OneHot"}   # not Range: its cases sit where the length jumps
+FLOAT_CASES = [c for c in SUPPORTED if c.model.graph.node[0].op_type in _SMOOTH
+               and any(np.asarray(x).dtype.kind == "f" for x in _arrays(c.data_sets[0][0]))]
+
+
+@pytest.mark.parametrize("case", FLOAT_CASES, ids=[c.name for c in FLOAT_CASES])
+def test_onnx_conformance_case_gradients(case):
+    op, ins = onnx_to_flowgrad(case.model.graph.node[0], _arrays(case.data_sets[0][0]))
+    gradcheck(op, ins)
