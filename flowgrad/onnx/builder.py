@@ -34,12 +34,13 @@ class ImportProblem(Exception):
 class Value:
     """One ONNX value: a constant array, or output ``port`` of graph node ``node``."""
 
-    __slots__ = ("const", "node", "port", "spec", "initial")
+    __slots__ = ("const", "node", "port", "spec", "initial", "label")
 
     def __init__(self, spec: Spec, const: np.ndarray | None = None, node: str | None = None,
                  port: int = 0, initial: np.ndarray | None = None):
         self.spec, self.const, self.node, self.port = spec, const, node, port
         self.initial = initial   # a param's initial value, for handlers that need it statically
+        self.label: str | None = None   # the ONNX name of a constant, for its graph node
 
     @property
     def is_const(self) -> bool:
@@ -89,6 +90,7 @@ class Builder:
         self.current: Any = None          # the ONNX node being translated (for naming/errors)
         self._base = "v"
         self.used: set[str] | None = None   # ONNX value names read by a node or graph output
+        self.functions: dict = {}           # the model's local functions by name
 
     # -- naming --------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -127,7 +129,7 @@ class Builder:
         key = id(value.const)
         hit = self._const_nodes.get(key)
         if hit is None or hit[1] is not value.const:
-            name = self.unique(self._base + "_const")
+            name = self.unique(value.label or self._base + "_const")
             self.graph.add_const(name, value.const)
             self.graph.node(name)["onnx_name"] = None
             hit = self._const_nodes[key] = (name, value.const)

@@ -33,7 +33,7 @@ class _Ctx:
              **attrs) -> list[str]:
         outs = list(outs) if outs is not None else [self.model.fresh(self.name + "_" + op_type)]
         self.model.nodes.append(helper.make_node(op_type, list(ins), outs,
-                                                 name=self.model.fresh(self.name), **attrs))
+                                                 name=self.model.node_name(self.name), **attrs))
         return outs
 
     def const(self, value, dtype=np.int64) -> str:
@@ -44,7 +44,18 @@ class _Model:
     def __init__(self):
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
-        self.names: set[str] = set()
+        self.names: set[str] = set()          # value names
+        self.node_names: set[str] = set()
+        self.dtypes: dict[str, np.dtype] = {}
+        self.functions: dict[str, tuple[str, onnx.FunctionProto]] = {}
+
+    def node_name(self, base: str) -> str:
+        name, i = base, 1
+        while name in self.node_names:
+            name = f"{base}_{i}"
+            i += 1
+        self.node_names.add(name)
+        return name
 
     def fresh(self, base: str) -> str:
         name, i = base, 1
@@ -290,7 +301,6 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     if missing:
         raise FlowgradError(missing)
     model = _Model()
-    model.dtypes = {}
     alias: dict[tuple[str, int], str] = {}
     inputs, inits = [], []
 
@@ -301,6 +311,8 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     for n in order:
         data = graph.node(n)
         kind = data["kind"]
+        if kind == "op":
+            continue
         vname = model.fresh(n)
         alias[(n, 0)] = vname
         if kind == "input":
@@ -345,19 +357,23 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
         if wanted != vname and wanted not in model.names:
             model.names.add(wanted)
             model.nodes.append(helper.make_node("Identity", [vname], [wanted],
-                                                name=model.fresh(wanted + "_out")))
+                                                name=model.node_name(wanted + "_out")))
             vname = wanted
         elif wanted != vname and any(o.name == vname for o in out_infos):
             copy = model.fresh(vname + "_out")
-            model.nodes.append(helper.make_node("Identity", [vname], [copy], name=copy))
+            model.nodes.append(helper.make_node("Identity", [vname], [copy],
+                                                name=model.node_name(copy)))
             vname = copy
         out_infos.append(helper.make_tensor_value_info(
             vname, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
             ["N" if d is None else d for d in spec.shape]))
     g = helper.make_graph(model.nodes, name or graph.name, inputs, out_infos,
                           initializer=inits + model.initializers)
-    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
-                              producer_name="flowgrad")
+    opsets = [helper.make_opsetid("", opset)]
+    if model.functions:
+        opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    proto = helper.make_model(g, opset_imports=opsets, producer_name="flowgrad",
+                              functions=[f for _, f in model.functions.values()])
     proto.ir_version = min(proto.ir_version, 10)
     onnx.checker.check_model(proto)
     return proto
@@ -370,21 +386,70 @@ def save_onnx(graph: Graph, path: str, **kwargs) -> onnx.ModelProto:
     return proto
 
 
-# -- ops without a single ONNX counterpart, written as small ONNX subgraphs -------------------
-@exports("step")
+# -- ops without a single ONNX counterpart: model-local functions in domain "flowgrad" --------
+#
+# The function body (plain ONNX ops) lets onnxruntime and any other runtime run the model; the
+# function's doc_string holds the flowgrad op and its attributes, so flowgrad's importer maps the
+# node back to exactly that op (YAML -> ONNX -> flowgrad gives identical results).
+
+FUNCTION_DOMAIN = "flowgrad"
+
+
+class _Body(_Model):
+    """A function body: constants become Constant nodes (functions have no initializers)."""
+
+    def const(self, array: np.ndarray, base: str) -> str:
+        name = self.fresh(base + "_const")
+        self.nodes.append(helper.make_node("Constant", [], [name],
+                                           value=numpy_helper.from_array(array)))
+        return name
+
+
+def _as_function(body: Exporter) -> Exporter:
+    def fn(c: _Ctx) -> None:
+        import json
+        config = {"type": c.op.type, "attrs": _plain(c.op.config())}
+        key = json.dumps(config, sort_keys=True)
+        functions = c.model.functions
+        name = functions.get(key, (None,))[0]
+        if name is None:
+            name = c.op.type if all(f[0] != c.op.type for f in functions.values()) \
+                else f"{c.op.type}_{len(functions)}"
+            sub = _Body()
+            sub.dtypes = {f"x{i}": c.model.dtypes.get(v, np.float32) for i, v in enumerate(c.ins)}
+            ins = [f"x{i}" for i in range(len(c.ins))]
+            outs = [f"y{i}" for i in range(len(c.outs))]
+            sub.names.update(ins + outs)
+            body(_Ctx(c.op.type, c.op, ins, outs, sub))
+            proto = helper.make_function(FUNCTION_DOMAIN, name, ins, outs, sub.nodes,
+                                         opset_imports=[helper.make_opsetid("", EXPORT_OPSET)],
+                                         doc_string=key)
+            functions[key] = (name, proto)
+        c.model.nodes.append(helper.make_node(name, c.ins, c.outs, domain=FUNCTION_DOMAIN,
+                                              name=c.model.node_name(c.name)))
+    return fn
+
+
+def _plain(value):
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def _step(c: _Ctx) -> None:
-    zero = c.const(0.0, c.model.dtypes.get(c.ins[0], np.float32))
-    positive = c.node("Greater", [c.ins[0], zero])
-    c.node("Cast", positive, c.outs,
-           to=helper.np_dtype_to_tensor_dtype(np.dtype(c.model.dtypes.get(c.ins[0], np.float32))))
+    dtype = np.dtype(c.model.dtypes.get(c.ins[0], np.float32))
+    positive = c.node("Greater", [c.ins[0], c.const(0.0, dtype)])
+    c.node("Cast", positive, c.outs, to=helper.np_dtype_to_tensor_dtype(dtype))
 
 
-@exports("trace")
 def _trace(c: _Ctx) -> None:
     c.node("Einsum", c.ins, c.outs, equation="...ii->...")
 
 
-@exports("mse")
 def _mse(c: _Ctx) -> None:
     d = c.node("Sub", c.ins[:2])
     sq = c.node("Mul", [d[0], d[0]])
@@ -395,10 +460,10 @@ def _mse(c: _Ctx) -> None:
         c.node("Mul", [total[0], c.const(0.5, c.model.dtypes.get(c.ins[0], np.float32))], c.outs)
 
 
-@exports("softmax_cross_entropy")
 def _softmax_cross_entropy(c: _Ctx) -> None:
     """Integer labels: ONNX SoftmaxCrossEntropyLoss; soft targets: -sum(t * log_softmax)."""
     logits, labels = c.ins[:2]
+    dtype = np.dtype(c.model.dtypes.get(logits, np.float32))
     if np.dtype(c.model.dtypes.get(labels, np.float32)).kind in "iu":
         c.node("SoftmaxCrossEntropyLoss", [logits, labels], c.outs, reduction=c.op.reduction)
         return
@@ -407,8 +472,12 @@ def _softmax_cross_entropy(c: _Ctx) -> None:
     loss = c.node("Neg", total)
     if c.op.reduction == "mean":
         batch = c.node("Gather", [c.node("Shape", [logits])[0], c.const(0)], axis=0)
-        n = c.node("Cast", batch, to=helper.np_dtype_to_tensor_dtype(
-            np.dtype(c.model.dtypes.get(logits, np.float32))))
+        n = c.node("Cast", batch, to=helper.np_dtype_to_tensor_dtype(dtype))
         c.node("Div", [loss[0], n[0]], c.outs)
     else:
         c.node("Identity", loss, c.outs)
+
+
+for _fg, _body in (("step", _step), ("trace", _trace), ("mse", _mse),
+                   ("softmax_cross_entropy", _softmax_cross_entropy)):
+    EXPORTERS[_fg] = _as_function(_body)

@@ -664,3 +664,17 @@ def softmax_cross_entropy_loss(b, a, ins):
     if ins[0].ndim != 2:
         raise ImportProblem("SoftmaxCrossEntropyLoss is supported for (N, C) scores only")
     return _final(b, "softmax_cross_entropy", ins[:2], reduction=reduction)
+
+
+# -- flowgrad's own ops, exported as model-local functions (see flowgrad.onnx.export) ----------
+def flowgrad_function(b, a, ins):
+    """A node of domain ``flowgrad``: its function's doc_string names the flowgrad op."""
+    import json
+    function = b.functions.get(b.current.op_type)
+    try:
+        config = json.loads(function.doc_string)
+        op_type, attrs = config["type"], config["attrs"]
+    except (AttributeError, ValueError, KeyError, TypeError):
+        raise ImportProblem(f"no function '{b.current.op_type}' describing a flowgrad op in "
+                            "the model") from None
+    return _final(b, op_type, ins, **attrs)

@@ -23,6 +23,14 @@ from .model_io import opset_versions
 from .opset import HANDLERS, STATE_INPUTS, STATIC_INPUTS, pick, versions
 
 
+def _pick(table, domain: str, op_type: str, version: int):
+    """:func:`pick`, plus every op of domain ``flowgrad`` (flowgrad's exported functions)."""
+    if domain == "flowgrad":
+        from .handlers import flowgrad_function
+        return flowgrad_function
+    return pick(table, domain, op_type, version)
+
+
 def translation_table(registry: Registry) -> tuple[dict, dict]:
     """Built-in handlers plus those plugins supply through ``flowgrad_onnx_ops``.
 
@@ -88,7 +96,7 @@ class Importer:
         missing: Counter = Counter()
         for node in self.model.graph.node:
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
-            if pick(self.table, domain, node.op_type, self.version(node)) is None:
+            if _pick(self.table, domain, node.op_type, self.version(node)) is None:
                 missing[(domain or "ai.onnx", node.op_type, self.version(node))] += 1
         if missing:
             lines = []
@@ -128,6 +136,7 @@ class Importer:
         g = self.model.graph
         graph = Graph(name or g.name or "onnx_model", source=self.where)
         b = Builder(graph, self.registry, self.opset)
+        b.functions = {f.name: f for f in self.model.functions if f.domain == "flowgrad"}
         b.used = {i for node in g.node for i in node.input} | {vi.name for vi in g.output}
         values: dict[str, Value] = {}
         names_in: dict[str, str] = {}
@@ -154,6 +163,7 @@ class Importer:
             kind = kinds[init.name]
             if kind == "const":
                 values[init.name] = b.const(array)
+                values[init.name].label = init.name
                 continue
             node_name = b.unique(init.name)
             graph.add_param(node_name, array, trainable=kind == "param", onnx_name=init.name)
@@ -161,7 +171,7 @@ class Importer:
         failed: set[str] = set()
         for node in g.node:
             domain = "" if node.domain in ("", "ai.onnx") else node.domain
-            handler = pick(self.table, domain, node.op_type, self.version(node))
+            handler = _pick(self.table, domain, node.op_type, self.version(node))
             label = node.name or (node.output[0] if node.output else node.op_type)
             missing = [i for i in node.input if i and i not in values]
             if missing:
@@ -182,6 +192,8 @@ class Importer:
                 continue
             for out_name, value in zip(node.output, outs):
                 if out_name and value is not None:
+                    if value.is_const and value.label is None:
+                        value.label = out_name
                     values[out_name] = value
         outputs: dict[str, str] = {}
         for vi in g.output:

@@ -1,0 +1,119 @@
+"""Write a Graph (e.g. an imported ONNX model) as an editable YAML graph plus an .npz of values.
+
+The YAML follows :mod:`flowgrad.loaders.yaml_loader`'s schema: every param and constant is
+declared with its shape and takes its value from the ``weights`` file, so the text stays small
+and readable however large the model is.  ``branch`` nodes are left out (the loader inserts them
+again) and each node keeps a ``doc`` naming the ONNX node it came from.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ..errors import FlowgradError
+from ..graph import Graph
+
+_YAML_DTYPES = {"float16": "float", "float32": "float", "float64": "float", "int64": "int64",
+                "int32": "int32", "bool": "bool"}
+
+
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML flow style (dumped inside a list to avoid doc markers)."""
+    text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30, sort_keys=False)
+    return text.strip()[1:-1]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.ndarray]]:
+    """Return ``(yaml text, arrays for the weights file)``."""
+    dag = graph.dag
+
+    def source_ref(src: str, port: int) -> str:
+        while dag.nodes[src]["kind"] == "op" and dag.nodes[src]["op"].type == "branch":
+            src, port = graph.input_sources(src)[0]
+        return graph.value_name(src, port)
+
+    arrays: dict[str, np.ndarray] = {}
+    lines = ["flowgrad: 1", f"name: {_flow(graph.name)}"]
+    meta = graph.meta.get("onnx")
+    if meta:
+        opsets = ", ".join(f"{d or 'ai.onnx'} {v}" for d, v in meta.get("opset", {}).items())
+        producer = meta.get("producer") or "unknown"
+        lines.append(f"doc: {_flow(f'converted from ONNX (producer {producer}; opset {opsets})')}")
+    lines.append(f"weights: {_flow(weights_file)}")
+    order = graph.topological_order()
+    inputs = [n for n in order if dag.nodes[n]["kind"] == "input"]
+    lines.append("inputs:" if inputs else "inputs: {}")
+    for n in inputs:
+        spec = dag.nodes[n]["spec"]
+        if spec.ndim == 0 or spec.shape[0] is not None or None in spec.shape[1:]:
+            raise FlowgradError(f"input '{n}' has shape {list(spec.shape)}; a YAML graph needs a "
+                                "leading batch axis and static other dims", node=n)
+        dtype = _YAML_DTYPES.get(spec.dtype.name)
+        if dtype is None:
+            raise FlowgradError(f"input '{n}' has dtype {spec.dtype}, which YAML graphs cannot "
+                                f"declare ({', '.join(sorted(set(_YAML_DTYPES.values())))})",
+                                node=n)
+        entry = {"shape": list(spec.shape[1:])}
+        if dtype != "float":
+            entry["dtype"] = dtype
+        lines.append(f"  {n}: {_flow(entry)}")
+    params = [n for n in order if dag.nodes[n]["kind"] == "param"]
+    lines.append("params:" if params else "params: {}")
+    for n in params:
+        data = dag.nodes[n]
+        arrays[n] = np.asarray(data["value"])
+        entry: dict[str, Any] = {"shape": list(arrays[n].shape)}
+        if not data.get("trainable", True):
+            entry["trainable"] = False
+        lines.append(f"  {n}: {_flow(entry)}")
+    consts = [n for n in order if dag.nodes[n]["kind"] == "const"]
+    lines.append("constants:" if consts else "constants: {}")
+    for n in consts:
+        arrays[n] = np.asarray(dag.nodes[n]["value"])
+        lines.append(f"  {n}: {_flow({'shape': list(arrays[n].shape)})}")
+    lines.append("nodes:")
+    for n in order:
+        data = dag.nodes[n]
+        if data["kind"] != "op" or data["op"].type == "branch":
+            continue
+        op = data["op"]
+        sources = graph.input_sources(n)
+        if op.variadic:
+            ins: Any = [source_ref(*s) for s in sources]
+        else:
+            ins = {port: source_ref(*s) for port, s in zip(op.input_names, sources)
+                   if s is not None}
+        entry = {"op": op.type, "in": ins}
+        entry.update({k: _plain(v) for k, v in op.config().items()})
+        if data.get("onnx_op"):
+            entry["doc"] = f"ONNX {data['onnx_op']} '{data.get('onnx_name') or ''}'"
+        lines.append(f"  {n}: {_flow(entry)}")
+    refs = [source_ref(*graph.resolve(ref)) for ref in graph.outputs]
+    lines.append(f"outputs: {_flow(refs)}")
+    return "\n".join(lines) + "\n", arrays
+
+
+def write_yaml(graph: Graph, path: str, weights_path: str | None = None) -> str:
+    """Write ``path`` (YAML) and its weights file (default: same stem, ``.npz``); return the
+    weights path."""
+    if weights_path is None:
+        weights_path = os.path.splitext(path)[0] + ".npz"
+    rel = os.path.relpath(os.path.abspath(weights_path), os.path.dirname(os.path.abspath(path)))
+    text, arrays = graph_to_yaml(graph, rel)
+    np.savez(weights_path, **arrays)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return weights_path
