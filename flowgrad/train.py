@@ -278,7 +278,8 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
         return tqdm(total=total, unit="img", unit_scale=True, leave=False,
-                    desc=f"epoch {self.epoch + 1}/{epochs}", dynamic_ncols=True)
+                    desc=f"epoch {self.epoch + 1}/{epochs}", dynamic_ncols=True,
+                    disable=None)
 
     def _install_interrupt_handler(self) -> Callable[[], None]:
         """First Ctrl-C: finish the step, checkpoint, stop.  Second: stop at once."""

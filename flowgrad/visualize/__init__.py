@@ -1,0 +1,47 @@
+"""Visualizing neurons by optimizing inputs (feature visualization).
+
+    from flowgrad.visualize import visualize, save_outputs
+    result = visualize(plan, [f"logits[{k}]" for k in range(10)], steps=200)
+    save_outputs(result, "out/logits.png")      # labelled PNG grid + .npy arrays
+
+See :mod:`.objectives` (what to maximise), :mod:`.param` (pixels, Fourier 1/f, colour
+decorrelation, sigmoid range), :mod:`.transforms` (pad/jitter/scale/rotate), :mod:`.penalties`
+(L1, L2, TV, blur) and :mod:`.optimize` (the loop).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .objectives import (Combination, Direction, Diversity, Layer, Neuron, Objective, channel,
+                         logit, objective_factories, parse_objective)
+from .optimize import Visualization, frozen, view_shape, visualize
+from .param import Fourier, Pipeline, Pixels
+from .penalties import PENALTIES, apply_penalties, parse_penalties
+from .transforms import Transforms, parse_transforms
+
+
+def save_outputs(result: Visualization, path: str, value_range=(0.0, 1.0), title: str = "",
+                 captions: list[str] | None = None) -> list[str]:
+    """Write the labelled PNG grid at ``path``, the images as ``<stem>.npy`` beside it and each
+    snapshot as ``<stem>_step<k>.png``; return the paths written."""
+    from ..plots import image_grid
+    stem, _ = os.path.splitext(path)
+    labels = captions or result.labels
+    written = [image_grid(list(result.views), labels, path, value_range=value_range,
+                          title=title)]
+    np.save(stem + ".npy", result.images)
+    written.append(stem + ".npy")
+    for step, views in result.snapshots:
+        written.append(image_grid(list(views), labels, f"{stem}_step{step}.png",
+                                  value_range=value_range, title=f"{title} step {step}".strip()))
+    return written
+
+
+__all__ = [
+    "Combination", "Direction", "Diversity", "Fourier", "Layer", "Neuron", "Objective",
+    "PENALTIES", "Pipeline", "Pixels", "Transforms", "Visualization", "apply_penalties",
+    "channel", "frozen", "logit", "objective_factories", "parse_objective", "parse_penalties",
+    "parse_transforms", "save_outputs", "view_shape", "visualize",
+]
