@@ -45,3 +45,20 @@ def flowgrad_register_objectives():
     the built-ins (neuron, channel, layer, logit, direction, cosine, diversity).  Every
     plugin's mapping is collected (not firstresult); a name registered twice is an error.
     """
+
+
+@hookspec
+def flowgrad_onnx_ops():
+    """Return ONNX translations this plugin provides, as a list of tuples
+    ``(domain, op_type, since_version, handler)`` or ``(..., handler, static_inputs)``.
+
+    Lets a plugin import ONNX ops flowgrad does not know, typically custom-domain ops (e.g.
+    ``("com.example", "Swish", 1, handler)``).  For a model importing ``domain`` at version *v*
+    the handler with the highest ``since_version <= v`` is used.  ``handler(b, attrs, inputs)``
+    receives the import builder ``b`` (call ``b.op("flowgrad_op_type", [inputs...], **attrs)``
+    to add flowgrad ops; ``b.static(value, what)`` reads a load-time constant), the node's
+    attributes as Python values and one ``Value`` (or None) per ONNX input, and returns one
+    ``Value`` per ONNX output — see :mod:`flowgrad.onnx.opset`.  ``static_inputs`` lists
+    input positions whose values are needed at load time (initializers read only there become
+    constants, not params).  Every plugin's list is collected (not firstresult).
+    """
