@@ -107,7 +107,8 @@ class Mod(Op):
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        return ((np.fmod if self.fmod else np.mod)(a, b),)
+        with np.errstate(invalid="ignore"):   # x mod 0 and inf mod x are NaN, as in ONNX
+            return ((np.fmod if self.fmod else np.mod)(a, b),)
 
     def backward(self, ctx, gy):
         a, b = ctx.saved
