@@ -141,6 +141,9 @@ class Registry:
             info = self._info(plugin)
             for op_cls in result or ():
                 _check_op_class(op_cls, info)
+                if info in claims.get(op_cls.type, ()):
+                    raise PluginError(f"plugin {info.describe()} registers op '{op_cls.type}' "
+                                      "twice")
                 claims.setdefault(op_cls.type, []).append(info)
                 if op_cls.type not in self.ops:
                     self.ops[op_cls.type] = op_cls
@@ -165,7 +168,7 @@ class Registry:
         """
         caller = getattr(self.plugin_manager.hook, hook)
         out = []
-        for impl in reversed(caller.get_hookimpls()):  # pluggy keeps them last-registered-first
+        for impl in caller.get_hookimpls():  # registration order (pluggy calls them reversed)
             try:
                 result = impl.function(**kwargs)
             except Exception as e:

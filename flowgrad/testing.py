@@ -142,7 +142,11 @@ def gradcheck(op: Op, inputs: Sequence[Any], wrt: Sequence[int] | None = None,
             if "read-only" in str(e):
                 raise AssertionError(f"{op.type}: backward modified an incoming gradient or a "
                                      f"saved input in place ({e}); allocate a new array") from e
-            raise
+            raise AssertionError(f"{op.type}: backward raised {type(e).__name__}: {e}{label}") \
+                from e
+        except Exception as e:
+            raise AssertionError(f"{op.type}: backward raised {type(e).__name__}: {e}{label}") \
+                from e
         assert isinstance(analytic, tuple) and len(analytic) == len(inputs), (
             f"{op.type}: backward must return a tuple with one entry per input ({len(inputs)})"
             f"{label}, got {_kind(analytic)}")
