@@ -66,7 +66,7 @@ class Trainer:
     def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
                  progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = ()):
         self.plan = plan
-        self.config = config = config or from_graph(plan.graph)
+        self.config = config = config or from_graph(plan.graph, registry)
         graph = plan.graph
         leaves = {n: plan.params[n] for n in plan.trainable}
         settings = {k: v for k, v in config.optimizer.items() if k != "kind"}

@@ -62,21 +62,23 @@ class TrainConfig:
         return float(self.optimizer.get("lr", 0.01))
 
 
-def from_graph(graph: Graph) -> TrainConfig:
+def from_graph(graph: Graph, registry: Any = None) -> TrainConfig:
     """The graph's ``train:`` section as a :class:`TrainConfig`, defaults filled in from the
-    graph (the loss node, the logits output, the feature and label inputs)."""
+    graph (the loss node, the logits output, the feature and label inputs); ``registry``
+    supplies plugin optimizers (default: the process-wide registry)."""
     section = graph.meta.get("train")
     errors = DiagnosticList()
     config = TrainConfig()
     if section is not None:
-        _Reader(section, errors, graph).read(config)
+        _Reader(section, errors, graph, registry).read(config)
     _fill_defaults(config, graph, errors, getattr(section, "loc", None))
     errors.raise_if_any(GraphError)
     return config
 
 
 class _Reader:
-    def __init__(self, section: Any, errors: DiagnosticList, graph: Graph):
+    def __init__(self, section: Any, errors: DiagnosticList, graph: Graph, registry: Any):
+        self.registry = registry
         self.d = section
         self.errors = errors
         self.graph = graph
@@ -185,7 +187,7 @@ class _Reader:
             self.errors.add("'optimizer' must be a mapping like {kind: sgd, lr: 0.1}", loc)
             return TrainConfig().optimizer
         from .optim import optimizer_kinds
-        kinds = optimizer_kinds()
+        kinds = optimizer_kinds(self.registry)
         kind = value.get("kind", "sgd")
         if kind not in kinds:
             self.errors.add(f"unknown optimizer '{kind}'{did_you_mean(str(kind), kinds)} "

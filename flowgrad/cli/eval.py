@@ -27,7 +27,7 @@ def add_arguments(parser):
 
 def run(args, registry):
     graph = load(args.graph, registry=registry)
-    config = configure(graph, args)
+    config = configure(graph, args, registry)
     plan = compile(graph, dtype=args.dtype)
     load_params(plan, args.checkpoint)
     data = load_data(args.data)

@@ -37,9 +37,9 @@ def add_arguments(parser):
     add_dtype_argument(parser)
 
 
-def configure(graph, args):
+def configure(graph, args, registry=None):
     """The graph's training config with the command-line overrides applied."""
-    config = from_graph(graph)
+    config = from_graph(graph, registry)
     optimizer = dict(config.optimizer)
     if getattr(args, "lr", None) is not None:
         optimizer["lr"] = args.lr
@@ -50,7 +50,7 @@ def configure(graph, args):
 
 def train_and_report(graph, args, registry, out_dir: str, progress: bool) -> dict:
     """Train, evaluate on the held-out test split, write the outputs; returns the metrics."""
-    config = configure(graph, args)
+    config = configure(graph, args, registry)
     plan = compile(graph, dtype=getattr(args, "dtype", "float32"), seed=config.seed)
     trainer = Trainer(plan, config, registry=registry, progress=progress)
     train, test = split(load_data(args.data), config.test_split, seed=config.seed)
