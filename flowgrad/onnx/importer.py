@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import Diagnostic, GraphError
+from ..errors import Diagnostic, GraphError, PluginError
 from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
@@ -38,16 +38,19 @@ def translation_table(registry: Registry) -> tuple[dict, dict]:
     """
     table = {k: list(v) for k, v in HANDLERS.items()}
     static = dict(STATIC_INPUTS)
-    hook = getattr(registry.plugin_manager.hook, "flowgrad_onnx_ops", None)
-    if hook is not None:
-        for entries in hook():
-            for entry in entries or ():
-                domain, op_type, since, fn = entry[:4]
-                domain = "" if domain == "ai.onnx" else domain
-                table.setdefault((domain, op_type), []).append((int(since), fn))
-                table[(domain, op_type)].sort(key=lambda e: e[0])
-                if len(entry) > 4 and entry[4]:
-                    static[(domain, op_type)] = frozenset(entry[4])
+    for plugin, entries in registry.call_each("flowgrad_onnx_ops"):
+        for entry in entries or ():
+            if not isinstance(entry, (tuple, list)) or len(entry) not in (4, 5) \
+                    or not callable(entry[3]):
+                raise PluginError(f"flowgrad_onnx_ops of plugin {plugin!r} must return "
+                                  "(domain, op_type, since_version, handler[, static_inputs]) "
+                                  f"tuples, got {entry!r}")
+            domain, op_type, since, fn = entry[:4]
+            domain = "" if domain == "ai.onnx" else domain
+            table.setdefault((domain, op_type), []).append((int(since), fn))
+            table[(domain, op_type)].sort(key=lambda e: e[0])
+            if len(entry) > 4 and entry[4]:
+                static[(domain, op_type)] = frozenset(entry[4])
     return table, static
 
 
