@@ -162,6 +162,11 @@ class Registry:
         name = self.plugin_manager.get_name(plugin) or repr(plugin)
         return self._by_name.get(name) or PluginInfo(name, "object", "")
 
+    def describe(self, plugin: Any) -> str:
+        """``'name' (file, or package and version)`` of a plugin object, for error messages
+        about what it returned from a hook (see :meth:`call_each`)."""
+        return self._info(plugin).describe()
+
     def call_each(self, hook: str, **kwargs: Any) -> list[tuple[Any, Any]]:
         """Call hook ``hook`` on every plugin implementing it, in load order, and return
         ``(plugin, result)`` pairs; an exception inside a plugin becomes a PluginError naming it.

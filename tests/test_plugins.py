@@ -674,3 +674,33 @@ def test_an_installed_plugin_that_fails_to_import_is_named(tmp_path):
             "broken_thing_module) failed to import: ImportError: needs libfoo") in proc.stderr
     assert "--no-autoload" in proc.stderr and "Traceback" not in proc.stderr
     cli("--no-autoload", "ops", env=env)
+
+
+# -- the "write your first plugin" page works as written ----------------------------------------
+
+def docs_files() -> dict[str, str]:
+    """The code blocks of docs/plugins.md preceded by ``<!-- file: PATH -->``."""
+    text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    import re
+    return {m.group(1): m.group(2) for m in re.finditer(
+        r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.DOTALL)}
+
+
+def test_the_first_plugin_page_works_as_written(tmp_path):
+    files = docs_files()
+    assert set(files) == {"my_plugins/soft_clip.py", "test_soft_clip.py", "clipped.yaml"}
+    assert len(files["my_plugins/soft_clip.py"].strip().splitlines()) <= 32
+    for name, text in files.items():
+        write(tmp_path / pathlib.Path(name).parent, pathlib.Path(name).name, text)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "test_soft_clip.py"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    shown = cli("--plugins", "my_plugins", "show", "clipped.yaml", cwd=tmp_path).stdout
+    assert "soft_clip" in shown
+    unknown = cli("show", "clipped.yaml", cwd=tmp_path, check_rc=1).stderr
+    assert "clipped.yaml:9:11: error: unknown op 'soft_clip'" in unknown
+    registry = make_registry(paths=[str(tmp_path / "my_plugins")], autoload=False)
+    net = flowgrad.compile(flowgrad.load(str(tmp_path / "clipped.yaml"), registry=registry))
+    y = net.forward({"x": np.random.default_rng(0).standard_normal((5, 3)) * 10})["y"]
+    assert y.shape == (5, 2) and np.all(np.abs(y) <= 0.5)
