@@ -506,9 +506,8 @@ def test_gradients_through_a_forward_only_plugin_op(tmp_path, w1_trainable):
 
 def demo_feeds(n: int = 24, seed: int = 0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 8)).astype(np.float32)
-    label = (x[:, 0] > 0).astype(np.int64) + (x[:, 1] > 1).astype(np.int64)
-    return {"x": x, "label": label}
+    x = rng.standard_normal((n, 64)).astype(np.float32)
+    return {"x": x, "label": x[:, :10].argmax(axis=1).astype(np.int64)}
 
 
 def test_demo_graph_needs_the_plugins(examples):
@@ -555,9 +554,18 @@ def test_cli_runs_the_demo_graph_with_plugins(tmp_path, examples):
     assert via_env.stdout.splitlines()[:4] == proc.stdout.splitlines()[:4]
 
 
+def test_cli_trains_the_demo_graph_on_digits(tmp_path):
+    out = tmp_path / "run"
+    proc = cli("--plugins", "plugins", "train", str(DEMO), "--epochs", "5", "--out", str(out),
+               "--no-progress")
+    assert "training plugins_demo on digits" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.85, metrics
+
+
 def test_cli_without_plugins_explains_the_unknown_ops():
     proc = cli("run", str(DEMO), check_rc=1)
-    assert "plugins_demo.yaml:21:16: error: unknown op 'rms_norm'" in proc.stderr
+    assert "plugins_demo.yaml:23:16: error: unknown op 'rms_norm'" in proc.stderr
     assert "--plugins PATH" in proc.stderr and "Traceback" not in proc.stderr
 
 
