@@ -64,6 +64,7 @@ def exercising_modules(hook: str) -> list[str]:
             continue
         with warnings.catch_warnings():  # another module's invalid escapes are not our concern
             warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # Python < 3.12's name for it
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         has_tests = any(isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
                         for n in ast.walk(tree))
