@@ -88,7 +88,9 @@ class PluginManager(pluggy.PluginManager):
                 f"plugin {info.describe()} implements no flowgrad hook; add e.g.\n"
                 "    @flowgrad.hookimpl\n"
                 "    def flowgrad_register_ops():\n"
-                "        return [MyOp]")
+                "        return [MyOp]"
+                + ("\n(a helper module in a plugin folder should have a name starting with '_')"
+                   if kind == "file" else ""))
         info.hooks = tuple(sorted(impls))
         self.infos[name] = info
 
