@@ -57,7 +57,8 @@ def diagnose(plan: Plan, feeds: Mapping[str, Any], bad_losses=(), bad_grads=(),
     if node is not None:
         data = plan.graph.node(node)
         return NumericsError(f"{prefix}non-finite {what}: node '{node}' ({data['op'].type}) is "
-                             "the first to produce NaN or infinity from finite inputs",
+                             "the first to produce NaN or infinity from finite inputs (if values grew "
+                             "during training, lower the learning rate or clip gradients)",
                              node=node, loc=data.get("loc"))
     consumers = sorted({dst for k in bad_grads if k in plan.graph.dag
                         for _, dst in plan.graph.dag.out_edges(k)})

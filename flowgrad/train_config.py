@@ -135,7 +135,11 @@ class _Reader:
                                 "outputs)", self.loc("metrics"))
             else:
                 for i, m in enumerate(metrics):
-                    if m != "accuracy" and m not in self.graph.dag:
+                    if m == "loss":
+                        self.errors.add("'loss' is always reported (the weighted sum of what "
+                                        "'minimize' names); list other outputs as metrics",
+                                        _item_loc(metrics, i))
+                    elif m != "accuracy" and m not in self.graph.dag:
                         self.errors.add(f"unknown metric '{m}': use 'accuracy' or the name of "
                                         f"a scalar node{did_you_mean(m, self.graph.dag.nodes)}",
                                         _item_loc(metrics, i))

@@ -1,0 +1,214 @@
+"""The trainer: data, the YAML train section, metrics, early stopping, modes, numerics, targets."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowgrad
+from flowgrad.data import Dataset, batches, fit_to_input, load_data, split
+from flowgrad.errors import FlowgradError, GraphError, NumericsError
+from flowgrad.op import Op, Spec
+from flowgrad.train import Trainer
+from flowgrad.train_config import from_graph
+
+SMALL = """
+flowgrad: 1
+name: small
+inputs: {x: {shape: [64]}, label: {shape: [], dtype: int64}}
+params:
+  W1: {shape: [64, 16], init: {kind: he_normal}}
+  b1: {shape: [16], init: {kind: zeros}}
+  W2: {shape: [16, 10], init: {kind: glorot_uniform}}
+  b2: {shape: [10], init: {kind: zeros}}
+nodes:
+  fc1: {op: dense, in: {x: x, W: W1, b: b1}}
+  h1: {op: HIDDEN, in: fc1}
+  logits: {op: dense, in: {x: h1, W: W2, b: b2}}
+  loss: {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+outputs: [logits, loss]
+train:
+TRAIN
+"""
+
+
+def load_small(tmp_path, train="  optimizer: {kind: adam, lr: 0.01}", hidden="relu",
+               registry=None):
+    path = tmp_path / "small.yaml"
+    path.write_text(SMALL.replace("TRAIN", train).replace("HIDDEN", hidden))
+    return flowgrad.load(str(path), registry=registry)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data("digits")
+
+
+def test_digits_are_embedded(digits):
+    assert digits.x.shape == (1797, 64) and digits.x.dtype == np.float32
+    assert digits.x.min() == 0.0 and digits.x.max() == 1.0
+    assert np.bincount(digits.y).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+def test_split_is_fixed_and_disjoint(digits):
+    a_train, a_test = split(digits, 0.2, seed=0)
+    b_train, b_test = split(digits, 0.2, seed=0)
+    assert len(a_test) == 359 and len(a_train) == 1438
+    assert np.array_equal(a_test.x, b_test.x)
+    _, other = split(digits, 0.2, seed=1)
+    assert not np.array_equal(a_test.y, other.y)
+
+
+def test_user_data_formats(tmp_path):
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    y = np.array([0, 1, 1, 0])
+    np.savez(tmp_path / "d.npz", features=x, labels=y)
+    np.save(tmp_path / "d.npy", np.column_stack([x, y]))
+    (tmp_path / "d.csv").write_text("a,b,c,label\n" + "\n".join(
+        ",".join(map(str, [*row, lab])) for row, lab in zip(x.tolist(), y)))
+    for name in ("d.npz", "d.npy", "d.csv"):
+        data = load_data(str(tmp_path / name))
+        np.testing.assert_array_equal(data.x, x)
+        np.testing.assert_array_equal(data.y, y)
+        assert data.y.dtype.kind == "i"
+    with pytest.raises(FlowgradError, match="not found"):
+        load_data(str(tmp_path / "missing.npz"))
+    np.savez(tmp_path / "bad.npz", a=x, b=y, c=y)
+    with pytest.raises(FlowgradError, match="no features found"):
+        load_data(str(tmp_path / "bad.npz"))
+
+
+def test_batches_and_reshaping():
+    order = np.concatenate(list(batches(10, 4, np.random.default_rng(0))))
+    assert sorted(order) == list(range(10))
+    assert [len(b) for b in batches(10, 4, None)] == [4, 4, 2]
+    x = np.zeros((5, 64))
+    assert fit_to_input(x, Spec((None, 1, 8, 8), np.float32), "x").shape == (5, 1, 8, 8)
+    with pytest.raises(FlowgradError, match="takes"):
+        fit_to_input(x, Spec((None, 3, 8, 8), np.float32), "x")
+
+
+def test_training_learns_and_reports_history(tmp_path, digits):
+    graph = load_small(tmp_path, "  optimizer: {kind: adam, lr: 0.01}\n  epochs: 3\n"
+                                 "  validation_split: 0.2\n  batch_size: 64")
+    trainer = Trainer(flowgrad.compile(graph))
+    history = trainer.fit(digits)
+    assert len(history) == 3
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.85
+    assert set(history.rows[0]) >= {"epoch", "loss", "accuracy", "val_loss", "val_accuracy",
+                                    "lr", "seconds"}
+    assert trainer.predict(digits.x[:5]).shape == (5, 10)
+
+
+def test_train_section_errors_are_located(tmp_path):
+    graph = load_small(tmp_path, "  optimiser: {kind: adam}\n  epochs: 0\n"
+                                 "  optimizer: {kind: adam, lr: 0.1, momentum: 0.9}\n"
+                                 "  schedule: {kind: cosin}\n  metrics: [acuracy]")
+    with pytest.raises(GraphError) as e:
+        from_graph(graph)
+    report = str(e.value)
+    for expected in ("unknown key 'optimiser' in 'train'; did you mean 'optimizer'?",
+                     "'epochs' must be an integer >= 1", "optimizer 'adam' has no setting "
+                     "'momentum'", "unknown schedule 'cosin'; did you mean 'cosine'?",
+                     "unknown metric 'acuracy'"):
+        assert expected in report
+    assert "small.yaml:20:" in report and "5 errors" in report
+
+
+def test_train_section_errors_raised_by_from_graph(tmp_path):
+    graph = load_small(tmp_path, "  minimize: {los: 1.0}")
+    with pytest.raises(GraphError, match="did you mean 'loss'"):
+        from_graph(graph)
+
+
+def test_output_metrics_and_weighted_losses(tmp_path, digits):
+    graph = load_small(tmp_path, "  minimize: {loss: 2.0}\n  metrics: [accuracy, fc1]\n"
+                                 "  epochs: 1")
+    plan = flowgrad.compile(graph)
+    trainer = Trainer(plan)
+    trainer.fit(digits.subset(np.arange(256)))
+    data = digits.subset(np.arange(64))
+    metrics = trainer.evaluate(data)
+    assert set(metrics) == {"loss", "accuracy", "fc1"}
+    out = plan.eval().forward(trainer.feeds(data, slice(None)), outputs=["loss", "fc1"],
+                              grad=False)
+    assert metrics["loss"] == pytest.approx(2.0 * float(out["loss"]), rel=1e-5)
+    assert metrics["fc1"] == pytest.approx(float(out["fc1"].mean()), rel=1e-5)
+
+
+def test_loss_is_not_a_metric_name(tmp_path):
+    graph = load_small(tmp_path, "  metrics: [accuracy, loss]")
+    with pytest.raises(GraphError, match="always reported"):
+        from_graph(graph)
+
+
+def test_early_stopping_stops_and_restores_best(tmp_path, digits):
+    graph = load_small(tmp_path, "  optimizer: {kind: sgd, lr: 5.0}\n  epochs: 30\n"
+                                 "  validation_split: 0.25\n"
+                                 "  early_stopping: {monitor: val_loss, patience: 2}")
+    plan = flowgrad.compile(graph)
+    trainer = Trainer(plan)
+    history = trainer.fit(digits.subset(np.arange(400)))
+    assert trainer.stopped and len(history) < 30
+    best = min(history["val_loss"])
+    assert history["val_loss"][-1] > best
+    _, val = split(digits.subset(np.arange(400)), 0.25, seed=0)
+    assert trainer.evaluate(val)["loss"] == pytest.approx(best, rel=1e-5)
+
+
+class ModeSpy(Op):
+    """Identity that records the mode it ran in (a plugin op, as dropout/batch norm are)."""
+
+    type = "mode_spy"
+    seen: list = []
+
+    def infer(self, x):
+        return (x,)
+
+    def forward(self, ctx, x):
+        ModeSpy.seen.append(ctx.training)
+        return (x,)
+
+    def backward(self, ctx, gy):
+        return (gy,)
+
+
+class SpyPlugin:
+    @flowgrad.hookimpl
+    def flowgrad_register_ops(self):
+        return [ModeSpy]
+
+
+def test_train_mode_while_fitting_eval_mode_for_metrics(tmp_path, digits):
+    registry = flowgrad.make_registry(plugins=[SpyPlugin()], autoload=False)
+    graph = load_small(tmp_path, "  epochs: 1\n  batch_size: 100\n  validation_split: 0.5",
+                       hidden="mode_spy", registry=registry)
+    ModeSpy.seen = []
+    Trainer(flowgrad.compile(graph), registry=registry).fit(digits.subset(np.arange(400)))
+    assert ModeSpy.seen[:2] == [True, True] and ModeSpy.seen[-1] is False
+    assert ModeSpy.seen == [True, True, False]      # 2 training batches, 1 validation batch
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nonfinite_loss_names_the_first_bad_node(tmp_path, digits):
+    graph = load_small(tmp_path, "  epochs: 1", hidden="log")
+    with pytest.raises(NumericsError) as e:
+        Trainer(flowgrad.compile(graph)).fit(digits.subset(np.arange(64)))
+    assert "node 'h1' (log) is the first to produce NaN or infinity" in str(e.value)
+    assert "epoch 1, step 1" in str(e.value)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_is_reported_with_the_param(tmp_path, digits):
+    graph = load_small(tmp_path, "  optimizer: {kind: sgd, lr: 1.0e+30}\n  epochs: 5")
+    with pytest.raises(NumericsError, match="(?s)node .logits. \(dense\).*lower the learning rate"):
+        Trainer(flowgrad.compile(graph)).fit(digits.subset(np.arange(128)))
+
+
+def test_digits_mlp_reaches_target(graphs_dir, digits):
+    """The README's claim: >= 97% test accuracy on the fixed 80/20 split (seed 0)."""
+    graph = flowgrad.load(str(graphs_dir / "digits_mlp.yaml"))
+    trainer = Trainer(flowgrad.compile(graph))
+    train, test = split(digits, trainer.config.test_split, seed=0)
+    trainer.fit(train)
+    assert trainer.evaluate(test)["accuracy"] >= 0.97

@@ -1,0 +1,236 @@
+"""Input optimization: gradients of every stage, batch exactness, the digits target, plugins."""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+import pytest
+
+import flowgrad
+from flowgrad.data import load_data, split
+from flowgrad.errors import FlowgradError
+from flowgrad.train import Trainer
+from flowgrad.visualize import (PENALTIES, Diversity, Fourier, Layer, Neuron, Objective,
+                                Pipeline, Transforms, channel, parse_objective,
+                                parse_transforms, save_outputs, visualize)
+from flowgrad.visualize.objectives import Direction, objective_factories
+from flowgrad.visualize.settings import from_graph as visualize_settings
+
+RNG = np.random.default_rng(0)
+GRAPHS = pathlib.Path(__file__).resolve().parent.parent / "graphs"
+
+
+def dot_test(forward, x, g):
+    """<J dx, g> == <dx, J^T g> for a linear (or linearised) map: checks a backward exactly."""
+    y, back = forward(x)
+    dx = RNG.normal(size=x.shape)
+    eps = 1e-6
+    jdx = (forward(x + eps * dx)[0] - forward(x - eps * dx)[0]) / (2 * eps)
+    assert np.vdot(jdx, g) == pytest.approx(np.vdot(dx, back(g)), rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (3, 7, 9), (1, 1, 10)])
+def test_fourier_backward_is_the_adjoint(shape):
+    f = Fourier(shape)
+    p = RNG.normal(size=(2,) + f.init(RNG).shape)
+    g = RNG.normal(size=(2,) + shape)
+    dot_test(f.forward, p, g)
+
+
+@pytest.mark.parametrize("kind,range_mode", [("fourier", "sigmoid"), ("pixels", "sigmoid"),
+                                             ("pixels", "none")])
+def test_pipeline_backward(kind, range_mode):
+    pipe = Pipeline((3, 6, 6), kind=kind, range_mode=range_mode, value_range=(-1, 2))
+    p = np.stack([pipe.init(RNG) for _ in range(2)]) * 50
+    x, _ = pipe.forward(p)
+    if range_mode == "sigmoid":
+        assert x.min() >= -1 and x.max() <= 2
+    dot_test(pipe.forward, p, RNG.normal(size=x.shape))
+    assert pipe.decorrelate
+
+
+def test_transforms_backward_and_identity():
+    x = RNG.normal(size=(3, 2, 9, 9))
+    t = Transforms(pad=2, jitter=1, scales=(0.8, 1.2), angle=20, pad_value=0.5)
+    seeds = [3, 4, 5]
+    forward = lambda v: t.apply(v, [np.random.default_rng(s) for s in seeds])  # noqa: E731
+    y, _ = forward(x)
+    assert y.shape == x.shape
+    dot_test(forward, x, RNG.normal(size=y.shape))
+    same, back = Transforms().apply(x, [])
+    assert same is x and back(x) is x
+    shifted, _ = Transforms(pad=0, jitter=0.0, scales=(1.0, 1.0), angle=0.0,
+                            pad_value=0.0).apply(x, [np.random.default_rng(0)] * 3)
+    assert np.array_equal(shifted, x)
+    strip = RNG.normal(size=(1, 1, 1, 12))
+    y1, _ = parse_transforms("default", 12).apply(strip, [np.random.default_rng(0)])
+    assert y1.shape == strip.shape and np.all(np.isfinite(y1))
+
+
+def test_transform_specs():
+    t = parse_transforms("pad=2,jitter=1,scale=0.9:1.1,rotate=10,value=0.5", 8)
+    assert (t.pad, t.jitter, t.scales, t.angle, t.pad_value) == (2, 1.0, (0.9, 1.1), 10.0, 0.5)
+    assert parse_transforms("none", 8).identity
+    with pytest.raises(FlowgradError, match="unknown transform"):
+        parse_transforms("shear=1", 8)
+
+
+@pytest.mark.parametrize("name", sorted(PENALTIES))
+def test_penalty_gradients(name):
+    x = RNG.normal(size=(2, 1, 5, 6)) + 0.3        # away from 0: |x| is smooth there
+    values, grad = PENALTIES[name](x, 0.0)
+    dx = RNG.normal(size=x.shape)
+    eps = 1e-6
+    numeric = (PENALTIES[name](x + eps * dx, 0.0)[0].sum()
+               - PENALTIES[name](x - eps * dx, 0.0)[0].sum()) / (2 * eps)
+    assert numeric == pytest.approx(np.vdot(grad, dx), rel=1e-5)
+    assert values.shape == (2,)
+
+
+@pytest.mark.parametrize("objective", [
+    Neuron("a", 1, 2, 3), channel("a", 2), Layer("a"), Direction("a", [1.0, -2.0, 0.5]),
+    Direction("a", [1.0, -2.0, 0.5], cosine=True), Diversity("a"),
+    2.0 * Neuron("a", 0, 1, 1) - Layer("a") + 0.5 * Diversity("a")])
+def test_objective_gradients(objective):
+    a = RNG.normal(size=(4, 3, 4, 5))
+    values, grads = objective({"a": a})
+    assert values.shape == (4,)
+    da = RNG.normal(size=a.shape)
+    eps = 1e-6
+    numeric = (objective({"a": a + eps * da})[0].sum()
+               - objective({"a": a - eps * da})[0].sum()) / (2 * eps)
+    assert numeric == pytest.approx(np.vdot(grads["a"], da), rel=1e-5, abs=1e-9)
+
+
+def test_diversity_on_vectors():
+    a = RNG.normal(size=(3, 6))
+    values, grads = Diversity("a")({"a": a})
+    da = RNG.normal(size=a.shape)
+    numeric = (Diversity("a")({"a": a + 1e-6 * da})[0].sum()
+               - Diversity("a")({"a": a - 1e-6 * da})[0].sum()) / 2e-6
+    assert numeric == pytest.approx(np.vdot(grads["a"], da), rel=1e-5)
+
+
+def test_objective_specs():
+    obj = parse_objective("logits[3]")
+    assert isinstance(obj, Neuron) and obj.index == (3,)
+    combo = parse_objective("channel(conv1, 2) - 0.5 * layer(h1) + 2 * neuron(c.out, 0, 1, 1)")
+    assert [w for w, _ in combo.terms] == [1.0, -0.5, 2.0]
+    assert combo.refs == ("conv1", "h1", "c.out")
+    assert parse_objective("-logits[0]").terms[0][0] == -1.0
+    assert parse_objective('layer("my-node")').refs == ("my-node",)
+    assert isinstance(parse_objective("cosine(h, [1, 0, -1])"), Direction)
+    for bad, message in [("logits", "alone is a value"), ("chanel(c, 1)", "did you mean"),
+                         ("logits[1.5]", "integer"), ("logits[0] * logits[1]", "by a number"),
+                         ("__import__('os')", "unknown objective"), ("logits[", "cannot parse")]:
+        with pytest.raises(FlowgradError, match=message):
+            parse_objective(bad)
+
+
+class Doubled(Objective):
+    """A plugin objective: twice a unit."""
+
+    def __init__(self, ref, k):
+        self.refs = (ref,)
+        self.k = k
+
+    def __call__(self, acts):
+        a = acts[self.refs[0]]
+        grad = np.zeros_like(a)
+        grad[:, self.k] = 2.0
+        return 2.0 * a[:, self.k], {self.refs[0]: grad}
+
+
+class ObjectivePlugin:
+    @flowgrad.hookimpl
+    def flowgrad_register_objectives(self):
+        return {"doubled": Doubled}
+
+
+def test_plugin_objective_through_hook(trained):
+    registry = flowgrad.make_registry(plugins=[ObjectivePlugin()], autoload=False)
+    assert objective_factories(registry)["doubled"] is Doubled
+    result = visualize(trained.plan, ["doubled(logits, 4)"], steps=20, registry=registry)
+    assert result.values[-1][0] > result.values[0][0]
+
+
+@pytest.fixture(scope="module")
+def trained():
+    graph = flowgrad.load(str(GRAPHS / "digits_mlp.yaml"))
+    trainer = Trainer(flowgrad.compile(graph))
+    train, _ = split(load_data("digits"), 0.2, seed=0)
+    trainer.fit(train)
+    return trainer
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_ten_logits_target(trained):
+    """The issue's target: image k maximises logit k; classified k, probability >= 0.95."""
+    settings = visualize_settings(trained.plan.graph)
+    assert settings["each"] == "logits"
+    result = visualize(trained.plan, [f"logits[{k}]" for k in range(10)],
+                       steps=settings["steps"], penalties=settings["penalties"],
+                       transforms=parse_transforms(settings["transforms"], 8))
+    probs = softmax(trained.predict(result.images))
+    assert list(probs.argmax(axis=1)) == list(range(10))
+    assert probs[np.arange(10), np.arange(10)].min() >= 0.95
+    assert result.images.shape == (10, 64)
+    assert 0 <= result.images.min() and result.images.max() <= 1
+
+
+def test_batch_equals_separate_runs_float64(trained):
+    """N images chasing N objectives in one batch == N runs alone (float64 rounding)."""
+    plan64 = flowgrad.compile(trained.plan.export_graph(), dtype=np.float64)
+    objectives = ["logits[1]", "logits[7] - 0.5 * logits[1]", "layer(h2)", "h1[3]"]
+    options = dict(steps=25, lr=0.05, transforms=parse_transforms("default", 16),
+                   penalties={"l2": 0.5, "tv": 0.5, "blur": 0.1, "l1": 0.01}, seed=11)
+    batch = visualize(plan64, objectives, **options)
+    assert batch.images.dtype == np.float64
+    for i, objective in enumerate(objectives):
+        alone = visualize(plan64, [objective], ids=[i], **options)
+        np.testing.assert_allclose(alone.images[0], batch.images[i], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(alone.values[-1][0], batch.values[-1][i], rtol=1e-10)
+    assert not np.allclose(batch.images[0], batch.images[1])
+
+
+def test_conv_net_channels_and_colour(tmp_path):
+    """Channels of a feature map; a 3-channel input gets decorrelated colour; diversity."""
+    path = tmp_path / "conv.yaml"
+    path.write_text("""
+flowgrad: 1
+name: tiny_conv
+inputs: {x: {shape: [3, 12, 12]}}
+params:
+  K: {shape: [4, 3, 3, 3], init: {kind: he_normal}}
+nodes:
+  conv: {op: conv, in: {x: x, W: K}}
+  act: {op: relu, in: conv}
+outputs: [act]
+""")
+    plan = flowgrad.compile(flowgrad.load(str(path)))
+    result = visualize(plan, [f"channel(act, {c})" for c in range(4)], steps=30,
+                       transforms=parse_transforms("default", 12), diversity=("act", 0.1),
+                       snapshot_every=10)
+    assert result.views.shape == (4, 3, 12, 12) and result.images.shape == (4, 3, 12, 12)
+    assert all(result.values[-1] > result.values[0])
+    written = save_outputs(result, str(tmp_path / "grid.png"))
+    assert [p.rsplit("/", 1)[1] for p in written] == [
+        "grid.png", "grid.npy", "grid_step10.png", "grid_step20.png", "grid_step30.png"]
+    assert np.array_equal(np.load(tmp_path / "grid.npy"), result.images)
+
+
+def test_minimise_and_errors(trained):
+    up = visualize(trained.plan, ["logits[2]"], steps=15)
+    down = visualize(trained.plan, ["-logits[2]"], steps=15)
+    z_up, z_down = trained.predict(up.images)[0, 2], trained.predict(down.images)[0, 2]
+    assert z_up > z_down
+    with pytest.raises(FlowgradError, match="unknown value 'logit'"):
+        visualize(trained.plan, ["logit[0]"], steps=1)
+    with pytest.raises(FlowgradError, match="out of range"):
+        visualize(trained.plan, ["logits[10]"], steps=1)
+    with pytest.raises(FlowgradError, match="unknown parameterization"):
+        visualize(trained.plan, ["logits[0]"], steps=1, param="wavelets")
