@@ -227,7 +227,19 @@ def test_softmax_axis_semantics_by_version(opset):
 
 
 def test_old_opset_is_normalised_by_version_converter():
-    """An opset-6 model (Add with legacy broadcast attributes) is converted, then imported."""
+    model = make_model([helper.make_node("Relu", ["x"], ["r"]),
+                        helper.make_node("Sum", ["r", "x"], ["y"])],
+                       [tensor("x", ["N", 3])], [tensor("y", ["N", 3])], opset=5)
+    model.ir_version = 3
+    g = flowgrad.load(model)
+    assert g.meta["onnx"]["source_opset"][""] == 5 and g.meta["onnx"]["opset"][""] == 7
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    np.testing.assert_array_equal(run(g, {"x": x})["y"], np.maximum(x, 0) + x)
+
+
+def test_legacy_broadcast_where_the_converter_fails():
+    """onnx's version_converter rejects this opset-6 Add(broadcast=1, axis=1); the opset-1
+    translation aligns b with axis 1 itself."""
     model = make_model([helper.make_node("Add", ["x", "b"], ["y"], broadcast=1, axis=1)],
                        [tensor("x", [2, 3, 4])], [tensor("y", [2, 3, 4])],
                        [init("b", np.arange(3, dtype=np.float32))], opset=6)

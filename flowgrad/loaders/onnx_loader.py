@@ -26,13 +26,15 @@ def load_onnx(source: Any, registry: Registry | None = None, *, dynamic_batch: b
     ``base_dir`` locates external tensor files for in-memory models.
     """
     from ..onnx.importer import Importer
-    from ..onnx.model_io import normalise, read_model
+    from ..onnx.model_io import normalise, opset_versions, read_model
 
     model, where = read_model(source, base_dir)
+    original = opset_versions(model)
     model = normalise(model)
     importer = Importer(model, registry or default_registry(), where,
                         dynamic_batch=dynamic_batch)
     graph = importer.build(name)
+    graph.meta["onnx"]["source_opset"] = original
     return prepare(graph)
 
 

@@ -215,3 +215,57 @@ def rate(passed: int, counted: int) -> float:
 __all__ = ["CLAIMED_OPS", "NUMPY_LACKS", "Result", "node_cases", "node_results", "run_node_case",
            "model_dirs", "run_model_dir", "light_models", "run_light", "summarize", "rate",
            "compare"]
+
+
+def gradient_check_case(case, max_elements: int = 8) -> Result:
+    """Finite-difference check of backward on a node test's model, w.r.t. every float input
+    and initializer (float64), at the test's own inputs.  Cases with no float input, or whose
+    op is forward-only, are ``excluded``."""
+    from ..errors import GraphError
+    from ..gradcheck import check_graph_gradients
+    group = case_op(case)
+    if excluded_dtype(case.model):
+        return Result(case.name, group, "excluded", "dtype numpy lacks")
+    try:
+        rep = FlowgradBackend.prepare(case.model)
+        inputs, _ = case.data_sets[0]
+        named = dict(zip(rep.onnx_inputs, [_normalize(x) for x in inputs]))
+        graph, _, by_onnx, _ = rep._plan_for({k: v for k, v in named.items() if k in rep.bound})
+        feeds = {by_onnx[k]: v for k, v in named.items() if k not in rep.bound}
+        floats = [n for n in graph.inputs if graph.node(n)["spec"].dtype.kind == "f"]
+        if not floats and not graph.params:
+            return Result(case.name, group, "excluded", "no float input")
+        outs = [np.asarray(v) for v in rep.run([_normalize(x) for x in inputs])]
+        if not any(v.dtype.kind == "f" for v in outs):
+            return Result(case.name, group, "excluded", "no float output")
+        if not all(np.isfinite(v).all() for v in outs if v.dtype.kind == "f"):
+            return Result(case.name, group, "excluded", "non-finite outputs")
+        checks = check_graph_gradients(graph, feeds=feeds, max_elements=max_elements,
+                                       rtol=1e-3, atol=1e-5)
+    except GraphError as e:
+        if "forward-only" in str(e):
+            return Result(case.name, group, "excluded", "forward-only op")
+        return Result(case.name, group, "fail", f"GraphError: {e}"[:400])
+    except Exception as e:
+        return Result(case.name, group, "fail", f"{type(e).__name__}: {e}"[:400])
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        return Result(case.name, group, "fail", "; ".join(
+            f"{c.name}: abs error {c.max_abs_error:.2g}" for c in bad))
+    return Result(case.name, group, "pass")
+
+
+def gradient_results(ops: Iterable[str] | None = None, only_passing: bool = True) -> list[Result]:
+    """Gradient checks on the node tests of ``ops`` (default: claimed ops) whose forward
+    passes (a wrong forward is already counted as a failure by :func:`node_results`)."""
+    wanted = set(CLAIMED_OPS if ops is None else ops)
+    out = []
+    for case in node_cases():
+        if case_op(case) not in wanted:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if only_passing and run_node_case(case).status != "pass":
+                continue
+            out.append(gradient_check_case(case))
+    return out

@@ -210,8 +210,7 @@ def gemm(b, a, ins):
     if C is not None and beta == 0.0:
         C = None
     n_out = B.shape[1]
-    simple_bias = (C is not None and beta == 1.0 and alpha == 1.0
-                   and C.shape in ((n_out,), (1, n_out)))
+    simple_bias = C is not None and beta == 1.0 and alpha == 1.0 and C.shape == (n_out,)
     if simple_bias or C is None and alpha == 1.0:
         return _final(b, "dense", [A, B, C if simple_bias else None])
     y = b.op("matmul", [A, B])[0]
@@ -286,13 +285,37 @@ def batch_norm(b, a, ins):
         raise ImportProblem("BatchNormalization with spatial=0 (per-activation statistics) is "
                             "not supported")
     if a.get("training_mode", 0):
-        raise ImportProblem("BatchNormalization with training_mode=1 (outputs the batch "
-                            "statistics) is not supported; flowgrad's batch_norm follows the "
-                            "plan's train()/eval() mode instead")
+        return _batch_norm_training(b, a, ins)
     if b.output_used(1, 2, 3, 4):
         raise ImportProblem("BatchNormalization's running mean/var outputs are not supported")
     return _final(b, "batch_norm", ins[:5], epsilon=float(a.get("epsilon", 1e-5)),
                   momentum=float(a.get("momentum", 0.9)))
+
+
+def _batch_norm_training(b, a, ins):
+    """training_mode=1 (opset 14+): normalise with the batch's statistics and output the updated
+    running mean and variance, written with reductions (all differentiable)."""
+    x, scale, bias, mean_in, var_in = ins[:5]
+    eps, momentum = float(a.get("epsilon", 1e-5)), float(a.get("momentum", 0.9))
+    axes = [0] + list(range(2, x.ndim))
+    keep = [-1] + [1] * (x.ndim - 2)
+    mean = b.op("reduce_mean", [x], axes=axes, keepdims=True)[0]
+    d = b.op("sub", [x, mean])[0]
+    var = b.op("reduce_mean", [b.op("mul", [d, d])[0]], axes=axes, keepdims=True)[0]
+    std = b.op("sqrt", [b.op("add", [var, b.const(np.asarray(eps, x.dtype))])[0]])[0]
+    normed = b.op("div", [d, std])[0]
+    per_channel = lambda v: b.op("reshape", [v], shape=keep)[0]  # noqa: E731
+    y = _final(b, "add", [b.op("mul", [normed, per_channel(scale)])[0], per_channel(bias)])
+    outs = [y[0]]
+    for index, (running, batch) in enumerate(((mean_in, mean), (var_in, var)), start=1):
+        if not b.output_used(index):
+            outs.append(None)
+            continue
+        old = b.op("mul", [running, b.const(np.asarray(momentum, running.dtype))])[0]
+        new = b.op("mul", [b.op("reshape", [batch], shape=[-1])[0],
+                           b.const(np.asarray(1.0 - momentum, running.dtype))])[0]
+        outs.append(_final(b, "add", [old, new], index=index)[0])
+    return outs
 
 
 @onnx_op("InstanceNormalization")
@@ -302,10 +325,31 @@ def instance_norm(b, a, ins):
 
 @onnx_op("LayerNormalization", since=17)
 def layer_norm(b, a, ins):
-    if b.output_used(1, 2):
-        raise ImportProblem("LayerNormalization's Mean/InvStdDev outputs are not supported")
-    return _final(b, "layer_norm", ins[:3], axis=int(a.get("axis", -1)),
-                  epsilon=float(a.get("epsilon", 1e-5)))
+    """Y from flowgrad's layer_norm; the optional Mean and InvStdDev outputs are computed with
+    reductions (they are what ONNX keeps for a training backward, in the stash type)."""
+    x = ins[0]
+    axis, eps = int(a.get("axis", -1)), float(a.get("epsilon", 1e-5))
+    whole = axis % max(x.ndim, 1) == 0          # over the batch axis too: no layer_norm op
+    if not whole:
+        y = _final(b, "layer_norm", ins[:3], axis=axis, epsilon=eps)
+        if not b.output_used(1, 2):
+            return y
+    stash = "float32" if int(a.get("stash_type", 1)) == 1 else x.dtype.name
+    axes = list(range(axis % x.ndim, x.ndim))
+    xs = b.op("cast", [x], to=stash)[0] if x.dtype.name != stash else x
+    mean = _final(b, "reduce_mean", [xs], index=1, axes=axes, keepdims=True)[0]
+    d = b.op("sub", [xs, mean])[0]
+    var = b.op("reduce_mean", [b.op("mul", [d, d])[0]], axes=axes, keepdims=True)[0]
+    std = b.op("sqrt", [b.op("add", [var, b.const(np.asarray(eps, stash))])[0]])[0]
+    inv = _final(b, "reciprocal", [std], index=2)[0]
+    if whole:
+        normed = b.op("mul", [d, inv])[0]
+        if normed.dtype != x.dtype:
+            normed = b.op("cast", [normed], to=x.dtype.name)[0]
+        scaled = b.op("mul", [normed, ins[1]])[0]
+        bias = ins[2] if len(ins) > 2 else None
+        y = _final(b, "add", [scaled, bias]) if bias is not None else [scaled]
+    return [y[0], mean, inv]
 
 
 @onnx_op("LRN")
@@ -314,25 +358,38 @@ def lrn(b, a, ins):
                   beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)))
 
 
-def _dropout(b, ratio: float, ins, seed=None):
-    if b.output_used(1):
-        raise ImportProblem("Dropout's mask output is not supported")
-    return _final(b, "dropout", [ins[0]], ratio=ratio)
+def _dropout(b, ratio: float, ins, training: bool = False):
+    """flowgrad's dropout follows the plan's train()/eval() mode.  The mask output is defined
+    here for evaluation (all true); ONNX's training_mode=true is honoured only with ratio 0,
+    where it is deterministic."""
+    if training and ratio != 0.0:
+        raise ImportProblem("Dropout with training_mode=true is not supported; flowgrad's "
+                            "dropout follows the plan's train()/eval() mode instead")
+    x = ins[0]
+    y = _final(b, "identity" if training else "dropout", [x],
+               **({} if training else {"ratio": ratio}))
+    if not b.output_used(1):
+        return y
+    if not training:
+        raise ImportProblem("Dropout's mask output is only supported with training_mode=true "
+                            "and ratio 0 (flowgrad's dropout does not expose its mask)")
+    shape = b.op("shape", [x])[0] if None in x.shape else b.const(np.asarray(x.shape, np.int64))
+    mask = _final(b, "constant_of_shape", [shape], index=1, value=1.0, dtype="bool")
+    return [y[0], mask[0]]
 
 
 @onnx_op("Dropout")
 def dropout_1(b, a, ins):
-    return _dropout(b, float(a.get("ratio", 0.5)), ins)
+    return _dropout(b, float(a.get("ratio", 0.5)), ins, bool(a.get("is_test", 1)) is False
+                    and False)
 
 
 @onnx_op("Dropout", since=12, static=(1, 2))
 def dropout_12(b, a, ins):
     ratio = b.static(ins[1] if len(ins) > 1 else None, "Dropout ratio")
     training = b.static(ins[2] if len(ins) > 2 else None, "Dropout training_mode")
-    if training is not None and bool(training):
-        raise ImportProblem("Dropout with training_mode=true is not supported; flowgrad's "
-                            "dropout follows the plan's train()/eval() mode instead")
-    return _dropout(b, 0.5 if ratio is None else float(ratio), ins)
+    return _dropout(b, 0.5 if ratio is None else float(ratio), ins,
+                    training is not None and bool(training))
 
 
 # -- shape ---------------------------------------------------------------------------------
@@ -490,11 +547,34 @@ def pad_11(b, a, ins):
 def _resize(b, x: Value, a, scales, sizes, roi=None):
     attrs = _conv_attrs(a, ("mode", "coordinate_transformation_mode", "cubic_coeff_a",
                             "exclude_outside", "extrapolation_value", "nearest_mode",
-                            "antialias", "keep_aspect_ratio_policy", "axes"))
+                            "antialias", "keep_aspect_ratio_policy"))
+    if attrs.get("keep_aspect_ratio_policy") == "stretch":
+        del attrs["keep_aspect_ratio_policy"]
+    if not attrs.get("antialias", 1):
+        del attrs["antialias"]
+    if "extrapolation_value" in attrs and attrs.get("coordinate_transformation_mode") \
+            != "tf_crop_and_resize":
+        del attrs["extrapolation_value"]            # only used by tf_crop_and_resize
+    axes = a.get("axes")
     if scales is not None and np.size(scales):
-        attrs["scales"] = [float(s) for s in np.asarray(scales).reshape(-1)]
+        scales = [float(s) for s in np.asarray(scales).reshape(-1)]
+        if axes is not None:                        # opset 18: only the listed axes
+            full = [1.0] * x.ndim
+            for axis, value in zip(axes, scales):
+                full[int(axis) % x.ndim] = value
+            scales = full
+        attrs["scales"] = scales
     if sizes is not None and np.size(sizes):
-        attrs["sizes"] = _ints(sizes)
+        sizes = _ints(sizes)
+        if axes is not None:
+            if None in x.shape:
+                raise ImportProblem("Resize with 'axes' and 'sizes' needs the input's other "
+                                    "dims to be static")
+            full = list(x.shape)
+            for axis, value in zip(axes, sizes):
+                full[int(axis) % x.ndim] = value
+            sizes = full
+        attrs["sizes"] = sizes
     if roi is not None and np.size(roi):
         attrs["roi"] = [float(r) for r in np.asarray(roi).reshape(-1)]
     return _final(b, "resize", [x], **attrs)
