@@ -598,6 +598,19 @@ def test_cli_ops_details_filters_and_json():
     assert "no plugin named 'nope'" in bad.stderr
 
 
+def test_cli_ops_piped_into_a_reader_that_stops_early_exits_quietly():
+    env = {k: v for k, v in os.environ.items() if k not in (PATHS_ENV, NO_AUTOLOAD_ENV)}
+    read_end, write_end = os.pipe()
+    os.close(read_end)    # like `flowgrad ops | head -1` once head has exited: writes fail
+    try:
+        proc = subprocess.run([sys.executable, "-m", "flowgrad", "ops"], cwd=ROOT, env=env,
+                              stdout=write_end, stderr=subprocess.PIPE, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, proc.stderr
+
+
 def test_cli_plugins_lists_where_each_came_from():
     proc = cli("--plugins", "plugins", "plugins")
     assert "installed packages: on" in proc.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import textwrap
 from typing import Any, Sequence
 
 from ..errors import PluginError, did_you_mean
@@ -43,13 +44,15 @@ def run(args, registry):
     return 0
 
 
+LEGEND = "b?: optional input · xs...: any number of inputs · [labels]: takes no gradient"
+
+
 def ports(op_cls: type[Op]) -> str:
-    """``x, W, b?`` — ``?`` optional, ``...`` variadic, ``(no grad)`` for no_grad inputs."""
+    """``x, W, b?`` — ``?`` optional, ``...`` variadic, ``[labels]`` for no_grad inputs."""
     out = []
     for port in op_cls.inputs:
-        name = port.rstrip("?")
         text = port + ("..." if op_cls.variadic else "")
-        out.append(text + (" (no grad)" if name in op_cls.no_grad_inputs else ""))
+        out.append(f"[{text}]" if port.rstrip("?") in op_cls.no_grad_inputs else text)
     return ", ".join(out)
 
 
@@ -76,8 +79,9 @@ def op_table(registry, names: Sequence[str]) -> str:
                  ports(registry.ops[n]), ", ".join(registry.ops[n].outputs),
                  plugin.name, attr_summary(registry.ops[n]) or "-") for n in mine]
         blocks.append(f"{plugin_heading(plugin)} — {len(mine)} op{'s' * (len(mine) != 1)}\n"
-                      + format_table(("OP", "INPUTS", "OUTPUTS", "PLUGIN", "ATTRIBUTES"), rows))
-    blocks.append(f"{len(names)} op(s); `flowgrad ops NAME` for details, "
+                      + format_table(("OP", "INPUTS", "OUTPUTS", "PLUGIN", "ATTRIBUTES"), rows,
+                                     wrap=(None, 32, 24, None, 60)))
+    blocks.append(f"{LEGEND}\n{len(names)} op(s); `flowgrad ops NAME` for details, "
                   "`flowgrad plugins` for where plugins come from")
     return "\n\n".join(blocks)
 
@@ -153,11 +157,24 @@ def _defined_at(op_cls: type) -> str:
     return f"{path if shown.startswith('..') else shown}:{line}"
 
 
-def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns separated by two spaces; the last column is not padded."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+                 wrap: Sequence[int | None] | None = None) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded.
+
+    ``wrap`` gives a maximum width per column (None: no limit); longer cells continue on the
+    next lines, broken at spaces, so one long attribute list does not widen the whole table.
+    """
+    limits = list(wrap or [None] * len(header))
+    split_rows = []
+    for row in rows:
+        parts = [textwrap.wrap(str(c), limit, break_on_hyphens=False) or [""]
+                 if limit and len(str(c)) > limit else [str(c)] for c, limit in zip(row, limits)]
+        height = max(len(p) for p in parts)
+        split_rows += [[p[k] if k < len(p) else "" for p in parts] for k in range(height)]
+    all_rows = [list(header), *split_rows]
+    widths = [max(len(r[i]) for r in all_rows) for i in range(len(header))]
     lines = []
-    for row in [header, *rows]:
-        cells = [str(c).ljust(w) for c, w in zip(row[:-1], widths)] + [str(row[-1])]
+    for row in all_rows:
+        cells = [c.ljust(w) for c, w in zip(row[:-1], widths)] + [row[-1]]
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
