@@ -182,6 +182,19 @@ def test_ten_logits_target(trained):
     assert 0 <= result.images.min() and result.images.max() <= 1
 
 
+def test_ten_logits_target_on_the_cnn():
+    graph = flowgrad.load(str(GRAPHS / "digits_cnn.yaml"))
+    trainer = Trainer(flowgrad.compile(graph))
+    train, _ = split(load_data("digits"), 0.2, seed=0)
+    trainer.fit(train)
+    result = visualize(trainer.plan, [f"logits[{k}]" for k in range(10)], steps=300,
+                       penalties={"l2": 30.0, "tv": 30.0})
+    assert result.images.shape == (10, 1, 8, 8)
+    probs = softmax(trainer.predict(result.images))
+    assert list(probs.argmax(axis=1)) == list(range(10))
+    assert probs[np.arange(10), np.arange(10)].min() >= 0.95
+
+
 def test_batch_equals_separate_runs_float64(trained):
     """N images chasing N objectives in one batch == N runs alone (float64 rounding)."""
     plan64 = flowgrad.compile(trained.plan.export_graph(), dtype=np.float64)
