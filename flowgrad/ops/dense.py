@@ -73,6 +73,8 @@ class MatMul(Op):
     def backward(self, ctx, gy):
         a, b = ctx.saved
         need_a, need_b = ctx.needs_input_grad
+        if a.ndim == 1 and b.ndim == 1:                  # a dot product: gy is a scalar
+            return (gy * b if need_a else None), (gy * a if need_b else None)
         a2 = a[None, :] if a.ndim == 1 else a           # promote 1-d operands as numpy does
         b2 = b[:, None] if b.ndim == 1 else b
         g2 = gy
