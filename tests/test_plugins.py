@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -702,7 +703,6 @@ def test_an_installed_plugin_that_fails_to_import_is_named(tmp_path):
 def docs_files() -> dict[str, str]:
     """The code blocks of docs/plugins.md preceded by ``<!-- file: PATH -->``."""
     text = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
-    import re
     return {m.group(1): m.group(2) for m in re.finditer(
         r"<!-- file: (\S+) -->\n```\w*\n(.*?)```", text, re.DOTALL)}
 
