@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import flowgrad
-from flowgrad.data import Dataset, batches, fit_to_input, load_data, split
+from flowgrad.data import batches, fit_to_input, load_data, split
 from flowgrad.errors import FlowgradError, GraphError, NumericsError
 from flowgrad.op import Op, Spec
 from flowgrad.train import Trainer

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import FlowgradError, did_you_mean
+from ..errors import FlowgradError
 from ..optim import make_optimizer
 from ..scheduler import Plan
 from .objectives import Objective, parse_objective
@@ -191,6 +191,6 @@ def _evaluate(objs, batch_obj, acts, refs):
 def _float_input(graph) -> str:
     floats = [n for n in graph.inputs if graph.node(n)["spec"].dtype.kind == "f"]
     if len(floats) != 1:
-        raise FlowgradError(f"say which input to optimize (float inputs: "
-                            f"{', '.join(floats) or 'none'})" + did_you_mean("", floats))
+        raise FlowgradError(f"say which input to optimize with input=... / --input (float "
+                            f"inputs: {', '.join(floats) or 'none'})")
     return floats[0]
