@@ -14,6 +14,7 @@ scatter-add back (col2im) loops only over the kernel taps, each step a vectorise
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,6 +139,27 @@ def geometry(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
                     tuple(out))
 
 
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A reusable per-thread buffer for a transient array (an unfolded chunk).
+
+    Fresh multi-megabyte arrays cost page faults on every call (glibc returns large freed
+    blocks to the system); the unfolded chunks never leave the op, so one buffer per thread and
+    purpose is reused across chunks and calls.  Bounded by :data:`CHUNK_ELEMENTS`-sized chunks.
+    """
+    pool = getattr(_SCRATCH, "pool", None)
+    if pool is None:
+        pool = _SCRATCH.pool = {}
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    buf = pool.get((name, dtype))
+    if buf is None or buf.size < size:
+        buf = pool[(name, dtype)] = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
+
+
 def pad_spatial(x: np.ndarray, g: Geometry, value: float = 0.0) -> np.ndarray:
     """``x`` with its spatial axes padded by ``g.begin`` / ``g.end`` (no copy if nothing to pad)."""
     if not g.padded:
@@ -180,22 +202,32 @@ def chunks(n: int, per_item: int):
 
 
 def im2col(view: np.ndarray, start: int, stop: int, nd: int) -> np.ndarray:
-    """Copy windows ``view[start:stop]`` (N, C, *out, *kernel) to (n, C, *kernel, *out)."""
+    """Copy windows ``view[start:stop]`` (N, C, *out, *kernel) to (C, *kernel, n, *out).
+
+    Channel-and-tap major, so that for each group the unfolded chunk is one
+    (C/group * taps, n * positions) matrix and a whole chunk is a single BLAS product.
+    """
     part = view[start:stop]
-    c_axes = part.ndim - 2 * nd
-    perm = tuple(range(c_axes)) + tuple(range(c_axes + nd, c_axes + 2 * nd)) + tuple(
-        range(c_axes, c_axes + nd))
-    return np.ascontiguousarray(part.transpose(perm))
+    perm = (1,) + tuple(range(2 + nd, 2 + 2 * nd)) + (0,) + tuple(range(2, 2 + nd))
+    part = part.transpose(perm)
+    cols = scratch("cols", part.shape, part.dtype)
+    np.copyto(cols, part)
+    return cols
 
 
 def col2im_add(target: np.ndarray, cols: np.ndarray, g: Geometry) -> None:
-    """Scatter-add ``cols`` (n, C, *kernel, *out) into the padded ``target`` (n, C, *padded).
+    """Scatter-add ``cols`` (C, *kernel, n, *out) into the padded ``target`` (n, C, *padded).
 
     The adjoint of :func:`im2col`; one strided, vectorised add per kernel tap.
     """
-    lead = cols.ndim - 2 * g.nd
+    target = target.swapaxes(0, 1)
     for tap in np.ndindex(*g.kernel):
-        target[tap_slices(g, tap, target.ndim)] += cols[(slice(None),) * lead + tap]
+        add_into(target[tap_slices(g, tap, target.ndim)], cols[(slice(None),) + tap])
+
+
+def add_into(view: np.ndarray, values: np.ndarray) -> None:
+    """``view += values`` without the copy-back that ``a[index] += values`` costs."""
+    np.add(view, values, out=view)
 
 
 def spatial_check(op, x, min_spatial: int = 1, max_spatial: int | None = None) -> int:
@@ -206,3 +238,114 @@ def spatial_check(op, x, min_spatial: int = 1, max_spatial: int | None = None) -
                          f"{min_spatial}..{max_spatial or 'any'} spatial axes, got "
                          f"{format_shape(x.shape)}")
     return nd
+
+
+class WindowUnfold:
+    """im2col for any window geometry, from a zero-copy sliding-window view.
+
+    The interface shared with :class:`WideRows`: ``source`` pads the input, ``im2col`` copies
+    a batch chunk to (C, taps, n, positions), ``col2im_add`` is its adjoint, and ``to_output`` /
+    ``from_output`` convert between the computed grid (n, O, positions) and (n, O, *out).
+    """
+
+    def __init__(self, g: Geometry, shape: tuple[int, ...]):
+        self.g = g
+        self.shape = shape
+        self.positions = math.prod(g.out)
+
+    def source(self, x: np.ndarray) -> np.ndarray:
+        return pad_spatial(x, self.g)
+
+    def grad_buffer(self, src: np.ndarray) -> np.ndarray:
+        return np.zeros(src.shape, dtype=src.dtype)
+
+    def input_grad(self, gsrc: np.ndarray) -> np.ndarray:
+        g = self.g
+        return gsrc[interior(self.shape[2:], g, len(self.shape))] if g.padded else gsrc
+
+    def im2col(self, src: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return im2col(windows(src, self.g), start, stop, self.g.nd)
+
+    def col2im_add(self, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
+        g = self.g
+        col2im_add(gsrc[start:stop], cols.reshape((cols.shape[0],) + g.kernel
+                                                  + (stop - start,) + g.out), g)
+
+    def to_output(self, values: np.ndarray) -> np.ndarray:
+        return values.reshape(values.shape[:2] + self.g.out)
+
+    def from_output(self, gy: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return gy[start:stop].reshape(stop - start, gy.shape[1], -1)
+
+
+class WideRows(WindowUnfold):
+    """The im2col layout for stride-1 windows: every tap is one contiguous run per image.
+
+    With unit strides, output position ``(o0, o1, ...)`` reads input cell ``(o0 + t0 d0,
+    o1 + t1 d1, ...)``.  Computing the output on a grid as wide as the *padded* input in every
+    axis but the first (the extra columns are garbage, cropped afterwards) makes the cells one
+    tap reads, in flattened order, a single contiguous range: the unfolding is ``taps``
+    memcpy-like slices instead of a gather of short rows.  It costs ``padded width / output
+    width`` more arithmetic, and pays off when rows are short (small images), as numpy copies
+    short strided rows slowly.  Gradients entering on the wide grid are zero in the garbage
+    columns, so those columns add nothing to any gradient.
+    """
+
+    def __init__(self, g: Geometry, shape: tuple[int, ...]):
+        super().__init__(g, shape)
+        self.padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
+        self.flat = math.prod(self.padded)
+        steps = [math.prod(self.padded[i + 1:]) for i in range(len(self.padded))]
+        self.offsets = [sum(t * d * s for t, d, s in zip(tap, g.dilations, steps))
+                        for tap in np.ndindex(*g.kernel)]
+        self.wide = (g.out[0],) + self.padded[1:]          # the output grid computed
+        self.positions = math.prod(self.wide)
+        self.length = max(self.flat, max(self.offsets) + self.positions)
+
+    @staticmethod
+    def worthwhile(g: Geometry, shape: tuple[int, ...]) -> bool:
+        """Unit strides and at most 1.5x extra work."""
+        if any(s != 1 for s in g.strides) or g.nd < 2:
+            return False
+        padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
+        return g.out[0] * math.prod(padded[1:]) <= 1.5 * math.prod(g.out)
+
+    def source(self, x: np.ndarray) -> np.ndarray:
+        """(N, C, length): the padded input flattened, zero past its end."""
+        out = np.zeros(x.shape[:2] + (self.length,), dtype=x.dtype)
+        grid = out[..., :self.flat].reshape(x.shape[:2] + self.padded)
+        grid[interior(x.shape[2:], self.g, x.ndim)] = x
+        return out
+
+    def input_grad(self, gsrc: np.ndarray) -> np.ndarray:
+        grid = gsrc[..., :self.flat].reshape(gsrc.shape[:2] + self.padded)
+        return grid[interior(self.shape[2:], self.g, len(self.shape))]
+
+    def im2col(self, src: np.ndarray, start: int, stop: int) -> np.ndarray:
+        part = src[start:stop].swapaxes(0, 1)
+        cols = scratch("cols", (src.shape[1], len(self.offsets), stop - start, self.positions),
+                       src.dtype)
+        for t, off in enumerate(self.offsets):
+            cols[:, t] = part[..., off:off + self.positions]
+        return cols
+
+    def col2im_add(self, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
+        target = gsrc[start:stop].swapaxes(0, 1)
+        cols = cols.reshape(cols.shape[0], len(self.offsets), stop - start, self.positions)
+        for t, off in enumerate(self.offsets):
+            add_into(target[..., off:off + self.positions], cols[:, t])
+
+    def to_output(self, values: np.ndarray) -> np.ndarray:
+        grid = values.reshape(values.shape[:2] + self.wide)
+        return grid[(slice(None),) * 2 + tuple(slice(0, o) for o in self.g.out)]
+
+    def from_output(self, gy: np.ndarray, start: int, stop: int) -> np.ndarray:
+        out = scratch("wide", (stop - start, gy.shape[1]) + self.wide, gy.dtype)
+        out[...] = 0
+        out[(slice(None),) * 2 + tuple(slice(0, o) for o in self.g.out)] = gy[start:stop]
+        return out.reshape(out.shape[:2] + (-1,))
+
+
+def unfolder(g: Geometry, shape: tuple[int, ...]) -> WindowUnfold:
+    """The faster im2col strategy for this geometry and input shape."""
+    return WideRows(g, shape) if WideRows.worthwhile(g, shape) else WindowUnfold(g, shape)

@@ -4,8 +4,9 @@ Layouts follow ONNX so that imported models map one to one: inputs are ``(N, C, 
 conv weights ``(out, in / group, *kernel)``, conv_transpose weights ``(in, out / group, *kernel)``,
 pads are all begins then all ends.
 
-Both ops are one im2col and one batched matrix product per batch chunk (see
-:mod:`._conv_util`).  The two are adjoint: conv's input gradient is a transposed convolution of
+Both ops are one im2col and one matrix product per batch chunk (see :mod:`._conv_util`); the
+unfolded chunk is channel-major, ``(C * taps, n * positions)`` per group, so a whole chunk —
+forward, weight gradient or input gradient — is a single large BLAS call.  The two are adjoint: conv's input gradient is a transposed convolution of
 its output gradient (matrix product then col2im), and conv_transpose's forward is exactly that,
 while its input gradient is a convolution (im2col then matrix product).  Every weight gradient is
 one more matrix product against the same unfolded buffer.
@@ -17,12 +18,8 @@ import numpy as np
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
 from ._conv_util import (WINDOW_ATTRS, Geometry, check_window_attrs, chunks, col2im_add,
-                         geometry, im2col, interior, pad_spatial, spatial_check, windows)
-
-
-#: Unfolded inputs up to this many elements (64 MB in float32) are kept from forward for the
-#: weight gradient; larger ones are rebuilt chunk by chunk in backward to bound memory.
-KEEP_ELEMENTS = 1 << 24
+                         geometry, im2col, interior, pad_spatial, scratch, spatial_check, unfolder,
+                         windows)
 
 
 def _bias_shape(nd: int) -> tuple[int, ...]:
@@ -91,49 +88,42 @@ class Conv(_ConvBase):
 
     def forward(self, ctx, x, W, b=None):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
-        xp = pad_spatial(x, g)
-        view = windows(xp, g)
-        n, groups, out_channels = x.shape[0], self.group, W.shape[0]
-        Wg = W.reshape(groups, out_channels // groups, -1)
-        positions = prod(g.out)
-        y = np.empty((n, out_channels) + g.out, dtype=np.result_type(x, W))
-        per_item = x.shape[1] * g.taps * positions
-        keep = [] if ctx.grad_enabled and n * per_item <= KEEP_ELEMENTS else None
-        for start, stop in chunks(n, per_item):
-            cols = im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
-            np.matmul(Wg, cols, out=y[start:stop].reshape(stop - start, groups, -1, positions))
-            if keep is not None:
-                keep.append(cols)
+        unfold = unfolder(g, x.shape)
+        src = unfold.source(x)
+        n, groups = x.shape[0], self.group
+        Wg = W.reshape(groups, W.shape[0] // groups, -1)
+        y = np.empty((n, W.shape[0]) + g.out, dtype=np.result_type(x, W))
+        for start, stop in chunks(n, x.shape[1] * g.taps * unfold.positions):
+            cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
+            values = np.matmul(Wg, cols, out=scratch("values", (groups, Wg.shape[1], cols.shape[2]),
+                                                     y.dtype)).reshape(W.shape[0], stop - start, -1)
+            y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
         if b is not None:
             y += b.reshape(_bias_shape(g.nd))
         if ctx.grad_enabled:
-            ctx.save(xp, W, g, keep, x.shape, b is not None)
+            ctx.save(src, W, unfold)
         return (y,)
 
     def backward(self, ctx, gy):
-        xp, W, g, keep, x_shape, _ = ctx.saved
+        src, W, unfold = ctx.saved
         need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
-        n, groups, out_channels = x_shape[0], self.group, W.shape[0]
-        positions = prod(g.out)
-        Wg = W.reshape(groups, out_channels // groups, -1)
-        gyg = gy.reshape(n, groups, out_channels // groups, positions)
+        n, channels, groups = gy.shape[0], src.shape[1], self.group
+        Wg = W.reshape(groups, W.shape[0] // groups, -1)
         gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
-        gxp = np.zeros(xp.shape, dtype=xp.dtype) if need_x else None
-        view = windows(xp, g) if need_W and not keep else None
+        gsrc = unfold.grad_buffer(src) if need_x else None
         WgT = Wg.transpose(0, 2, 1)
-        for i, (start, stop) in enumerate(chunks(n, x_shape[1] * g.taps * positions)):
-            part = gyg[start:stop]
+        for start, stop in chunks(n, channels * unfold.g.taps * unfold.positions):
+            gyg = _gather_groups(unfold.from_output(gy, start, stop), 0, stop - start, groups)
             if need_W:
-                cols = keep[i] if keep else \
-                    im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
-                gW += np.matmul(part, cols.transpose(0, 1, 3, 2)).sum(axis=0)
+                # rebuilt rather than kept from forward: a chunk is cache-sized and rebuilding
+                # it costs less than the page faults of keeping every chunk alive
+                cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
+                gW += np.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)  # BLAS-faster
             if need_x:
-                gcols = np.matmul(WgT, part)
-                col2im_add(gxp[start:stop],
-                           gcols.reshape((stop - start, x_shape[1]) + g.kernel + g.out), g)
-        gx = None
-        if need_x:
-            gx = gxp[interior(x_shape[2:], g, len(x_shape))] if g.padded else gxp
+                gcols = np.matmul(WgT, gyg, out=scratch("gcols", (groups,) + WgT.shape[1:2]
+                                                        + gyg.shape[2:], gsrc.dtype))
+                unfold.col2im_add(gsrc, gcols.reshape(channels, -1), start, stop)
+        gx = unfold.input_grad(gsrc) if need_x else None
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
         return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
 
@@ -213,37 +203,51 @@ class ConvTranspose(_ConvBase):
         g, out = self._geometry(x.shape[2:], self._kernel(W.shape))
         n, channels, groups = x.shape[0], x.shape[1], self.group
         out_channels = W.shape[1] * groups
-        positions = prod(g.out)
         WgT = W.reshape(groups, channels // groups, -1).transpose(0, 2, 1)
-        xg = x.reshape(n, groups, channels // groups, positions)
         full = tuple(o + b + e for o, b, e in zip(out, g.begin, g.end))
         yp = np.zeros((n, out_channels) + full, dtype=np.result_type(x, W))
-        for start, stop in chunks(n, out_channels * g.taps * positions):
-            cols = np.matmul(WgT, xg[start:stop])
-            col2im_add(yp[start:stop], cols.reshape((stop - start, out_channels) + g.kernel
-                                                    + g.out), g)
+        for start, stop in chunks(n, out_channels * g.taps * prod(g.out)):
+            cols = np.matmul(WgT, _gather_groups(x, start, stop, groups))
+            col2im_add(yp[start:stop],
+                       cols.reshape((out_channels,) + g.kernel + (stop - start,) + g.out), g)
         y = yp[interior(out, g, yp.ndim)] if g.padded else yp
         if b is not None:
             y = y + b.reshape(_bias_shape(g.nd))
-        ctx.save(x, W, g, out)
+        ctx.save(x, W, g)
         return (y,)
 
     def backward(self, ctx, gy):
-        x, W, g, out = ctx.saved
+        x, W, g = ctx.saved
         need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
         n, channels, groups = x.shape[0], x.shape[1], self.group
-        positions = prod(g.out)
         Wg = W.reshape(groups, channels // groups, -1)
-        xg = x.reshape(n, groups, channels // groups, positions)
         view = windows(pad_spatial(gy, g), g)
         gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
         gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
-        for start, stop in chunks(n, gy.shape[1] * g.taps * positions):
-            cols = im2col(view, start, stop, g.nd).reshape(stop - start, groups, -1, positions)
+        for start, stop in chunks(n, gy.shape[1] * g.taps * prod(g.out)):
+            cols = im2col(view, start, stop, g.nd).reshape(groups, Wg.shape[2], -1)
             if need_x:
-                np.matmul(Wg, cols, out=gx[start:stop].reshape(stop - start, groups, -1,
-                                                               positions))
+                _scatter_groups(np.matmul(Wg, cols), gx[start:stop])
             if need_W:
-                gW += np.matmul(xg[start:stop], cols.transpose(0, 1, 3, 2)).sum(axis=0)
+                xg = _gather_groups(x, start, stop, groups)
+                gW += np.matmul(cols, xg.transpose(0, 2, 1)).transpose(0, 2, 1)
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
         return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
+
+
+def _gather_groups(a: np.ndarray, start: int, stop: int, groups: int) -> np.ndarray:
+    """Batch rows ``start:stop`` of (N, C, *spatial) as (groups, C / groups, n * positions)."""
+    part = a[start:stop]
+    n, channels = part.shape[:2]
+    grouped = part.reshape(n, groups, channels // groups, -1).transpose(1, 2, 0, 3)
+    out = scratch("grouped", grouped.shape, grouped.dtype)
+    np.copyto(out, grouped)
+    return out.reshape(groups, channels // groups, -1)
+
+
+def _scatter_groups(values: np.ndarray, target: np.ndarray) -> None:
+    """Write (groups, C / groups, n * positions) into ``target`` (n, C, *spatial)."""
+    n, channels = target.shape[:2]
+    groups = values.shape[0]
+    target.reshape(n, groups, channels // groups, -1)[...] = \
+        values.reshape(groups, channels // groups, n, -1).transpose(2, 0, 1, 3)

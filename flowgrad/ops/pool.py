@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
-from ._conv_util import (WINDOW_ATTRS, check_window_attrs, geometry, interior, pad_spatial,
+from ._conv_util import (WINDOW_ATTRS, add_into, check_window_attrs, geometry, interior, pad_spatial,
                          spatial_check, tap_slices, windows)
 
 
@@ -63,13 +63,23 @@ class MaxPool(_Pool):
     def backward(self, ctx, gy):
         xp, y, g, shape = ctx.saved
         gxp = np.zeros(xp.shape, dtype=gy.dtype)
-        free = np.ones(y.shape, dtype=bool)       # windows whose max has not been claimed yet
-        for tap in np.ndindex(*g.kernel):
+        # windows that do not overlap write their taps straight into the gradient
+        disjoint = all(s >= (k - 1) * d + 1 for s, k, d in zip(g.strides, g.kernel, g.dilations))
+        free = None                               # windows whose max is not claimed yet
+        taps = list(np.ndindex(*g.kernel))
+        for i, tap in enumerate(taps):
             where = tap_slices(g, tap, xp.ndim)
-            hit = xp[where] == y
-            hit &= free
-            free &= ~hit
-            gxp[where] += np.where(hit, gy, 0)
+            hit = np.equal(xp[where], y)
+            if free is None:
+                free = ~hit
+            else:
+                hit &= free
+                if i < len(taps) - 1:
+                    np.logical_xor(free, hit, out=free)
+            if disjoint:
+                np.multiply(gy, hit, out=gxp[where])
+            else:
+                add_into(gxp[where], gy * hit)
         return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
 
 
@@ -109,7 +119,7 @@ class AvgPool(_Pool):
         share = gy / counts
         gxp = np.zeros(padded_shape, dtype=gy.dtype)
         for tap in np.ndindex(*g.kernel):
-            gxp[tap_slices(g, tap, len(shape))] += share
+            add_into(gxp[tap_slices(g, tap, len(shape))], share)
         return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
 
 
