@@ -24,6 +24,8 @@ import numpy as np
 from .checkpoint import check_params, load_checkpoint, save_checkpoint
 from .data import Dataset, batches, fit_to_input, split
 from .errors import FlowgradError
+from .graph import Graph
+from .op import Spec
 from .numerics import check_step
 from .optim import Optimizer, clip_by_global_norm, make_optimizer, make_schedule
 from .scheduler import Plan
@@ -335,6 +337,44 @@ class Trainer:
         early = meta["early"]
         self.best, self.bad_epochs, self.stopped = (early["best"], early["bad_epochs"],
                                                     early["stopped"])
+
+
+def add_classification_loss(graph: Graph, logits: str | None = None, registry: Any = None,
+                            labels: str = "label", loss: str = "loss") -> Graph:
+    """A copy of ``graph`` with ``loss = softmax_cross_entropy(logits, labels)`` added.
+
+    For graphs that only compute scores — typically imported from ONNX — so they can be
+    trained as classifiers: ``labels`` becomes a new int64 input.  ``logits`` defaults to the
+    only 2-d float output.
+    """
+    from .passes import prepare
+    from .plugins import default_registry
+    candidates = [o for o in graph.outputs if _spec(graph, o).ndim == 2
+                  and _spec(graph, o).dtype.kind == "f"]
+    if logits is None:
+        if len(candidates) != 1:
+            raise FlowgradError(f"graph '{graph.name}' has no 'loss' node and no single 2-d "
+                                "output to train as a classifier (outputs: "
+                                f"{', '.join(graph.outputs)}); add a loss to the graph")
+        logits = candidates[0]
+    for name in (labels, loss):
+        if name in graph.dag:
+            raise FlowgradError(f"cannot add a classification loss: '{name}' already exists")
+    out = graph.copy()
+    registry = registry or default_registry()
+    op = registry.get("softmax_cross_entropy")()
+    node, port = out.resolve(logits)
+    out.add_input(labels, Spec((None,), np.int64))
+    out.add_op(loss, op)
+    out.connect(node, port, loss, 0)
+    out.connect(labels, 0, loss, 1)
+    out.outputs = list(out.outputs) + [loss]
+    return prepare(out)
+
+
+def _spec(graph: Graph, ref: str) -> Spec:
+    node, port = graph.resolve(ref)
+    return graph.specs(node)[port]
 
 
 def train(plan: Plan, data: Dataset, **kwargs: Any) -> History:

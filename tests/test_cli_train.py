@@ -105,3 +105,16 @@ def test_demo(tmp_path, capsys):
     for name in ("curves.png", "logits.png", "logits.npy", "checkpoint.npz"):
         assert (out / name).is_file(), name
     assert any(p.suffix == ".onnx" for p in out.iterdir())
+
+
+def test_an_onnx_classifier_trains_with_an_added_loss(tmp_path, capsys):
+    import flowgrad
+    from flowgrad.onnx.export import save_onnx
+    path = str(tmp_path / "mlp.onnx")
+    save_onnx(flowgrad.load(MLP), path, outputs=["logits"])
+    out = tmp_path / "run"
+    assert main(["train", path, "--epochs", "5", "--lr", "0.1", "--out", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "has no loss: training it as a classifier" in text
+    assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.9

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import json
 
-from .. import compile, load
+from .. import compile
 from ..checkpoint import load_params
 from ..data import load_data, split
 from ..train import Trainer
 from ._common import add_dtype_argument, add_graph_argument
-from .train import configure
+from .train import configure, load_trainable
 
 HELP = "evaluate a checkpoint on data (default: the test split training held out)"
 
@@ -26,7 +26,7 @@ def add_arguments(parser):
 
 
 def run(args, registry):
-    graph = load(args.graph, registry=registry)
+    graph = load_trainable(args.graph, registry)
     config = configure(graph, args, registry)
     plan = compile(graph, dtype=args.dtype)
     load_params(plan, args.checkpoint)

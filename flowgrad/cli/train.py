@@ -15,7 +15,7 @@ import time
 from .. import compile, load
 from ..data import load_data, split
 from ..plots import plot_curves
-from ..train import Trainer, TrainingInterrupted
+from ..train import Trainer, TrainingInterrupted, add_classification_loss
 from ..train_config import from_graph
 from ._common import add_dtype_argument, add_graph_argument
 
@@ -79,8 +79,19 @@ def train_and_report(graph, args, registry, out_dir: str, progress: bool) -> dic
     return {**metrics, "plan": plan, "trainer": trainer, "checkpoint": checkpoint}
 
 
+def load_trainable(path: str, registry):
+    """Load a graph; one without a loss or ``train:`` section (e.g. an ONNX classifier) gets a
+    softmax cross-entropy on its logits and a ``label`` input."""
+    graph = load(path, registry=registry)
+    if "train" not in graph.meta and "loss" not in graph.dag:
+        graph = add_classification_loss(graph, registry=registry)
+        print(f"{path} has no loss: training it as a classifier (softmax cross-entropy on "
+              f"'{graph.outputs[-2]}' against a new 'label' input)")
+    return graph
+
+
 def run(args, registry):
-    graph = load(args.graph, registry=registry)
+    graph = load_trainable(args.graph, registry)
     try:
         train_and_report(graph, args, registry, args.out, progress=not args.no_progress)
     except TrainingInterrupted as e:
