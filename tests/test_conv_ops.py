@@ -1,0 +1,229 @@
+"""The convolutional family beyond finite differences: properties, strategies, errors, YAML graphs,
+and the train/eval switch of batch_norm and dropout."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowgrad.ops._conv_util as conv_util
+import flowgrad.ops.conv as conv_module
+from flowgrad.errors import AttrError, FlowgradError, ShapeError
+from flowgrad.loaders.yaml_loader import load_yaml
+from flowgrad.op import Context, Spec
+from flowgrad.ops.conv import Conv, ConvTranspose
+from flowgrad.ops.norm import Dropout
+from flowgrad.ops.pool import AvgPool, MaxPool
+from flowgrad.ops.resample import Pad, Resize
+from flowgrad.scheduler import Plan
+
+
+def rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def forward_backward(op, inputs, gy_seed=5, needs=None):
+    ctx = Context()
+    (y,) = op.forward(ctx, *inputs)
+    ctx.needs_input_grad = needs or tuple(v is not None for v in inputs)
+    gy = rand(*y.shape, seed=gy_seed).astype(y.dtype)
+    return y, op.backward(ctx, gy)
+
+
+ADJOINT = [
+    ((2, 4, 7, 6), (6, 2, 3, 3), {"group": 2, "strides": [2, 1], "pads": [1, 0, 2, 1]}),
+    ((1, 3, 9, 8), (3, 1, 3, 2), {"group": 3, "strides": [3, 2], "dilations": [2, 1],
+                                  "pads": [2, 1, 1, 0]}),
+    ((2, 2, 9), (4, 2, 4), {"strides": [3], "pads": [1, 2]}),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,attrs", ADJOINT)
+def test_conv_transpose_is_the_adjoint_of_conv(x_shape, w_shape, attrs):
+    """<conv(x), z> == <x, conv_transpose(z)> with the same weights and window attributes."""
+    x, W = rand(*x_shape), rand(*w_shape, seed=1)
+    y = Conv(**attrs).forward(Context(), x, W)[0]
+    z = rand(*y.shape, seed=2)
+    # output_padding recovers input cells the strided conv never reached
+    extra = [n - ((o - 1) * s + (k - 1) * d + 1 - b - e) for n, o, s, k, d, b, e in zip(
+        x_shape[2:], y.shape[2:], attrs["strides"], w_shape[2:],
+        attrs.get("dilations", [1] * len(w_shape[2:])),
+        attrs["pads"][:len(w_shape) - 2], attrs["pads"][len(w_shape) - 2:])]
+    back = ConvTranspose(**attrs, output_padding=extra).forward(Context(), z, W)[0]
+    assert back.shape == x.shape
+    assert np.isclose((y * z).sum(), (x * back).sum())
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [2, 2, 2, 2]}, {"pads": [1, 0, 2, 1],
+                                                             "dilations": [2, 1]},
+                                   {"auto_pad": "SAME_LOWER", "group": 2}])
+def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
+    """The stride-1 fast path and the general sliding-window path give the same values and
+    gradients, with one chunk or many."""
+    x, W, b = rand(5, 4, 9, 8), rand(6, 4 // attrs.get("group", 1), 5, 3, seed=1), rand(6)
+    assert conv_util.WideRows.worthwhile(
+        conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape)
+    results = []
+    for strategy in ("wide", "window"):
+        for chunk in (1 << 19, 300):              # 300 elements: one image per chunk
+            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", chunk)
+            if strategy == "window":
+                monkeypatch.setattr(conv_module, "unfolder", conv_util.WindowUnfold)
+            y, grads = forward_backward(Conv(**attrs), [x, W, b])
+            results.append((y,) + grads)
+    for other in results[1:]:
+        for a, b_ in zip(results[0], other):
+            np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_keeps_float32():
+    x, W, b = (rand(2, 3, 6, 6).astype(np.float32), rand(4, 3, 3, 3).astype(np.float32),
+               rand(4).astype(np.float32))
+    for op, w in ((Conv(pads=[1, 1, 1, 1]), W), (ConvTranspose(strides=[2, 2]),
+                                                  rand(3, 4, 3, 3).astype(np.float32))):
+        y, grads = forward_backward(op, [x, w, b])
+        assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
+
+
+def test_max_pool_sends_a_tied_gradient_to_the_first_maximum_only():
+    x = np.zeros((1, 1, 4, 4))           # every window is a four-way tie (as after a relu)
+    for attrs in ({"kernel_shape": [2, 2], "strides": [2, 2]},
+                  {"kernel_shape": [3, 3], "strides": [1, 1]}):
+        y, (gx,) = forward_backward(MaxPool(**attrs), [x])
+        gy = rand(*y.shape, seed=5)
+        assert np.isclose(gx.sum(), gy.sum())
+        assert gx[0, 0, 0, 0] == gy[0, 0, 0, 0]      # window (0, 0) picks its first cell
+
+
+def test_avg_pool_counts():
+    x = np.ones((1, 1, 3, 3))
+    attrs = {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 0, 0]}
+    assert np.allclose(AvgPool(**attrs).forward(Context(), x)[0], 1.0)
+    included = AvgPool(**attrs, count_include_pad=1).forward(Context(), x)[0]
+    assert np.allclose(included[0, 0], [[0.25, 0.5], [0.5, 1.0]])
+
+
+@pytest.mark.parametrize("make,shapes,message", [
+    (lambda: Conv(), [(None, 3, 8, 8), (4, 2, 3, 3), None], "channels"),
+    (lambda: Conv(group=2), [(None, 4, 8, 8), (3, 2, 3, 3), None], "group"),
+    (lambda: Conv(), [(None, 3, 8, 8), (4, 3, 3), None], "axes"),
+    (lambda: Conv(), [(None, 3, 2, 2), (4, 3, 3, 3), None], "larger"),
+    (lambda: Conv(), [(None, 3, 8, 8), (4, 3, 3, 3), (5,)], "bias"),
+    (lambda: Conv(pads=[1, 1]), [(None, 3, 8, 8), (4, 3, 3, 3), None], "pads"),
+    (lambda: MaxPool(kernel_shape=[2]), [(None, 3, 8, 8)], "kernel_shape"),
+    (lambda: ConvTranspose(strides=[2, 2], output_padding=[2, 0]),
+     [(None, 3, 4, 4), (3, 2, 3, 3), None], "output_padding"),
+])
+def test_shape_errors_say_what_is_wrong(make, shapes, message):
+    specs = [None if s is None else Spec(s, np.float32) for s in shapes]
+    with pytest.raises(ShapeError, match=message):
+        make().infer(*specs)
+
+
+@pytest.mark.parametrize("make,attr", [
+    (lambda: Conv(pads=[1, 1, 1]), "pads"),
+    (lambda: Conv(pads=[1, 1, 1, 1], auto_pad="SAME_UPPER"), "pads"),
+    (lambda: Conv(strides=[0, 1]), "strides"),
+    (lambda: Conv(auto_pad="SAME"), "auto_pad"),
+    (lambda: MaxPool(), "kernel_shape"),
+    (lambda: Dropout(ratio=1.0), "ratio"),
+    (lambda: Resize(scales=[2.0], sizes=[4]), "sizes"),
+])
+def test_attribute_errors(make, attr):
+    with pytest.raises(AttrError) as info:
+        make()
+    assert info.value.attr == attr
+
+
+def test_infer_shapes_of_resample_ops():
+    x = Spec((None, 3, 5, 6), np.float32)
+    assert Resize(sizes=[7, 4]).infer(x)[0].shape == (None, 3, 7, 4)
+    assert Resize(scales=[1, 1, 2.0, 0.5]).infer(x)[0].shape == (None, 3, 10, 3)
+    assert Pad(pads=[0, 0, 1, 2, 0, 0, 3, -1]).infer(x)[0].shape == (None, 3, 9, 7)
+    pads = Spec((8,), np.int64)
+    assert Pad().infer(x, pads)[0].shape == (None, None, None, None)
+    # a pads input overrides the attribute
+    y = Pad(pads=[1, 1]).forward(Context(), np.ones((2, 3)), np.array([0, 0, 0, 2]))[0]
+    assert y.shape == (2, 5)
+
+
+def _feeds(plan, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    shape = plan.graph.node("x")["spec"].shape[1:]
+    return {"x": rng.random((n,) + shape, dtype=np.float32),
+            "label": rng.integers(0, 10, n).astype(np.int64)}
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "lenet"])
+def test_cnn_graphs_load_and_run(name, graphs_dir):
+    plan = Plan(load_yaml(str(graphs_dir / f"{name}.yaml")))
+    out = plan.forward(_feeds(plan))
+    assert out["logits"].shape == (4, 10) and out["logits"].dtype == np.float32
+    grads = plan.backward({"loss": 1.0})
+    assert set(grads) == set(plan.trainable)
+    assert all(np.isfinite(g).all() and g.shape == plan.params[k].shape for k, g in grads.items())
+
+
+def test_digits_cnn_learns(graphs_dir):
+    from flowgrad.datasets import load_digits
+    x, y = load_digits()
+    x, y = x[:256].reshape(-1, 1, 8, 8), y[:256]
+    plan = Plan(load_yaml(str(graphs_dir / "digits_cnn.yaml")))
+    first = None
+    for epoch in range(6):
+        for i in range(0, 256, 32):
+            loss = plan.forward({"x": x[i:i + 32], "label": y[i:i + 32]})["loss"]
+            first = float(loss) if first is None else first
+            for k, g in plan.backward({"loss": 1.0}).items():
+                plan.params[k] -= 0.1 * g
+    assert float(loss) < 0.5 * first
+
+
+BN_DROPOUT = """
+flowgrad: 1
+name: bn_dropout
+inputs: {x: {shape: [3, 4, 4]}}
+params:
+  K: {shape: [4, 3, 3, 3], init: {kind: he_normal}}
+  gamma: {shape: [4], init: {kind: constant, value: 1.0}}
+  beta: {shape: [4], init: {kind: zeros}}
+  mean: {shape: [4], init: {kind: zeros}, trainable: false}
+  var: {shape: [4], init: {kind: constant, value: 1.0}, trainable: false}
+nodes:
+  c: {op: conv, in: {x: x, W: K}, pads: [1, 1, 1, 1]}
+  bn: {op: batch_norm, in: {x: c, scale: gamma, bias: beta, mean: mean, var: var}, momentum: 0.5}
+  d: {op: dropout, in: bn, ratio: 0.5}
+  s: {op: global_avg_pool, in: d}
+outputs: [bn, d, s]
+"""
+
+
+def test_batch_norm_and_dropout_follow_train_and_eval(tmp_path):
+    plan = Plan(load_yaml(str(tmp_path / "bn.yaml"), text=BN_DROPOUT), seed=3)
+    x = np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32) * 3 + 1
+    assert plan.trainable == ["K", "gamma", "beta"]
+
+    evaluated = plan.eval().forward({"x": x})
+    assert np.array_equal(evaluated["d"], evaluated["bn"])           # dropout is the identity
+    assert np.array_equal(plan.params["mean"], np.zeros(4))          # eval leaves state alone
+
+    conv = plan.forward({"x": x}, outputs=["c"])["c"]
+    out = plan.train().forward({"x": x})
+    bn = out["bn"]
+    assert np.allclose(bn.mean(axis=(0, 2, 3)), 0, atol=1e-5)       # batch statistics
+    assert np.allclose(bn.var(axis=(0, 2, 3)), 1, atol=1e-2)
+    assert np.allclose(plan.params["mean"], 0.5 * conv.mean(axis=(0, 2, 3)), atol=1e-5)
+    dropped = out["d"] == 0
+    assert 0.3 < dropped.mean() < 0.7                                 # about half dropped
+    assert np.allclose(out["d"][~dropped], 2 * bn[~dropped])         # survivors scaled by 2
+    grads = plan.backward({"s": 1.0})
+    assert set(grads) == {"K", "gamma", "beta"}                       # state takes no gradient
+
+    again = Plan(load_yaml(str(tmp_path / "bn.yaml"), text=BN_DROPOUT), seed=3).train()
+    assert np.array_equal(again.forward({"x": x})["d"], out["d"])    # seeded masks
+
+
+def test_batch_norm_state_must_not_be_trainable(tmp_path):
+    text = BN_DROPOUT.replace(", trainable: false", "")
+    plan = Plan(load_yaml(str(tmp_path / "bn.yaml"), text=text)).train()
+    with pytest.raises(FlowgradError, match="non-trainable"):
+        plan.forward({"x": np.ones((2, 3, 4, 4), np.float32)})
