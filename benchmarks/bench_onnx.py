@@ -1,0 +1,106 @@
+"""ONNX benchmarks: inference time vs onnxruntime, and import + compile time.
+
+    .venv/bin/python benchmarks/bench_onnx.py [--repeat 10]
+
+* light ResNet-50 (from onnx's test data) at batch 1 and batch 8: flowgrad's forward (no
+  backward state kept) vs an onnxruntime CPU session on the same machine, medians and ratio.
+  The light model fixes batch 1 (input dim and a Reshape to [1, 2048]); for batch 8 both
+  runtimes get the same edited copy with a symbolic batch and a Reshape to [-1, 2048].
+* DenseNet-121 (about 1,700 ONNX nodes): ``flowgrad.load`` + ``flowgrad.compile``, median.
+Outputs are compared (max abs difference) so a fast wrong answer cannot pass unnoticed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flowgrad  # noqa: E402
+from flowgrad.onnx.conformance import DATA_DIR  # noqa: E402
+
+
+def light(name: str) -> onnx.ModelProto:
+    return onnx.load(os.path.join(DATA_DIR, "light", f"light_{name}.onnx"))
+
+
+def with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose inputs/outputs have batch dim 'N' and whose Reshapes keep the batch."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {i.name: i for i in out.graph.initializer}
+    for vi in list(out.graph.input) + list(out.graph.output):
+        if vi.name not in inits and vi.type.tensor_type.shape.dim:
+            vi.type.tensor_type.shape.dim[0].dim_param = "N"
+    for node in out.graph.node:
+        if node.op_type == "Reshape" and node.input[1] in inits:
+            shape = numpy_helper.to_array(inits[node.input[1]]).copy()
+            if shape[0] == 1:
+                shape[0] = -1
+                inits[node.input[1]].CopyFrom(numpy_helper.from_array(shape, node.input[1]))
+    return out
+
+
+def median_time(fn, repeat: int) -> float:
+    fn()                                            # warm up (first run checks contracts)
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_resnet(batch: int, repeat: int) -> None:
+    import onnxruntime as ort
+    model = light("resnet50")
+    if batch != 1:
+        model = with_symbolic_batch(model)
+    graph = flowgrad.load(model)
+    plan = flowgrad.compile(graph)
+    (inp,) = graph.inputs
+    x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    options = ort.SessionOptions()
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    ort_input = session.get_inputs()[0].name
+    ours = plan.forward({inp: x}, grad=False)[graph.outputs[0]]
+    theirs = session.run(None, {ort_input: x})[0]
+    t_fg = median_time(lambda: plan.forward({inp: x}, grad=False), repeat)
+    t_ort = median_time(lambda: session.run(None, {ort_input: x}), repeat)
+    print(f"resnet50 batch {batch}: flowgrad {t_fg * 1e3:8.1f} ms   onnxruntime "
+          f"{t_ort * 1e3:8.1f} ms   ratio {t_fg / t_ort:5.2f}x   (max |diff| "
+          f"{float(np.max(np.abs(ours - theirs))):.2g}, ort threads "
+          f"{options.intra_op_num_threads or 'default'})")
+
+
+def bench_import(name: str, repeat: int) -> None:
+    path = os.path.join(DATA_DIR, "light", f"light_{name}.onnx")
+    nodes = len(onnx.load(path).graph.node)
+
+    def load_and_compile():
+        flowgrad.compile(flowgrad.load(path))
+    t = median_time(load_and_compile, repeat)
+    print(f"{name}: import + compile {t:.2f} s ({nodes} ONNX nodes)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    flowgrad.default_registry()                     # build the op registry outside the timings
+    bench_import("densenet121", max(3, args.repeat // 3))
+    for batch in (1, 8):
+        bench_resnet(batch, args.repeat)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
