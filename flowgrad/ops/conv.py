@@ -97,9 +97,11 @@ class Conv(_ConvBase):
             cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
             values = np.matmul(Wg, cols, out=scratch("values", (groups, Wg.shape[1], cols.shape[2]),
                                                      y.dtype)).reshape(W.shape[0], stop - start, -1)
-            y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
-        if b is not None:
-            y += b.reshape(_bias_shape(g.nd))
+            if b is None:
+                y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
+            else:   # the bias is added while the chunk is still in cache
+                np.add(unfold.to_output(values.swapaxes(0, 1)), b.reshape(_bias_shape(g.nd)),
+                       out=y[start:stop])
         if ctx.grad_enabled:
             ctx.save(src, W, unfold)
         return (y,)
