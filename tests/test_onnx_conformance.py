@@ -52,14 +52,14 @@ KNOWN_FAILURES = {
 def node_results():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = C.node_results(C.CLAIMED_OPS)
+        results = C.node_results(C.CLAIMED_OPS + C.EXTRA_OPS)
     grouped = {}
     for r in results:
         grouped.setdefault(r.group, []).append(r)
     return grouped
 
 
-@pytest.mark.parametrize("op", C.CLAIMED_OPS)
+@pytest.mark.parametrize("op", C.CLAIMED_OPS + C.EXTRA_OPS)
 def test_node_tests_of_claimed_op(op, node_results):
     results = node_results.get(op, [])
     assert results, f"the installed onnx has no node tests for {op}"

@@ -130,6 +130,11 @@ EXPORTERS["gather"] = _same("Gather", _attrs("axis"))
 EXPORTERS["einsum"] = _same("Einsum", _attrs("equation"))
 EXPORTERS["argmax"] = _same("ArgMax", lambda op: {"axis": op.axis, "keepdims": int(op.keepdims),
                                                   "select_last_index": int(op.select_last_index)})
+EXPORTERS["argmin"] = _same("ArgMin", lambda op: {"axis": op.axis, "keepdims": int(op.keepdims),
+                                                  "select_last_index": int(op.select_last_index)})
+EXPORTERS["mod"] = _same("Mod", lambda op: {"fmod": int(op.fmod)})
+EXPORTERS["gather_elements"] = _same("GatherElements", _attrs("axis"))
+EXPORTERS["one_hot"] = _same("OneHot", _attrs("axis"))
 EXPORTERS["lrn"] = _same("LRN", _attrs("size", "alpha", "beta", "bias"))
 EXPORTERS["instance_norm"] = _same("InstanceNormalization", _attrs("epsilon"))
 EXPORTERS["layer_norm"] = _same("LayerNormalization", _attrs("axis", "epsilon"))

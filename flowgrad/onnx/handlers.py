@@ -100,8 +100,8 @@ def clip_11(b, a, ins):
     return _final(b, "clip", [ins[0]], **attrs)
 
 
-_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Pow": "pow",
-           "Equal": "equal", "Less": "less", "Greater": "greater", "And": "and", "Or": "or"}
+_BINARY = {"Add": "add", "Sub": "sub", "Mul": "mul", "Equal": "equal", "Less": "less",
+           "Greater": "greater", "And": "and", "Or": "or"}
 
 
 def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:
@@ -758,3 +758,97 @@ def flowgrad_function(b, a, ins):
         raise ImportProblem(f"no function '{b.current.op_type}' describing a flowgrad op in "
                             "the model") from None
     return _final(b, op_type, ins, **attrs)
+
+
+# -- further ops of the suite that map onto flowgrad ops ----------------------------------
+for _onnx, _fg in (("Sin", "sin"), ("Cos", "cos"), ("Round", "round"), ("Sign", "sign")):
+    onnx_op(_onnx)(_unary(_fg))
+for _onnx, _fg in (("Xor", "xor"), ("LessOrEqual", "less_or_equal"),
+                   ("GreaterOrEqual", "greater_or_equal")):
+    onnx_op(_onnx)(_binary(_fg))
+
+
+@onnx_op("ArgMin")
+def argmin(b, a, ins):
+    return _final(b, "argmin", [ins[0]], axis=int(a.get("axis", 0)),
+                  keepdims=bool(a.get("keepdims", 1)),
+                  select_last_index=bool(a.get("select_last_index", 0)))
+
+
+@onnx_op("Mod")
+def mod(b, a, ins):
+    return _final(b, "mod", ins[:2], fmod=bool(a.get("fmod", 0)))
+
+
+@onnx_op("GatherElements")
+def gather_elements(b, a, ins):
+    return _final(b, "gather_elements", ins[:2], axis=int(a.get("axis", 0)))
+
+
+@onnx_op("OneHot", since=9)
+def one_hot(b, a, ins):
+    return _final(b, "one_hot", ins[:3], axis=int(a.get("axis", -1)))
+
+
+@onnx_op("CastLike")
+def cast_like(b, a, ins):
+    if ins[0].dtype == ins[1].dtype:
+        return _final(b, "identity", [ins[0]])
+    return _final(b, "cast", [ins[0]], to=ins[1].dtype.name)
+
+
+@onnx_op("Celu", since=12)
+def celu(b, a, ins):
+    """alpha * elu(x / alpha)."""
+    alpha = float(a.get("alpha", 1.0))
+    x = ins[0]
+    if alpha == 1.0:
+        return _final(b, "elu", [x], alpha=1.0)
+    scaled = b.op("div", [x, b.const(np.asarray(alpha, x.dtype))])[0]
+    e = b.op("elu", [scaled], alpha=1.0)[0]
+    return _final(b, "mul", [e, b.const(np.asarray(alpha, x.dtype))])
+
+
+@onnx_op("Mish", since=18)
+def mish(b, a, ins):
+    """x * tanh(softplus(x))."""
+    x = ins[0]
+    t = b.op("tanh", [b.op("softplus", [x])[0]])[0]
+    return _final(b, "mul", [x, t])
+
+
+def _reduce_composite(kind: str):
+    """ReduceL1 / ReduceSumSquare / ReduceLogSum / ReduceLogSumExp from flowgrad ops."""
+    def build(b, x, axes, keepdims, noop):
+        if (axes is None or len(axes) == 0) and noop:
+            return _final(b, "identity", [x])
+        attrs = {"keepdims": bool(keepdims)}
+        if axes is not None and len(axes):
+            attrs["axes"] = [int(v) for v in axes]
+        if kind == "l1":
+            return _final(b, "reduce_sum", [b.op("abs", [x])[0]], **attrs)
+        if kind == "sum_square":
+            return _final(b, "reduce_sum", [b.op("mul", [x, x])[0]], **attrs)
+        if kind == "log_sum":
+            return _final(b, "log", [b.op("reduce_sum", [x], **attrs)[0]])
+        # log-sum-exp, shifted by the max so large inputs do not overflow
+        m = b.op("reduce_max", [x], **{**attrs, "keepdims": True})[0]
+        s = b.op("reduce_sum", [b.op("exp", [b.op("sub", [x, m])[0]])[0]], **attrs)[0]
+        m_out = m if attrs["keepdims"] else b.op("reduce_max", [x], **attrs)[0]
+        return _final(b, "add", [b.op("log", [s])[0], m_out])
+
+    def with_attr(b, a, ins):
+        return build(b, ins[0], a.get("axes"), a.get("keepdims", 1), False)
+
+    def with_input(b, a, ins):
+        axes = b.static(ins[1] if len(ins) > 1 else None, "reduction axes")
+        return build(b, ins[0], None if axes is None else _ints(axes), a.get("keepdims", 1),
+                     a.get("noop_with_empty_axes", 0))
+    return with_attr, with_input
+
+
+for _onnx, _kind in (("ReduceL1", "l1"), ("ReduceSumSquare", "sum_square"),
+                     ("ReduceLogSum", "log_sum"), ("ReduceLogSumExp", "log_sum_exp")):
+    _attr_form, _input_form = _reduce_composite(_kind)
+    onnx_op(_onnx)(_attr_form)
+    onnx_op(_onnx, since=18, static=(1,))(_input_form)
