@@ -59,6 +59,20 @@ def main() -> int:
               "are decompositions into other ops)", node, others)
         print("  excluded dtypes (numpy has none): " + ", ".join(sorted(set(
             C.NUMPY_LACKS.values()))))
+    if not args.skip_node:
+        grads = C.gradient_results(C.CLAIMED_OPS + C.EXTRA_OPS)
+        summary = C.summarize(grads)
+        table("backward: finite-difference checks on the passing float node tests (excluded: "
+              "no float input/output, forward-only op, non-finite outputs)", summary,
+              C.CLAIMED_OPS + C.EXTRA_OPS)
+        results += [r for r in grads if r.status == "fail"
+                    and not setattr(r, "group", f"grad {r.group}")]
+    all_node = C.summarize([r for r in results if not r.group.startswith("grad ")])
+    passed = sum(v[0] for v in all_node.values())
+    counted = sum(v[1] for v in all_node.values())
+    if counted:
+        print(f"\nall node tests of the suite: {passed} / {counted} "
+              f"({C.rate(passed, counted):.1f}%)")
     models = []
     for kind in ("pytorch-converted", "pytorch-operator", "simple"):
         models += [C.run_model_dir(d, kind) for d in C.model_dirs(kind)]
