@@ -64,8 +64,11 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
         conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape)
     results = []
     for strategy in ("wide", "window"):
-        for chunk in (1 << 19, 300):              # 300 elements: one image per chunk
-            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", chunk)
+        for chunk in (1 << 19, 300, "serial"):    # 300 elements: one image per chunk
+            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", 300 if chunk == "serial" else chunk)
+            if chunk == "serial":                 # the chunks in one thread, not a pool
+                monkeypatch.setattr(conv_module, "for_each_chunk",
+                                    lambda work, ranges: [work(*r) for r in ranges])
             if strategy == "window":
                 monkeypatch.setattr(conv_module, "unfolder", conv_util.WindowUnfold)
             y, grads = forward_backward(Conv(**attrs), [x, W, b])
@@ -73,6 +76,17 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_transpose_chunks_agree(monkeypatch):
+    x, W, b = rand(5, 4, 3, 4), rand(4, 3, 3, 3, seed=1), rand(6)
+    op = ConvTranspose(strides=[2, 2], group=2, pads=[1, 0, 0, 1])
+    whole = forward_backward(op, [x, W, b])
+    monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", 100)
+    parts = forward_backward(op, [x, W, b])
+    np.testing.assert_allclose(whole[0], parts[0], rtol=1e-10, atol=1e-10)
+    for a, b_ in zip(whole[1], parts[1]):
+        np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)
 
 
 def test_conv_keeps_float32():

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
 from ._conv_util import (WINDOW_ATTRS, Geometry, check_window_attrs, chunks, col2im_add,
+                         for_each_chunk,
                          geometry, im2col, interior, pad_spatial, scratch, spatial_check, unfolder,
                          windows)
 
@@ -93,15 +94,18 @@ class Conv(_ConvBase):
         n, groups = x.shape[0], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
         y = np.empty((n, W.shape[0]) + g.out, dtype=np.result_type(x, W))
-        for start, stop in chunks(n, x.shape[1] * g.taps * unfold.positions):
+        bias = None if b is None else b.reshape(_bias_shape(g.nd))
+
+        def work(start, stop):
             cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
             values = np.matmul(Wg, cols, out=scratch("values", (groups, Wg.shape[1], cols.shape[2]),
                                                      y.dtype)).reshape(W.shape[0], stop - start, -1)
-            if b is None:
+            if bias is None:
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
             else:   # the bias is added while the chunk is still in cache
-                np.add(unfold.to_output(values.swapaxes(0, 1)), b.reshape(_bias_shape(g.nd)),
-                       out=y[start:stop])
+                np.add(unfold.to_output(values.swapaxes(0, 1)), bias, out=y[start:stop])
+
+        for_each_chunk(work, chunks(n, x.shape[1] * g.taps * unfold.positions))
         if ctx.grad_enabled:
             ctx.save(src, W, unfold)
         return (y,)
@@ -111,23 +115,28 @@ class Conv(_ConvBase):
         need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
         n, channels, groups = gy.shape[0], src.shape[1], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
-        gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
         gsrc = unfold.grad_buffer(src) if need_x else None
         WgT = Wg.transpose(0, 2, 1)
-        for start, stop in chunks(n, channels * unfold.g.taps * unfold.positions):
+
+        def work(start, stop):
             gyg = _gather_groups(unfold.from_output(gy, start, stop), 0, stop - start, groups)
+            gW = None
             if need_W:
                 # rebuilt rather than kept from forward: a chunk is cache-sized and rebuilding
                 # it costs less than the page faults of keeping every chunk alive
                 cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
-                gW += np.matmul(cols, gyg.transpose(0, 2, 1)).transpose(0, 2, 1)  # BLAS-faster
+                gW = np.matmul(cols, gyg.transpose(0, 2, 1))       # (W-grad)^T: BLAS-faster
             if need_x:
                 gcols = np.matmul(WgT, gyg, out=scratch("gcols", (groups,) + WgT.shape[1:2]
                                                         + gyg.shape[2:], gsrc.dtype))
                 unfold.col2im_add(gsrc, gcols.reshape(channels, -1), start, stop)
+            return gW
+
+        partial = for_each_chunk(work, chunks(n, channels * unfold.g.taps * unfold.positions))
+        gW = sum(partial).transpose(0, 2, 1).reshape(W.shape) if need_W else None
         gx = unfold.input_grad(gsrc) if need_x else None
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
-        return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
+        return (gx, gW, gb)[:len(ctx.needs_input_grad)]
 
 
 class ConvTranspose(_ConvBase):
@@ -208,10 +217,13 @@ class ConvTranspose(_ConvBase):
         WgT = W.reshape(groups, channels // groups, -1).transpose(0, 2, 1)
         full = tuple(o + b + e for o, b, e in zip(out, g.begin, g.end))
         yp = np.zeros((n, out_channels) + full, dtype=np.result_type(x, W))
-        for start, stop in chunks(n, out_channels * g.taps * prod(g.out)):
+
+        def work(start, stop):
             cols = np.matmul(WgT, _gather_groups(x, start, stop, groups))
             col2im_add(yp[start:stop],
                        cols.reshape((out_channels,) + g.kernel + (stop - start,) + g.out), g)
+
+        for_each_chunk(work, chunks(n, out_channels * g.taps * prod(g.out)))
         y = yp[interior(out, g, yp.ndim)] if g.padded else yp
         if b is not None:
             y = y + b.reshape(_bias_shape(g.nd))
@@ -225,16 +237,20 @@ class ConvTranspose(_ConvBase):
         Wg = W.reshape(groups, channels // groups, -1)
         view = windows(pad_spatial(gy, g), g)
         gx = np.empty(x.shape, dtype=x.dtype) if need_x else None
-        gW = np.zeros(Wg.shape, dtype=W.dtype) if need_W else None
-        for start, stop in chunks(n, gy.shape[1] * g.taps * prod(g.out)):
+
+        def work(start, stop):
             cols = im2col(view, start, stop, g.nd).reshape(groups, Wg.shape[2], -1)
             if need_x:
                 _scatter_groups(np.matmul(Wg, cols), gx[start:stop])
             if need_W:
                 xg = _gather_groups(x, start, stop, groups)
-                gW += np.matmul(cols, xg.transpose(0, 2, 1)).transpose(0, 2, 1)
+                return np.matmul(cols, xg.transpose(0, 2, 1))      # (W-grad)^T: BLAS-faster
+            return None
+
+        partial = for_each_chunk(work, chunks(n, gy.shape[1] * g.taps * prod(g.out)))
+        gW = sum(partial).transpose(0, 2, 1).reshape(W.shape) if need_W else None
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
-        return (gx, None if gW is None else gW.reshape(W.shape), gb)[:len(ctx.needs_input_grad)]
+        return (gx, gW, gb)[:len(ctx.needs_input_grad)]
 
 
 def _gather_groups(a: np.ndarray, start: int, stop: int, groups: int) -> np.ndarray:
