@@ -14,6 +14,7 @@ scatter-add back (col2im) loops only over the kernel taps, each step a vectorise
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -166,9 +167,10 @@ def for_each_chunk(work, ranges: list[tuple[int, int]]) -> list:
         if controller else 1
     if len(ranges) < 2 or threads < 2:
         return [work(start, stop) for start, stop in ranges]
-    pool = _PARALLEL.get(threads)
+    key = (threads, os.getpid())            # a forked child needs its own threads
+    pool = _PARALLEL.get(key)
     if pool is None:
-        pool = _PARALLEL[threads] = ThreadPoolExecutor(threads, thread_name_prefix="flowgrad")
+        pool = _PARALLEL[key] = ThreadPoolExecutor(threads, thread_name_prefix="flowgrad")
     with controller.limit(limits=1):
         return list(pool.map(lambda r: work(*r), ranges))
 
