@@ -6,10 +6,11 @@ pads are all begins then all ends.
 
 Both ops are one im2col and one matrix product per batch chunk (see :mod:`._conv_util`); the
 unfolded chunk is channel-major, ``(C * taps, n * positions)`` per group, so a whole chunk —
-forward, weight gradient or input gradient — is a single large BLAS call.  The two are adjoint: conv's input gradient is a transposed convolution of
-its output gradient (matrix product then col2im), and conv_transpose's forward is exactly that,
-while its input gradient is a convolution (im2col then matrix product).  Every weight gradient is
-one more matrix product against the same unfolded buffer.
+forward, weight gradient or input gradient — is a single large BLAS call.  The two ops are
+adjoint: conv's input gradient is a transposed convolution of its output gradient (matrix
+product then col2im), and conv_transpose's forward is exactly that, while its input gradient is
+a convolution (im2col then matrix product).  Every weight gradient is one more matrix product
+against the same unfolded buffer.
 """
 from __future__ import annotations
 
@@ -76,7 +77,8 @@ class _ConvBase(Op):
 
 
 class Conv(_ConvBase):
-    """ONNX Conv: ``y[n, o] = b[o] + sum_{c in group(o), k} W[o, c, k] * x_padded[n, c, s*p + d*k]``."""
+    """ONNX Conv: ``y[n, o, p] = b[o] + sum_{c in group(o), k} W[o, c, k] x_pad[n, c, s p + d k]``.
+    """
 
     type = "conv"
     inputs = ("x", "W", "b?")

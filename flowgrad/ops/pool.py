@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
-from ._conv_util import (WINDOW_ATTRS, add_into, check_window_attrs, geometry, interior, pad_spatial,
-                         spatial_check, tap_slices, windows)
+from ._conv_util import (WINDOW_ATTRS, add_into, check_window_attrs, geometry, interior,
+                         pad_spatial, spatial_check, tap_slices, windows)
 
 
 class _Pool(Op):

@@ -1,9 +1,9 @@
 """Resampling ops with ONNX semantics: ``pad`` (constant, reflect, edge, wrap) and ``resize``.
 
 Both are separable: along each axis an output cell reads fixed input cells with fixed weights.
-``resize`` therefore builds, per resized axis, a small dense interpolation matrix ``M`` of shape
-(out, in) — one-hot rows for nearest, two taps for linear, four for cubic — and applies it with a
-matrix product; the backward is the product with ``M.T``, which is exactly the scatter-add of
+``resize`` therefore builds, per resized axis, a small dense interpolation matrix ``M`` of
+shape (out, in) — one-hot rows for nearest, two taps for linear, four for cubic — and applies it
+with a matrix product; the backward is the product with ``M.T``, which is exactly the scatter-add of
 the gradient to the taps and lets BLAS do it.  ``pad``'s backward crops (constant) or
 scatter-adds the mirrored/replicated border cells back (reflect, edge, wrap) along each axis.
 
