@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/bench_onnx.py [--repeat 10]
 
 * light ResNet-50 (from onnx's test data) at batch 1 and batch 8: flowgrad's forward (no
-  backward state kept) vs an onnxruntime CPU session on the same machine, medians and ratio.
+  backward state kept) vs an onnxruntime CPU session, run alternately; medians and the
+  median of the per-round ratios.
   Its constant weights are replaced by random ones (outputs are then worth comparing).
   The light model fixes batch 1 (input dim and a Reshape to [1, 2048]); for batch 8 both
   runtimes get the same edited copy with a symbolic batch and a Reshape to [-1, 2048].
@@ -91,6 +92,21 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
+def interleaved(ours, theirs, repeat: int) -> tuple[float, float, float]:
+    """Median times of ``ours`` and ``theirs`` run alternately, and the median of the
+    per-round ratios: on a shared machine, load that drifts during the run hits both sides."""
+    ours()
+    theirs()
+    a, b = [], []
+    for _ in range(repeat):
+        for fn, times in ((ours, a), (theirs, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return (statistics.median(a), statistics.median(b),
+            statistics.median(x / y for x, y in zip(a, b)))
+
+
 def bench_resnet(batch: int, repeat: int) -> None:
     import onnxruntime as ort
     model = with_random_weights(light("resnet50"))
@@ -106,10 +122,10 @@ def bench_resnet(batch: int, repeat: int) -> None:
     ort_input = session.get_inputs()[0].name
     ours = plan.forward({inp: x}, grad=False)[graph.outputs[-1]]
     theirs = session.run(None, {ort_input: x})[-1]
-    t_fg = median_time(lambda: plan.forward({inp: x}, grad=False), repeat)
-    t_ort = median_time(lambda: session.run(None, {ort_input: x}), repeat)
+    t_fg, t_ort, ratio = interleaved(lambda: plan.forward({inp: x}, grad=False),
+                                     lambda: session.run(None, {ort_input: x}), repeat)
     print(f"resnet50 batch {batch}: flowgrad {t_fg * 1e3:8.1f} ms   onnxruntime "
-          f"{t_ort * 1e3:8.1f} ms   ratio {t_fg / t_ort:5.2f}x   (logits: max |diff| "
+          f"{t_ort * 1e3:8.1f} ms   ratio {ratio:5.2f}x   (logits: max |diff| "
           f"{float(np.max(np.abs(ours - theirs))):.2g} of max |logit| "
           f"{float(np.max(np.abs(theirs))):.3g})")
 
