@@ -9,13 +9,17 @@
 3. One ResNet-50-sized convolution forward (batch 8, 56×56, 64→64, 3×3, pad 1): achieved GFLOP/s
    next to this machine's float32 matrix-multiply GFLOP/s (2048² matmul) in the same run.
 
-PyTorch and onnxruntime come with the ``bench`` extra; rows whose peer is missing are skipped.
+Contenders are timed in alternation within each round (see :func:`interleaved`), so that on a
+shared machine they see the same load and their ratio stays meaningful.  PyTorch and onnxruntime
+come with the ``bench`` extra; rows whose peer is missing are skipped.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
+import time
 
 import numpy as np
 
@@ -23,7 +27,7 @@ from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.scheduler import Plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import median_time, report  # noqa: E402
+from _timing import report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -39,6 +43,25 @@ try:
     import onnxruntime
 except ImportError:
     onnxruntime = None
+
+
+def interleaved(fns: dict, repeat: int, warmup: int = 3) -> list[tuple[str, float]]:
+    """Median seconds per call of each function, timed in turn within every round.
+
+    The machine is shared: load comes and goes within seconds, so timing the contenders in
+    alternation (rather than one block after another) exposes them to the same load and keeps
+    their *ratio* meaningful even when absolute times move.
+    """
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return [(name, statistics.median(times)) for name, times in samples.items()]
 
 
 def lenet_plan() -> Plan:
@@ -117,12 +140,11 @@ def bench_training(repeat: int) -> None:
     x = rng.random((BATCH, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, BATCH).astype(np.int64)
     plan = lenet_plan()
-    rows = [("flowgrad lenet train step", median_time(flowgrad_step(plan, x, y), repeat))]
+    fns = {"flowgrad lenet train step": flowgrad_step(plan, x, y)}
     if torch is not None:
-        model = torch_lenet(lenet_plan().params)
-        rows.append(("pytorch lenet train step", median_time(torch_step(model, x, y), repeat)))
+        fns["pytorch lenet train step"] = torch_step(torch_lenet(lenet_plan().params), x, y)
     print(f"LeNet training step, batch {BATCH}, float32, SGD ({THREADS} threads):")
-    report(rows, "pytorch lenet train step" if torch is not None else None)
+    report(interleaved(fns, repeat), "pytorch lenet train step" if torch is not None else None)
 
 
 def bench_inference(repeat: int) -> None:
@@ -130,14 +152,13 @@ def bench_inference(repeat: int) -> None:
     x = rng.random((BATCH, 1, 28, 28), dtype=np.float32)
     plan = lenet_plan()
     ours = plan.forward({"x": x}, outputs=("logits",), grad=False)["logits"]
-    rows = [("flowgrad lenet inference", median_time(
-        lambda: plan.forward({"x": x}, outputs=("logits",), grad=False), repeat))]
+    fns = {"flowgrad lenet inference":
+           lambda: plan.forward({"x": x}, outputs=("logits",), grad=False)}
     if onnxruntime is not None:
         session = ort_session(lenet_onnx(plan.params))
         theirs = session.run(None, {"x": x})[0]
         assert np.allclose(ours, theirs, rtol=1e-3, atol=1e-4), "outputs differ from onnxruntime"
-        rows.append(("onnxruntime lenet inference", median_time(
-            lambda: session.run(None, {"x": x}), repeat)))
+        fns["onnxruntime lenet inference"] = lambda: session.run(None, {"x": x})
     if torch is not None:
         model = torch_lenet(plan.params).eval()
         xt = torch.from_numpy(x)
@@ -145,9 +166,9 @@ def bench_inference(repeat: int) -> None:
         def infer():
             with torch.no_grad():
                 model(xt)
-        rows.append(("pytorch lenet inference", median_time(infer, repeat)))
+        fns["pytorch lenet inference"] = infer
     print(f"LeNet inference, batch {BATCH} ({THREADS} threads):")
-    report(rows, "onnxruntime lenet inference" if onnxruntime is not None else None)
+    report(interleaved(fns, repeat), "onnxruntime lenet inference" if onnxruntime else None)
 
 
 def bench_resnet_conv(repeat: int) -> None:
@@ -163,19 +184,19 @@ def bench_resnet_conv(repeat: int) -> None:
     size = 2048
     A = rng.standard_normal((size, size), dtype=np.float32)
     B = rng.standard_normal((size, size), dtype=np.float32)
-    t_mm = median_time(lambda: A @ B, max(5, repeat // 2))
-    t_conv = median_time(lambda: op.forward(Context(grad_enabled=False), x, W, b), repeat)
-    rows = [("float32 matmul 2048^2", t_mm), ("flowgrad conv forward", t_conv)]
-    rates = {"float32 matmul 2048^2": 2 * size ** 3 / t_mm / 1e9,
-             "flowgrad conv forward": flops / t_conv / 1e9}
+    fns = {"float32 matmul 2048^2": lambda: A @ B,
+           "flowgrad conv forward": lambda: op.forward(Context(grad_enabled=False), x, W, b)}
+    flops_of = {"float32 matmul 2048^2": 2 * size ** 3, "flowgrad conv forward": flops}
     if torch is not None:
         xt, wt, bt = map(torch.from_numpy, (x, W, b))
 
         def tconv():
             with torch.no_grad():
                 torch.nn.functional.conv2d(xt, wt, bt, padding=1)
-        rows.append(("pytorch conv forward", median_time(tconv, repeat)))
-        rates["pytorch conv forward"] = flops / rows[-1][1] / 1e9
+        fns["pytorch conv forward"] = tconv
+        flops_of["pytorch conv forward"] = flops
+    rows = interleaved(fns, repeat)
+    rates = {name: flops_of[name] / t / 1e9 for name, t in rows}
     print(f"ResNet-50-sized conv forward: batch {n}, {hw}x{hw}, {c}->{o}, 3x3, pad 1 "
           f"({flops / 1e9:.2f} GFLOP):")
     for name, t in rows:
