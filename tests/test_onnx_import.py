@@ -2,7 +2,6 @@
 external data."""
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import onnx

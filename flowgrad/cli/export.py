@@ -1,8 +1,6 @@
 """``flowgrad export``: write a graph (YAML or ONNX) as an ONNX model."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import load
 from ._common import add_graph_argument
 

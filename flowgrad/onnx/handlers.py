@@ -380,8 +380,8 @@ def _dropout(b, ratio: float, ins, training: bool = False):
 
 @onnx_op("Dropout")
 def dropout_1(b, a, ins):
-    return _dropout(b, float(a.get("ratio", 0.5)), ins, bool(a.get("is_test", 1)) is False
-                    and False)
+    """Opsets 1-11: ``is_test`` (before 7) is ignored, the plan's mode decides."""
+    return _dropout(b, float(a.get("ratio", 0.5)), ins)
 
 
 @onnx_op("Dropout", since=12, static=(1, 2))

@@ -17,7 +17,7 @@ from ..errors import Diagnostic, GraphError, PluginError
 from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
-from . import handlers as _builtin  # noqa: F401  (registers the built-in translations)
+from . import handlers  # noqa: F401  (importing it registers the built-in translations)
 from .builder import Builder, ImportProblem, Value, sanitize
 from .model_io import opset_versions
 from .opset import HANDLERS, STATE_INPUTS, STATIC_INPUTS, pick, versions
