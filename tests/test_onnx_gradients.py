@@ -27,6 +27,7 @@ NOT_SMOOTH = {
     "test_selu_example": "x contains 0, where selu's derivative jumps",
     "test_floor_example": "floor jumps at the integers in x",
     "test_round": "x holds halves, where round jumps",
+    "test_thresholdedrelu_example": "x holds alpha, where thresholded_relu jumps",
     "test_reduce_min_default_axes_keepdims_example": "tied minima",
     "test_maxpool_3d_dilations": "tied maxima in the window",
     "test_maxpool_3d_dilations_use_ref_impl": "tied maxima in the window",

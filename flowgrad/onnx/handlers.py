@@ -852,3 +852,96 @@ for _onnx, _kind in (("ReduceL1", "l1"), ("ReduceSumSquare", "sum_square"),
     _attr_form, _input_form = _reduce_composite(_kind)
     onnx_op(_onnx)(_attr_form)
     onnx_op(_onnx, since=18, static=(1,))(_input_form)
+
+
+# -- compositions for a few more ops of the suite --------------------------------------------
+def _static_dims(x: Value, what: str, skip_batch: bool = True) -> list[int]:
+    dims = list(x.shape)
+    if None in dims[1 if skip_batch else 0:]:
+        raise ImportProblem(f"{what} needs the input's dims (after the batch) to be static")
+    return dims
+
+
+@onnx_op("DepthToSpace")
+def depth_to_space(b, a, ins):
+    x, k = ins[0], int(a["blocksize"])
+    _, c, h, w = _static_dims(x, "DepthToSpace")
+    if a.get("mode", "DCR") == "DCR":
+        t = b.op("reshape", [x], shape=[0, k, k, c // (k * k), h, w])[0]
+        t = b.op("transpose", [t], perm=[0, 3, 4, 1, 5, 2])[0]
+    else:
+        t = b.op("reshape", [x], shape=[0, c // (k * k), k, k, h, w])[0]
+        t = b.op("transpose", [t], perm=[0, 1, 4, 2, 5, 3])[0]
+    return _final(b, "reshape", [t], shape=[-1, c // (k * k), h * k, w * k])
+
+
+@onnx_op("SpaceToDepth")
+def space_to_depth(b, a, ins):
+    x, k = ins[0], int(a["blocksize"])
+    _, c, h, w = _static_dims(x, "SpaceToDepth")
+    t = b.op("reshape", [x], shape=[0, c, h // k, k, w // k, k])[0]
+    perm = [0, 3, 5, 1, 2, 4] if a.get("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
+    t = b.op("transpose", [t], perm=perm)[0]
+    return _final(b, "reshape", [t], shape=[-1, c * k * k, h // k, w // k])
+
+
+@onnx_op("Hardmax", since=13)
+def hardmax(b, a, ins):
+    """one_hot(argmax(x)) along ``axis`` (the first maximum wins, as in ONNX)."""
+    x = ins[0]
+    axis = int(a.get("axis", -1)) % x.ndim
+    depth = x.shape[axis]
+    if depth is None:
+        raise ImportProblem("Hardmax needs a static size along its axis")
+    idx = b.op("argmax", [x], axis=axis, keepdims=False)[0]
+    hot = b.op("one_hot", [idx, b.const(np.asarray(depth, np.int64)),
+                           b.const(np.asarray([0, 1], x.dtype))], axis=axis)[0]
+    return _final(b, "identity", [hot])
+
+
+@onnx_op("Shrink", since=9)
+def shrink(b, a, ins):
+    """x + bias below -lambd, x - bias above lambd, 0 in between."""
+    x = ins[0]
+    bias, lambd = float(a.get("bias", 0.0)), float(a.get("lambd", 0.5))
+    c = lambda v: b.const(np.asarray(v, x.dtype))  # noqa: E731
+    low = b.op("less", [x, c(-lambd)])[0]
+    high = b.op("greater", [x, c(lambd)])[0]
+    inner = b.op("where", [high, b.op("sub", [x, c(bias)])[0], c(0)])[0]
+    return _final(b, "where", [low, b.op("add", [x, c(bias)])[0], inner])
+
+
+@onnx_op("ThresholdedRelu", since=10)
+def thresholded_relu(b, a, ins):
+    x = ins[0]
+    alpha = b.const(np.asarray(float(a.get("alpha", 1.0)), x.dtype))
+    return _final(b, "where", [b.op("greater", [x, alpha])[0], x,
+                               b.const(np.asarray(0, x.dtype))])
+
+
+def _hyperbolic(sign: float):
+    def handler(b, a, ins):
+        x = ins[0]
+        e_pos = b.op("exp", [x])[0]
+        e_neg = b.op("exp", [b.op("neg", [x])[0]])[0]
+        both = b.op("add" if sign > 0 else "sub", [e_pos, e_neg])[0]
+        return _final(b, "mul", [both, b.const(np.asarray(0.5, x.dtype))])
+    return handler
+
+
+onnx_op("Cosh", since=9)(_hyperbolic(1.0))
+onnx_op("Sinh", since=9)(_hyperbolic(-1.0))
+
+
+@onnx_op("Trilu", since=14, static=(1,))
+def trilu(b, a, ins):
+    """A constant lower/upper triangular mask (built at load time) selects the values."""
+    x = ins[0]
+    k = b.static(ins[1] if len(ins) > 1 else None, "Trilu k")
+    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    rows, cols = x.shape[-2], x.shape[-1]
+    if rows is None or cols is None:
+        raise ImportProblem("Trilu needs the last two dims to be static")
+    ones = np.ones((rows, cols), bool)
+    mask = np.triu(ones, k) if a.get("upper", 1) else np.tril(ones, k)
+    return _final(b, "where", [b.const(mask), x, b.const(np.zeros((), x.dtype))])

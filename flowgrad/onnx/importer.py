@@ -75,8 +75,7 @@ def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
         return None
     tt = value_info.type.tensor_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
-    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                 for d in tt.shape.dim)
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
     return Spec(dims, dtype)
 
 
