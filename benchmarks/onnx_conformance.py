@@ -36,6 +36,22 @@ def table(title: str, summary: dict, names) -> tuple[int, int, int]:
     return tp, tc, te
 
 
+def whole_model_gradients() -> None:
+    """Backward through a whole light model (SqueezeNet) against finite differences.  Its
+    ConstantOfShape weights are replaced by random ones first: with every weight equal, max
+    pooling windows hold ties and finite differences are meaningless there."""
+    import flowgrad
+    from flowgrad.gradcheck import check_graph_gradients
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_onnx import light, with_random_weights
+    graph = flowgrad.load(with_random_weights(light("squeezenet")), dynamic_batch=False)
+    checks = check_graph_gradients(graph, max_elements=4, rtol=1e-3, atol=1e-6)
+    bad = [c.name for c in checks if not c.ok]
+    print(f"\nbackward through SqueezeNet (random weights): {len(checks) - len(bad)} / "
+          f"{len(checks)} leaves (input + params) agree with finite differences"
+          + (f"; mismatches: {', '.join(bad)}" if bad else ""))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--failures", action="store_true", help="list every failing case")
@@ -82,6 +98,8 @@ def main() -> int:
     for r in models:
         if r.group == "light":
             print(f"  light {r.name:<16} {r.status}")
+    if not args.skip_node:
+        whole_model_gradients()
     if args.failures:
         print("\nfailures:")
         for r in results + models:
