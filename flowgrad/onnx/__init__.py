@@ -1,8 +1,13 @@
-"""ONNX support: translation tables, import machinery, export and an onnx backend.
+"""ONNX support: import, export, conversion to YAML and an onnx backend.
 
-``flowgrad.load("model.onnx")`` (see :mod:`flowgrad.loaders.onnx_loader`) and
-:func:`flowgrad.onnx.export.export_onnx` are the entry points; the submodules hold the op
-translations (:mod:`~flowgrad.onnx.handlers`), their versioning (:mod:`~flowgrad.onnx.opset`),
-the graph builder with constant folding (:mod:`~flowgrad.onnx.builder`), safe model reading
-(:mod:`~flowgrad.onnx.model_io`) and the conformance backend (:mod:`~flowgrad.onnx.backend`).
+Entry points: ``flowgrad.load("model.onnx")`` (:mod:`flowgrad.loaders.onnx_loader`),
+:func:`flowgrad.onnx.export.export_onnx` and :func:`flowgrad.onnx.to_yaml.write_yaml`.
+
+Submodules, one job each: :mod:`~flowgrad.onnx.model_io` (reading models, external data,
+version conversion), :mod:`~flowgrad.onnx.importer` (ModelProto -> Graph, error collection),
+:mod:`~flowgrad.onnx.builder` (values, naming, constant folding), :mod:`~flowgrad.onnx.opset`
+(versioned handler tables), :mod:`~flowgrad.onnx.handlers` (the translations),
+:mod:`~flowgrad.onnx.export`, :mod:`~flowgrad.onnx.to_yaml`, :mod:`~flowgrad.onnx.verify`
+(output comparisons for the CLI), :mod:`~flowgrad.onnx.backend` (``onnx.backend.base.Backend``)
+and :mod:`~flowgrad.onnx.conformance` (running onnx's conformance suite).
 """
