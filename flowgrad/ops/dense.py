@@ -29,11 +29,11 @@ class Dense(Op):
         y = x @ W
         if b is not None:
             y += b
-        ctx.save(x, W)
+        ctx.save(x, W, None if b is None else b.shape)
         return (y,)
 
     def backward(self, ctx, gy):
-        x, W = ctx.saved
+        x, W, b_shape = ctx.saved
         need_x, need_W, need_b = ctx.needs_input_grad
         gx = gy @ W.T if need_x else None
         gW = gb = None
@@ -43,7 +43,7 @@ class Dense(Op):
             else:
                 gW = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
         if need_b:
-            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0)
+            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0).reshape(b_shape)  # (out,) or (1, out)
         return gx, gW, gb
 
 
