@@ -210,7 +210,8 @@ def gemm(b, a, ins):
     if C is not None and beta == 0.0:
         C = None
     n_out = B.shape[1]
-    simple_bias = C is not None and beta == 1.0 and alpha == 1.0 and C.shape == (n_out,)
+    simple_bias = (C is not None and beta == 1.0 and alpha == 1.0
+                   and C.shape in ((n_out,), (1, n_out)))
     if simple_bias or C is None and alpha == 1.0:
         return _final(b, "dense", [A, B, C if simple_bias else None])
     y = b.op("matmul", [A, B])[0]
