@@ -1,28 +1,56 @@
-"""Shared timing helper for the benchmark scripts: median wall time of repeated calls."""
+"""Timing helpers shared by the benchmark scripts.
+
+The machine may be shared: load comes and goes within seconds.  Contenders are therefore timed
+in alternation within every round (:func:`interleaved`), so they see the same load, and a ratio
+is reported as the median of the per-round ratios, which survives drifting load far better than
+the ratio of two medians taken one block after another.
+"""
 from __future__ import annotations
 
 import statistics
 import time
+from typing import Callable
 
 
-def median_time(fn, repeat: int = 30, warmup: int = 5, inner: int = 1) -> float:
-    """Median seconds per call of ``fn`` over ``repeat`` samples of ``inner`` calls each."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(inner):
+def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 30, warmup: int = 3,
+                inner: int = 1) -> dict[str, list[float]]:
+    """Seconds per call of each function, one sample per round, contenders taking turns."""
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples[name].append((time.perf_counter() - start) / inner)
+    return samples
 
 
-def report(rows: list[tuple[str, float]], baseline: str | None = None) -> None:
-    """Print ``name  median`` rows and, with a baseline, each row's ratio to it."""
-    times = dict(rows)
-    for name, t in rows:
-        ratio = f"   {t / times[baseline]:.2f}x {baseline}" if baseline and baseline in times \
-            and name != baseline else ""
-        unit = f"{t * 1e6:9.1f} us" if t < 1e-3 else f"{t * 1e3:9.2f} ms"
-        print(f"  {name:<34} {unit}{ratio}")
+def median_time(fn: Callable[[], object], repeat: int = 30, warmup: int = 3,
+                inner: int = 1) -> float:
+    """Median seconds per call of one function."""
+    return statistics.median(interleaved({"fn": fn}, repeat, warmup, inner)["fn"])
+
+
+def ratio(samples: dict[str, list[float]], name: str, baseline: str) -> float:
+    """Median over rounds of ``name``'s time divided by ``baseline``'s in the same round."""
+    return statistics.median(a / b for a, b in zip(samples[name], samples[baseline]))
+
+
+def _fmt(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:9.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:9.2f} ms"
+    return f"{seconds:9.3f} s "
+
+
+def report(samples: dict[str, list[float]], baseline: str | None = None) -> None:
+    """Print each contender's median and, with a baseline, its per-round ratio to it."""
+    for name, times in samples.items():
+        line = f"  {name:<34} {_fmt(statistics.median(times))}"
+        if baseline and name != baseline and baseline in samples:
+            line += f"   {ratio(samples, name, baseline):.2f}x {baseline}"
+        print(line)

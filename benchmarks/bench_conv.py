@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -27,7 +26,7 @@ from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.scheduler import Plan
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import report  # noqa: E402
+from _timing import interleaved, report  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
@@ -43,25 +42,6 @@ try:
     import onnxruntime
 except ImportError:
     onnxruntime = None
-
-
-def interleaved(fns: dict, repeat: int, warmup: int = 3) -> list[tuple[str, float]]:
-    """Median seconds per call of each function, timed in turn within every round.
-
-    The machine is shared: load comes and goes within seconds, so timing the contenders in
-    alternation (rather than one block after another) exposes them to the same load and keeps
-    their *ratio* meaningful even when absolute times move.
-    """
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
-    return [(name, statistics.median(times)) for name, times in samples.items()]
 
 
 def lenet_plan() -> Plan:
@@ -195,11 +175,11 @@ def bench_resnet_conv(repeat: int) -> None:
                 torch.nn.functional.conv2d(xt, wt, bt, padding=1)
         fns["pytorch conv forward"] = tconv
         flops_of["pytorch conv forward"] = flops
-    rows = interleaved(fns, repeat)
-    rates = {name: flops_of[name] / t / 1e9 for name, t in rows}
+    medians = {name: statistics.median(t) for name, t in interleaved(fns, repeat).items()}
+    rates = {name: flops_of[name] / t / 1e9 for name, t in medians.items()}
     print(f"ResNet-50-sized conv forward: batch {n}, {hw}x{hw}, {c}->{o}, 3x3, pad 1 "
           f"({flops / 1e9:.2f} GFLOP):")
-    for name, t in rows:
+    for name, t in medians.items():
         print(f"  {name:<34} {t * 1e3:9.2f} ms  {rates[name]:7.1f} GFLOP/s")
     ratio = rates["flowgrad conv forward"] / rates["float32 matmul 2048^2"]
     print(f"  flowgrad conv rate / matmul rate: {ratio:.2f}")

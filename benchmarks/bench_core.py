@@ -7,6 +7,7 @@ Every ratio compares timings taken in the same run.  PyTorch is optional (`pip i
 """
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 
@@ -16,7 +17,7 @@ import flowgrad
 from flowgrad.loaders.yaml_loader import load_yaml
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _timing import median_time, report  # noqa: E402
+from _timing import interleaved, ratio, report  # noqa: E402
 
 try:
     import torch
@@ -132,13 +133,13 @@ def bench_mlp():
     fg, net = flowgrad_step(sizes, "relu", "ce", x, t)
     Ws = [net.params[f"W{i}"].copy() for i in range(3)]
     bs = [net.params[f"b{i}"].copy() for i in range(3)]
-    rows = [("flowgrad", median_time(fg, repeat=40)),
-            ("numpy (hand-written)", median_time(numpy_mlp_ce_step((Ws, bs), x, t), repeat=40))]
+    fns = {"flowgrad": fg, "numpy (hand-written)": numpy_mlp_ce_step((Ws, bs), x, t)}
     if torch is not None:
-        rows.append(("pytorch", median_time(torch_step(sizes, "relu", "ce", x, t), repeat=40)))
+        fns["pytorch"] = torch_step(sizes, "relu", "ce", x, t)
+    samples = interleaved(fns, repeat=60)
     print("MLP 784-512-512-10 ReLU, batch 256, float32, softmax CE, SGD step:")
-    report(rows)
-    return rows
+    report(samples, "numpy (hand-written)")
+    return samples
 
 
 def bench_xor():
@@ -147,16 +148,16 @@ def bench_xor():
     t = np.array([[0], [1], [1], [0]], np.float32)
     fg, net = flowgrad_step(sizes, "sigmoid", "mse", x, t)
     params = [net.params[k].copy() for k in ("W0", "b0", "W1", "b1")]
-    rows = [("flowgrad", median_time(fg, repeat=50, inner=200)),
-            ("numpy (hand-written)", median_time(numpy_xor_step(params, x, t), repeat=50, inner=200))]
+    fns = {"flowgrad": fg, "numpy (hand-written)": numpy_xor_step(params, x, t)}
     if torch is not None:
-        rows.append(("pytorch", median_time(torch_step(sizes, "sigmoid", "mse", x, t),
-                                            repeat=50, inner=200)))
+        fns["pytorch"] = torch_step(sizes, "sigmoid", "mse", x, t)
+    samples = interleaved(fns, repeat=50, inner=200)
     print("XOR 2-2-1 sigmoid, batch 4, MSE, SGD step:")
-    report(rows)
+    report(samples, "numpy (hand-written)")
     nodes = len(net.graph.ops)
-    print(f"  ({nodes} op nodes: {rows[0][1] / nodes / 2 * 1e6:.1f} us per node per pass)")
-    return rows
+    per_node = statistics.median(samples["flowgrad"]) / nodes / 2
+    print(f"  ({nodes} op nodes: {per_node * 1e6:.1f} us per node per pass, update included)")
+    return samples
 
 
 def bench_compile(n: int = 1000):
@@ -176,15 +177,15 @@ def bench_compile(n: int = 1000):
 
 
 def main():
-    mlp = dict(bench_mlp())
-    xor = dict(bench_xor())
+    mlp = bench_mlp()
+    xor = bench_xor()
     total = bench_compile()
-    print("\nsummary (targets from issue 2):")
-    print(f"  MLP: {mlp['flowgrad'] / mlp['numpy (hand-written)']:.2f}x numpy (target <= 1.10)"
-          + (f", {mlp['flowgrad'] / mlp['pytorch']:.2f}x pytorch (target <= 1.0)"
+    print("\nsummary (targets from issue 2; ratios are medians of per-round ratios):")
+    print(f"  MLP: {ratio(mlp, 'flowgrad', 'numpy (hand-written)'):.2f}x numpy (target <= 1.10)"
+          + (f", {ratio(mlp, 'flowgrad', 'pytorch'):.2f}x pytorch (target <= 1.0)"
              if 'pytorch' in mlp else ""))
     if "pytorch" in xor:
-        print(f"  XOR: {xor['flowgrad'] / xor['pytorch']:.2f}x pytorch (target <= 0.5)")
+        print(f"  XOR: {ratio(xor, 'flowgrad', 'pytorch'):.2f}x pytorch (target <= 0.5)")
     print(f"  1000-node chain: {total:.2f} s (target < 0.5 s)")
 
 

@@ -17,7 +17,7 @@ import argparse
 import os
 import statistics
 import sys
-import time
+
 
 import numpy as np
 import onnx
@@ -26,6 +26,9 @@ from onnx import numpy_helper
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import flowgrad  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import interleaved, median_time  # noqa: E402
+from _timing import ratio as per_round_ratio  # noqa: E402
 from flowgrad.onnx.conformance import DATA_DIR  # noqa: E402
 
 
@@ -82,31 +85,6 @@ def with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def median_time(fn, repeat: int) -> float:
-    fn()                                            # warm up (first run checks contracts)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def interleaved(ours, theirs, repeat: int) -> tuple[float, float, float]:
-    """Median times of ``ours`` and ``theirs`` run alternately, and the median of the
-    per-round ratios: on a shared machine, load that drifts during the run hits both sides."""
-    ours()
-    theirs()
-    a, b = [], []
-    for _ in range(repeat):
-        for fn, times in ((ours, a), (theirs, b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return (statistics.median(a), statistics.median(b),
-            statistics.median(x / y for x, y in zip(a, b)))
-
-
 def bench_resnet(batch: int, repeat: int) -> None:
     import onnxruntime as ort
     model = with_random_weights(light("resnet50"))
@@ -122,8 +100,10 @@ def bench_resnet(batch: int, repeat: int) -> None:
     ort_input = session.get_inputs()[0].name
     ours = plan.forward({inp: x}, grad=False)[graph.outputs[-1]]
     theirs = session.run(None, {ort_input: x})[-1]
-    t_fg, t_ort, ratio = interleaved(lambda: plan.forward({inp: x}, grad=False),
-                                     lambda: session.run(None, {ort_input: x}), repeat)
+    samples = interleaved({"flowgrad": lambda: plan.forward({inp: x}, grad=False),
+                           "onnxruntime": lambda: session.run(None, {ort_input: x})}, repeat)
+    t_fg, t_ort = (statistics.median(samples[k]) for k in ("flowgrad", "onnxruntime"))
+    ratio = per_round_ratio(samples, "flowgrad", "onnxruntime")
     print(f"resnet50 batch {batch}: flowgrad {t_fg * 1e3:8.1f} ms   onnxruntime "
           f"{t_ort * 1e3:8.1f} ms   ratio {ratio:5.2f}x   (logits: max |diff| "
           f"{float(np.max(np.abs(ours - theirs))):.2g} of max |logit| "
@@ -136,7 +116,7 @@ def bench_import(name: str, repeat: int) -> None:
 
     def load_and_compile():
         flowgrad.compile(flowgrad.load(path))
-    t = median_time(load_and_compile, repeat)
+    t = median_time(load_and_compile, repeat, warmup=1)
     print(f"{name}: import + compile {t:.2f} s ({nodes} ONNX nodes)")
 
 

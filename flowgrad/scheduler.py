@@ -185,8 +185,10 @@ class Plan:
             except Exception as e:
                 raise self._op_error(step, vals, e, "forward") from e
         result = {ref: vals[slot] for ref, slot in program.output_slots.items()}
-        self._last = (program, ctxs, {s: vals[s] for s in program.output_slots.values()}) \
-            if grad else None
+        # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
+        # input that no path reaches is zeros of the input's shape)
+        kept = {s: vals[s] for s in (*program.output_slots.values(), *self._input_slots.values())}
+        self._last = (program, ctxs, kept) if grad else None
         return result
 
     def _run_checked(self, program: _ForwardProgram, vals: list, ctxs: list, grad: bool) -> None:
@@ -345,7 +347,7 @@ class Plan:
                 if name not in wrt:
                     continue
                 value = np.zeros_like(self.params[name] if name in self.params
-                                      else out_vals.get(slot, 0.0))
+                                      else out_vals[slot])
             grads[name] = value
         return grads
 

@@ -250,3 +250,21 @@ def test_forward_only_op_on_the_gradient_path_is_named():
 def prepare_ok(g):
     g.dag.remove_node("c")
     return g
+
+
+def test_gradient_of_an_unreached_input_is_zeros_of_its_shape():
+    g = mlp()
+    net = flowgrad.compile(g)
+    f = feeds()
+    net.forward(f, outputs=["loss", "side"])
+    grads = net.backward({"loss": 1.0}, wrt=["x"])
+    assert grads["x"].shape == (5, 4)
+    net.forward(f, outputs=["p1"])
+    grads = net.backward({"p1": 1.0}, wrt=["x"])
+    assert grads["x"].shape == (5, 4)
+    g2 = mlp()
+    g2.add_input("unused", Spec((None, 2), np.float32))
+    net = flowgrad.compile(g2)
+    net.forward({**f, "unused": np.ones((5, 2))}, outputs=["loss"])
+    grads = net.backward({"loss": 1.0}, wrt=["unused"])
+    assert grads["unused"].shape == (5, 2) and not grads["unused"].any()
