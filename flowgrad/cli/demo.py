@@ -6,8 +6,7 @@
    in one batch) and checks that the network classifies image k as k;
 3. round-trips through ONNX: exports the trained graph with flowgrad's exporter, loads the
    file back with flowgrad's ONNX importer and compares the outputs (with onnxruntime too,
-   when installed).  If the exporter cannot write the graph, a small model built with
-   ``onnx.helper`` is imported instead and compared with numpy.
+   when installed).
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ import numpy as np
 from .. import compile, load
 from ..data import load_data, split
 from ..errors import FlowgradError
+from ..onnx.export import save_onnx
 from ..visualize import save_outputs
 from .train import train_and_report
 from .visualize import run_visualization
@@ -95,24 +95,9 @@ def _onnx_round_trip(plan, graph, out: str, registry, trainer) -> None:
     x = test.x[:64]
     path = os.path.join(out, f"{graph.name}.onnx")
     logits_name = trainer.config.logits or graph.outputs[0]
-    try:
-        from ..onnx.export import save_onnx
-    except ImportError:
-        save_onnx = None
-    exported = False
-    if save_onnx is not None:
-        try:
-            save_onnx(plan.export_graph(), path, outputs=[logits_name])
-            exported = True
-        except FlowgradError as e:
-            print(f"the exporter cannot write {graph.name} ({e}); using a small onnx.helper "
-                  "model instead")
-    if exported:
-        expected = trainer.predict(x)
-        print(f"exported the trained graph to {path}")
-    else:
-        path, expected = _helper_model(out, x)
-        print(f"built {path} with onnx.helper")
+    save_onnx(plan.export_graph(), path, outputs=[logits_name])
+    expected = trainer.predict(x)
+    print(f"exported the trained graph to {path}")
     imported = load(path, registry=registry)
     net = compile(imported)
     name = imported.inputs[0]
@@ -132,27 +117,3 @@ def _onnx_round_trip(plan, graph, out: str, registry, trainer) -> None:
     ref = session.run(None, feed)[0]
     print(f"onnxruntime agrees to {float(np.max(np.abs(ref - got))):.2e}")
 
-
-def _helper_model(out: str, x: np.ndarray) -> tuple[str, np.ndarray]:
-    """A 64→16→10 Gemm/Relu model with seeded weights, and its numpy outputs on ``x``."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    w1 = rng.normal(0, 0.3, (64, 16)).astype(np.float32)
-    w2 = rng.normal(0, 0.3, (16, 10)).astype(np.float32)
-    nodes = [helper.make_node("Gemm", ["x", "w1"], ["h"]),
-             helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("Gemm", ["r", "w2"], ["logits"])]
-    g = helper.make_graph(nodes, "helper_mlp",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                         ["N", 10])],
-                          initializer=[numpy_helper.from_array(w1, "w1"),
-                                       numpy_helper.from_array(w2, "w2")])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path = os.path.join(out, "helper_mlp.onnx")
-    onnx.save(model, path)
-    return path, np.maximum(x @ w1, 0) @ w2
