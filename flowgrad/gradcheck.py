@@ -24,14 +24,16 @@ class LeafCheck:
     ok: bool
 
 
-def random_feeds(graph: Graph, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """Standard-normal floats and zero integers, with unknown dims set to ``batch``."""
+def random_feeds(graph: Graph, batch: int = 2, seed: int = 0,
+                 dtype: type = np.float64) -> dict[str, np.ndarray]:
+    """A batch for every input, unknown dims set to ``batch``: standard normal floats (of
+    ``dtype``), zero integers and False booleans (zero is a valid label, index and count)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:
         spec = graph.node(name)["spec"]
         shape = tuple(batch if d is None else d for d in spec.shape)
-        feeds[name] = (rng.standard_normal(shape) if spec.dtype.kind == "f"
+        feeds[name] = (rng.standard_normal(shape).astype(dtype) if spec.dtype.kind == "f"
                        else np.zeros(shape, spec.dtype))
     return feeds
 

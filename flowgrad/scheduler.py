@@ -161,29 +161,7 @@ class Plan:
             vals[slot] = value
         self._feed(vals, feeds, program)
         ctxs: list[Context | None] = [None] * len(self._steps)
-        training, rng = self.training, self.rng
-        if not program.checked:
-            self._run_checked(program, vals, ctxs, grad)
-        else:
-            try:
-                for forward, ins, outs, free, step in program.run:
-                    ctx = Context(grad, training, rng)
-                    res = forward(ctx, *[vals[i] for i in ins])
-                    if len(outs) == 1:
-                        vals[outs[0]] = res[0]
-                    else:
-                        for slot, value in zip(outs, res):
-                            vals[slot] = value
-                    if ctx.state is not None:
-                        self._apply_state(step, ctx)
-                    for slot in free:
-                        vals[slot] = None
-                    if grad:
-                        ctxs[step.index] = ctx
-            except FlowgradError:
-                raise
-            except Exception as e:
-                raise self._op_error(step, vals, e, "forward") from e
+        self._run_forward(program, vals, ctxs, grad)
         result = {ref: vals[slot] for ref, slot in program.output_slots.items()}
         # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
         # input that no path reaches is zeros of the input's shape)
@@ -191,36 +169,47 @@ class Plan:
         self._last = (program, ctxs, kept) if grad else None
         return result
 
-    def _run_checked(self, program: _ForwardProgram, vals: list, ctxs: list, grad: bool) -> None:
-        """The first run of a program: same as the fast loop, plus contract checks."""
-        for forward, ins, outs, free, step in program.run:
-            ctx = Context(grad, self.training, self.rng)
-            try:
+    def _run_forward(self, program: _ForwardProgram, vals: list, ctxs: list, grad: bool) -> None:
+        """The hot loop.  A program's first run also checks each op's contract."""
+        check = not program.checked
+        training, rng = self.training, self.rng
+        step = None
+        try:
+            for forward, ins, outs, free, step in program.run:
+                ctx = Context(grad, training, rng)
                 res = forward(ctx, *[vals[i] for i in ins])
-            except FlowgradError:
-                raise
-            except Exception as e:
-                raise self._op_error(step, vals, e, "forward") from e
-            if not isinstance(res, tuple) or len(res) != len(outs):
-                raise self._op_error(step, vals, None, "forward", f"forward() must return a tuple "
-                                     f"of {len(outs)} array(s), got {_kind(res)}")
-            specs = self.graph.node(step.name)["specs"]
-            for port, (value, spec) in enumerate(zip(res, specs)):
-                shape = np.shape(value)
-                if len(shape) != spec.ndim or any(d is not None and d != n
-                                                  for d, n in zip(spec.shape, shape)):
-                    raise self._op_error(step, vals, None, "forward",
-                                         f"output {port} has shape {shape}, but infer() said "
-                                         f"{format_shape(spec.shape)}")
-            for slot, value in zip(outs, res):
-                vals[slot] = value
-            if ctx.state is not None:
-                self._apply_state(step, ctx)
-            for slot in free:
-                vals[slot] = None
-            if grad:
-                ctxs[step.index] = ctx
+                if check:
+                    self._check_outputs(step, vals, res)
+                if len(outs) == 1:
+                    vals[outs[0]] = res[0]
+                else:
+                    for slot, value in zip(outs, res):
+                        vals[slot] = value
+                if ctx.state is not None:
+                    self._apply_state(step, ctx)
+                for slot in free:
+                    vals[slot] = None
+                if grad:
+                    ctxs[step.index] = ctx
+        except FlowgradError:
+            raise
+        except Exception as e:
+            raise self._op_error(step, vals, e, "forward") from e
         program.checked = True
+
+    def _check_outputs(self, step: _Step, vals: list, res: Any) -> None:
+        n = len(step.out_slots)
+        if not isinstance(res, tuple) or len(res) != n:
+            raise self._op_error(step, vals, None, "forward", f"forward() must return a tuple "
+                                 f"of {n} array(s), got {_kind(res)}")
+        specs = self.graph.node(step.name)["specs"]
+        for port, (value, spec) in enumerate(zip(res, specs)):
+            shape = np.shape(value)
+            if len(shape) != spec.ndim or any(d is not None and d != n
+                                              for d, n in zip(spec.shape, shape)):
+                raise self._op_error(step, vals, None, "forward",
+                                     f"output {port} has shape {shape}, but infer() said "
+                                     f"{format_shape(spec.shape)}")
 
     def _feed(self, vals: list, feeds: Mapping[str, Any], program: _ForwardProgram) -> None:
         needed = program.feeds

@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .loaders.yaml_source import plain
 from .op import Context, Op, Spec
 
 
@@ -240,25 +241,13 @@ def check_config(op: Op) -> None:
     again = type(op)(**config)
     assert again == op, f"{op.type}: {op!r} rebuilt from its config is {again!r}"
     try:
-        text = yaml.safe_dump(_plain(config))
+        text = yaml.safe_dump(plain(config))
     except yaml.YAMLError as e:
         raise AssertionError(f"{op.type}: config {config!r} cannot be written as YAML: {e}") \
             from None
     from_yaml = type(op)(**yaml.safe_load(text))
     assert from_yaml == op, f"{op.type}: {op!r} rebuilt from YAML {text!r} is {from_yaml!r}"
 
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists and numpy scalars to Python ones, as a YAML writer needs."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
 
 
 def check_op(op: Op, inputs: Sequence[Any], **gradcheck_options: Any) -> float:

@@ -14,7 +14,7 @@ from flowgrad.cli import main
 from flowgrad.errors import FlowgradError
 from flowgrad.onnx.export import export_onnx
 from flowgrad.onnx.to_yaml import write_yaml
-from flowgrad.onnx.verify import random_feeds
+from flowgrad.gradcheck import random_feeds
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -33,7 +33,7 @@ def test_yaml_to_onnx_matches_onnxruntime_and_reimports_identically(path):
     graph = flowgrad.load(path)
     proto = export_onnx(graph)
     onnx.checker.check_model(proto, full_check=True)
-    feeds = random_feeds(graph, batch=3)
+    feeds = random_feeds(graph, batch=3, dtype=np.float32)
     ours = _forward(graph, feeds)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     theirs = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
@@ -56,7 +56,7 @@ def test_unexportable_ops_are_listed_together():
 def test_export_after_training_carries_the_new_params():
     graph = flowgrad.load(os.path.join(ROOT, "graphs", "digits_mlp.yaml"))
     plan = flowgrad.compile(graph)
-    feeds = random_feeds(graph, batch=4)
+    feeds = random_feeds(graph, batch=4, dtype=np.float32)
     plan.forward(feeds)
     grads = plan.backward({"loss": 1.0})
     for name, g in grads.items():

@@ -13,6 +13,7 @@ import textwrap
 from typing import Any, Sequence
 
 from ..errors import PluginError, did_you_mean
+from ..loaders.yaml_source import plain
 from ..op import Op
 
 HELP = "list the registered ops: ports, attributes, and the plugin providing each"
@@ -126,7 +127,7 @@ def describe_op(registry, name: str) -> dict[str, Any]:
         "variadic": op_cls.variadic,
         "outputs": list(op_cls.outputs),
         "attrs": [{"name": k, "kind": a.kind, "required": a.required,
-                   "default": None if a.required else _plain(a.default),
+                   "default": None if a.required else plain(a.default),
                    "choices": list(a.choices) if a.choices else None, "doc": a.doc}
                   for k, a in op_cls.attrs.items()],
         "differentiable": op_cls.differentiable,
@@ -135,11 +136,6 @@ def describe_op(registry, name: str) -> dict[str, Any]:
         "defined_at": _defined_at(op_cls),
     }
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    return value.tolist() if hasattr(value, "tolist") else value
 
 
 def _defined_at(op_cls: type) -> str:

@@ -33,7 +33,7 @@ from ..initializers import INITIALIZERS, initialize, param_seed
 from ..op import Spec
 from ..passes import prepare
 from ..plugins import Registry, default_registry, unknown_op_message
-from .yaml_source import MarkedDict, MarkedList, read_yaml
+from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 
 SCHEMA_VERSION = 1
 TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "inputs", "params", "constants",
@@ -211,7 +211,7 @@ class _Builder:
         if value is not None:
             self.graph.add_param(name, value, trainable=trainable, lr_mult=float(lr_mult),
                                  decay_mult=float(decay_mult), loc=loc,
-                                 init=None if init is None else _plain(init))
+                                 init=None if init is None else plain(init))
 
     def read_weights(self, path: str, loc: SourceLocation) -> None:
         """Read the ``weights`` file (.npz), relative to the graph file."""
@@ -276,7 +276,7 @@ class _Builder:
 
     def array(self, value: Any, loc: SourceLocation, what: str) -> np.ndarray | None:
         try:
-            array = np.asarray(_plain(value), dtype=np.float64)
+            array = np.asarray(plain(value), dtype=np.float64)
         except (TypeError, ValueError):
             self.error(f"the value of {what} must be a number or a (nested, rectangular) list of "
                        f"numbers", loc)
@@ -326,7 +326,7 @@ class _Builder:
         except PluginError:
             self.error(unknown_op_message(op_type, self.registry.ops), d.value_locs["op"])
             return None
-        attrs = {k: _plain(v) for k, v in d.items() if k not in NODE_KEYS}
+        attrs = {k: plain(v) for k, v in d.items() if k not in NODE_KEYS}
         try:
             op = op_cls(**attrs)
         except AttrError as e:
@@ -442,13 +442,6 @@ def _ports(op) -> str:
     return ", ".join(p + (" (optional)" if p in op.optional_inputs else "")
                      for p in op.input_names)
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _describe(value: Any) -> str:

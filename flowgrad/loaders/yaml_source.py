@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..errors import DiagnosticList, GraphError, SourceLocation
@@ -80,6 +81,21 @@ class MarkedLoader(yaml.SafeLoader):
         out.loc = self.source.loc(node.start_mark)
         out.item_locs = [self.source.loc(child.start_mark) for child in node.value]
         return out
+
+
+def plain(value: Any) -> Any:
+    """The plain Python form of a value, as YAML reads and writes it: dicts, lists, numbers and
+    strings.  Marked containers become dicts and lists, tuples and arrays lists, numpy scalars
+    Python numbers."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _yaml_type(node: yaml.Node) -> str:

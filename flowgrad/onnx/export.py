@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import Diagnostic, FlowgradError
 from ..graph import Graph
+from ..loaders.yaml_source import plain
 
 #: the opset exported models import (LayerNormalization needs 17, Gelu 20)
 EXPORT_OPSET = 20
@@ -143,7 +144,7 @@ _WINDOW = ("auto_pad", "dilations", "kernel_shape", "pads", "strides")
 EXPORTERS["conv"] = _same("Conv", _attrs(*_WINDOW, "group"))
 EXPORTERS["conv_transpose"] = _same("ConvTranspose",
                                     _attrs(*_WINDOW, "group", "output_padding", "output_shape"))
-EXPORTERS["max_pool"] = _same("MaxPool", _attrs(*_WINDOW, "ceil_mode"))
+EXPORTERS["max_pool"] = _same("MaxPool", _attrs(*_WINDOW, "ceil_mode", "storage_order"))
 EXPORTERS["avg_pool"] = _same("AveragePool", _attrs(*_WINDOW, "ceil_mode", "count_include_pad"))
 
 
@@ -193,7 +194,13 @@ def _clip(c: _Ctx) -> None:
 
 @exports("dropout")
 def _dropout(c: _Ctx) -> None:
-    c.node("Dropout", [c.ins[0], c.const(c.op.ratio, np.float32)], c.outs)
+    """A fixed ``training_mode`` becomes ONNX's input; unset (the plan's mode) exports as
+    inference, as a deployed model runs."""
+    ins = [c.ins[0], c.const(c.op.ratio, np.float32)]
+    if c.op.training_mode is not None:
+        ins.append(c.const(c.op.training_mode, np.bool_))
+    attrs = {} if c.op.seed is None else {"seed": c.op.seed}
+    c.node("Dropout", ins, c.outs, **attrs)
 
 
 @exports("slice")
@@ -413,7 +420,7 @@ class _Body(_Model):
 def _as_function(body: Exporter) -> Exporter:
     def fn(c: _Ctx) -> None:
         import json
-        config = {"type": c.op.type, "attrs": _plain(c.op.config())}
+        config = {"type": c.op.type, "attrs": plain(c.op.config())}
         key = json.dumps(config, sort_keys=True)
         functions = c.model.functions
         name = functions.get(key, (None,))[0]
@@ -434,15 +441,6 @@ def _as_function(body: Exporter) -> Exporter:
                                               name=c.model.node_name(c.name)))
     return fn
 
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def _step(c: _Ctx) -> None:

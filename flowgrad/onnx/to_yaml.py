@@ -15,6 +15,7 @@ import yaml
 
 from ..errors import FlowgradError
 from ..graph import Graph
+from ..loaders.yaml_source import plain
 
 _YAML_DTYPES = {"float16": "float", "float32": "float", "float64": "float", "int64": "int64",
                 "int32": "int32", "bool": "bool"}
@@ -25,15 +26,6 @@ def _flow(value: Any) -> str:
     text = yaml.safe_dump([value], default_flow_style=True, width=1 << 30, sort_keys=False)
     return text.strip()[1:-1]
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.ndarray]]:
@@ -97,7 +89,7 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
             ins = {port: source_ref(*s) for port, s in zip(op.input_names, sources)
                    if s is not None}
         entry = {"op": op.type, "in": ins}
-        entry.update({k: _plain(v) for k, v in op.config().items()})
+        entry.update({k: plain(v) for k, v in op.config().items()})
         if data.get("onnx_op"):
             entry["doc"] = f"ONNX {data['onnx_op']} '{data.get('onnx_name') or ''}'"
         lines.append(f"  {n}: {_flow(entry)}")

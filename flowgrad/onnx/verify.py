@@ -5,29 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import FlowgradError
+from ..gradcheck import random_feeds
 from ..graph import Graph
 from ..scheduler import compile as compile_graph
 
 
-def random_feeds(graph: Graph, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
-    """A batch for every input: standard normal floats, small non-negative integers."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        spec = graph.node(name)["spec"]
-        shape = tuple(batch if d is None else d for d in spec.shape)
-        if spec.dtype.kind == "f":
-            feeds[name] = rng.standard_normal(shape).astype(np.float32)
-        elif spec.dtype.kind == "b":
-            feeds[name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            feeds[name] = rng.integers(0, 2, shape).astype(spec.dtype)
-    return feeds
-
-
 def compare_graphs(a: Graph, b: Graph) -> float:
     """Largest absolute difference between the outputs of two graphs with the same interface."""
-    feeds = random_feeds(a)
+    feeds = random_feeds(a, dtype=np.float32)
     out_a = compile_graph(a).forward(feeds, grad=False)
     out_b = compile_graph(b).forward({k: feeds[k] for k in b.inputs}, grad=False)
     if len(a.outputs) != len(b.outputs):
@@ -42,7 +27,7 @@ def compare_with_onnxruntime(graph: Graph, proto, outputs=None) -> float:
         import onnxruntime as ort
     except ImportError:
         raise FlowgradError("--verify needs onnxruntime (pip install onnxruntime)") from None
-    feeds = random_feeds(graph)
+    feeds = random_feeds(graph, dtype=np.float32)
     refs = list(graph.outputs if outputs is None else outputs)
     ours = compile_graph(graph).forward(feeds, outputs=refs, grad=False)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
