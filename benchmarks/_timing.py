@@ -3,7 +3,9 @@
 The machine may be shared: load comes and goes within seconds.  Contenders are therefore timed
 in alternation within every round (:func:`interleaved`), so they see the same load, and a ratio
 is reported as the median of the per-round ratios, which survives drifting load far better than
-the ratio of two medians taken one block after another.
+the ratio of two medians taken one block after another.  The order rotates every round: a
+runtime can leave work behind (PyTorch's OpenMP threads spin for a while after each op), and
+whoever always ran right after it would always pay for it.
 """
 from __future__ import annotations
 
@@ -19,8 +21,11 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 30, warmup: 
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
+    names = list(fns)
+    for round_ in range(repeat):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn = fns[name]
             start = time.perf_counter()
             for _ in range(inner):
                 fn()
