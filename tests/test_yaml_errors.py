@@ -136,3 +136,11 @@ def test_missing_file_is_a_clear_error(tmp_path):
 def test_yaml_tags_cannot_run_code(tmp_path):
     found, _ = errors_of(tmp_path, "flowgrad: !!python/object/apply:os.system ['echo hi']\n")
     assert found and "invalid YAML" in found[0][2]
+
+
+def test_yaml_1_2_floats_are_numbers(tmp_path):
+    from flowgrad.loaders.yaml_source import read_yaml
+    path = tmp_path / "f.yaml"
+    path.write_text("a: 1e-4\nb: 1.0e6\nc: -2E+3\nd: 1_000\ne: 3.5\nf: e5\ng: '1e3'\n")
+    data, _ = read_yaml(str(path))
+    assert data == {"a": 1e-4, "b": 1e6, "c": -2e3, "d": 1000, "e": 3.5, "f": "e5", "g": "1e3"}

@@ -13,6 +13,8 @@ import pkgutil
 import sys
 from typing import Sequence
 
+import numpy as np
+
 from ..errors import FlowgradError
 
 #: commands listed first in --help, in this order; any other module follows alphabetically
@@ -55,7 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..plugins import make_registry, set_default_registry
         registry = make_registry(paths=args.plugins, autoload=not args.no_autoload)
         set_default_registry(registry)
-        return int(args._run(args, registry) or 0)
+        # flowgrad checks for non-finite values itself and names the node at fault; numpy's
+        # own overflow warnings would only print source lines ahead of that message
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return int(args._run(args, registry) or 0)
     except FlowgradError as e:
         print(e.report(), file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ can point at the exact line and column.  Opening a YAML file never runs code.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -104,6 +105,14 @@ def _yaml_type(node: yaml.Node) -> str:
         node.tag, "a collection" if not isinstance(node, yaml.ScalarNode) else node.tag)
 
 
+# YAML 1.2 floats: PyYAML implements YAML 1.1, where `1e-4` and `1.0e6` are strings (1.1 wants a
+# dot and a signed exponent).  Learning rates are written that way, so read them as numbers.
+MarkedLoader.yaml_implicit_resolvers = {k: list(v) for k, v in
+                                        yaml.SafeLoader.yaml_implicit_resolvers.items()}
+MarkedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
+    list("-+0123456789"))
 MarkedLoader.add_constructor("tag:yaml.org,2002:map", MarkedLoader.construct_marked_mapping)
 MarkedLoader.add_constructor("tag:yaml.org,2002:seq", MarkedLoader.construct_marked_sequence)
 
