@@ -83,6 +83,8 @@ CONV_T = [
     ((2, 4, 5, 6), (4, 2, 3, 3), {"strides": [2, 2], "auto_pad": "SAME_LOWER"}),
     ((2, 4, 5, 6), (4, 2, 3, 3), {"strides": [2, 2], "output_shape": [10, 12]}),
     ((2, 4, 5, 6), (4, 2, 3, 3), {"strides": [2, 2], "output_shape": [9, 11]}),
+    # output_shape past the input's reach (11 x 13): negative pads, a zero margin at the end
+    ((2, 4, 5, 6), (4, 2, 3, 3), {"strides": [2, 2], "output_shape": [12, 14]}),
     ((2, 3, 7), (3, 2, 4), {"strides": [3], "pads": [1, 2]}),
 ]
 
@@ -115,6 +117,26 @@ POOL = [
 def test_max_pool(shape, attrs):
     x = rand(*shape)
     assert_close(ours(MaxPool(**attrs), x), run_onnx("MaxPool", [x], attrs))
+
+
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("shape,attrs", POOL, ids=[str(a) for _, a in POOL])
+def test_max_pool_indices(shape, attrs, storage_order):
+    """MaxPool's second output (flat arg-max over the whole input) against onnxruntime."""
+    x = rand(*shape, seed=3)
+    attrs = {**attrs, "storage_order": storage_order}
+    node = helper.make_node("MaxPool", ["x"], ["y", "i"], **attrs)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("i", TensorProto.INT64, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want_y, want_i = session.run(None, {"x": x})
+    y, indices = MaxPool(**attrs, indices=True).forward(Context(grad_enabled=False), x)
+    assert_close(y, want_y)
+    assert indices.dtype == np.int64
+    np.testing.assert_array_equal(indices, want_i)
 
 
 @pytest.mark.parametrize("count_include_pad", [0, 1])
@@ -237,3 +259,33 @@ def test_resize(mode, nearest_mode, exclude_outside, coordinates):
         got = ours(Resize(**attrs), x, None, None if scales is None else
                    np.array(scales, np.float32), None if sizes is None else np.array(sizes))
         assert_close(got, want, tol=1e-4)
+
+
+RESIZE_EXTRA = [
+    # antialias (downsampling widens the kernel)
+    ({"mode": "linear", "antialias": 1}, [1, 1, 0.6, 0.5], None, None),
+    ({"mode": "cubic", "antialias": 1}, None, [2, 3, 3, 4], None),
+    ({"mode": "cubic", "antialias": 1, "exclude_outside": 1}, [1, 1, 0.5, 0.7], None, None),
+    # tf_crop_and_resize, also reaching outside the input (extrapolation_value)
+    ({"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"},
+     None, [2, 3, 4, 3], [0, 0, 0.2, 0.1, 1, 1, 0.9, 0.7]),
+    ({"mode": "nearest", "coordinate_transformation_mode": "tf_crop_and_resize",
+      "extrapolation_value": 3.0}, None, [2, 3, 4, 5], [0, 0, -0.2, 0.4, 1, 1, 0.8, 1.3]),
+    # keep_aspect_ratio_policy with axes
+    ({"mode": "nearest", "axes": [2, 3], "keep_aspect_ratio_policy": "not_larger"},
+     None, [9, 8], None),
+    ({"mode": "linear", "axes": [3, 2], "keep_aspect_ratio_policy": "not_smaller"},
+     None, [8, 9], None),
+]
+
+
+@pytest.mark.parametrize("attrs,scales,sizes,roi", RESIZE_EXTRA,
+                         ids=[str(i) for i in range(len(RESIZE_EXTRA))])
+def test_resize_roi_antialias_aspect_ratio(attrs, scales, sizes, roi):
+    x = rand(2, 3, 5, 6)
+    arrays = [None if roi is None else np.array(roi, np.float32),
+              None if scales is None else np.array(scales, np.float32),
+              None if sizes is None else np.array(sizes, np.int64)]
+    want = run_onnx("Resize", [x], attrs, initializers=list(zip(("roi", "scales", "sizes"),
+                                                                  arrays)))
+    assert_close(ours(Resize(**attrs), x, *arrays), want, tol=1e-4)

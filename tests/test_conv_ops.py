@@ -22,11 +22,14 @@ def rand(*shape, seed=0):
 
 
 def forward_backward(op, inputs, gy_seed=5, needs=None):
+    """The first output and the input gradients for a random cotangent of it (other outputs,
+    such as max_pool's indices, get None)."""
     ctx = Context()
-    (y,) = op.forward(ctx, *inputs)
+    outs = op.forward(ctx, *inputs)
+    y = outs[0]
     ctx.needs_input_grad = needs or tuple(v is not None for v in inputs)
     gy = rand(*y.shape, seed=gy_seed).astype(y.dtype)
-    return y, op.backward(ctx, gy)
+    return y, op.backward(ctx, gy, *[None] * (len(outs) - 1))
 
 
 ADJOINT = [
@@ -102,10 +105,16 @@ def test_max_pool_sends_a_tied_gradient_to_the_first_maximum_only():
     x = np.zeros((1, 1, 4, 4))           # every window is a four-way tie (as after a relu)
     for attrs in ({"kernel_shape": [2, 2], "strides": [2, 2]},
                   {"kernel_shape": [3, 3], "strides": [1, 1]}):
-        y, (gx,) = forward_backward(MaxPool(**attrs), [x])
-        gy = rand(*y.shape, seed=5)
-        assert np.isclose(gx.sum(), gy.sum())
-        assert gx[0, 0, 0, 0] == gy[0, 0, 0, 0]      # window (0, 0) picks its first cell
+        grads = []
+        for with_indices in (False, True):    # the two forward paths agree on the winner
+            y, (gx,) = forward_backward(MaxPool(**attrs, indices=with_indices), [x])
+            gy = rand(*y.shape, seed=5)
+            assert np.isclose(gx.sum(), gy.sum())
+            assert gx[0, 0, 0, 0] == gy[0, 0, 0, 0]      # window (0, 0) picks its first cell
+            grads.append(gx)
+        np.testing.assert_array_equal(*grads)
+        _, indices = MaxPool(**attrs, indices=True).forward(Context(), x)
+        assert indices[0, 0, 0, 0] == 0                  # and 'indices' names that cell
 
 
 def test_avg_pool_counts():

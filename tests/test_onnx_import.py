@@ -140,13 +140,12 @@ def test_unsupported_ops_reported_together():
 
 def test_translation_errors_name_the_onnx_node_and_type():
     model = make_model(
-        [helper.make_node("MaxPool", ["x"], ["y", "idx"], name="pool/1", kernel_shape=[2, 2])],
-        [tensor("x", ["N", 1, 4, 4])],
-        [tensor("y", ["N", 1, 2, 2]), tensor("idx", ["N", 1, 2, 2], TensorProto.INT64)])
+        [helper.make_node("Hardmax", ["x"], ["y"], name="hard/1", axis=1)],
+        [tensor("x", ["N", "C"])], [tensor("y", ["N", "C"])])
     with pytest.raises(GraphError) as err:
         flowgrad.load(model)
-    assert "ONNX node 'pool/1' (MaxPool" in str(err.value)
-    assert err.value.diagnostics[0].node == "pool_1"
+    assert "ONNX node 'hard/1' (Hardmax" in str(err.value)
+    assert err.value.diagnostics[0].node == "hard_1"
 
 
 class SwishPlugin:

@@ -16,6 +16,7 @@ from onnx.backend.base import Backend, BackendRep
 
 from ..loaders.onnx_loader import load_onnx
 from ..scheduler import compile as compile_graph
+from .importer import OPAQUE
 
 
 def plan_dtype(model: onnx.ModelProto) -> np.dtype:
@@ -108,9 +109,22 @@ class FlowgradRep(BackendRep):
             named = dict(zip(self.onnx_inputs, inputs))
         bound = {k: v for k, v in named.items() if k in self.bound}
         graph, plan, by_onnx, refs = self._plan_for(bound)
-        feeds = {by_onnx[k]: v for k, v in named.items() if k not in self.bound}
+        feeds = {by_onnx[k]: _box(v) if graph.node(by_onnx[k])["spec"] == OPAQUE else v
+                 for k, v in named.items() if k not in self.bound}
         out = plan.forward(feeds, outputs=refs, grad=False)
-        return tuple(np.asarray(out[ref]) for ref in refs)
+        return tuple(_unbox(out[ref]) for ref in refs)
+
+
+def _box(value: Any) -> np.ndarray:
+    """A sequence / optional value as the 0-d object array a graph slot carries."""
+    box = np.empty((), dtype=object)
+    box[()] = value
+    return box
+
+
+def _unbox(value: Any) -> Any:
+    value = np.asarray(value)
+    return value[()] if value.dtype == object and value.ndim == 0 else value
 
 
 class FlowgradBackend(Backend):

@@ -258,7 +258,7 @@ def max_pool(b, a, ins):
     attrs = _conv_attrs(a, ("auto_pad", "ceil_mode", "dilations", "kernel_shape", "pads",
                             "strides", "storage_order"))
     if b.output_used(1):
-        raise ImportProblem("MaxPool's Indices output is not supported")
+        attrs["indices"] = True
     return _final(b, "max_pool", [ins[0]], **attrs)
 
 
@@ -359,24 +359,18 @@ def lrn(b, a, ins):
                   beta=float(a.get("beta", 0.75)), bias=float(a.get("bias", 1.0)))
 
 
-def _dropout(b, ratio: float, ins, training: bool = False):
-    """flowgrad's dropout follows the plan's train()/eval() mode.  The mask output is defined
-    here for evaluation (all true); ONNX's training_mode=true is honoured only with ratio 0,
-    where it is deterministic."""
-    if training and ratio != 0.0:
-        raise ImportProblem("Dropout with training_mode=true is not supported; flowgrad's "
-                            "dropout follows the plan's train()/eval() mode instead")
-    x = ins[0]
-    y = _final(b, "identity" if training else "dropout", [x],
-               **({} if training else {"ratio": ratio}))
-    if not b.output_used(1):
-        return y
-    if not training:
-        raise ImportProblem("Dropout's mask output is only supported with training_mode=true "
-                            "and ratio 0 (flowgrad's dropout does not expose its mask)")
-    shape = b.op("shape", [x])[0] if None in x.shape else b.const(np.asarray(x.shape, np.int64))
-    mask = _final(b, "constant_of_shape", [shape], index=1, value=1.0, dtype="bool")
-    return [y[0], mask[0]]
+def _dropout(b, ratio: float, ins, training: bool = False, seed=None):
+    """Without ``training_mode=true`` flowgrad's dropout follows the plan's train()/eval()
+    mode (so an imported model drops while fine-tuning); with it, it always drops, and a
+    ``seed`` attribute makes the mask the one ONNX's reference draws (``RandomState(seed)``).
+    The optional second output is the bool mask."""
+    attrs = {"ratio": ratio}
+    if training:
+        attrs["training_mode"] = True
+        if seed is not None:
+            attrs["seed"] = int(seed)
+    outs = _final(b, "dropout", [ins[0]], **attrs)
+    return outs if b.output_used(1) else outs[:1]
 
 
 @onnx_op("Dropout")
@@ -389,8 +383,9 @@ def dropout_1(b, a, ins):
 def dropout_12(b, a, ins):
     ratio = b.static(ins[1] if len(ins) > 1 else None, "Dropout ratio")
     training = b.static(ins[2] if len(ins) > 2 else None, "Dropout training_mode")
-    return _dropout(b, 0.5 if ratio is None else float(ratio), ins,
-                    training is not None and bool(training))
+    return _dropout(b, 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0]), ins,
+                    training is not None and bool(np.asarray(training).reshape(-1)[0]),
+                    a.get("seed"))
 
 
 # -- shape ---------------------------------------------------------------------------------
@@ -556,27 +551,14 @@ def _resize(b, x: Value, a, scales, sizes, roi=None):
     if "extrapolation_value" in attrs and attrs.get("coordinate_transformation_mode") \
             != "tf_crop_and_resize":
         del attrs["extrapolation_value"]            # only used by tf_crop_and_resize
-    axes = a.get("axes")
+    if a.get("axes") is not None:                   # opset 18: scales/sizes/roi of these axes
+        attrs["axes"] = [int(v) for v in a["axes"]]
     if scales is not None and np.size(scales):
-        scales = [float(s) for s in np.asarray(scales).reshape(-1)]
-        if axes is not None:                        # opset 18: only the listed axes
-            full = [1.0] * x.ndim
-            for axis, value in zip(axes, scales):
-                full[int(axis) % x.ndim] = value
-            scales = full
-        attrs["scales"] = scales
+        attrs["scales"] = [float(s) for s in np.asarray(scales).reshape(-1)]
     if sizes is not None and np.size(sizes):
-        sizes = _ints(sizes)
-        if axes is not None:
-            if None in x.shape:
-                raise ImportProblem("Resize with 'axes' and 'sizes' needs the input's other "
-                                    "dims to be static")
-            full = list(x.shape)
-            for axis, value in zip(axes, sizes):
-                full[int(axis) % x.ndim] = value
-            sizes = full
-        attrs["sizes"] = sizes
-    if roi is not None and np.size(roi):
+        attrs["sizes"] = _ints(sizes)
+    if roi is not None and np.size(roi) and attrs.get("coordinate_transformation_mode") \
+            == "tf_crop_and_resize":
         attrs["roi"] = [float(r) for r in np.asarray(roi).reshape(-1)]
     return _final(b, "resize", [x], **attrs)
 

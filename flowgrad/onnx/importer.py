@@ -69,9 +69,20 @@ def attributes(node: onnx.NodeProto) -> dict[str, Any]:
     return out
 
 
+#: The Spec of a sequence- or optional-typed value.  flowgrad computes on arrays only, but a
+#: graph slot can hold any object: such a value travels as a 0-d object array boxing the Python
+#: value (a list of arrays, an array, or None; :mod:`.backend` boxes and unboxes it).  Only
+#: Identity may read one — every other op refuses it at load time.
+OPAQUE = Spec((), np.dtype(object))
+
+
 def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
-    """The Spec of a graph input, or None if it is not a tensor (sequences, maps...)."""
-    if not value_info.type.HasField("tensor_type"):
+    """The Spec of a graph input: :data:`OPAQUE` for sequences and optionals, None for other
+    non-tensors (maps, sparse tensors)."""
+    kind = value_info.type.WhichOneof("value")
+    if kind in ("sequence_type", "optional_type"):
+        return OPAQUE
+    if kind != "tensor_type":
         return None
     tt = value_info.type.tensor_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
@@ -151,8 +162,9 @@ class Importer:
             spec = tensor_spec(vi)
             node_name = b.unique(vi.name)
             if spec is None:
-                errors.append(Diagnostic(f"graph input '{vi.name}' is not a tensor (sequences, "
-                                         "maps and optionals are not supported)", node=node_name))
+                errors.append(Diagnostic(f"graph input '{vi.name}' is not a tensor, sequence "
+                                         "or optional (maps and sparse tensors are not "
+                                         "supported)", node=node_name))
                 continue
             if self.dynamic_batch and spec.ndim:
                 spec = Spec((None,) + spec.shape[1:], spec.dtype)
@@ -184,6 +196,13 @@ class Importer:
                                              node=sanitize(label)))
                 continue
             inputs = [values[i] if i else None for i in node.input]
+            if node.op_type != "Identity" and any(v is not None and v.spec == OPAQUE
+                                                  for v in inputs):
+                errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}): reads a "
+                                         "sequence or optional value; flowgrad only passes "
+                                         "those through Identity", node=sanitize(label)))
+                failed.update(node.output)
+                continue
             b.begin(node)
             try:
                 outs = handler(b, attributes(node), inputs)

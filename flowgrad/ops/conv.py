@@ -147,7 +147,9 @@ class ConvTranspose(_ConvBase):
     Output size per axis: ``stride * (in - 1) + output_padding + dilation * (k - 1) + 1 - pads``;
     ``output_shape`` (or auto_pad SAME_*, giving ``in * stride``) instead fixes the output size
     and derives the pads, the odd one at the end for SAME_UPPER and at the beginning otherwise
-    (the ONNX rule, which onnxruntime follows).
+    (the ONNX rule, which onnxruntime follows).  An ``output_shape`` beyond what the input
+    reaches gives negative pads (floor division, as ONNX's reference computes them): those
+    output cells receive no input and hold zeros (plus the bias).
     """
 
     type = "conv_transpose"
@@ -189,9 +191,6 @@ class ConvTranspose(_ConvBase):
                 if n is None:
                     continue
                 total = s * (n - 1) + e + (k - 1) * d + 1 - shape[i]
-                if total < 0:
-                    raise ShapeError(f"conv_transpose: output_shape {list(shape)} is larger than "
-                                     f"the input can reach")
                 small, big = total // 2, total - total // 2
                 begin[i], end[i] = (small, big) if self.auto_pad == "SAME_UPPER" else (big, small)
         elif self.auto_pad == "VALID":
@@ -201,19 +200,24 @@ class ConvTranspose(_ConvBase):
         out = tuple(None if f is None else f - b - e for f, b, e in zip(full, begin, end))
         if any(o is not None and o < 1 for o in out):
             raise ShapeError(f"conv_transpose: pads {list(begin) + list(end)} leave no output")
+        # negative pads (an output_shape past the input's reach) are a zero margin added after
+        # the computation; the computation itself crops by the non-negative part
+        margin = tuple((max(0, -b), max(0, -e)) for b, e in zip(begin, end))
+        begin, end = [max(0, b) for b in begin], [max(0, e) for e in end]
         # the adjoint conv reads a buffer padded by (begin, end + output_padding)
         return Geometry(tuple(kernel), strides, dilations, tuple(begin),
                         tuple(b + e for b, e in zip(end, extra)), extra,
-                        tuple(in_sizes)), out
+                        tuple(in_sizes)), out, margin
 
     def infer(self, x, W, b=None):
         nd, out_channels = self._check_shapes(x, W, b)
-        _, out = self._geometry(x.shape[2:], self._kernel(W.shape))
+        _, out, _ = self._geometry(x.shape[2:], self._kernel(W.shape))
         specs = (x, W) if b is None else (x, W, b)
         return (Spec((x.shape[0], out_channels) + out, result_dtype(*specs)),)
 
     def forward(self, ctx, x, W, b=None):
-        g, out = self._geometry(x.shape[2:], self._kernel(W.shape))
+        g, out, margin = self._geometry(x.shape[2:], self._kernel(W.shape))
+        out = tuple(o - b - e for o, (b, e) in zip(out, margin))     # the computed core
         n, channels, groups = x.shape[0], x.shape[1], self.group
         out_channels = W.shape[1] * groups
         WgT = W.reshape(groups, channels // groups, -1).transpose(0, 2, 1)
@@ -227,14 +231,21 @@ class ConvTranspose(_ConvBase):
 
         for_each_chunk(work, chunks(n, out_channels * g.taps * prod(g.out)))
         y = yp[interior(out, g, yp.ndim)] if g.padded else yp
+        if any(b or e for b, e in margin):
+            y = np.pad(y, ((0, 0), (0, 0)) + margin)
         if b is not None:
             y = y + b.reshape(_bias_shape(g.nd))
-        ctx.save(x, W, g)
+        ctx.save(x, W, g, margin)
         return (y,)
 
     def backward(self, ctx, gy):
-        x, W, g = ctx.saved
-        need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        x, W, g, margin = ctx.saved
+        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) \
+            if (tuple(ctx.needs_input_grad) + (False,))[2] else None
+        if any(b or e for b, e in margin):      # the zero margin takes no part in the result
+            gy = gy[(slice(None), slice(None)) + tuple(
+                slice(b, gy.shape[2 + i] - e) for i, (b, e) in enumerate(margin))]
+        need_x, need_W = (tuple(ctx.needs_input_grad) + (False,))[:2]
         n, channels, groups = x.shape[0], x.shape[1], self.group
         Wg = W.reshape(groups, channels // groups, -1)
         view = windows(pad_spatial(gy, g), g)
@@ -251,7 +262,6 @@ class ConvTranspose(_ConvBase):
 
         partial = for_each_chunk(work, chunks(n, gy.shape[1] * g.taps * prod(g.out)))
         gW = sum(partial).transpose(0, 2, 1).reshape(W.shape) if need_W else None
-        gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
         return (gx, gW, gb)[:len(ctx.needs_input_grad)]
 
 

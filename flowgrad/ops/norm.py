@@ -222,29 +222,52 @@ class LRN(Op):
 
 
 class Dropout(Op):
-    """Zero each value with probability ``ratio`` while training; identity in evaluation."""
+    """Zero each value with probability ``ratio`` while training; identity in evaluation.
+
+    ``training_mode`` unset follows the plan's ``train()`` / ``eval()``; true or false fixes it
+    (ONNX Dropout's ``training_mode`` input).  The mask comes from the plan's seeded generator,
+    or, when ``seed`` is set, from ``numpy.random.RandomState(seed).uniform(0, 1, shape) >=
+    ratio`` — the same mask at every call, which is how ONNX's reference implementation (and so
+    its conformance data) reads Dropout's ``seed`` attribute.  The second output ``mask`` (bool)
+    tells which values were kept (all true when nothing is dropped).
+    """
 
     type = "dropout"
-    attrs = {"ratio": Attr("float", 0.5, doc="probability of dropping a value, in [0, 1)")}
+    outputs = ("y", "mask")
+    attrs = {"ratio": Attr("float", 0.5, doc="probability of dropping a value, in [0, 1)"),
+             "training_mode": Attr("bool", None, doc="unset: follow the plan's train()/eval(); "
+                                                     "true: always drop; false: never drop"),
+             "seed": Attr("int", None, doc="draw the mask from numpy.random.RandomState(seed) "
+                                           "(the same mask every call) instead of the plan's "
+                                           "generator")}
 
     def check(self):
         if not 0.0 <= self.ratio < 1.0:
             raise AttrError(f"dropout: 'ratio' must be in [0, 1), got {self.ratio}",
                             attr="ratio")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise AttrError(f"dropout: 'seed' must be in [0, 2**32), got {self.seed}",
+                            attr="seed")
 
     def infer(self, x):
-        return (Spec(x.shape, x.dtype),)
+        return Spec(x.shape, x.dtype), Spec(x.shape, np.dtype(bool))
 
     def forward(self, ctx, x):
-        if not ctx.training or self.ratio == 0.0:
-            ctx.save(None)
-            return (x,)
-        rng = ctx.rng if ctx.rng is not None else np.random.default_rng()
-        keep = rng.random(x.shape, dtype=np.float32) >= self.ratio
+        active = ctx.training if self.training_mode is None else self.training_mode
+        if not active or self.ratio == 0.0:
+            ctx.save(None, x.shape, x.dtype)
+            return x, np.broadcast_to(np.True_, x.shape)
+        if self.seed is not None:
+            keep = np.random.RandomState(self.seed).uniform(0.0, 1.0, x.shape) >= self.ratio
+        else:
+            rng = ctx.rng if ctx.rng is not None else np.random.default_rng()
+            keep = rng.random(x.shape, dtype=np.float32) >= self.ratio
         mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.ratio))
-        ctx.save(mask)
-        return (x * mask,)
+        ctx.save(mask, x.shape, x.dtype)
+        return x * mask, keep
 
-    def backward(self, ctx, gy):
-        (mask,) = ctx.saved
+    def backward(self, ctx, gy, gmask=None):
+        mask, shape, dtype = ctx.saved
+        if gy is None:                      # only the (bool) mask was used
+            return (np.zeros(shape, dtype) if ctx.needs_input_grad[0] else None,)
         return (gy if mask is None else gy * mask,)

@@ -45,37 +45,93 @@ class _Pool(Op):
 
 
 class MaxPool(_Pool):
-    """Largest value of each window; padding never wins (it is -inf)."""
+    """Largest value of each window; padding never wins (it is -inf).
+
+    With ``indices: true`` the op has a second output, ONNX MaxPool's ``Indices``: the position
+    of each maximum as a flat index into the whole input (batch and channel included), in
+    row-major order, or with ``storage_order=1`` with the spatial axes in column-major order.
+    It is off by default because tracking which tap wins costs about three times the pooling
+    itself (the ONNX importer turns it on only where a model reads it).  Either way the gradient
+    goes to the first maximum of each window, the tap ``indices`` names.
+    """
 
     type = "max_pool"
+    outputs = ("y", "indices")
+    attrs = {**_Pool.attrs,
+             "indices": Attr("bool", False, doc="add the output 'indices' (int64 flat arg-max)"),
+             "storage_order": Attr("int", 0, choices=(0, 1),
+                                   doc="layout of 'indices': 0 row-major, 1 column-major "
+                                       "spatial axes")}
+
+    def num_outputs(self, num_inputs):
+        return 2 if self.indices else 1
+
+    def output_names(self, num_inputs):
+        return self.outputs[:self.num_outputs(num_inputs)]
+
+    def infer(self, x):
+        (y,) = super().infer(x)
+        return (y, Spec(y.shape, np.dtype(np.int64))) if self.indices else (y,)
 
     def forward(self, ctx, x):
         g = self._geometry(x.shape)
         low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         xp = pad_spatial(x, g, low)
-        y = None
-        for tap in np.ndindex(*g.kernel):
+        y = arg = None
+        for t, tap in enumerate(np.ndindex(*g.kernel)):
             part = xp[tap_slices(g, tap, x.ndim)]
-            y = part.copy() if y is None else np.maximum(y, part, out=y)
-        ctx.save(xp, y, g, x.shape)
-        return (y,)
+            if y is None:
+                y = part.copy()
+                if self.indices:
+                    arg = np.zeros(y.shape, dtype=np.int32)
+                continue
+            if self.indices:
+                np.copyto(arg, t, where=part > y)         # strict: the first maximum stays
+            np.maximum(y, part, out=y)
+        if not self.indices:
+            ctx.save(xp, y, None, g, x.shape, x.dtype)
+            return (y,)
+        ctx.save(None, None, arg, g, x.shape, x.dtype)
+        return y, self._flat_indices(arg, g, x.shape)
 
-    def backward(self, ctx, gy):
-        xp, y, g, shape = ctx.saved
-        gxp = np.zeros(xp.shape, dtype=gy.dtype)
+    def _flat_indices(self, arg, g, shape):
+        """ONNX's flat input index of each window's winning tap."""
+        spatial = shape[2:]
+        taps = np.unravel_index(arg, g.kernel)
+        coords = []
+        for i in range(g.nd):
+            pos = np.arange(g.out[i]).reshape((-1,) + (1,) * (g.nd - 1 - i))
+            coords.append(pos * g.strides[i] + taps[i] * g.dilations[i] - g.begin[i])
+        # only a window whose real cells are all -inf (or iinfo.min) can pick a padding cell;
+        # clipping keeps its index inside the input
+        coords = [np.clip(c, 0, n - 1) for c, n in zip(coords, spatial)]
+        flat = np.ravel_multi_index(coords, spatial, order="F" if self.storage_order else "C")
+        planes = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(
+            shape[:2] + (1,) * g.nd) * int(np.prod(spatial))
+        return (planes + flat).astype(np.int64)
+
+    def backward(self, ctx, gy, gindices=None):
+        xp, y, arg, g, shape, dtype = ctx.saved
+        if gy is None:                            # only the (integer) indices were used
+            return (np.zeros(shape, dtype) if ctx.needs_input_grad[0] else None,)
+        padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
+        gxp = np.zeros(shape[:2] + padded, dtype=gy.dtype)
         # windows that do not overlap write their taps straight into the gradient
         disjoint = all(s >= (k - 1) * d + 1 for s, k, d in zip(g.strides, g.kernel, g.dilations))
         free = None                               # windows whose max is not claimed yet
         taps = list(np.ndindex(*g.kernel))
         for i, tap in enumerate(taps):
-            where = tap_slices(g, tap, xp.ndim)
-            hit = np.equal(xp[where], y)
-            if free is None:
-                free = ~hit
-            else:
-                hit &= free
-                if i < len(taps) - 1:
-                    np.logical_xor(free, hit, out=free)
+            where = tap_slices(g, tap, len(shape))
+            if arg is not None:
+                hit = arg == i
+            else:                                 # the first tap equal to the max wins
+                hit = np.equal(xp[where], y)
+                if free is None:
+                    free = ~hit
+                else:
+                    hit &= free
+                    if i < len(taps) - 1:
+                        np.logical_xor(free, hit, out=free)
             if disjoint:
                 np.multiply(gy, hit, out=gxp[where])
             else:

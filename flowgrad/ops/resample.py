@@ -108,15 +108,26 @@ class Pad(Op):
 
 
 _COORDINATE_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric",
-                     "tf_half_pixel_for_nearest", "half_pixel_symmetric")
+                     "tf_half_pixel_for_nearest", "half_pixel_symmetric", "tf_crop_and_resize")
 _NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 class Resize(Op):
     """ONNX Resize (nearest, linear, cubic) over any axes; scales or sizes as attrs or inputs.
 
-    ``scales`` / ``sizes`` list every axis, as in ONNX, or only the spatial axes (N and C are
-    then kept).  Linear on two axes is bilinear.
+    ``scales`` / ``sizes`` (and ``roi``: all starts, then all ends) list every axis, as in
+    ONNX, or the axes in ``axes`` (opset 18), or only the spatial axes (N and C are then kept).
+    Linear on two axes is bilinear.  ``keep_aspect_ratio_policy`` (with ``sizes``) scales the
+    resized axes by one common factor, the smallest (``not_larger``) or largest
+    (``not_smaller``) of their size ratios.  ``antialias`` widens the linear / cubic kernel by
+    ``1 / scale`` when downsampling, so every input cell contributes.  ``tf_crop_and_resize``
+    samples the region ``roi`` (fractions of each axis) and gives ``extrapolation_value`` to
+    output cells whose source falls outside the input.
+
+    The coordinate rules follow ONNX's reference implementation, whose arithmetic the
+    conformance data comes from: ``align_corners`` and ``tf_crop_and_resize`` divide by the
+    *fractional* output length ``scale * in`` (onnxruntime uses the rounded output size; the two
+    differ only when ``scale * in`` is not a whole number).
     """
 
     type = "resize"
@@ -128,6 +139,14 @@ class Resize(Op):
              "nearest_mode": Attr("str", "round_prefer_floor", choices=_NEAREST_MODES),
              "cubic_coeff_a": Attr("float", -0.75),
              "exclude_outside": Attr("int", 0, choices=(0, 1)),
+             "antialias": Attr("int", 0, choices=(0, 1),
+                               doc="1: low-pass the linear/cubic kernel when downsampling"),
+             "keep_aspect_ratio_policy": Attr("str", "stretch",
+                                              choices=("stretch", "not_larger", "not_smaller")),
+             "extrapolation_value": Attr("float", 0.0,
+                                         doc="tf_crop_and_resize: value outside the input"),
+             "axes": Attr("ints", (), doc="the axes scales / sizes / roi refer to"),
+             "roi": Attr("floats", (), doc="tf_crop_and_resize region: starts, then ends"),
              "scales": Attr("floats", (), doc="output / input size per axis"),
              "sizes": Attr("ints", (), doc="output size per axis")}
 
@@ -136,11 +155,31 @@ class Resize(Op):
             raise AttrError("resize: give 'scales' or 'sizes', not both", attr="sizes")
         if any(s <= 0 for s in self.scales):
             raise AttrError("resize: scales must be positive", attr="scales")
+        if self.antialias and self.mode == "nearest":
+            raise AttrError("resize: antialias needs mode linear or cubic", attr="antialias")
+        if len(set(self.axes)) != len(self.axes):
+            raise AttrError(f"resize: 'axes' repeats an axis: {list(self.axes)}", attr="axes")
+
+    def _axes(self, ndim) -> tuple[int, ...]:
+        for a in self.axes:
+            if not -ndim <= a < ndim:
+                raise ShapeError(f"resize: axis {a} is out of range for a {ndim}-d input")
+        return tuple(a % ndim for a in self.axes) if self.axes else tuple(range(ndim))
 
     def _full(self, values, ndim, fill, what):
+        """``values`` for every axis: given per axis of ``axes``, of all axes, or spatial."""
         values = tuple(values)
+        if self.axes:
+            axes = self._axes(ndim)
+            if len(values) != len(axes):
+                raise ShapeError(f"resize: '{what}' has {len(values)} entries for the "
+                                 f"{len(axes)} axes {list(self.axes)}")
+            out = list(fill)
+            for a, v in zip(axes, values):
+                out[a] = v
+            return tuple(out)
         if len(values) == ndim - 2:
-            values = (fill, fill) + values
+            values = tuple(fill[:2]) + values
         if len(values) != ndim:
             raise ShapeError(f"resize: '{what}' has {len(values)} entries for a {ndim}-d input "
                              f"(give all {ndim} axes, or the {ndim - 2} spatial ones)")
@@ -149,43 +188,86 @@ class Resize(Op):
     def _plan(self, shape, scales, sizes):
         """Per axis: ``(out_size, scale)``."""
         ndim = len(shape)
+        given = _ints(sizes) if sizes is not None and np.size(sizes) else self.sizes
+        # the axes keep_aspect_ratio_policy looks at: those given (all, listed or spatial)
+        policy_axes = self._axes(ndim) if self.axes or len(given) != ndim - 2 \
+            else tuple(range(2, ndim))
         if sizes is not None and np.size(sizes):
-            sizes = self._full(_ints(sizes), ndim, None, "sizes")
+            sizes = self._full(_ints(sizes), ndim, shape, "sizes")
         elif scales is not None and np.size(scales):
-            scales = self._full(np.asarray(scales, np.float64).reshape(-1), ndim, 1.0, "scales")
+            scales = self._full(np.asarray(scales, np.float64).reshape(-1), ndim, (1.0,) * ndim,
+                                "scales")
             sizes = None
         elif self.sizes:
-            sizes = self._full(self.sizes, ndim, None, "sizes")
+            sizes = self._full(self.sizes, ndim, shape, "sizes")
         elif self.scales:
-            scales, sizes = self._full(self.scales, ndim, 1.0, "scales"), None
+            scales, sizes = self._full(self.scales, ndim, (1.0,) * ndim, "scales"), None
         else:
             raise ShapeError("resize needs 'scales' or 'sizes' (as attributes or inputs)")
-        if sizes is not None:
-            return [(n if s is None else s, 1.0 if s is None or not n else s / n)
-                    for n, s in zip(shape, sizes)]
-        return [(None if n is None else int(math.floor(n * s + 1e-9)), float(s))
-                for n, s in zip(shape, scales)]
+        if sizes is None:
+            return [(None if n is None else int(math.floor(n * s + 1e-9)), float(s))
+                    for n, s in zip(shape, scales)]
+        if self.keep_aspect_ratio_policy != "stretch":
+            axes = policy_axes
+            if any(shape[a] is None for a in axes):
+                return [(None, None) if a in axes else (n, 1.0) for a, n in enumerate(shape)]
+            ratios = [sizes[a] / shape[a] for a in axes]
+            scale = min(ratios) if self.keep_aspect_ratio_policy == "not_larger" else max(ratios)
+            return [(int(scale * n + 0.5), scale) if a in axes else (n, 1.0)
+                    for a, n in enumerate(shape)]
+        return [(n if s is None else s, 1.0 if s is None or not n else s / n)
+                for n, s in zip(shape, sizes)]
+
+    def _roi(self, ndim, roi) -> tuple[float, ...] | None:
+        """The crop region (starts, then ends, every axis) for tf_crop_and_resize."""
+        if self.coordinate_transformation_mode != "tf_crop_and_resize":
+            return None
+        values = tuple(np.asarray(roi, np.float64).reshape(-1)) if roi is not None \
+            and np.size(roi) else tuple(self.roi)
+        if not values:
+            raise ShapeError("resize: tf_crop_and_resize needs 'roi' (as attribute or input)")
+        half = len(values) // 2
+        if len(values) % 2:
+            raise ShapeError(f"resize: 'roi' holds starts then ends, so it needs an even "
+                             f"number of entries; got {len(values)}")
+        starts = self._full(values[:half], ndim, (0.0,) * ndim, "roi")
+        ends = self._full(values[half:], ndim, (1.0,) * ndim, "roi")
+        return starts + ends
 
     def infer(self, x, roi=None, scales=None, sizes=None):
         if scales is not None or sizes is not None:
             return (Spec((x.shape[0],) + (None,) * (x.ndim - 1), x.dtype),)
         return (Spec(tuple(out for out, _ in self._plan(x.shape, None, None)), x.dtype),)
 
-    def _source(self, out: int, n: int, scale: float) -> np.ndarray:
+    def _source(self, out: int, n: int, scale: float, crop) -> np.ndarray:
         """Input coordinate of each output cell (ONNX coordinate_transformation_mode).
 
         Computed in float32, as onnxruntime does, so that nearest rounding agrees with it on
-        coordinates that land (up to rounding) exactly on a cell boundary.
+        coordinates that land (up to rounding) exactly on a cell boundary.  Where the output
+        length ``scale * in`` is really fractional, align_corners and tf_crop_and_resize divide
+        by it in float64, as ONNX's reference does.
         """
         o = np.arange(out, dtype=np.float32)
-        scale = np.float32(scale)
         mode = self.coordinate_transformation_mode
+        length = scale * n                                # fractional output length
+        if abs(length - out) < 1e-4 * max(out, 1):        # a float32 scale's rounding
+            length = out
+        if mode == "align_corners" and length == out:
+            return o * np.float32((n - 1) / (out - 1)) if out > 1 else np.zeros(out, np.float32)
+        if mode in ("align_corners", "tf_crop_and_resize"):
+            o = o.astype(np.float64)
+            start, stop = (0.0, 1.0) if crop is None else crop
+            if length == 1:
+                src = np.full(out, (stop - start) * (n - 1) / 2
+                              if mode == "tf_crop_and_resize" else 0.0)
+            else:
+                src = o * (stop - start) * (n - 1) / (length - 1)
+            return src + start * (n - 1)
+        scale = np.float32(scale)
         if mode == "half_pixel":
             return (o + 0.5) / scale - 0.5
         if mode == "pytorch_half_pixel":
             return (o + 0.5) / scale - 0.5 if out > 1 else np.zeros(out, np.float32)
-        if mode == "align_corners":
-            return o * np.float32((n - 1) / (out - 1)) if out > 1 else np.zeros(out, np.float32)
         if mode == "asymmetric":
             return o / scale
         if mode == "tf_half_pixel_for_nearest":
@@ -193,35 +275,55 @@ class Resize(Op):
         adjustment = np.float32(out) / (np.float32(n) * scale)      # half_pixel_symmetric
         return np.float32(n / 2) * (1 - adjustment) + (o + 0.5) / scale - 0.5
 
-    def _matrix(self, out: int, n: int, scale: float, dtype) -> np.ndarray:
-        """The (out, n) interpolation matrix of one axis."""
-        src = self._source(out, n, scale).astype(np.float64)
+    def _weights(self, src: np.ndarray, scale: float):
+        """``(first_tap, weights)``: output cell ``i`` reads cells ``first_tap[i] + k`` with
+        ``weights[i, k]`` — the taps around ``src`` (the left one preferred at an exact cell,
+        as ONNX's reference does), widened by ``1 / scale`` under antialias."""
+        base = np.ceil(src) - 1                            # ratio in (0, 1]
+        ratio = src - base
+        s = min(scale, 1.0) if self.antialias else 1.0
+        reach = 1 if self.mode == "linear" else 2          # kernel support, in input cells
+        start = int(math.floor(-reach / s)) + 1
+        taps = np.arange(start, 1 - start + 1, dtype=np.float64)
+        d = np.abs((taps[None, :] - ratio[:, None]) * s)
+        if self.mode == "linear":
+            w = np.clip(1 - d, 0, 1)
+        else:
+            a = self.cubic_coeff_a
+            w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
+                         np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
+        if self.antialias:
+            w = w / w.sum(axis=1, keepdims=True)
+        return base + start, w
+
+    def _matrix(self, out: int, n: int, scale: float, dtype, crop=None):
+        """The (out, n) interpolation matrix of one axis, and the rows that extrapolate."""
+        src = self._source(out, n, scale, crop).astype(np.float64)
         rows = np.arange(out)
         M = np.zeros((out, n))
+        outside = None
+        if crop is not None:
+            outside = (src < 0) | (src > n - 1)
+            if not outside.any():
+                outside = None
         if self.mode == "nearest":
             rounded = {"round_prefer_floor": np.ceil(src - 0.5),
                        "round_prefer_ceil": np.floor(src + 0.5),
                        "floor": np.floor(src), "ceil": np.ceil(src)}[self.nearest_mode]
             M[rows, np.clip(rounded, 0, n - 1).astype(np.int64)] = 1.0
-            return M.astype(dtype)
-        base = np.floor(src)
-        t = src - base
-        if self.mode == "linear":
-            offsets, weights = (0, 1), (1 - t, t)
         else:
-            a = self.cubic_coeff_a
-            d = [t + 1, t, 1 - t, 2 - t]                # distance to taps -1, 0, 1, 2
-            weights = tuple(((a * x - 5 * a) * x + 8 * a) * x - 4 * a if i in (0, 3)
-                            else ((a + 2) * x - (a + 3)) * x * x + 1 for i, x in enumerate(d))
-            offsets = (-1, 0, 1, 2)
+            first, weights = self._weights(src, scale)
+            index = first[:, None] + np.arange(weights.shape[1])
             if self.exclude_outside:
-                inside = [((base + k) >= 0) & ((base + k) <= n - 1) for k in offsets]
-                weights = tuple(w * m for w, m in zip(weights, inside))
-                total = sum(weights)
-                weights = tuple(w / total for w in weights)
-        for k, w in zip(offsets, weights):
-            np.add.at(M, (rows, np.clip(base + k, 0, n - 1).astype(np.int64)), w)
-        return M.astype(dtype)
+                weights = np.where((index >= 0) & (index <= n - 1), weights, 0.0)
+                total = weights.sum(axis=1, keepdims=True)
+                weights = weights / np.where(total == 0, 1.0, total)
+            np.add.at(M, (np.repeat(rows, weights.shape[1]),
+                          np.clip(index, 0, n - 1).astype(np.int64).reshape(-1)),
+                      weights.reshape(-1))
+        if outside is not None:
+            M[outside] = 0.0
+        return M.astype(dtype), outside
 
     @staticmethod
     def _apply(x: np.ndarray, M: np.ndarray, axis: int) -> np.ndarray:
@@ -232,15 +334,20 @@ class Resize(Op):
     def forward(self, ctx, x, roi=None, scales=None, sizes=None):
         steps = []
         y = x
+        crop = self._roi(x.ndim, roi)
         for axis, ((out, scale), n) in enumerate(zip(self._plan(x.shape, scales, sizes),
                                                      x.shape)):
-            if out == n and scale == 1.0:
+            bounds = None if crop is None else (crop[axis], crop[axis + x.ndim])
+            if out == n and scale == 1.0 and bounds in (None, (0.0, 1.0)):
                 continue
-            M = self._matrix(out, n, scale, x.dtype)
-            if self.mode == "nearest":
+            M, outside = self._matrix(out, n, scale, x.dtype, bounds)
+            if self.mode == "nearest" and outside is None:
                 y = np.take(y, M.argmax(axis=1), axis=axis)
             else:
                 y = self._apply(y, M, axis)
+            if outside is not None:
+                where = outside.reshape((-1,) + (1,) * (x.ndim - 1 - axis))
+                y = np.where(where, x.dtype.type(self.extrapolation_value), y)
             steps.append((axis, M))
         ctx.save(steps)
         return (np.ascontiguousarray(y),)

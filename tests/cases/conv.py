@@ -28,5 +28,12 @@ CASES = {
     "conv": [Case([x, w, (w[0],)], a, id=i) for x, w, a, i in _CONV]
     + [Case([(2, 3, 5, 5), (2, 3, 3, 3), None], {"strides": [2, 2]}, id="no-bias")],
     "conv_transpose": [Case([x, w, (w[1] * a.get("group", 1),)], a, id=i) for x, w, a, i in _CONV_T]
-    + [Case([(1, 2, 3, 3), (2, 2, 2, 2), None], id="no-bias")],
+    + [Case([(1, 2, 3, 3), (2, 2, 2, 2), None], id="no-bias"),
+       # output_shape past the input's reach: negative pads become a zero margin (SAME_UPPER:
+       # total -3 on axis 0 splits as 2 before / 1 after, -2 on axis 1 as 1 / 1; NOTSET: -1
+       # on each axis, at the end)
+       Case([(1, 2, 3, 3), (2, 3, 3, 3), (3,)], {"strides": [3, 2], "output_shape": [12, 9],
+                                                 "auto_pad": "SAME_UPPER"}, id="output-shape-beyond"),
+       Case([(1, 2, 3, 3), (2, 3, 3, 3), (3,)], {"strides": [3, 2], "output_shape": [10, 8]},
+            id="output-shape-beyond-notset")],
 }

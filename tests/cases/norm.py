@@ -18,5 +18,9 @@ CASES = {
             Case([(2, 6, 3)], {"size": 4, "alpha": 0.2, "beta": 0.5, "bias": 2.0},
                  id="even-size")],
     "dropout": [Case([(4, 5)], {"ratio": 0.3}, training=True, id="train"),
-                Case([(4, 5)], {"ratio": 0.3}, id="eval")],
+                Case([(4, 5)], {"ratio": 0.3}, id="eval"),
+                Case([(4, 5)], {"ratio": 0.4, "training_mode": True, "seed": 3},
+                     id="forced-seeded"),
+                Case([(4, 5)], {"ratio": 0.4, "training_mode": False}, training=True,
+                     id="forced-off")],
 }

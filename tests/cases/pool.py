@@ -23,7 +23,11 @@ _WINDOWS = [
 ]
 
 CASES = {
-    "max_pool": [Case([distinct(s)], a, id=i) for s, a, i in _WINDOWS],
+    "max_pool": [Case([distinct(s)], a, id=i) for s, a, i in _WINDOWS]
+    + [Case([distinct(s)], {**a, "indices": True}, id=i + "-indices") for s, a, i in _WINDOWS]
+    + [Case([distinct((1, 2, 7, 8))], {"kernel_shape": [3, 2], "strides": [2, 1],
+                                       "indices": True, "storage_order": 1},
+            id="storage-order")],
     "avg_pool": [Case([s], a, id=i) for s, a, i in _WINDOWS]
     + [Case([s], {**a, "count_include_pad": 1}, id=i + "-count-pad")
        for s, a, i in _WINDOWS[1:4]],
