@@ -91,6 +91,8 @@ class Conv(_ConvBase):
 
     def forward(self, ctx, x, W, b=None):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
+        if self.group == 1 and g.taps == 1 and not g.padded and set(g.strides) == {1}:
+            return self._pointwise_forward(ctx, x, W, b)
         unfold = unfolder(g, x.shape)
         src = unfold.source(x)
         n, groups = x.shape[0], self.group
@@ -112,7 +114,35 @@ class Conv(_ConvBase):
             ctx.save(src, W, unfold)
         return (y,)
 
+    def _pointwise_forward(self, ctx, x, W, b):
+        """A 1x1, stride-1, unpadded, single-group conv (most of ResNet's) is one matrix
+        product per sample, ``W (O, C) @ x (C, positions)``: no unfolding, BLAS on the input as
+        it lies."""
+        n, channels = x.shape[:2]
+        W2 = W.reshape(W.shape[0], channels)
+        y = np.matmul(W2, x.reshape(n, channels, -1))
+        if b is not None:
+            y += b.reshape(-1, 1)
+        if ctx.grad_enabled:
+            ctx.save(x, W, None)
+        return (y.reshape((n, W.shape[0]) + x.shape[2:]),)
+
+    def _pointwise_backward(self, ctx, gy):
+        x, W, _ = ctx.saved
+        need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
+        n, channels = x.shape[:2]
+        W2 = W.reshape(W.shape[0], channels)
+        gy3 = gy.reshape(n, W.shape[0], -1)
+        gx = np.matmul(W2.T, gy3).reshape(x.shape) if need_x else None
+        # one GEMM per sample against the untransposed input, then a sum of (O, C) matrices
+        gW = np.matmul(gy3, x.reshape(n, channels, -1).transpose(0, 2, 1)).sum(axis=0) \
+            .reshape(W.shape) if need_W else None
+        gb = gy3.sum(axis=(0, 2)) if need_b else None
+        return (gx, gW, gb)[:len(ctx.needs_input_grad)]
+
     def backward(self, ctx, gy):
+        if ctx.saved[2] is None:
+            return self._pointwise_backward(ctx, gy)
         src, W, unfold = ctx.saved
         need_x, need_W, need_b = (tuple(ctx.needs_input_grad) + (False,))[:3]
         n, channels, groups = gy.shape[0], src.shape[1], self.group

@@ -12,6 +12,10 @@ _CONV = [
     ((1, 2, 7, 8), (3, 2, 3, 3), {"auto_pad": "VALID", "strides": [3, 2]}, "valid"),
     ((2, 3, 9), (4, 3, 3), {"strides": [2], "pads": [2, 1], "dilations": [2]}, "1d"),
     ((1, 2, 4, 3, 4), (2, 2, 2, 2, 2), {"pads": [1, 0, 1, 0, 1, 0]}, "3d"),
+    ((3, 4, 5, 6), (5, 4, 1, 1), {}, "pointwise"),           # the direct W @ x path
+    ((2, 3, 7), (2, 3, 1), {"dilations": [2]}, "pointwise-1d"),
+    ((2, 4, 5, 6), (6, 2, 1, 1), {"group": 2}, "1x1-grouped"),  # im2col path
+    ((2, 3, 5, 6), (4, 3, 1, 1), {"strides": [2, 2]}, "1x1-strided"),
 ]
 
 _CONV_T = [
@@ -26,7 +30,8 @@ _CONV_T = [
 
 CASES = {
     "conv": [Case([x, w, (w[0],)], a, id=i) for x, w, a, i in _CONV]
-    + [Case([(2, 3, 5, 5), (2, 3, 3, 3), None], {"strides": [2, 2]}, id="no-bias")],
+    + [Case([(2, 3, 5, 5), (2, 3, 3, 3), None], {"strides": [2, 2]}, id="no-bias"),
+       Case([(2, 3, 4, 4), (5, 3, 1, 1), None], id="pointwise-no-bias")],
     "conv_transpose": [Case([x, w, (w[1] * a.get("group", 1),)], a, id=i) for x, w, a, i in _CONV_T]
     + [Case([(1, 2, 3, 3), (2, 2, 2, 2), None], id="no-bias"),
        # output_shape past the input's reach: negative pads become a zero margin (SAME_UPPER:
