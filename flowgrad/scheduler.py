@@ -204,12 +204,10 @@ class Plan:
                                  f"of {n} array(s), got {_kind(res)}")
         specs = self.graph.node(step.name)["specs"]
         for port, (value, spec) in enumerate(zip(res, specs)):
-            shape = np.shape(value)
-            if len(shape) != spec.ndim or any(d is not None and d != n
-                                              for d, n in zip(spec.shape, shape)):
+            if not _fits(np.shape(value), spec):
                 raise self._op_error(step, vals, None, "forward",
-                                     f"output {port} has shape {shape}, but infer() said "
-                                     f"{format_shape(spec.shape)}")
+                                     f"output {port} has shape {np.shape(value)}, but infer() "
+                                     f"said {format_shape(spec.shape)}")
 
     def _feed(self, vals: list, feeds: Mapping[str, Any], program: _ForwardProgram) -> None:
         needed = program.feeds
@@ -232,8 +230,7 @@ class Plan:
                         raise FlowgradError(f"input '{name}' holds integers ({spec.dtype}); got "
                                             f"non-integer values")
                 array = array.astype(target)
-            if array.ndim != spec.ndim or any(d is not None and d != n
-                                              for d, n in zip(spec.shape, array.shape)):
+            if not _fits(array.shape, spec):
                 raise FlowgradError(f"input '{name}' expects shape {format_shape(spec.shape)} "
                                     f"(N is the batch), got {array.shape}")
             vals[self._input_slots[name]] = array
@@ -406,12 +403,10 @@ class Plan:
                                      f"backward() returned None for input {i}, which needs a "
                                      "gradient")
             spec = self.graph.specs(step.sources[i])[_src_port(self.graph, step, i)]
-            shape = np.shape(grad)
-            if len(shape) != spec.ndim or any(d is not None and d != s
-                                              for d, s in zip(spec.shape, shape)):
+            if not _fits(np.shape(grad), spec):
                 raise self._op_error(step, None, None, "backward",
-                                     f"the gradient for input {i} has shape {shape}, but the "
-                                     f"input has shape {format_shape(spec.shape)}")
+                                     f"the gradient for input {i} has shape {np.shape(grad)}, "
+                                     f"but the input has shape {format_shape(spec.shape)}")
 
     # -- convenience ----------------------------------------------------------------------
     def forward_backward(self, feeds: Mapping[str, Any], seeds: Mapping[str, Any],
@@ -474,6 +469,11 @@ class Plan:
         cause = message or f"{type(error).__name__}: {error}"
         return OpError(f"{phase} of '{step.name}' ({step.op.type}) failed{shapes}: {cause}",
                        node=step.name, loc=data.get("loc"))
+
+
+def _fits(shape: tuple[int, ...], spec) -> bool:
+    """Whether a concrete shape matches a spec's (``None`` dims match anything)."""
+    return len(shape) == spec.ndim and all(d is None or d == n for d, n in zip(spec.shape, shape))
 
 
 def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
