@@ -9,6 +9,10 @@ backward passes.  Every op is a pluggy plugin supplying its own forward and back
     net = flowgrad.compile(g)                         # the scheduler's plan
     out = net.forward({"x": X})                       # {output name: ndarray}
     grads = net.backward({"loss": 1.0}, wrt=["x"])    # {leaf name: ndarray}, params included
+
+    history = flowgrad.train(net, flowgrad.load_data("digits"), epochs=10)
+    result = flowgrad.visualize(net, ["logits[3]"])   # optimize an input image
+    flowgrad.save_onnx(net.export_graph(), "model.onnx")
 """
 from .errors import (AttrError, Diagnostic, FlowgradError, GraphError, NumericsError, OpError,
                      PluginError, ShapeError, SourceLocation)
@@ -19,12 +23,25 @@ from .op import Attr, Context, Op, Spec, unbroadcast
 from .passes import prepare
 from .plugins import Registry, default_registry, make_registry
 from .scheduler import Plan, compile
+from .data import Dataset, load_data, split
+from .train import Trainer, train
+from .visualize import visualize
+
+
+def __getattr__(name: str):
+    # the ONNX exporter imports onnx's protobuf machinery: load it only when asked for
+    if name == "save_onnx":
+        from .onnx.export import save_onnx
+        return save_onnx
+    raise AttributeError(f"module 'flowgrad' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Attr", "AttrError", "Context", "Diagnostic", "FlowgradError", "Graph", "GraphError",
+    "Attr", "AttrError", "Context", "Dataset", "Diagnostic", "FlowgradError", "Graph", "GraphError",
     "NumericsError", "Op", "OpError", "Plan", "PluginError", "Registry", "ShapeError",
-    "SourceLocation", "Spec", "compile", "default_registry", "hookimpl", "load",
-    "make_registry", "prepare", "unbroadcast", "__version__",
+    "SourceLocation", "Spec", "Trainer", "compile", "default_registry", "hookimpl", "load",
+    "load_data", "make_registry", "prepare", "save_onnx", "split", "train", "unbroadcast",
+    "visualize", "__version__",
 ]
