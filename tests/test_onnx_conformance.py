@@ -24,11 +24,7 @@ KNOWN_FAILURES: dict[str, str] = {}
 def node_results():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = C.node_results(C.CLAIMED_OPS + C.EXTRA_OPS)
-    grouped = {}
-    for r in results:
-        grouped.setdefault(r.group, []).append(r)
-    return grouped
+        return C.by_group(C.node_results(C.CLAIMED_OPS + C.EXTRA_OPS))
 
 
 @pytest.mark.parametrize("op", C.CLAIMED_OPS + C.EXTRA_OPS)

@@ -35,15 +35,13 @@ NOT_SMOOTH = {
     "test_range_float_type_positive_delta": "the output length depends on start",
     "test_range_float16_type_positive_delta": "the output length depends on start",
 }
+
+
 @pytest.fixture(scope="module")
 def gradient_results():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = C.gradient_results(C.CLAIMED_OPS + C.EXTRA_OPS)
-    grouped = {}
-    for r in results:
-        grouped.setdefault(r.group, []).append(r)
-    return grouped
+        return C.by_group(C.gradient_results(C.CLAIMED_OPS + C.EXTRA_OPS))
 
 
 @pytest.mark.parametrize("op", C.CLAIMED_OPS + C.EXTRA_OPS)

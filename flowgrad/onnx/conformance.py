@@ -200,6 +200,14 @@ def run_light(path: str, rtol: float = 1e-3, atol: float = 1e-7) -> Result:
     return Result(name, "light", "pass")
 
 
+def by_group(results: list[Result]) -> dict[str, list[Result]]:
+    """``{group: [results]}`` (a group is an op, or a model directory)."""
+    grouped: dict[str, list[Result]] = {}
+    for r in results:
+        grouped.setdefault(r.group, []).append(r)
+    return grouped
+
+
 def summarize(results: list[Result]) -> dict[str, tuple[int, int, int]]:
     """``{group: (passed, counted, excluded)}``."""
     out: dict[str, list[int]] = {}
