@@ -51,20 +51,10 @@ class _Model:
         self.functions: dict[str, tuple[str, onnx.FunctionProto]] = {}
 
     def node_name(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.node_names:
-            name = f"{base}_{i}"
-            i += 1
-        self.node_names.add(name)
-        return name
+        return _unique(base, self.node_names)
 
     def fresh(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.names:
-            name = f"{base}_{i}"
-            i += 1
-        self.names.add(name)
-        return name
+        return _unique(base, self.names)
 
     def const(self, array: np.ndarray, base: str) -> str:
         name = self.fresh(base + "_const")
@@ -484,3 +474,13 @@ def _softmax_cross_entropy(c: _Ctx) -> None:
 for _fg, _body in (("step", _step), ("trace", _trace), ("mse", _mse),
                    ("softmax_cross_entropy", _softmax_cross_entropy)):
     EXPORTERS[_fg] = _as_function(_body)
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    """``base``, or ``base_1``, ``base_2`` ... whichever is not taken yet; marks it taken."""
+    name, i = base, 1
+    while name in taken:
+        name = f"{base}_{i}"
+        i += 1
+    taken.add(name)
+    return name
