@@ -1,11 +1,16 @@
 """Timing helpers shared by the benchmark scripts.
 
 The machine may be shared: load comes and goes within seconds.  Contenders are therefore timed
-in alternation within every round (:func:`interleaved`), so they see the same load, and a ratio
+in alternation, round after round (:func:`interleaved`), so they see the same load, and a ratio
 is reported as the median of the per-round ratios, which survives drifting load far better than
-the ratio of two medians taken one block after another.  The order rotates every round: a
-runtime can leave work behind (PyTorch's OpenMP threads spin for a while after each op), and
-whoever always ran right after it would always pay for it.
+the ratio of two medians taken one block after another.
+
+Runtimes leave threads spinning after they return — OpenBLAS's helpers for about 0.1 s after a
+multi-threaded product, PyTorch's OpenMP team and onnxruntime's pool for a while too.  On a
+2-core machine a spinning peer halves the cores of whoever runs next, so each turn starts with a
+short pause (``settle``) that lets the previous contender's threads go idle, then one untimed
+call that wakes the contender's own threads, then the timed calls, back to back, as the
+contender's own user would run them.  The order also rotates every round.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Callable
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 30, warmup: int = 3,
-                inner: int = 1) -> dict[str, list[float]]:
+                inner: int = 1, settle: float = 0.15) -> dict[str, list[float]]:
     """Seconds per call of each function, one sample per round, contenders taking turns."""
     for fn in fns.values():
         for _ in range(warmup):
@@ -26,6 +31,9 @@ def interleaved(fns: dict[str, Callable[[], object]], repeat: int = 30, warmup: 
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
             fn = fns[name]
+            if len(names) > 1:
+                time.sleep(settle)
+                fn()
             start = time.perf_counter()
             for _ in range(inner):
                 fn()

@@ -23,6 +23,22 @@ Rules that keep the scheduler simple and fast:
   (this only happens for ops with several outputs), and returns one entry per input: an array of
   that input's shape, or ``None`` where ``ctx.needs_input_grad[i]`` is False.
 * Broadcasting ops reduce gradients back to each input's shape (:func:`unbroadcast`).
+
+Two optional hooks let the scheduler fuse chains such as conv → batch_norm → relu when it runs a
+graph without gradient in evaluation mode (see :mod:`flowgrad.fusion`):
+
+* ``inplace(ctx, x, *rest)``: overwrite ``x`` — the first input (any input, for a
+  ``commutative`` op), or a run of its batch rows — with this op's output for it; ``rest`` are
+  the other inputs, cut to the same batch rows where they have a batch axis.  Only for ops
+  whose output has ``x``'s shape and dtype and whose every batch row depends on the same row of
+  the inputs alone (elementwise and per-channel ops).  Nothing is saved: it never runs before a
+  backward.
+* ``accepts_epilogue = True``: ``forward`` hands every part of its single output to
+  ``ctx.epilogue(part, start)`` (when set) before returning, ``start`` being the part's first
+  batch row — per cache-sized chunk as it is computed, or the whole output at the end with
+  ``start = 0`` — and that output is a fresh array nothing else refers to.  The consumers'
+  ``inplace`` then run while the chunk is still in cache, and no intermediate array is
+  allocated.
 """
 from __future__ import annotations
 
@@ -142,7 +158,8 @@ class Context:
     ``rng`` its seeded generator (for dropout and other random ops).
     """
 
-    __slots__ = ("saved", "needs_input_grad", "grad_enabled", "training", "rng", "state")
+    __slots__ = ("saved", "needs_input_grad", "grad_enabled", "training", "rng", "state",
+                 "epilogue")
 
     def __init__(self, grad_enabled: bool = True, training: bool = False,
                  rng: np.random.Generator | None = None):
@@ -152,6 +169,9 @@ class Context:
         self.training = training
         self.rng = rng
         self.state: dict[int, np.ndarray] | None = None
+        #: set by the scheduler for an op with ``accepts_epilogue``: a function to apply, in
+        #: place, to every part of the output (see the module doc)
+        self.epilogue: Any = None
 
     def save(self, *values: Any) -> None:
         self.saved = values
@@ -180,6 +200,9 @@ class Op:
     ``no_grad_inputs``  ports that never take a gradient (labels, indices, shapes)
     ``differentiable``  False for forward-only ops (argmax, comparisons)
     ``updates_state``   True if forward may call ``ctx.update_state``
+    ``accepts_epilogue`` True if forward applies ``ctx.epilogue`` to its output (module doc)
+    ``inplace``         optional method ``inplace(ctx, x, *rest)`` (module doc); None if absent
+    ``commutative``     True if the inputs may be given in any order (add, sum, mul, max...)
     """
 
     type: ClassVar[str] = ""
@@ -191,6 +214,9 @@ class Op:
     no_grad_inputs: ClassVar[frozenset[str]] = frozenset()
     differentiable: ClassVar[bool] = True
     updates_state: ClassVar[bool] = False
+    accepts_epilogue: ClassVar[bool] = False
+    inplace: ClassVar[Any] = None
+    commutative: ClassVar[bool] = False
 
     # derived in __init_subclass__
     input_names: ClassVar[tuple[str, ...]] = ("x",)

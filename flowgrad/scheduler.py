@@ -15,13 +15,14 @@ gradient shapes) and trusted afterwards, keeping per-node overhead to a few micr
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import networkx as nx
 import numpy as np
 
 from .errors import FlowgradError, GraphError, OpError, did_you_mean
+from .fusion import Chain, epilogue_chains, fused_forward
 from .graph import Graph
 from .op import Context, format_shape
 
@@ -80,6 +81,7 @@ class Plan:
             for port in range(graph.num_outputs(name)):
                 self._slot[(name, port)] = len(self._slot) + 1
         self._num_slots = len(self._slot) + 1
+        self._slot_ref = {slot: ref for ref, slot in self._slot.items()}
         self.params: dict[str, np.ndarray] = {}
         self._leaf_fill: list[tuple[int, np.ndarray]] = []
         self._input_slots: dict[str, int] = {}
@@ -153,9 +155,11 @@ class Plan:
         ``node`` or ``node.port``.  With ``grad=False`` nothing is kept for backward.
         """
         outputs = tuple(self.graph.outputs if outputs is None else outputs)
-        program = self._forward_programs.get(outputs)
+        fuse = not grad and not self.training
+        program = self._forward_programs.get((outputs, fuse))
         if program is None:
-            program = self._forward_programs[outputs] = self._compile_forward(outputs)
+            program = self._forward_programs[(outputs, fuse)] = \
+                self._compile_forward(outputs, fuse)
         vals: list[Any] = [None] * self._num_slots
         for slot, value in self._leaf_fill:
             vals[slot] = value
@@ -235,7 +239,7 @@ class Plan:
                                     f"(N is the batch), got {array.shape}")
             vals[self._input_slots[name]] = array
 
-    def _compile_forward(self, outputs: tuple[str, ...]) -> _ForwardProgram:
+    def _compile_forward(self, outputs: tuple[str, ...], fuse: bool) -> _ForwardProgram:
         targets: dict[str, int] = {}
         for ref in outputs:
             try:
@@ -259,9 +263,36 @@ class Plan:
             for slot in step.out_slots:
                 if slot not in keep:
                     frees[last_read.get(slot, position)].append(slot)
-        run = [(s.op.forward, s.in_slots, s.out_slots, tuple(f), s) for s, f in zip(steps, frees)]
+        chains = epilogue_chains(steps, keep, self._slot_spec) if fuse else {}
+        absorbed = {at for chain in chains.values() for at in chain.consumers}
+        run = []
+        for position, (step, free) in enumerate(zip(steps, frees)):
+            if position in absorbed:
+                continue
+            forward = step.op.forward
+            if position in chains:
+                chain = chains[position]
+                forward, step = self._fused(step, chain, [steps[at] for at in chain.consumers])
+                free = free + [s for at in chain.consumers for s in frees[at]]
+            run.append((forward, step.in_slots, step.out_slots, tuple(free), step))
         return _ForwardProgram(run, steps, targets,
                                frozenset(n for n in needed if n in self._input_slots))
+
+    @staticmethod
+    def _fused(producer: _Step, chain: Chain, consumers: list[_Step]) -> tuple[Any, _Step]:
+        """The forward of a fused chain, and its step: the producer's, reading the consumers'
+        extra inputs too and writing the last consumer's output (errors name the producer)."""
+        in_slots = producer.in_slots + tuple(s for extras in chain.extras for s in extras)
+        forward = fused_forward(producer.op, [(c.op, b) for c, b in zip(consumers, chain.batched)],
+                                len(producer.in_slots))
+        return forward, replace(producer, in_slots=in_slots, out_slots=consumers[-1].out_slots)
+
+    def _slot_spec(self, slot: int) -> Any:
+        """The Spec of the value in ``slot`` (None for the absent-input slot)."""
+        if slot == _NONE_SLOT:
+            return None
+        name, port = self._slot_ref[slot]
+        return self.graph.specs(name)[port]
 
     def _state_leaves(self, name: str, sources) -> dict[int, str]:
         """For a stateful op: which param leaf feeds each input (looking through branches)."""

@@ -67,11 +67,8 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
         conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape)
     results = []
     for strategy in ("wide", "window"):
-        for chunk in (1 << 19, 300, "serial"):    # 300 elements: one image per chunk
-            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", 300 if chunk == "serial" else chunk)
-            if chunk == "serial":                 # the chunks in one thread, not a pool
-                monkeypatch.setattr(conv_module, "for_each_chunk",
-                                    lambda work, ranges: [work(*r) for r in ranges])
+        for chunk in (1 << 19, 300):    # 300 elements: one image per chunk
+            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", chunk)
             if strategy == "window":
                 monkeypatch.setattr(conv_module, "unfolder", conv_util.WindowUnfold)
             y, grads = forward_backward(Conv(**attrs), [x, W, b])

@@ -144,7 +144,7 @@ def test_float64_on_request():
 def test_activations_are_freed_after_their_last_reader():
     net = flowgrad.compile(mlp())
     net.forward(feeds(), outputs=["loss"])
-    program = net._forward_programs[("loss",)]
+    program = net._forward_programs[(("loss",), False)]   # (outputs, fused)
     freed = {s for *_, free, _ in program.run for s in free}
     slot = net._slot
     assert slot[("fc1", 0)] in freed and slot[("p1", 0)] in freed

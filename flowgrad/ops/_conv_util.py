@@ -14,9 +14,7 @@ scatter-add back (col2im) loops only over the kernel taps, each step a vectorise
 from __future__ import annotations
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +25,7 @@ from ..op import Attr, ShapeError, format_shape
 
 #: Target size (in elements) of one chunk of the unfolded input: small enough to stay in the
 #: L2/L3 cache between the copy that builds it and the matrix product that reads it.
-CHUNK_ELEMENTS = 1 << 19
+CHUNK_ELEMENTS = 1 << 20
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -142,39 +140,6 @@ def geometry(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
 
 
 _SCRATCH = threading.local()
-_PARALLEL: dict = {}
-
-
-def for_each_chunk(work, ranges: list[tuple[int, int]]) -> list:
-    """``[work(start, stop) for each chunk]``, spread over as many threads as BLAS uses.
-
-    Each worker runs its chunk end to end (unfold, matrix product, fold) with BLAS limited to
-    one thread, so the copies and scatter-adds run in parallel too, and there is one
-    synchronisation per op instead of one per BLAS call — which matters on a busy machine, where
-    every multi-threaded BLAS call can wait a scheduler time slice for its helper thread.  Work
-    items write disjoint batch rows and use per-thread scratch buffers.  Falls back to a plain
-    loop without threadpoolctl, with one chunk, or with single-threaded BLAS.
-    """
-    controller = _PARALLEL.get("controller")
-    if controller is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            controller = ThreadpoolController().select(user_api="blas")
-        except ImportError:
-            controller = False
-        _PARALLEL["controller"] = controller
-    threads = max((lib.num_threads for lib in controller.lib_controllers), default=1) \
-        if controller else 1
-    if len(ranges) < 2 or threads < 2:
-        return [work(start, stop) for start, stop in ranges]
-    key = (threads, os.getpid())            # a forked child needs its own threads
-    pool = _PARALLEL.get(key)
-    if pool is None:
-        pool = _PARALLEL[key] = ThreadPoolExecutor(threads, thread_name_prefix="flowgrad")
-    with controller.limit(limits=1):
-        return list(pool.map(lambda r: work(*r), ranges))
-
-
 def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A reusable per-thread buffer for a transient array (an unfolded chunk).
 

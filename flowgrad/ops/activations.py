@@ -38,6 +38,9 @@ class Relu(_SameDtype):
         ctx.save(y)
         return (y,)
 
+    def inplace(self, ctx, x):
+        np.maximum(x, 0, out=x)
+
     def backward(self, ctx, gy):
         (y,) = ctx.saved
         return (gy * (y > 0),)
@@ -53,6 +56,9 @@ class LeakyRelu(Unary):
         positive = x > 0
         ctx.save(positive)
         return (np.where(positive, x, self.alpha * x),)
+
+    def inplace(self, ctx, x):
+        np.multiply(x, self.alpha, out=x, where=~(x > 0))
 
     def backward(self, ctx, gy):
         (positive,) = ctx.saved
@@ -111,14 +117,17 @@ class Sigmoid(Unary):
         ctx.save(y)
         return (y,)
 
+    def inplace(self, ctx, x):
+        _sigmoid(x, out=x)
+
     def backward(self, ctx, gy):
         (y,) = ctx.saved
         return (gy * y * (1 - y),)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """exp(−log(1 + e^−x)): no overflow for any x, full relative precision in both tails."""
-    t = np.negative(x, dtype=float_dtype(x.dtype))
+    t = np.negative(x, dtype=float_dtype(x.dtype), out=out)
     np.logaddexp(0, t, out=t)
     np.negative(t, out=t)
     return np.exp(t, out=t)
@@ -133,6 +142,9 @@ class Tanh(Unary):
         y = np.tanh(x)
         ctx.save(y)
         return (y,)
+
+    def inplace(self, ctx, x):
+        np.tanh(x, out=x)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
@@ -279,6 +291,9 @@ class Clip(_SameDtype):
         ctx.save(inside)
         return (np.clip(x, self.min, self.max).astype(x.dtype, copy=False),)
 
+    def inplace(self, ctx, x):
+        np.clip(x, self.min, self.max, out=x)
+
     def backward(self, ctx, gy):
         (inside,) = ctx.saved
         return (gy * inside,)
@@ -294,6 +309,11 @@ class HardSigmoid(Unary):
         z = self.alpha * x + self.beta
         ctx.save((z > 0) & (z < 1))
         return (np.clip(z, 0, 1),)
+
+    def inplace(self, ctx, x):
+        np.multiply(x, self.alpha, out=x)
+        np.add(x, self.beta, out=x)
+        np.clip(x, 0, 1, out=x)
 
     def backward(self, ctx, gy):
         (inside,) = ctx.saved

@@ -19,7 +19,6 @@ import numpy as np
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
 from ._conv_util import (WINDOW_ATTRS, Geometry, check_window_attrs, chunks, col2im_add,
-                         for_each_chunk,
                          geometry, im2col, interior, pad_spatial, scratch, spatial_check, unfolder,
                          windows)
 
@@ -29,6 +28,7 @@ def _bias_shape(nd: int) -> tuple[int, ...]:
 
 
 class _ConvBase(Op):
+    accepts_epilogue = True
     attrs = {**WINDOW_ATTRS,
              "group": Attr("int", 1, doc="channel groups; group = channels is depthwise")}
     # which weight axis counts output channels / group, and input channels / group
@@ -99,6 +99,7 @@ class Conv(_ConvBase):
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
         y = np.empty((n, W.shape[0]) + g.out, dtype=np.result_type(x, W))
         bias = None if b is None else b.reshape(_bias_shape(g.nd))
+        epilogue = ctx.epilogue
 
         def work(start, stop):
             cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
@@ -108,8 +109,11 @@ class Conv(_ConvBase):
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
             else:   # the bias is added while the chunk is still in cache
                 np.add(unfold.to_output(values.swapaxes(0, 1)), bias, out=y[start:stop])
+            if epilogue is not None:        # and so are the fused consumers (module doc)
+                epilogue(y[start:stop], start)
 
-        for_each_chunk(work, chunks(n, x.shape[1] * g.taps * unfold.positions))
+        for start, stop in chunks(n, x.shape[1] * g.taps * unfold.positions):
+            work(start, stop)
         if ctx.grad_enabled:
             ctx.save(src, W, unfold)
         return (y,)
@@ -120,12 +124,18 @@ class Conv(_ConvBase):
         it lies."""
         n, channels = x.shape[:2]
         W2 = W.reshape(W.shape[0], channels)
-        y = np.matmul(W2, x.reshape(n, channels, -1))
-        if b is not None:
-            y += b.reshape(-1, 1)
+        x3 = x.reshape(n, channels, -1)
+        y = np.empty((n, W.shape[0]) + x.shape[2:], dtype=np.result_type(x, W))
+        y3 = y.reshape(n, W.shape[0], -1)
+        for start, stop in chunks(n, y3[0].size):      # the bias and epilogue run in cache
+            np.matmul(W2, x3[start:stop], out=y3[start:stop])
+            if b is not None:
+                y3[start:stop] += b.reshape(-1, 1)
+            if ctx.epilogue is not None:
+                ctx.epilogue(y[start:stop], start)
         if ctx.grad_enabled:
             ctx.save(x, W, None)
-        return (y.reshape((n, W.shape[0]) + x.shape[2:]),)
+        return (y,)
 
     def _pointwise_backward(self, ctx, gy):
         x, W, _ = ctx.saved
@@ -164,7 +174,8 @@ class Conv(_ConvBase):
                 unfold.col2im_add(gsrc, gcols.reshape(channels, -1), start, stop)
             return gW
 
-        partial = for_each_chunk(work, chunks(n, channels * unfold.g.taps * unfold.positions))
+        partial = [work(start, stop) for start, stop
+                   in chunks(n, channels * unfold.g.taps * unfold.positions)]
         gW = sum(partial).transpose(0, 2, 1).reshape(W.shape) if need_W else None
         gx = unfold.input_grad(gsrc) if need_x else None
         gb = gy.sum(axis=(0,) + tuple(range(2, gy.ndim))) if need_b else None
@@ -259,12 +270,15 @@ class ConvTranspose(_ConvBase):
             col2im_add(yp[start:stop],
                        cols.reshape((out_channels,) + g.kernel + (stop - start,) + g.out), g)
 
-        for_each_chunk(work, chunks(n, out_channels * g.taps * prod(g.out)))
+        for start, stop in chunks(n, out_channels * g.taps * prod(g.out)):
+            work(start, stop)
         y = yp[interior(out, g, yp.ndim)] if g.padded else yp
         if any(b or e for b, e in margin):
             y = np.pad(y, ((0, 0), (0, 0)) + margin)
         if b is not None:
             y = y + b.reshape(_bias_shape(g.nd))
+        if ctx.epilogue is not None:        # y is (a view of) a fresh array either way
+            ctx.epilogue(y, 0)
         ctx.save(x, W, g, margin)
         return (y,)
 
@@ -290,7 +304,8 @@ class ConvTranspose(_ConvBase):
                 return np.matmul(cols, xg.transpose(0, 2, 1))      # (W-grad)^T: BLAS-faster
             return None
 
-        partial = for_each_chunk(work, chunks(n, gy.shape[1] * g.taps * prod(g.out)))
+        partial = [work(start, stop) for start, stop
+                   in chunks(n, gy.shape[1] * g.taps * prod(g.out))]
         gW = sum(partial).transpose(0, 2, 1).reshape(W.shape) if need_W else None
         return (gx, gW, gb)[:len(ctx.needs_input_grad)]
 

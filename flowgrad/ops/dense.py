@@ -11,6 +11,7 @@ class Dense(Op):
 
     type = "dense"
     inputs = ("x", "W", "b?")
+    accepts_epilogue = True
 
     def infer(self, x, W, b):
         if W.ndim != 2 or x.ndim < 1:
@@ -29,6 +30,8 @@ class Dense(Op):
         y = x @ W
         if b is not None:
             y += b
+        if ctx.epilogue is not None:
+            ctx.epilogue(y, 0)
         ctx.save(x, W, None if b is None else b.shape)
         return (y,)
 

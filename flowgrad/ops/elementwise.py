@@ -42,10 +42,18 @@ class Add(_Binary):
     """a + b; the gradient passes through to both inputs (summed over broadcast axes)."""
 
     type = "add"
+    accepts_epilogue = True
+    commutative = True
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        return (a + b,)
+        y = a + b
+        if ctx.epilogue is not None:
+            ctx.epilogue(y, 0)
+        return (y,)
+
+    def inplace(self, ctx, x, b):
+        np.add(x, b, out=x)
 
     def backward(self, ctx, gy):
         a, b = ctx.saved

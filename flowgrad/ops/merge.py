@@ -88,6 +88,8 @@ class Sum(Op):
     type = "sum"
     inputs = ("xs",)
     variadic = True
+    accepts_epilogue = True
+    commutative = True
 
     def infer(self, *xs):
         return (Spec(broadcast_shapes(*(x.shape for x in xs)), result_dtype(*xs)),)
@@ -96,8 +98,16 @@ class Sum(Op):
         y = xs[0]
         for x in xs[1:]:
             y = y + x
+        if ctx.epilogue is not None:
+            if y is xs[0]:                  # one input: make the fresh array an epilogue needs
+                y = y.copy()
+            ctx.epilogue(y, 0)
         ctx.save(tuple(x.shape for x in xs))
         return (y,)
+
+    def inplace(self, ctx, x, *rest):
+        for r in rest:
+            np.add(x, r, out=x)
 
     def backward(self, ctx, gy):
         (shapes,) = ctx.saved

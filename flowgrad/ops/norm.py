@@ -82,11 +82,23 @@ class BatchNorm(Op):
             ctx.update_state(4, var * m + batch_var.reshape(-1) * (1 - m))
             ctx.save(True, xhat, inv, scale, axes)
         else:
-            inv = (1.0 / np.sqrt(var + self.epsilon)).reshape(shape)
-            a = scale.reshape(shape) * inv
-            y = x * a + (bias.reshape(shape) - mean.reshape(shape) * a)
+            inv, a, shift = self._eval_affine(x, scale, bias, mean, var)
+            y = x * a + shift
             ctx.save(False, x, inv, a, mean)
         return (y.astype(x.dtype, copy=False),)
+
+    def _eval_affine(self, x, scale, bias, mean, var):
+        """Evaluation mode is ``y = x * a + shift`` per channel; also returns 1/sqrt(var+eps)."""
+        shape = _per_channel(x)
+        inv = (1.0 / np.sqrt(var + self.epsilon)).reshape(shape)
+        a = scale.reshape(shape) * inv
+        return inv, a, bias.reshape(shape) - mean.reshape(shape) * a
+
+    def inplace(self, ctx, x, scale, bias, mean, var):
+        """Evaluation mode only: the scheduler fuses ops only when evaluating."""
+        _, a, shift = self._eval_affine(x, scale, bias, mean, var)
+        np.multiply(x, a, out=x)
+        np.add(x, shift, out=x)
 
     def backward(self, ctx, gy):
         need_x, need_scale, need_bias = ctx.needs_input_grad[:3]

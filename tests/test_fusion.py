@@ -1,0 +1,157 @@
+"""Epilogue fusion: the op hooks (``inplace``, ``accepts_epilogue``) and the fused programs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowgrad.loaders.yaml_loader import load_yaml
+from flowgrad.op import Context
+from flowgrad.plugins import make_registry
+from flowgrad.scheduler import Plan
+
+from .cases import all_cases
+
+REGISTRY = make_registry()
+CASES = all_cases()
+INPLACE = sorted(t for t, cls in REGISTRY.ops.items() if cls.inplace is not None)
+PRODUCERS = sorted(t for t, cls in REGISTRY.ops.items() if cls.accepts_epilogue)
+
+
+def _eval_cases(op_type):
+    return [c for c in CASES[op_type] if not c.training]
+
+
+def test_the_fusable_ops_are_the_expected_ones():
+    assert {"relu", "leaky_relu", "clip", "sigmoid", "tanh", "hard_sigmoid",
+            "batch_norm", "add", "sum"} <= set(INPLACE)
+    assert {"conv", "conv_transpose", "dense", "sum", "add"} <= set(PRODUCERS)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("op_type", INPLACE)
+def test_inplace_equals_forward_on_the_whole_input_and_on_a_batch_slice(op_type, dtype):
+    for case in _eval_cases(op_type):
+        op = REGISTRY.ops[op_type](**case.attrs)
+        inputs = [v if v is None or v.dtype.kind != "f" else v.astype(dtype)
+                  for v in case.materialize()]
+        (expected,) = op.forward(Context(grad_enabled=False), *inputs)[:1]
+        if expected.shape != inputs[0].shape:      # (add, sum) broadcasting x up: not fusable
+            continue
+        x = inputs[0].copy()
+        assert op.inplace(Context(grad_enabled=False), x, *inputs[1:]) is None
+        np.testing.assert_array_equal(x, expected, err_msg=f"{op_type} {case.id}")
+        if x.ndim and len(x) > 1:
+            part = inputs[0].copy()
+            rows = [r[1:] if r is not None and r.ndim == x.ndim and len(r) == len(x) else r
+                    for r in inputs[1:]]
+            op.inplace(Context(grad_enabled=False), part[1:], *rows)
+            np.testing.assert_array_equal(part[1:], expected[1:])
+            np.testing.assert_array_equal(part[:1], inputs[0][:1])   # untouched
+
+
+@pytest.mark.parametrize("op_type", PRODUCERS)
+def test_producers_hand_their_whole_fresh_output_to_the_epilogue(op_type):
+    for case in _eval_cases(op_type):
+        op = REGISTRY.ops[op_type](**case.attrs)
+        inputs = case.materialize()
+        (plain,) = op.forward(Context(grad_enabled=False), *inputs)
+        seen = []
+        ctx = Context(grad_enabled=False)
+
+        def double(y, start):
+            seen.append((start, len(y)))
+            y *= 2
+
+        ctx.epilogue = double
+        (y,) = op.forward(ctx, *inputs)
+        np.testing.assert_allclose(y, 2 * plain, rtol=1e-12, err_msg=f"{op_type} {case.id}")
+        rows = [start for start, n in seen for start in range(start, start + n)]
+        assert sorted(rows) == list(range(len(y))), "each batch row passes through once"
+        for v in inputs:
+            assert v is None or not np.shares_memory(y, v), "the output must be fresh"
+
+
+NET = """
+flowgrad: 1
+name: fused
+seed: 0
+inputs:
+  x: {shape: [3, 12, 12]}
+params:
+  K1: {shape: [8, 3, 3, 3], init: {kind: he_normal}}
+  c1: {shape: [8], init: {kind: zeros}}
+  g1: {shape: [8], init: {kind: zeros}}
+  b1: {shape: [8], init: {kind: zeros}}
+  m1: {shape: [8], init: {kind: zeros}, trainable: false}
+  v1: {shape: [8], init: {kind: zeros}, trainable: false}
+  K2: {shape: [8, 8, 3, 3], init: {kind: he_normal}}
+  W: {shape: [288, 5], init: {kind: glorot_uniform}}
+nodes:
+  conv1: {op: conv, in: {x: x, W: K1, b: c1}, pads: [1, 1, 1, 1]}
+  bn1:   {op: batch_norm, in: {x: conv1, scale: g1, bias: b1, mean: m1, var: v1}}
+  h1:    {op: relu, in: bn1}
+  conv2: {op: conv, in: {x: h1, W: K2}, pads: [1, 1, 1, 1]}
+  res:   {op: sum, in: [conv2, h1]}
+  h2:    {op: clip, in: res, min: 0.0, max: 6.0}
+  pool:  {op: max_pool, in: h2, kernel_shape: [2, 2], strides: [2, 2]}
+  flat:  {op: flatten, in: pool}
+  fc:    {op: dense, in: {x: flat, W: W}}
+  out:   {op: sigmoid, in: fc}
+outputs: [out]
+"""
+
+
+@pytest.fixture
+def plan(tmp_path):
+    plan = Plan(load_yaml(str(tmp_path / "fused.yaml"), text=NET))
+    rng = np.random.default_rng(1)
+    for name in ("c1", "g1", "b1", "m1"):
+        plan.params[name][...] = rng.standard_normal(8)
+    plan.params["v1"][...] = rng.uniform(0.5, 2.0, 8)
+    return plan
+
+
+def _x(n=4):
+    return np.random.default_rng(2).standard_normal((n, 3, 12, 12)).astype(np.float32)
+
+
+def _names(plan, outputs, fused):
+    program = plan._forward_programs[(outputs, fused)]
+    return [step.name for *_, step in program.run]
+
+
+def test_evaluation_fuses_chains_and_gives_the_unfused_values(plan):
+    x = _x()
+    unfused = plan.forward({"x": x})["out"]               # grad=True: nothing is fused
+    fused = plan.forward({"x": x}, grad=False)["out"]
+    np.testing.assert_array_equal(fused, unfused)
+    # conv1+bn1+h1, then h1's branch (two readers), conv2+res+h2 (the residual sum's shortcut
+    # is ready before conv2 runs), pool, flat, fc+out
+    assert _names(plan, ("out",), True) == ["conv1", "h1#branch", "conv2", "pool", "flat", "fc"]
+    assert len(_names(plan, ("out",), False)) == 11
+
+
+def test_training_mode_and_gradients_are_never_fused(plan):
+    plan.train()
+    plan.forward({"x": _x()}, grad=False)
+    assert len(_names(plan, ("out",), False)) == 11
+    assert (("out",), True) not in plan._forward_programs
+
+
+def test_a_requested_intermediate_is_not_fused_away(plan):
+    x = _x()
+    reference = plan.forward({"x": x}, outputs=("bn1", "out"))
+    fused = plan.forward({"x": x}, outputs=("bn1", "out"), grad=False)
+    for name in ("bn1", "out"):
+        np.testing.assert_array_equal(fused[name], reference[name])
+    assert _names(plan, ("bn1", "out"), True)[:2] == ["conv1", "h1"]
+
+
+def test_param_changes_show_in_the_next_fused_evaluation(plan):
+    """The fused chain reads the live params: nothing is folded in once and kept."""
+    x = _x(2)
+    before = plan.forward({"x": x}, grad=False)["out"]
+    plan.params["m1"][...] += 0.5
+    after = plan.forward({"x": x}, grad=False)["out"]
+    assert not np.allclose(before, after)
+    np.testing.assert_array_equal(after, plan.forward({"x": x})["out"])
