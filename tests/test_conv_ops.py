@@ -247,3 +247,18 @@ def test_batch_norm_state_must_not_be_trainable(tmp_path):
     plan = Plan(load_yaml(str(tmp_path / "bn.yaml"), text=text)).train()
     with pytest.raises(FlowgradError, match="non-trainable"):
         plan.forward({"x": np.ones((2, 3, 4, 4), np.float32)})
+
+
+@pytest.mark.parametrize("attrs", [
+    {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+    {"kernel_shape": [2, 3], "dilations": [2, 1], "ceil_mode": 1, "strides": [2, 2]},
+    {"kernel_shape": [3], "pads": [0, 2]}])
+def test_max_pool_evaluation_chunks_agree_with_the_training_path(attrs, monkeypatch):
+    """Without gradient max_pool pads chunk by chunk into a scratch buffer."""
+    shape = (5, 3, 9) if len(attrs["kernel_shape"]) == 1 else (5, 3, 9, 8)
+    x = rand(*shape)
+    (whole,) = MaxPool(**attrs).forward(Context(), x)
+    monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", 100)     # one image per chunk
+    for _ in range(2):                                        # the scratch buffer is reused
+        (chunked,) = MaxPool(**attrs).forward(Context(grad_enabled=False), x)
+        np.testing.assert_array_equal(chunked, whole)

@@ -158,13 +158,18 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def pad_spatial(x: np.ndarray, g: Geometry, value: float = 0.0) -> np.ndarray:
-    """``x`` with its spatial axes padded by ``g.begin`` / ``g.end`` (no copy if nothing to pad)."""
+def pad_spatial(x: np.ndarray, g: Geometry, value: float = 0.0,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """``x`` with its spatial axes padded by ``g.begin`` / ``g.end`` (no copy if nothing to pad),
+    written into ``out`` (a scratch buffer of the padded shape) when given."""
     if not g.padded:
         return x
     nd = g.nd
     shape = x.shape[:-nd] + tuple(n + b + e for n, b, e in zip(x.shape[-nd:], g.begin, g.end))
-    out = np.full(shape, value, dtype=x.dtype) if value else np.zeros(shape, dtype=x.dtype)
+    if out is None:
+        out = np.full(shape, value, dtype=x.dtype) if value else np.zeros(shape, dtype=x.dtype)
+    else:
+        out.fill(value)
     out[interior(x.shape[-nd:], g, x.ndim)] = x
     return out
 
