@@ -4,7 +4,8 @@ Why: with no backward to follow, nothing needs the values between a convolution 
 per-channel or elementwise ops after it.  Run separately, each of those ops allocates a fresh
 output (page faults on every call) and streams the whole tensor through memory once more; fused,
 they run in place on each cache-sized chunk of the producer's output while it is still in cache.
-A batch norm in evaluation mode then costs what a bias does.  This is what onnxruntime's
+A batch norm in evaluation mode right after a conv or dense layer is folded into its weights on
+each call (``affine`` / ``fold_affine``), so it costs what a bias does.  This is what onnxruntime's
 conv + batch-norm folding and conv + activation fusion buy it, without baking the weights in:
 the plan's params stay live, so training, ``load_state_dict`` or an optimizer step between two
 evaluations is seen at once.
@@ -90,18 +91,28 @@ def fused_forward(producer: Any, consumers: Sequence[tuple[Any, tuple[bool, ...]
                   n_inputs: int) -> Callable:
     """A forward taking the producer's ``n_inputs`` inputs, then each consumer's extra inputs
     in order, that runs the producer with the consumers as its epilogue.  ``consumers`` are
-    ``(op, batched)`` pairs, ``batched`` flagging the extras to cut to each chunk's rows."""
+    ``(op, batched)`` pairs, ``batched`` flagging the extras to cut to each chunk's rows.
+
+    A first consumer with ``affine`` is folded into the producer's weights instead, when the
+    producer has ``fold_affine`` and says folding is cheaper on this call's shapes.
+    """
     plan = [(op.inplace, len(batched), batched) for op, batched in consumers]
+    first, first_n = consumers[0][0], len(consumers[0][1])
+    foldable = producer.fold_affine is not None and first.affine is not None
 
     def forward(ctx, *args):
-        rest = args[n_inputs:]
-
-        def epilogue(part, start):
-            stop, i = start + len(part), 0
-            for inplace, n, batched in plan:
-                inplace(ctx, part, *[v[start:stop] if cut else v
-                                     for v, cut in zip(rest[i:i + n], batched)])
-                i += n
-        ctx.epilogue = epilogue
-        return producer.forward(ctx, *args[:n_inputs])
+        inputs, rest, steps = args[:n_inputs], args[n_inputs:], plan
+        if foldable:
+            folded = producer.fold_affine(inputs, *first.affine(ctx, *rest[:first_n]))
+            if folded is not None:
+                inputs, rest, steps = folded, rest[first_n:], plan[1:]
+        if steps:
+            def epilogue(part, start):
+                stop, i = start + len(part), 0
+                for inplace, n, batched in steps:
+                    inplace(ctx, part, *[v[start:stop] if cut else v
+                                         for v, cut in zip(rest[i:i + n], batched)])
+                    i += n
+            ctx.epilogue = epilogue
+        return producer.forward(ctx, *inputs)
     return forward

@@ -39,6 +39,12 @@ graph without gradient in evaluation mode (see :mod:`flowgrad.fusion`):
   ``start = 0`` — and that output is a fresh array nothing else refers to.  The consumers'
   ``inplace`` then run while the chunk is still in cache, and no intermediate array is
   allocated.
+* A per-channel affine consumer (batch norm in evaluation) also offers ``affine(ctx, *rest)``,
+  its ``(scale, shift)`` vectors over axis 1, and a producer whose output channels are rows of
+  a weight (conv, dense) offers ``fold_affine(inputs, scale, shift)``: inputs for which forward
+  gives ``scale * y + shift``, or None when scaling the weight would cost more than a pass over
+  the output.  The scheduler then folds the batch norm into the weights on each call — the
+  params stay live — and skips the two passes it would cost.
 """
 from __future__ import annotations
 
@@ -203,6 +209,8 @@ class Op:
     ``accepts_epilogue`` True if forward applies ``ctx.epilogue`` to its output (module doc)
     ``inplace``         optional method ``inplace(ctx, x, *rest)`` (module doc); None if absent
     ``commutative``     True if the inputs may be given in any order (add, sum, mul, max...)
+    ``affine``          optional ``affine(ctx, *rest) -> (scale, shift)`` (module doc)
+    ``fold_affine``     optional ``fold_affine(inputs, scale, shift) -> inputs | None``
     """
 
     type: ClassVar[str] = ""
@@ -217,6 +225,8 @@ class Op:
     accepts_epilogue: ClassVar[bool] = False
     inplace: ClassVar[Any] = None
     commutative: ClassVar[bool] = False
+    affine: ClassVar[Any] = None
+    fold_affine: ClassVar[Any] = None
 
     # derived in __init_subclass__
     input_names: ClassVar[tuple[str, ...]] = ("x",)

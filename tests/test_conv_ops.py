@@ -64,13 +64,14 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
     gradients, with one chunk or many."""
     x, W, b = rand(5, 4, 9, 8), rand(6, 4 // attrs.get("group", 1), 5, 3, seed=1), rand(6)
     assert conv_util.WideRows.worthwhile(
-        conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape)
+        conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape, 6)
     results = []
     for strategy in ("wide", "window"):
         for chunk in (1 << 19, 300):    # 300 elements: one image per chunk
             monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", chunk)
             if strategy == "window":
-                monkeypatch.setattr(conv_module, "unfolder", conv_util.WindowUnfold)
+                monkeypatch.setattr(conv_module, "unfolder",
+                                    lambda g, shape, rows: conv_util.WindowUnfold(g, shape))
             y, grads = forward_backward(Conv(**attrs), [x, W, b])
             results.append((y,) + grads)
     for other in results[1:]:

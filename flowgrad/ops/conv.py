@@ -93,7 +93,7 @@ class Conv(_ConvBase):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
         if self.group == 1 and g.taps == 1 and not g.padded and set(g.strides) == {1}:
             return self._pointwise_forward(ctx, x, W, b)
-        unfold = unfolder(g, x.shape)
+        unfold = unfolder(g, x.shape, W.shape[0] // self.group)
         src = unfold.source(x)
         n, groups = x.shape[0], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
@@ -117,6 +117,16 @@ class Conv(_ConvBase):
         if ctx.grad_enabled:
             ctx.save(src, W, unfold)
         return (y,)
+
+    def fold_affine(self, inputs, scale, shift):
+        """Weights and bias giving ``scale * conv(x) + shift`` per output channel — when
+        scaling W costs less than a pass over the output would."""
+        x, W, b = (tuple(inputs) + (None,))[:3]
+        g = geometry(self, x.shape[2:], self._kernel(W.shape))
+        if W.size >= x.shape[0] * W.shape[0] * prod(g.out):
+            return None
+        W = W * scale.astype(W.dtype, copy=False).reshape((-1,) + (1,) * (W.ndim - 1))
+        return x, W, shift if b is None else b * scale + shift
 
     def _pointwise_forward(self, ctx, x, W, b):
         """A 1x1, stride-1, unpadded, single-group conv (most of ResNet's) is one matrix

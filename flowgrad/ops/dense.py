@@ -35,6 +35,14 @@ class Dense(Op):
         ctx.save(x, W, None if b is None else b.shape)
         return (y,)
 
+    def fold_affine(self, inputs, scale, shift):
+        """Weights and bias giving ``scale * dense(x) + shift`` per output feature — when
+        scaling W costs less than a pass over the output would."""
+        x, W, b = inputs
+        if x.ndim != 2 or W.size >= x.shape[0] * W.shape[1]:
+            return None
+        return x, W * scale, shift if b is None else b.reshape(-1) * scale + shift
+
     def backward(self, ctx, gy):
         x, W, b_shape = ctx.saved
         need_x, need_W, need_b = ctx.needs_input_grad

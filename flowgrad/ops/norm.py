@@ -94,6 +94,11 @@ class BatchNorm(Op):
         a = scale.reshape(shape) * inv
         return inv, a, bias.reshape(shape) - mean.reshape(shape) * a
 
+    def affine(self, ctx, scale, bias, mean, var):
+        """Evaluation mode only: ``(a, shift)`` per channel, as :meth:`inplace` applies them."""
+        a = scale * (1.0 / np.sqrt(var + self.epsilon))
+        return a, bias - mean * a
+
     def inplace(self, ctx, x, scale, bias, mean, var):
         """Evaluation mode only: the scheduler fuses ops only when evaluating."""
         _, a, shift = self._eval_affine(x, scale, bias, mean, var)
