@@ -58,6 +58,17 @@ def test_check_of_a_broken_file_prints_located_errors(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_check_validates_the_train_section(tmp_path):
+    result = flowgrad("check", GRAPHS / "lenet.yaml", "--no-gradients")
+    assert result.returncode == 0 and "(valid, train: section too)" in result.stdout
+    bad = tmp_path / "lenet.yaml"
+    bad.write_text((GRAPHS / "lenet.yaml").read_text().replace("batch_size: 64",
+                                                               "batch_sise: 64"))
+    result = flowgrad("check", bad, "--no-gradients")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{bad}:" in result.stderr and "did you mean 'batch_size'" in result.stderr
+
+
 @pytest.mark.parametrize("fmt,marker", [("text", "h#branch"), ("dot", "shape=diamond"),
                                         ("mermaid", "flowchart TD")])
 def test_show_draws_branch_and_merge_nodes(fmt, marker):

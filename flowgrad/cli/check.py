@@ -1,7 +1,7 @@
 """``flowgrad check``: validate a graph, list its nodes, and check its whole backward."""
 from __future__ import annotations
 
-from .. import load
+from .. import load, train_config
 from ..gradcheck import check_graph_gradients
 from ..passes import describe
 from ._common import add_graph_argument
@@ -21,8 +21,11 @@ def add_arguments(parser):
 
 def run(args, registry):
     graph = load(args.graph, registry=registry)
+    trains = graph.meta.get("train") is not None
+    if trains:                                  # a bad train: section fails here, located
+        train_config.from_graph(graph, registry)
     print(f"{graph.name}: {len(graph.inputs)} inputs, {len(graph.params)} params, "
-          f"{len(graph.ops)} ops (valid)")
+          f"{len(graph.ops)} ops (valid{', train: section too' if trains else ''})")
     rows = describe(graph)
     width = max(len(r[0]) for r in rows)
     kind_width = max(len(r[1]) for r in rows)
