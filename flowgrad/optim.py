@@ -170,15 +170,17 @@ def optimizer_kinds(registry: Any = None) -> dict[str, type[Optimizer]]:
     if registry is None:
         from .plugins import default_registry
         registry = default_registry()
-    for found in registry.plugin_manager.hook.flowgrad_register_optimizers():
+    owner = {kind: "flowgrad (built in)" for kind in kinds}
+    for plugin, found in registry.call_each("flowgrad_register_optimizers"):
         for cls in found or ():
             if not (isinstance(cls, type) and issubclass(cls, Optimizer) and cls.kind):
-                raise PluginError(f"flowgrad_register_optimizers returned {cls!r}, which is not "
+                raise PluginError(f"flowgrad_register_optimizers of plugin "
+                                  f"{registry.describe(plugin)} returned {cls!r}, which is not "
                                   "an Optimizer subclass with a 'kind' name")
             if cls.kind in kinds and kinds[cls.kind] is not cls:
-                raise PluginError(f"optimizer '{cls.kind}' is registered twice "
-                                  f"({kinds[cls.kind].__module__} and {cls.__module__})")
-            kinds[cls.kind] = cls
+                raise PluginError(f"optimizer '{cls.kind}' is registered twice: by "
+                                  f"{owner[cls.kind]} and by plugin {registry.describe(plugin)}")
+            kinds[cls.kind], owner[cls.kind] = cls, f"plugin {registry.describe(plugin)}"
     return kinds
 
 

@@ -175,7 +175,8 @@ def test_plugin_optimizer_clash_is_an_error():
             return [Clash]
 
     registry = flowgrad.make_registry(plugins=[Plugin()], autoload=False)
-    with pytest.raises(PluginError, match="registered twice"):
+    with pytest.raises(PluginError, match="optimizer 'sgd' is registered twice: by flowgrad "
+                                          r"\(built in\) and by plugin 'Plugin"):
         optimizer_kinds(registry)
 
 

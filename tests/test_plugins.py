@@ -282,6 +282,14 @@ def test_collect_merges_named_registrations_and_names_both_on_a_clash(tmp_path):
     wrong = make_registry(plugins=[plugin("gamma", [len])], autoload=False)
     with pytest.raises(PluginError, match="must return a mapping"):
         wrong.collect("flowgrad_register_objectives", "objective")
+    # the objective registry the visualizer uses goes through collect()
+    from flowgrad.visualize.objectives import objective_factories
+    assert objective_factories(registry)["mine"] is len
+    with pytest.raises(PluginError, match="'alpha' and 'beta'"):
+        objective_factories(clash)
+    built_in = make_registry(plugins=[plugin("delta", {"channel": len})], autoload=False)
+    with pytest.raises(PluginError, match="objective 'channel' is built in"):
+        objective_factories(built_in)
 
 
 # -- opening YAML never runs code -------------------------------------------------------------

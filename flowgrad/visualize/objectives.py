@@ -232,13 +232,14 @@ def objective_factories(registry: Any = None) -> dict[str, Callable[..., Objecti
     if registry is None:
         from ..plugins import default_registry
         registry = default_registry()
-    for mapping in registry.plugin_manager.hook.flowgrad_register_objectives():
-        for name, factory in (mapping or {}).items():
-            if name in found and found[name] is not factory:
-                raise PluginError(f"objective '{name}' is registered twice")
-            if not callable(factory):
-                raise PluginError(f"objective '{name}' must be callable, got {factory!r}")
-            found[name] = factory
+    # collect() names both plugins when two claim a name
+    for name, factory in registry.collect("flowgrad_register_objectives", "objective").items():
+        if name in found and found[name] is not factory:
+            raise PluginError(f"objective '{name}' is built in; a plugin cannot register it "
+                              "again")
+        if not callable(factory):
+            raise PluginError(f"objective '{name}' must be callable, got {factory!r}")
+        found[name] = factory
     return found
 
 
