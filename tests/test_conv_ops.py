@@ -61,7 +61,7 @@ def test_conv_transpose_is_the_adjoint_of_conv(x_shape, w_shape, attrs):
                                    {"auto_pad": "SAME_LOWER", "group": 2}])
 def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
     """The stride-1 fast path and the general sliding-window path give the same values and
-    gradients, with one chunk or many."""
+    gradients, with one chunk or many, with and without gradient."""
     x, W, b = rand(5, 4, 9, 8), rand(6, 4 // attrs.get("group", 1), 5, 3, seed=1), rand(6)
     assert conv_util.WideRows.worthwhile(
         conv_util.geometry(Conv(**attrs), (9, 8), (5, 3)), x.shape, 6)
@@ -73,7 +73,9 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
                 monkeypatch.setattr(conv_module, "unfolder",
                                     lambda g, shape, rows: conv_util.WindowUnfold(g, shape))
             y, grads = forward_backward(Conv(**attrs), [x, W, b])
-            results.append((y,) + grads)
+            # evaluation pads chunk by chunk into a scratch buffer instead
+            (y_eval,) = Conv(**attrs).forward(Context(grad_enabled=False), x, W, b)
+            results.append((y, y_eval) + grads)
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)

@@ -256,8 +256,13 @@ class WindowUnfold:
         self.shape = shape
         self.positions = math.prod(g.out)
 
-    def source(self, x: np.ndarray) -> np.ndarray:
-        return pad_spatial(x, self.g)
+    def source(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
+        """The padded input; with ``reuse``, in a scratch buffer (valid until the next call)."""
+        if not reuse or not self.g.padded:
+            return pad_spatial(x, self.g)
+        g = self.g
+        shape = x.shape[:2] + tuple(n + b + e for n, b, e in zip(x.shape[2:], g.begin, g.end))
+        return pad_spatial(x, g, out=scratch("source", shape, x.dtype))
 
     def grad_buffer(self, src: np.ndarray) -> np.ndarray:
         return np.zeros(src.shape, dtype=src.dtype)
@@ -320,9 +325,15 @@ class WideRows(WindowUnfold):
         extra = min(1.5, 1 + 10 / rows)
         return g.out[0] * math.prod(padded[1:]) <= extra * math.prod(g.out)
 
-    def source(self, x: np.ndarray) -> np.ndarray:
-        """(N, C, length): the padded input flattened, zero past its end."""
-        out = np.zeros(x.shape[:2] + (self.length,), dtype=x.dtype)
+    def source(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
+        """(N, C, length): the padded input flattened, zero past its end; with ``reuse``, in a
+        scratch buffer (valid until the next call)."""
+        shape = x.shape[:2] + (self.length,)
+        if reuse:
+            out = scratch("source", shape, x.dtype)
+            out.fill(0)
+        else:
+            out = np.zeros(shape, dtype=x.dtype)
         grid = out[..., :self.flat].reshape(x.shape[:2] + self.padded)
         grid[interior(x.shape[2:], self.g, x.ndim)] = x
         return out

@@ -94,7 +94,8 @@ class Conv(_ConvBase):
         if self.group == 1 and g.taps == 1 and not g.padded and set(g.strides) == {1}:
             return self._pointwise_forward(ctx, x, W, b)
         unfold = unfolder(g, x.shape, W.shape[0] // self.group)
-        src = unfold.source(x)
+        # backward needs the whole padded input; evaluation pads chunk by chunk into scratch
+        src = unfold.source(x) if ctx.grad_enabled else None
         n, groups = x.shape[0], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
         y = np.empty((n, W.shape[0]) + g.out, dtype=np.result_type(x, W))
@@ -102,7 +103,9 @@ class Conv(_ConvBase):
         epilogue = ctx.epilogue
 
         def work(start, stop):
-            cols = unfold.im2col(src, start, stop).reshape(groups, Wg.shape[2], -1)
+            cols = (unfold.im2col(src, start, stop) if src is not None else
+                    unfold.im2col(unfold.source(x[start:stop], reuse=True), 0, stop - start))
+            cols = cols.reshape(groups, Wg.shape[2], -1)
             values = np.matmul(Wg, cols, out=scratch("values", (groups, Wg.shape[1], cols.shape[2]),
                                                      y.dtype)).reshape(W.shape[0], stop - start, -1)
             if bias is None:
