@@ -13,11 +13,11 @@ evaluations is seen at once.
 The contract is the op's (see :mod:`flowgrad.op`): a *producer* declares ``accepts_epilogue``
 and applies ``ctx.epilogue`` to its fresh output; a *consumer* has an ``inplace`` method.  A
 consumer joins its producer's chain when it is the only reader of the value, reads it on its
-first port (any port if the op is ``commutative``), and its output has the same shape and dtype.  Its other inputs must be ready when
-the producer starts — leaves, or values computed earlier that nothing between the producer and
-the consumer reads, so a residual ``sum`` joins the convolution before it and the shortcut is
-freed as before.  Values asked for as outputs are never fused away.  The scheduler fuses only
-programs run without gradient in evaluation mode.
+first port (any port if the op is ``commutative``), and its output has the same shape and
+dtype.  Its other inputs must be ready when the producer starts — leaves, or values computed
+earlier that nothing between the producer and the consumer reads — so a residual ``sum`` joins
+the convolution before it, and the shortcut is freed as before.  Values asked for as outputs are
+never fused away.  The scheduler fuses only programs run without gradient in evaluation mode.
 """
 from __future__ import annotations
 

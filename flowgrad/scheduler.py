@@ -8,7 +8,9 @@ and cached:
   ``ctx`` (what it saved for backward) and frees every other activation after its last reader;
 * ``backward(seeds, wrt)`` runs, in reverse, only the nodes that lie both downstream of a leaf
   that needs a gradient (trainable params and the inputs named in ``wrt``) and upstream of a
-  seeded output: Caffe's two passes, intersected.
+  seeded output: Caffe's two passes, intersected;
+* ``forward(..., grad=False)`` in evaluation mode runs a program of its own, in which chains
+  such as conv → batch_norm → relu are fused into one step (:mod:`flowgrad.fusion`).
 
 Each request's program is checked thoroughly the first time it runs (arity, output shapes,
 gradient shapes) and trusted afterwards, keeping per-node overhead to a few microseconds.
@@ -273,6 +275,7 @@ class Plan:
             if position in chains:
                 chain = chains[position]
                 forward, step = self._fused(step, chain, [steps[at] for at in chain.consumers])
+                # what the consumers read last (the values fused away, a residual's shortcut)
                 free = free + [s for at in chain.consumers for s in frees[at]]
             run.append((forward, step.in_slots, step.out_slots, tuple(free), step))
         return _ForwardProgram(run, steps, targets,
