@@ -34,6 +34,14 @@ def test_run_with_a_bad_input_shape_is_a_clean_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_run_names_an_unknown_input_before_a_missing_one(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((4, 2), np.float32))
+    result = flowgrad("run", GRAPHS / "xor.yaml", "--input", f"xx={x}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the graph has no input 'xx'; did you mean 'x'?" in result.stderr
+
+
 def test_run_reports_missing_inputs_and_files(tmp_path):
     result = flowgrad("run", GRAPHS / "xor.yaml")
     assert result.returncode == 1 and "missing --input for x" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import compile, load
-from ..errors import FlowgradError
+from ..errors import FlowgradError, did_you_mean
 from ._common import add_dtype_argument, add_graph_argument, parse_feeds
 
 HELP = "run a graph on input arrays and save the outputs (.npz)"
@@ -24,10 +24,16 @@ def run(args, registry):
     graph = load(args.graph, registry=registry)
     net = compile(graph, dtype=args.dtype)
     feeds = parse_feeds(args.input)
+    unknown = [n for n in feeds if n not in graph.inputs]
+    if unknown:
+        raise FlowgradError(f"--input {unknown[0]}: the graph has no input '{unknown[0]}'"
+                            f"{did_you_mean(unknown[0], graph.inputs)} "
+                            f"(its inputs: {', '.join(graph.inputs)})")
     missing = [n for n in graph.inputs if n not in feeds]
     if missing and not args.outputs:
         raise FlowgradError(f"missing --input for {', '.join(missing)} "
-                            f"(the graph's inputs: {', '.join(graph.inputs)})")
+                            f"(the graph's inputs: {', '.join(graph.inputs)}); or ask only for "
+                            "--outputs that do not need it")
     outputs = net.forward(feeds, outputs=args.outputs, grad=False)
     for name, value in outputs.items():
         value = np.asarray(value)
