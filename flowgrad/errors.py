@@ -102,6 +102,13 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return f"; did you mean '{matches[0]}'?" if matches else ""
 
 
+def unknown_key(key: str, section: str, allowed: Sequence[str]) -> str:
+    """The message for a mapping key that is not allowed: ``unknown key 'k' in 'train'; did
+    you mean ...? (allowed: ...)`` — one wording for every section of every file."""
+    return (f"unknown key '{key}' in {section}{did_you_mean(key, allowed)} "
+            f"(allowed: {', '.join(allowed)})")
+
+
 class DiagnosticList:
     """Collects the diagnostics of one pass, then raises them all at once."""
 

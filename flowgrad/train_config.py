@@ -23,7 +23,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DiagnosticList, GraphError, SourceLocation, did_you_mean
+from .errors import DiagnosticList, GraphError, SourceLocation, did_you_mean, unknown_key
 from .graph import Graph
 from .optim import SCHEDULES
 
@@ -89,16 +89,20 @@ class _Reader:
             return d.value_locs[key]
         return getattr(d, "loc", None)
 
+    def unknown_keys(self, d: Any, section: str, allowed: tuple[str, ...],
+                     fallback: SourceLocation | None = None) -> None:
+        """Report every key of mapping ``d`` not in ``allowed``, at the key."""
+        for key in d:
+            if key not in allowed:
+                self.errors.add(unknown_key(key, section, allowed),
+                                getattr(d, "key_locs", {}).get(key, fallback))
+
     def read(self, config: TrainConfig) -> None:
         d = self.d
         if not isinstance(d, dict):
             self.errors.add(f"'train' must be a mapping, got {type(d).__name__}", self.loc())
             return
-        for key in d:
-            if key not in TRAIN_KEYS:
-                self.errors.add(f"unknown key '{key}' in 'train'{did_you_mean(key, TRAIN_KEYS)}"
-                                f" (allowed: {', '.join(TRAIN_KEYS)})",
-                                getattr(d, "key_locs", {}).get(key))
+        self.unknown_keys(d, "'train'", TRAIN_KEYS)
         for key, kind, low in (("epochs", int, 1), ("batch_size", int, 1), ("seed", int, 0)):
             if key in d:
                 value = d[key]
@@ -221,13 +225,11 @@ class _Reader:
             self.errors.add("'schedule' must be a mapping like {kind: cosine}",
                             self.loc("schedule"))
             return {"kind": "constant"}
+        self.unknown_keys(value, "'schedule'", SCHEDULE_KEYS)
         for key, setting in value.items():
             if key not in SCHEDULE_KEYS:
-                self.errors.add(f"unknown key '{key}' in 'schedule'"
-                                f"{did_you_mean(key, SCHEDULE_KEYS)} (allowed: "
-                                f"{', '.join(SCHEDULE_KEYS)})",
-                                getattr(value, "key_locs", {}).get(key))
-            elif key == "kind" and setting not in SCHEDULES:
+                continue
+            if key == "kind" and setting not in SCHEDULES:
                 self.errors.add(f"unknown schedule '{setting}'"
                                 f"{did_you_mean(str(setting), SCHEDULES)} (schedules: "
                                 f"{', '.join(SCHEDULES)})", self.loc(key, value))
@@ -242,12 +244,12 @@ class _Reader:
                             self.loc("inputs"))
             return
         graph_inputs = self.graph.inputs
+        self.unknown_keys(value, "'inputs'", ("features", "labels"), self.loc(None, value))
         for key, name in value.items():
             where = self.loc(key, value)
             if key not in ("features", "labels"):
-                self.errors.add(f"unknown key '{key}' in 'inputs' (allowed: features, labels)",
-                                getattr(value, "key_locs", {}).get(key, where))
-            elif name not in graph_inputs:
+                continue
+            if name not in graph_inputs:
                 self.errors.add(f"'{name}' is not an input of the graph"
                                 f"{did_you_mean(str(name), graph_inputs)} (inputs: "
                                 f"{', '.join(graph_inputs)})", where)
@@ -261,13 +263,11 @@ class _Reader:
             return None
         out = {"monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": None,
                "restore_best": True}
+        self.unknown_keys(value, "'early_stopping'", EARLY_KEYS)
         for key, setting in value.items():
             if key not in EARLY_KEYS:
-                self.errors.add(f"unknown key '{key}' in 'early_stopping'"
-                                f"{did_you_mean(key, EARLY_KEYS)} (allowed: "
-                                f"{', '.join(EARLY_KEYS)})",
-                                getattr(value, "key_locs", {}).get(key))
-            elif key == "mode" and setting not in ("min", "max"):
+                continue
+            if key == "mode" and setting not in ("min", "max"):
                 self.errors.add(f"'mode' must be min or max, got {setting!r}",
                                 self.loc(key, value))
             else:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import AttrError, DiagnosticList, GraphError, PluginError, SourceLocation, \
-    did_you_mean
+    did_you_mean, unknown_key
 from ..graph import Graph
 from ..initializers import INITIALIZERS, initialize, param_seed
 from ..op import Spec
@@ -78,8 +78,7 @@ class _Builder:
              required: tuple[str, ...] = ()) -> None:
         for key in d:
             if key not in allowed:
-                self.error(f"unknown key '{key}' in {what}{did_you_mean(key, allowed)}"
-                           f" (allowed: {', '.join(allowed)})", d.key_locs[key])
+                self.error(unknown_key(key, what, allowed), d.key_locs[key])
         for key in required:
             if key not in d:
                 self.error(f"{what} needs '{key}'", d.loc)

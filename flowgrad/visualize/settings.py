@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import DiagnosticList, GraphError, did_you_mean
+from ..errors import DiagnosticList, GraphError, did_you_mean, unknown_key
 from ..graph import Graph
 from .penalties import PENALTIES
 
@@ -39,8 +39,8 @@ def from_graph(graph: Graph) -> dict[str, Any]:
     for key, value in section.items():
         vloc = where.get(key, loc)
         if key not in KEYS:
-            errors.add(f"unknown key '{key}' in 'visualize'{did_you_mean(key, KEYS)} "
-                       f"(allowed: {', '.join(KEYS)})", getattr(section, "key_locs", {}).get(key))
+            errors.add(unknown_key(key, "'visualize'", KEYS),
+                       getattr(section, "key_locs", {}).get(key))
         elif key in ("steps",) and (isinstance(value, bool) or not isinstance(value, int)
                                     or value < 1):
             errors.add(f"'steps' must be a positive integer, got {value!r}", vloc)
