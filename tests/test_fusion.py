@@ -30,6 +30,7 @@ def test_the_fusable_ops_are_the_expected_ones():
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("op_type", INPLACE)
 def test_inplace_equals_forward_on_the_whole_input_and_on_a_batch_slice(op_type, dtype):
+    checked = 0
     for case in _eval_cases(op_type):
         op = REGISTRY.ops[op_type](**case.attrs)
         inputs = [v if v is None or v.dtype.kind != "f" else v.astype(dtype)
@@ -47,10 +48,13 @@ def test_inplace_equals_forward_on_the_whole_input_and_on_a_batch_slice(op_type,
             op.inplace(Context(grad_enabled=False), part[1:], *rows)
             np.testing.assert_array_equal(part[1:], expected[1:])
             np.testing.assert_array_equal(part[:1], inputs[0][:1])   # untouched
+        checked += 1
+    assert checked, f"{op_type} has no evaluation case where inplace applies"
 
 
 @pytest.mark.parametrize("op_type", PRODUCERS)
 def test_producers_hand_their_whole_fresh_output_to_the_epilogue(op_type):
+    assert _eval_cases(op_type), f"{op_type} has no evaluation cases"
     for case in _eval_cases(op_type):
         op = REGISTRY.ops[op_type](**case.attrs)
         inputs = case.materialize()
@@ -82,6 +86,7 @@ def _rand(*shape, seed=0):
 def test_affine_consumers_and_folding_producers():
     assert {"batch_norm"} <= set(AFFINE) and {"conv", "dense"} <= set(FOLDERS)
     for op_type in AFFINE:
+        assert _eval_cases(op_type), f"{op_type} has no evaluation cases"
         for case in _eval_cases(op_type):
             op = REGISTRY.ops[op_type](**case.attrs)
             x, *rest = case.materialize()
