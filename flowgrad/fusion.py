@@ -114,5 +114,8 @@ def fused_forward(producer: Any, consumers: Sequence[tuple[Any, tuple[bool, ...]
                                          for v, cut in zip(rest[i:i + n], batched)])
                     i += n
             ctx.epilogue = epilogue
-        return producer.forward(ctx, *inputs)
+        try:
+            return producer.forward(ctx, *inputs)
+        finally:        # the closure holds the extras, which the plan may now recycle
+            ctx.epilogue = None
     return forward

@@ -161,14 +161,16 @@ class Context:
     ``save`` keeps what backward needs (and nothing else is kept). ``needs_input_grad`` is set by
     the scheduler before backward; ``grad_enabled`` tells forward whether a backward may follow,
     so an op can skip expensive saves at inference.  ``training`` is the plan's train/eval mode and
-    ``rng`` its seeded generator (for dropout and other random ops).
+    ``rng`` its seeded generator (for dropout and other random ops).  ``empty`` allocates an
+    output the way ``np.empty`` does, from the plan's recycled buffers (:mod:`flowgrad.memory`).
     """
 
     __slots__ = ("saved", "needs_input_grad", "grad_enabled", "training", "rng", "state",
-                 "epilogue")
+                 "epilogue", "pool")
 
     def __init__(self, grad_enabled: bool = True, training: bool = False,
-                 rng: np.random.Generator | None = None):
+                 rng: np.random.Generator | None = None, pool: Any = None):
+        self.pool = pool
         self.saved: tuple = ()
         self.needs_input_grad: tuple[bool, ...] = ()
         self.grad_enabled = grad_enabled
@@ -181,6 +183,13 @@ class Context:
 
     def save(self, *values: Any) -> None:
         self.saved = values
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        """A new uninitialised array for an output: ``np.empty``, but memory an activation the
+        plan has finished with is reused (no page faults), when there is one of the size."""
+        if self.pool is None:
+            return np.empty(shape, dtype=dtype)
+        return self.pool.empty(shape, dtype)
 
     def update_state(self, port: int, value: np.ndarray) -> None:
         """Replace the value of the state leaf (a non-trainable param) feeding input ``port``.

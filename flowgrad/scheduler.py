@@ -26,6 +26,7 @@ import numpy as np
 from .errors import FlowgradError, GraphError, OpError, did_you_mean
 from .fusion import Chain, epilogue_chains, fused_forward
 from .graph import Graph
+from .memory import BufferPool
 from .op import Context, format_shape
 
 _NONE_SLOT = 0  # slot 0 always holds None: an absent optional input reads it
@@ -110,6 +111,7 @@ class Plan:
         self._forward_programs: dict[tuple, _ForwardProgram] = {}
         self._backward_programs: dict[tuple, _BackwardProgram] = {}
         self._last: tuple[_ForwardProgram, list, dict[int, np.ndarray]] | None = None
+        self._pool = BufferPool()
 
     # -- modes and parameters -----------------------------------------------------------
     def train(self, mode: bool = True) -> "Plan":
@@ -178,29 +180,29 @@ class Plan:
     def _run_forward(self, program: _ForwardProgram, vals: list, ctxs: list, grad: bool) -> None:
         """The hot loop.  A program's first run also checks each op's contract."""
         check = not program.checked
-        training, rng = self.training, self.rng
+        training, rng, pool = self.training, self.rng, self._pool
+        release = pool.release
         step = None
         try:
             for forward, ins, outs, free, step in program.run:
-                ctx = Context(grad, training, rng)
+                ctx = Context(grad, training, rng, pool)
                 res = forward(ctx, *[vals[i] for i in ins])
                 if check:
                     self._check_outputs(step, vals, res)
-                if len(outs) == 1:
-                    vals[outs[0]] = res[0]
-                else:
-                    for slot, value in zip(outs, res):
-                        vals[slot] = value
+                for port, slot in enumerate(outs):     # (no loop variable holds a value:
+                    vals[slot] = res[port]             # the pool recycles unreferenced ones)
                 if ctx.state is not None:
                     self._apply_state(step, ctx)
                 for slot in free:
-                    vals[slot] = None
+                    release(vals, slot)
                 if grad:
                     ctxs[step.index] = ctx
         except FlowgradError:
             raise
         except Exception as e:
             raise self._op_error(step, vals, e, "forward") from e
+        finally:
+            pool.end_run()
         program.checked = True
 
     def _check_outputs(self, step: _Step, vals: list, res: Any) -> None:

@@ -98,7 +98,7 @@ class Conv(_ConvBase):
         src = unfold.source(x) if ctx.grad_enabled else None
         n, groups = x.shape[0], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
-        y = np.empty((n, W.shape[0]) + g.out, dtype=np.result_type(x, W))
+        y = ctx.empty((n, W.shape[0]) + g.out, np.result_type(x, W))
         bias = None if b is None else b.reshape(_bias_shape(g.nd))
         epilogue = ctx.epilogue
 
@@ -138,7 +138,7 @@ class Conv(_ConvBase):
         n, channels = x.shape[:2]
         W2 = W.reshape(W.shape[0], channels)
         x3 = x.reshape(n, channels, -1)
-        y = np.empty((n, W.shape[0]) + x.shape[2:], dtype=np.result_type(x, W))
+        y = ctx.empty((n, W.shape[0]) + x.shape[2:], np.result_type(x, W))
         y3 = y.reshape(n, W.shape[0], -1)
         for start, stop in chunks(n, y3[0].size):      # the bias and epilogue run in cache
             np.matmul(W2, x3[start:stop], out=y3[start:stop])

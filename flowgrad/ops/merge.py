@@ -74,7 +74,9 @@ class Concat(Op):
     def forward(self, ctx, *xs):
         axis = self.axis % xs[0].ndim
         ctx.save(axis, np.cumsum([x.shape[axis] for x in xs])[:-1])
-        return (np.concatenate(xs, axis=axis),)
+        shape = list(xs[0].shape)
+        shape[axis] = sum(x.shape[axis] for x in xs)
+        return (np.concatenate(xs, axis=axis, out=ctx.empty(tuple(shape), np.result_type(*xs))),)
 
     def backward(self, ctx, gy):
         axis, cuts = ctx.saved
@@ -96,8 +98,11 @@ class Sum(Op):
 
     def forward(self, ctx, *xs):
         y = xs[0]
-        for x in xs[1:]:
-            y = y + x
+        if len(xs) > 1:
+            y = np.add(y, xs[1], out=ctx.empty(broadcast_shapes(*(x.shape for x in xs)),
+                                               np.result_type(*xs)))
+            for x in xs[2:]:
+                np.add(y, x, out=y)
         if ctx.epilogue is not None:
             if y is xs[0]:                  # one input: make the fresh array an epilogue needs
                 y = y.copy()

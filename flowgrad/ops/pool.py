@@ -79,7 +79,7 @@ class MaxPool(_Pool):
         g = self._geometry(x.shape)
         low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         if not self.indices:
-            y = np.empty(x.shape[:2] + g.out, dtype=x.dtype)
+            y = ctx.empty(x.shape[:2] + g.out, x.dtype)
             if ctx.grad_enabled:                  # backward finds the winners in xp
                 xp = pad_spatial(x, g, low)
                 _window_max(xp, g, y)
@@ -197,7 +197,11 @@ class AvgPool(_Pool):
         y = None
         for tap in np.ndindex(*g.kernel):
             part = xp[tap_slices(g, tap, x.ndim)]
-            y = part.copy() if y is None else np.add(y, part, out=y)
+            if y is None:
+                y = ctx.empty(part.shape, part.dtype)
+                np.copyto(y, part)
+            else:
+                np.add(y, part, out=y)
         counts = self._counts(x.shape, g, x.dtype)
         y /= counts
         ctx.save(g, x.shape, counts, xp.shape)
