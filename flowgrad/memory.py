@@ -16,6 +16,7 @@ plan's own working set, and a change of batch size lets the old buffers go.
 """
 from __future__ import annotations
 
+import math
 import sys
 from collections import Counter, defaultdict
 
@@ -38,9 +39,7 @@ class BufferPool:
     def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
         """An uninitialised array of ``shape`` and ``dtype``, recycled when one is free."""
         dtype = np.dtype(dtype)
-        nbytes = dtype.itemsize
-        for n in shape:
-            nbytes *= n
+        nbytes = math.prod(shape) * dtype.itemsize
         if nbytes < MIN_BYTES:
             return np.empty(shape, dtype=dtype)
         key = (nbytes, dtype)
