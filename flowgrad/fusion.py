@@ -1,37 +1,64 @@
-"""Epilogue fusion: run chains such as conv → batch_norm → relu as one step when evaluating.
+"""Plan-owned fusion: run chains such as conv → batch_norm → relu as one step when evaluating.
 
 Why: with no backward to follow, nothing needs the values between a convolution and the
-per-channel or elementwise ops after it.  Run separately, each of those ops allocates a fresh
-output (page faults on every call) and streams the whole tensor through memory once more; fused,
-they run in place on each cache-sized chunk of the producer's output while it is still in cache.
-A batch norm in evaluation mode right after a conv or dense layer is folded into its weights on
-each call (``affine`` / ``fold_affine``), so it costs what a bias does.  This is what onnxruntime's
-conv + batch-norm folding and conv + activation fusion buy it, without baking the weights in:
-the plan's params stay live, so training, ``load_state_dict`` or an optimizer step between two
+per-channel or elementwise ops after it.  Run separately, each of those ops streams the whole
+tensor through memory once more; fused, the chain runs on one cache-sized block of batch rows at
+a time, every op of it over the block while it is still in cache, each writing over the block
+in place.  A batch norm in evaluation mode right after a conv or dense layer is folded into the
+weights on each call, so it costs what a bias does.  This is what onnxruntime's conv +
+batch-norm folding and conv + activation fusion buy it, without baking the weights in: the
+plan's params stay live, so training, ``load_state_dict`` or an optimizer step between two
 evaluations is seen at once.
 
-The contract is the op's (see :mod:`flowgrad.op`): a *producer* declares ``accepts_epilogue``
-and applies ``ctx.epilogue`` to its fresh output; a *consumer* has an ``inplace`` method.  A
-consumer joins its producer's chain when it is the only reader of the value, reads it on its
-first port (any port if the op is ``commutative``), and its output has the same shape and
-dtype.  Its other inputs must be ready when the producer starts — leaves, or values computed
-earlier that nothing between the producer and the consumer reads — so a residual ``sum`` joins
-the convolution before it, and the shortcut is freed as before.  Values asked for as outputs are
-never fused away.  The scheduler fuses only programs run without gradient in evaluation mode.
+The plan decides all of it from what ops *declare* (:mod:`flowgrad.op`); no op calls into its
+neighbours:
+
+* ``rowwise``: each batch row of the output depends only on the same row of the batched inputs,
+  when evaluating — the plan may run the op on a block of rows;
+* ``inplace``: ``forward`` may write its output over its first input (it reads each element
+  before writing it), and allocates that output with ``ctx.backend.empty`` — the plan *places*
+  the output over the input (:class:`Placed`), so the op runs in place without knowing it;
+* ``commutative``: the inputs may be given in any order (add, sum), so the fused value can be
+  passed first whichever port it came in on;
+* ``affine(ctx, *rest) -> (scale, shift)``: in evaluation the op is ``scale * x + shift`` per
+  channel of axis 1 (batch norm);
+* ``channel_weights`` / ``channel_axis``: output channel ``c`` (on ``channel_axis``) is linear in
+  slice ``c`` of these inputs along the given axes (conv: ``W`` axis 0 and ``b``; dense: ``W``
+  axis 1 and ``b``) — so a following ``affine`` folds into them.
+
+A *producer* (``rowwise``, one output) takes consumers (``rowwise`` and ``inplace``) while each
+is the only reader of the value before it, reads it on its first port (any port if
+``commutative``), and gives an output of the same shape and dtype.  A consumer's other inputs
+must be ready when the producer starts — leaves, or values computed earlier that nothing between
+the producer and the consumer reads — so a residual ``sum`` joins the convolution before it.
+Values asked for as outputs are never fused away.  The scheduler fuses only programs run
+without gradient in evaluation mode.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from .op import Context
+
+#: Target size, in elements, of the block of output rows a fused chain computes at a time:
+#: small enough to stay in cache while the chain's ops pass over it, large enough that the
+#: producer's products stay efficient.
+BLOCK_ELEMENTS = 1 << 20
+
 
 @dataclass
 class Chain:
-    """Consumers fused into one producer: their positions, each one's extra inputs (slots),
-    and which of those have a batch axis (they are cut to the rows of each chunk)."""
+    """Consumers fused into one producer: their positions, the port the fused value enters
+    each one by, each one's other inputs (slots) and which of those have a batch axis (they are
+    cut to the rows of each block)."""
 
     consumers: list[int] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
     extras: list[tuple[int, ...]] = field(default_factory=list)
     batched: list[tuple[bool, ...]] = field(default_factory=list)
 
@@ -57,22 +84,24 @@ def epilogue_chains(steps: Sequence[Any], keep: set[int],
     chains: dict[int, Chain] = {}
     fused: set[int] = set()
     for pos, step in enumerate(steps):
-        if pos in fused or not step.op.accepts_epilogue or len(step.out_slots) != 1:
+        if pos in fused or not step.op.rowwise or len(step.out_slots) != 1:
             continue
         slot = step.out_slots[0]
         spec = spec_of(slot)
-        if spec.ndim == 0:                     # numpy returns scalars, not arrays, for 0-d
+        if spec.ndim == 0 or spec.shape[0] is not None:     # no batch axis to cut into blocks
             continue
         chain = Chain()
         while slot not in keep and len(readers[slot]) == 1:
             at, port = readers[slot][0]
             consumer = steps[at]
             extras = consumer.in_slots[:port] + consumer.in_slots[port + 1:]
-            if (port != 0 and not consumer.op.commutative or consumer.op.inplace is None
-                    or len(consumer.out_slots) != 1 or spec_of(consumer.out_slots[0]) != spec
+            if (port != 0 and not consumer.op.commutative or not consumer.op.inplace
+                    or not consumer.op.rowwise or len(consumer.out_slots) != 1
+                    or spec_of(consumer.out_slots[0]) != spec
                     or not all(ready(s, pos, at) for s in extras)):
                 break
             chain.consumers.append(at)
+            chain.ports.append(port)
             chain.extras.append(extras)
             chain.batched.append(tuple(_batched(spec_of(s), spec) for s in extras))
             slot = consumer.out_slots[0]
@@ -87,35 +116,166 @@ def _batched(extra, spec) -> bool:
     return extra is not None and extra.ndim == spec.ndim and extra.shape[0] != 1
 
 
-def fused_forward(producer: Any, consumers: Sequence[tuple[Any, tuple[bool, ...]]],
-                  n_inputs: int) -> Callable:
-    """A forward taking the producer's ``n_inputs`` inputs, then each consumer's extra inputs
-    in order, that runs the producer with the consumers as its epilogue.  ``consumers`` are
-    ``(op, batched)`` pairs, ``batched`` flagging the extras to cut to each chunk's rows.
+class Placed:
+    """A backend whose next ``empty`` of a block's shape returns that block of the output.
 
-    A first consumer with ``affine`` is folded into the producer's weights instead, when the
-    producer has ``fold_affine`` and says folding is cheaper on this call's shapes.
+    How the plan puts an op's output where it wants it — in the block of the fused output, or
+    over the op's own input to run it in place — through the one call ops already make to
+    allocate their output.  ``target`` is the block itself, or a ``(whole, start, stop)``
+    triple when the whole output is to be allocated on first use (its dtype is the op's to
+    choose: a float64 plan computes in float64 whatever the specs say).  An op that allocates
+    its output otherwise simply has it copied there (:func:`_run_into`).
     """
-    plan = [(op.inplace, len(batched), batched) for op, batched in consumers]
-    first, first_n = consumers[0][0], len(consumers[0][1])
-    foldable = producer.fold_affine is not None and first.affine is not None
+
+    __slots__ = ("base", "target")
+
+    def __init__(self, base: Any, target: Any):
+        self.base, self.target = base, target
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        target, shape = self.target, tuple(shape)
+        if isinstance(target, _Output):
+            block = target.block(shape, np.dtype(dtype))
+            if block is not None:
+                self.target = None
+                return block
+        elif (target is not None and shape == target.shape
+              and np.dtype(dtype) == target.dtype):
+            self.target = None
+            return target
+        return self.base.empty(shape, dtype)
+
+    def empty_like(self, x: np.ndarray) -> np.ndarray:
+        return self.empty(x.shape, x.dtype)
+
+    @property
+    def xp(self):
+        return self.base.xp
+
+    @property
+    def kernels(self):
+        return self.base.kernels
+
+
+class _Output:
+    """The output of a fused chain, allocated when its producer first asks for a block."""
+
+    __slots__ = ("backend", "n", "row_shape", "whole", "start", "stop", "given")
+
+    def __init__(self, backend: Any, n: int, row_shape: tuple[int, ...]):
+        self.backend, self.n, self.row_shape, self.whole = backend, n, row_shape, None
+        self.start = self.stop = 0
+        self.given = None                     # the block last handed to the producer
+
+    def block(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        if shape != (self.stop - self.start,) + self.row_shape:
+            return None
+        if self.whole is None:
+            self.whole = self.backend.empty((self.n,) + self.row_shape, dtype)
+        elif self.whole.dtype != dtype:
+            return None
+        self.given = self.whole[self.start:self.stop]
+        return self.given
+
+    def take(self, out: np.ndarray) -> np.ndarray:
+        """The block of the output, after the producer wrote ``out`` for it."""
+        if out is self.given:
+            self.given = None
+            return out
+        block = self.block(out.shape, out.dtype)    # a producer that allocated by itself
+        if block is None:
+            block = self.whole[self.start:self.stop]
+        np.copyto(block, out)
+        self.given = None
+        return block
+
+
+def _run_into(op: Any, ctx: Context, target: Any, args: Sequence[Any]) -> np.ndarray:
+    """``op.forward`` on ``args`` with its output placed at ``target`` (copied there if the op
+    put it elsewhere); returns the block written."""
+    sub = Context(False, False, ctx.rng, Placed(ctx.backend, target))
+    (out,) = op.forward(sub, *args)
+    if isinstance(target, _Output):
+        return target.take(out)
+    if out is not target:
+        np.copyto(target, out)
+    return target
+
+
+def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any,
+                  consumers: Sequence[tuple[Any, int, tuple[bool, ...]]]) -> Callable:
+    """A forward taking the producer's inputs, then each consumer's extra inputs in order, that
+    runs the chain block by block (see the module doc).
+
+    ``producer_batched`` flags the producer's inputs with a batch axis, ``out_spec`` is the
+    chain's output Spec, ``consumers`` are ``(op, port, batched)`` triples.  A first consumer
+    with ``affine`` is folded into the producer's ``channel_weights`` when the producer declares
+    them and scaling the weights costs less than a pass over the output.
+    """
+    n_inputs = len(producer_batched)
+    plan = [(op, port, len(batched), batched) for op, port, batched in consumers]
+    first = consumers[0][0]
+    fold_ports = _fold_ports(producer, first, out_spec.ndim)
+    row_shape = out_spec.shape[1:]
+    row_elements = math.prod(d or 1 for d in row_shape)
 
     def forward(ctx, *args):
-        inputs, rest, steps = args[:n_inputs], args[n_inputs:], plan
-        if foldable:
-            folded = producer.fold_affine(inputs, *first.affine(ctx, *rest[:first_n]))
-            if folded is not None:
-                inputs, rest, steps = folded, rest[first_n:], plan[1:]
-        if steps:
-            def epilogue(part, start):
-                stop, i = start + len(part), 0
-                for inplace, n, batched in steps:
-                    inplace(ctx, part, *[v[start:stop] if cut else v
-                                         for v, cut in zip(rest[i:i + n], batched)])
-                    i += n
-            ctx.epilogue = epilogue
-        try:
-            return producer.forward(ctx, *inputs)
-        finally:        # the closure holds the extras, which the plan may now recycle
-            ctx.epilogue = None
+        inputs, rest, steps = list(args[:n_inputs]), args[n_inputs:], plan
+        n = next(len(v) for v, b in zip(inputs, producer_batched) if b)
+        if fold_ports is not None:
+            weights = inputs[fold_ports[0][0]]
+            if weights.size < n * row_elements:
+                scale, shift = first.affine(ctx, *rest[:plan[0][2]])
+                _fold(inputs, fold_ports, scale, shift)
+                rest, steps = rest[plan[0][2]:], plan[1:]
+        if None in row_shape:                       # a dynamic shape: one block
+            (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
+            output, bounds = None, [(0, n)]
+        else:
+            output = _Output(ctx.backend, n, row_shape)
+            step = max(1, BLOCK_ELEMENTS // max(1, row_elements))
+            bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
+        for start, stop in bounds:
+            if output is None:
+                block = y
+            else:
+                output.start, output.stop = start, stop
+                block = _run_into(producer, ctx, output, [
+                    v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
+            i = 0
+            for op, port, count, batched in steps:
+                extras = [v[start:stop] if cut else v for v, cut in zip(rest[i:i + count], batched)]
+                i += count
+                # the fused value goes first: it came in on port 0, or the op is commutative
+                _run_into(op, ctx, block, [block] + extras)
+        if output is not None:
+            y = output.whole
+        return (y,)
     return forward
+
+
+def _fold_ports(producer: Any, consumer: Any, ndim: int) -> list[tuple[int, int]] | None:
+    """``[(input index, axis)]`` of the producer's weights a following ``affine`` folds into,
+    the weight matrix first; None when the pair cannot fold."""
+    if consumer.affine is None or not producer.channel_weights:
+        return None
+    if producer.channel_axis % ndim != 1:          # affine ops work on channel axis 1
+        return None
+    names = producer.input_names
+    return [(names.index(name), axis) for name, axis in producer.channel_weights.items()]
+
+
+def _fold(inputs: list, ports: list[tuple[int, int]], scale: np.ndarray,
+          shift: np.ndarray) -> None:
+    """Replace the producer's weights by ``scale``-scaled copies and its bias by
+    ``bias * scale + shift`` (``shift`` where it has none): the producer then computes
+    ``scale * y + shift`` per channel.  The live params are left untouched."""
+    (w_index, w_axis), *rest = ports
+    W = inputs[w_index]
+    shape = [1] * W.ndim
+    shape[w_axis] = -1
+    inputs[w_index] = W * scale.astype(W.dtype, copy=False).reshape(shape)
+    for b_index, _ in rest:
+        b = inputs[b_index]
+        shift = shift.astype(W.dtype, copy=False)
+        inputs[b_index] = shift if b is None else b.reshape(-1) * scale + shift

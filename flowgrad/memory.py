@@ -4,7 +4,7 @@ Why: a large fresh array is fresh memory — glibc hands multi-megabyte blocks b
 when they are freed, so the first write to each page of a new one is a page fault that zeroes
 the page.  On ResNet-50 at batch 8 those first touches cost a sixth of the whole forward pass;
 onnxruntime avoids them with an arena.  The plan knows when each activation is read for the
-last time; an op that allocates its output through :meth:`flowgrad.op.Context.empty` gets a
+last time; an op that allocates its output through ``ctx.backend.empty`` (:mod:`flowgrad.backend`) gets a
 buffer that an earlier op's activation no longer needs, already mapped and warm.
 
 Safety comes from reference counts rather than from bookkeeping: a freed value is recycled only

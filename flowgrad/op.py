@@ -24,27 +24,21 @@ Rules that keep the scheduler simple and fast:
   that input's shape, or ``None`` where ``ctx.needs_input_grad[i]`` is False.
 * Broadcasting ops reduce gradients back to each input's shape (:func:`unbroadcast`).
 
-Two optional hooks let the scheduler fuse chains such as conv → batch_norm → relu when it runs a
-graph without gradient in evaluation mode (see :mod:`flowgrad.fusion`):
+Optional *declarations* tell the plan what it may do for speed; an op never calls into its
+neighbours (see :mod:`flowgrad.fusion`, which runs chains such as conv → batch_norm → relu as one
+step, block by block, when evaluating without gradient):
 
-* ``inplace(ctx, x, *rest)``: overwrite ``x`` — the first input (any input, for a
-  ``commutative`` op), or a run of its batch rows — with this op's output for it; ``rest`` are
-  the other inputs, cut to the same batch rows where they have a batch axis.  Only for ops
-  whose output has ``x``'s shape and dtype and whose every batch row depends on the same row of
-  the inputs alone (elementwise and per-channel ops).  Nothing is saved: it never runs before a
-  backward.
-* ``accepts_epilogue = True``: ``forward`` hands every part of its single output to
-  ``ctx.epilogue(part, start)`` (when set) before returning, ``start`` being the part's first
-  batch row — per cache-sized chunk as it is computed, or the whole output at the end with
-  ``start = 0`` — and that output is a fresh array nothing else refers to.  The consumers'
-  ``inplace`` then run while the chunk is still in cache, and no intermediate array is
-  allocated.
-* A per-channel affine consumer (batch norm in evaluation) also offers ``affine(ctx, *rest)``,
-  its ``(scale, shift)`` vectors over axis 1, and a producer whose output channels are rows of
-  a weight (conv, dense) offers ``fold_affine(inputs, scale, shift)``: inputs for which forward
-  gives ``scale * y + shift``, or None when scaling the weight would cost more than a pass over
-  the output.  The scheduler then folds the batch norm into the weights on each call — the
-  params stay live — and skips the two passes it would cost.
+* ``rowwise = True``: when evaluating, each batch row of the output depends only on the same
+  row of the inputs that have a batch axis (conv, dense, pooling, elementwise ops);
+* ``inplace = True``: ``forward`` allocates its output with ``ctx.backend.empty`` and is correct
+  when that output is its first input's memory (it reads each element before writing it) — the
+  plan may then run it in place;
+* ``commutative = True``: the inputs may come in any order (add, sum);
+* ``affine(ctx, *rest) -> (scale, shift)``: in evaluation the op is ``scale * x + shift`` per
+  channel of axis 1, ``rest`` being its other inputs (batch norm);
+* ``channel_weights = {input: axis}`` with ``channel_axis``: output channel ``c`` (on
+  ``channel_axis``) is linear in slice ``c`` of these inputs along their axes — the weight
+  first, then the bias (conv: ``{"W": 0, "b": 0}``) — so a following ``affine`` folds into them.
 """
 from __future__ import annotations
 
@@ -54,6 +48,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .backend import DEFAULT as DEFAULT_BACKEND
 from .errors import AttrError, ShapeError, did_you_mean
 
 Dim = int | None  # None: the batch axis, or a dimension known only at run time
@@ -161,35 +156,26 @@ class Context:
     ``save`` keeps what backward needs (and nothing else is kept). ``needs_input_grad`` is set by
     the scheduler before backward; ``grad_enabled`` tells forward whether a backward may follow,
     so an op can skip expensive saves at inference.  ``training`` is the plan's train/eval mode and
-    ``rng`` its seeded generator (for dropout and other random ops).  ``empty`` allocates an
-    output the way ``np.empty`` does, from the plan's recycled buffers (:mod:`flowgrad.memory`).
+    ``rng`` its seeded generator (for dropout and other random ops).  ``backend`` is how an op
+    allocates outputs (``ctx.backend.empty``: recycled plan memory) and reaches compiled kernels
+    (``ctx.backend.kernels``); see :mod:`flowgrad.backend`.
     """
 
     __slots__ = ("saved", "needs_input_grad", "grad_enabled", "training", "rng", "state",
-                 "epilogue", "pool")
+                 "backend")
 
     def __init__(self, grad_enabled: bool = True, training: bool = False,
-                 rng: np.random.Generator | None = None, pool: Any = None):
-        self.pool = pool
+                 rng: np.random.Generator | None = None, backend: Any = None):
+        self.backend = DEFAULT_BACKEND if backend is None else backend
         self.saved: tuple = ()
         self.needs_input_grad: tuple[bool, ...] = ()
         self.grad_enabled = grad_enabled
         self.training = training
         self.rng = rng
         self.state: dict[int, np.ndarray] | None = None
-        #: set by the scheduler for an op with ``accepts_epilogue``: a function to apply, in
-        #: place, to every part of the output (see the module doc)
-        self.epilogue: Any = None
 
     def save(self, *values: Any) -> None:
         self.saved = values
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A new uninitialised array for an output: ``np.empty``, but memory an activation the
-        plan has finished with is reused (no page faults), when there is one of the size."""
-        if self.pool is None:
-            return np.empty(shape, dtype=dtype)
-        return self.pool.empty(shape, dtype)
 
     def update_state(self, port: int, value: np.ndarray) -> None:
         """Replace the value of the state leaf (a non-trainable param) feeding input ``port``.
@@ -215,11 +201,8 @@ class Op:
     ``no_grad_inputs``  ports that never take a gradient (labels, indices, shapes)
     ``differentiable``  False for forward-only ops (argmax, comparisons)
     ``updates_state``   True if forward may call ``ctx.update_state``
-    ``accepts_epilogue`` True if forward applies ``ctx.epilogue`` to its output (module doc)
-    ``inplace``         optional method ``inplace(ctx, x, *rest)`` (module doc); None if absent
-    ``commutative``     True if the inputs may be given in any order (add, sum, mul, max...)
-    ``affine``          optional ``affine(ctx, *rest) -> (scale, shift)`` (module doc)
-    ``fold_affine``     optional ``fold_affine(inputs, scale, shift) -> inputs | None``
+    ``rowwise``, ``inplace``, ``commutative``, ``affine``, ``channel_weights``, ``channel_axis``
+                        optional declarations for fusion (module doc)
     """
 
     type: ClassVar[str] = ""
@@ -231,11 +214,12 @@ class Op:
     no_grad_inputs: ClassVar[frozenset[str]] = frozenset()
     differentiable: ClassVar[bool] = True
     updates_state: ClassVar[bool] = False
-    accepts_epilogue: ClassVar[bool] = False
-    inplace: ClassVar[Any] = None
+    rowwise: ClassVar[bool] = False
+    inplace: ClassVar[bool] = False
     commutative: ClassVar[bool] = False
     affine: ClassVar[Any] = None
-    fold_affine: ClassVar[Any] = None
+    channel_weights: ClassVar[dict[str, int]] = {}
+    channel_axis: ClassVar[int] = 1
 
     # derived in __init_subclass__
     input_names: ClassVar[tuple[str, ...]] = ("x",)
@@ -291,10 +275,6 @@ class Op:
         return f"{type(self).__name__}({args})"
 
     # -- ports --------------------------------------------------------------------------
-    def port_index(self, name: str) -> int:
-        """Index of the input port ``name`` (raises KeyError)."""
-        return self.input_names.index(name) if name in self.input_names else _raise_key(name)
-
     def num_outputs(self, num_inputs: int) -> int:
         """How many outputs a node with ``num_inputs`` inputs has (override for e.g. split)."""
         return len(self.outputs)
@@ -327,10 +307,6 @@ class Op:
 
     def backward(self, ctx: Context, *grads: Any) -> tuple:
         raise NotImplementedError(f"op '{self.type}' has no backward")
-
-
-def _raise_key(name: str):
-    raise KeyError(name)
 
 
 def _same(a: Any, b: Any) -> bool:

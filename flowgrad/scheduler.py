@@ -26,6 +26,7 @@ import numpy as np
 from .errors import FlowgradError, GraphError, OpError, did_you_mean
 from .fusion import Chain, epilogue_chains, fused_forward
 from .graph import Graph
+from .backend import CPUBackend
 from .memory import BufferPool
 from .op import Context, format_shape
 
@@ -112,6 +113,7 @@ class Plan:
         self._backward_programs: dict[tuple, _BackwardProgram] = {}
         self._last: tuple[_ForwardProgram, list, dict[int, np.ndarray]] | None = None
         self._pool = BufferPool()
+        self.backend = CPUBackend(self._pool)
 
     # -- modes and parameters -----------------------------------------------------------
     def train(self, mode: bool = True) -> "Plan":
@@ -180,12 +182,12 @@ class Plan:
     def _run_forward(self, program: _ForwardProgram, vals: list, ctxs: list, grad: bool) -> None:
         """The hot loop.  A program's first run also checks each op's contract."""
         check = not program.checked
-        training, rng, pool = self.training, self.rng, self._pool
+        training, rng, pool, backend = self.training, self.rng, self._pool, self.backend
         release = pool.release
         step = None
         try:
             for forward, ins, outs, free, step in program.run:
-                ctx = Context(grad, training, rng, pool)
+                ctx = Context(grad, training, rng, backend)
                 res = forward(ctx, *[vals[i] for i in ins])
                 if check:
                     self._check_outputs(step, vals, res)
@@ -251,11 +253,7 @@ class Plan:
             except KeyError as e:
                 raise FlowgradError(f"cannot compute output: {e.args[0]}") from None
             targets[ref] = self._slot[(node, port)]
-        needed: set[str] = set()
-        for ref in outputs:
-            node = self.graph.resolve(ref)[0]
-            needed.add(node)
-            needed |= nx.ancestors(self.graph.dag, node)
+        needed = _upstream(self.graph.dag, [self.graph.resolve(ref)[0] for ref in outputs])
         steps = [self._steps[n] for n in self.order if n in needed and n in self._steps]
         keep = set(targets.values())
         last_read: dict[int, int] = {}
@@ -283,13 +281,14 @@ class Plan:
         return _ForwardProgram(run, steps, targets,
                                frozenset(n for n in needed if n in self._input_slots))
 
-    @staticmethod
-    def _fused(producer: _Step, chain: Chain, consumers: list[_Step]) -> tuple[Any, _Step]:
+    def _fused(self, producer: _Step, chain: Chain, consumers: list[_Step]) -> tuple[Any, _Step]:
         """The forward of a fused chain, and its step: the producer's, reading the consumers'
         extra inputs too and writing the last consumer's output (errors name the producer)."""
         in_slots = producer.in_slots + tuple(s for extras in chain.extras for s in extras)
-        forward = fused_forward(producer.op, [(c.op, b) for c, b in zip(consumers, chain.batched)],
-                                len(producer.in_slots))
+        batched = tuple(_has_batch_axis(self._slot_spec(s)) for s in producer.in_slots)
+        forward = fused_forward(producer.op, batched, self._slot_spec(producer.out_slots[0]),
+                                [(c.op, port, b) for c, port, b
+                                 in zip(consumers, chain.ports, chain.batched)])
         return forward, replace(producer, in_slots=in_slots, out_slots=consumers[-1].out_slots)
 
     def _slot_spec(self, slot: int) -> Any:
@@ -402,9 +401,7 @@ class Plan:
                                     "pass it in forward(outputs=...)")
             seed_slots[ref] = forward_program.output_slots[ref]
         leaves = list(dict.fromkeys(self.trainable + list(wrt)))
-        carries: set[str] = set(leaves)
-        for leaf in leaves:
-            carries |= nx.descendants(dag, leaf)
+        carries = _downstream(dag, self.order, leaves)
         upstream = _gradient_ancestors(graph, [graph.resolve(ref)[0] for ref in seed_refs])
         active = [s for s in forward_program.steps if s.name in carries and s.name in upstream]
         seeded = set(seed_slots.values())
@@ -493,7 +490,7 @@ class Plan:
     # -- helpers --------------------------------------------------------------------------
     def _cast(self, value: np.ndarray) -> np.ndarray:
         value = np.asarray(value)
-        return value.astype(self.dtype) if value.dtype.kind == "f" else value
+        return value.astype(self.dtype, copy=False) if value.dtype.kind == "f" else value
 
     def _op_error(self, step: _Step, vals: list | None, error: Exception | None, phase: str,
                   message: str | None = None) -> OpError:
@@ -512,6 +509,10 @@ def _fits(shape: tuple[int, ...], spec) -> bool:
     return len(shape) == spec.ndim and all(d is None or d == n for d, n in zip(spec.shape, shape))
 
 
+def _has_batch_axis(spec) -> bool:
+    return spec is not None and spec.ndim > 0 and spec.shape[0] is None
+
+
 def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
     total = parts[0][0] * parts[0][1]
     for value, weight in parts[1:]:
@@ -521,6 +522,28 @@ def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
 
 def _ports(op, n: int) -> tuple[str, ...]:
     return (op.input_names[0],) * n if op.variadic else op.input_names
+
+
+def _upstream(dag: nx.MultiDiGraph, nodes: list[str]) -> set[str]:
+    """``nodes`` and all their ancestors, in one traversal (linear in the graph's size)."""
+    seen, stack = set(nodes), list(nodes)
+    while stack:
+        for src in dag.predecessors(stack.pop()):
+            if src not in seen:
+                seen.add(src)
+                stack.append(src)
+    return seen
+
+
+def _downstream(dag: nx.MultiDiGraph, order: list[str], leaves: list[str]) -> set[str]:
+    """``leaves`` and every node they reach: one sweep in topological order, where a node is
+    reached when one of its predecessors is (linear, where a ``descendants`` call per leaf is
+    quadratic on a long chain with a param at every step)."""
+    reached = set(leaves)
+    for name in order:
+        if name not in reached and any(src in reached for src in dag.predecessors(name)):
+            reached.add(name)
+    return reached
 
 
 def _gradient_ancestors(graph: Graph, nodes: list[str]) -> set[str]:

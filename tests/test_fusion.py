@@ -1,9 +1,13 @@
-"""Epilogue fusion: the op hooks (``inplace``, ``accepts_epilogue``) and the fused programs."""
+"""Plan-owned fusion: the ops' declarations (``rowwise``, ``inplace``, ``commutative``,
+``affine``, ``channel_weights``), each checked against the op's own forward, and the fused
+programs against unfused ones."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from flowgrad.backend import DEFAULT
+from flowgrad.fusion import Placed, _fold, _fold_ports
 from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.op import Context
 from flowgrad.plugins import make_registry
@@ -13,77 +17,76 @@ from .cases import all_cases
 
 REGISTRY = make_registry()
 CASES = all_cases()
-INPLACE = sorted(t for t, cls in REGISTRY.ops.items() if cls.inplace is not None)
-PRODUCERS = sorted(t for t, cls in REGISTRY.ops.items() if cls.accepts_epilogue)
+INPLACE = sorted(t for t, cls in REGISTRY.ops.items() if cls.inplace)
+ROWWISE = sorted(t for t, cls in REGISTRY.ops.items() if cls.rowwise)
 
 
 def _eval_cases(op_type):
     return [c for c in CASES[op_type] if not c.training]
 
 
+def _eval(op, *inputs, backend=None):
+    return op.forward(Context(grad_enabled=False, backend=backend), *inputs)
+
+
 def test_the_fusable_ops_are_the_expected_ones():
     assert {"relu", "leaky_relu", "clip", "sigmoid", "tanh", "hard_sigmoid",
             "batch_norm", "add", "sum"} <= set(INPLACE)
-    assert {"conv", "conv_transpose", "dense", "sum", "add"} <= set(PRODUCERS)
+    assert {"conv", "conv_transpose", "dense", "sum", "add", "max_pool"} <= set(ROWWISE)
+    assert set(INPLACE) <= set(ROWWISE), "a fused consumer runs block by block"
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("op_type", INPLACE)
-def test_inplace_equals_forward_on_the_whole_input_and_on_a_batch_slice(op_type, dtype):
+def test_inplace_ops_run_in_place_when_their_output_is_placed_over_the_input(op_type, dtype):
     checked = 0
     for case in _eval_cases(op_type):
         op = REGISTRY.ops[op_type](**case.attrs)
         inputs = [v if v is None or v.dtype.kind != "f" else v.astype(dtype)
                   for v in case.materialize()]
-        (expected,) = op.forward(Context(grad_enabled=False), *inputs)[:1]
-        if expected.shape != inputs[0].shape:      # (add, sum) broadcasting x up: not fusable
-            continue
+        (expected,) = _eval(op, *inputs)[:1]
+        if expected.shape != inputs[0].shape or expected.dtype != inputs[0].dtype:
+            continue                                # (broadcasting x up: not fusable)
         x = inputs[0].copy()
-        assert op.inplace(Context(grad_enabled=False), x, *inputs[1:]) is None
+        (y,) = _eval(op, x, *inputs[1:], backend=Placed(DEFAULT, x))[:1]
+        assert y is x, f"{op_type} declares inplace but did not take the placed output"
         np.testing.assert_array_equal(x, expected, err_msg=f"{op_type} {case.id}")
-        if x.ndim and len(x) > 1:
-            part = inputs[0].copy()
-            rows = [r[1:] if r is not None and r.ndim == x.ndim and len(r) == len(x) else r
-                    for r in inputs[1:]]
-            op.inplace(Context(grad_enabled=False), part[1:], *rows)
-            np.testing.assert_array_equal(part[1:], expected[1:])
-            np.testing.assert_array_equal(part[:1], inputs[0][:1])   # untouched
         checked += 1
     assert checked, f"{op_type} has no evaluation case where inplace applies"
 
 
-@pytest.mark.parametrize("op_type", PRODUCERS)
-def test_producers_hand_their_whole_fresh_output_to_the_epilogue(op_type):
-    assert _eval_cases(op_type), f"{op_type} has no evaluation cases"
+@pytest.mark.parametrize("op_type", ROWWISE)
+def test_rowwise_ops_give_each_batch_row_from_the_same_rows_of_the_inputs(op_type):
+    checked = 0
     for case in _eval_cases(op_type):
         op = REGISTRY.ops[op_type](**case.attrs)
+        if not op.rowwise:                   # (max_pool's flat indices span the batch)
+            continue
         inputs = case.materialize()
-        (plain,) = op.forward(Context(grad_enabled=False), *inputs)
-        seen = []
-        ctx = Context(grad_enabled=False)
-
-        def double(y, start):
-            seen.append((start, len(y)))
-            y *= 2
-
-        ctx.epilogue = double
-        (y,) = op.forward(ctx, *inputs)
-        np.testing.assert_allclose(y, 2 * plain, rtol=1e-12, err_msg=f"{op_type} {case.id}")
-        rows = [start for start, n in seen for start in range(start, start + n)]
-        assert sorted(rows) == list(range(len(y))), "each batch row passes through once"
-        for v in inputs:
-            assert v is None or not np.shares_memory(y, v), "the output must be fresh"
+        outs = _eval(op, *inputs)
+        n = len(inputs[0]) if np.ndim(inputs[0]) else 0
+        if n < 2 or any(np.ndim(y) == 0 or len(y) != n for y in outs):
+            continue
+        # the batched inputs: the first, and those of its very shape (add, sum); weights and
+        # broadcast operands are shared by all rows
+        rows = [v[1:] if i == 0 or np.shape(v) == np.shape(inputs[0]) else v
+                for i, v in enumerate(inputs)]
+        for y, part in zip(outs, _eval(op, *rows)):
+            np.testing.assert_allclose(part, y[1:], rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{op_type} {case.id}")
+        checked += 1
+    assert checked, f"{op_type} has no evaluation case with a batch of two or more"
 
 
 AFFINE = sorted(t for t, cls in REGISTRY.ops.items() if cls.affine is not None)
-FOLDERS = sorted(t for t, cls in REGISTRY.ops.items() if cls.fold_affine is not None)
+FOLDERS = sorted(t for t, cls in REGISTRY.ops.items() if cls.channel_weights)
 
 
 def _rand(*shape, seed=0):
     return np.random.default_rng(seed).standard_normal(shape)
 
 
-def test_affine_consumers_and_folding_producers():
+def test_affine_consumers_give_their_forward():
     assert {"batch_norm"} <= set(AFFINE) and {"conv", "dense"} <= set(FOLDERS)
     for op_type in AFFINE:
         assert _eval_cases(op_type), f"{op_type} has no evaluation cases"
@@ -92,7 +95,7 @@ def test_affine_consumers_and_folding_producers():
             x, *rest = case.materialize()
             scale, shift = op.affine(Context(grad_enabled=False), *rest)
             per_channel = (1, -1) + (1,) * (x.ndim - 2)
-            (y,) = op.forward(Context(grad_enabled=False), x, *rest)
+            (y,) = _eval(op, x, *rest)
             np.testing.assert_allclose(y, x * scale.reshape(per_channel)
                                        + shift.reshape(per_channel), rtol=1e-12, atol=1e-12)
 
@@ -101,19 +104,27 @@ def test_affine_consumers_and_folding_producers():
     ("conv", [_rand(4, 3, 9, 9), _rand(6, 3, 3, 3, seed=1), _rand(6, seed=2)], {"pads": [1] * 4}),
     ("conv", [_rand(4, 4, 7, 7), _rand(6, 2, 1, 1, seed=1), None], {"group": 2}),
     ("dense", [_rand(50, 3), _rand(3, 6, seed=1), _rand(6, seed=2)], {}),
+    ("dense", [_rand(50, 3), _rand(3, 6, seed=1), None], {}),
 ])
-def test_fold_affine_gives_the_scaled_and_shifted_output(op_type, inputs, attrs):
+def test_folding_into_channel_weights_gives_the_scaled_and_shifted_output(op_type, inputs, attrs):
     op = REGISTRY.ops[op_type](**attrs)
+    bn = REGISTRY.ops["batch_norm"]()
     scale, shift = _rand(6, seed=3), _rand(6, seed=4)
-    (y,) = op.forward(Context(grad_enabled=False), *inputs)
-    folded = op.fold_affine(inputs, scale, shift)
-    (z,) = op.forward(Context(grad_enabled=False), *folded)
+    (y,) = _eval(op, *inputs)
+    ports = _fold_ports(op, bn, y.ndim)
+    folded = list(inputs)
+    _fold(folded, ports, scale, shift)
+    (z,) = _eval(op, *folded)
     per_channel = (1, -1) + (1,) * (y.ndim - 2)
     np.testing.assert_allclose(z, y * scale.reshape(per_channel) + shift.reshape(per_channel),
                                rtol=1e-10, atol=1e-10)
-    # one sample against a big weight: scaling the weight costs more than the output pass
-    assert op.fold_affine([inputs[0][:1, ..., :1, :1] if op_type == "conv" else inputs[0][:1]]
-                          + inputs[1:], scale, shift) is None
+    for v, before in zip(inputs, [None if v is None else v.copy() for v in inputs]):
+        assert v is None or np.array_equal(v, before), "the live weights are left untouched"
+
+
+def test_dense_on_three_axes_does_not_fold_into_a_channel_affine():
+    dense, bn = REGISTRY.ops["dense"](), REGISTRY.ops["batch_norm"]()
+    assert _fold_ports(dense, bn, 3) is None and _fold_ports(dense, bn, 2) is not None
 
 
 NET = """

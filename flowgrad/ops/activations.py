@@ -32,14 +32,12 @@ class Relu(_SameDtype):
     """max(x, 0); gradient 1 where x > 0."""
 
     type = "relu"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        y = np.maximum(x, 0, out=ctx.empty(x.shape, x.dtype))
+        y = np.maximum(x, 0, out=ctx.backend.empty(x.shape, x.dtype))
         ctx.save(y)
         return (y,)
-
-    def inplace(self, ctx, x):
-        np.maximum(x, 0, out=x)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
@@ -51,14 +49,15 @@ class LeakyRelu(Unary):
 
     type = "leaky_relu"
     attrs = {"alpha": Attr("float", 0.01, doc="slope for x <= 0")}
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
         positive = x > 0
         ctx.save(positive)
-        return (np.where(positive, x, self.alpha * x),)
-
-    def inplace(self, ctx, x):
-        np.multiply(x, self.alpha, out=x, where=~(x > 0))
+        y = ctx.backend.empty(x.shape, float_dtype(x.dtype))
+        np.multiply(x, self.alpha, out=y, where=~positive)
+        np.copyto(y, x, where=positive)
+        return (y,)
 
     def backward(self, ctx, gy):
         (positive,) = ctx.saved
@@ -111,14 +110,12 @@ class Sigmoid(Unary):
     """1 / (1 + e^-x), computed without overflow; gradient y (1 - y)."""
 
     type = "sigmoid"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        y = _sigmoid(x)
+        y = _sigmoid(x, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
         ctx.save(y)
         return (y,)
-
-    def inplace(self, ctx, x):
-        _sigmoid(x, out=x)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
@@ -137,14 +134,12 @@ class Tanh(Unary):
     """tanh(x); gradient 1 - y²."""
 
     type = "tanh"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        y = np.tanh(x)
+        y = np.tanh(x, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
         ctx.save(y)
         return (y,)
-
-    def inplace(self, ctx, x):
-        np.tanh(x, out=x)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
@@ -286,13 +281,14 @@ class Clip(_SameDtype):
             raise AttrError(f"clip needs min <= max, got min={self.min}, max={self.max}",
                             attr="min")
 
+    rowwise = inplace = True
+
     def forward(self, ctx, x):
         inside = (x > self.min) & (x < self.max)
         ctx.save(inside)
-        return (np.clip(x, self.min, self.max).astype(x.dtype, copy=False),)
-
-    def inplace(self, ctx, x):
-        np.clip(x, self.min, self.max, out=x)
+        if x.dtype.kind != "f":
+            return (np.clip(x, self.min, self.max).astype(x.dtype, copy=False),)
+        return (np.clip(x, self.min, self.max, out=ctx.backend.empty(x.shape, x.dtype)),)
 
     def backward(self, ctx, gy):
         (inside,) = ctx.saved
@@ -304,16 +300,13 @@ class HardSigmoid(Unary):
 
     type = "hard_sigmoid"
     attrs = {"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)}
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        z = self.alpha * x + self.beta
+        z = np.multiply(x, self.alpha, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
+        np.add(z, self.beta, out=z)
         ctx.save((z > 0) & (z < 1))
-        return (np.clip(z, 0, 1),)
-
-    def inplace(self, ctx, x):
-        np.multiply(x, self.alpha, out=x)
-        np.add(x, self.beta, out=x)
-        np.clip(x, 0, 1, out=x)
+        return (np.clip(z, 0, 1, out=z),)
 
     def backward(self, ctx, gy):
         (inside,) = ctx.saved

@@ -28,7 +28,7 @@ def _bias_shape(nd: int) -> tuple[int, ...]:
 
 
 class _ConvBase(Op):
-    accepts_epilogue = True
+    rowwise = True
     attrs = {**WINDOW_ATTRS,
              "group": Attr("int", 1, doc="channel groups; group = channels is depthwise")}
     # which weight axis counts output channels / group, and input channels / group
@@ -82,6 +82,7 @@ class Conv(_ConvBase):
 
     type = "conv"
     inputs = ("x", "W", "b?")
+    channel_weights = {"W": 0, "b": 0}
 
     def infer(self, x, W, b=None):
         nd, out_channels = self._check_shapes(x, W, b)
@@ -98,9 +99,8 @@ class Conv(_ConvBase):
         src = unfold.source(x) if ctx.grad_enabled else None
         n, groups = x.shape[0], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
-        y = ctx.empty((n, W.shape[0]) + g.out, np.result_type(x, W))
+        y = ctx.backend.empty((n, W.shape[0]) + g.out, np.result_type(x, W))
         bias = None if b is None else b.reshape(_bias_shape(g.nd))
-        epilogue = ctx.epilogue
 
         def work(start, stop):
             cols = (unfold.im2col(src, start, stop) if src is not None else
@@ -112,24 +112,12 @@ class Conv(_ConvBase):
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
             else:   # the bias is added while the chunk is still in cache
                 np.add(unfold.to_output(values.swapaxes(0, 1)), bias, out=y[start:stop])
-            if epilogue is not None:        # and so are the fused consumers (module doc)
-                epilogue(y[start:stop], start)
 
         for start, stop in chunks(n, x.shape[1] * g.taps * unfold.positions):
             work(start, stop)
         if ctx.grad_enabled:
             ctx.save(src, W, unfold)
         return (y,)
-
-    def fold_affine(self, inputs, scale, shift):
-        """Weights and bias giving ``scale * conv(x) + shift`` per output channel — when
-        scaling W costs less than a pass over the output would."""
-        x, W, b = (tuple(inputs) + (None,))[:3]
-        g = geometry(self, x.shape[2:], self._kernel(W.shape))
-        if W.size >= x.shape[0] * W.shape[0] * prod(g.out):
-            return None
-        W = W * scale.astype(W.dtype, copy=False).reshape((-1,) + (1,) * (W.ndim - 1))
-        return x, W, shift if b is None else b * scale + shift
 
     def _pointwise_forward(self, ctx, x, W, b):
         """A 1x1, stride-1, unpadded, single-group conv (most of ResNet's) is one matrix
@@ -138,14 +126,12 @@ class Conv(_ConvBase):
         n, channels = x.shape[:2]
         W2 = W.reshape(W.shape[0], channels)
         x3 = x.reshape(n, channels, -1)
-        y = ctx.empty((n, W.shape[0]) + x.shape[2:], np.result_type(x, W))
+        y = ctx.backend.empty((n, W.shape[0]) + x.shape[2:], np.result_type(x, W))
         y3 = y.reshape(n, W.shape[0], -1)
         for start, stop in chunks(n, y3[0].size):      # the bias and epilogue run in cache
             np.matmul(W2, x3[start:stop], out=y3[start:stop])
             if b is not None:
                 y3[start:stop] += b.reshape(-1, 1)
-            if ctx.epilogue is not None:
-                ctx.epilogue(y[start:stop], start)
         if ctx.grad_enabled:
             ctx.save(x, W, None)
         return (y,)
@@ -290,8 +276,6 @@ class ConvTranspose(_ConvBase):
             y = np.pad(y, ((0, 0), (0, 0)) + margin)
         if b is not None:
             y = y + b.reshape(_bias_shape(g.nd))
-        if ctx.epilogue is not None:        # y is (a view of) a fresh array either way
-            ctx.epilogue(y, 0)
         ctx.save(x, W, g, margin)
         return (y,)
 

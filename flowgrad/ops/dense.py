@@ -11,7 +11,9 @@ class Dense(Op):
 
     type = "dense"
     inputs = ("x", "W", "b?")
-    accepts_epilogue = True
+    rowwise = True
+    channel_weights = {"W": 1, "b": 0}
+    channel_axis = -1
 
     def infer(self, x, W, b):
         if W.ndim != 2 or x.ndim < 1:
@@ -27,21 +29,11 @@ class Dense(Op):
         return (Spec(x.shape[:-1] + (W.shape[1],), result_dtype(*specs)),)
 
     def forward(self, ctx, x, W, b):
-        y = np.matmul(x, W, out=ctx.empty(x.shape[:-1] + W.shape[1:], np.result_type(x, W)))
+        y = np.matmul(x, W, out=ctx.backend.empty(x.shape[:-1] + W.shape[1:], np.result_type(x, W)))
         if b is not None:
             y += b
-        if ctx.epilogue is not None:
-            ctx.epilogue(y, 0)
         ctx.save(x, W, None if b is None else b.shape)
         return (y,)
-
-    def fold_affine(self, inputs, scale, shift):
-        """Weights and bias giving ``scale * dense(x) + shift`` per output feature — when
-        scaling W costs less than a pass over the output would."""
-        x, W, b = inputs
-        if x.ndim != 2 or W.size >= x.shape[0] * W.shape[1]:
-            return None
-        return x, W * scale, shift if b is None else b.reshape(-1) * scale + shift
 
     def backward(self, ctx, gy):
         x, W, b_shape = ctx.saved

@@ -42,18 +42,12 @@ class Add(_Binary):
     """a + b; the gradient passes through to both inputs (summed over broadcast axes)."""
 
     type = "add"
-    accepts_epilogue = True
-    commutative = True
+    rowwise = inplace = commutative = True
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        y = a + b
-        if ctx.epilogue is not None:
-            ctx.epilogue(y, 0)
-        return (y,)
-
-    def inplace(self, ctx, x, b):
-        np.add(x, b, out=x)
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+        return (np.add(a, b, out=ctx.backend.empty(shape, np.result_type(a, b))),)
 
     def backward(self, ctx, gy):
         a, b = ctx.saved

@@ -76,7 +76,7 @@ class Concat(Op):
         ctx.save(axis, np.cumsum([x.shape[axis] for x in xs])[:-1])
         shape = list(xs[0].shape)
         shape[axis] = sum(x.shape[axis] for x in xs)
-        return (np.concatenate(xs, axis=axis, out=ctx.empty(tuple(shape), np.result_type(*xs))),)
+        return (np.concatenate(xs, axis=axis, out=ctx.backend.empty(tuple(shape), np.result_type(*xs))),)
 
     def backward(self, ctx, gy):
         axis, cuts = ctx.saved
@@ -90,8 +90,7 @@ class Sum(Op):
     type = "sum"
     inputs = ("xs",)
     variadic = True
-    accepts_epilogue = True
-    commutative = True
+    rowwise = inplace = commutative = True
 
     def infer(self, *xs):
         return (Spec(broadcast_shapes(*(x.shape for x in xs)), result_dtype(*xs)),)
@@ -99,20 +98,12 @@ class Sum(Op):
     def forward(self, ctx, *xs):
         y = xs[0]
         if len(xs) > 1:
-            y = np.add(y, xs[1], out=ctx.empty(broadcast_shapes(*(x.shape for x in xs)),
+            y = np.add(y, xs[1], out=ctx.backend.empty(broadcast_shapes(*(x.shape for x in xs)),
                                                np.result_type(*xs)))
             for x in xs[2:]:
                 np.add(y, x, out=y)
-        if ctx.epilogue is not None:
-            if y is xs[0]:                  # one input: make the fresh array an epilogue needs
-                y = y.copy()
-            ctx.epilogue(y, 0)
         ctx.save(tuple(x.shape for x in xs))
         return (y,)
-
-    def inplace(self, ctx, x, *rest):
-        for r in rest:
-            np.add(x, r, out=x)
 
     def backward(self, ctx, gy):
         (shapes,) = ctx.saved

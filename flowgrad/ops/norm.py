@@ -63,6 +63,7 @@ class BatchNorm(Op):
     inputs = ("x", "scale", "bias", "mean", "var")
     no_grad_inputs = frozenset({"mean", "var"})
     updates_state = True
+    rowwise = inplace = True            # in evaluation, a per-channel affine map
     attrs = {"epsilon": Attr("float", 1e-5, doc="added to the variance"),
              "momentum": Attr("float", 0.9, doc="running = running * momentum + batch * "
                                                 "(1 - momentum)")}
@@ -83,8 +84,11 @@ class BatchNorm(Op):
             ctx.save(True, xhat, inv, scale, axes)
         else:
             inv, a, shift = self._eval_affine(x, scale, bias, mean, var)
-            y = x * a + shift
-            ctx.save(False, x, inv, a, mean)
+            y = np.multiply(x, a, out=ctx.backend.empty(x.shape, x.dtype))
+            np.add(y, shift, out=y)
+            if ctx.grad_enabled:
+                ctx.save(False, x, inv, a, mean)
+            return (y,)
         return (y.astype(x.dtype, copy=False),)
 
     def _eval_affine(self, x, scale, bias, mean, var):
@@ -95,15 +99,9 @@ class BatchNorm(Op):
         return inv, a, bias.reshape(shape) - mean.reshape(shape) * a
 
     def affine(self, ctx, scale, bias, mean, var):
-        """Evaluation mode only: ``(a, shift)`` per channel, as :meth:`inplace` applies them."""
+        """Evaluation mode: ``(a, shift)`` per channel, ``y = a * x + shift``."""
         a = scale * (1.0 / np.sqrt(var + self.epsilon))
         return a, bias - mean * a
-
-    def inplace(self, ctx, x, scale, bias, mean, var):
-        """Evaluation mode only: the scheduler fuses ops only when evaluating."""
-        _, a, shift = self._eval_affine(x, scale, bias, mean, var)
-        np.multiply(x, a, out=x)
-        np.add(x, shift, out=x)
 
     def backward(self, ctx, gy):
         need_x, need_scale, need_bias = ctx.needs_input_grad[:3]

@@ -23,6 +23,7 @@ from ._conv_util import (WINDOW_ATTRS, add_into, check_window_attrs, chunks, geo
 
 
 class _Pool(Op):
+    rowwise = True
     attrs = {**WINDOW_ATTRS,
              "ceil_mode": Attr("int", 0, choices=(0, 1),
                                doc="1: round the output size up (a last, partial window)")}
@@ -65,6 +66,11 @@ class MaxPool(_Pool):
                                    doc="layout of 'indices': 0 row-major, 1 column-major "
                                        "spatial axes")}
 
+    @property
+    def rowwise(self):
+        """``indices`` count across the batch (flat indices into the whole input)."""
+        return not self.indices
+
     def num_outputs(self, num_inputs):
         return 2 if self.indices else 1
 
@@ -79,7 +85,7 @@ class MaxPool(_Pool):
         g = self._geometry(x.shape)
         low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
         if not self.indices:
-            y = ctx.empty(x.shape[:2] + g.out, x.dtype)
+            y = ctx.backend.empty(x.shape[:2] + g.out, x.dtype)
             if ctx.grad_enabled:                  # backward finds the winners in xp
                 xp = pad_spatial(x, g, low)
                 _window_max(xp, g, y)
@@ -198,7 +204,7 @@ class AvgPool(_Pool):
         for tap in np.ndindex(*g.kernel):
             part = xp[tap_slices(g, tap, x.ndim)]
             if y is None:
-                y = ctx.empty(part.shape, part.dtype)
+                y = ctx.backend.empty(part.shape, part.dtype)
                 np.copyto(y, part)
             else:
                 np.add(y, part, out=y)
@@ -217,6 +223,8 @@ class AvgPool(_Pool):
 
 
 class _GlobalPool(Op):
+    rowwise = True
+
     def infer(self, x):
         nd = spatial_check(self, x)
         return (Spec(x.shape[:2] + (1,) * nd, x.dtype),)

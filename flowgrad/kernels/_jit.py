@@ -1,0 +1,125 @@
+"""How a kernel is declared, compiled and cached: numba's JIT behind a pair of implementations.
+
+Every kernel is a :class:`Kernel`: a plain numpy *reference* (the specification, readable and
+obviously right) and a *source* written as explicit loops that numba compiles.  Both take the
+same arguments and write the same outputs; the tests compare them over grids of shapes.
+
+* **Lazy.** numba compiles a kernel for a type signature the first time it is called with it, so
+  a process pays only for the kernels it runs.
+* **Cached on disk, never in the package.**  Compiled code goes to ``$FLOWGRAD_CACHE_DIR`` or
+  else ``$XDG_CACHE_HOME/flowgrad/kernels`` (``~/.cache/flowgrad/kernels``), keyed by source
+  file and numba version, so a second process starts warm and a read-only install works.  If no
+  cache directory can be written, kernels still run (compiled once per process).
+* **Switchable.** ``FLOWGRAD_KERNELS=numpy`` runs every reference instead (for debugging, or
+  where numba is missing: then flowgrad warns once and falls back by itself).
+* **Deterministic.**  Kernels run serially (``nogil``, no ``fastmath``, no parallel reductions):
+  the same inputs give the same bits, run after run, which training's resume relies on.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Callable
+
+#: every declared kernel by name (the tests check that each one is compared to its reference)
+REGISTRY: dict[str, "Kernel"] = {}
+
+
+def cache_dir() -> str:
+    """Where compiled kernels are kept (see the module doc)."""
+    explicit = os.environ.get("FLOWGRAD_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "flowgrad", "kernels")
+
+
+def _mode() -> str:
+    mode = os.environ.get("FLOWGRAD_KERNELS", "numba").strip().lower() or "numba"
+    if mode not in ("numba", "numpy"):
+        warnings.warn(f"FLOWGRAD_KERNELS={mode!r} is not 'numba' or 'numpy'; using 'numba'",
+                      stacklevel=3)
+        mode = "numba"
+    if mode == "numba":
+        try:
+            import numba  # noqa: F401
+        except ImportError:
+            warnings.warn("numba is not installed: flowgrad runs its numpy reference kernels "
+                          "(slower); `pip install numba` to compile them", stacklevel=3)
+            mode = "numpy"
+    return mode
+
+
+MODE = _mode()
+
+
+def jit(fn: Callable) -> Any:
+    """Compile ``fn`` with numba (lazily, cached in :func:`cache_dir`); identity without numba.
+
+    For helpers called from inside kernels as well as for kernels' sources.
+    """
+    if MODE != "numba":
+        return fn
+    import numba
+    from numba.core import config
+    saved = config.CACHE_DIR
+    config.CACHE_DIR = cache_dir()      # read when the dispatcher picks its cache locator
+    try:
+        with warnings.catch_warnings():     # an unwritable cache: numba warns, runs uncached
+            warnings.simplefilter("ignore", numba.NumbaWarning)
+            return numba.njit(cache=_cache_writable(), nogil=True)(fn)
+    finally:
+        config.CACHE_DIR = saved
+
+
+_WRITABLE: bool | None = None
+
+
+def _cache_writable() -> bool:
+    global _WRITABLE
+    if _WRITABLE is None:
+        try:
+            os.makedirs(cache_dir(), exist_ok=True)
+            _WRITABLE = os.access(cache_dir(), os.W_OK)
+        except OSError:
+            _WRITABLE = False
+    return _WRITABLE
+
+
+class Kernel:
+    """A compiled kernel and its numpy reference; calling it runs the one in use (``MODE``)."""
+
+    __slots__ = ("name", "reference", "source", "compiled", "_impl")
+
+    def __init__(self, name: str, reference: Callable, source: Callable):
+        self.name = name
+        self.reference = reference
+        self.source = source
+        self.compiled = jit(source)
+        self._impl = self.compiled if MODE == "numba" else reference
+
+    def __call__(self, *args: Any) -> Any:
+        return self._impl(*args)
+
+    def __repr__(self) -> str:
+        return f"<kernel {self.name} ({MODE})>"
+
+
+def kernel(reference: Callable) -> Callable[[Callable], Kernel]:
+    """Declare a kernel: decorate its loop source, naming the numpy reference it must match.
+
+        def _relu_reference(x, out):
+            np.maximum(x, 0, out=out)
+
+        @kernel(_relu_reference)
+        def relu(x, out):
+            for i in range(x.size):
+                out[i] = max(x[i], 0)
+    """
+    def declare(source: Callable) -> Kernel:
+        name = source.__name__
+        if name in REGISTRY:
+            raise ValueError(f"kernel {name!r} is declared twice")
+        REGISTRY[name] = k = Kernel(name, reference, source)
+        return k
+    return declare
