@@ -18,6 +18,8 @@ The three normalisations share one backward: with ``xhat = (x - mean) * inv`` ov
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..errors import AttrError
@@ -73,30 +75,29 @@ class BatchNorm(Op):
         return (Spec(x.shape, x.dtype),)
 
     def forward(self, ctx, x, scale, bias, mean, var):
-        shape = _per_channel(x)
-        if ctx.training:
-            axes = (0,) + tuple(range(2, x.ndim))
-            xhat, inv, batch_mean, batch_var = _normalize(x, axes, self.epsilon)
-            y = xhat * scale.reshape(shape) + bias.reshape(shape)
+        kernels = ctx.backend.kernels
+        x3 = _channels_view(x)
+        y = ctx.backend.empty(x.shape, x.dtype)
+        if ctx.training:        # batch statistics in float64, one pass each (kernels.norm)
+            batch_mean = np.empty(x3.shape[1])
+            batch_var = np.empty(x3.shape[1])
+            kernels.bn_stats(x3, batch_mean, batch_var)
+            inv = 1.0 / np.sqrt(batch_var + self.epsilon)
+            a = scale * inv
+            kernels.bn_apply(x3, a.astype(x.dtype), (bias - batch_mean * a).astype(x.dtype),
+                             y.reshape(x3.shape))
             m = self.momentum
-            ctx.update_state(3, mean * m + batch_mean.reshape(-1) * (1 - m))
-            ctx.update_state(4, var * m + batch_var.reshape(-1) * (1 - m))
-            ctx.save(True, xhat, inv, scale, axes)
-        else:
-            inv, a, shift = self._eval_affine(x, scale, bias, mean, var)
-            y = np.multiply(x, a, out=ctx.backend.empty(x.shape, x.dtype))
-            np.add(y, shift, out=y)
+            ctx.update_state(3, (mean * m + batch_mean * (1 - m)).astype(mean.dtype))
+            ctx.update_state(4, (var * m + batch_var * (1 - m)).astype(var.dtype))
             if ctx.grad_enabled:
-                ctx.save(False, x, inv, a, mean)
+                ctx.save(True, x3, batch_mean, inv, scale)
             return (y,)
-        return (y.astype(x.dtype, copy=False),)
-
-    def _eval_affine(self, x, scale, bias, mean, var):
-        """Evaluation mode is ``y = x * a + shift`` per channel; also returns 1/sqrt(var+eps)."""
-        shape = _per_channel(x)
-        inv = (1.0 / np.sqrt(var + self.epsilon)).reshape(shape)
-        a = scale.reshape(shape) * inv
-        return inv, a, bias.reshape(shape) - mean.reshape(shape) * a
+        a, shift = self.affine(ctx, scale, bias, mean, var)
+        kernels.bn_apply(x3, a.astype(x.dtype, copy=False), shift.astype(x.dtype, copy=False),
+                         y.reshape(x3.shape))
+        if ctx.grad_enabled:
+            ctx.save(False, x3, mean, 1.0 / np.sqrt(var + self.epsilon), a)
+        return (y,)
 
     def affine(self, ctx, scale, bias, mean, var):
         """Evaluation mode: ``(a, shift)`` per channel, ``y = a * x + shift``."""
@@ -105,19 +106,31 @@ class BatchNorm(Op):
 
     def backward(self, ctx, gy):
         need_x, need_scale, need_bias = ctx.needs_input_grad[:3]
-        axes = (0,) + tuple(range(2, gy.ndim))
-        gbias = gy.sum(axis=axes) if need_bias else None
-        if ctx.saved[0]:
-            _, xhat, inv, scale, axes = ctx.saved
-            gscale = (gy * xhat).sum(axis=axes) if need_scale else None
-            gx = _normalize_backward(gy * scale.reshape(_per_channel(gy)), xhat, inv, axes) \
-                if need_x else None
-        else:
-            _, x, inv, a, mean = ctx.saved
-            gx = gy * a if need_x else None
-            gscale = (gy * (x - mean.reshape(_per_channel(x))) * inv).sum(axis=axes) \
-                if need_scale else None
+        training, x3, mean, inv, weight = ctx.saved     # weight: scale, or a in evaluation
+        gy3 = _channels_view(gy)
+        if training:
+            scale = weight
+            gx = np.empty(gy.shape if need_x else (0, 0, 0), gy.dtype)
+            gscale, gbias = np.empty(len(scale)), np.empty(len(scale))
+            ctx.backend.kernels.bn_backward(gy3, x3, mean, inv, scale.astype(np.float64),
+                                            gx.reshape(gy3.shape) if need_x else gx,
+                                            gscale, gbias)
+            return (gx if need_x else None, gscale.astype(scale.dtype) if need_scale else None,
+                    gbias.astype(scale.dtype) if need_bias else None, None, None)
+        a = weight
+        gx = gy * a.reshape(_per_channel(gy)) if need_x else None
+        gscale = gbias = None
+        if need_scale:
+            xhat = (x3 - mean.reshape(1, -1, 1)) * inv.reshape(1, -1, 1)
+            gscale = (gy3 * xhat).sum(axis=(0, 2)).astype(a.dtype, copy=False)
+        if need_bias:
+            gbias = gy3.sum(axis=(0, 2)).astype(a.dtype, copy=False)
         return gx, gscale, gbias, None, None
+
+
+def _channels_view(x: np.ndarray) -> np.ndarray:
+    """``x`` (N, C, *spatial) as a C-contiguous (N, C, S) array (a view when it already is)."""
+    return np.ascontiguousarray(x).reshape(x.shape[0], x.shape[1], -1)
 
 
 class InstanceNorm(Op):
@@ -152,12 +165,21 @@ class InstanceNorm(Op):
 
 
 class LayerNorm(Op):
-    """ONNX LayerNormalization: normalise over axes ``axis..last``; scale/bias broadcast there."""
+    """ONNX LayerNormalization: normalise over axes ``axis..last``; scale/bias broadcast there.
+
+    float32 and float64 inputs run the row kernels (``kernels.layer_norm`` and its backward,
+    :mod:`flowgrad.kernels.rows`) on the (rows, normalised size) view: statistics in float64,
+    one pass over memory each way, and backward recomputes ``xhat`` from the saved per-row mean
+    and 1/std instead of keeping a normalised copy of the input.  Other dtypes take the numpy
+    path.  The op is ``rowwise`` (infer refuses axis 0) and may run in place: the kernel reads a
+    whole row before writing it.
+    """
 
     type = "layer_norm"
     inputs = ("x", "scale", "bias?")
     attrs = {"axis": Attr("int", -1, doc="first normalised axis (counting the batch axis)"),
              "epsilon": Attr("float", 1e-5, doc="added to the variance")}
+    rowwise = inplace = True
 
     def infer(self, x, scale, bias=None):
         axis = normalize_axis(self.axis, x.ndim)
@@ -174,21 +196,56 @@ class LayerNorm(Op):
         return (Spec(x.shape, x.dtype),)
 
     def forward(self, ctx, x, scale, bias=None):
-        axes = tuple(range(normalize_axis(self.axis, x.ndim), x.ndim))
-        xhat, inv, _, _ = _normalize(x, axes, self.epsilon)
-        y = xhat * scale
-        if bias is not None:
-            y += bias
-        ctx.save(xhat, inv, scale, None if bias is None else bias.shape, axes)
-        return (y.astype(x.dtype, copy=False),)
+        axis = normalize_axis(self.axis, x.ndim)
+        if x.dtype not in (np.float32, np.float64):
+            axes = tuple(range(axis, x.ndim))
+            xhat, inv, _, _ = _normalize(x, axes, self.epsilon)
+            y = xhat * scale
+            if bias is not None:
+                y += bias
+            ctx.save(False, xhat, inv, scale, None if bias is None else bias.shape, axes)
+            return (y.astype(x.dtype, copy=False),)
+        tail = x.shape[axis:]
+        rows, n = math.prod(x.shape[:axis]), math.prod(tail)
+        y = ctx.backend.empty(x.shape, x.dtype)           # first: the plan may place it over x
+        x2 = np.asarray(x, order="C").reshape(rows, n)
+        s = _tail_vector(scale, tail)
+        b = np.zeros(n) if bias is None else _tail_vector(bias, tail)
+        mean, inv = np.empty(rows), np.empty(rows)
+        placed_aside = not y.flags.c_contiguous             # a non-contiguous placement
+        y2 = np.empty((rows, n), x.dtype) if placed_aside else y.reshape(rows, n)
+        ctx.backend.kernels.layer_norm(x2, s, b, self.epsilon, y2, mean, inv)
+        if placed_aside:
+            np.copyto(y, y2.reshape(x.shape))
+        if ctx.grad_enabled:
+            ctx.save(True, x2, mean, inv, s, scale, bias, x.shape, tail)
+        return (y,)
 
     def backward(self, ctx, gy):
-        xhat, inv, scale, bias_shape, axes = ctx.saved
         need_x, need_scale, need_bias = (tuple(ctx.needs_input_grad) + (False,))[:3]
-        gx = _normalize_backward(gy * scale, xhat, inv, axes) if need_x else None
-        gscale = unbroadcast(gy * xhat, scale.shape) if need_scale else None
-        gbias = unbroadcast(gy, bias_shape) if need_bias else None
-        return (gx, gscale, gbias)[:len(ctx.needs_input_grad)]
+        if not ctx.saved[0]:
+            _, xhat, inv, scale, bias_shape, axes = ctx.saved
+            gx = _normalize_backward(gy * scale, xhat, inv, axes) if need_x else None
+            gscale = unbroadcast(gy * xhat, scale.shape) if need_scale else None
+            gbias = unbroadcast(gy, bias_shape) if need_bias else None
+            return (gx, gscale, gbias)[:len(ctx.needs_input_grad)]
+        _, x2, mean, inv, s, scale, bias, shape, tail = ctx.saved
+        gy2 = np.asarray(gy, dtype=x2.dtype, order="C").reshape(x2.shape)
+        gx = ctx.backend.empty(shape, x2.dtype)
+        gscale, gbias = np.empty(x2.shape[1]), np.empty(x2.shape[1])
+        ctx.backend.kernels.layer_norm_backward(x2, mean, inv, s, gy2, gx.reshape(x2.shape),
+                                                gscale, gbias)
+        return (gx if need_x else None,
+                unbroadcast(gscale.reshape(tail), scale.shape).astype(scale.dtype, copy=False)
+                if need_scale else None,
+                unbroadcast(gbias.reshape(tail), bias.shape).astype(bias.dtype, copy=False)
+                if need_bias else None)[:len(ctx.needs_input_grad)]
+
+
+def _tail_vector(v: np.ndarray, tail: tuple[int, ...]) -> np.ndarray:
+    """A scale or bias broadcast to the normalised axes, flattened, in float64 (the kernels'
+    arithmetic): a (n,) contiguous vector."""
+    return np.ascontiguousarray(np.broadcast_to(v, tail), dtype=np.float64).reshape(-1)
 
 
 class LRN(Op):

@@ -1,0 +1,133 @@
+"""The kernel tier as a whole: every kernel compared to its reference somewhere, compiled code
+cached outside the package and reused by the next process, the numpy switch."""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+import flowgrad
+from flowgrad import kernels
+
+ROOT = pathlib.Path(flowgrad.__file__).parent
+TESTS = pathlib.Path(__file__).parent
+
+
+def test_the_suite_runs_the_compiled_kernels():
+    assert kernels.MODE == "numba", "numba is a core dependency; the suite must test it"
+
+
+def test_every_kernel_is_compared_to_its_reference_by_some_test_file():
+    covered: set[str] = set()
+    for path in sorted(TESTS.glob("test_kernels_*.py")):
+        module = importlib.import_module(f"tests.{path.stem}")
+        covered |= set(module.KERNELS)
+    missing = sorted(set(kernels.REGISTRY) - covered)
+    assert not missing, f"kernels without a comparison test: {missing}"
+    assert not covered - set(kernels.REGISTRY), "a test lists a kernel that does not exist"
+
+
+_PROBE = """
+import json, sys
+import numpy as np
+from flowgrad import kernels
+x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+mean, var = np.empty(3), np.empty(3)
+kernels.bn_stats(x, mean, var)
+stats = kernels.bn_stats.compiled.stats if kernels.MODE == "numba" else None
+print(json.dumps({"mode": kernels.MODE, "mean": mean.tolist(),
+                  "hits": sum(stats.cache_hits.values()) if stats else 0,
+                  "misses": sum(stats.cache_misses.values()) if stats else 0}))
+"""
+
+
+def _probe(env_extra: dict[str, str]) -> dict:
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cache_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    return [p for p in folder.rglob("*") if p.suffix in (".nbi", ".nbc")]
+
+
+def test_compiled_kernels_are_cached_outside_the_package_and_reused(tmp_path):
+    cache = tmp_path / "cache"
+    before = _cache_files(ROOT)
+    first = _probe({"FLOWGRAD_CACHE_DIR": str(cache)})
+    assert first["mode"] == "numba" and first["mean"] == [7.5, 11.5, 15.5]
+    assert first["misses"] >= 1 and _cache_files(cache), "the first process compiles and saves"
+    second = _probe({"FLOWGRAD_CACHE_DIR": str(cache)})
+    assert second["hits"] >= 1 and second["misses"] == 0, "the second process starts warm"
+    assert _cache_files(ROOT) == before, "nothing is written into the package folder"
+
+
+def test_kernels_run_when_no_cache_can_be_written(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _probe({"FLOWGRAD_CACHE_DIR": str(blocker / "cache")})
+    assert result["mode"] == "numba" and result["mean"] == [7.5, 11.5, 15.5]
+
+
+def test_the_numpy_switch_runs_the_references():
+    result = _probe({"FLOWGRAD_KERNELS": "numpy"})
+    assert result["mode"] == "numpy" and result["mean"] == [7.5, 11.5, 15.5]
+
+
+NET = """
+flowgrad: 1
+name: bn_net
+inputs: {x: {shape: [3, 8, 8]}, label: {shape: [], dtype: int64}}
+params:
+  K: {shape: [6, 3, 3, 3], init: {kind: he_normal, seed: 1}}
+  g: {shape: [6], init: {kind: constant, value: 1.0}}
+  b: {shape: [6], init: {kind: zeros}}
+  m: {shape: [6], init: {kind: zeros}, trainable: false}
+  v: {shape: [6], init: {kind: constant, value: 1.0}, trainable: false}
+  W: {shape: [96, 10], init: {kind: glorot_uniform, seed: 2}}
+nodes:
+  conv: {op: conv, in: {x: x, W: K}, pads: [1, 1, 1, 1]}
+  bn:   {op: batch_norm, in: {x: conv, scale: g, bias: b, mean: m, var: v}}
+  h:    {op: gelu, in: bn}
+  pool: {op: max_pool, in: h, kernel_shape: [2, 2], strides: [2, 2]}
+  flat: {op: flatten, in: pool}
+  logits: {op: dense, in: {x: flat, W: W}}
+  loss: {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+outputs: [loss]
+"""
+
+_END_TO_END = """
+import json, sys, numpy as np, flowgrad
+plan = flowgrad.compile(flowgrad.load(sys.argv[1]), dtype=np.float64).train()
+feeds = {"x": np.random.default_rng(0).standard_normal((4, 3, 8, 8)), "label": np.arange(4)}
+out, grads = plan.forward_backward(feeds, {"loss": 1.0}, wrt=["x"])
+print(json.dumps({"loss": float(out["loss"]),
+                  "grads": {k: np.asarray(v).ravel().tolist() for k, v in grads.items()}}))
+"""
+
+
+def test_a_plan_gives_the_same_results_with_references_and_compiled_kernels(tmp_path):
+    """End to end through the ops (conv, batch norm in training, gelu, pooling, softmax):
+    float64, kernels on and off."""
+    graph = tmp_path / "net.yaml"
+    graph.write_text(NET)
+    results = []
+    for mode in ("numba", "numpy"):
+        out = subprocess.run([sys.executable, "-c", _END_TO_END, str(graph)],
+                             capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "FLOWGRAD_KERNELS": mode})
+        assert out.returncode == 0, out.stderr
+        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    compiled, reference = results
+    assert np.isclose(compiled["loss"], reference["loss"], rtol=1e-10)
+    assert set(compiled["grads"]) == {"x", "K", "g", "b", "W"}
+    for name, value in reference["grads"].items():
+        np.testing.assert_allclose(compiled["grads"][name], value, rtol=1e-8, atol=1e-10,
+                                   err_msg=name)
