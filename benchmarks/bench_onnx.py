@@ -1,6 +1,6 @@
 """ONNX benchmarks: inference time vs onnxruntime, and import + compile time.
 
-    .venv/bin/python benchmarks/bench_onnx.py [--repeat 10]
+    .venv/bin/python benchmarks/bench_onnx.py [--threads N] [--repeat 10]
 
 * light ResNet-50 (from onnx's test data) at batch 1 and batch 8: flowgrad's forward (no
   backward state kept) vs an onnxruntime CPU session, run alternately; medians and the
@@ -10,26 +10,36 @@
   runtimes get the same edited copy with a symbolic batch and a Reshape to [-1, 2048].
 * DenseNet-121 (about 1,700 ONNX nodes): ``flowgrad.load`` + ``flowgrad.compile``, median.
 Outputs are compared (max abs difference) so a fast wrong answer cannot pass unnoticed.
+
+The models come with the onnx package (``onnx/backend/test/data/light``, read through
+``flowgrad.onnx.conformance.DATA_DIR``); nothing is downloaded.  Both runtimes get the same
+thread count: ``--threads N`` (default 1, 0 = all cores), set before numpy and onnxruntime load;
+the header prints what each reports.  Without onnxruntime the ResNet-50 rows are skipped.
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _timing import (emit_ratio, emit_value, import_onnxruntime, interleaved,  # noqa: E402
+                     median_time, ort_options, set_threads, thread_header)
+from _timing import ratio as per_round_ratio  # noqa: E402
 
-import numpy as np
-import onnx
-from onnx import numpy_helper
+THREADS = set_threads()
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+from onnx import numpy_helper  # noqa: E402
 
 import flowgrad  # noqa: E402
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import interleaved, median_time  # noqa: E402
-from _timing import ratio as per_round_ratio  # noqa: E402
 from flowgrad.onnx.conformance import DATA_DIR  # noqa: E402
+
+ort = import_onnxruntime()
 
 
 def light(name: str) -> onnx.ModelProto:
@@ -86,7 +96,8 @@ def with_symbolic_batch(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def bench_resnet(batch: int, repeat: int) -> None:
-    import onnxruntime as ort
+    if ort is None:
+        return
     model = with_random_weights(light("resnet50"))
     if batch != 1:
         model = with_symbolic_batch(model)
@@ -94,9 +105,8 @@ def bench_resnet(batch: int, repeat: int) -> None:
     plan = flowgrad.compile(graph)
     (inp,) = graph.inputs
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3          # the light models carry unused initializers
-    session = ort.InferenceSession(model.SerializeToString(), options,
+    # (ort_options also quiets the warnings about the light models' unused initializers)
+    session = ort.InferenceSession(model.SerializeToString(), ort_options(THREADS),
                                    providers=["CPUExecutionProvider"])
     ort_input = session.get_inputs()[0].name
     ours = plan.forward({inp: x}, grad=False)[graph.outputs[-1]]
@@ -109,6 +119,7 @@ def bench_resnet(batch: int, repeat: int) -> None:
           f"{t_ort * 1e3:8.1f} ms   ratio {ratio:5.2f}x   (logits: max |diff| "
           f"{float(np.max(np.abs(ours - theirs))):.2g} of max |logit| "
           f"{float(np.max(np.abs(theirs))):.3g})")
+    emit_ratio(f"flowgrad resnet50 inference batch {batch}", ratio, "onnxruntime", "<= 1.3")
 
 
 def bench_import(name: str, repeat: int) -> None:
@@ -119,12 +130,16 @@ def bench_import(name: str, repeat: int) -> None:
         flowgrad.compile(flowgrad.load(path))
     t = median_time(load_and_compile, repeat, warmup=1)
     print(f"{name}: import + compile {t:.2f} s ({nodes} ONNX nodes)")
+    emit_value(f"{name} import + compile", t, "s", "< 2")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
+    if not os.path.isdir(os.path.join(DATA_DIR, "light")):
+        sys.exit(f"bench_onnx: the light models of onnx's test data are not in {DATA_DIR}")
+    print("bench_onnx: " + thread_header(THREADS))
     flowgrad.default_registry()                     # build the op registry outside the timings
     bench_import("densenet121", max(3, args.repeat // 3))
     for batch in (1, 8):
