@@ -1,8 +1,17 @@
 """Nonlinearities.  Each backward multiplies the incoming gradient by f'(x).
 
-Forms are chosen to be stable over the whole float range: sigmoid and softplus go through
-``logaddexp``, softmax subtracts the max, elu/selu use ``expm1`` of the negative part only (no
-overflow warnings for large positive x).  Constants are Python floats, so float32 stays float32.
+The transcendental ones (erf, gelu, tanh, sigmoid, softplus, elu/selu) and the cheap but
+multi-pass ones (softsign, hard_swish) run as compiled kernels, ``ctx.backend.kernels.<name>``
+(:mod:`flowgrad.kernels.activations`, where their numpy references and accuracy are stated):
+one pass over memory, float64 inside, one rounding on the store.  softmax and log_softmax run
+the row kernels (:mod:`flowgrad.kernels.rows`) along their axis.  relu, leaky_relu, clip and
+hard_sigmoid stay numpy ufuncs, already one pass each.
+
+Forms are chosen to be stable over the whole float range: sigmoid and softplus from e^−|x| (no
+overflow, precise tails), softmax subtracts the max, elu/selu take exponentials of the negative
+part only.  Outputs keep numpy's float dtype for the input (float32 stays float32; integers
+give floats).  Elementwise ops declare ``rowwise`` and ``inplace``: their kernels read each
+element before writing it, so the plan may place the output over the input when evaluating.
 """
 from __future__ import annotations
 
@@ -10,15 +19,51 @@ import math
 
 import numpy as np
 
+from ..backend import DEFAULT as _DEFAULT_BACKEND
 from ..op import Attr, Op, ShapeError, Spec, broadcast_shapes, normalize_axis, result_dtype, \
     unbroadcast
 from .elementwise import Unary, float_dtype
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-_INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _compute_dtype(dtype) -> np.dtype:
+    """The dtype a kernel runs on for results of ``dtype``: float32 or float64 as they are,
+    float16 (from float16 or small integer inputs) in float32."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype in _KERNEL_DTYPES else np.dtype(np.float32)
+
+
+def _flat(a, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous 1-d array of ``dtype``: a view when it already is one."""
+    return np.asarray(a, dtype=dtype, order="C").reshape(-1)
+
+
+def _pointwise(backend, kernel, dtype, arrays, *scalars) -> np.ndarray:
+    """``kernel(*arrays, *scalars, out)`` elementwise over same-shape ``arrays``, into an output
+    of ``dtype`` allocated through ``backend``.
+
+    The output is allocated first, before anything else of its shape: when the plan runs the op
+    in place, that is where it hands back the input's own memory (the kernels read each element
+    before writing it).  An output the kernel cannot write directly (float16, a non-contiguous
+    placement) is computed aside and copied in.
+    """
+    out = backend.empty(arrays[0].shape, dtype)
+    work = _compute_dtype(dtype)
+    flat = [_flat(a, work) for a in arrays]
+    if out.dtype == work and out.flags.c_contiguous:
+        kernel(*flat, *scalars, out.reshape(-1))
+    else:
+        tmp = np.empty(out.shape, work)
+        kernel(*flat, *scalars, tmp.reshape(-1))
+        np.copyto(out, tmp, casting="unsafe")
+    return out
+
+
+def _input_grad(ctx, kernel, saved, gy, *scalars) -> np.ndarray:
+    """The gradient ``kernel(saved, gy, *scalars)`` in gy's float dtype (that of the output)."""
+    dtype = np.result_type(gy.dtype, float_dtype(saved.dtype))
+    return _pointwise(ctx.backend, kernel, dtype, (saved, gy), *scalars)
 
 
 class _SameDtype(Unary):
@@ -64,46 +109,36 @@ class LeakyRelu(Unary):
         return (np.where(positive, gy, self.alpha * gy),)
 
 
-def _elu(x: np.ndarray, alpha: float):
-    """alpha·(e^x - 1) for x <= 0, x otherwise; also returns the derivative."""
-    neg = alpha * np.expm1(np.minimum(x, 0))
-    positive = x > 0
-    y = np.where(positive, x, neg)
-    dy = np.where(positive, 1.0, neg + alpha).astype(y.dtype, copy=False)
-    return y, dy
-
-
 class Elu(Unary):
     """Exponential linear unit: x for x > 0, alpha·(e^x − 1) otherwise."""
 
     type = "elu"
     attrs = {"alpha": Attr("float", 1.0, doc="saturation value for large negative x is -alpha")}
+    rowwise = inplace = True
+    _gamma = 1.0
 
     def forward(self, ctx, x):
-        y, dy = _elu(x, self.alpha)
-        ctx.save(dy)
-        return (y,)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        return (_pointwise(ctx.backend, ctx.backend.kernels.elu, float_dtype(x.dtype), (x,),
+                           self.alpha, self._gamma),)
 
     def backward(self, ctx, gy):
-        (dy,) = ctx.saved
-        return (gy * dy,)
+        (x,) = ctx.saved
+        return (_input_grad(ctx, ctx.backend.kernels.elu_backward, x, gy, self.alpha,
+                            self._gamma),)
 
 
-class Selu(Unary):
+class Selu(Elu):
     """Scaled ELU, gamma·elu(x, alpha), with ONNX's self-normalising constants as defaults."""
 
     type = "selu"
     attrs = {"alpha": Attr("float", 1.67326319217681884765625),
              "gamma": Attr("float", 1.05070102214813232421875)}
 
-    def forward(self, ctx, x):
-        y, dy = _elu(x, self.alpha)
-        ctx.save(dy)
-        return (self.gamma * y,)
-
-    def backward(self, ctx, gy):
-        (dy,) = ctx.saved
-        return (gy * (self.gamma * dy),)
+    @property
+    def _gamma(self):
+        return self.gamma
 
 
 class Sigmoid(Unary):
@@ -113,21 +148,13 @@ class Sigmoid(Unary):
     rowwise = inplace = True
 
     def forward(self, ctx, x):
-        y = _sigmoid(x, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
+        y = _pointwise(ctx.backend, ctx.backend.kernels.sigmoid, float_dtype(x.dtype), (x,))
         ctx.save(y)
         return (y,)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
-        return (gy * y * (1 - y),)
-
-
-def _sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """exp(−log(1 + e^−x)): no overflow for any x, full relative precision in both tails."""
-    t = np.negative(x, dtype=float_dtype(x.dtype), out=out)
-    np.logaddexp(0, t, out=t)
-    np.negative(t, out=t)
-    return np.exp(t, out=t)
+        return (_input_grad(ctx, ctx.backend.kernels.sigmoid_backward, y, gy),)
 
 
 class Tanh(Unary):
@@ -137,42 +164,47 @@ class Tanh(Unary):
     rowwise = inplace = True
 
     def forward(self, ctx, x):
-        y = np.tanh(x, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
+        y = _pointwise(ctx.backend, ctx.backend.kernels.tanh, float_dtype(x.dtype), (x,))
         ctx.save(y)
         return (y,)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
-        return (gy * (1 - y * y),)
+        return (_input_grad(ctx, ctx.backend.kernels.tanh_backward, y, gy),)
 
 
 class Softplus(Unary):
-    """log(1 + e^x) via ``logaddexp`` (exact for large |x|); gradient sigmoid(x)."""
+    """log(1 + e^x) = max(x, 0) + log(1 + e^−|x|) (exact for large |x|); gradient sigmoid(x)."""
 
     type = "softplus"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        ctx.save(x)
-        return (np.logaddexp(0, x).astype(float_dtype(x.dtype), copy=False),)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        return (_pointwise(ctx.backend, ctx.backend.kernels.softplus, float_dtype(x.dtype),
+                           (x,)),)
 
     def backward(self, ctx, gy):
         (x,) = ctx.saved
-        return (gy * _sigmoid(x),)
+        return (_input_grad(ctx, ctx.backend.kernels.softplus_backward, x, gy),)
 
 
 class Softsign(Unary):
     """x / (1 + |x|); gradient 1 / (1 + |x|)²."""
 
     type = "softsign"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        d = 1 + np.abs(x)
-        ctx.save(d)
-        return (x / d,)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        return (_pointwise(ctx.backend, ctx.backend.kernels.softsign, float_dtype(x.dtype),
+                           (x,)),)
 
     def backward(self, ctx, gy):
-        (d,) = ctx.saved
-        return (gy / (d * d),)
+        (x,) = ctx.saved
+        return (_input_grad(ctx, ctx.backend.kernels.softsign_backward, x, gy),)
 
 
 class Step(_SameDtype):
@@ -196,74 +228,52 @@ class Step(_SameDtype):
 
 # -- erf and gelu ---------------------------------------------------------------------------
 
-_ERF_SERIES_TERMS = 50      # enough for full float64 precision on |x| < 3
-_ERFC_FRACTION_TERMS = 40   # likewise for the continued fraction on |x| >= 3
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """The error function, vectorised in numpy to full float64 precision (no scipy needed).
-
-    |x| < 3: erf(x) = 2/√π · e^(−x²) · Σ 2ⁿ x^(2n+1) / (2n+1)!!   (all terms positive, so no
-    cancellation); |x| >= 3: erf(x) = 1 − erfc(x) with erfc's continued fraction
-    e^(−x²)/√π · 1/(x + ½/(x + 1/(x + 3/2/(x + …)))), evaluated bottom-up.  Both loops run over
-    a fixed number of terms, never over elements.
-    """
+def erf(x, backend=_DEFAULT_BACKEND) -> np.ndarray:
+    """The error function of an array, in its float dtype: the ``erf`` kernel (float32 within
+    1 ulp; float64 by libm's ``erf``)."""
     x = np.asarray(x)
-    dtype = float_dtype(x.dtype)
-    x = x.astype(np.float64, copy=False)      # the sums need float64 to round to 1 ulp in float32
-    a = np.abs(x)
-    small = np.minimum(a, 3.0)
-    x2 = small * small
-    term = small.copy()
-    total = small.copy()
-    for n in range(_ERF_SERIES_TERMS):
-        term *= (2.0 / (2 * n + 3)) * x2
-        total += term
-    series = _TWO_OVER_SQRT_PI * np.exp(-x2) * total
-    large = np.maximum(a, 3.0)
-    t = large.copy()
-    for k in range(_ERFC_FRACTION_TERMS, 0, -1):
-        t = large + (0.5 * k) / t
-    fraction = 1 - _INV_SQRT_PI * np.exp(-large * large) / t
-    return np.copysign(np.where(a < 3.0, series, fraction), x).astype(dtype, copy=False)
+    return _pointwise(backend, backend.kernels.erf, float_dtype(x.dtype), (x,))
 
 
 class Erf(Unary):
     """The Gauss error function; gradient 2/√π · e^(−x²)."""
 
     type = "erf"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        ctx.save(x)
-        return (erf(x),)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        return (erf(x, ctx.backend),)
 
     def backward(self, ctx, gy):
         (x,) = ctx.saved
-        return (gy * (_TWO_OVER_SQRT_PI * np.exp(-x * x)),)
+        return (_input_grad(ctx, ctx.backend.kernels.erf_backward, x, gy),)
 
 
 class Gelu(Unary):
-    """x·Φ(x), exactly (``approximate: none``, via erf) or with the tanh approximation."""
+    """x·Φ(x), exactly (``approximate: none``, via erf) or with the tanh approximation.
+
+    Forward and backward are one kernel each; backward recomputes Φ and φ from the saved input
+    rather than saving them (a pass of arithmetic is cheaper than two more arrays in memory).
+    """
 
     type = "gelu"
     attrs = {"approximate": Attr("str", "none", choices=("none", "tanh"))}
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        ctx.save(x)
-        if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            return (0.5 * x * (1 + t),)
-        return (0.5 * x * (1 + erf(x * _INV_SQRT_2)),)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        kernels = ctx.backend.kernels
+        kernel = kernels.gelu_tanh if self.approximate == "tanh" else kernels.gelu
+        return (_pointwise(ctx.backend, kernel, float_dtype(x.dtype), (x,)),)
 
     def backward(self, ctx, gy):
         (x,) = ctx.saved
-        if self.approximate == "tanh":
-            t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))
-            dt = (1 - t * t) * (_SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x * x))
-            return (gy * (0.5 * (1 + t) + 0.5 * x * dt),)
-        cdf = 0.5 * (1 + erf(x * _INV_SQRT_2))
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * x * x)
-        return (gy * (cdf + x * pdf),)
+        kernels = ctx.backend.kernels
+        kernel = kernels.gelu_tanh_backward if self.approximate == "tanh" else kernels.gelu_backward
+        return (_input_grad(ctx, kernel, x, gy),)
 
 
 # -- clipping and hard approximations -------------------------------------------------------
@@ -317,15 +327,17 @@ class HardSwish(Unary):
     """x · hard_sigmoid(x) with alpha = 1/6, beta = 1/2 (ONNX HardSwish, MobileNetV3)."""
 
     type = "hard_swish"
+    rowwise = inplace = True
 
     def forward(self, ctx, x):
-        ctx.save(x)
-        return (x * np.clip(x / 6 + 0.5, 0, 1),)
+        if ctx.grad_enabled:
+            ctx.save(x)
+        return (_pointwise(ctx.backend, ctx.backend.kernels.hard_swish, float_dtype(x.dtype),
+                           (x,)),)
 
     def backward(self, ctx, gy):
         (x,) = ctx.saved
-        d = np.where(x <= -3, 0.0, np.where(x >= 3, 1.0, x / 3 + 0.5)).astype(gy.dtype, copy=False)
-        return (gy * d,)
+        return (_input_grad(ctx, ctx.backend.kernels.hard_swish_backward, x, gy),)
 
 
 class Prelu(Op):
@@ -366,12 +378,41 @@ class Prelu(Op):
 
 # -- normalised exponentials ----------------------------------------------------------------
 
+def _along_rows(backend, kernel, dtype, arrays, axis) -> np.ndarray:
+    """``kernel(*rows, out)`` over the 1-d slices along ``axis`` of same-shape ``arrays``.
+
+    The row kernels take a C-contiguous (rows, n) array: the axis is moved last (a copy only
+    when it is not last already) and moved back on the result, a view.
+    """
+    shape = arrays[0].shape
+    last = axis == len(shape) - 1
+    if not last:
+        arrays = [np.moveaxis(a, axis, -1) for a in arrays]
+        shape = arrays[0].shape
+    rows = (math.prod(shape[:-1]), shape[-1])
+    work = _compute_dtype(dtype)
+    ins = [np.asarray(a, dtype=work, order="C").reshape(rows) for a in arrays]
+    out = backend.empty(shape, dtype)
+    if out.dtype == work and out.flags.c_contiguous:
+        kernel(*ins, out.reshape(rows))
+    else:
+        tmp = np.empty(rows, work)
+        kernel(*ins, tmp)
+        np.copyto(out, tmp.reshape(shape), casting="unsafe")
+    return out if last else np.moveaxis(out, -1, axis)
+
+
 class _AlongAxis(Unary):
     attrs = {"axis": Attr("int", -1, doc="the axis that sums to one (batch axis is 0)")}
 
     def infer(self, x):
         normalize_axis(self.axis, x.ndim)
         return (Spec(x.shape, float_dtype(x.dtype)),)
+
+    def _run(self, ctx, name, arrays):
+        axis = normalize_axis(self.axis, arrays[0].ndim)
+        dtype = np.result_type(*[float_dtype(a.dtype) for a in arrays])
+        return _along_rows(ctx.backend, getattr(ctx.backend.kernels, name), dtype, arrays, axis)
 
 
 class Softmax(_AlongAxis):
@@ -380,15 +421,13 @@ class Softmax(_AlongAxis):
     type = "softmax"
 
     def forward(self, ctx, x):
-        e = np.exp(x - x.max(axis=self.axis, keepdims=True))
-        y = e / e.sum(axis=self.axis, keepdims=True)
+        y = self._run(ctx, "softmax", [x])
         ctx.save(y)
         return (y,)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
-        gx = gy * y
-        return (gx - y * gx.sum(axis=self.axis, keepdims=True),)
+        return (self._run(ctx, "softmax_backward", [y, gy]),)
 
 
 class LogSoftmax(_AlongAxis):
@@ -397,11 +436,10 @@ class LogSoftmax(_AlongAxis):
     type = "log_softmax"
 
     def forward(self, ctx, x):
-        shifted = x - x.max(axis=self.axis, keepdims=True)
-        y = shifted - np.log(np.exp(shifted).sum(axis=self.axis, keepdims=True))
+        y = self._run(ctx, "log_softmax", [x])
         ctx.save(y)
         return (y,)
 
     def backward(self, ctx, gy):
         (y,) = ctx.saved
-        return (gy - np.exp(y) * gy.sum(axis=self.axis, keepdims=True),)
+        return (self._run(ctx, "log_softmax_backward", [y, gy]),)
