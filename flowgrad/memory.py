@@ -7,6 +7,12 @@ onnxruntime avoids them with an arena.  The plan knows when each activation is r
 last time; an op that allocates its output through ``ctx.backend.empty`` (:mod:`flowgrad.backend`) gets a
 buffer that an earlier op's activation no longer needs, already mapped and warm.
 
+Backward does the same: the gradients an op consumed and the values it saved are given back
+once its backward has run, and recycled for the gradients still to come and for the next
+step's forward, so a training step, after the first, allocates only what it hands to the caller.
+A run ends after the backward that follows a forward with gradient (or at the next forward if
+none came), and then the pool trims itself to what the run asked for.
+
 Safety comes from reference counts rather than from bookkeeping: a freed value is recycled only
 if it is a writeable array that owns its memory and nothing else refers to it — no view of it
 (a view holds its base), no other slot, no saved context, no caller.  Anything still visible is

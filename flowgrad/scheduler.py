@@ -162,6 +162,9 @@ class Plan:
         """
         outputs = tuple(self.graph.outputs if outputs is None else outputs)
         fuse = not grad and not self.training
+        if self._last is not None:      # the last forward's backward never came: its run ends
+            self._last = None
+            self._pool.end_run()
         program = self._forward_programs.get((outputs, fuse))
         if program is None:
             program = self._forward_programs[(outputs, fuse)] = \
@@ -204,7 +207,8 @@ class Plan:
         except Exception as e:
             raise self._op_error(step, vals, e, "forward") from e
         finally:
-            pool.end_run()
+            if not grad:        # with a backward to follow, the run ends after it
+                pool.end_run()
         program.checked = True
 
     def _check_outputs(self, step: _Step, vals: list, res: Any) -> None:
@@ -340,6 +344,7 @@ class Plan:
         for ref, slot in program.seed_slots.items():
             g[slot] = self._seed_value(ref, seeds[ref], out_vals[slot])
         check = not program.checked
+        release = self._pool.release
         for backward, step, needs, outs, writes in program.run:
             ctx = ctxs[step.index]
             ctx.needs_input_grad = needs
@@ -356,11 +361,17 @@ class Plan:
                     g[slot] = g[slot] + res[i]
                 else:
                     g[slot] = res[i]
+            # the gradients this op consumed, and what it saved, are recycled for the
+            # gradients still to come and for the next step's forward (:mod:`flowgrad.memory`)
             for slot in outs:
-                g[slot] = None
-            ctxs[step.index] = None
+                release(g, slot)
+            saved, ctx.saved = list(ctx.saved), ()
+            ctxs[step.index] = ctx = None
+            for i in range(len(saved)):
+                release(saved, i)
         program.checked = True
         self._last = None
+        self._pool.end_run()
         grads = {}
         for name, slot in program.leaf_slots.items():
             value = g[slot]

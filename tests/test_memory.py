@@ -107,3 +107,56 @@ def test_a_plan_reuses_its_activations_and_never_touches_what_it_returned(tmp_pa
         assert not np.shares_memory(first[k], second[k])
     np.testing.assert_allclose(second["p"], plan.forward({"x": x2}, grad=grad)["p"])
     assert plan._pool.reused > 0
+
+
+TRAINING = """
+flowgrad: 1
+inputs:
+  x: {shape: [4, 24, 24]}
+params:
+  w1: {shape: [8, 4, 3, 3], init: {kind: he_normal}}
+  g: {shape: [8], init: {kind: constant, value: 1.0}}
+  b: {shape: [8], init: {kind: zeros}}
+  m: {shape: [8], init: {kind: zeros}, trainable: false}
+  v: {shape: [8], init: {kind: constant, value: 1.0}, trainable: false}
+  w2: {shape: [8, 8, 3, 3], init: {kind: he_normal}}
+  W: {shape: [1152, 3], init: {kind: glorot_uniform}}
+nodes:
+  c1: {op: conv, in: {x: x, W: w1}, pads: [1, 1, 1, 1]}
+  n1: {op: batch_norm, in: {x: c1, scale: g, bias: b, mean: m, var: v}}
+  r1: {op: relu, in: n1}
+  c2: {op: conv, in: {x: r1, W: w2}, pads: [1, 1, 1, 1]}
+  s:  {op: sum, in: [c2, r1]}
+  p:  {op: max_pool, in: s, kernel_shape: [2, 2], strides: [2, 2]}
+  f:  {op: flatten, in: p}
+  y:  {op: dense, in: {x: f, W: W}}
+  loss: {op: reduce_mean, in: y}
+outputs: [loss]
+"""
+
+
+def test_training_steps_recycle_gradients_and_saved_values_and_stay_exact(tmp_path):
+    """Backward gives its consumed gradients and saved values back to the pool; the next steps
+    reuse them, and every step's gradients are the same bits as a fresh plan's."""
+    path = tmp_path / "training.yaml"
+    path.write_text(TRAINING)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 4, 24, 24)).astype(np.float32)
+    plan = flowgrad.compile(flowgrad.load(path)).train()
+    _, first = plan.forward_backward({"x": x}, {"loss": 1.0}, wrt=["x"])
+    kept = {k: v.copy() for k, v in first.items()}
+    allocated = plan._pool.allocated
+    for _ in range(3):
+        _, grads = plan.forward_backward({"x": x}, {"loss": 1.0}, wrt=["x"])
+    # after the first step, only what is handed to the caller is new: the input's gradient
+    # (the params' are below the pool's size); the caller still holds the last one
+    assert plan._pool.allocated == allocated + 3
+    assert plan._pool.reused > 0
+    for k in kept:                       # gradients handed out stay the caller's
+        np.testing.assert_array_equal(first[k], kept[k])
+        assert not np.shares_memory(first[k], grads[k])
+    fresh = flowgrad.compile(flowgrad.load(path)).train()
+    for _ in range(4):                   # (the running statistics moved four times too)
+        _, expected = fresh.forward_backward({"x": x}, {"loss": 1.0}, wrt=["x"])
+    for k in expected:
+        np.testing.assert_array_equal(grads[k], expected[k], err_msg=k)

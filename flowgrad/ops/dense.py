@@ -38,7 +38,8 @@ class Dense(Op):
     def backward(self, ctx, gy):
         x, W, b_shape = ctx.saved
         need_x, need_W, need_b = ctx.needs_input_grad
-        gx = gy @ W.T if need_x else None
+        gx = np.matmul(gy, W.T, out=ctx.backend.empty(gy.shape[:-1] + W.shape[:1],
+                                                      np.result_type(gy, W))) if need_x else None
         gW = gb = None
         if need_W:
             if x.ndim == 2:

@@ -110,7 +110,8 @@ class BatchNorm(Op):
         gy3 = _channels_view(gy)
         if training:
             scale = weight
-            gx = np.empty(gy.shape if need_x else (0, 0, 0), gy.dtype)
+            gx = (ctx.backend.empty(gy.shape, gy.dtype) if need_x
+                  else np.empty((0, 0, 0), gy.dtype))
             gscale, gbias = np.empty(len(scale)), np.empty(len(scale))
             ctx.backend.kernels.bn_backward(gy3, x3, mean, inv, scale.astype(np.float64),
                                             gx.reshape(gy3.shape) if need_x else gx,
