@@ -13,7 +13,8 @@ from flowgrad.train import Trainer
 from flowgrad.visualize import (PENALTIES, Diversity, Fourier, Layer, Neuron, Objective,
                                 Pipeline, Transforms, channel, parse_objective,
                                 parse_transforms, save_outputs, visualize)
-from flowgrad.visualize.objectives import Direction, objective_factories
+from flowgrad.visualize.objectives import Direction, PerImage, objective_factories
+from flowgrad.visualize.optimize import frozen_view
 from flowgrad.visualize.settings import from_graph as visualize_settings
 
 RNG = np.random.default_rng(0)
@@ -247,3 +248,62 @@ def test_minimise_and_errors(trained):
         visualize(trained.plan, ["logits[10]"], steps=1)
     with pytest.raises(FlowgradError, match="unknown parameterization"):
         visualize(trained.plan, ["logits[0]"], steps=1, param="wavelets")
+
+
+def per_slice(objectives, acts):
+    """The definition PerImage must match: objective i called on image i's slice alone."""
+    n = len(objectives)
+    values = np.zeros(n, dtype=next(iter(acts.values())).dtype)
+    seeds = {r: np.zeros_like(a) for r, a in acts.items()}
+    for i, obj in enumerate(objectives):
+        v, grads = obj({r: acts[r][i:i + 1] for r in obj.refs})
+        values[i] = v[0]
+        for r, g in grads.items():
+            seeds[r][i:i + 1] += g
+    return values, seeds
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_objectives_of_a_batch_equal_each_image_alone(dtype):
+    """Grouped evaluation (neurons and layers of one value at once) gives each image what its
+    objective gives it alone: repeated and negative indices, partial indices, combinations
+    mixing groups, a plugin objective and a direction (called image by image)."""
+    acts = {"a": RNG.normal(size=(10, 3, 4, 5)).astype(dtype),
+            "v": RNG.normal(size=(10, 6)).astype(dtype)}
+    objectives = [
+        channel("a", 2), channel("a", 0), Neuron("a", 1, 2, 3), Neuron("a", -1, -1, 0),
+        2.0 * Neuron("v", 4) - 0.5 * Neuron("v", 4) + Neuron("v", 1),      # the same unit twice
+        Layer("a") - Neuron("a", 0, 0, 0), Doubled("v", 3) + 0.25 * Layer("v"),
+        Direction("a", [1.0, -2.0, 0.5]) + channel("a", 1), Neuron("v"),
+        Neuron("a", -1, -1, 0) + Neuron("a", 2, 3, 0)]                    # one element twice
+    refs = ("a", "v")
+    values, seeds = PerImage(objectives)(acts, refs)
+    expected, expected_seeds = per_slice(objectives, acts)
+    assert values.dtype == dtype
+    np.testing.assert_allclose(values, expected, rtol=1e-6 if dtype == np.float32 else 1e-13)
+    for r in refs:
+        np.testing.assert_allclose(seeds[r], expected_seeds[r], rtol=1e-6, atol=1e-7)
+    with pytest.raises(FlowgradError, match="out of range"):
+        PerImage([channel("a", 3)])({"a": acts["a"][:1]}, ("a",))
+
+
+def test_frozen_twin_is_built_once_and_shares_the_params(trained):
+    """The frozen plan a visualize call runs is cached per plan; its weights are the plan's own
+    arrays (training between calls is seen, nothing copied); replacing an array rebuilds it."""
+    plan = flowgrad.compile(trained.plan.export_graph())
+    net = frozen_view(plan)
+    assert frozen_view(plan) is net and net.trainable == []
+    assert all(net.graph.node(k)["value"] is v for k, v in plan.params.items())
+    before = visualize(plan, ["logits[3]"], steps=5).images
+    assert frozen_view(plan) is net
+    plan.params["W3"] *= -1.0                   # an in-place update, as an optimizer makes
+    flipped = visualize(plan, ["logits[3]"], steps=5).images
+    reference = visualize(flowgrad.compile(plan.export_graph()), ["logits[3]"], steps=5).images
+    np.testing.assert_array_equal(flipped, reference)
+    assert not np.allclose(flipped, before)
+    plan.params["W3"] = plan.params["W3"] * -1.0  # a new array: the twin is rebuilt
+    assert frozen_view(plan) is not net
+    np.testing.assert_array_equal(visualize(plan, ["logits[3]"], steps=5).images, before)
+    x = np.zeros((2, 64), np.float32)
+    frozen_view(plan).forward({"x": x}, outputs=["logits"])
+    assert list(frozen_view(plan).backward({"logits": 1.0}, wrt=["x"])) == ["x"]

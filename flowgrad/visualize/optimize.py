@@ -5,14 +5,20 @@ the objectives' values; seed them (negated: the optimizer minimises); backward t
 back through the transforms and the parameterization; one optimizer update.  The optimizer is
 the same :mod:`flowgrad.optim` code that trains weights.
 
-N images chase N objectives in one forward/backward.  Every stage is computed image by image
-(objectives sum over images, each image has its own seeded generator, the optimizers are
-element-wise), so the batch gives the same images as N separate runs from the same start —
-to float64 rounding, as the tests check.
+N images chase N objectives in one forward/backward.  Every stage treats each image as if it
+were alone (objectives sum over images and are evaluated row by row, each image has its own
+seeded generator, the optimizers are element-wise), so the batch gives the same images as N
+separate runs from the same start — to float64 rounding, as the tests check.
+
+The network runs as the plan's *frozen twin* (:func:`frozen_view`): the same graph with the
+params read as constants, compiled once per plan and reused by every later call, so a short
+call costs about one step.  The twin reads the plan's own param arrays, so training the plan
+between calls needs nothing; like the plan itself, it is not meant for concurrent calls.
 """
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -21,7 +27,7 @@ import numpy as np
 from ..errors import FlowgradError
 from ..optim import make_optimizer
 from ..scheduler import Plan
-from .objectives import Objective, parse_objective
+from .objectives import Objective, PerImage, parse_objective
 from .param import Pipeline
 from .penalties import apply_penalties
 from .transforms import Transforms
@@ -40,13 +46,41 @@ class Visualization:
 
 
 def frozen(plan: Plan) -> Plan:
-    """A plan over a copy of the graph with every param frozen, in eval mode: backward then
-    computes only the gradient of the input, not of the weights."""
-    graph = plan.export_graph()
-    for name in graph.params:
-        graph.node(name)["trainable"] = False
+    """A plan in eval mode over a copy of ``plan``'s graph whose params are constants holding
+    ``plan``'s own live arrays: backward then computes only the gradient of the input, never
+    the weights', and nothing is copied, so training ``plan`` between two calls is seen.
+
+    Params become constants (not frozen params) because a plan copies every param array it is
+    built from, so that optimizers may update it in place, while it reads constants as given.
+    """
+    graph = plan.graph.copy()
+    for name, value in plan.params.items():
+        data = graph.node(name)
+        data["kind"] = "const"
+        data["value"] = value
     out = Plan(graph, dtype=plan.dtype, seed=plan.seed)
     return out.eval()
+
+
+#: each plan's frozen twin, built once (compiling and the first runs of its programs are the
+#: expensive part of a short visualize call) and dropped with the plan
+_FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def frozen_view(plan: Plan) -> Plan:
+    """:func:`frozen` ``(plan)``, cached per plan.  Training updates the shared arrays in
+    place, which needs nothing; the twin is rebuilt only if the plan's param arrays were
+    replaced by other arrays, or its graph, dtype or seed changed."""
+    cached = _FROZEN.get(plan)
+    if cached is not None:
+        net, graph, arrays = cached
+        if (graph is plan.graph and net.dtype == plan.dtype and net.seed == plan.seed
+                and len(arrays) == len(plan.params)
+                and all(arrays.get(k) is v for k, v in plan.params.items())):
+            return net
+    net = frozen(plan)
+    _FROZEN[plan] = (net, plan.graph, dict(plan.params))
+    return net
 
 
 def view_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -98,7 +132,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     ids = list(range(n)) if ids is None else list(ids)
     if len(ids) != n:
         raise FlowgradError(f"{n} objectives but {len(ids)} ids")
-    net = frozen(plan)
+    net = frozen_view(plan)
     graph = net.graph
     input = input or _float_input(graph)
     spec = graph.node(input)["spec"]
@@ -121,15 +155,20 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             raise FlowgradError(f"objective: {e.args[0]}") from None
     pipeline = Pipeline(view, kind=param, decorrelate_colors=decorrelate,
                         value_range=value_range, range_mode=range_mode)
-    rngs = [np.random.default_rng([seed, i]) for i in ids]
+    transforms = transforms or Transforms()
+    # each image draws from its own generator, seeded by its id, so that it draws in a batch
+    # what it draws alone; made only if something draws (a given start and no transforms
+    # draw nothing, and making 8 generators costs as much as a small network's step)
+    rngs = [np.random.default_rng([seed, i]) for i in ids] \
+        if init is None or not transforms.identity else []
     dtype = net.dtype
     if init is None:
         p = np.stack([pipeline.init(r) for r in rngs]).astype(dtype)
     else:
         p = np.array(init, dtype=dtype, copy=True)
     opt = make_optimizer(optimizer, {"image": p}, registry=registry, lr=lr)
-    transforms = transforms or Transforms()
     penalties = penalties or {}
+    per_image = PerImage(objs)
     result = Visualization(np.empty(0), np.empty(0), [o.describe() for o in objs])
     bar = None
     if progress:
@@ -142,7 +181,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             pen_values, pen_grad = apply_penalties(x, penalties, penalty_center)
             xt, back_t = transforms.apply(x, rngs)
             acts = net.forward({input: xt.reshape((n,) + in_shape)}, outputs=refs)
-            values, seeds = _evaluate(objs, batch_obj, acts, refs)
+            values, seeds = _evaluate(per_image, batch_obj, acts, refs)
             total = values - pen_values
             grads = net.backward({r: -g for r, g in seeds.items()}, wrt=[input])
             gx = back_t(grads[input].reshape((n,) + view))
@@ -169,17 +208,9 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     return result
 
 
-def _evaluate(objs, batch_obj, acts, refs):
+def _evaluate(per_image: PerImage, batch_obj, acts, refs):
     """Per-image objectives (objective i sees image i only) plus the batch term."""
-    n = len(objs)
-    values = np.zeros(n, dtype=next(iter(acts.values())).dtype)
-    seeds = {r: np.zeros_like(acts[r]) for r in refs}
-    for i, obj in enumerate(objs):
-        sliced = {r: acts[r][i:i + 1] for r in obj.refs}
-        v, g = obj(sliced)
-        values[i] = v[0]
-        for r, grad in g.items():
-            seeds[r][i:i + 1] += grad
+    values, seeds = per_image(acts, refs)
     if batch_obj is not None:
         v, g = batch_obj(acts)
         values = values + v
