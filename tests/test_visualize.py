@@ -148,6 +148,19 @@ class ObjectivePlugin:
         return {"doubled": Doubled}
 
 
+def test_parsed_built_in_objectives_are_reused_and_plugin_ones_are_not():
+    """A spec of built-in objectives is parsed once (they are values); a plugin factory is
+    called every time, and a mapping that redefines a name is honoured."""
+    spec = "channel(c, 2) - layer(h)"
+    assert parse_objective(spec) is parse_objective(spec)
+    factories = {**objective_factories(), "doubled": Doubled}
+    assert parse_objective("doubled(v, 1)", factories) is not parse_objective("doubled(v, 1)",
+                                                                              factories)
+    mine = {**factories, "channel": lambda ref, k: Doubled(ref, k)}
+    assert isinstance(parse_objective("channel(c, 2) - layer(h)", mine).terms[0][1], Doubled)
+    assert isinstance(parse_objective("channel(c, 2) - layer(h)").terms[0][1], Neuron)
+
+
 def test_plugin_objective_through_hook(trained):
     registry = flowgrad.make_registry(plugins=[ObjectivePlugin()], autoload=False)
     assert objective_factories(registry)["doubled"] is Doubled

@@ -365,19 +365,33 @@ def parse_objective(spec: str, factories: Mapping[str, Callable[..., Objective]]
     ``[v, ...]`` lists, ``+``, ``-``, ``*`` by a number, unary ``-``.  Node names that are not
     Python identifiers can be quoted: ``layer("my-node")``; ``node.port`` selects an output.
     """
-    factories = dict(BUILTIN_OBJECTIVES if factories is None else factories)
+    factories = BUILTIN_OBJECTIVES if factories is None else factories
+    known = _PARSED.get(spec)
+    if known is not None and all(factories.get(n) is BUILTIN_OBJECTIVES[n] for n in known[1]):
+        return known[0]
     try:
         tree = _syntax(spec.strip())
     except SyntaxError as e:
         raise FlowgradError(f"objective '{spec}': cannot parse ({e.msg}); write e.g. "
                             "'logits[3]' or 'channel(conv1, 2) - 0.5 * layer(h1)'") from None
-    return _Parser(spec, factories).objective(tree.body)
+    parser = _Parser(spec, dict(factories))
+    objective = parser.objective(tree.body)
+    if parser.builtin_only and len(_PARSED) < 4096:
+        _PARSED[spec] = (objective, frozenset(parser.called))
+    return objective
+
+
+#: spec -> (objective, the factory names it called), for specs made by built-in factories
+#: only: a ``visualize`` call parses one spec per image, at ~25 µs each, and built-in
+#: objectives are values that nothing changes, so one object serves every call.  A plugin's
+#: factory is called afresh every time (its objectives may keep state).
+_PARSED: dict[str, tuple[Objective, frozenset[str]]] = {}
 
 
 @functools.lru_cache(maxsize=4096)
 def _syntax(spec: str) -> ast.Expression:
-    """The syntax tree of a spec, kept: Python's parser takes ~60 µs a spec, and a
-    ``visualize`` call parses one per image (the tree is only read, never changed)."""
+    """The syntax tree of a spec, kept: Python's parser takes ~60 µs a spec (the tree is only
+    read, never changed)."""
     return ast.parse(spec, mode="eval")
 
 
@@ -385,6 +399,8 @@ class _Parser:
     def __init__(self, spec: str, factories: Mapping[str, Callable[..., Objective]]):
         self.spec = spec
         self.factories = factories
+        self.called: set[str] = set()        # the factory names called
+        self.builtin_only = True             # and all of them the built-in ones
 
     def fail(self, message: str) -> FlowgradError:
         return FlowgradError(f"objective '{self.spec}': {message}")
@@ -412,6 +428,8 @@ class _Parser:
             if node.keywords or not node.args:
                 raise self.fail(f"write {name}(node, ...) with positional arguments")
             args = [self.ref(node.args[0])] + [self.argument(a) for a in node.args[1:]]
+            self.called.add(name)
+            self.builtin_only &= self.factories[name] is BUILTIN_OBJECTIVES.get(name)
             try:
                 made = self.factories[name](*args)
             except TypeError as e:
