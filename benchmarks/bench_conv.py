@@ -209,7 +209,9 @@ def memory_child(contender: str, weights: str) -> None:
     setup_peak = _status_kb("VmHWM")
     resettable = _reset_peak()
     ready = _status_kb("VmRSS")
+    modules = set(sys.modules)
     step()
+    loaded = sorted(m for m in set(sys.modules) - modules if "." not in m and m[0] != "_")
     first_peak = _status_kb("VmHWM")
     after_first = _status_kb("VmRSS")
     _reset_peak()
@@ -220,7 +222,7 @@ def memory_child(contender: str, weights: str) -> None:
         "contender": contender, "resettable": resettable, "setup_peak_kb": setup_peak,
         "ready_kb": ready, "train_peak_kb": max(first_peak, warm_peak),
         "process_peak_kb": max(setup_peak, first_peak, warm_peak),
-        "warm_rest_kb": after_first, "warm_peak_kb": warm_peak}))
+        "warm_rest_kb": after_first, "warm_peak_kb": warm_peak, "first_step_imports": loaded}))
 
 
 def bench_memory() -> None:
@@ -244,15 +246,19 @@ def bench_memory() -> None:
           "ready state (imports, model, batch loaded), and the whole process's peak RSS")
     if not all(r["resettable"] for r in results.values()):
         print("  (peak RSS mark not resettable here: the rise is measured from the setup peak)")
-    train = {}
+    train, warm = {}, {}
     for c, r in results.items():
         base = r["ready_kb"] if r["resettable"] else max(r["ready_kb"], r["setup_peak_kb"])
         train[c] = (r["train_peak_kb"] - base) * mb
-        warm = (r["warm_peak_kb"] - r["warm_rest_kb"]) * mb
+        warm[c] = (r["warm_peak_kb"] - r["warm_rest_kb"]) * mb
         print(f"  {c:<10} training rise {train[c]:7.1f} MB   per-step transient (steps 2..) "
-              f"{warm:7.1f} MB   ready {r['ready_kb'] * mb:6.0f} MB   process peak "
+              f"{warm[c]:7.1f} MB   ready {r['ready_kb'] * mb:6.0f} MB   process peak "
               f"{r['process_peak_kb'] * mb:6.0f} MB")
+        if r["first_step_imports"]:
+            print(f"  {'':<10} (modules the first step imported, their memory in the rise: "
+                  f"{', '.join(r['first_step_imports'])})")
         emit_value(f"{c} lenet training peak RSS rise", train[c], "MB")
+        emit_value(f"{c} lenet warm step transient RSS", warm[c], "MB")
         emit_value(f"{c} lenet training process peak RSS", r["process_peak_kb"] * mb, "MB")
     tmp.cleanup()
     if "pytorch" in train and train["pytorch"] > 0:
