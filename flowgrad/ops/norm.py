@@ -215,7 +215,10 @@ class LayerNorm(Op):
         mean, inv = np.empty(rows), np.empty(rows)
         placed_aside = not y.flags.c_contiguous             # a non-contiguous placement
         y2 = np.empty((rows, n), x.dtype) if placed_aside else y.reshape(rows, n)
-        ctx.backend.kernels.layer_norm(x2, s, b, self.epsilon, y2, mean, inv)
+        # epsilon in x's precision, as numpy added it and as ONNX stores it (a float32
+        # attribute): 1e-5 from YAML and from an exported model then give the same bits
+        epsilon = float(x.dtype.type(self.epsilon))
+        ctx.backend.kernels.layer_norm(x2, s, b, epsilon, y2, mean, inv)
         if placed_aside:
             np.copyto(y, y2.reshape(x.shape))
         if ctx.grad_enabled:
