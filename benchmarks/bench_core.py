@@ -1,6 +1,7 @@
 """Issue 2's core benchmarks: training steps against hand-written numpy and PyTorch, compile time.
 
-    .venv/bin/python benchmarks/bench_core.py
+    .venv/bin/python benchmarks/bench_core.py          # everything
+    .venv/bin/python benchmarks/bench_core.py chain    # only the long-chain load/compile rows
 
 Every ratio compares timings taken in the same run.  PyTorch is optional (`pip install
 '.[bench]'`); without it those rows are skipped.
@@ -17,7 +18,7 @@ import flowgrad
 from flowgrad.loaders.yaml_loader import load_yaml
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _timing import interleaved, ratio, report  # noqa: E402
+from _timing import emit_value, interleaved, ratio, report  # noqa: E402
 
 try:
     import torch
@@ -176,10 +177,66 @@ def bench_compile(n: int = 1000):
     return done - start
 
 
+def param_chain_yaml(n: int, width: int = 8) -> str:
+    """n nodes in a line, alternately ``dense`` (its own W) and ``add`` (its own bias), then a
+    mean: every node has a trainable param, so backward reaches all of them."""
+    lines = ["flowgrad: 1", "name: chain", f"inputs: {{x: {{shape: [{width}]}}}}", "params:"]
+    for i in range(n):
+        if i % 2 == 0:
+            lines.append(f"  W{i}: {{shape: [{width}, {width}], init: {{kind: glorot_uniform}}}}")
+        else:
+            lines.append(f"  b{i}: {{shape: [{width}], init: {{kind: zeros}}}}")
+    lines.append("nodes:")
+    prev = "x"
+    for i in range(n):
+        if i % 2 == 0:
+            lines.append(f"  n{i}: {{op: dense, in: {{x: {prev}, W: W{i}}}}}")
+        else:
+            lines.append(f"  n{i}: {{op: add, in: [{prev}, b{i}]}}")
+        prev = f"n{i}"
+    lines += [f"  loss: {{op: reduce_mean, in: {prev}}}", "outputs: [loss]"]
+    return "\n".join(lines) + "\n"
+
+
+def bench_param_chain(sizes=(1_000, 10_000)):
+    """Load, compile and the first forward + backward of a chain with a param at every node,
+    timed apart."""
+    totals = {}
+    for n in sizes:
+        text = param_chain_yaml(n)
+        t0 = time.perf_counter()
+        graph = load_yaml("chain.yaml", text=text)
+        t1 = time.perf_counter()
+        net = flowgrad.compile(graph)
+        t2 = time.perf_counter()
+        net.forward({"x": np.ones((2, 8), np.float32)})
+        grads = net.backward({"loss": 1.0})
+        t3 = time.perf_counter()
+        assert len(grads) == n, f"{len(grads)} gradients for {n} params"
+        totals[n] = t3 - t0
+        print(f"{n}-node chain, a param per node: load {t1 - t0:.2f} s, compile {t2 - t1:.2f} s, "
+              f"first forward + backward {t3 - t2:.2f} s, total {t3 - t0:.2f} s")
+        for what, seconds in (("load", t1 - t0), ("compile", t2 - t1),
+                              ("first forward + backward", t3 - t2)):
+            emit_value(f"{n}-node param chain: {what}", seconds, "s")
+        emit_value(f"{n}-node param chain: load to first backward", t3 - t0, "s",
+                   "<= 10" if n == 10_000 else None)
+    return totals
+
+
 def main():
+    if sys.argv[1:] == ["chain"]:                # only the chain rows
+        from flowgrad.plugins import default_registry
+        start = time.perf_counter()
+        default_registry()                       # built once per process, by the first load
+        print(f"op registry: {(time.perf_counter() - start) * 1e3:.0f} ms (once per process)")
+        bench_compile()
+        bench_param_chain()
+        return
     mlp = bench_mlp()
     xor = bench_xor()
     total = bench_compile()
+    chains = bench_param_chain()
     print("\nsummary (targets from issue 2; ratios are medians of per-round ratios):")
     print(f"  MLP: {ratio(mlp, 'flowgrad', 'numpy (hand-written)'):.2f}x numpy (target <= 1.10)"
           + (f", {ratio(mlp, 'flowgrad', 'pytorch'):.2f}x pytorch (target <= 1.0)"
@@ -187,6 +244,8 @@ def main():
     if "pytorch" in xor:
         print(f"  XOR: {ratio(xor, 'flowgrad', 'pytorch'):.2f}x pytorch (target <= 0.5)")
     print(f"  1000-node chain: {total:.2f} s (target < 0.5 s)")
+    print(f"  10000-node chain with a param per node, load to first backward: "
+          f"{chains[10_000]:.2f} s (target <= 10 s)")
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ class PerImage:
         self.groups = [_Group(key, np.array(ts, dtype=np.intp), self) for key, ts in
                        members.items()]
         # one term per image, in image order: an image's value is its term's, no sum needed
-        self.one_each = len(terms) == self.n and bool(np.all(self.images == np.arange(self.n)))
+        self.one_each = [i for i, _, _ in terms] == list(range(self.n))
 
     def __call__(self, acts: Mapping[str, np.ndarray], refs: Sequence[str]) -> Values:
         """Values ``(N,)`` and seeds ``{ref: d sum(values) / d act}`` for every ref in ``refs``."""
