@@ -13,6 +13,8 @@ Kernels take contiguous arrays and write into outputs the caller allocated.
 """
 from ._jit import MODE, REGISTRY, Kernel, cache_dir, jit, kernel
 from .activations import *  # noqa: E402,F401,F403
+from .conv import *  # noqa: E402,F401,F403
+from .pool import *  # noqa: E402,F401,F403
 from .rows import *  # noqa: E402,F401,F403
 
 __all__ = ["MODE", "REGISTRY", "Kernel", "cache_dir", "jit", "kernel"]

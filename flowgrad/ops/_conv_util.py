@@ -5,11 +5,13 @@ windows — ``kernel`` taps spaced ``dilations`` apart, windows ``strides`` apar
 padded by ONNX-style ``pads`` (all begins, then all ends) or by ``auto_pad``.  Getting the output
 size and the SAME_UPPER / SAME_LOWER / ceil_mode arithmetic right once keeps the ops short.
 
-Speed: the unfolded ("im2col") buffer is built from a zero-copy
-:func:`~numpy.lib.stride_tricks.sliding_window_view` and copied one batch *chunk* at a time, in
-the layout the following matrix product wants, so that BLAS does the arithmetic while the buffer
-stays small enough to live in cache (a chunk is about :data:`CHUNK_ELEMENTS` floats).  The
-scatter-add back (col2im) loops only over the kernel taps, each step a vectorised strided add.
+Speed: the unfolded ("im2col") buffer is built by a compiled kernel
+(``ctx.backend.kernels.im2col``, :mod:`flowgrad.kernels.conv`) straight from the unpadded input,
+one batch *chunk* at a time, in the layout the following matrix product wants, so that BLAS does
+the arithmetic while the buffer stays small enough to live in cache (a chunk is about
+:data:`CHUNK_ELEMENTS` values).  Its adjoint (col2im) gathers each input row of the gradient
+from the unfolded rows that read it and writes it once.  Kernels see every input as three
+spatial axes (:meth:`Geometry.as3d`, :func:`as5d`).
 """
 from __future__ import annotations
 
@@ -18,14 +20,13 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import AttrError
 from ..op import Attr, ShapeError, format_shape
 
 #: Target size (in elements) of one chunk of the unfolded input: small enough to stay in the
 #: L2/L3 cache between the copy that builds it and the matrix product that reads it.
-CHUNK_ELEMENTS = 1 << 20
+CHUNK_ELEMENTS = 1 << 18
 
 AUTO_PADS = ("NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")
 
@@ -95,6 +96,17 @@ class Geometry:
     def padded(self) -> bool:
         return any(self.begin) or any(self.end)
 
+    def as3d(self) -> tuple[tuple[int, int, int], ...]:
+        """``(kernel, strides, dilations, begin)`` on three spatial axes, as the kernels take
+        them: missing leading axes have size 1, stride 1, dilation 1, no padding."""
+        lead = 3 - self.nd
+        return ((1,) * lead + self.kernel, (1,) * lead + self.strides,
+                (1,) * lead + self.dilations, (0,) * lead + self.begin)
+
+    @property
+    def out3(self) -> tuple[int, int, int]:
+        return (1,) * (3 - self.nd) + self.out
+
 
 def geometry(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
              ceil_mode: bool = False) -> Geometry:
@@ -140,6 +152,8 @@ def geometry(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
 
 
 _SCRATCH = threading.local()
+
+
 def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A reusable per-thread buffer for a transient array (an unfolded chunk).
 
@@ -158,20 +172,18 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def pad_spatial(x: np.ndarray, g: Geometry, value: float = 0.0,
-                out: np.ndarray | None = None) -> np.ndarray:
-    """``x`` with its spatial axes padded by ``g.begin`` / ``g.end`` (no copy if nothing to pad),
-    written into ``out`` (a scratch buffer of the padded shape) when given."""
-    if not g.padded:
-        return x
-    nd = g.nd
-    shape = x.shape[:-nd] + tuple(n + b + e for n, b, e in zip(x.shape[-nd:], g.begin, g.end))
-    if out is None:
-        out = np.full(shape, value, dtype=x.dtype) if value else np.zeros(shape, dtype=x.dtype)
-    else:
-        out.fill(value)
-    out[interior(x.shape[-nd:], g, x.ndim)] = x
-    return out
+def as5d(a: np.ndarray) -> np.ndarray:
+    """``(N, C, *spatial)`` as ``(N, C, D, H, W)`` (leading spatial axes of size 1), C-contiguous:
+    the form every kernel takes.  A view when ``a`` is already contiguous."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(a.shape[:2] + (1,) * (5 - a.ndim) + a.shape[2:])
+
+
+def compute_dtype(*dtypes) -> np.dtype:
+    """The dtype the kernels compute in: the arrays' common dtype if it is float32 or float64
+    (or, for pooling, an integer type), float32 for float16."""
+    dtype = np.result_type(*dtypes)
+    return np.dtype(np.float32) if dtype == np.float16 else dtype
 
 
 def interior(sizes, g: Geometry, ndim: int) -> tuple:
@@ -180,57 +192,10 @@ def interior(sizes, g: Geometry, ndim: int) -> tuple:
         slice(b, b + n) for b, n in zip(g.begin, sizes))
 
 
-def tap_slices(g: Geometry, tap: tuple[int, ...], ndim: int) -> tuple:
-    """The index, into the padded input, of kernel tap ``tap`` for every output position."""
-    return (slice(None),) * (ndim - g.nd) + tuple(
-        slice(t * d, t * d + s * (o - 1) + 1, s)
-        for t, d, s, o in zip(tap, g.dilations, g.strides, g.out))
-
-
-def windows(xp: np.ndarray, g: Geometry) -> np.ndarray:
-    """Zero-copy view ``(..., *out, *kernel)`` of the windows of padded ``xp``."""
-    nd = g.nd
-    eff = tuple((k - 1) * d + 1 for k, d in zip(g.kernel, g.dilations))
-    view = sliding_window_view(xp, eff, axis=tuple(range(xp.ndim - nd, xp.ndim)))
-    index = (slice(None),) * (xp.ndim - nd) + tuple(
-        slice(0, s * (o - 1) + 1, s) for s, o in zip(g.strides, g.out)) + tuple(
-        slice(None, None, d) for d in g.dilations)
-    return view[index]
-
-
 def chunks(n: int, per_item: int):
     """Batch ranges ``(start, stop)`` whose unfolded size is about :data:`CHUNK_ELEMENTS`."""
     step = max(1, CHUNK_ELEMENTS // max(1, per_item))
     return [(i, min(n, i + step)) for i in range(0, n, step)]
-
-
-def im2col(view: np.ndarray, start: int, stop: int, nd: int) -> np.ndarray:
-    """Copy windows ``view[start:stop]`` (N, C, *out, *kernel) to (C, *kernel, n, *out).
-
-    Channel-and-tap major, so that for each group the unfolded chunk is one
-    (C/group * taps, n * positions) matrix and a whole chunk is a single BLAS product.
-    """
-    part = view[start:stop]
-    perm = (1,) + tuple(range(2 + nd, 2 + 2 * nd)) + (0,) + tuple(range(2, 2 + nd))
-    part = part.transpose(perm)
-    cols = scratch("cols", part.shape, part.dtype)
-    np.copyto(cols, part)
-    return cols
-
-
-def col2im_add(target: np.ndarray, cols: np.ndarray, g: Geometry) -> None:
-    """Scatter-add ``cols`` (C, *kernel, n, *out) into the padded ``target`` (n, C, *padded).
-
-    The adjoint of :func:`im2col`; one strided, vectorised add per kernel tap.
-    """
-    target = target.swapaxes(0, 1)
-    for tap in np.ndindex(*g.kernel):
-        add_into(target[tap_slices(g, tap, target.ndim)], cols[(slice(None),) + tap])
-
-
-def add_into(view: np.ndarray, values: np.ndarray) -> None:
-    """``view += values`` without the copy-back that ``a[index] += values`` costs."""
-    np.add(view, values, out=view)
 
 
 def spatial_check(op, x, min_spatial: int = 1, max_spatial: int | None = None) -> int:
@@ -244,40 +209,43 @@ def spatial_check(op, x, min_spatial: int = 1, max_spatial: int | None = None) -
 
 
 class WindowUnfold:
-    """im2col for any window geometry, from a zero-copy sliding-window view.
+    """im2col and col2im for any window geometry, on the compiled kernels.
 
-    The interface shared with :class:`WideRows`: ``source`` pads the input, ``im2col`` copies
-    a batch chunk to (C, taps, n, positions), ``col2im_add`` is its adjoint, and ``to_output`` /
-    ``from_output`` convert between the computed grid (n, O, positions) and (n, O, *out).
+    The unfolded chunk is ``(C, taps, n, *out)`` — per group one ``(C/group · taps,
+    n · positions)`` matrix — built from the unpadded input (``source``: the input as five
+    axes); ``col2im`` writes the rows ``start:stop`` of the input gradient ``gx`` (five axes,
+    unpadded) whole.  ``to_output`` / ``from_output`` convert between the computed grid
+    ``(n, O, positions)`` and ``(n, O, *out)``; ``input_grad`` gives the gradient its shape.
     """
 
     def __init__(self, g: Geometry, shape: tuple[int, ...]):
         self.g = g
-        self.shape = shape
+        self.shape = tuple(shape)
         self.positions = math.prod(g.out)
+        self.grid = g.out3                         # the output grid computed, on three axes
+        self.args = g.as3d()
 
-    def source(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
-        """The padded input; with ``reuse``, in a scratch buffer (valid until the next call)."""
-        if not reuse or not self.g.padded:
-            return pad_spatial(x, self.g)
-        g = self.g
-        shape = x.shape[:2] + tuple(n + b + e for n, b, e in zip(x.shape[2:], g.begin, g.end))
-        return pad_spatial(x, g, out=scratch("source", shape, x.dtype))
+    def source(self, x: np.ndarray) -> np.ndarray:
+        return as5d(x)
 
-    def grad_buffer(self, src: np.ndarray) -> np.ndarray:
-        return np.zeros(src.shape, dtype=src.dtype)
+    def grad_buffer(self, empty, dtype) -> np.ndarray:
+        """The input gradient on the source's axes, from ``empty`` (``ctx.backend.empty``):
+        col2im writes every element."""
+        return empty(self.shape, dtype).reshape(as5d_shape(self.shape))
 
     def input_grad(self, gsrc: np.ndarray) -> np.ndarray:
-        g = self.g
-        return gsrc[interior(self.shape[2:], g, len(self.shape))] if g.padded else gsrc
+        return gsrc.reshape(self.shape)
 
-    def im2col(self, src: np.ndarray, start: int, stop: int) -> np.ndarray:
-        return im2col(windows(src, self.g), start, stop, self.g.nd)
+    def im2col(self, kernels, src: np.ndarray, start: int, stop: int) -> np.ndarray:
+        cols = scratch("cols", (src.shape[1], self.g.taps, stop - start) + self.grid, src.dtype)
+        kernels.im2col(src[start:stop], cols, *self.args)
+        return cols
 
-    def col2im_add(self, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
-        g = self.g
-        col2im_add(gsrc[start:stop], cols.reshape((cols.shape[0],) + g.kernel
-                                                  + (stop - start,) + g.out), g)
+    def col2im(self, kernels, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
+        """``cols`` (a scratch buffer: the kernel zeroes its cells that read padding) into rows
+        ``start:stop`` of ``gsrc``."""
+        cols = cols.reshape((gsrc.shape[1], self.g.taps, stop - start) + self.grid)
+        kernels.col2im(cols, gsrc[start:stop], *self.args)
 
     def to_output(self, values: np.ndarray) -> np.ndarray:
         return values.reshape(values.shape[:2] + self.g.out)
@@ -286,77 +254,54 @@ class WindowUnfold:
         return gy[start:stop].reshape(stop - start, gy.shape[1], -1)
 
 
-class WideRows(WindowUnfold):
-    """The im2col layout for stride-1 windows: every tap is one contiguous run per image.
+def as5d_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[:2]) + (1,) * (5 - len(shape)) + tuple(shape[2:])
 
-    With unit strides, output position ``(o0, o1, ...)`` reads input cell ``(o0 + t0 d0,
-    o1 + t1 d1, ...)``.  Computing the output on a grid as wide as the *padded* input in every
-    axis but the first (the extra columns are garbage, cropped afterwards) makes the cells one
-    tap reads, in flattened order, a single contiguous range: the unfolding is ``taps``
-    memcpy-like slices instead of a gather of short rows.  It costs ``padded width / output
-    width`` more arithmetic, and pays off when rows are short (small images), as numpy copies
-    short strided rows slowly.  Gradients entering on the wide grid are zero in the garbage
-    columns, so those columns add nothing to any gradient.
+
+class WideRows(WindowUnfold):
+    """Stride-1 windows computed on a grid as wide as the *padded* input (extra columns cropped).
+
+    The source is a padded copy of the input; on it every kernel tap reads one contiguous range
+    of each flattened plane, the case the im2col kernel copies in one loop per plane.  It costs
+    ``padded width / output width`` more arithmetic, and a padded copy.  The kernels copy
+    convolutions whose output is as wide as their input (the usual "same" padding) that way
+    without any of this, and copy short rows nearly as fast, so :func:`unfolder` no longer
+    picks this layout; it stays as the second strategy the tests check the first against.
+    Gradients entering on the wide grid are zero in the garbage columns, so those columns add
+    nothing to any gradient.
     """
 
     def __init__(self, g: Geometry, shape: tuple[int, ...]):
         super().__init__(g, shape)
         self.padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
-        self.flat = math.prod(self.padded)
-        steps = [math.prod(self.padded[i + 1:]) for i in range(len(self.padded))]
-        self.offsets = [sum(t * d * s for t, d, s in zip(tap, g.dilations, steps))
-                        for tap in np.ndindex(*g.kernel)]
-        self.wide = (g.out[0],) + self.padded[1:]          # the output grid computed
+        lead = 3 - g.nd
+        self.wide = (g.out[:-1] + self.padded[-1:])              # the output grid computed
+        self.grid = (1,) * lead + self.wide
         self.positions = math.prod(self.wide)
-        self.length = max(self.flat, max(self.offsets) + self.positions)
+        kernel, strides, dilations, _ = g.as3d()
+        self.args = (kernel, strides, dilations, (0, 0, 0))
 
     @staticmethod
     def worthwhile(g: Geometry, shape: tuple[int, ...], rows: int) -> bool:
-        """Unit strides, and extra work the faster copy pays for.
-
-        Per unfolded value the product does ``rows`` (output channels per group)
-        multiply-adds, so the copy's share of the cost is about 1/rows — but a gather of short
-        rows costs several times a memcpy per value, so the extra arithmetic allowed is
-        40/rows, at most 1.5x.  Measured layer by layer: LeNet's 14×14 layer (32 rows, +29 %)
-        and ResNet's 14×14 ones (256 rows, +14 %: 7 % faster at batch 1) are faster wide,
-        ResNet's 7×7 ones (512 rows, +29 %) 16 % faster without.
-        """
+        """Unit strides, two or more spatial axes, and at most ``min(1.5, 1 + 40/rows)`` times
+        the arithmetic (the old criterion of the numpy unfolding)."""
         if any(s != 1 for s in g.strides) or g.nd < 2:
             return False
         padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
         extra = min(1.5, 1 + 40 / rows)
-        return g.out[0] * math.prod(padded[1:]) <= extra * math.prod(g.out)
+        return math.prod(g.out[:-1]) * padded[-1] <= extra * math.prod(g.out)
 
-    def source(self, x: np.ndarray, reuse: bool = False) -> np.ndarray:
-        """(N, C, length): the padded input flattened, zero past its end; with ``reuse``, in a
-        scratch buffer (valid until the next call)."""
-        shape = x.shape[:2] + (self.length,)
-        if reuse:
-            out = scratch("source", shape, x.dtype)
-            out.fill(0)
-        else:
-            out = np.zeros(shape, dtype=x.dtype)
-        grid = out[..., :self.flat].reshape(x.shape[:2] + self.padded)
-        grid[interior(x.shape[2:], self.g, x.ndim)] = x
+    def source(self, x: np.ndarray) -> np.ndarray:
+        out = np.zeros(as5d_shape(x.shape[:2] + self.padded), dtype=x.dtype)
+        out.reshape(x.shape[:2] + self.padded)[interior(x.shape[2:], self.g, x.ndim)] = x
         return out
 
+    def grad_buffer(self, empty, dtype) -> np.ndarray:
+        return np.empty(as5d_shape(self.shape[:2] + self.padded), dtype=dtype)
+
     def input_grad(self, gsrc: np.ndarray) -> np.ndarray:
-        grid = gsrc[..., :self.flat].reshape(gsrc.shape[:2] + self.padded)
-        return grid[interior(self.shape[2:], self.g, len(self.shape))]
-
-    def im2col(self, src: np.ndarray, start: int, stop: int) -> np.ndarray:
-        part = src[start:stop].swapaxes(0, 1)
-        cols = scratch("cols", (src.shape[1], len(self.offsets), stop - start, self.positions),
-                       src.dtype)
-        for t, off in enumerate(self.offsets):
-            cols[:, t] = part[..., off:off + self.positions]
-        return cols
-
-    def col2im_add(self, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
-        target = gsrc[start:stop].swapaxes(0, 1)
-        cols = cols.reshape(cols.shape[0], len(self.offsets), stop - start, self.positions)
-        for t, off in enumerate(self.offsets):
-            add_into(target[..., off:off + self.positions], cols[:, t])
+        grid = gsrc.reshape(self.shape[:2] + self.padded)
+        return np.ascontiguousarray(grid[interior(self.shape[2:], self.g, len(self.shape))])
 
     def to_output(self, values: np.ndarray) -> np.ndarray:
         grid = values.reshape(values.shape[:2] + self.wide)
@@ -370,6 +315,6 @@ class WideRows(WindowUnfold):
 
 
 def unfolder(g: Geometry, shape: tuple[int, ...], rows: int) -> WindowUnfold:
-    """The faster im2col strategy for this geometry, input shape and number of output channels
-    per group."""
-    return WideRows(g, shape) if WideRows.worthwhile(g, shape, rows) else WindowUnfold(g, shape)
+    """The unfolding strategy for this geometry, input shape and number of output channels per
+    group: the kernels' exact layout (see :class:`WideRows` for the one it replaced)."""
+    return WindowUnfold(g, shape)

@@ -1,9 +1,9 @@
 """Pooling in the ONNX layout ``(N, C, *spatial)``: max, average, and their global forms.
 
-Windows follow :mod:`._conv_util` (kernel, strides, dilations, pads, auto_pad, ceil_mode).  Each
-pool is a loop over the *kernel taps* only: tap ``t`` of every window, for every image and
-channel, is one strided slice of the padded input, so each step is a single vectorised numpy
-operation (a 2×2 pool is four ``np.maximum`` calls, whatever the batch size).
+Windows follow :mod:`._conv_util` (kernel, strides, dilations, pads, auto_pad, ceil_mode).  Max
+and average pooling, forward and backward, are compiled kernels (``ctx.backend.kernels``,
+:mod:`flowgrad.kernels.pool`) that skip padding cells instead of reading a padded copy; the
+global pools are one numpy reduction each.
 
 Max pooling sends the gradient to the first maximum of each window (the tie rule of PyTorch and
 onnxruntime).  Average pooling divides by the number of counted cells: with
@@ -18,8 +18,8 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
-from ._conv_util import (WINDOW_ATTRS, add_into, check_window_attrs, chunks, geometry,
-                         interior, pad_spatial, scratch, spatial_check, tap_slices, windows)
+from ._conv_util import (WINDOW_ATTRS, as5d, check_window_attrs, compute_dtype, geometry,
+                         spatial_check)
 
 
 class _Pool(Op):
@@ -48,14 +48,14 @@ class _Pool(Op):
 
 
 class MaxPool(_Pool):
-    """Largest value of each window; padding never wins (it is -inf).
+    """Largest value of each window; padding never wins (no padding cell is ever read).
 
     With ``indices: true`` the op has a second output, ONNX MaxPool's ``Indices``: the position
     of each maximum as a flat index into the whole input (batch and channel included), in
     row-major order, or with ``storage_order=1`` with the spatial axes in column-major order.
-    It is off by default because tracking which tap wins costs about three times the pooling
-    itself (the ONNX importer turns it on only where a model reads it).  Either way the gradient
-    goes to the first maximum of each window, the tap ``indices`` names.
+    Either way the gradient goes to the first maximum of each window, the tap ``indices``
+    names: the forward kernel saves it (an int32 index into the input plane) whenever a backward
+    may follow.
     """
 
     type = "max_pool"
@@ -83,99 +83,45 @@ class MaxPool(_Pool):
 
     def forward(self, ctx, x):
         g = self._geometry(x.shape)
-        low = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
+        y = ctx.backend.empty(x.shape[:2] + g.out, x.dtype)     # first: the plan may place it
+        work = compute_dtype(x.dtype)
+        xw = as5d(np.asarray(x, dtype=work))
+        low = -np.inf if work.kind == "f" else np.iinfo(work).min
+        need_arg = self.indices or ctx.grad_enabled
+        arg = np.empty(y.shape, np.int32) if need_arg else _NO_ARG
+        out = y if y.dtype == work else np.empty(y.shape, work)
+        ctx.backend.kernels.max_pool(xw, as5d(out), as5d(arg), *g.as3d(), low)
+        if out is not y:
+            y[...] = out
+        if ctx.grad_enabled:
+            ctx.save(arg, x.shape, work)
         if not self.indices:
-            y = ctx.backend.empty(x.shape[:2] + g.out, x.dtype)
-            if ctx.grad_enabled:                  # backward finds the winners in xp
-                xp = pad_spatial(x, g, low)
-                _window_max(xp, g, y)
-                ctx.save(xp, y, None, g, x.shape, x.dtype)
-                return (y,)
-            padded = tuple(n + b + e for n, b, e in zip(x.shape[2:], g.begin, g.end))
-            for start, stop in chunks(x.shape[0], x.shape[1] * math.prod(padded)):
-                part = x[start:stop]
-                xp = part if not g.padded else pad_spatial(
-                    part, g, low, out=scratch("pool", part.shape[:2] + padded, x.dtype))
-                _window_max(xp, g, y[start:stop])
             return (y,)
-        xp = pad_spatial(x, g, low)
-        y = arg = None
-        for t, tap in enumerate(np.ndindex(*g.kernel)):
-            part = xp[tap_slices(g, tap, x.ndim)]
-            if y is None:
-                y = part.copy()
-                if self.indices:
-                    arg = np.zeros(y.shape, dtype=np.int32)
-                continue
-            if self.indices:
-                np.copyto(arg, t, where=part > y)         # strict: the first maximum stays
-            np.maximum(y, part, out=y)
-        ctx.save(None, None, arg, g, x.shape, x.dtype)
-        return y, self._flat_indices(arg, g, x.shape)
+        return y, self._flat_indices(arg, x.shape)
 
-    def _flat_indices(self, arg, g, shape):
-        """ONNX's flat input index of each window's winning tap."""
+    def _flat_indices(self, arg, shape):
+        """ONNX's flat input index of each window's first maximum, from the kernel's index into
+        the (row-major) input plane."""
         spatial = shape[2:]
-        taps = np.unravel_index(arg, g.kernel)
-        coords = []
-        for i in range(g.nd):
-            pos = np.arange(g.out[i]).reshape((-1,) + (1,) * (g.nd - 1 - i))
-            coords.append(pos * g.strides[i] + taps[i] * g.dilations[i] - g.begin[i])
-        # only a window whose real cells are all -inf (or iinfo.min) can pick a padding cell;
-        # clipping keeps its index inside the input
-        coords = [np.clip(c, 0, n - 1) for c, n in zip(coords, spatial)]
-        flat = np.ravel_multi_index(coords, spatial, order="F" if self.storage_order else "C")
+        plane = np.maximum(arg, 0).astype(np.int64)     # -1: a window with no input cell
+        if self.storage_order:
+            coords = np.unravel_index(plane, spatial)
+            plane = np.ravel_multi_index(coords, spatial, order="F")
         planes = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(
-            shape[:2] + (1,) * g.nd) * int(np.prod(spatial))
-        return (planes + flat).astype(np.int64)
+            shape[:2] + (1,) * len(spatial)) * math.prod(spatial)
+        return planes + plane
 
     def backward(self, ctx, gy, gindices=None):
-        xp, y, arg, g, shape, dtype = ctx.saved
+        arg, shape, work = ctx.saved
         if gy is None:                            # only the (integer) indices were used
-            return (np.zeros(shape, dtype) if ctx.needs_input_grad[0] else None,)
-        padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
-        gxp = np.zeros(shape[:2] + padded, dtype=gy.dtype)
-        # windows that do not overlap write their taps straight into the gradient
-        disjoint = all(s >= (k - 1) * d + 1 for s, k, d in zip(g.strides, g.kernel, g.dilations))
-        free = None                               # windows whose max is not claimed yet
-        taps = list(np.ndindex(*g.kernel))
-        for i, tap in enumerate(taps):
-            where = tap_slices(g, tap, len(shape))
-            if arg is not None:
-                hit = arg == i
-            else:                                 # the first tap equal to the max wins
-                hit = np.equal(xp[where], y)
-                if free is None:
-                    free = ~hit
-                else:
-                    hit &= free
-                    if i < len(taps) - 1:
-                        np.logical_xor(free, hit, out=free)
-            if disjoint:
-                np.multiply(gy, hit, out=gxp[where])
-            else:
-                add_into(gxp[where], gy * hit)
-        return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
+            return (np.zeros(shape, work) if ctx.needs_input_grad[0] else None,)
+        gx = ctx.backend.empty(shape, work)
+        ctx.backend.kernels.max_pool_backward(as5d(np.asarray(gy, dtype=work)), as5d(arg),
+                                              as5d(gx))
+        return (gx,)
 
 
-def _window_max(xp: np.ndarray, g, out: np.ndarray) -> None:
-    """Each window's max into ``out``, one spatial axis at a time: k₀ + k₁ + … vectorised steps
-    instead of k₀·k₁·…, and exact, as a max of maxes is the max.  The last axis goes first,
-    reading rows while they are contiguous; intermediates live in reused scratch buffers."""
-    v = xp
-    for axis in reversed(range(g.nd)):
-        at = xp.ndim - g.nd + axis
-        k, s, d, o = g.kernel[axis], g.strides[axis], g.dilations[axis], g.out[axis]
-        taps = [v[(slice(None),) * at + (slice(t * d, t * d + s * (o - 1) + 1, s),)]
-                for t in range(k)]
-        r = out if axis == 0 else scratch(f"max_pool{axis}", taps[0].shape, v.dtype)
-        if k == 1:
-            np.copyto(r, taps[0])
-        else:
-            np.maximum(taps[0], taps[1], out=r)
-        for tap in taps[2:]:
-            np.maximum(r, tap, out=r)
-        v = r
+_NO_ARG = np.empty((0,) * 5, np.int32)      # max_pool's "no arg-max wanted"
 
 
 class AvgPool(_Pool):
@@ -186,40 +132,37 @@ class AvgPool(_Pool):
              "count_include_pad": Attr("int", 0, choices=(0, 1),
                                        doc="1: explicit pads count in the divisor")}
 
-    def _counts(self, shape, g, dtype):
-        """How many cells each window averages over, shape ``out`` (broadcasts over N, C)."""
-        padded = tuple(n + b + e for n, b, e in zip(shape[2:], g.begin, g.end))
-        mask = np.zeros(padded, dtype=dtype)
+    def _counted(self, shape, g):
+        """``(begin, end)`` on three axes: the cells a window's divisor counts — the input and
+        its explicit pads with ``count_include_pad`` (not the room ceil_mode adds), else the
+        input only."""
+        lead = 3 - g.nd
+        sizes = shape[2:]
         if self.count_include_pad:
-            mask[tuple(slice(0, p - x) for p, x in zip(padded, g.extra))] = 1
+            begin = tuple(-b for b in g.begin)
+            end = tuple(n + e - x for n, e, x in zip(sizes, g.end, g.extra))
         else:
-            mask[interior(shape[2:], g, g.nd)] = 1
-        counts = windows(mask, g).sum(axis=tuple(range(g.nd, 2 * g.nd)))
-        return np.maximum(counts, 1)
+            begin, end = (0,) * g.nd, tuple(sizes)
+        return (0,) * lead + begin, (1,) * lead + end
 
     def forward(self, ctx, x):
         g = self._geometry(x.shape)
-        xp = pad_spatial(x, g)
-        y = None
-        for tap in np.ndindex(*g.kernel):
-            part = xp[tap_slices(g, tap, x.ndim)]
-            if y is None:
-                y = ctx.backend.empty(part.shape, part.dtype)
-                np.copyto(y, part)
-            else:
-                np.add(y, part, out=y)
-        counts = self._counts(x.shape, g, x.dtype)
-        y /= counts
-        ctx.save(g, x.shape, counts, xp.shape)
+        y = ctx.backend.empty(x.shape[:2] + g.out, x.dtype)     # first: the plan may place it
+        work = compute_dtype(x.dtype, np.float32)
+        out = y if y.dtype == work else np.empty(y.shape, work)
+        ctx.backend.kernels.avg_pool(as5d(np.asarray(x, dtype=work)), as5d(out), *g.as3d(),
+                                     *self._counted(x.shape, g))
+        if out is not y:
+            y[...] = out
+        ctx.save(g, x.shape, work)
         return (y,)
 
     def backward(self, ctx, gy):
-        g, shape, counts, padded_shape = ctx.saved
-        share = gy / counts
-        gxp = np.zeros(padded_shape, dtype=gy.dtype)
-        for tap in np.ndindex(*g.kernel):
-            add_into(gxp[tap_slices(g, tap, len(shape))], share)
-        return (gxp[interior(shape[2:], g, len(shape))] if g.padded else gxp,)
+        g, shape, work = ctx.saved
+        gx = ctx.backend.empty(shape, work)
+        ctx.backend.kernels.avg_pool_backward(as5d(np.asarray(gy, dtype=work)), as5d(gx),
+                                              *g.as3d(), *self._counted(shape, g))
+        return (gx,)
 
 
 class _GlobalPool(Op):

@@ -1,0 +1,660 @@
+"""Convolution kernels: unfold (im2col), fold (col2im) and direct convolution, beside their numpy
+references.
+
+Layout.  Every kernel works on three spatial axes: ops view a 1-d or 2-d input ``(n, C, W)`` /
+``(n, C, H, W)`` as ``(n, C, 1, 1, W)`` / ``(n, C, 1, H, W)`` (a free reshape) and pass 3-tuples
+``kernel``, ``strides``, ``dilations`` and ``begin`` (the leading pads; the end pads follow from
+the shapes).  The unfolded buffer ``cols`` is ``(C, taps, n, OD, OH, OW)``: per group it is one
+``(C/group · taps, n · positions)`` matrix, so a batch chunk is a single BLAS product.
+
+* :func:`im2col` unfolds straight from the *unpadded* input: a window row that falls in the
+  padding is written as zeros, a partly padded row gets zeros at its ends, so no padded copy of
+  the input is ever made (numpy's path pads a copy, then copies again through a strided view).
+* :func:`col2im` is its adjoint, as a *gather*: every input row ``(n, c, d, h)`` is built in one
+  go from the unfolded rows whose windows reach it, then written once — no zeroed padded buffer,
+  no crop, none of numpy's per-tap strided read-modify-write passes over the whole gradient.
+* :func:`conv_direct`, :func:`conv_direct_input_grad`, :func:`conv_direct_weight_grad`: a
+  convolution as loops of ``row += w · shifted row`` (vectorised along the output row), for
+  depthwise convolutions (one input channel per group), where unfold + product would be a
+  ``(1, taps) × (taps, positions)`` product per channel — all bookkeeping and no arithmetic.
+  The weight gradient accumulates per tap into a row of partial sums (a loop that vectorises
+  without reassociation) and sums each row at the end, in a fixed order: deterministic.
+
+The products of the unfolded path stay in BLAS (``np.matmul``).  Kernels take C-contiguous
+arrays and write every element of their output (no zeroing needed by the caller).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._jit import jit, kernel
+
+__all__ = ["im2col", "col2im", "conv_direct", "conv_direct_input_grad",
+           "conv_direct_weight_grad"]
+
+#: widest output row for which the direct weight gradient stages unit-stride planes wide (see
+#: "direct convolution on wide planes"); wider rows run row by row, which measured faster there
+#: (depthwise 3x3, batch 8, 1 thread: 112 wide 14.3 ms wide vs 9.8 by rows; 56 wide 12.7 vs
+#: 15.9; 14 wide 4.0 vs 12.3).  The forward and input gradient always go wide (1.4-7x faster).
+WIDE_WEIGHT_GRAD_MAX = 64
+
+
+# -- shared helpers --------------------------------------------------------------------------
+
+@jit
+def _u(i):
+    """An index as unsigned: numba then skips the negative-index wraparound, whose select in
+    every access keeps LLVM from vectorising short row loops (2-3x slower on 14-wide rows)."""
+    return np.uint64(i)
+
+
+@jit
+def _span(off, stride, size, count):
+    """``(lo, hi)``: the outputs ``o`` in ``[0, count)`` whose cell ``o * stride + off`` lies in
+    ``[0, size)``; ``lo == hi`` when none does."""
+    lo = 0
+    if off < 0:
+        lo = (-off + stride - 1) // stride
+    last = size - 1 - off
+    hi = 0 if last < 0 else last // stride + 1
+    if hi > count:
+        hi = count
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+def _padded_view(x, out, kernel, strides, dilations, begin, value=0):
+    """numpy: the windows of ``x`` (n, C, D, H, W) padded by ``begin`` (and at the end as far as
+    the ``out`` windows reach), as a view (n, C, *out, *kernel)."""
+    pads, eff = [(0, 0), (0, 0)], []
+    for axis in range(3):
+        e = (kernel[axis] - 1) * dilations[axis] + 1
+        need = (out[axis] - 1) * strides[axis] + e - (x.shape[2 + axis] + begin[axis])
+        pads.append((begin[axis], max(0, need)))
+        eff.append(e)
+    xp = np.pad(x, pads, constant_values=value)
+    view = sliding_window_view(xp, tuple(eff), axis=(2, 3, 4))
+    index = (slice(None),) * 2 + tuple(
+        slice(0, s * (o - 1) + 1, s) for s, o in zip(strides, out)) + tuple(
+        slice(None, None, d) for d in dilations)
+    return view[index]
+
+
+def _cols_of(x, out, kernel, strides, dilations, begin):
+    """numpy: the unfolded (C, taps, n, *out) array of ``x``."""
+    view = _padded_view(x, out, kernel, strides, dilations, begin)
+    n, C = x.shape[:2]
+    taps = kernel[0] * kernel[1] * kernel[2]
+    return view.transpose(1, 5, 6, 7, 0, 2, 3, 4).reshape((C, taps, n) + tuple(out))
+
+
+def _fold(cols, shape, kernel, strides, dilations, begin):
+    """numpy: the adjoint of :func:`_cols_of`, the sum of each cell's unfolded copies."""
+    n, C = shape[:2]
+    out = cols.shape[3:]
+    full = []
+    for axis in range(3):
+        reach = (out[axis] - 1) * strides[axis] + (kernel[axis] - 1) * dilations[axis] + 1
+        full.append(max(reach, begin[axis] + shape[2 + axis]))
+    gp = np.zeros((n, C) + tuple(full), dtype=cols.dtype)
+    t = 0
+    for kd in range(kernel[0]):
+        for kh in range(kernel[1]):
+            for kw in range(kernel[2]):
+                where = (slice(None), slice(None)) + tuple(
+                    slice(k * d, k * d + s * (o - 1) + 1, s) for k, d, s, o in
+                    zip((kd, kh, kw), dilations, strides, out))
+                gp[where] += cols[:, t].transpose(1, 0, 2, 3, 4)
+                t += 1
+    return gp[(slice(None), slice(None)) + tuple(
+        slice(b, b + size) for b, size in zip(begin, shape[2:]))]
+
+
+# -- unfold and fold -------------------------------------------------------------------------
+
+def _im2col_reference(x, cols, kernel, strides, dilations, begin):
+    cols[...] = _cols_of(x, cols.shape[3:], kernel, strides, dilations, begin)
+
+
+@kernel(_im2col_reference)
+def im2col(x, cols, kernel, strides, dilations, begin):
+    """cols[c, tap, i, od, oh, ow] = x[i, c, od·sd + kd·dd − bd, oh·sh + kh·dh − bh,
+    ow·sw + kw·dw − bw], zero where that cell is outside ``x`` (the padding)."""
+    n, C, D, H, W = x.shape
+    OD, OH, OW = cols.shape[3], cols.shape[4], cols.shape[5]
+    KD, KH, KW = kernel
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    zero = x.dtype.type(0)
+    flat = sw == 1 and sh == 1 and OW == W
+    dst = 0
+    for c in range(C):
+        for kd in range(KD):
+            for kh in range(KH):
+                for kw in range(KW):
+                    off = kw * dw - bw
+                    lo, hi = _span(off, sw, W, OW)
+                    if flat:
+                        dst = _im2col_planes(xf, cf, dst, c, C, n, D, H, W, OD, OH, kd * dd - bd,
+                                             sd, kh * dh - bh, off, lo, hi)
+                        continue
+                    for i in range(n):
+                        for od in range(OD):
+                            z = od * sd + kd * dd - bd
+                            for oh in range(OH):
+                                y = oh * sh + kh * dh - bh
+                                if z < 0 or z >= D or y < 0 or y >= H:
+                                    for ow in range(OW):
+                                        cf[_u(dst + ow)] = zero
+                                    dst += OW
+                                    continue
+                                src = (((i * C + c) * D + z) * H + y) * W + off
+                                for ow in range(lo):
+                                    cf[_u(dst + ow)] = zero
+                                if sw == 1:
+                                    for ow in range(lo, hi):
+                                        cf[_u(dst + ow)] = xf[_u(src + ow)]
+                                else:
+                                    for ow in range(lo, hi):
+                                        cf[_u(dst + ow)] = xf[_u(src + ow * sw)]
+                                for ow in range(hi, OW):
+                                    cf[_u(dst + ow)] = zero
+                                dst += OW
+
+
+@jit
+def _im2col_planes(xf, cf, dst, c, C, n, D, H, W, OD, OH, zshift, sd, yshift, off, lo, hi):
+    """im2col of one tap of channel ``c`` for unit strides along H and W and an output as wide
+    as the input: the valid rows of an output plane are then one contiguous range of the input
+    plane shifted by the tap, copied in one loop, after which each row's cells that wrapped
+    around from a neighbouring row (the padding, ``[0, lo)`` and ``[hi, W)``) are zeroed."""
+    zero = cf.dtype.type(0)
+    h0 = max(0, -yshift)
+    h1 = min(OH, H - yshift)
+    if h1 < h0:
+        h1 = h0
+    for i in range(n):
+        for od in range(OD):
+            z = od * sd + zshift
+            if z < 0 or z >= D or h1 == h0:
+                for j in range(OH * W):
+                    cf[_u(dst + j)] = zero
+                dst += OH * W
+                continue
+            for j in range(h0 * W):
+                cf[_u(dst + j)] = zero
+            src = (((i * C + c) * D + z) * H + h0 + yshift) * W + off
+            start = dst + h0 * W
+            first = lo
+            last = (h1 - h0) * W - (W - hi)
+            for j in range(first, last):
+                cf[_u(start + j)] = xf[_u(src + j)]
+            for r in range(h1 - h0):
+                row = start + r * W
+                for j in range(lo):
+                    cf[_u(row + j)] = zero
+                for j in range(hi, W):
+                    cf[_u(row + j)] = zero
+            for j in range(h1 * W, OH * W):
+                cf[_u(dst + j)] = zero
+            dst += OH * W
+    return dst
+
+
+def _col2im_reference(cols, gx, kernel, strides, dilations, begin):
+    gx[...] = _fold(cols, gx.shape, kernel, strides, dilations, begin)
+
+
+@kernel(_col2im_reference)
+def col2im(cols, gx, kernel, strides, dilations, begin):
+    """gx[i, c, z, y, x] = Σ of cols[c, tap, i, od, oh, ow] over the windows and taps that read
+    that cell (the adjoint of :func:`im2col`): each row of ``gx`` gathered, then written once."""
+    n, C, D, H, W = gx.shape
+    OD, OH, OW = cols.shape[3], cols.shape[4], cols.shape[5]
+    KD, KH, KW = kernel
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    taps = KD * KH * KW
+    plane = OD * OH * OW
+    cf = cols.reshape(-1)
+    gf = gx.reshape(-1)
+    acc = np.empty(W, dtype=gx.dtype)
+    flat = sw == 1 and sh == 1 and OW == W
+    for c in range(C):           # channel-major like cols: each tap's rows are read in order
+        for i in range(n):
+            if flat:
+                _col2im_planes(cf, gf, i, c, n, D, H, W, OD, OH, kernel, sd, dilations, begin)
+                continue
+            for z in range(D):
+                for y in range(H):
+                    for w in range(W):
+                        acc[w] = 0
+                    for kd in range(KD):
+                        od = z + bd - kd * dd
+                        if od < 0 or od % sd != 0 or od // sd >= OD:
+                            continue
+                        od //= sd
+                        for kh in range(KH):
+                            oh = y + bh - kh * dh
+                            if oh < 0 or oh % sh != 0 or oh // sh >= OH:
+                                continue
+                            oh //= sh
+                            t = (kd * KH + kh) * KW
+                            for kw in range(KW):
+                                off = kw * dw - bw
+                                lo, hi = _span(off, sw, W, OW)
+                                src = (((c * taps + t + kw) * n + i) * plane
+                                       + (od * OH + oh) * OW)
+                                if sw == 1:
+                                    for ow in range(lo, hi):
+                                        acc[_u(ow + off)] += cf[_u(src + ow)]
+                                else:
+                                    for ow in range(lo, hi):
+                                        acc[_u(ow * sw + off)] += cf[_u(src + ow)]
+                    dst = (((i * C + c) * D + z) * H + y) * W
+                    for w in range(W):
+                        gf[_u(dst + w)] = acc[w]
+
+
+@jit
+def _col2im_planes(cf, gf, i, c, n, D, H, W, OD, OH, kernel, sd, dilations, begin):
+    """col2im of image ``i``, channel ``c`` for unit strides along H and W and an output as wide
+    as the input: every tap adds one contiguous range of its unfolded rows to the gradient
+    plane, shifted.  The unfolded cells that read padding (``[0, lo)`` and ``[hi, W)`` of each
+    row) would wrap around into the neighbouring row: they contribute nothing, so they are
+    first set to zero in ``cols`` itself."""
+    KD, KH, KW = kernel
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    taps = KD * KH * KW
+    plane = OD * OH * W
+    C = gf.size // (n * D * H * W)
+    for z in range(D):
+        base = (((i * C + c) * D + z) * H) * W
+        for j in range(H * W):
+            gf[_u(base + j)] = 0
+        for kd in range(KD):
+            od = z + bd - kd * dd
+            if od < 0 or od % sd != 0 or od // sd >= OD:
+                continue
+            od //= sd
+            for kh in range(KH):
+                yshift = kh * dh - bh
+                h0 = max(0, -yshift)
+                h1 = min(OH, H - yshift)
+                if h1 <= h0:
+                    continue
+                t = (kd * KH + kh) * KW
+                for kw in range(KW):
+                    off = kw * dw - bw
+                    lo, hi = _span(off, 1, W, W)
+                    src = ((c * taps + t + kw) * n + i) * plane + (od * OH + h0) * W
+                    for r in range(h1 - h0):
+                        row = src + r * W
+                        for j in range(lo):
+                            cf[_u(row + j)] = 0
+                        for j in range(hi, W):
+                            cf[_u(row + j)] = 0
+                    dst = base + (h0 + yshift) * W + off
+                    for j in range(lo, (h1 - h0) * W - (W - hi)):
+                        gf[_u(dst + j)] += cf[_u(src + j)]
+
+
+# -- direct convolution on wide planes (unit strides) ----------------------------------------
+# With unit strides, computing a plane's outputs on a grid as wide as the padded input (the
+# extra columns are garbage, dropped) makes every tap one contiguous range of the padded plane:
+# ``wide[j] += w · padded[j + offset]`` over the whole plane, a long loop LLVM vectorises, where
+# the row loops run 7 or 14 wide on small planes.  Planes are staged in small scratch buffers
+# (L1/L2-sized); the extra arithmetic is (padded width) / (output width).
+
+@jit
+def _stage(src, start, D, H, W, buf, Dp, Hp, Wp, z0, y0, x0):
+    """buf (Dp, Hp, Wp, flat) = zeros, with the (D, H, W) plane at ``src[start:]`` placed at
+    (z0, y0, x0) (cells falling outside ``buf`` are dropped)."""
+    for j in range(buf.size):
+        buf[j] = 0
+    for z in range(D):
+        bz = z + z0
+        if bz < 0 or bz >= Dp:
+            continue
+        for v in range(H):
+            by = v + y0
+            if by < 0 or by >= Hp:
+                continue
+            lo = max(0, -x0)
+            hi = min(W, Wp - x0)
+            s = start + (z * H + v) * W
+            d = (bz * Hp + by) * Wp + x0
+            for w in range(lo, hi):
+                buf[_u(d + w)] = src[_u(s + w)]
+
+
+@jit
+def _wide_correlate(xp, wf, wstart, flip, KD, KH, KW, dd, dh, dw, Hp, Wp, OD, OH, out, reset,
+                    bias):
+    """out (OD, Hp, Wp grid, flat) (= bias first if ``reset``) += Σ_taps w · xp shifted by the
+    tap, row ranges of ``OH · Wp`` per output depth; ``flip`` mirrors the taps (for the input
+    gradient)."""
+    span = OH * Wp
+    if reset:
+        for j in range(out.size):
+            out[j] = bias
+    t = 0
+    for kd in range(KD):
+        for kh in range(KH):
+            for kw in range(KW):
+                w = wf[_u(wstart + (KD * KH * KW - 1 - t if flip else t))]
+                off = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+                for od in range(OD):
+                    base = od * Hp * Wp
+                    for j in range(base, base + span):
+                        out[_u(j)] += w * xp[_u(j + off)]
+                t += 1
+
+
+@jit
+def _crop(out, Hp, Wp, OD, OH, OW, dst, yf):
+    """The (OD, OH, OW) corner of the wide grid ``out`` into ``yf[dst:]``."""
+    for od in range(OD):
+        for oh in range(OH):
+            s = (od * Hp + oh) * Wp
+            d = dst + (od * OH + oh) * OW
+            for ow in range(OW):
+                yf[_u(d + ow)] = out[_u(s + ow)]
+
+
+@jit
+def _wide_shapes(OD, OH, OW, KD, KH, KW, dd, dh, dw):
+    """(Dp, Hp, Wp): the padded plane the wide grid reads, one spare row for the last taps."""
+    return OD + (KD - 1) * dd, OH + (KH - 1) * dh + 1, OW + (KW - 1) * dw
+
+
+# -- direct convolution ----------------------------------------------------------------------
+
+def _grouped(W):
+    O, cin = W.shape[:2]
+    return W.reshape(O, cin, -1)
+
+
+def _conv_direct_reference(x, W, b, y, strides, dilations, begin):
+    n, C = x.shape[:2]
+    O, cin = W.shape[:2]
+    groups = C // cin
+    cols = _cols_of(x, y.shape[2:], W.shape[2:], strides, dilations, begin)
+    cols = cols.reshape(groups, cin * cols.shape[1], -1)
+    values = np.matmul(W.reshape(groups, O // groups, -1), cols)       # (G, O/G, n · pos)
+    values = values.reshape(O, n, -1).swapaxes(0, 1).reshape(y.shape)
+    if b.size:
+        values = values + b.reshape(1, O, 1, 1, 1)
+    y[...] = values
+
+
+@kernel(_conv_direct_reference)
+def conv_direct(x, W, b, y, strides, dilations, begin):
+    """y[i, o] = b[o] + Σ_{c in o's group, taps} W[o, c, tap] · x[i, c, shifted by the tap], as
+    ``row += w · shifted row`` loops; ``b`` may be empty (no bias)."""
+    n, C, D, H, Wd = x.shape
+    O, cin, KD, KH, KW = W.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    per_group = O // (C // cin)
+    taps = KD * KH * KW
+    xf = x.reshape(-1)
+    wf = W.reshape(-1)
+    yf = y.reshape(-1)
+    has_bias = b.size > 0
+    if sd == 1 and sh == 1 and sw == 1:
+        Dp, Hp, Wp = _wide_shapes(OD, OH, OW, KD, KH, KW, dd, dh, dw)
+        xp = np.empty(Dp * Hp * Wp, dtype=yf.dtype)
+        out = np.empty(OD * Hp * Wp, dtype=yf.dtype)
+        for i in range(n):
+            for o in range(O):
+                first = (o // per_group) * cin
+                for ci in range(cin):
+                    _stage(xf, (i * C + first + ci) * D * H * Wd, D, H, Wd, xp, Dp, Hp, Wp,
+                           bd, bh, bw)
+                    _wide_correlate(xp, wf, (o * cin + ci) * taps, False, KD, KH, KW, dd, dh,
+                                    dw, Hp, Wp, OD, OH, out, ci == 0,
+                                    b[o] if has_bias else yf.dtype.type(0))
+                _crop(out, Hp, Wp, OD, OH, OW, (i * O + o) * OD * OH * OW, yf)
+        return
+    dst = 0
+    for i in range(n):
+        for o in range(O):
+            first = (o // per_group) * cin
+            bias = b[o] if has_bias else yf.dtype.type(0)
+            for od in range(OD):
+                for oh in range(OH):
+                    for ow in range(OW):
+                        yf[_u(dst + ow)] = bias
+                    for ci in range(cin):
+                        plane = (i * C + first + ci) * D
+                        for kd in range(KD):
+                            z = od * sd + kd * dd - bd
+                            if z < 0 or z >= D:
+                                continue
+                            for kh in range(KH):
+                                v = oh * sh + kh * dh - bh
+                                if v < 0 or v >= H:
+                                    continue
+                                row = ((plane + z) * H + v) * Wd
+                                t = ((o * cin + ci) * KD + kd) * KH * KW + kh * KW
+                                for kw in range(KW):
+                                    w = wf[_u(t + kw)]
+                                    off = kw * dw - bw
+                                    lo, hi = _span(off, sw, Wd, OW)
+                                    if sw == 1:
+                                        for ow in range(lo, hi):
+                                            yf[_u(dst + ow)] += w * xf[_u(row + ow + off)]
+                                    else:
+                                        for ow in range(lo, hi):
+                                            yf[_u(dst + ow)] += w * xf[_u(row + ow * sw + off)]
+                    dst += OW
+
+
+def _conv_direct_input_grad_reference(gy, W, gx, strides, dilations, begin):
+    n, C = gx.shape[:2]
+    O, cin = W.shape[:2]
+    groups = C // cin
+    gyg = gy.reshape(n, groups, O // groups, -1).transpose(1, 2, 0, 3).reshape(
+        groups, O // groups, -1)
+    Wg = W.reshape(groups, O // groups, -1)
+    gcols = np.matmul(Wg.transpose(0, 2, 1), gyg)
+    gcols = gcols.reshape((C, -1, n) + gy.shape[2:])
+    gx[...] = _fold(gcols, gx.shape, W.shape[2:], strides, dilations, begin)
+
+
+@kernel(_conv_direct_input_grad_reference)
+def conv_direct_input_grad(gy, W, gx, strides, dilations, begin):
+    """gx = the adjoint of :func:`conv_direct` (no bias) applied to gy, as
+    ``shifted row += w · gy row`` loops."""
+    n, C, D, H, Wd = gx.shape
+    O, cin, KD, KH, KW = W.shape
+    OD, OH, OW = gy.shape[2], gy.shape[3], gy.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    per_group = O // (C // cin)
+    gf = gx.reshape(-1)
+    yf = gy.reshape(-1)
+    wf = W.reshape(-1)
+    taps = KD * KH * KW
+    if sd == 1 and sh == 1 and sw == 1:
+        # gx = gy (placed with the complementary padding) correlated with the mirrored taps
+        Dq, Hq, Wq = _wide_shapes(D, H, Wd, KD, KH, KW, dd, dh, dw)
+        gp = np.empty(Dq * Hq * Wq, dtype=gf.dtype)
+        out = np.empty(D * Hq * Wq, dtype=gf.dtype)
+        zero = gf.dtype.type(0)
+        for i in range(n):
+            for c in range(C):
+                g = c // cin
+                ci = c - g * cin
+                for o in range(g * per_group, (g + 1) * per_group):
+                    _stage(yf, (i * O + o) * OD * OH * OW, OD, OH, OW, gp, Dq, Hq, Wq,
+                           (KD - 1) * dd - bd, (KH - 1) * dh - bh, (KW - 1) * dw - bw)
+                    _wide_correlate(gp, wf, (o * cin + ci) * taps, True, KD, KH, KW, dd, dh,
+                                    dw, Hq, Wq, D, H, out, o == g * per_group, zero)
+                _crop(out, Hq, Wq, D, H, Wd, (i * C + c) * D * H * Wd, gf)
+        return
+    for j in range(gf.size):
+        gf[_u(j)] = 0
+    src = 0
+    for i in range(n):
+        for o in range(O):
+            first = (o // per_group) * cin
+            for od in range(OD):
+                for oh in range(OH):
+                    for ci in range(cin):
+                        plane = (i * C + first + ci) * D
+                        for kd in range(KD):
+                            z = od * sd + kd * dd - bd
+                            if z < 0 or z >= D:
+                                continue
+                            for kh in range(KH):
+                                v = oh * sh + kh * dh - bh
+                                if v < 0 or v >= H:
+                                    continue
+                                row = ((plane + z) * H + v) * Wd
+                                t = ((o * cin + ci) * KD + kd) * KH * KW + kh * KW
+                                for kw in range(KW):
+                                    w = wf[_u(t + kw)]
+                                    off = kw * dw - bw
+                                    lo, hi = _span(off, sw, Wd, OW)
+                                    if sw == 1:
+                                        for ow in range(lo, hi):
+                                            gf[_u(row + ow + off)] += w * yf[_u(src + ow)]
+                                    else:
+                                        for ow in range(lo, hi):
+                                            gf[_u(row + ow * sw + off)] += w * yf[_u(src + ow)]
+                    src += OW
+
+
+def _conv_direct_weight_grad_reference(x, gy, gW, strides, dilations, begin):
+    n, C = x.shape[:2]
+    O, cin = gW.shape[:2]
+    groups = C // cin
+    cols = _cols_of(x, gy.shape[2:], gW.shape[2:], strides, dilations, begin)
+    cols = cols.reshape(groups, -1, cols[0, 0].size)
+    gyg = gy.reshape(n, groups, O // groups, -1).transpose(1, 2, 0, 3).reshape(
+        groups, O // groups, -1)
+    gW[...] = np.matmul(gyg, cols.transpose(0, 2, 1)).reshape(gW.shape)
+
+
+@kernel(_conv_direct_weight_grad_reference)
+def conv_direct_weight_grad(x, gy, gW, strides, dilations, begin):
+    """gW[o, c, tap] = Σ_{i, positions} gy[i, o, p] · x[i, c, p shifted by the tap]: each
+    (o, c, tap) accumulates a row of partial sums over the batch and the output rows (a loop
+    that vectorises without reordering any sum), and the row is summed last."""
+    n, C, D, H, Wd = x.shape
+    O, cin, KD, KH, KW = gW.shape
+    OD, OH, OW = gy.shape[2], gy.shape[3], gy.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    per_group = O // (C // cin)
+    taps = KD * KH * KW
+    xf = x.reshape(-1)
+    yf = gy.reshape(-1)
+    gf = gW.reshape(-1)
+    if sd == 1 and sh == 1 and sw == 1 and OW <= WIDE_WEIGHT_GRAD_MAX:
+        _weight_grad_wide(xf, yf, gf, n, C, D, H, Wd, O, cin, KD, KH, KW, OD, OH, OW,
+                          dilations, begin)
+        return
+    acc = np.zeros(O * cin * taps * OW, dtype=gW.dtype)
+    src = 0
+    for i in range(n):
+        for o in range(O):
+            first = (o // per_group) * cin
+            for od in range(OD):
+                for oh in range(OH):
+                    for ci in range(cin):
+                        plane = (i * C + first + ci) * D
+                        for kd in range(KD):
+                            z = od * sd + kd * dd - bd
+                            if z < 0 or z >= D:
+                                continue
+                            for kh in range(KH):
+                                v = oh * sh + kh * dh - bh
+                                if v < 0 or v >= H:
+                                    continue
+                                row = ((plane + z) * H + v) * Wd
+                                t = ((o * cin + ci) * KD + kd) * KH * KW + kh * KW
+                                for kw in range(KW):
+                                    a = (t + kw) * OW
+                                    off = kw * dw - bw
+                                    lo, hi = _span(off, sw, Wd, OW)
+                                    if sw == 1:
+                                        for ow in range(lo, hi):
+                                            acc[_u(a + ow)] += yf[_u(src + ow)] * xf[_u(row + ow + off)]
+                                    else:
+                                        for ow in range(lo, hi):
+                                            acc[_u(a + ow)] += (yf[_u(src + ow)]
+                                                                * xf[_u(row + ow * sw + off)])
+                    src += OW
+    for k in range(O * cin * taps):
+        s = acc[_u(k * OW)]
+        for ow in range(1, OW):
+            s += acc[_u(k * OW + ow)]
+        gf[_u(k)] = s
+
+
+@jit
+def _dot8(a, b, off, L):
+    """Σ_{j < L} a[j] · b[j + off] (L a multiple of 8) over eight partial sums, added in a fixed
+    order: written as eight scalars, which LLVM packs into one vector register."""
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = a.dtype.type(0)
+    for j in range(0, L, 8):
+        k = off + j
+        s0 += a[_u(j)] * b[_u(k)]
+        s1 += a[_u(j + 1)] * b[_u(k + 1)]
+        s2 += a[_u(j + 2)] * b[_u(k + 2)]
+        s3 += a[_u(j + 3)] * b[_u(k + 3)]
+        s4 += a[_u(j + 4)] * b[_u(k + 4)]
+        s5 += a[_u(j + 5)] * b[_u(k + 5)]
+        s6 += a[_u(j + 6)] * b[_u(k + 6)]
+        s7 += a[_u(j + 7)] * b[_u(k + 7)]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@jit
+def _weight_grad_wide(xf, yf, gf, n, C, D, H, Wd, O, cin, KD, KH, KW, OD, OH, OW, dilations,
+                      begin):
+    """:func:`conv_direct_weight_grad` for unit strides: per (o, c) and image, the planes are
+    staged wide (x zero-padded, gy zero in the garbage columns) and every tap is one dot product
+    over the plane (:func:`_dot8`); the images' dot products are summed in order."""
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    per_group = O // (C // cin)
+    taps = KD * KH * KW
+    Dp, Hp, Wp = _wide_shapes(OD, OH, OW, KD, KH, KW, dd, dh, dw)
+    L = (((OD - 1) * Hp + OH) * Wp + 7) // 8 * 8      # (the last tap then reads xp[< size])
+    xp = np.empty(Dp * Hp * Wp + 8, dtype=gf.dtype)
+    gp = np.empty(L, dtype=gf.dtype)
+    acc = np.empty(taps, dtype=gf.dtype)
+    offs = np.empty(taps, dtype=np.int64)
+    t = 0
+    for kd in range(KD):
+        for kh in range(KH):
+            for kw in range(KW):
+                offs[t] = (kd * dd * Hp + kh * dh) * Wp + kw * dw
+                t += 1
+    for o in range(O):
+        first = (o // per_group) * cin
+        for ci in range(cin):
+            for t in range(taps):
+                acc[t] = 0
+            for i in range(n):
+                _stage(xf, (i * C + first + ci) * D * H * Wd, D, H, Wd, xp, Dp, Hp, Wp, bd, bh, bw)
+                _stage(yf, (i * O + o) * OD * OH * OW, OD, OH, OW, gp, OD, Hp, Wp, 0, 0, 0)
+                for t in range(taps):
+                    acc[t] += _dot8(gp, xp, offs[t], L)
+            for t in range(taps):
+                gf[_u((o * cin + ci) * taps + t)] = acc[t]

@@ -1,0 +1,371 @@
+"""Pooling kernels: max pooling (with the arg-max saved as a compact index) and average pooling,
+forward and backward, beside their numpy references.
+
+Layout as in :mod:`.conv`: inputs ``(n, C, D, H, W)`` (ops view 1-d and 2-d inputs with leading
+axes of size 1), 3-tuples ``kernel``, ``strides``, ``dilations``, ``begin``; padding is handled
+in the loops (a padding cell is never read), so no padded copy of the input is made.
+
+* :func:`max_pool` takes each window's maximum as ``np.maximum`` does (a NaN wins).  With a
+  non-empty ``arg`` it also stores where the *first* maximum is in tap order (row-major over the
+  kernel), as an int32 index into the (D, H, W) plane of the input: a quarter of what saving
+  the padded input and the output for backward cost, and backward is a scatter by it
+  (:func:`max_pool_backward`).  A window whose maximum is NaN names its first cell; one holding
+  no input cell (only possible with odd pads and dilations) gives ``low`` and index -1.
+* :func:`avg_pool` divides each window's sum by its count of counted cells: the cells inside
+  ``[count_begin, count_end)`` on every axis (the explicit pads with ``count_include_pad``,
+  only the input otherwise); :func:`avg_pool_backward` spreads each ``gy / count`` back.
+
+Loops run tap by tap over a whole output row (the row stays in L1), which vectorises along the
+row for unit strides; taps are summed in row-major order, as the references do.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit, kernel
+from .conv import _span, _u
+
+__all__ = ["max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward"]
+
+
+def _tap_index(out, kernel, strides, dilations, begin, sizes, tap):
+    """numpy: for one tap, the input cell each output reads (per axis), and whether it is real."""
+    cells, valid = [], []
+    for axis in range(3):
+        o = np.arange(out[axis]) * strides[axis] + tap[axis] * dilations[axis] - begin[axis]
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        cells.append(o.reshape(shape))
+        valid.append(((o >= 0) & (o < sizes[axis])).reshape(shape))
+    return cells, valid[0] & valid[1] & valid[2]
+
+
+def _max_pool_reference(x, y, arg, kernel, strides, dilations, begin, low):
+    sizes = x.shape[2:]
+    out = y.shape[2:]
+    taps = []
+    for tap in np.ndindex(*kernel):
+        cells, valid = _tap_index(out, kernel, strides, dilations, begin, sizes, tap)
+        clipped = [np.clip(c, 0, n - 1) for c, n in zip(cells, sizes)]
+        flat = np.broadcast_to((clipped[0] * sizes[1] + clipped[1]) * sizes[2] + clipped[2],
+                               y.shape).astype(np.int32)
+        taps.append((x[:, :, clipped[0], clipped[1], clipped[2]], valid, flat))
+    m = np.full(y.shape, low, dtype=y.dtype)
+    for v, valid, _ in taps:
+        np.copyto(m, np.maximum(m, v), where=valid)     # np.maximum: a NaN wins
+    y[...] = m
+    if arg.size:
+        a = np.full(y.shape, -1, dtype=np.int32)
+        first = np.full(y.shape, -1, dtype=np.int32)
+        for v, valid, flat in taps:
+            np.copyto(a, flat, where=valid & (v == m) & (a < 0))
+            np.copyto(first, flat, where=valid & (first < 0))
+        arg[...] = np.where(a < 0, first, a)
+
+
+@kernel(_max_pool_reference)
+def max_pool(x, y, arg, kernel, strides, dilations, begin, low):
+    """y = each window's maximum over its input cells (``np.maximum``: NaN if one is NaN;
+    ``low`` if it has none); with a non-empty ``arg`` (int32, y's shape) also where its first
+    maximum is, as an index into the input plane (-1: no input cell).
+
+    Row by row: the maximum over the window rows column by column (vectorised), then over the
+    window columns; then each window's arg-max (:func:`_arg2x2`, :func:`_arg3x3`, :func:`_arg_any`).  Tracking the arg-max in the
+    pass of the maximum needs a select on two conditions (``e > m or no index yet``), and a
+    tap loop of selects, along the row or in registers, is compiled to branches that random
+    data mispredicts: 3-5x slower measured."""
+    n, C, D, H, W = x.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    KD, KH, KW = kernel
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    af = arg.reshape(-1)
+    save = arg.size > 0
+    first = yf.dtype.type(low)
+    rows = np.empty(KD * KH, dtype=np.int64)        # the window rows inside the input plane
+    col = np.empty(W, dtype=yf.dtype)               # their maximum, column by column
+    plane = D * H * W
+    dst = 0
+    for p in range(n * C):
+        for od in range(OD):
+            for oh in range(OH):
+                nr = 0
+                for kd in range(KD):
+                    z = od * sd + kd * dd - bd
+                    if z < 0 or z >= D:
+                        continue
+                    for kh in range(KH):
+                        v = oh * sh + kh * dh - bh
+                        if v >= 0 and v < H:
+                            rows[nr] = (z * H + v) * W
+                            nr += 1
+                for ow in range(OW):
+                    yf[_u(dst + ow)] = first
+                if nr > 0:
+                    # separably: the window rows' maximum for every column (contiguous, it
+                    # vectorises), then the columns' (a max of maxima is the maximum)
+                    base = p * plane + rows[0]
+                    for w in range(W):
+                        col[_u(w)] = xf[_u(base + w)]
+                    for r in range(1, nr):
+                        base = p * plane + rows[r]
+                        for w in range(W):
+                            col[_u(w)] = np.maximum(col[_u(w)], xf[_u(base + w)])
+                    for kw in range(KW):
+                        off = kw * dw - bw
+                        lo, hi = _span(off, sw, W, OW)
+                        for ow in range(lo, hi):
+                            yf[_u(dst + ow)] = np.maximum(yf[_u(dst + ow)], col[_u(ow * sw + off)])
+                if save:
+                    plane2 = KD == 1 and nr == KH and (KH == 2 and KW == 2 or KH == 3 and KW == 3)
+                    for ow in range(OW):
+                        m = yf[_u(dst + ow)]
+                        start = ow * sw - bw
+                        if plane2 and start >= 0 and start + (KW - 1) * dw < W:
+                            # a whole 2x2 / 3x3 window: taps unrolled, selects in registers
+                            if KH == 2:
+                                a = _arg2x2(xf, p * plane, rows[0] + start, rows[1] + start, dw,
+                                            m)
+                            else:
+                                a = _arg3x3(xf, p * plane, rows[0] + start, rows[1] + start,
+                                            rows[2] + start, dw, m)
+                        else:
+                            a = _arg_any(xf, p * plane, rows, nr, start, KW, dw, W, m)
+                        af[_u(dst + ow)] = a
+                dst += OW
+
+
+# The arg-max of one window, given its maximum ``m``: the first cell equal to it (its first
+# cell when ``m`` is NaN).  The taps are visited last to first, each a select in registers; with
+# the 2x2 and 3x3 windows unrolled (no loop), LLVM keeps the selects as conditional moves —
+# inside a tap loop it turns them into branches, which random data mispredicts (4-5x slower).
+
+@jit
+def _arg2x2(xf, base, r0, r1, d, m):
+    a = np.int32(r0)
+    a = np.int32(r1 + d) if xf[_u(base + r1 + d)] == m else a
+    a = np.int32(r1) if xf[_u(base + r1)] == m else a
+    a = np.int32(r0 + d) if xf[_u(base + r0 + d)] == m else a
+    a = np.int32(r0) if xf[_u(base + r0)] == m else a
+    return a
+
+
+@jit
+def _arg3x3(xf, base, r0, r1, r2, d, m):
+    a = np.int32(r0)
+    a = np.int32(r2 + 2 * d) if xf[_u(base + r2 + 2 * d)] == m else a
+    a = np.int32(r2 + d) if xf[_u(base + r2 + d)] == m else a
+    a = np.int32(r2) if xf[_u(base + r2)] == m else a
+    a = np.int32(r1 + 2 * d) if xf[_u(base + r1 + 2 * d)] == m else a
+    a = np.int32(r1 + d) if xf[_u(base + r1 + d)] == m else a
+    a = np.int32(r1) if xf[_u(base + r1)] == m else a
+    a = np.int32(r0 + 2 * d) if xf[_u(base + r0 + 2 * d)] == m else a
+    a = np.int32(r0 + d) if xf[_u(base + r0 + d)] == m else a
+    a = np.int32(r0) if xf[_u(base + r0)] == m else a
+    return a
+
+
+@jit
+def _arg_any(xf, base, rows, nr, start, KW, dw, W, m):
+    """Any window: its rows ``rows[:nr]`` (plane offsets), columns from ``start``."""
+    a = np.int32(-1)
+    for r in range(nr - 1, -1, -1):
+        for kw in range(KW - 1, -1, -1):
+            w = start + kw * dw
+            if w >= 0 and w < W:
+                at = np.int32(rows[r] + w)
+                a = at if xf[_u(base + rows[r] + w)] == m else a
+    if a < 0:                   # a NaN maximum: the window's first cell
+        a = _first_cell(rows, nr, start, KW, dw, W)
+    return a
+
+
+@jit
+def _first_cell(rows, nr, start, KW, dw, W):
+    """The window's first input cell (plane index), -1 if it has none."""
+    for r in range(nr):
+        for kw in range(KW):
+            w = start + kw * dw
+            if w >= 0 and w < W:
+                return rows[r] + w
+    return -1
+
+
+def _max_pool_backward_reference(gy, arg, gx):
+    n, C = gx.shape[:2]
+    flat = np.zeros((n * C, gx[0, 0].size), dtype=gx.dtype)
+    planes = np.repeat(np.arange(n * C), arg[0, 0].size)
+    a = arg.reshape(-1)
+    keep = a >= 0
+    np.add.at(flat, (planes[keep], a[keep]), gy.reshape(-1)[keep])
+    gx[...] = flat.reshape(gx.shape)
+
+
+@kernel(_max_pool_backward_reference)
+def max_pool_backward(gy, arg, gx):
+    """gx = 0, then each gy added to the input cell its window's maximum came from (``arg``)."""
+    n, C = gx.shape[0], gx.shape[1]
+    plane = gx.size // max(1, n * C)
+    out = gy.size // max(1, n * C)
+    gf = gx.reshape(-1)
+    yf = gy.reshape(-1)
+    af = arg.reshape(-1)
+    for j in range(gf.size):
+        gf[_u(j)] = 0
+    for p in range(n * C):
+        base = p * plane
+        for j in range(p * out, (p + 1) * out):
+            a = af[_u(j)]
+            if a >= 0:
+                gf[_u(base + a)] += yf[_u(j)]
+
+
+@jit
+def _count(o, stride, dilation, begin, k, count_lo, count_hi):
+    """How many of the ``k`` taps of window ``o`` fall in ``[count_lo, count_hi)``."""
+    start = o * stride - begin
+    m = 0
+    for t in range(k):
+        cell = start + t * dilation
+        if cell >= count_lo and cell < count_hi:
+            m += 1
+    return m
+
+
+def _counts_reference(out, kernel, strides, dilations, begin, count_begin, count_end):
+    total = np.ones(out, dtype=np.int64)
+    for axis in range(3):
+        o = np.arange(out[axis])[:, None] * strides[axis] - begin[axis] \
+            + np.arange(kernel[axis])[None, :] * dilations[axis]
+        per = ((o >= count_begin[axis]) & (o < count_end[axis])).sum(axis=1)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        total = total * per.reshape(shape)
+    return np.maximum(total, 1)
+
+
+def _avg_pool_reference(x, y, kernel, strides, dilations, begin, count_begin, count_end):
+    sizes = x.shape[2:]
+    out = y.shape[2:]
+    s = np.zeros(y.shape, dtype=y.dtype)
+    for tap in np.ndindex(*kernel):
+        cells, valid = _tap_index(out, kernel, strides, dilations, begin, sizes, tap)
+        clipped = [np.clip(c, 0, n - 1) for c, n in zip(cells, sizes)]
+        v = x[:, :, clipped[0], clipped[1], clipped[2]]
+        s += np.where(valid, v, 0).astype(y.dtype)
+    counts = _counts_reference(out, kernel, strides, dilations, begin, count_begin, count_end)
+    np.divide(s, counts.astype(y.dtype), out=y)
+
+
+@kernel(_avg_pool_reference)
+def avg_pool(x, y, kernel, strides, dilations, begin, count_begin, count_end):
+    """y = each window's sum over its input cells / its count of cells in
+    ``[count_begin, count_end)`` (at least 1)."""
+    n, C, D, H, W = x.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    KD, KH, KW = kernel
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    cw = np.empty(OW, dtype=np.int64)
+    for ow in range(OW):
+        cw[ow] = _count(ow, sw, dw, bw, KW, count_begin[2], count_end[2])
+    dst = 0
+    for p in range(n * C):
+        for od in range(OD):
+            cd = _count(od, sd, dd, bd, KD, count_begin[0], count_end[0])
+            for oh in range(OH):
+                ch = cd * _count(oh, sh, dh, bh, KH, count_begin[1], count_end[1])
+                for ow in range(OW):
+                    yf[_u(dst + ow)] = 0
+                for kd in range(KD):
+                    z = od * sd + kd * dd - bd
+                    if z < 0 or z >= D:
+                        continue
+                    for kh in range(KH):
+                        v = oh * sh + kh * dh - bh
+                        if v < 0 or v >= H:
+                            continue
+                        base = ((p * D + z) * H + v) * W
+                        for kw in range(KW):
+                            off = kw * dw - bw
+                            lo, hi = _span(off, sw, W, OW)
+                            if sw == 1:
+                                for ow in range(lo, hi):
+                                    yf[_u(dst + ow)] += xf[_u(base + ow + off)]
+                            else:
+                                for ow in range(lo, hi):
+                                    yf[_u(dst + ow)] += xf[_u(base + ow * sw + off)]
+                for ow in range(OW):
+                    k = max(1, ch * cw[ow])
+                    yf[_u(dst + ow)] = np.divide(yf[_u(dst + ow)], yf.dtype.type(k))
+                dst += OW
+
+
+def _avg_pool_backward_reference(gy, gx, kernel, strides, dilations, begin, count_begin,
+                                 count_end):
+    sizes = gx.shape[2:]
+    out = gy.shape[2:]
+    counts = _counts_reference(out, kernel, strides, dilations, begin, count_begin, count_end)
+    share = gy / counts.astype(gy.dtype)
+    full = [max(b + s, (o - 1) * st + (k - 1) * d + 1) for b, s, o, st, k, d in
+            zip(begin, sizes, out, strides, kernel, dilations)]
+    gp = np.zeros(gx.shape[:2] + tuple(full), dtype=gx.dtype)
+    for tap in np.ndindex(*kernel):
+        where = (slice(None), slice(None)) + tuple(
+            slice(t * d, t * d + s * (o - 1) + 1, s)
+            for t, d, s, o in zip(tap, dilations, strides, out))
+        gp[where] += share
+    gx[...] = gp[(slice(None), slice(None)) + tuple(
+        slice(b, b + s) for b, s in zip(begin, sizes))]
+
+
+@kernel(_avg_pool_backward_reference)
+def avg_pool_backward(gy, gx, kernel, strides, dilations, begin, count_begin, count_end):
+    """gx = 0, then each window's ``gy / count`` added to every input cell it averaged."""
+    n, C, D, H, W = gx.shape
+    OD, OH, OW = gy.shape[2], gy.shape[3], gy.shape[4]
+    KD, KH, KW = kernel
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    gf = gx.reshape(-1)
+    yf = gy.reshape(-1)
+    cw = np.empty(OW, dtype=np.int64)
+    for ow in range(OW):
+        cw[ow] = _count(ow, sw, dw, bw, KW, count_begin[2], count_end[2])
+    share = np.empty(OW, dtype=gy.dtype)
+    for j in range(gf.size):
+        gf[_u(j)] = 0
+    src = 0
+    for p in range(n * C):
+        for od in range(OD):
+            cd = _count(od, sd, dd, bd, KD, count_begin[0], count_end[0])
+            for oh in range(OH):
+                ch = cd * _count(oh, sh, dh, bh, KH, count_begin[1], count_end[1])
+                for ow in range(OW):
+                    share[ow] = np.divide(yf[_u(src + ow)], share.dtype.type(max(1, ch * cw[ow])))
+                for kd in range(KD):
+                    z = od * sd + kd * dd - bd
+                    if z < 0 or z >= D:
+                        continue
+                    for kh in range(KH):
+                        v = oh * sh + kh * dh - bh
+                        if v < 0 or v >= H:
+                            continue
+                        base = ((p * D + z) * H + v) * W
+                        for kw in range(KW):
+                            off = kw * dw - bw
+                            lo, hi = _span(off, sw, W, OW)
+                            if sw == 1:
+                                for ow in range(lo, hi):
+                                    gf[_u(base + ow + off)] += share[ow]
+                            else:
+                                for ow in range(lo, hi):
+                                    gf[_u(base + ow * sw + off)] += share[ow]
+                src += OW
