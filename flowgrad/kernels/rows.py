@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit, kernel
-from .activations import _exp
+from .activations import _exp, _exp_neg
 
 __all__ = ["softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "layer_norm",
            "layer_norm_backward"]
@@ -94,10 +94,10 @@ def softmax(x, out):
         m = np.float64(_max(xr))
         if x.itemsize == 4:                  # float32 results: the cheaper exponential
             for j in range(n):
-                e[j] = _exp(xr[j] - m, True)
+                e[j] = _exp_neg(xr[j] - m, True)
         else:
             for j in range(n):
-                e[j] = _exp(xr[j] - m, False)
+                e[j] = _exp_neg(xr[j] - m, False)
         inv = np.divide(1.0, _sum(e))
         o = out[r]
         for j in range(n):
@@ -138,10 +138,10 @@ def log_softmax(x, out):
         m = np.float64(_max(xr))
         if x.itemsize == 4:
             for j in range(n):
-                e[j] = _exp(xr[j] - m, True)
+                e[j] = _exp_neg(xr[j] - m, True)
         else:
             for j in range(n):
-                e[j] = _exp(xr[j] - m, False)
+                e[j] = _exp_neg(xr[j] - m, False)
         shift = m + np.log(_sum(e))
         o = out[r]
         for j in range(n):
