@@ -41,6 +41,7 @@ class _Step:
     in_slots: tuple[int, ...]
     out_slots: tuple[int, ...]
     sources: tuple[str | None, ...]          # source node of each input (None: absent)
+    src_ports: tuple[int | None, ...]        # and its output port
     state_leaves: dict[int, str]             # input port -> param leaf it updates (stateful ops)
 
 
@@ -108,6 +109,7 @@ class Plan:
                 in_slots=tuple(_NONE_SLOT if s is None else self._slot[s] for s in sources),
                 out_slots=tuple(self._slot[(name, p)] for p in range(graph.num_outputs(name))),
                 sources=tuple(None if s is None else s[0] for s in sources),
+                src_ports=tuple(None if s is None else s[1] for s in sources),
                 state_leaves=self._state_leaves(name, sources) if data["op"].updates_state else {})
         self._forward_programs: dict[tuple, _ForwardProgram] = {}
         self._backward_programs: dict[tuple, _BackwardProgram] = {}
@@ -446,7 +448,7 @@ class Plan:
                 raise self._op_error(step, None, None, "backward",
                                      f"backward() returned None for input {i}, which needs a "
                                      "gradient")
-            spec = self.graph.specs(step.sources[i])[_src_port(self.graph, step, i)]
+            spec = self.graph.specs(step.sources[i])[step.src_ports[i]]
             if not _fits(np.shape(grad), spec):
                 raise self._op_error(step, None, None, "backward",
                                      f"the gradient for input {i} has shape {np.shape(grad)}, "
@@ -575,10 +577,6 @@ def _gradient_ancestors(graph: Graph, nodes: list[str]) -> set[str]:
                 seen.add(src)
                 stack.append(src)
     return seen
-
-
-def _src_port(graph: Graph, step: _Step, i: int) -> int:
-    return graph.input_sources(step.name)[i][1]
 
 
 def _kind(value: Any) -> str:
