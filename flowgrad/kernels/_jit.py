@@ -7,16 +7,20 @@ same arguments and write the same outputs; the tests compare them over grids of 
 * **Lazy.** numba compiles a kernel for a type signature the first time it is called with it, so
   a process pays only for the kernels it runs.
 * **Cached on disk, never in the package.**  Compiled code goes to ``$FLOWGRAD_CACHE_DIR`` or
-  else ``$XDG_CACHE_HOME/flowgrad/kernels`` (``~/.cache/flowgrad/kernels``), keyed by source
-  file and numba version, so a second process starts warm and a read-only install works.  If no
+  else ``$XDG_CACHE_HOME/flowgrad/kernels`` (``~/.cache/flowgrad/kernels``), in a folder per
+  version of the kernel sources (:func:`cache_dir`), so a second process starts warm and a
+  read-only install works.  If no
   cache directory can be written, kernels still run (compiled once per process).
 * **Switchable.** ``FLOWGRAD_KERNELS=numpy`` runs every reference instead (for debugging, or
   where numba is missing: then flowgrad warns once and falls back by itself).
+* **IEEE arithmetic.**  ``error_model="numpy"``: a division by zero gives inf or nan, as numpy's
+  does, instead of raising (and the loops vectorise without a divisor check).
 * **Deterministic.**  Kernels run serially (``nogil``, no ``fastmath``, no parallel reductions):
   the same inputs give the same bits, run after run, which training's resume relies on.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from typing import Any, Callable
@@ -26,12 +30,32 @@ REGISTRY: dict[str, "Kernel"] = {}
 
 
 def cache_dir() -> str:
-    """Where compiled kernels are kept (see the module doc)."""
+    """Where compiled kernels are kept (see the module doc), one folder per version of the
+    kernels' sources.
+
+    numba checks a cached kernel against its own source file only, while kernels inline
+    helpers from other files of this package: after an upgrade that changed only a helper, a
+    cache keyed by file alone would serve the old machine code.  The folder is named after a
+    digest of every kernel source, so any change starts a fresh cache.
+    """
     explicit = os.environ.get("FLOWGRAD_CACHE_DIR")
     if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "flowgrad", "kernels")
+        root = explicit
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                  ".cache")
+        root = os.path.join(base, "flowgrad", "kernels")
+    return os.path.join(root, _sources_digest())
+
+
+def _sources_digest() -> str:
+    digest = hashlib.sha256()
+    folder = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
 
 
 def _mode() -> str:
@@ -67,7 +91,7 @@ def jit(fn: Callable) -> Any:
     try:
         with warnings.catch_warnings():     # an unwritable cache: numba warns, runs uncached
             warnings.simplefilter("ignore", numba.NumbaWarning)
-            return numba.njit(cache=_cache_writable(), nogil=True)(fn)
+            return numba.njit(cache=_cache_writable(), nogil=True, error_model="numpy")(fn)
     finally:
         config.CACHE_DIR = saved
 
