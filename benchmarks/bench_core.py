@@ -12,19 +12,18 @@ import statistics
 import sys
 import time
 
-import numpy as np
-
-import flowgrad
-from flowgrad.loaders.yaml_loader import load_yaml
-
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _timing import emit_value, interleaved, ratio, report  # noqa: E402
+from _timing import (emit_value, import_torch, interleaved, ratio, report,  # noqa: E402
+                     set_threads, thread_header)
 
-try:
-    import torch
-    torch.set_num_threads(2)
-except ImportError:  # the bench extra is not installed
-    torch = None
+THREADS = set_threads()         # before numpy: every contender gets the same thread count
+
+import numpy as np  # noqa: E402
+
+import flowgrad  # noqa: E402
+from flowgrad.loaders.yaml_loader import load_yaml  # noqa: E402
+
+torch = import_torch(THREADS)   # None without the bench extra: those rows are skipped
 
 LR = 0.01
 
@@ -139,8 +138,16 @@ def bench_mlp():
         fns["pytorch"] = torch_step(sizes, "relu", "ce", x, t)
     samples = interleaved(fns, repeat=60)
     print("MLP 784-512-512-10 ReLU, batch 256, float32, softmax CE, SGD step:")
-    report(samples, "numpy (hand-written)")
+    _report_both(samples, "MLP step")
     return samples
+
+
+def _report_both(samples: dict[str, list[float]], title: str) -> None:
+    """Ratios against the hand-written numpy step and, when it ran, against PyTorch."""
+    report({k: v for k, v in samples.items() if k != "pytorch"}, "numpy (hand-written)",
+           title=title)
+    if "pytorch" in samples:
+        report({k: samples[k] for k in ("flowgrad", "pytorch")}, "pytorch", title=title)
 
 
 def bench_xor():
@@ -154,7 +161,7 @@ def bench_xor():
         fns["pytorch"] = torch_step(sizes, "sigmoid", "mse", x, t)
     samples = interleaved(fns, repeat=50, inner=200)
     print("XOR 2-2-1 sigmoid, batch 4, MSE, SGD step:")
-    report(samples, "numpy (hand-written)")
+    _report_both(samples, "XOR step")
     nodes = len(net.graph.ops)
     per_node = statistics.median(samples["flowgrad"]) / nodes / 2
     print(f"  ({nodes} op nodes: {per_node * 1e6:.1f} us per node per pass, update included)")
@@ -225,6 +232,7 @@ def bench_param_chain(sizes=(1_000, 10_000)):
 
 
 def main():
+    print(thread_header(THREADS))
     if sys.argv[1:] == ["chain"]:                # only the chain rows
         from flowgrad.plugins import default_registry
         start = time.perf_counter()

@@ -17,6 +17,9 @@ from typing import Any
 import numpy as np
 
 
+_KERNELS = None     # flowgrad.kernels, once imported
+
+
 class CPUBackend:
     """numpy arrays, numba-compiled kernels, activation memory from the plan's pool.
 
@@ -27,17 +30,14 @@ class CPUBackend:
     name = "cpu"
     xp = np
 
-    __slots__ = ("pool",)
+    __slots__ = ("pool", "empty")
 
     def __init__(self, pool: Any = None):
         self.pool = pool
-
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
-        """A new uninitialised array for an output: ``np.empty``, but memory an activation the
-        plan has finished with is reused (no page faults), when there is one of the size."""
-        if self.pool is None:
-            return np.empty(shape, dtype=dtype)
-        return self.pool.empty(shape, dtype)
+        #: ``empty(shape, dtype)``: a new uninitialised array for an output — ``np.empty``, but
+        #: memory an activation the plan has finished with is reused (no page faults) when
+        #: there is one of the size.  (Bound straight to the pool: it is called per op.)
+        self.empty = np.empty if pool is None else pool.empty
 
     def empty_like(self, x: np.ndarray) -> np.ndarray:
         return self.empty(x.shape, x.dtype)
@@ -45,8 +45,11 @@ class CPUBackend:
     @property
     def kernels(self):
         """The compiled kernels (:mod:`flowgrad.kernels`), imported on first use."""
-        from . import kernels
-        return kernels
+        global _KERNELS
+        if _KERNELS is None:
+            from . import kernels
+            _KERNELS = kernels
+        return _KERNELS
 
     def __repr__(self) -> str:
         return f"CPUBackend(pooled={self.pool is not None})"

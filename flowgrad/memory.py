@@ -69,6 +69,8 @@ class BufferPool:
             return
         owner = value.base
         if owner is None:   # the references: ``value`` and getrefcount's argument
+            if value.nbytes < MIN_BYTES:
+                return
             free = sys.getrefcount(value) == 2
             owner = value
         else:               # ...and the view's own reference to its owner
@@ -77,6 +79,16 @@ class BufferPool:
         if (free and owner.nbytes >= MIN_BYTES and owner.flags.c_contiguous
                 and owner.flags.writeable):
             self._free[(owner.nbytes, owner.dtype)].append(owner)
+
+    def release_all(self, values: list) -> None:
+        """:meth:`release` every array of ``values`` that could be pooled (what a finished
+        backward saved), skipping cheaply what is too small to matter."""
+        for i in range(len(values)):    # (enumerate's reused tuple would hold a reference)
+            value = values[i]
+            if type(value) is np.ndarray and (value.base is not None
+                                              or value.nbytes >= MIN_BYTES):
+                del value
+                self.release(values, i)
 
     def end_run(self) -> None:
         """Keep, per size, no more buffers than this run asked for (the working set)."""

@@ -346,7 +346,8 @@ class Plan:
         for ref, slot in program.seed_slots.items():
             g[slot] = self._seed_value(ref, seeds[ref], out_vals[slot])
         check = not program.checked
-        release = self._pool.release
+        pool = self._pool
+        release = pool.release
         for backward, step, needs, outs, writes in program.run:
             ctx = ctxs[step.index]
             ctx.needs_input_grad = needs
@@ -369,8 +370,8 @@ class Plan:
                 release(g, slot)
             saved, ctx.saved = list(ctx.saved), ()
             ctxs[step.index] = ctx = None
-            for i in range(len(saved)):
-                release(saved, i)
+            if saved:
+                pool.release_all(saved)
         program.checked = True
         self._last = None
         self._pool.end_run()

@@ -11,10 +11,11 @@ Ops reach kernels through their context's backend (``ctx.backend.kernels.<name>`
 importing this package, so another backend can supply its own (:mod:`flowgrad.backend`).
 Kernels take contiguous arrays and write into outputs the caller allocated.
 """
-from ._jit import MODE, REGISTRY, Kernel, cache_dir, jit, kernel
+from ._jit import MODE, REGISTRY, cache_dir, jit, kernel
 from .activations import *  # noqa: E402,F401,F403
 from .conv import *  # noqa: E402,F401,F403
 from .pool import *  # noqa: E402,F401,F403
 from .rows import *  # noqa: E402,F401,F403
+from .norm import *  # noqa: E402,F401,F403
 
-__all__ = ["MODE", "REGISTRY", "Kernel", "cache_dir", "jit", "kernel"]
+__all__ = ["MODE", "REGISTRY", "cache_dir", "jit", "kernel"]

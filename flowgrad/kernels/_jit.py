@@ -1,6 +1,6 @@
 """How a kernel is declared, compiled and cached: numba's JIT behind a pair of implementations.
 
-Every kernel is a :class:`Kernel`: a plain numpy *reference* (the specification, readable and
+Every kernel (:func:`kernel`) pairs a plain numpy *reference* (the specification, readable and
 obviously right) and a *source* written as explicit loops that numba compiles.  Both take the
 same arguments and write the same outputs; the tests compare them over grids of shapes.
 
@@ -26,7 +26,7 @@ import warnings
 from typing import Any, Callable
 
 #: every declared kernel by name (the tests check that each one is compared to its reference)
-REGISTRY: dict[str, "Kernel"] = {}
+REGISTRY: dict[str, Callable] = {}
 
 
 def cache_dir() -> str:
@@ -110,26 +110,7 @@ def _cache_writable() -> bool:
     return _WRITABLE
 
 
-class Kernel:
-    """A compiled kernel and its numpy reference; calling it runs the one in use (``MODE``)."""
-
-    __slots__ = ("name", "reference", "source", "compiled", "_impl")
-
-    def __init__(self, name: str, reference: Callable, source: Callable):
-        self.name = name
-        self.reference = reference
-        self.source = source
-        self.compiled = jit(source)
-        self._impl = self.compiled if MODE == "numba" else reference
-
-    def __call__(self, *args: Any) -> Any:
-        return self._impl(*args)
-
-    def __repr__(self) -> str:
-        return f"<kernel {self.name} ({MODE})>"
-
-
-def kernel(reference: Callable) -> Callable[[Callable], Kernel]:
+def kernel(reference: Callable) -> Callable[[Callable], Callable]:
     """Declare a kernel: decorate its loop source, naming the numpy reference it must match.
 
         def _relu_reference(x, out):
@@ -139,11 +120,23 @@ def kernel(reference: Callable) -> Callable[[Callable], Kernel]:
         def relu(x, out):
             for i in range(x.size):
                 out[i] = max(x[i], 0)
+
+    The name then holds the implementation in use (``MODE``) itself — the numba dispatcher, with
+    no wrapper in front of it: a kernel call costs what numba's own dispatch costs — carrying
+    ``.reference`` (the numpy function), ``.compiled`` (the numba dispatcher) and ``.source``.
     """
-    def declare(source: Callable) -> Kernel:
+    def declare(source: Callable) -> Callable:
         name = source.__name__
         if name in REGISTRY:
             raise ValueError(f"kernel {name!r} is declared twice")
-        REGISTRY[name] = k = Kernel(name, reference, source)
-        return k
+        compiled = jit(source)
+        if MODE == "numba":
+            impl = compiled
+        else:                   # a function of its own: references may serve two kernels
+            def impl(*args):
+                return reference(*args)
+            impl.__name__ = impl.__qualname__ = name
+        impl.reference, impl.compiled, impl.source = reference, compiled, source
+        REGISTRY[name] = impl
+        return impl
     return declare

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 
+import functools
+
 import numpy as np
 
 from ..backend import DEFAULT as _DEFAULT_BACKEND
@@ -27,15 +29,24 @@ from .elementwise import Unary, float_dtype
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
+@functools.lru_cache(maxsize=None)
 def _compute_dtype(dtype) -> np.dtype:
     """The dtype a kernel runs on for results of ``dtype``: float32 or float64 as they are,
-    float16 (from float16 or small integer inputs) in float32."""
+    float16 (from float16 or small integer inputs) in float32.  (Cached, as the promotion
+    below: on small arrays numpy's dtype logic costs more than the kernel.)"""
     dtype = np.dtype(dtype)
     return dtype if dtype in _KERNEL_DTYPES else np.dtype(np.float32)
 
 
+@functools.lru_cache(maxsize=None)
+def _grad_dtype(gy_dtype, saved_dtype) -> np.dtype:
+    return np.result_type(gy_dtype, float_dtype(saved_dtype))
+
+
 def _flat(a, dtype) -> np.ndarray:
     """``a`` as a C-contiguous 1-d array of ``dtype``: a view when it already is one."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous:
+        return a.reshape(-1)
     return np.asarray(a, dtype=dtype, order="C").reshape(-1)
 
 
@@ -62,7 +73,7 @@ def _pointwise(backend, kernel, dtype, arrays, *scalars) -> np.ndarray:
 
 def _input_grad(ctx, kernel, saved, gy, *scalars) -> np.ndarray:
     """The gradient ``kernel(saved, gy, *scalars)`` in gy's float dtype (that of the output)."""
-    dtype = np.result_type(gy.dtype, float_dtype(saved.dtype))
+    dtype = _grad_dtype(gy.dtype, saved.dtype)
     return _pointwise(ctx.backend, kernel, dtype, (saved, gy), *scalars)
 
 
