@@ -194,12 +194,13 @@ def _im2col_planes(xf, cf, dst, c, C, n, D, H, W, OD, OH, zshift, sd, yshift, of
             last = (h1 - h0) * W - (W - hi)
             for j in range(first, last):
                 cf[_u(start + j)] = xf[_u(src + j)]
-            for r in range(h1 - h0):
-                row = start + r * W
-                for j in range(lo):
-                    cf[_u(row + j)] = zero
-                for j in range(hi, W):
-                    cf[_u(row + j)] = zero
+            rows = h1 - h0
+            for j in range(lo):                 # the edge columns, down the rows
+                for r in range(rows):
+                    cf[_u(start + r * W + j)] = zero
+            for j in range(hi, W):
+                for r in range(rows):
+                    cf[_u(start + r * W + j)] = zero
             for j in range(h1 * W, OH * W):
                 cf[_u(dst + j)] = zero
             dst += OH * W
@@ -295,12 +296,13 @@ def _col2im_planes(cf, gf, i, c, n, D, H, W, OD, OH, kernel, sd, dilations, begi
                     off = kw * dw - bw
                     lo, hi = _span(off, 1, W, W)
                     src = ((c * taps + t + kw) * n + i) * plane + (od * OH + h0) * W
-                    for r in range(h1 - h0):
-                        row = src + r * W
-                        for j in range(lo):
-                            cf[_u(row + j)] = 0
-                        for j in range(hi, W):
-                            cf[_u(row + j)] = 0
+                    rows = h1 - h0
+                    for j in range(lo):         # the edge columns, down the rows
+                        for r in range(rows):
+                            cf[_u(src + r * W + j)] = 0
+                    for j in range(hi, W):
+                        for r in range(rows):
+                            cf[_u(src + r * W + j)] = 0
                     dst = base + (h0 + yshift) * W + off
                     for j in range(lo, (h1 - h0) * W - (W - hi)):
                         gf[_u(dst + j)] += cf[_u(src + j)]
@@ -593,7 +595,8 @@ def conv_direct_weight_grad(x, gy, gW, strides, dilations, begin):
                                     lo, hi = _span(off, sw, Wd, OW)
                                     if sw == 1:
                                         for ow in range(lo, hi):
-                                            acc[_u(a + ow)] += yf[_u(src + ow)] * xf[_u(row + ow + off)]
+                                            acc[_u(a + ow)] += (yf[_u(src + ow)]
+                                                                * xf[_u(row + ow + off)])
                                     else:
                                         for ow in range(lo, hi):
                                             acc[_u(a + ow)] += (yf[_u(src + ow)]

@@ -70,10 +70,11 @@ def max_pool(x, y, arg, kernel, strides, dilations, begin, low):
     maximum is, as an index into the input plane (-1: no input cell).
 
     Row by row: the maximum over the window rows column by column (vectorised), then over the
-    window columns; then each window's arg-max (:func:`_arg2x2`, :func:`_arg3x3`, :func:`_arg_any`).  Tracking the arg-max in the
-    pass of the maximum needs a select on two conditions (``e > m or no index yet``), and a
-    tap loop of selects, along the row or in registers, is compiled to branches that random
-    data mispredicts: 3-5x slower measured."""
+    window columns; then each window's arg-max (:func:`_arg2x2`, :func:`_arg3x3`,
+    :func:`_arg_any`).  Tracking the arg-max in the pass of the maximum needs a select on two
+    conditions (``e > m or no index yet``), and a tap loop of selects, along the row or in
+    registers, compiles to branches that random data mispredicts, or to masked stores (slow on
+    AMD Zen): 3-7x slower measured."""
     n, C, D, H, W = x.shape
     OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
     KD, KH, KW = kernel

@@ -160,16 +160,28 @@ def scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     Fresh multi-megabyte arrays cost page faults on every call (glibc returns large freed
     blocks to the system); the unfolded chunks never leave the op, so one buffer per thread and
     purpose is reused across chunks and calls.  Bounded by :data:`CHUNK_ELEMENTS`-sized chunks.
+    The view of each shape asked for is kept too: the chunk loops ask for the same few shapes
+    hundreds of times per step, and building a view costs more than the lookup.
     """
-    pool = getattr(_SCRATCH, "pool", None)
-    if pool is None:
-        pool = _SCRATCH.pool = {}
+    views = getattr(_SCRATCH, "views", None)
+    if views is None:
+        views = _SCRATCH.views = {}
+        _SCRATCH.buffers = {}
+    key = (name, shape, dtype)
+    view = views.get(key)
+    if view is not None:
+        return view
     dtype = np.dtype(dtype)
     size = math.prod(shape)
-    buf = pool.get((name, dtype))
+    buf = _SCRATCH.buffers.get((name, dtype))
     if buf is None or buf.size < size:
-        buf = pool[(name, dtype)] = np.empty(size, dtype=dtype)
-    return buf[:size].reshape(shape)
+        buf = _SCRATCH.buffers[(name, dtype)] = np.empty(size, dtype=dtype)
+        for k in [k for k in views if k[0] == name and np.dtype(k[2]) == dtype]:
+            del views[k]                        # views of the buffer replaced
+    if len(views) > 256:                        # (shapes of many different models)
+        views.clear()
+    view = views[key] = buf[:size].reshape(shape)
+    return view
 
 
 def as5d(a: np.ndarray) -> np.ndarray:

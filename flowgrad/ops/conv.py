@@ -6,11 +6,17 @@ pads are all begins then all ends.
 
 Both ops are one im2col and one matrix product per batch chunk (see :mod:`._conv_util`); the
 unfolded chunk is channel-major, ``(C * taps, n * positions)`` per group, so a whole chunk —
-forward, weight gradient or input gradient — is a single large BLAS call.  The two ops are
-adjoint: conv's input gradient is a transposed convolution of its output gradient (matrix
-product then col2im), and conv_transpose's forward is exactly that, while its input gradient is
-a convolution (im2col then matrix product).  Every weight gradient is one more matrix product
-against the same unfolded buffer.
+forward, weight gradient or input gradient — is a single BLAS call.  The unfolding (im2col) and
+its adjoint (col2im) are compiled kernels reached through ``ctx.backend.kernels``
+(:mod:`flowgrad.kernels.conv`).  The two ops are adjoint: conv's input gradient is a transposed
+convolution of its output gradient (matrix product then col2im), and conv_transpose's forward is
+exactly that, while its input gradient is a convolution (im2col then matrix product).  Every
+weight gradient is one more matrix product against the same unfolded buffer.
+
+Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
+compute them, forward and both gradients; so does the forward of a unit-stride conv with at most
+:data:`DIRECT_CHANNELS` input channels per group (see :meth:`Conv.direct_forward`).  1×1,
+stride-1, unpadded convs are products on the input as it lies.
 """
 from __future__ import annotations
 
@@ -161,10 +167,19 @@ class Conv(_ConvBase):
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
         src = unfold.source(x)
         bias = None if b is None else b.reshape(_bias_shape(unfold.g.nd))
+        exact = type(unfold) is WindowUnfold and y.flags.c_contiguous and y.dtype == x.dtype
         for start, stop in chunks(n, x.shape[1] * unfold.g.taps * unfold.positions):
             cols = unfold.im2col(kernels, src, start, stop).reshape(groups, Wg.shape[2], -1)
-            values = np.matmul(Wg, cols, out=scratch("values", (groups, Wg.shape[1], cols.shape[2]),
-                                                     cols.dtype)).reshape(W.shape[0], stop - start, -1)
+            if exact and stop - start == 1:
+                # one image: the product's (O, positions) is the output's own layout
+                out = y[start].reshape(Wg.shape[:2] + (-1,))
+                np.matmul(Wg, cols, out=out)
+                if bias is not None:
+                    out += b.reshape(groups, -1, 1)
+                continue
+            values = np.matmul(Wg, cols, out=scratch(
+                "values", (groups, Wg.shape[1], cols.shape[2]), cols.dtype))
+            values = values.reshape(W.shape[0], stop - start, -1)
             if bias is None:
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
             else:   # the bias is added while the chunk is still in cache
@@ -209,14 +224,21 @@ class Conv(_ConvBase):
         WgT = Wg.transpose(0, 2, 1)
         gWt = None
 
+        exact = type(unfold) is WindowUnfold
         for start, stop in chunks(n, channels * unfold.g.taps * unfold.positions):
-            gyg = _gather_groups(unfold.from_output(gy, start, stop), 0, stop - start, groups)
+            if exact and stop - start == 1:     # one image: gy is already (G, O/G, positions)
+                gyg = gy[start].reshape(Wg.shape[:2] + (-1,))
+            else:
+                gyg = _gather_groups(unfold.from_output(gy, start, stop), 0, stop - start, groups)
             if need_W:
                 # rebuilt rather than kept from forward: a chunk is cache-sized and rebuilding
                 # it costs less than the page faults of keeping every chunk alive
                 cols = unfold.im2col(kernels, src, start, stop).reshape(groups, Wg.shape[2], -1)
-                part = np.matmul(cols, gyg.transpose(0, 2, 1))       # (W-grad)^T: BLAS-faster
-                gWt = part if gWt is None else np.add(gWt, part, out=gWt)
+                if gWt is None:                                      # (W-grad)^T: BLAS-faster
+                    gWt = np.matmul(cols, gyg.transpose(0, 2, 1))
+                else:
+                    gWt += np.matmul(cols, gyg.transpose(0, 2, 1),
+                                     out=scratch("part", gWt.shape, gWt.dtype))
             if need_x:
                 gcols = np.matmul(WgT, gyg, out=scratch("gcols", (groups,) + WgT.shape[1:2]
                                                         + gyg.shape[2:], x.dtype))
