@@ -39,9 +39,6 @@ class CPUBackend:
         #: there is one of the size.  (Bound straight to the pool: it is called per op.)
         self.empty = np.empty if pool is None else pool.empty
 
-    def empty_like(self, x: np.ndarray) -> np.ndarray:
-        return self.empty(x.shape, x.dtype)
-
     @property
     def kernels(self):
         """The compiled kernels (:mod:`flowgrad.kernels`), imported on first use."""

@@ -145,9 +145,6 @@ class Placed:
             return target
         return self.base.empty(shape, dtype)
 
-    def empty_like(self, x: np.ndarray) -> np.ndarray:
-        return self.empty(x.shape, x.dtype)
-
     @property
     def xp(self):
         return self.base.xp
