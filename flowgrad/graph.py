@@ -18,9 +18,6 @@ import numpy as np
 from .errors import GraphError, SourceLocation, did_you_mean
 from .op import Op, Spec
 
-LEAF_KINDS = ("input", "param", "const")
-
-
 def _leaf_spec(value: np.ndarray) -> Spec:
     """Float leaves keep the precision they were written with (a YAML ``0.1`` stays exact for a
     float64 plan), while their spec says float32: the default compute precision, to which a
@@ -103,7 +100,95 @@ class Graph:
         return list(nx.lexicographical_topological_sort(self.dag, key=lambda n: nodes[n]["order"]))
 
     def node(self, name: str) -> dict[str, Any]:
+        """The raw attribute dict of a node: for front ends and passes that build records.
+
+        Everyone else reads through the typed accessors below, so that the record layout can
+        change in one file."""
         return self.dag.nodes[name]
+
+    # -- typed accessors ----------------------------------------------------------------
+    def kind(self, name: str) -> str:
+        """``input``, ``param``, ``const`` or ``op``."""
+        return self.dag.nodes[name]["kind"]
+
+    def is_op(self, name: str) -> bool:
+        return self.dag.nodes[name]["kind"] == "op"
+
+    def is_leaf(self, name: str) -> bool:
+        return self.dag.nodes[name]["kind"] != "op"
+
+    def is_input(self, name: str) -> bool:
+        return self.dag.nodes[name]["kind"] == "input"
+
+    def is_param(self, name: str) -> bool:
+        return self.dag.nodes[name]["kind"] == "param"
+
+    def is_const(self, name: str) -> bool:
+        return self.dag.nodes[name]["kind"] == "const"
+
+    def op_of(self, name: str) -> Op:
+        """The op object of an op node."""
+        return self.dag.nodes[name]["op"]
+
+    def is_branch(self, name: str) -> bool:
+        """Whether ``name`` is a fan-out node (inserted by the ``insert_branches`` pass)."""
+        data = self.dag.nodes[name]
+        return data["kind"] == "op" and data["op"].branch
+
+    def is_merge(self, name: str) -> bool:
+        """Whether ``name`` is a fan-in node: an op declaring ``merge`` (concat, add, sum, mul…)
+        that joins two or more activations.  ``add(x, bias)`` with a param is not a merge: it
+        joins one activation and one leaf."""
+        data = self.dag.nodes[name]
+        if data["kind"] != "op" or not data["op"].merge:
+            return False
+        nodes = self.dag.nodes
+        return sum(nodes[src]["kind"] == "op" for src, _ in self.dag.in_edges(name)) >= 2
+
+    def num_inputs(self, name: str) -> int:
+        """How many input positions an op node has (variadic ops vary per node)."""
+        return self.dag.nodes[name]["num_inputs"]
+
+    def spec_of(self, name: str) -> Spec:
+        """A leaf's spec; for an op, the spec of its first output (after shape inference)."""
+        data = self.dag.nodes[name]
+        return data["spec"] if data["kind"] != "op" else data["specs"][0]
+
+    def set_specs(self, name: str, specs: tuple[Spec, ...]) -> None:
+        """Record an op node's inferred output specs (the shape-inference pass)."""
+        self.dag.nodes[name]["specs"] = tuple(specs)
+
+    def value_of(self, name: str) -> np.ndarray:
+        """The array held by a param or const node."""
+        return self.dag.nodes[name]["value"]
+
+    def set_value(self, name: str, value: np.ndarray) -> None:
+        """Replace a param's or const's array (loading weights); its spec follows."""
+        value = np.asarray(value)
+        data = self.dag.nodes[name]
+        data["value"], data["spec"] = value, _leaf_spec(value)
+
+    def is_trainable(self, name: str) -> bool:
+        """A param that an optimizer updates (frozen params and state are not)."""
+        data = self.dag.nodes[name]
+        return data["kind"] == "param" and data.get("trainable", True)
+
+    def set_trainable(self, name: str, trainable: bool) -> None:
+        self.dag.nodes[name]["trainable"] = bool(trainable)
+
+    def lr_mult(self, name: str) -> float:
+        return self.dag.nodes[name].get("lr_mult", 1.0)
+
+    def decay_mult(self, name: str) -> float:
+        return self.dag.nodes[name].get("decay_mult", 1.0)
+
+    def location(self, name: str) -> SourceLocation | None:
+        """Where the node was declared (YAML file:line:col), if the front end knows."""
+        return self.dag.nodes[name].get("loc")
+
+    def extra(self, name: str, key: str, default: Any = None) -> Any:
+        """A front end's extra fact about a node (``onnx_name``, ``doc``…), or ``default``."""
+        return self.dag.nodes[name].get(key, default)
 
     def input_sources(self, name: str) -> list[tuple[str, int] | None]:
         """For an op node: ``[(src, src_port) or None]`` indexed by input position."""

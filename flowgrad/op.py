@@ -201,6 +201,9 @@ class Op:
     ``no_grad_inputs``  ports that never take a gradient (labels, indices, shapes)
     ``differentiable``  False for forward-only ops (argmax, comparisons)
     ``updates_state``   True if forward may call ``ctx.update_state``
+    ``merge``           True if the op joins several activations into one (concat, add, sum,
+                        mul…): the graph marks such nodes as merges (``Graph.is_merge``)
+    ``branch``          True only for the fan-out op the ``insert_branches`` pass inserts
     ``rowwise``, ``inplace``, ``commutative``, ``affine``, ``channel_weights``, ``channel_axis``
                         optional declarations for fusion (module doc)
     """
@@ -217,6 +220,8 @@ class Op:
     rowwise: ClassVar[bool] = False
     inplace: ClassVar[bool] = False
     commutative: ClassVar[bool] = False
+    merge: ClassVar[bool] = False
+    branch: ClassVar[bool] = False
     affine: ClassVar[Any] = None
     channel_weights: ClassVar[dict[str, int]] = {}
     channel_axis: ClassVar[int] = 1

@@ -37,6 +37,7 @@ class _Binary(Op):
     """Two-input broadcasting op; output dtype is numpy's promotion of the inputs'."""
 
     inputs = ("a", "b")
+    merge = True
 
     def infer(self, a, b):
         return (Spec(broadcast_shapes(a.shape, b.shape), result_dtype(a, b)),)

@@ -126,6 +126,7 @@ class _Variadic(Op):
 
     inputs = ("xs",)
     variadic = True
+    merge = True
 
     def infer(self, *xs):
         return (Spec(broadcast_shapes(*(x.shape for x in xs)), result_dtype(*xs)),)

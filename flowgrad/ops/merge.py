@@ -16,6 +16,7 @@ class Branch(Op):
     """Copies its input to ``n`` outputs (without copying memory); backward sums the gradients."""
 
     type = "branch"
+    branch = True
     attrs = {"n": Attr("int", 2, doc="number of consumers")}
 
     def check(self):
@@ -48,6 +49,7 @@ class Concat(Op):
     """Concatenates any number of inputs along ``axis``; backward slices the gradient."""
 
     type = "concat"
+    merge = True
     inputs = ("xs",)
     variadic = True
     attrs = {"axis": Attr("int", -1, doc="axis to join along (negative counts from the end)")}
@@ -88,6 +90,7 @@ class Sum(Op):
     """Elementwise sum of any number of inputs (broadcasting); backward copies the gradient."""
 
     type = "sum"
+    merge = True
     inputs = ("xs",)
     variadic = True
     rowwise = inplace = commutative = True
