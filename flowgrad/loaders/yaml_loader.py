@@ -14,18 +14,24 @@
       cat:  {op: concat, in: [h1, fc1], axis: 1}       # a list: positional / variadic; attrs inline
     outputs: [cat]
     weights: digits.npz                  # optional: values of params/constants given no init/value
-    train: {...}                         # read by the trainer
+    train: {...}                         # the training recipe (:mod:`.train_section`)
+    visualize: {...}                     # input-optimization defaults (:mod:`.visualize_section`)
 
 One namespace: every name is declared once, and the section says its kind.  ``node.port``
 picks an output of a multi-output op.  Every mistake is reported with ``path:line:col``, the
-source line and a caret, and all mistakes of a file are reported together.
+source line and a caret, and all mistakes of a file are reported together, in one round: the
+YAML's, the wiring's, the shapes' (of every part of the graph that is wired correctly) and
+those of the ``train:`` and ``visualize:`` sections, which are read here into typed configs
+(``graph.meta["train"]``, ``graph.meta["visualize"]``).
 """
 from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from typing import Any, Iterator, Mapping
 
+import networkx as nx
 import numpy as np
 
 from ..errors import AttrError, DiagnosticList, GraphError, PluginError, SourceLocation, \
@@ -35,6 +41,8 @@ from ..initializers import INITIALIZERS, initialize, param_seed
 from ..op import Spec
 from ..passes import prepare
 from ..plugins import Registry, default_registry, unknown_op_message
+from .train_section import complete_from_graph, read_train_section
+from .visualize_section import read_visualize_section
 from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 
 SCHEMA_VERSION = 1
@@ -53,8 +61,7 @@ def load_yaml(path: str, registry: Registry | None = None, text: str | None = No
     registry = registry or default_registry()
     with gc_paused():
         data, _ = read_yaml(path, text)
-        graph = _Builder(path, registry).build(data)
-        return prepare(graph)
+        return _Builder(path, registry).load(data)
 
 
 @contextlib.contextmanager
@@ -84,7 +91,7 @@ class _Builder:
         self.graph: Graph | None = None
         self.declared: dict[str, SourceLocation] = {}
         self.weights: dict[str, np.ndarray] | None = None
-        self.weights_loc: SourceLocation | None = None
+        self.broken: set[str] = set()      # nodes with an input that failed to wire
 
     # -- small checks -------------------------------------------------------------------
     def error(self, message: str, loc: SourceLocation | None) -> None:
@@ -147,6 +154,50 @@ class _Builder:
         self.declared[name] = loc
         return True
 
+    # -- the whole file -----------------------------------------------------------------
+    def load(self, data: Any) -> Graph:
+        """Build the graph, run the passes, read the settings sections; raise every mistake
+        of the file at once, in source order."""
+        graph = self.run_passes(self.build(data))
+        sound = not self.errors
+        for key, read in (("train", read_train_section), ("visualize", read_visualize_section)):
+            if key not in data:
+                continue
+            loc = data.value_locs[key]
+            config = read(data[key], self.graph, self.registry, self.errors, self.failed, loc)
+            if key == "train" and sound and graph is not None:
+                complete_from_graph(config, graph, self.errors, loc)
+            if graph is not None:
+                graph.meta[key] = config
+        if self.errors:
+            raise GraphError(sorted(self.errors.items, key=_source_order))
+        return graph
+
+    def run_passes(self, graph: Graph) -> Graph | None:
+        """The prepared graph, or None after adding the passes' errors.  With wiring errors,
+        the passes still check the part of the graph upstream of every broken node, so a
+        shape error there is reported with them."""
+        if self.broken:
+            graph = graph.copy()
+            dropped = set(self.broken)
+            for name in self.broken:
+                dropped.update(nx.descendants(graph.dag, name))
+            graph.dag.remove_nodes_from(dropped)
+            graph.outputs = [ref for ref in graph.outputs if self.resolves(graph, ref)]
+        try:
+            return prepare(graph)
+        except GraphError as e:
+            self.errors.items.extend(e.diagnostics)
+            return None
+
+    @staticmethod
+    def resolves(graph: Graph, ref: str) -> bool:
+        try:
+            graph.resolve(ref)
+        except KeyError:
+            return False
+        return True
+
     # -- sections -----------------------------------------------------------------------
     def build(self, data: Any) -> Graph:
         if not isinstance(data, MarkedDict):
@@ -162,9 +213,8 @@ class _Builder:
         name = self.typed(data, "name", (str,), "the graph", default=None)
         seed = self.typed(data, "seed", (int,), "the graph", default=0)
         self.graph = graph = Graph(name or _stem(self.path), source=self.path)
-        for key in ("train", "visualize", "doc"):
-            if key in data:
-                graph.meta[key] = data[key]
+        if "doc" in data:
+            graph.meta["doc"] = data["doc"]
         weights = self.typed(data, "weights", (str,), "the graph")
         if weights is not None:
             self.read_weights(weights, data.value_locs["weights"])
@@ -185,7 +235,6 @@ class _Builder:
             if item is not None:
                 self.wire(*item)
         self.outputs(data)
-        self.errors.raise_if_any(GraphError)
         return graph
 
     def input(self, name: str, d: Any, section: MarkedDict) -> None:
@@ -239,14 +288,12 @@ class _Builder:
 
     def read_weights(self, path: str, loc: SourceLocation) -> None:
         """Read the ``weights`` file (.npz), relative to the graph file."""
-        import os
         full = os.path.join(os.path.dirname(os.path.abspath(self.path)), path)
         try:
             with np.load(full, allow_pickle=False) as archive:
                 self.weights = {k: archive[k] for k in archive.files}
         except (OSError, ValueError) as e:
             self.error(f"cannot read weights file '{full}': {e}", loc)
-        self.weights_loc = loc
 
     def stored(self, name: str, shape, what: str, loc: SourceLocation):
         """The value of ``name`` from the weights file, checked against its declared shape."""
@@ -363,7 +410,7 @@ class _Builder:
         if sources is None:
             return None
         self.graph.add_op(name, op, num_inputs=len(sources), loc=loc)
-        return name, op, sources
+        return name, sources
 
     def inputs_of(self, name: str, op, d: MarkedDict):
         """``[(ref, locs, key) or None]`` by input position, from the node's ``in``: the
@@ -418,19 +465,21 @@ class _Builder:
             return None
         return sources
 
-    def wire(self, name: str, op, sources) -> None:
+    def wire(self, name: str, sources) -> None:
         for position, entry in enumerate(sources):
             if entry is None:
                 continue
             ref, locs, key = entry
             if not isinstance(ref, str):
                 self.error(f"inputs are named by strings, got {_describe(ref)}", locs[key])
+                self.broken.add(name)
                 continue
             try:
                 src, port = self.graph.resolve(ref)
             except KeyError as e:
                 if not self.failed(ref):
                     self.error(str(e.args[0]), locs[key])
+                self.broken.add(name)
                 continue
             self.graph.connect(src, port, name, position)
 
@@ -486,6 +535,10 @@ def _kinds(kinds: tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
+def _source_order(d) -> tuple:
+    """Diagnostics in the order of the file; those without a location last."""
+    return (0, d.loc.line, d.loc.col) if d.loc is not None else (1, 0, 0)
+
+
 def _stem(path: str) -> str:
-    import os
     return os.path.splitext(os.path.basename(path))[0]

@@ -1,0 +1,133 @@
+"""The ``visualize:`` section of a YAML graph, read by the front end into a
+:class:`VisualizeConfig`: the graph's defaults for ``flowgrad visualize``.
+
+    visualize:
+      each: logits                 # one image per unit of axis 1 of this value ...
+      objectives: ["logits[3]"]    # ... or explicit objective specs (one image each)
+      steps: 300
+      lr: 0.05
+      optimizer: adam
+      param: fourier               # fourier | pixels
+      transforms: none             # default | none | "pad=2,jitter=1,scale=0.9:1.1,rotate=10"
+      penalties: {l2: 30, tv: 30}
+      range: [0, 1]                # valid input range (sigmoid squashing into it)
+
+The defaults are :class:`VisualizeConfig`'s; command-line flags and keyword arguments
+override the section (:meth:`VisualizeConfig.replace`).  Mistakes are reported with the rest
+of the file's, at the line and column of the bad key or value.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import DiagnosticList, FlowgradError, SourceLocation, did_you_mean
+from ..graph import Graph
+from ..optim import optimizer_kinds
+from .section_fields import SectionFields, is_number, item_loc
+
+VISUALIZE_KEYS = ("each", "objectives", "steps", "lr", "param", "transforms", "penalties",
+                  "range", "optimizer", "doc")
+
+
+@dataclass
+class VisualizeConfig:
+    """How to optimize input images; see the module doc for each setting.
+
+    ``transforms`` None means ``default`` for images of 16 pixels or more and ``none`` below
+    (a one-pixel jitter is an eighth of an 8×8 digit).
+    """
+
+    each: str | None = None
+    objectives: list[str] = field(default_factory=list)
+    steps: int = 256
+    lr: float = 0.05
+    optimizer: str = "adam"
+    param: str = "fourier"
+    transforms: str | None = None
+    penalties: dict[str, float] = field(default_factory=dict)
+    range: tuple[float, float] = (0.0, 1.0)
+
+    def replace(self, **changes: Any) -> "VisualizeConfig":
+        """A copy with some settings changed; None values are ignored (flags not given)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def from_graph(graph: Graph) -> VisualizeConfig:
+    """The graph's ``visualize:`` section as the front end read it, or the defaults (a copy:
+    changing it leaves the graph's untouched)."""
+    config = graph.meta.get("visualize")
+    return copy.deepcopy(config) if isinstance(config, VisualizeConfig) else VisualizeConfig()
+
+
+def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: DiagnosticList,
+                           reported: Callable[[str], bool], loc: SourceLocation | None
+                           ) -> VisualizeConfig:
+    """The ``visualize:`` mapping as a :class:`VisualizeConfig`, mistakes added to ``errors``
+    (``graph``, ``reported`` and ``loc`` as for the ``train:`` section)."""
+    if not isinstance(section, dict):
+        errors.add(f"'visualize' must be a mapping, got {section!r}", loc)
+        return VisualizeConfig()
+    from ..visualize.objectives import objective_factories, parse_objective
+    from ..visualize.penalties import PENALTIES
+    from ..visualize.transforms import parse_transforms
+
+    f = SectionFields(section, "'visualize'", errors, loc)
+    f.only(VISUALIZE_KEYS)
+    d, defaults = section, VisualizeConfig()
+    values: dict[str, Any] = {
+        "steps": f.integer("steps", 1, defaults.steps),
+        "lr": f.number("lr", defaults.lr, low=0.0, what="a positive number"),
+        "optimizer": f.string("optimizer", defaults.optimizer,
+                              choices=sorted(optimizer_kinds(registry))),
+        "param": f.string("param", defaults.param)}
+    if "each" in d:
+        each = d["each"]
+        try:
+            graph.resolve(each)
+            values["each"] = each
+        except (KeyError, TypeError) as e:
+            if not (isinstance(each, str) and reported(each)):
+                f.error(f"'each': {e.args[0] if e.args else e}", f.value_loc("each"))
+    if "objectives" in d:
+        specs = d["objectives"]
+        if isinstance(specs, list) and all(isinstance(s, str) for s in specs):
+            factories = objective_factories(registry)
+            for i, spec in enumerate(specs):
+                try:
+                    parse_objective(spec, factories)
+                except FlowgradError as e:
+                    f.error(f"objective {spec!r}: {e.diagnostics[0].message}",
+                            item_loc(specs, i, f.value_loc("objectives")))
+            values["objectives"] = list(specs)
+        else:
+            f.error("'objectives' must be a list of objective specs", f.value_loc("objectives"))
+    if "transforms" in d:
+        spec = f.string("transforms", None)
+        try:
+            parse_transforms(spec, 16)
+            values["transforms"] = spec
+        except FlowgradError as e:
+            f.error(f"'transforms': {e.diagnostics[0].message}", f.value_loc("transforms"))
+    if f.mapping("penalties", "{l2: 30, tv: 30}") is not None:
+        penalties = f.nested("penalties")
+        for name, weight in d["penalties"].items():
+            if name not in PENALTIES:
+                f.error(f"unknown penalty '{name}'{did_you_mean(name, PENALTIES)} "
+                        f"(penalties: {', '.join(PENALTIES)})", penalties.key_loc(name))
+            elif not is_number(weight):
+                f.error(f"penalty weight must be a number, got {weight!r}",
+                        penalties.value_loc(name))
+        values["penalties"] = {k: float(v) for k, v in d["penalties"].items()
+                               if k in PENALTIES and is_number(v)}
+    if "range" in d:
+        bounds = d["range"]
+        if isinstance(bounds, list) and len(bounds) == 2 and all(map(is_number, bounds)) \
+                and bounds[0] < bounds[1]:
+            values["range"] = (float(bounds[0]), float(bounds[1]))
+        else:
+            f.error(f"'range' must be [low, high] with low < high, got {bounds!r}",
+                    f.value_loc("range"))
+    return VisualizeConfig(**values)
