@@ -22,7 +22,7 @@ from .loaders import load
 from .op import Attr, Context, Op, Spec, unbroadcast
 from .passes import prepare
 from .plugins import Registry, default_registry, make_registry
-from .scheduler import Plan, compile
+from .plan import Plan, compile
 from .data import Dataset, load_data, split
 from .train import Trainer, train
 from .visualize import visualize

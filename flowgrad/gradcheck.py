@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .graph import Graph
-from .scheduler import Plan
+from .plan import compile
 
 
 @dataclass
@@ -31,7 +31,7 @@ def random_feeds(graph: Graph, batch: int = 2, seed: int = 0,
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:
-        spec = graph.node(name)["spec"]
+        spec = graph.spec_of(name)
         shape = tuple(batch if d is None else d for d in spec.shape)
         feeds[name] = (rng.standard_normal(shape).astype(dtype) if spec.dtype.kind == "f"
                        else np.zeros(shape, spec.dtype))
@@ -41,7 +41,7 @@ def random_feeds(graph: Graph, batch: int = 2, seed: int = 0,
 def check_graph_gradients(graph: Graph, feeds: dict[str, np.ndarray] | None = None,
                           max_elements: int = 16, eps: float = 1e-6, rtol: float = 1e-4,
                           atol: float = 1e-6, seed: int = 0) -> list[LeafCheck]:
-    net = Plan(graph, dtype=np.float64, seed=seed)
+    net = compile(graph, dtype=np.float64, seed=seed)
     feeds = random_feeds(graph, seed=seed) if feeds is None else feeds
     feeds = {k: np.asarray(v, np.float64) if np.asarray(v).dtype.kind == "f" else v
              for k, v in feeds.items()}
@@ -49,7 +49,7 @@ def check_graph_gradients(graph: Graph, feeds: dict[str, np.ndarray] | None = No
     rng = np.random.default_rng(seed + 1)
     cotangents = {k: (np.ones_like(v) if np.ndim(v) == 0 else rng.standard_normal(np.shape(v)))
                   for k, v in outs.items() if np.asarray(v).dtype.kind == "f"}
-    float_inputs = [n for n in graph.inputs if graph.node(n)["spec"].dtype.kind == "f"]
+    float_inputs = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"]
     grads = net.backward(cotangents, wrt=float_inputs)
 
     def objective() -> float:

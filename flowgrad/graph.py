@@ -7,6 +7,12 @@ pair of nodes (``mul(x, x)``).  Parameters are inputs of parameter-free ops, so 
 one param node with several consumers and optimizing an input is flipping one leaf's flag.
 
 ``Graph.dag`` is the networkx graph itself: users may read it with any networkx algorithm.
+Everything else reads a node through the typed accessors (``kind``, ``op_of``, ``spec_of``,
+``is_branch``, ``is_merge``…), so the record layout can change in this file alone.
+
+A graph is *prepared* once :func:`flowgrad.passes.prepare` has validated it, inserted its
+branches and inferred its shapes; the building methods below clear the flag, so a prepared graph
+that is extended is prepared again when compiled, and one that is not is never re-prepared.
 """
 from __future__ import annotations
 
@@ -17,6 +23,18 @@ import numpy as np
 
 from .errors import GraphError, SourceLocation, did_you_mean
 from .op import Op, Spec
+
+def port_names(op: Op, num_inputs: int, indexed: bool = False) -> tuple[str, ...]:
+    """The port name of each input position of a node of ``op`` with ``num_inputs`` inputs.
+
+    A variadic op declares one name for all its positions: it is repeated (what
+    ``no_grad_inputs`` and the like are written against) or, with ``indexed``, numbered
+    ``xs[0], xs[1]…`` (how messages and drawings name a position)."""
+    if not op.variadic:
+        return op.input_names
+    name = op.input_names[0]
+    return tuple(f"{name}[{i}]" for i in range(num_inputs)) if indexed else (name,) * num_inputs
+
 
 def _leaf_spec(value: np.ndarray) -> Spec:
     """Float leaves keep the precision they were written with (a YAML ``0.1`` stays exact for a
@@ -34,6 +52,8 @@ class Graph:
         self.source = source
         self.outputs: list[str] = []
         self.meta: dict[str, Any] = {}      # front-end extras, e.g. the YAML ``train`` section
+        #: set by :func:`flowgrad.passes.prepare`; cleared by every building method
+        self.prepared = False
         self._next_order = 0
 
     # -- building -----------------------------------------------------------------------
@@ -42,6 +62,7 @@ class Graph:
             raise GraphError(f"'{name}' is declared twice", loc=loc, node=name)
         self.dag.add_node(name, order=self._next_order, loc=loc, **attrs)
         self._next_order += 1
+        self.prepared = False
 
     def add_input(self, name: str, spec: Spec, loc: SourceLocation | None = None) -> None:
         """An input fed per batch; ``spec.shape`` includes the batch axis (usually ``None``)."""
@@ -69,6 +90,7 @@ class Graph:
     def connect(self, src: str, src_port: int, dst: str, dst_port: int) -> None:
         """Feed output ``src_port`` of ``src`` into input ``dst_port`` of ``dst``."""
         self.dag.add_edge(src, dst, src_port=src_port, dst_port=dst_port)
+        self.prepared = False
 
     # -- reading ------------------------------------------------------------------------
     def nodes_of_kind(self, kind: str) -> list[str]:
@@ -149,6 +171,11 @@ class Graph:
         """How many input positions an op node has (variadic ops vary per node)."""
         return self.dag.nodes[name]["num_inputs"]
 
+    def port_names(self, name: str, indexed: bool = False) -> tuple[str, ...]:
+        """The port name of each input position of an op node (see :func:`port_names`)."""
+        data = self.dag.nodes[name]
+        return port_names(data["op"], data["num_inputs"], indexed)
+
     def spec_of(self, name: str) -> Spec:
         """A leaf's spec; for an op, the spec of its first output (after shape inference)."""
         data = self.dag.nodes[name]
@@ -163,10 +190,23 @@ class Graph:
         return self.dag.nodes[name]["value"]
 
     def set_value(self, name: str, value: np.ndarray) -> None:
-        """Replace a param's or const's array (loading weights); its spec follows."""
+        """Replace a param's or const's array (loading weights); its spec follows, and a new
+        spec makes the graph unprepared (the shapes inferred from the old one are stale)."""
         value = np.asarray(value)
         data = self.dag.nodes[name]
-        data["value"], data["spec"] = value, _leaf_spec(value)
+        spec = _leaf_spec(value)
+        if spec != data["spec"]:
+            self.prepared = False
+        data["value"], data["spec"] = value, spec
+
+    def make_const(self, name: str, value: np.ndarray) -> None:
+        """Turn a param into a constant holding ``value`` (kept as given, not copied): how the
+        input optimizer reads a network's weights without differentiating them."""
+        data = self.dag.nodes[name]
+        for key in ("trainable", "lr_mult", "decay_mult"):
+            data.pop(key, None)
+        data["kind"] = "const"
+        self.set_value(name, value)
 
     def is_trainable(self, name: str) -> bool:
         """A param that an optimizer updates (frozen params and state are not)."""
@@ -245,6 +285,7 @@ class Graph:
         other.dag = self.dag.copy()
         other.outputs = list(self.outputs)
         other.meta = dict(self.meta)
+        other.prepared = self.prepared
         other._next_order = self._next_order
         return other
 

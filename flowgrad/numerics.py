@@ -14,7 +14,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import NumericsError
-from .scheduler import Plan
+from .plan import Plan
 
 
 def all_finite(value: Any) -> bool:
@@ -55,11 +55,11 @@ def diagnose(plan: Plan, feeds: Mapping[str, Any], bad_losses=(), bad_grads=(),
                              "infinity; clean the data", node=bad_feeds[0])
     node = first_nonfinite_node(plan, feeds)
     if node is not None:
-        data = plan.graph.node(node)
-        return NumericsError(f"{prefix}non-finite {what}: node '{node}' ({data['op'].type}) is "
+        return NumericsError(f"{prefix}non-finite {what}: node '{node}' "
+                             f"({plan.graph.op_of(node).type}) is "
                              "the first to produce NaN or infinity from finite inputs (if values grew "
                              "during training, lower the learning rate or clip gradients)",
-                             node=node, loc=data.get("loc"))
+                             node=node, loc=plan.graph.location(node))
     consumers = sorted({dst for k in bad_grads if k in plan.graph.dag
                         for _, dst in plan.graph.dag.out_edges(k)})
     detail = (f"; the forward pass is finite, so the backward of "
@@ -75,7 +75,7 @@ def first_nonfinite_node(plan: Plan, feeds: Mapping[str, Any]) -> str | None:
 
     graph = plan.graph
     inputs = set(graph.inputs)
-    runnable = [n for n in graph.topological_order() if graph.node(n)["kind"] == "op"
+    runnable = [n for n in graph.topological_order() if graph.is_op(n)
                 and (nx.ancestors(graph.dag, n) & inputs) <= set(feeds)]
     refs = [graph.value_name(n, p) for n in runnable for p in range(graph.num_outputs(n))]
     try:

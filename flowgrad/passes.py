@@ -3,6 +3,10 @@
 :func:`prepare` runs them in order: validate the wiring, route fan-out through explicit
 ``branch`` nodes, then infer every value's shape and dtype.  Each pass reports all the problems it
 finds at once, located at the offending node's source position.
+
+Passes run once per graph: the front ends (:mod:`flowgrad.loaders`) prepare what they load,
+:func:`flowgrad.compile` prepares a graph built by hand, and :func:`prepare` returns a graph
+that is already prepared (``graph.prepared``) as it is, so no consumer re-runs them.
 """
 from __future__ import annotations
 
@@ -17,44 +21,45 @@ from .ops.merge import Branch
 def validate(graph: Graph) -> Graph:
     """Check the wiring: no cycles, every required port connected once, declared outputs exist."""
     errors = DiagnosticList()
-    dag, nodes = graph.dag, graph.dag.nodes
+    dag = graph.dag
+    declared = graph.ordered_nodes()
     try:  # find_cycle is slow on large multigraphs; a topological sort settles the usual case
         cycle = None if nx.is_directed_acyclic_graph(dag) else nx.find_cycle(dag)
     except nx.NetworkXNoCycle:
         cycle = None
     if cycle:
         names = [edge[0] for edge in cycle]
-        first = min(names, key=lambda n: nodes[n]["order"])
+        first = next(n for n in declared if n in set(names))
         errors.add("the graph has a cycle: " + " -> ".join(names + [names[0]])
-                   + "; a network must be a DAG", loc=nodes[first]["loc"], node=first)
-    for name in graph.ordered_nodes():
-        data = nodes[name]
-        if data["kind"] != "op":
+                   + "; a network must be a DAG", loc=graph.location(first), node=first)
+    for name in declared:
+        loc = graph.location(name)
+        if graph.is_leaf(name):
             if dag.in_degree(name):
-                errors.add(f"leaf '{name}' cannot have inputs", loc=data["loc"], node=name)
+                errors.add(f"leaf '{name}' cannot have inputs", loc=loc, node=name)
             continue
-        op = data["op"]
+        op = graph.op_of(name)
         seen: dict[int, int] = {}
         for _, _, e in dag.in_edges(name, data=True):
             seen[e["dst_port"]] = seen.get(e["dst_port"], 0) + 1
-        ports = _port_names(op, data["num_inputs"])
+        ports = graph.port_names(name, indexed=True)
         for index, port in enumerate(ports):
             count = seen.get(index, 0)
             if count > 1:
                 errors.add(f"input '{port}' of '{name}' is connected {count} times",
-                           loc=data["loc"], node=name)
+                           loc=loc, node=name)
             elif count == 0 and port not in op.optional_inputs:
                 errors.add(f"'{name}' ({op.type}) is missing its input '{port}'"
-                           f" (inputs: {', '.join(op.inputs)})", loc=data["loc"], node=name)
-        if op.variadic and data["num_inputs"] < op.min_inputs:
+                           f" (inputs: {', '.join(op.inputs)})", loc=loc, node=name)
+        if op.variadic and graph.num_inputs(name) < op.min_inputs:
             errors.add(f"'{name}' ({op.type}) needs at least {op.min_inputs} inputs, "
-                       f"got {data['num_inputs']}", loc=data["loc"], node=name)
+                       f"got {graph.num_inputs(name)}", loc=loc, node=name)
         for src, _, e in dag.in_edges(name, data=True):
             if e["dst_port"] >= len(ports):
                 errors.add(f"'{name}' ({op.type}) has no input position {e['dst_port']}",
-                           loc=data["loc"], node=name)
+                           loc=loc, node=name)
             if e["src_port"] >= graph.num_outputs(src):
-                errors.add(f"'{src}' has no output {e['src_port']}", loc=data["loc"], node=name)
+                errors.add(f"'{src}' has no output {e['src_port']}", loc=loc, node=name)
     for ref in graph.outputs:
         try:
             graph.resolve(ref)
@@ -62,12 +67,6 @@ def validate(graph: Graph) -> Graph:
             errors.add(f"graph output: {e.args[0]}")
     errors.raise_if_any(GraphError)
     return graph
-
-
-def _port_names(op, num_inputs: int) -> tuple[str, ...]:
-    if op.variadic:
-        return tuple(f"{op.input_names[0]}[{i}]" for i in range(num_inputs))
-    return op.input_names
 
 
 def insert_branches(graph: Graph) -> Graph:
@@ -87,9 +86,9 @@ def insert_branches(graph: Graph) -> Graph:
             branch = f"{name}#branch" if port == 0 else f"{name}.{port}#branch"
             # a fractional order between the source and the next declared node keeps the
             # topological order deterministic and close to declaration order
-            order = dag.nodes[name]["order"] + (port + 1) / (graph.num_outputs(name) + 1)
+            order = out.node(name)["order"] + (port + 1) / (graph.num_outputs(name) + 1)
             dag.add_node(branch, kind="op", op=Branch(n=len(readers)), num_inputs=1,
-                         order=order, loc=dag.nodes[name]["loc"])
+                         order=order, loc=out.location(name))
             stale = [(dst, key) for _, dst, key, d in dag.out_edges(name, keys=True, data=True)
                      if d["src_port"] == port]
             for dst, key in stale:
@@ -107,13 +106,11 @@ def infer_shapes(graph: Graph) -> Graph:
     depend on it are skipped, and every independent failure is reported together.
     """
     out = graph.copy()
-    nodes = out.dag.nodes
     errors = DiagnosticList()
     for name in out.topological_order():
-        data = nodes[name]
-        if data["kind"] != "op":
+        if out.is_leaf(name):
             continue
-        nodes[name]["specs"] = None
+        out.node(name)["specs"] = None
         sources = out.input_sources(name)
         in_specs: list[Spec | None] = []
         for src in sources:
@@ -125,36 +122,42 @@ def infer_shapes(graph: Graph) -> Graph:
                 break
             in_specs.append(specs[src[1]])
         else:
-            op = data["op"]
+            op = out.op_of(name)
             try:
                 specs = tuple(op.infer(*in_specs))
             except ShapeError as e:
                 shown = ", ".join(f"{p}: {'-' if s is None else s}"
-                                  for p, s in zip(_port_names(op, len(in_specs)), in_specs))
+                                  for p, s in zip(out.port_names(name, indexed=True), in_specs))
                 errors.add(f"'{name}' ({op.type}): {e} [inputs: {shown}]",
-                           loc=data["loc"], node=name)
+                           loc=out.location(name), node=name)
                 continue
-            expected = op.num_outputs(data["num_inputs"])
+            expected = out.num_outputs(name)
             if len(specs) != expected or not all(isinstance(s, Spec) for s in specs):
                 errors.add(f"'{name}' ({op.type}): infer() returned {specs!r}, expected "
-                           f"{expected} Spec(s)", loc=data["loc"], node=name)
+                           f"{expected} Spec(s)", loc=out.location(name), node=name)
                 continue
-            nodes[name]["specs"] = specs
+            out.set_specs(name, specs)
     errors.raise_if_any(GraphError)
     return out
 
 
 def prepare(graph: Graph) -> Graph:
-    """Validate, insert branches and infer shapes: what every front end runs after loading."""
-    return infer_shapes(insert_branches(validate(graph)))
+    """Validate, insert branches and infer shapes: what every front end runs after loading.
+
+    Returns a new graph marked ``prepared``; a graph that already is comes back unchanged, so
+    calling it again (as :func:`flowgrad.compile` does) costs nothing."""
+    if graph.prepared:
+        return graph
+    out = infer_shapes(insert_branches(validate(graph)))
+    out.prepared = True
+    return out
 
 
 def describe(graph: Graph) -> list[tuple[str, str, str]]:
     """``(node, op type, output shapes)`` rows in topological order, for ``flowgrad check``."""
     rows = []
     for name in graph.topological_order():
-        data = graph.node(name)
-        kind = data["op"].type if data["kind"] == "op" else data["kind"]
+        kind = graph.op_of(name).type if graph.is_op(name) else graph.kind(name)
         specs = graph.specs(name) or ()
         rows.append((name, kind, ", ".join(str(s) for s in specs)))
     return rows

@@ -1,93 +1,122 @@
 """Drawing a graph as text, Graphviz dot or Mermaid, with branch and merge nodes visible.
 
-Leaves are drawn as ellipses (inputs), boxes with rounded corners (params) or plain text (consts),
-ops as boxes, ``branch`` nodes as small diamonds, and edges are labelled with the ports they join
-where a node has several.
+Fan-out and fan-in are where a network's gradients are summed and its values joined, so every
+format shows both the same way, decided only by :meth:`Graph.is_branch` and
+:meth:`Graph.is_merge` (never by op names): a branch is a small orange diamond (Mermaid: a
+rhombus), a merge a green inverted trapezium, and text lines end with ``[branch]`` or
+``[merge]``.  Leaves are ellipses (inputs), rounded boxes (params) or plain text (consts), other
+ops boxes; an edge is labelled with the ports it joins where a node has several.
+:func:`fan_summary` says how many of each a graph has (``flowgrad check`` prints it).
 """
 from __future__ import annotations
 
 from .graph import Graph
 
-MERGE_OPS = frozenset({"concat", "sum", "add"})
+
+def branches_and_merges(graph: Graph) -> tuple[list[str], list[str]]:
+    """The graph's branch nodes and merge nodes, in topological order."""
+    order = graph.topological_order()
+    return [n for n in order if graph.is_branch(n)], [n for n in order if graph.is_merge(n)]
+
+
+def fan_summary(graph: Graph) -> str:
+    """``"2 branches, 1 merge"``: how many fan-out and fan-in nodes the graph has."""
+    branches, merges = branches_and_merges(graph)
+    return (f"{len(branches)} branch{'es' if len(branches) != 1 else ''}, "
+            f"{len(merges)} merge{'s' if len(merges) != 1 else ''}")
+
+
+def _role(graph: Graph, name: str) -> str | None:
+    """``branch``, ``merge`` or None: what the drawings single out."""
+    if graph.is_branch(name):
+        return "branch"
+    if graph.is_merge(name):
+        return "merge"
+    return None
+
+
+def _type(graph: Graph, name: str) -> str:
+    return graph.op_of(name).type if graph.is_op(name) else graph.kind(name)
 
 
 def _label(graph: Graph, name: str) -> str:
-    data = graph.node(name)
     specs = graph.specs(name) or ()
     shape = ", ".join(str(s) for s in specs[:1]) + (" ..." if len(specs) > 1 else "")
-    if data["kind"] == "op":
-        return f"{name}\\n{data['op'].type} {shape}".rstrip()
-    return f"{name}\\n{data['kind']} {shape}".rstrip()
+    return f"{name}\\n{_type(graph, name)} {shape}".rstrip()
 
 
-def _edges(graph: Graph):
-    for src, dst, d in sorted(graph.dag.edges(data=True),
-                              key=lambda e: (graph.node(e[1])["order"], e[2]["dst_port"])):
-        src_names = graph.output_names(src)
-        dst_data = graph.node(dst)
-        port = ""
-        if len(src_names) > 1:
-            port = src_names[d["src_port"]]
-        if dst_data["kind"] == "op" and dst_data["num_inputs"] > 1:
-            op = dst_data["op"]
-            dst_port = (f"{op.input_names[0]}[{d['dst_port']}]" if op.variadic
-                        else op.input_names[d["dst_port"]])
-            port = f"{port}→{dst_port}" if port else dst_port
-        yield src, dst, port
+def _edges(graph: Graph, order: list[str]):
+    """``(src, dst, port label)`` for every edge, by destination and input position."""
+    for dst in order:
+        if graph.is_leaf(dst):
+            continue
+        ports = graph.port_names(dst, indexed=True)
+        for dst_port, src in zip(ports, graph.input_sources(dst)):
+            if src is None:
+                continue
+            src_names = graph.output_names(src[0])
+            label = src_names[src[1]] if len(src_names) > 1 else ""
+            if len(ports) > 1:
+                label = f"{label}→{dst_port}" if label else dst_port
+            yield src[0], dst, label
 
 
 def to_text(graph: Graph) -> str:
     lines = [f"graph {graph.name}"]
     for name in graph.topological_order():
-        data = graph.node(name)
         specs = ", ".join(str(s) for s in graph.specs(name) or ())
-        kind = data["op"].type if data["kind"] == "op" else data["kind"]
         sources = ""
-        if data["kind"] == "op":
-            refs = []
-            for port, src in zip(_ports(data), graph.input_sources(name)):
-                if src is not None:
-                    refs.append(f"{port}={graph.value_name(*src)}")
+        if graph.is_op(name):
+            refs = [f"{port}={graph.value_name(*src)}" for port, src
+                    in zip(graph.port_names(name, indexed=True), graph.input_sources(name))
+                    if src is not None]
             sources = "(" + ", ".join(refs) + ")"
-        lines.append(f"  {name:<22} {kind + sources:<48} -> {specs}")
+        role = _role(graph, name)
+        line = f"  {name:<22} {_type(graph, name) + sources:<48} -> {specs}"
+        lines.append(f"{line}  [{role}]" if role else line)
     lines.append("  outputs: " + ", ".join(graph.outputs))
+    lines.append("  " + fan_summary(graph))
     return "\n".join(lines)
 
 
-def _ports(data) -> tuple[str, ...]:
-    op = data["op"]
-    if op.variadic:
-        return tuple(f"{op.input_names[0]}[{i}]" for i in range(data["num_inputs"]))
-    return op.input_names
+def _ids(order: list[str]) -> dict[str, str]:
+    return {n: f"n{i}" for i, n in enumerate(order)}
 
 
-def _ids(graph: Graph) -> dict[str, str]:
-    return {n: f"n{i}" for i, n in enumerate(graph.topological_order())}
+#: Graphviz node styles by leaf kind or role
+_DOT_STYLES = {
+    "input": "shape=ellipse, style=filled, fillcolor=lightblue",
+    "param": "shape=box, style=\"rounded,filled\", fillcolor=lightyellow",
+    "const": "shape=plaintext",
+    "branch": "shape=diamond, style=filled, fillcolor=orange, fontsize=8",
+    "merge": "shape=invtrapezium, style=filled, fillcolor=palegreen",
+    "op": "shape=box",
+}
+
+#: Mermaid node shapes (opening, closing) by leaf kind or role
+_MERMAID_SHAPES = {
+    "input": ('(["', '"])'), "param": ('("', '")'), "const": ('("', '")'),
+    "branch": ('{"', '"}'), "merge": ('[/"', '"\\]'), "op": ('["', '"]'),
+}
+
+
+def _shape_key(graph: Graph, name: str) -> str:
+    return _role(graph, name) or graph.kind(name)
 
 
 def to_dot(graph: Graph) -> str:
-    ids = _ids(graph)
+    order = graph.topological_order()
+    ids = _ids(order)
+    outputs = {graph.resolve(r)[0] for r in graph.outputs}
     out = [f'digraph "{graph.name}" {{', "  rankdir=TB;",
            '  node [fontname="Helvetica", fontsize=10];']
     for name, nid in ids.items():
-        data = graph.node(name)
         label = _label(graph, name).replace('"', '\\"')
-        if data["kind"] == "input":
-            style = "shape=ellipse, style=filled, fillcolor=lightblue"
-        elif data["kind"] == "param":
-            style = "shape=box, style=\"rounded,filled\", fillcolor=lightyellow"
-        elif data["kind"] == "const":
-            style = "shape=plaintext"
-        elif data["op"].type == "branch":
-            style = "shape=diamond, style=filled, fillcolor=orange, fontsize=8"
-        elif data["op"].type in MERGE_OPS:
-            style = "shape=invtrapezium, style=filled, fillcolor=palegreen"
-        else:
-            style = "shape=box"
-        if name in {graph.resolve(r)[0] for r in graph.outputs}:
+        style = _DOT_STYLES[_shape_key(graph, name)]
+        if name in outputs:
             style += ", penwidth=2"
         out.append(f'  {nid} [label="{label}", {style}];')
-    for src, dst, port in _edges(graph):
+    for src, dst, port in _edges(graph, order):
         label = f' [label="{port}", fontsize=8]' if port else ""
         out.append(f"  {ids[src]} -> {ids[dst]}{label};")
     out.append("}")
@@ -95,22 +124,14 @@ def to_dot(graph: Graph) -> str:
 
 
 def to_mermaid(graph: Graph) -> str:
-    ids = _ids(graph)
+    order = graph.topological_order()
+    ids = _ids(order)
     out = ["flowchart TD"]
     for name, nid in ids.items():
-        data = graph.node(name)
         label = _label(graph, name).replace("\\n", "<br/>").replace('"', "'")
-        if data["kind"] == "input":
-            out.append(f'  {nid}(["{label}"])')
-        elif data["kind"] in ("param", "const"):
-            out.append(f'  {nid}("{label}")')
-        elif data["op"].type == "branch":
-            out.append(f'  {nid}{{"{label}"}}')
-        elif data["op"].type in MERGE_OPS:
-            out.append(f'  {nid}[/"{label}"\\]')
-        else:
-            out.append(f'  {nid}["{label}"]')
-    for src, dst, port in _edges(graph):
+        opening, closing = _MERMAID_SHAPES[_shape_key(graph, name)]
+        out.append(f"  {nid}{opening}{label}{closing}")
+    for src, dst, port in _edges(graph, order):
         arrow = f' -- "{port}" --> ' if port else " --> "
         out.append(f"  {ids[src]}{arrow}{ids[dst]}")
     return "\n".join(out)

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .loaders.yaml_source import plain
+from .graph import port_names
 from .op import Context, Op, Spec
 
 
@@ -59,12 +60,8 @@ def _is_float(x: Any) -> bool:
     return x is not None and np.asarray(x).dtype.kind == "f"
 
 
-def _ports(op: Op, n: int) -> tuple[str, ...]:
-    return (op.input_names[0],) * n if op.variadic else op.input_names
-
-
 def _differentiable_inputs(op: Op, inputs: Sequence[Any]) -> list[int]:
-    return [i for i, (x, p) in enumerate(zip(inputs, _ports(op, len(inputs))))
+    return [i for i, (x, p) in enumerate(zip(inputs, port_names(op, len(inputs))))
             if _is_float(x) and p not in op.no_grad_inputs]
 
 
@@ -117,7 +114,7 @@ def gradcheck(op: Op, inputs: Sequence[Any], wrt: Sequence[int] | None = None,
     """
     rng = np.random.default_rng(seed)
     inputs = [np.asarray(x, dtype=np.float64) if _is_float(x) else x for x in inputs]
-    ports = _ports(op, len(inputs))
+    ports = port_names(op, len(inputs), indexed=True)
     if wrt is None:
         wrt = _differentiable_inputs(op, inputs)
     _, outs = _forward(op, inputs, training)

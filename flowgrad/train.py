@@ -1,6 +1,7 @@
 """The trainer: mini-batches, epochs, metrics, early stopping, checkpoints and clean Ctrl-C.
 
-One step is ``plan.forward_backward`` with the losses seeded, a finiteness check, optional
+One step is a forward and backward with the losses seeded (split into micro-batches whose
+gradients are accumulated, if asked: :func:`forward_backward`), a finiteness check, optional
 global-norm clipping and an optimizer update of the trainable params.  Everything random is
 drawn from generators whose states are checkpointed (the shuffler here, the plan's ``rng`` for
 dropout), and a checkpoint records the position inside the epoch, so resuming — even from a
@@ -17,7 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from .graph import Graph
 from .op import Spec
 from .numerics import check_step
 from .optim import Optimizer, clip_by_global_norm, make_optimizer, make_schedule
-from .scheduler import Plan
+from .plan import Plan
 from .train_config import TrainConfig, from_graph
 
 
@@ -62,11 +63,13 @@ class Trainer:
 
     ``config`` defaults to the graph's ``train:`` section; ``registry`` supplies plugin
     optimizers; ``progress`` shows a tqdm bar per epoch (loss and samples/s); ``callbacks``
-    are called as ``callback(trainer)`` after every step.
+    are called as ``callback(trainer)`` after every step; ``micro_batch`` bounds the samples
+    run at once, a larger batch being split and its gradients accumulated (one update).
     """
 
     def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
-                 progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = ()):
+                 progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = (),
+                 micro_batch: int | None = None):
         self.plan = plan
         self.config = config = config or from_graph(plan.graph, registry)
         graph = plan.graph
@@ -74,9 +77,10 @@ class Trainer:
         settings = {k: v for k, v in config.optimizer.items() if k != "kind"}
         self.optimizer: Optimizer = make_optimizer(
             config.optimizer.get("kind", "sgd"), leaves, registry=registry,
-            lr_mult={n: graph.node(n)["lr_mult"] for n in leaves},
-            decay_mult={n: graph.node(n)["decay_mult"] for n in leaves}, **settings)
+            lr_mult={n: graph.lr_mult(n) for n in leaves},
+            decay_mult={n: graph.decay_mult(n) for n in leaves}, **settings)
         self.progress = progress
+        self.micro_batch = micro_batch
         self.callbacks = list(callbacks)
         self.seeds = dict(config.minimize)
         metric_outputs = [m for m in config.metrics if m != "accuracy"]
@@ -101,7 +105,7 @@ class Trainer:
     def feeds(self, data: Dataset, index: np.ndarray | slice) -> dict[str, np.ndarray]:
         """The graph inputs for the samples at ``index``."""
         graph, cfg = self.plan.graph, self.config
-        feeds = {cfg.features: fit_to_input(data.x[index], graph.node(cfg.features)["spec"],
+        feeds = {cfg.features: fit_to_input(data.x[index], graph.spec_of(cfg.features),
                                             cfg.features)}
         if cfg.labels is not None:
             if data.y is None:
@@ -115,7 +119,8 @@ class Trainer:
         """One forward/backward/update on a batch; returns the requested outputs."""
         plan = self.plan
         plan.train()
-        out, grads = plan.forward_backward(feeds, self.seeds, outputs=self.outputs)
+        out, grads = forward_backward(plan, feeds, self.seeds, outputs=self.outputs,
+                                      micro_batch=self.micro_batch)
         check_step(plan, feeds, {k: out[k] for k in self.seeds}, grads,
                    where=f"epoch {self.epoch + 1}, step {self.step + 1}")
         if self.config.clip_grad_norm is not None:
@@ -168,7 +173,7 @@ class Trainer:
         self.plan.eval()
         try:
             parts = [self.plan.forward({self.config.features: fit_to_input(
-                x[i], self.plan.graph.node(self.config.features)["spec"], self.config.features)},
+                x[i], self.plan.graph.spec_of(self.config.features), self.config.features)},
                 outputs=[output], grad=False)[output] for i in batches(len(data), batch_size, None)]
         finally:
             self.plan.train(mode)
@@ -242,17 +247,13 @@ class Trainer:
                 bar.close()
         row = {"epoch": self.epoch + 1, **self._means(self.sums), "lr": lr}
         if val is not None and len(val):
-            row.update(self._means_of(self.evaluate(val), "val_"))
+            row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
         row["seconds"] = time.perf_counter() - start
         self.history.rows.append(row)
         self.epoch += 1
         self.batch_in_epoch = 0
         self.sums = {}
         self._early_stopping(row)
-
-    @staticmethod
-    def _means_of(metrics: dict[str, float], prefix: str) -> dict[str, float]:
-        return {prefix + k: v for k, v in metrics.items()}
 
     def _early_stopping(self, row: dict[str, float]) -> None:
         early = self.config.early_stopping
@@ -337,6 +338,54 @@ class Trainer:
         early = meta["early"]
         self.best, self.bad_epochs, self.stopped = (early["best"], early["bad_epochs"],
                                                     early["stopped"])
+
+
+def forward_backward(plan: Plan, feeds: Mapping[str, Any], seeds: Mapping[str, Any],
+                     wrt: Iterable[str] = (), outputs: Sequence[str] | None = None,
+                     micro_batch: int | None = None, reduction: str = "mean"
+                     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``plan.forward_backward``, the batch split into chunks of at most ``micro_batch``
+    samples whose results are combined: what bounds memory for a large batch.
+
+    Outputs with a batch axis are concatenated; scalar outputs (losses) and gradients are
+    combined as ``reduction`` says: ``"mean"`` (the default, for losses that average over the
+    batch: chunk i is weighted n_i / N) or ``"sum"``.  Returns ``(outputs, grads)``.
+    """
+    if reduction not in ("mean", "sum"):
+        raise FlowgradError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    sizes = {np.shape(v)[0] for v in feeds.values() if np.ndim(v) > 0}
+    if micro_batch is None or not sizes or max(sizes) <= micro_batch:
+        return plan.forward_backward(feeds, seeds, wrt, outputs)
+    if len(sizes) != 1:
+        raise FlowgradError(f"micro-batching needs one batch size, inputs have {sorted(sizes)}")
+    total = sizes.pop()
+    outs: dict[str, list] = {}
+    grads: dict[str, list] = {}
+    for start in range(0, total, micro_batch):
+        chunk = {k: (v[start:start + micro_batch] if np.ndim(v) > 0 else v)
+                 for k, v in feeds.items()}
+        weight = 1.0 if reduction == "sum" else min(micro_batch, total - start) / total
+        out, grad = plan.forward_backward(chunk, seeds, wrt, outputs)
+        for k, v in out.items():
+            outs.setdefault(k, []).append((v, weight))
+        for k, v in grad.items():
+            grads.setdefault(k, []).append((v, weight))
+    # A value with a batch axis is per sample: its chunks are concatenated (gradients of
+    # batched inputs scaled by their chunk's weight).  Anything else (a loss, a param's
+    # gradient) was reduced over the chunk: the chunks are combined by weight.
+    graph = plan.graph
+    merged = {k: (np.concatenate([v for v, _ in parts]) if _spec(graph, k).shape[:1] == (None,)
+                  else _weighted_sum(parts)) for k, parts in outs.items()}
+    combined = {k: (np.concatenate([v * w for v, w in parts]) if graph.is_input(k)
+                    else _weighted_sum(parts)) for k, parts in grads.items()}
+    return merged, combined
+
+
+def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
+    total = parts[0][0] * parts[0][1]
+    for value, weight in parts[1:]:
+        total = total + value * weight
+    return np.asarray(total, dtype=parts[0][0].dtype)
 
 
 def add_classification_loss(graph: Graph, logits: str | None = None, registry: Any = None,

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from flowgrad.backend import DEFAULT
-from flowgrad.fusion import Placed, _fold, _fold_ports
+from flowgrad.plan.fusion import Placed, _fold, _fold_ports
 from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.op import Context
 from flowgrad.plugins import make_registry
-from flowgrad.scheduler import Plan
+from flowgrad.plan import Plan
 
 from .cases import all_cases
 

@@ -1,11 +1,11 @@
-"""Buffer recycling (flowgrad.memory): only memory nothing else can see is reused."""
+"""Buffer recycling (flowgrad.plan.memory): only memory nothing else can see is reused."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 import flowgrad
-from flowgrad.memory import MIN_BYTES, BufferPool
+from flowgrad.plan.memory import MIN_BYTES, BufferPool
 
 BIG = (2, MIN_BYTES // 4)          # float32: twice the smallest pooled size
 

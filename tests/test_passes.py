@@ -34,7 +34,7 @@ def test_branches_are_inserted_for_activations_and_tied_params():
     g = insert_branches(tied_graph())
     assert {"h#branch", "W#branch"} <= set(g.dag.nodes)
     for name in ("h#branch", "W#branch"):
-        assert g.node(name)["op"].type == "branch" and g.node(name)["op"].n == 2
+        assert g.is_branch(name) and g.op_of(name).n == 2
     # afterwards every output port has exactly one reader
     for node in g.dag.nodes:
         for port in range(g.num_outputs(node)):
@@ -94,8 +94,7 @@ def test_validate_reports_cycles_with_their_nodes():
 
 def test_shape_errors_name_the_node_and_its_input_shapes():
     g = tied_graph()
-    g.node("W")["value"] = np.ones((4, 3), np.float32)
-    g.node("W")["spec"] = Spec((4, 3), np.float32)
+    g.set_value("W", np.ones((4, 3), np.float32))
     with pytest.raises(GraphError) as info:
         infer_shapes(insert_branches(g))
     nodes = sorted(d.node for d in info.value.diagnostics)

@@ -1,4 +1,5 @@
-"""The plan: ordering, partial forward, two-pass backward, freeing, batching, errors."""
+"""The plan: ordering, partial forward, two-pass backward, freeing, batching, errors,
+preparing a hand-built graph once."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,7 +16,7 @@ CALLS: list[tuple[str, str]] = []
 
 
 class Probe(Op):
-    """Identity that records each forward/backward call (to see what the scheduler runs)."""
+    """Identity that records each forward/backward call (to see what the plan runs)."""
 
     type = "probe"
 
@@ -38,7 +39,7 @@ class BadArity(Op):
         return (x,)
 
     def forward(self, ctx, x):
-        return x  # not a tuple: a plugin bug the scheduler must name
+        return x  # not a tuple: a plugin bug the plan must name
 
     def backward(self, ctx, gy):
         return (gy,)
@@ -70,7 +71,7 @@ def feeds(n=5, seed=1):
 
 
 def probe_calls(net, name, phase):
-    return sum(1 for p, i in CALLS if p == phase and i == id(net.graph.node(name)["op"]))
+    return sum(1 for p, i in CALLS if p == phase and i == id(net.graph.op_of(name)))
 
 
 def test_forward_computes_only_what_the_outputs_need():
@@ -95,7 +96,7 @@ def test_backward_runs_only_between_grad_leaves_and_seeds():
 
 def test_frozen_params_and_inputs_prune_backward():
     g = mlp()
-    g.node("W1")["trainable"] = False
+    g.set_trainable("W1", False)
     net = flowgrad.compile(g)
     net.forward(feeds(), outputs=["loss"])
     CALLS.clear()
@@ -146,20 +147,9 @@ def test_activations_are_freed_after_their_last_reader():
     net.forward(feeds(), outputs=["loss"])
     program = net._forward_programs[(("loss",), False)]   # (outputs, fused)
     freed = {s for *_, free, _ in program.run for s in free}
-    slot = net._slot
+    slot = net.layout.slot
     assert slot[("fc1", 0)] in freed and slot[("p1", 0)] in freed
     assert slot[("loss", 0)] not in freed  # requested outputs are kept
-
-
-def test_micro_batches_accumulate_the_full_batch_gradient():
-    net = flowgrad.compile(mlp(), dtype="float64")
-    f = feeds(n=10)
-    full_out, full = net.forward_backward(f, {"loss": 1.0}, wrt=["x"])
-    out, chunked = net.forward_backward(f, {"loss": 1.0}, wrt=["x"], micro_batch=3)
-    assert out["loss"] == pytest.approx(full_out["loss"], rel=1e-12)
-    assert np.allclose(out["p2"], full_out["p2"])
-    for k in full:
-        assert np.allclose(chunked[k], full[k], rtol=1e-10, atol=1e-12), k
 
 
 def test_seeding_an_output_that_is_also_consumed_adds_both_gradients():
@@ -205,8 +195,8 @@ def test_a_failing_op_is_reported_with_node_type_and_shapes():
 def test_a_plugin_contract_violation_names_the_node():
     class Plugin:
         @hookimpl
-        def flowgrad_register_ops(self):
-            return [BadArity]
+        def flowgrad_register_ops(self, ops):
+            ops.add(BadArity)
 
     registry = flowgrad.make_registry(plugins=[Plugin()])
     g = Graph("bad")
@@ -268,3 +258,35 @@ def test_gradient_of_an_unreached_input_is_zeros_of_its_shape():
     net.forward({**f, "unused": np.ones((5, 2))}, outputs=["loss"])
     grads = net.backward({"loss": 1.0}, wrt=["unused"])
     assert grads["unused"].shape == (5, 2) and not grads["unused"].any()
+
+
+def test_compile_prepares_a_hand_built_graph_once():
+    g = mlp()
+    assert not g.prepared
+    net = flowgrad.compile(g)
+    assert net.graph.prepared and net.graph is not g
+    assert flowgrad.prepare(net.graph) is net.graph      # a prepared graph is left as it is
+    assert flowgrad.compile(net.graph).graph is net.graph
+
+
+def test_a_plan_needs_a_prepared_graph():
+    with pytest.raises(FlowgradError, match="not prepared"):
+        flowgrad.Plan(mlp())
+
+
+def test_extending_a_prepared_graph_makes_it_unprepared():
+    g = flowgrad.prepare(mlp())
+    extended = g.copy()
+    assert extended.prepared
+    extended.add_op("again", Relu())
+    extended.connect("p2", 0, "again", 0)
+    assert not extended.prepared and g.prepared
+    assert "p2#branch" in flowgrad.compile(extended).graph.dag   # p2 now has two readers
+
+
+def test_no_pass_runs_on_a_prepared_graph(monkeypatch):
+    from flowgrad import passes
+    g = flowgrad.prepare(mlp())
+    for name in ("validate", "insert_branches", "infer_shapes"):
+        monkeypatch.setattr(passes, name, lambda graph, name=name: pytest.fail(name + " ran"))
+    flowgrad.compile(g).forward(feeds(), outputs=["loss"])

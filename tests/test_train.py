@@ -175,8 +175,8 @@ class ModeSpy(Op):
 
 class SpyPlugin:
     @flowgrad.hookimpl
-    def flowgrad_register_ops(self):
-        return [ModeSpy]
+    def flowgrad_register_ops(self, ops):
+        ops.add(ModeSpy)
 
 
 def test_train_mode_while_fitting_eval_mode_for_metrics(tmp_path, digits):
@@ -213,3 +213,28 @@ def test_digits_networks_reach_their_targets(graphs_dir, digits, name, target):
     train, test = split(digits, trainer.config.test_split, seed=0)
     trainer.fit(train)
     assert trainer.evaluate(test)["accuracy"] >= target
+
+
+def test_micro_batches_accumulate_the_full_batch_gradient(tmp_path):
+    from flowgrad.train import forward_backward
+    net = flowgrad.compile(load_small(tmp_path), dtype="float64")
+    rng = np.random.default_rng(0)
+    f = {"x": rng.standard_normal((10, 64)), "label": rng.integers(0, 10, size=10)}
+    full_out, full = net.forward_backward(f, {"loss": 1.0}, wrt=["x"])
+    out, chunked = forward_backward(net, f, {"loss": 1.0}, wrt=["x"], micro_batch=3)
+    assert out["loss"] == pytest.approx(full_out["loss"], rel=1e-12)
+    assert np.allclose(out["logits"], full_out["logits"])
+    assert set(chunked) == set(full)
+    for k in full:
+        assert np.allclose(chunked[k], full[k], rtol=1e-10, atol=1e-12), k
+    with pytest.raises(FlowgradError, match="reduction"):
+        forward_backward(net, f, {"loss": 1.0}, micro_batch=3, reduction="max")
+
+
+def test_a_micro_batched_trainer_takes_the_same_steps(tmp_path, digits):
+    data = split(digits, 0.9, seed=0)[0]
+    plans = [flowgrad.compile(load_small(tmp_path), dtype="float64") for _ in range(2)]
+    Trainer(plans[0]).fit(data, epochs=1)
+    Trainer(plans[1], micro_batch=8).fit(data, epochs=1)
+    for name, value in plans[0].params.items():
+        np.testing.assert_allclose(plans[1].params[name], value, rtol=1e-9, atol=1e-12)

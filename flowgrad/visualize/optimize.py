@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import FlowgradError
 from ..optim import make_optimizer
-from ..scheduler import Plan
+from ..plan import Plan
 from .objectives import Objective, PerImage, parse_objective
 from .param import Pipeline
 from .penalties import apply_penalties
@@ -55,9 +55,7 @@ def frozen(plan: Plan) -> Plan:
     """
     graph = plan.graph.copy()
     for name, value in plan.params.items():
-        data = graph.node(name)
-        data["kind"] = "const"
-        data["value"] = value
+        graph.make_const(name, value)
     out = Plan(graph, dtype=plan.dtype, seed=plan.seed)
     return out.eval()
 
@@ -135,7 +133,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     net = frozen_view(plan)
     graph = net.graph
     input = input or _float_input(graph)
-    spec = graph.node(input)["spec"]
+    spec = graph.spec_of(input)
     in_shape = tuple(spec.shape[1:])
     if None in in_shape:
         raise FlowgradError(f"input '{input}' has unknown dims {in_shape}; give its shape")
@@ -220,7 +218,7 @@ def _evaluate(per_image: PerImage, batch_obj, acts, refs):
 
 
 def _float_input(graph) -> str:
-    floats = [n for n in graph.inputs if graph.node(n)["spec"].dtype.kind == "f"]
+    floats = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"]
     if len(floats) != 1:
         raise FlowgradError(f"say which input to optimize with input=... / --input (float "
                             f"inputs: {', '.join(floats) or 'none'})")

@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .op import Context
+from ..op import Context
 
 #: Target size, in elements, of the block of output rows a fused chain computes at a time:
 #: small enough to stay in cache while the chain's ops pass over it, large enough that the
