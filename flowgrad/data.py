@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -40,31 +40,39 @@ class Dataset:
         return Dataset(self.x[index], None if self.y is None else self.y[index], self.name)
 
 
-def load_data(spec: str) -> Dataset:
-    """``"digits"`` (embedded) or a path to ``.npz``, ``.npy`` or ``.csv``.
+def load_data(spec: str, registry: Any = None) -> Dataset:
+    """A data set by name (``"digits"``, embedded) or a file by its suffix, through the
+    registered data loaders (``flowgrad_register_data_loaders``); built in:
 
     * ``.npz``: features under one of ``x, X, data, features, images, inputs`` and labels under
       one of ``y, Y, labels, label, target, targets`` (or exactly two arrays: features, labels).
     * ``.npy``: a 2-d array whose last column is the integer label.
     * ``.csv``: numbers separated by commas, last column the label; a header line is skipped.
     """
-    if spec == "digits":
-        from .datasets import load_digits
-        return Dataset(*load_digits(), name="digits")
+    if registry is None:
+        from .plugins import default_registry
+        registry = default_registry()
+    loaders = registry.table("data_loader")
+    names = sorted(n for n in loaders if not n.startswith("."))
+    suffixes = sorted(n for n in loaders if n.startswith("."))
+    if spec in loaders and not spec.startswith("."):
+        return loaders[spec](spec)
     if not os.path.exists(spec):
-        raise FlowgradError(f"data '{spec}' not found: give 'digits' (the embedded 8×8 digits) "
-                            "or a path to a .npz, .npy or .csv file")
+        raise FlowgradError(f"data '{spec}' not found: give a data set name "
+                            f"({', '.join(names)}) or a path to a {', '.join(suffixes)} file")
     ext = os.path.splitext(spec)[1].lower()
+    if ext not in loaders:
+        raise FlowgradError(f"{spec}: unsupported data format '{ext}' (use "
+                            f"{', '.join(suffixes)}, or load a plugin that reads it)")
     try:
-        if ext == ".npz":
-            return _from_npz(spec)
-        if ext == ".npy":
-            return _from_table(np.load(spec, allow_pickle=False), spec)
-        if ext == ".csv":
-            return _from_table(_read_csv(spec), spec)
+        return loaders[ext](spec)
     except (ValueError, OSError) as e:
         raise FlowgradError(f"{spec}: cannot read: {e}") from None
-    raise FlowgradError(f"{spec}: unsupported data format '{ext}' (use .npz, .npy or .csv)")
+
+
+def _digits(spec: str) -> Dataset:
+    from .datasets import load_digits
+    return Dataset(*load_digits(), name="digits")
 
 
 def _from_npz(path: str) -> Dataset:
@@ -104,6 +112,15 @@ def _labels(y: np.ndarray, path: str) -> np.ndarray:
             raise FlowgradError(f"{path}: labels must be integers (class indices)")
         y = y.astype(np.int64)
     return y
+
+
+#: the built-in loaders, registered by :mod:`flowgrad.builtins` like a plugin's
+BUILTIN_LOADERS: dict[str, Callable[[str], Dataset]] = {
+    "digits": _digits,
+    ".npz": _from_npz,
+    ".npy": lambda path: _from_table(np.load(path, allow_pickle=False), path),
+    ".csv": lambda path: _from_table(_read_csv(path), path),
+}
 
 
 def split(data: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:

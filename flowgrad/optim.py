@@ -7,17 +7,19 @@ optimization); that is the point.  Per-leaf ``lr_mult`` scales the learning rate
 sets them).
 
 Built-in kinds: ``sgd`` (momentum, Nesterov), ``adam``, ``adamw`` (decoupled decay) and
-``rmsprop``.  Plugins add kinds through the ``flowgrad_register_optimizers`` hook.
+``rmsprop``; schedules ``constant``, ``step`` and ``cosine``.  Plugins add both through the
+``flowgrad_register_optimizers`` and ``flowgrad_register_schedules`` hooks, exactly as
+:mod:`flowgrad.builtins` registers these.
 Every optimizer's state is a flat ``{key: array}`` so checkpoints store it exactly.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
-from .errors import FlowgradError, PluginError, did_you_mean
+from .errors import FlowgradError, did_you_mean
 
 
 class Optimizer:
@@ -161,37 +163,29 @@ class RMSprop(Optimizer):
         leaf -= lr * step
 
 
-BUILTIN_OPTIMIZERS: tuple[type[Optimizer], ...] = (SGD, Adam, AdamW, RMSprop)
-
-
 def optimizer_kinds(registry: Any = None) -> dict[str, type[Optimizer]]:
-    """Built-in optimizers plus those plugins return from ``flowgrad_register_optimizers``."""
-    kinds = {cls.kind: cls for cls in BUILTIN_OPTIMIZERS}
-    if registry is None:
-        from .plugins import default_registry
-        registry = default_registry()
-    owner = {kind: "flowgrad (built in)" for kind in kinds}
-    for plugin, found in registry.call_each("flowgrad_register_optimizers"):
-        for cls in found or ():
-            if not (isinstance(cls, type) and issubclass(cls, Optimizer) and cls.kind):
-                raise PluginError(f"flowgrad_register_optimizers of plugin "
-                                  f"{registry.describe(plugin)} returned {cls!r}, which is not "
-                                  "an Optimizer subclass with a 'kind' name")
-            if cls.kind in kinds and kinds[cls.kind] is not cls:
-                raise PluginError(f"optimizer '{cls.kind}' is registered twice: by "
-                                  f"{owner[cls.kind]} and by plugin {registry.describe(plugin)}")
-            kinds[cls.kind], owner[cls.kind] = cls, f"plugin {registry.describe(plugin)}"
-    return kinds
+    """Every registered optimizer kind (built-in or plugin): ``{kind: class}``."""
+    return _registry(registry).table("optimizer")
 
 
 def make_optimizer(kind: str, leaves: Mapping[str, np.ndarray], registry: Any = None,
                    **settings: Any) -> Optimizer:
     """An optimizer of ``kind`` (built-in or plugin) over ``leaves``."""
-    kinds = optimizer_kinds(registry)
+    return _lookup(optimizer_kinds(registry), kind, "optimizer")(leaves, **settings)
+
+
+def _registry(registry: Any) -> Any:
+    if registry is None:
+        from .plugins import default_registry
+        registry = default_registry()
+    return registry
+
+
+def _lookup(kinds: Mapping[str, Any], kind: str, what: str) -> Any:
     if kind not in kinds:
-        raise FlowgradError(f"unknown optimizer '{kind}'{did_you_mean(kind, kinds)} "
-                            f"(optimizers: {', '.join(sorted(kinds))})")
-    return kinds[kind](leaves, **settings)
+        raise FlowgradError(f"unknown {what} '{kind}'{did_you_mean(kind, kinds)} "
+                            f"({what}s: {', '.join(sorted(kinds))})")
+    return kinds[kind]
 
 
 # -- gradient clipping ---------------------------------------------------------------------
@@ -217,33 +211,81 @@ def clip_by_global_norm(grads: Mapping[str, np.ndarray], max_norm: float
 
 # -- learning-rate schedules ---------------------------------------------------------------
 
-SCHEDULES = ("constant", "step", "cosine")
+class Schedule:
+    """Base class of learning-rate schedules: a function from the (0-based) step to the rate.
+
+    Subclasses set ``kind`` (the name in ``train: schedule: {kind: ...}``), declare their
+    settings with defaults in ``defaults`` and implement :meth:`rate`.  Every kind may start
+    with a linear warm-up over ``warmup_steps`` (or ``warmup_epochs``) steps, from
+    ``lr / warm-up length`` up to ``lr``; the base class applies it.  Plugins add kinds through
+    the ``flowgrad_register_schedules`` hook.
+    """
+
+    kind: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    WARMUP: ClassVar[tuple[str, ...]] = ("warmup_steps", "warmup_epochs")
+
+    def __init__(self, lr: float, total_steps: int, steps_per_epoch: int,
+                 warmup_steps: int = 0, warmup_epochs: float = 0, **settings: Any):
+        unknown = [k for k in settings if k not in self.defaults]
+        if unknown:
+            known = [*self.WARMUP, *self.defaults]
+            raise FlowgradError(f"schedule '{self.kind}' has no setting '{unknown[0]}'"
+                                f"{did_you_mean(unknown[0], known)} (settings: "
+                                f"{', '.join(known)})")
+        self.lr, self.total_steps, self.steps_per_epoch = float(lr), total_steps, steps_per_epoch
+        self.settings = {**self.defaults, **settings}
+        self.warmup = int(warmup_steps or round(warmup_epochs * steps_per_epoch))
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        return self.rate(step)
+
+    def rate(self, step: int) -> float:
+        """The rate at ``step`` (after the warm-up)."""
+        raise NotImplementedError
+
+
+class Constant(Schedule):
+    """The optimizer's ``lr`` throughout."""
+
+    kind = "constant"
+
+    def rate(self, step):
+        return self.lr
+
+
+class StepDecay(Schedule):
+    """Multiply by ``gamma`` every ``step_epochs`` epochs."""
+
+    kind = "step"
+    defaults = {"step_epochs": 10, "gamma": 0.1}
+
+    def rate(self, step):
+        size = max(1, int(round(self.settings["step_epochs"] * self.steps_per_epoch)))
+        return self.lr * self.settings["gamma"] ** (step // size)
+
+
+class Cosine(Schedule):
+    """Anneal from ``lr`` to ``min_lr`` over the run (after the warm-up), as half a cosine."""
+
+    kind = "cosine"
+    defaults = {"min_lr": 0.0}
+
+    def rate(self, step):
+        low = self.settings["min_lr"]
+        progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
+        return low + (self.lr - low) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def schedule_kinds(registry: Any = None) -> dict[str, type[Schedule]]:
+    """Every registered schedule kind (built-in or plugin): ``{kind: class}``."""
+    return _registry(registry).table("schedule")
 
 
 def make_schedule(lr: float, total_steps: int, steps_per_epoch: int, kind: str = "constant",
-                  warmup_steps: int = 0, warmup_epochs: float = 0, step_epochs: float = 10,
-                  gamma: float = 0.1, min_lr: float = 0.0) -> Callable[[int], float]:
-    """A function from the (0-based) step number to the learning rate.
-
-    ``step``: multiply by ``gamma`` every ``step_epochs`` epochs; ``cosine``: anneal from ``lr``
-    to ``min_lr`` over the run; any kind may start with a linear warm-up over ``warmup_steps``
-    (or ``warmup_epochs``) steps from ``lr / warm-up length`` up to ``lr``.
-    """
-    if kind not in SCHEDULES:
-        raise FlowgradError(f"unknown schedule '{kind}'{did_you_mean(kind, SCHEDULES)} "
-                            f"(schedules: {', '.join(SCHEDULES)})")
-    warm = int(warmup_steps or round(warmup_epochs * steps_per_epoch))
-    step_size = max(1, int(round(step_epochs * steps_per_epoch)))
-
-    def schedule(step: int) -> float:
-        if step < warm:
-            return lr * (step + 1) / warm
-        if kind == "step":
-            return lr * gamma ** (step // step_size)
-        if kind == "cosine":
-            span = max(1, total_steps - warm)
-            progress = min(1.0, (step - warm) / span)
-            return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
-        return lr
-
-    return schedule
+                  registry: Any = None, **settings: Any) -> Schedule:
+    """The schedule ``kind`` (built-in or plugin) for a run of ``total_steps`` steps."""
+    cls = _lookup(schedule_kinds(registry), kind, "schedule")
+    return cls(lr, total_steps, steps_per_epoch, **settings)

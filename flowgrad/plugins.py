@@ -26,7 +26,7 @@ import pathlib
 import sys
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 import pluggy
 
@@ -38,14 +38,15 @@ PROJECT = "flowgrad"
 ENTRY_POINT_GROUP = "flowgrad"
 PATHS_ENV = "FLOWGRAD_PLUGINS"
 NO_AUTOLOAD_ENV = "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD"
-BUILTIN_NAME = "flowgrad.ops"
+BUILTIN_NAME = "flowgrad"
 
 
 @dataclass
 class PluginInfo:
     """One loaded plugin: its name, how it was found and where it lives, what it provides.
 
-    ``kind`` is ``"builtin"``, ``"entry point"``, ``"file"``, ``"package"`` (a plugin folder
+    ``contributes`` maps each registry table it added to (``"op"``, ``"optimizer"``…) to the
+    names it added, filled as the tables are built.  ``kind`` is ``"builtin"``, ``"entry point"``, ``"file"``, ``"package"`` (a plugin folder
     with ``__init__.py``) or ``"object"``; ``origin`` is the file or folder path, or for an
     entry point ``"<distribution> <version> (<entry point value>)"``.
     """
@@ -54,7 +55,12 @@ class PluginInfo:
     kind: str
     origin: str
     hooks: tuple[str, ...] = ()
-    ops: list[str] = field(default_factory=list)
+    contributes: dict[str, list[Any]] = field(default_factory=dict)
+
+    @property
+    def ops(self) -> list[str]:
+        """The op names this plugin registered (once the op table is built)."""
+        return self.contributes.get("op", [])
 
     def describe(self) -> str:
         """``'name' (origin)``, as used in error messages and listings."""
@@ -119,94 +125,186 @@ def _check_hook_names(plugin: Any, info: PluginInfo) -> None:
                               "put @flowgrad.hookimpl on the line above its def")
 
 
-class Registry:
-    """Op types by name, and the plugins they came from.
+@dataclass(frozen=True)
+class Kind:
+    """One kind of extension: the hook that registers it, the name of the hook's argument
+    (what :meth:`Registrar.add` receives), and the tables it fills.
 
-    ``ops`` maps each op name to its class, ``provider`` to the :class:`PluginInfo` of the plugin
-    that registered it, ``sources`` to that plugin's description; ``plugins`` lists every loaded
-    plugin in load order.
+    ``tables`` are the registry tables (``registry.table(name)``) an ``add`` call writes to:
+    one for most kinds, two for ONNX (import and export translations declared side by side).
+    """
+
+    hook: str
+    arg: str
+    tables: tuple[str, ...]
+    doc: str
+
+
+#: Every kind of extension, in the order ``flowgrad plugins`` lists them.
+KINDS: tuple[Kind, ...] = (
+    Kind("flowgrad_register_ops", "ops", ("op",), "ops (flowgrad.Op subclasses)"),
+    Kind("flowgrad_register_onnx", "onnx", ("onnx_import", "onnx_export"),
+         "ONNX import and export translations (flowgrad.onnx.Translations)"),
+    Kind("flowgrad_register_optimizers", "optimizers", ("optimizer",),
+         "optimizers (flowgrad.optim.Optimizer subclasses)"),
+    Kind("flowgrad_register_schedules", "schedules", ("schedule",),
+         "learning-rate schedules (flowgrad.optim.Schedule subclasses)"),
+    Kind("flowgrad_register_objectives", "objectives", ("objective",),
+         "input-optimization objectives (name -> factory)"),
+    Kind("flowgrad_register_parameterizations", "parameterizations", ("parameterization",),
+         "image parameterizations for visualize (name -> factory)"),
+    Kind("flowgrad_register_transforms", "transforms", ("transform",),
+         "robustness transforms for visualize (name -> factory)"),
+    Kind("flowgrad_register_data_loaders", "data_loaders", ("data_loader",),
+         "training-data loaders (a name like 'digits', or a file suffix like '.npz')"),
+)
+_KIND_OF_TABLE = {table: kind for kind in KINDS for table in kind.tables}
+
+
+class Registrar:
+    """What a registration hook receives: the plugin calls :meth:`add` with what it provides.
+
+    One registrar is made per plugin and hook, so every entry knows which plugin added it;
+    that is what lets a clash name both plugins.
+    """
+
+    def __init__(self, registry: "Registry", kind: Kind, info: PluginInfo):
+        self._registry, self._kind, self._info = registry, kind, info
+
+    def add(self, *items: Any) -> None:
+        """Register ``items``; what they are depends on the kind (see each hook's docs):
+
+        * ops, optimizers, schedules: classes, named by their ``type`` or ``kind``:
+          ``ops.add(MyOp, OtherOp)``;
+        * objectives, parameterizations, transforms, data loaders: ``add(name, factory)``;
+        * ONNX: ``Translations`` tables: ``onnx.add(T)``.
+        """
+        table = self._kind.tables[0]
+        if table in _NAMED:
+            if len(items) != 2 or not isinstance(items[0], str) or not callable(items[1]):
+                raise PluginError(f"{self._where()}: {self._kind.arg}.add takes a name and a "
+                                  f"callable, e.g. {self._kind.arg}.add('my_name', factory); "
+                                  f"got {items!r}")
+            self._put(table, items[0], items[1])
+        elif table == "onnx_import":
+            for t in items:
+                if not (hasattr(t, "importers") and hasattr(t, "exporters")):
+                    raise PluginError(f"{self._where()}: onnx.add takes flowgrad.onnx."
+                                      f"Translations tables, got {t!r}")
+                for rule in t.importers:
+                    self._put("onnx_import", (rule.domain, rule.op_type, int(rule.since)), rule)
+                for op_type, exporter in t.exporters:
+                    self._put("onnx_export", op_type, exporter)
+        else:
+            for cls in items:
+                key = _CLASS_CHECKS[table](cls, self._info)
+                self._put(table, key, cls)
+
+    def _put(self, table: str, key: Any, value: Any) -> None:
+        self._registry._put(table, key, value, self._info)
+
+    def _where(self) -> str:
+        return f"{self._kind.hook} of plugin {self._info.describe()}"
+
+
+class Registry:
+    """Everything the loaded plugins registered, kind by kind, and who registered what.
+
+    ``plugins`` lists every loaded plugin in load order; ``ops`` maps op names to classes.
+    Every other kind is a table: :meth:`table` (``"optimizer"``, ``"objective"``,
+    ``"onnx_import"``…, see :data:`KINDS`) maps each name to what was registered, and
+    :meth:`provider` says which plugin registered it.  A table is built on first use by calling
+    its hook on every plugin in load order (so listing ops never imports the ONNX
+    translations), then cached.  The same name registered twice, by two plugins or a plugin and
+    a built-in, is an error naming both.
     """
 
     def __init__(self, plugin_manager: pluggy.PluginManager):
         self.plugin_manager = plugin_manager
-        self.ops: dict[str, type[Op]] = {}
-        self.provider: dict[str, PluginInfo] = {}
         infos = getattr(plugin_manager, "infos", None)
         self.plugins: list[PluginInfo] = (
-            [dataclasses.replace(i, ops=[]) for i in infos.values()] if infos is not None else
+            [dataclasses.replace(i, contributes={}) for i in infos.values()]
+            if infos is not None else
             [PluginInfo(plugin_manager.get_name(p) or repr(p), "object", "",
                         tuple(sorted(c.name for c in plugin_manager.get_hookcallers(p) or ())))
              for p in plugin_manager.get_plugins()])
         self._by_name = {i.name: i for i in self.plugins}
-        claims: dict[str, list[PluginInfo]] = {}
-        for plugin, result in self.call_each("flowgrad_register_ops"):
-            info = self._info(plugin)
-            for op_cls in result or ():
-                _check_op_class(op_cls, info)
-                if info in claims.get(op_cls.type, ()):
-                    raise PluginError(f"plugin {info.describe()} registers op '{op_cls.type}' "
-                                      "twice")
-                claims.setdefault(op_cls.type, []).append(info)
-                if op_cls.type not in self.ops:
-                    self.ops[op_cls.type] = op_cls
-                    self.provider[op_cls.type] = info
-                    info.ops.append(op_cls.type)
-        clashes = {name: who for name, who in claims.items() if len(who) > 1}
-        if clashes:
-            raise PluginError("; ".join(
-                f"op '{name}' is registered by more than one plugin: "
-                + " and ".join(i.describe() for i in who)
-                + " (rename the op in one of them, or do not load both)"
-                for name, who in sorted(clashes.items())))
-        self.sources: dict[str, str] = {k: v.describe() for k, v in self.provider.items()}
+        self._tables: dict[str, dict[Any, Any]] = {}
+        self._providers: dict[str, dict[Any, PluginInfo]] = {}
+
+    # -- tables -----------------------------------------------------------------------------
+    def table(self, name: str) -> dict[Any, Any]:
+        """The registered entries of one table (see :data:`KINDS`), built once."""
+        if name not in self._tables:
+            kind = _KIND_OF_TABLE.get(name)
+            if kind is None:
+                raise KeyError(f"no registry table '{name}'{did_you_mean(name, _KIND_OF_TABLE)}")
+            self._build(kind)
+        return self._tables[name]
+
+    def provider(self, table: str, key: Any) -> PluginInfo:
+        """The plugin that registered ``key`` in ``table``."""
+        self.table(table)
+        return self._providers[table][key]
+
+    @property
+    def ops(self) -> dict[str, type[Op]]:
+        return self.table("op")
+
+    def _build(self, kind: Kind) -> None:
+        for table in kind.tables:
+            self._tables[table], self._providers[table] = {}, {}
+        for plugin, info, function in self._implementers(kind.hook):
+            registrar = Registrar(self, kind, info)
+            caller = self.plugin_manager.subset_hook_caller(
+                kind.hook, [p for p in self.plugin_manager.get_plugins() if p is not plugin])
+            try:
+                returned = caller(**{kind.arg: registrar})
+            except PluginError:
+                raise
+            except Exception as e:
+                raise PluginError(f"{kind.hook} of plugin {info.describe()} failed: "
+                                  f"{type(e).__name__}: {e}{_where(e, function)}") from e
+            if any(r is not None for r in returned):
+                raise PluginError(
+                    f"{kind.hook} of plugin {info.describe()} returned a value; register "
+                    f"with its argument instead:\n    @flowgrad.hookimpl\n    def "
+                    f"{kind.hook}({kind.arg}):\n        {kind.arg}.add(...)")
+
+    def _implementers(self, hook: str) -> list[tuple[Any, PluginInfo, Any]]:
+        """``(plugin, info, function)`` of every plugin implementing ``hook``, in load order."""
+        impls = getattr(self.plugin_manager.hook, hook).get_hookimpls()
+        return [(impl.plugin, self._info(impl.plugin), impl.function) for impl in impls]
+
+    def _put(self, table: str, key: Any, value: Any, info: PluginInfo) -> None:
+        providers = self._providers[table]
+        if key in providers:
+            what = _describe_key(table, key)
+            first = providers[key]
+            if first is info:
+                raise PluginError(f"plugin {info.describe()} registers {what} twice")
+            raise PluginError(f"{what} is registered by more than one plugin: "
+                              f"{first.describe()} and {info.describe()} (rename it in one of "
+                              "them, or do not load both)")
+        providers[key] = info
+        self._tables[table][key] = value
+        info.contributes.setdefault(table, []).append(key)
 
     def _info(self, plugin: Any) -> PluginInfo:
         name = self.plugin_manager.get_name(plugin) or repr(plugin)
         return self._by_name.get(name) or PluginInfo(name, "object", "")
 
-    def describe(self, plugin: Any) -> str:
-        """``'name' (file, or package and version)`` of a plugin object, for error messages
-        about what it returned from a hook (see :meth:`call_each`)."""
-        return self._info(plugin).describe()
+    def call_each(self, hook: str) -> list[tuple[Any, Any]]:
+        """Transitional, for ``flowgrad_onnx_ops`` only: ``(plugin, result)`` pairs."""
+        return [(plugin, function()) for plugin, _, function in self._implementers(hook)]
 
-    def call_each(self, hook: str, **kwargs: Any) -> list[tuple[Any, Any]]:
-        """Call hook ``hook`` on every plugin implementing it, in load order, and return
-        ``(plugin, result)`` pairs; an exception inside a plugin becomes a PluginError naming it.
-        """
-        caller = getattr(self.plugin_manager.hook, hook)
-        out = []
-        for impl in caller.get_hookimpls():  # registration order (pluggy calls them reversed)
-            try:
-                result = impl.function(**kwargs)
-            except Exception as e:
-                raise PluginError(f"{hook} of plugin {self._info(impl.plugin).describe()} failed: "
-                                  f"{type(e).__name__}: {e}{_where(e, impl.function)}") from e
-            out.append((impl.plugin, result))
-        return out
+    def build_all(self) -> "Registry":
+        """Build every table now (``flowgrad plugins`` lists them all)."""
+        for kind in KINDS:
+            self.table(kind.tables[0])
+        return self
 
-    def collect(self, hook: str, what: str, **kwargs: Any) -> dict[str, Any]:
-        """Merge the ``{name: object}`` mappings every plugin returns from ``hook``.
-
-        For hooks that register named things (optimizers, objectives...): a name claimed by two
-        plugins is an error naming both, exactly as for ops; ``what`` names the things in it.
-        """
-        merged: dict[str, Any] = {}
-        owner: dict[str, PluginInfo] = {}
-        for plugin, result in self.call_each(hook, **kwargs):
-            info = self._info(plugin)
-            if result is None:
-                continue
-            if not isinstance(result, Mapping):
-                raise PluginError(f"{hook} of plugin {info.describe()} must return a mapping "
-                                  f"{{name: {what}}}, got {type(result).__name__}")
-            for name, value in result.items():
-                if name in owner:
-                    raise PluginError(f"{what} '{name}' is registered by more than one plugin: "
-                                      f"{owner[name].describe()} and {info.describe()}")
-                owner[name] = info
-                merged[name] = value
-        return merged
-
+    # -- ops ----------------------------------------------------------------------------------
     def get(self, name: str) -> type[Op]:
         """The op class registered as ``name``; an unknown name lists the known ones."""
         try:
@@ -224,7 +322,20 @@ class Registry:
         return len(self.ops)
 
 
-def _check_op_class(op_cls: Any, info: PluginInfo) -> None:
+#: tables whose entries are ``add(name, callable)``
+_NAMED = frozenset({"objective", "parameterization", "transform", "data_loader"})
+
+
+def _describe_key(table: str, key: Any) -> str:
+    if table == "onnx_import":
+        domain, op_type, since = key
+        return f"ONNX import of {domain or 'ai.onnx'}::{op_type} (since opset {since})"
+    if table == "onnx_export":
+        return f"ONNX export of op '{key}'"
+    return f"{table.replace('_', ' ')} '{key}'"
+
+
+def _check_op_class(op_cls: Any, info: PluginInfo) -> str:
     """Reject what would otherwise fail far from its cause, e.g. at a user's first run."""
     if not (inspect.isclass(op_cls) and issubclass(op_cls, Op)):
         raise PluginError(f"plugin {info.describe()} registered {op_cls!r}, which is not a "
@@ -248,6 +359,38 @@ def _check_op_class(op_cls: Any, info: PluginInfo) -> None:
     if bad:
         raise PluginError(f"{where} ('{name}') declares attribute '{bad[0]}' without "
                           "flowgrad.Attr(kind, default)")
+    taken = sorted(set(op_cls.attrs) & CONTRACT_NAMES)
+    if taken:
+        raise PluginError(f"{where} ('{name}') declares attribute '{taken[0]}', which is a "
+                          "member of the op contract (an attribute would overwrite it); "
+                          "rename the attribute")
+    return name
+
+
+#: what an attribute name may not be: every member of the op contract
+CONTRACT_NAMES = frozenset(n for n in dir(Op) if not n.startswith("__")) | {"_attr_values"}
+
+
+def _check_class_kind(base_path: str, name_attr: str):
+    """A check for kinds registered as classes named by ``name_attr`` (optimizers,
+    schedules): the base class is imported on first use, keeping start-up light."""
+    def check(cls: Any, info: PluginInfo) -> str:
+        module, _, base_name = base_path.rpartition(".")
+        base = getattr(importlib.import_module(module), base_name)
+        name = getattr(cls, name_attr, None) if inspect.isclass(cls) else None
+        if not (inspect.isclass(cls) and issubclass(cls, base) and isinstance(name, str)
+                and name):
+            raise PluginError(f"plugin {info.describe()} registered {cls!r}, which is not a "
+                              f"{base_path} subclass with a '{name_attr}' name")
+        return name
+    return check
+
+
+_CLASS_CHECKS = {
+    "op": _check_op_class,
+    "optimizer": _check_class_kind("flowgrad.optim.Optimizer", "kind"),
+    "schedule": _check_class_kind("flowgrad.optim.Schedule", "kind"),
+}
 
 
 def unknown_op_message(name: str, known: Iterable[str]) -> str:
@@ -257,15 +400,6 @@ def unknown_op_message(name: str, known: Iterable[str]) -> str:
                f"{len(known)} ops are known; `flowgrad ops` lists them")
     return (f"unknown op '{name}'{did_you_mean(name, known)} ({listing}; an op from a plugin "
             f"file needs --plugins PATH or FLOWGRAD_PLUGINS, or registry=make_registry(paths=...))")
-
-
-def describe_plugin(pm: pluggy.PluginManager, plugin: Any) -> str:
-    """A plugin's name and where it comes from (file or package), for messages and listings."""
-    if isinstance(pm, PluginManager):
-        return pm.info(plugin).describe()
-    name = pm.get_name(plugin) or repr(plugin)
-    where = getattr(plugin, "__file__", None)
-    return f"'{name}' ({where})" if where and where != name else f"'{name}'"
 
 
 def autoload_enabled(autoload: bool = True) -> bool:
@@ -284,10 +418,10 @@ def make_plugin_manager(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
     """A plugin manager holding, in order: the built-in ops, installed plugins (unless autoload
     is off), the plugin files and folders in ``FLOWGRAD_PLUGINS`` and ``paths``, and the given
     plugin objects.  See the module docstring for the rules."""
-    from . import ops as builtin_ops
+    from . import builtins
 
     pm = PluginManager()
-    pm.add(builtin_ops, BUILTIN_NAME, "builtin", "flowgrad")
+    pm.add(builtins, BUILTIN_NAME, "builtin", "flowgrad")
     if autoload_enabled(autoload):
         _load_entry_points(pm)
     seen: set[pathlib.Path] = set()
@@ -392,11 +526,11 @@ def _where(error: BaseException, near: Any = None) -> str:
             path = pathlib.Path(frame.filename)
             if path == near or near in path.parents:
                 return f" (at {frame.filename}:{frame.lineno})"
-    here = pathlib.Path(__file__).resolve().parent
-    lib = pathlib.Path(os.__file__).resolve().parent
+    skip = [pathlib.Path(m.__file__).resolve().parent for m in (sys.modules[__package__], os,
+                                                                 pluggy)]
     for frame in frames:
         path = pathlib.Path(frame.filename).resolve()
-        if here in path.parents or lib in path.parents or frame.filename.startswith("<"):
+        if any(s in path.parents for s in skip) or frame.filename.startswith("<"):
             continue
         return f" (at {frame.filename}:{frame.lineno})"
     return ""
@@ -404,8 +538,13 @@ def _where(error: BaseException, near: Any = None) -> str:
 
 def make_registry(plugins: Iterable[Any] = (), paths: Iterable[str] = (),
                   autoload: bool = True) -> Registry:
-    """Build a fresh registry (see :func:`make_plugin_manager` for what is loaded)."""
-    return Registry(make_plugin_manager(plugins, paths, autoload))
+    """Build a fresh registry (see :func:`make_plugin_manager` for what is loaded).
+
+    The op table is built at once, so a broken or clashing op plugin is reported here; the
+    other tables are built when first used."""
+    registry = Registry(make_plugin_manager(plugins, paths, autoload))
+    registry.table("op")
+    return registry
 
 
 _default: Registry | None = None

@@ -37,5 +37,5 @@ class BetaSwish(flowgrad.Op):
 
 
 @flowgrad.hookimpl
-def flowgrad_register_ops():
-    return [BetaSwish]
+def flowgrad_register_ops(ops):
+    ops.add(BetaSwish)

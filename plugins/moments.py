@@ -53,5 +53,5 @@ class Moments(flowgrad.Op):
 
 
 @flowgrad.hookimpl
-def flowgrad_register_ops():
-    return [Moments]
+def flowgrad_register_ops(ops):
+    ops.add(Moments)

@@ -51,5 +51,5 @@ class RMSNorm(flowgrad.Op):
 
 
 @flowgrad.hookimpl
-def flowgrad_register_ops():
-    return [RMSNorm]
+def flowgrad_register_ops(ops):
+    ops.add(RMSNorm)

@@ -138,8 +138,8 @@ class SignSGD(Optimizer):
 
 class OptimizerPlugin:
     @flowgrad.hookimpl
-    def flowgrad_register_optimizers(self):
-        return [SignSGD]
+    def flowgrad_register_optimizers(self, optimizers):
+        optimizers.add(SignSGD)
 
 
 def test_plugin_optimizer_through_hook_trains_from_yaml(tmp_path):
@@ -171,12 +171,12 @@ def test_plugin_optimizer_clash_is_an_error():
 
     class Plugin:
         @flowgrad.hookimpl
-        def flowgrad_register_optimizers(self):
-            return [Clash]
+        def flowgrad_register_optimizers(self, optimizers):
+            optimizers.add(Clash)
 
     registry = flowgrad.make_registry(plugins=[Plugin()], autoload=False)
-    with pytest.raises(PluginError, match="optimizer 'sgd' is registered twice: by flowgrad "
-                                          r"\(built in\) and by plugin 'Plugin"):
+    with pytest.raises(PluginError, match=r"optimizer 'sgd' is registered by more than one "
+                                          r"plugin: 'flowgrad' \(flowgrad\) and 'Plugin'"):
         optimizer_kinds(registry)
 
 

@@ -49,8 +49,8 @@ def op_plugin(type_name: str, cls: str = "Doubler", extra: str = "") -> str:
                 return (gy * 2,)
         ''') + textwrap.dedent(extra) + textwrap.dedent(f'''
         @flowgrad.hookimpl
-        def flowgrad_register_ops():
-            return [{cls}]
+        def flowgrad_register_ops(ops):
+            ops.add({cls})
         ''')
 
 
@@ -77,9 +77,9 @@ def cli(*args: str, env: dict | None = None, cwd: pathlib.Path = ROOT, check_rc:
 def test_builtins_come_first_and_register_through_the_same_hook():
     registry = make_registry(autoload=False)
     first = registry.plugins[0]
-    assert (first.name, first.kind) == ("flowgrad.ops", "builtin")
-    assert first.hooks == ("flowgrad_register_ops",)
-    assert registry.provider["relu"] is first and "relu" in first.ops
+    assert (first.name, first.kind) == ("flowgrad", "builtin")
+    assert "flowgrad_register_ops" in first.hooks and "flowgrad_register_optimizers" in first.hooks
+    assert registry.provider("op", "relu") is first and "relu" in first.ops
     assert not EXAMPLE_OPS & set(registry.ops)
 
 
@@ -88,9 +88,9 @@ def test_a_plugin_folder_loads_each_file_as_a_plugin(tmp_path):
     files = {p.name: p for p in registry.plugins if p.kind == "file"}
     assert set(files) == EXAMPLE_OPS
     for name in EXAMPLE_OPS:
-        assert registry.provider[name].origin == str(PLUGINS / f"{name}.py")
+        assert registry.provider("op", name).origin == str(PLUGINS / f"{name}.py")
         assert files[name].ops == [name]
-    assert registry.sources["rms_norm"] == f"'rms_norm' ({PLUGINS / 'rms_norm.py'})"
+    assert registry.provider("op", "rms_norm").describe() == f"'rms_norm' ({PLUGINS / 'rms_norm.py'})"
 
 
 def test_folder_skips_underscore_files_and_subfolders(tmp_path):
@@ -98,7 +98,7 @@ def test_folder_skips_underscore_files_and_subfolders(tmp_path):
     write(tmp_path, "_helper.py", "raise RuntimeError('a private helper must not be imported')")
     write(tmp_path / "sub", "inner.py", "raise RuntimeError('subfolders are not searched')")
     registry = make_registry(paths=[str(tmp_path)], autoload=False)
-    assert "twice" in registry and [p.name for p in registry.plugins] == ["flowgrad.ops", "twice"]
+    assert "twice" in registry and [p.name for p in registry.plugins] == ["flowgrad", "twice"]
 
 
 def test_a_folder_with_init_is_one_package_plugin_with_relative_imports(tmp_path):
@@ -106,9 +106,9 @@ def test_a_folder_with_init_is_one_package_plugin_with_relative_imports(tmp_path
     write(pkg, "ops_impl.py", op_plugin("pkg_double").replace("@flowgrad.hookimpl", "")
           .split("def flowgrad_register_ops")[0])
     write(pkg, "__init__.py", "import flowgrad\nfrom .ops_impl import Doubler\n\n"
-          "@flowgrad.hookimpl\ndef flowgrad_register_ops():\n    return [Doubler]\n")
+          "@flowgrad.hookimpl\ndef flowgrad_register_ops(ops):\n    ops.add(Doubler)\n")
     registry = make_registry(paths=[str(pkg)], autoload=False)
-    info = registry.provider["pkg_double"]
+    info = registry.provider("op", "pkg_double")
     assert (info.name, info.kind, info.origin) == ("mypkg", "package", str(pkg))
 
 
@@ -118,7 +118,7 @@ def test_env_variable_lists_paths_and_a_path_named_twice_loads_once(tmp_path, mo
     monkeypatch.setenv(PATHS_ENV, os.pathsep.join([str(a), str(b)]))
     registry = make_registry(paths=[str(a)], autoload=False)
     assert {"op_one", "op_two"} <= set(registry.ops)
-    assert [p.name for p in registry.plugins] == ["flowgrad.ops", "one", "two"]
+    assert [p.name for p in registry.plugins] == ["flowgrad", "one", "two"]
 
 
 def test_plugin_objects_can_be_passed_directly():
@@ -130,12 +130,12 @@ def test_plugin_objects_can_be_passed_directly():
 
     class MyPlugin:
         @flowgrad.hookimpl
-        def flowgrad_register_ops(self):
-            return [Triple]
+        def flowgrad_register_ops(self, ops):
+            ops.add(Triple)
 
     registry = make_registry(plugins=[MyPlugin()], autoload=False)
     assert registry.get("triple_obj") is Triple
-    assert registry.provider["triple_obj"].kind == "object"
+    assert registry.provider("op", "triple_obj").kind == "object"
 
 
 def test_an_edited_plugin_file_is_reimported(tmp_path):
@@ -197,7 +197,7 @@ def test_conflicting_op_names_name_both_plugins(tmp_path):
 def test_a_plugin_op_may_not_shadow_a_builtin(tmp_path):
     path = write(tmp_path, "myrelu.py", op_plugin("relu"))
     with pytest.raises(PluginError, match=r"op 'relu' is registered by more than one plugin: "
-                                          r"'flowgrad.ops' \(flowgrad\) and 'myrelu' \("):
+                                          r"'flowgrad' \(flowgrad\) and 'myrelu' \("):
         make_registry(paths=[str(path)], autoload=False)
 
 
@@ -216,8 +216,11 @@ def test_two_plugin_files_with_one_name_are_an_error(tmp_path):
      "'flowgrad_register_ops'?"),
     (op_plugin("unmarked").replace("@flowgrad.hookimpl\n", ""),
      "defines 'flowgrad_register_ops' without marking it: put @flowgrad.hookimpl"),
-    (op_plugin("x").replace("def flowgrad_register_ops():", "def flowgrad_register_ops(cfg):"),
+    (op_plugin("x").replace("def flowgrad_register_ops(ops):", "def flowgrad_register_ops(cfg):"),
      "is invalid"),
+    (op_plugin("old").replace("def flowgrad_register_ops(ops):\n    ops.add(Doubler)",
+                              "def flowgrad_register_ops():\n    return [Doubler]"),
+     "returned a value; register with its argument instead"),
 ])
 def test_malformed_plugins_are_explained(tmp_path, source, expected):
     path = write(tmp_path, "malformed.py", source)
@@ -227,11 +230,12 @@ def test_malformed_plugins_are_explained(tmp_path, source, expected):
 
 
 @pytest.mark.parametrize("registered,expected", [
-    ("[int]", "registered <class 'int'>, which is not a flowgrad.Op subclass"),
-    ("[Nameless]", "needs a 'type': the name used in YAML"),
-    ("[BadNoGrad]", "lists no_grad_inputs ['labels'] that are not input ports"),
-    ("[BadAttr]", "declares attribute 'alpha' without flowgrad.Attr"),
-    ("[Doubler, Doubler]", "registers op 'bad_ops' twice"),
+    ("int", "registered <class 'int'>, which is not a flowgrad.Op subclass"),
+    ("Nameless", "needs a 'type': the name used in YAML"),
+    ("BadNoGrad", "lists no_grad_inputs ['labels'] that are not input ports"),
+    ("BadAttr", "declares attribute 'alpha' without flowgrad.Attr"),
+    ("Shadowing", "declares attribute 'outputs', which is a member of the op contract"),
+    ("Doubler, Doubler", "registers op 'bad_ops' twice"),
 ])
 def test_registered_op_classes_are_validated(tmp_path, registered, expected):
     extra = textwrap.dedent('''
@@ -243,8 +247,11 @@ def test_registered_op_classes_are_validated(tmp_path, registered, expected):
         class BadAttr(Doubler):
             type = "bad_attr"
             attrs = {"alpha": 0.5}
+        class Shadowing(Doubler):
+            type = "shadowing"
+            attrs = {"outputs": flowgrad.Attr("int", 1)}
         ''')
-    source = op_plugin("bad_ops", extra=extra).replace("return [Doubler]", f"return {registered}")
+    source = op_plugin("bad_ops", extra=extra).replace("ops.add(Doubler)", f"ops.add({registered})")
     path = write(tmp_path, "badops.py", source)
     with pytest.raises(PluginError, match=expected.replace("[", r"\[").replace("(", r"\(")) as e:
         make_registry(paths=[str(path)], autoload=False)
@@ -252,7 +259,7 @@ def test_registered_op_classes_are_validated(tmp_path, registered, expected):
 
 
 def test_a_hook_that_raises_names_the_plugin_and_line(tmp_path):
-    source = op_plugin("raiser").replace("    return [Doubler]", "    return [Doubler][5]")
+    source = op_plugin("raiser").replace("    ops.add(Doubler)", "    ops.add([Doubler][5])")
     path = write(tmp_path, "raiser.py", source)
     with pytest.raises(PluginError) as info:
         make_registry(paths=[str(path)], autoload=False)
@@ -261,34 +268,33 @@ def test_a_hook_that_raises_names_the_plugin_and_line(tmp_path):
     assert f"(at {path}:" in message
 
 
-def test_collect_merges_named_registrations_and_names_both_on_a_clash(tmp_path):
-    def plugin(name, objectives):
+def test_named_registrations_are_collected_and_a_clash_names_both_plugins():
+    def plugin(name, entries):
         class P:
             @flowgrad.hookimpl
-            def flowgrad_register_objectives(self):
-                return objectives
+            def flowgrad_register_objectives(self, objectives):
+                for key, factory in entries.items():
+                    objectives.add(key, factory)
         P.__name__ = name
         return P()
 
-    registry = make_registry(plugins=[plugin("alpha", {"mine": len}), plugin("beta", None)],
+    from flowgrad.visualize.objectives import objective_factories
+    registry = make_registry(plugins=[plugin("alpha", {"mine": len}), plugin("beta", {})],
                              autoload=False)
-    merged = registry.collect("flowgrad_register_objectives", "objective")
-    assert merged["mine"] is len
+    assert objective_factories(registry)["mine"] is len
+    assert registry.provider("objective", "mine").name == "alpha"
+    assert registry.provider("objective", "channel").name == "flowgrad"
     clash = make_registry(plugins=[plugin("alpha", {"mine": len}),
                                    plugin("beta", {"mine": abs})], autoload=False)
     with pytest.raises(PluginError, match="objective 'mine' is registered by more than one "
                                           "plugin: 'alpha' and 'beta'"):
-        clash.collect("flowgrad_register_objectives", "objective")
-    wrong = make_registry(plugins=[plugin("gamma", [len])], autoload=False)
-    with pytest.raises(PluginError, match="must return a mapping"):
-        wrong.collect("flowgrad_register_objectives", "objective")
-    # the objective registry the visualizer uses goes through collect()
-    from flowgrad.visualize.objectives import objective_factories
-    assert objective_factories(registry)["mine"] is len
-    with pytest.raises(PluginError, match="'alpha' and 'beta'"):
         objective_factories(clash)
+    wrong = make_registry(plugins=[plugin("gamma", {"x": 3})], autoload=False)
+    with pytest.raises(PluginError, match="objectives.add takes a name and a callable"):
+        objective_factories(wrong)
     built_in = make_registry(plugins=[plugin("delta", {"channel": len})], autoload=False)
-    with pytest.raises(PluginError, match="objective 'channel' is built in"):
+    with pytest.raises(PluginError, match=r"objective 'channel' is registered by more than one "
+                                          r"plugin: 'flowgrad' \(flowgrad\) and 'delta'"):
         objective_factories(built_in)
 
 
@@ -470,8 +476,8 @@ QUANTIZE = textwrap.dedent('''\
             return (np.round(x * 2) / 2,)
 
     @flowgrad.hookimpl
-    def flowgrad_register_ops():
-        return [Quantize]
+    def flowgrad_register_ops(ops):
+        ops.add(Quantize)
     ''')
 
 FORWARD_ONLY_GRAPH = textwrap.dedent("""\
@@ -585,7 +591,7 @@ def test_cli_ops_lists_each_op_with_its_plugin_and_file():
     assert row.split()[:5] == ["moments", "x", "mean,", "var", "moments"]
     assert "axes=[-1], keepdims=False" in row
     assert f"plugin 'rms_norm' [file: {PLUGINS / 'rms_norm.py'}] — 1 op" in lines
-    assert any(line.startswith("built-in (flowgrad.ops)") for line in lines)
+    assert any(line.startswith("built-in (flowgrad)") for line in lines)
     dense = next(line for line in lines if line.startswith("dense "))
     assert dense.split()[:5] == ["dense", "x,", "W,", "b?", "y"]
     assert any(line.startswith("argmax (forward-only)") for line in lines)
@@ -625,8 +631,10 @@ def test_cli_plugins_lists_where_each_came_from():
     assert "installed packages: on" in proc.stdout
     assert "--plugins: plugins" in proc.stdout
     row = next(line for line in proc.stdout.splitlines() if line.startswith("beta_swish "))
-    assert row.split() == ["beta_swish", "file", "1", "register_ops",
-                           str(PLUGINS / "beta_swish.py")]
+    assert row.split() == ["beta_swish", "file", str(PLUGINS / "beta_swish.py")]
+    assert "  beta_swish: op beta_swish" in proc.stdout.splitlines()
+    builtin = next(line for line in proc.stdout.splitlines() if line.startswith("  flowgrad: "))
+    assert "optimizers sgd, adam, adamw, rmsprop" in builtin and "data loaders digits" in builtin
     off = cli("--no-autoload", "plugins").stdout
     assert "installed packages: off (--no-autoload)" in off
     env_off = cli("plugins", env={NO_AUTOLOAD_ENV: "1"}).stdout
@@ -678,7 +686,7 @@ def test_autoload_switches_hide_the_installed_package(installed):
     for args, extra in [(["--no-autoload"], {}), ([], {NO_AUTOLOAD_ENV: "1"})]:
         names = [p["name"] for p in json.loads(
             cli(*args, "plugins", "--json", env={**env, **extra}).stdout)]
-        assert names == ["flowgrad.ops"]
+        assert names == ["flowgrad"]
     missing = cli("--no-autoload", "ops", "snake", env=env, check_rc=1)
     assert "unknown op 'snake'" in missing.stderr
 

@@ -144,8 +144,8 @@ class Doubled(Objective):
 
 class ObjectivePlugin:
     @flowgrad.hookimpl
-    def flowgrad_register_objectives(self):
-        return {"doubled": Doubled}
+    def flowgrad_register_objectives(self, objectives):
+        objectives.add("doubled", Doubled)
 
 
 def test_parsed_built_in_objectives_are_reused_and_plugin_ones_are_not():

@@ -35,7 +35,7 @@ def run(args, registry):
         if args.plugin not in plugins:
             raise PluginError(f"no plugin named '{args.plugin}'{did_you_mean(args.plugin, plugins)}"
                               f" (loaded: {', '.join(plugins)})")
-        names = [n for n in names if registry.provider[n].name == args.plugin]
+        names = [n for n in names if registry.provider("op", n).name == args.plugin]
     if args.json:
         print(json.dumps([describe_op(registry, n) for n in names], indent=2))
     elif args.names:
@@ -73,7 +73,7 @@ def op_table(registry, names: Sequence[str]) -> str:
     """Rows grouped by plugin, each group headed by the plugin's origin."""
     blocks = []
     for plugin in registry.plugins:
-        mine = [n for n in names if registry.provider[n].name == plugin.name]
+        mine = [n for n in names if registry.provider("op", n).name == plugin.name]
         if not mine:
             continue
         rows = [(n + ("" if registry.ops[n].differentiable else " (forward-only)"),
@@ -108,7 +108,7 @@ def op_card(registry, name: str) -> str:
         lines += ["  attributes:", *("    " + line for line in table.splitlines())]
     else:
         lines.append("  attributes: none")
-    lines.append(f"  plugin:   {plugin_heading(registry.provider[name])}")
+    lines.append(f"  plugin:   {plugin_heading(registry.provider('op', name))}")
     if info["defined_at"]:
         lines.append(f"  class:    {info['class']} at {info['defined_at']}")
     return "\n".join(lines)
@@ -117,7 +117,7 @@ def op_card(registry, name: str) -> str:
 def describe_op(registry, name: str) -> dict[str, Any]:
     """Everything ``flowgrad ops`` shows about one op, as plain data."""
     op_cls = registry.ops[name]
-    plugin = registry.provider[name]
+    plugin = registry.provider("op", name)
     return {
         "type": name,
         "doc": inspect.cleandoc(op_cls.__doc__ or "") if op_cls.__doc__ != Op.__doc__ else "",

@@ -1,15 +1,15 @@
-"""The built-in ops: one module per op family, registered as a plugin like any other.
+"""The built-in ops: one module per op family.
 
 Every :class:`~flowgrad.op.Op` subclass with a ``type`` defined in a module of this package is
-registered; adding an op family is adding a module.  Modules are imported when a registry is
-built, not when flowgrad is imported.
+registered (by :mod:`flowgrad.builtins`, through the same hook as any plugin); adding an op
+family is adding a module.  Modules are imported when the op table is built, not when flowgrad
+is imported.
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from ..hookspecs import hookimpl
 from ..op import Op
 
 
@@ -25,8 +25,3 @@ def builtin_ops() -> list[type[Op]]:
                      if isinstance(c, type) and issubclass(c, Op)
                      and c.__module__ == module.__name__ and c.type)
     return found
-
-
-@hookimpl
-def flowgrad_register_ops():
-    return builtin_ops()

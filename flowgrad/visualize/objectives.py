@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FlowgradError, PluginError, did_you_mean
+from ..errors import FlowgradError, did_you_mean
 
 Values = tuple[np.ndarray, dict[str, np.ndarray]]
 
@@ -341,20 +341,11 @@ BUILTIN_OBJECTIVES: dict[str, Callable[..., Objective]] = {
 
 
 def objective_factories(registry: Any = None) -> dict[str, Callable[..., Objective]]:
-    """Built-in objective factories plus those from ``flowgrad_register_objectives``."""
-    found = dict(BUILTIN_OBJECTIVES)
+    """Every registered objective factory (built-in or plugin): ``{name: factory}``."""
     if registry is None:
         from ..plugins import default_registry
         registry = default_registry()
-    # collect() names both plugins when two claim a name
-    for name, factory in registry.collect("flowgrad_register_objectives", "objective").items():
-        if name in found and found[name] is not factory:
-            raise PluginError(f"objective '{name}' is built in; a plugin cannot register it "
-                              "again")
-        if not callable(factory):
-            raise PluginError(f"objective '{name}' must be callable, got {factory!r}")
-        found[name] = factory
-    return found
+    return registry.table("objective")
 
 
 def parse_objective(spec: str, factories: Mapping[str, Callable[..., Objective]] | None = None

@@ -12,11 +12,11 @@ computes exactly what separate runs would.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import FlowgradError
+from ..errors import FlowgradError, did_you_mean
 
 Backward = Callable[[np.ndarray], np.ndarray]
 
@@ -105,18 +105,32 @@ def squash(x: np.ndarray, low: float, high: float, mode: str) -> tuple[np.ndarra
     raise FlowgradError(f"unknown range mode '{mode}' (use sigmoid, clip or none)")
 
 
+#: the built-in parameterizations, registered by :mod:`flowgrad.builtins` like a plugin's:
+#: ``factory(shape, *, sd, decay)``
+BUILTIN_PARAMETERIZATIONS: dict[str, Callable[..., Any]] = {
+    "fourier": lambda shape, sd, decay: Fourier(shape, decay=decay, sd=sd),
+    "pixels": lambda shape, sd, decay: Pixels(shape, sd=sd),
+}
+
+
 class Pipeline:
-    """parameterization -> optional decorrelation -> squashing, with the chained backward."""
+    """parameterization -> optional decorrelation -> squashing, with the chained backward.
+
+    ``kind`` names a registered parameterization (built-in ``fourier`` or ``pixels``, or a
+    plugin's, looked up in ``registry``)."""
 
     def __init__(self, shape: tuple[int, int, int], kind: str = "fourier",
                  decorrelate_colors: bool | None = None, value_range=(0.0, 1.0),
-                 range_mode: str = "sigmoid", decay: float = 1.0, sd: float = 0.01):
-        if kind == "fourier":
-            self.base = Fourier(shape, decay=decay, sd=sd)
-        elif kind == "pixels":
-            self.base = Pixels(shape, sd=sd)
-        else:
-            raise FlowgradError(f"unknown parameterization '{kind}' (use fourier or pixels)")
+                 range_mode: str = "sigmoid", decay: float = 1.0, sd: float = 0.01,
+                 registry: Any = None):
+        if registry is None:
+            from ..plugins import default_registry
+            registry = default_registry()
+        kinds = registry.table("parameterization")
+        if kind not in kinds:
+            raise FlowgradError(f"unknown parameterization '{kind}'{did_you_mean(kind, kinds)} "
+                                f"(parameterizations: {', '.join(sorted(kinds))})")
+        self.base = kinds[kind](shape, sd=sd, decay=decay)
         self.decorrelate = shape[0] == 3 if decorrelate_colors is None else decorrelate_colors
         if self.decorrelate and shape[0] != 3:
             raise FlowgradError("colour decorrelation needs a 3-channel input")

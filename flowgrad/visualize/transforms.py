@@ -14,12 +14,12 @@ transforms does not depend on which other images share its batch.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..errors import FlowgradError
+from ..errors import FlowgradError, did_you_mean
 
 
 @dataclass
@@ -59,37 +59,83 @@ class Transforms:
         return _bilinear(x, ys, xs, self.pad_value)
 
 
-def parse_transforms(spec: str | None, size: int) -> Transforms:
+    def merged(self, other: "Transforms") -> "Transforms":
+        """These settings overridden by those ``other`` sets (differing from the defaults)."""
+        default = Transforms()
+        return replace(self, **{f.name: getattr(other, f.name) for f in fields(self)
+                                if getattr(other, f.name) != getattr(default, f.name)})
+
+
+class Chain:
+    """Several transforms applied in order (the folded affine one, then plugins' steps)."""
+
+    def __init__(self, steps: Sequence):
+        self.steps = list(steps)
+
+    @property
+    def identity(self) -> bool:
+        return all(getattr(s, "identity", False) for s in self.steps)
+
+    def apply(self, x: np.ndarray, rngs: Sequence[np.random.Generator]):
+        backs = []
+        for step in self.steps:
+            x, back = step.apply(x, rngs)
+            backs.append(back)
+
+        def backward(g: np.ndarray) -> np.ndarray:
+            for back in reversed(backs):
+                g = back(g)
+            return g
+        return x, backward
+
+
+def _scales(value: str) -> Transforms:
+    lo, _, hi = value.partition(":")
+    return Transforms(scales=(float(lo), float(hi or lo)))
+
+
+#: the built-in transform settings, registered by :mod:`flowgrad.builtins` like a plugin's:
+#: each makes a one-setting affine transform, and neighbouring ones fold into one resampling
+BUILTIN_TRANSFORMS: dict[str, Callable[[str], Transforms]] = {
+    "pad": lambda v: Transforms(pad=int(v)),
+    "jitter": lambda v: Transforms(jitter=float(v)),
+    "scale": _scales,
+    "rotate": lambda v: Transforms(angle=float(v)),
+    "value": lambda v: Transforms(pad_value=float(v)),
+}
+
+
+def parse_transforms(spec: str | None, size: int, registry: Any = None) -> Transforms | Chain:
     """``"default"`` (pad, jitter, scale and rotation scaled to the image ``size``), ``"none"``,
-    or comma-separated ``pad=2,jitter=1,scale=0.9:1.1,rotate=10,value=0``."""
+    or comma-separated ``name=value`` items: the built-in ``pad=2,jitter=1,scale=0.9:1.1,
+    rotate=10,value=0`` (folded into one affine resampling) and any transform a plugin
+    registered (``flowgrad_register_transforms``), applied in the order written."""
     if spec in (None, "none", ""):
         return Transforms()
     if spec == "default":
         pad = max(1, size // 8)
         return Transforms(pad=pad, jitter=max(1, size // 16), scales=(0.9, 1.1), angle=10.0)
-    out = Transforms()
+    if registry is None:
+        from ..plugins import default_registry
+        registry = default_registry()
+    known = registry.table("transform")
+    steps: list = []
     for item in spec.split(","):
-        key, eq, value = item.partition("=")
+        key, _, value = item.partition("=")
         key = key.strip()
+        if key not in known:
+            raise FlowgradError(f"unknown transform '{key}'{did_you_mean(key, known)} "
+                                f"(transforms: {', '.join(known)})")
         try:
-            if key == "pad":
-                out.pad = int(value)
-            elif key == "jitter":
-                out.jitter = float(value)
-            elif key == "scale":
-                lo, _, hi = value.partition(":")
-                out.scales = (float(lo), float(hi or lo))
-            elif key in ("rotate", "angle"):
-                out.angle = float(value)
-            elif key == "value":
-                out.pad_value = float(value)
-            else:
-                raise FlowgradError(f"unknown transform '{key}' (use pad, jitter, scale, "
-                                    "rotate, value)")
+            step = known[key](value.strip())
         except ValueError:
             raise FlowgradError(f"bad transform setting '{item}'; write e.g. "
                                 "'pad=2,jitter=1,scale=0.9:1.1,rotate=10'") from None
-    return out
+        if steps and isinstance(step, Transforms) and isinstance(steps[-1], Transforms):
+            steps[-1] = steps[-1].merged(step)
+        else:
+            steps.append(step)
+    return steps[0] if len(steps) == 1 else Chain(steps)
 
 
 def _source_coords(params, h: int, w: int, pad: int) -> tuple[np.ndarray, np.ndarray]:

@@ -41,5 +41,5 @@ class Snake(flowgrad.Op):
 
 
 @flowgrad.hookimpl
-def flowgrad_register_ops():
-    return [Snake]
+def flowgrad_register_ops(ops):
+    ops.add(Snake)
