@@ -26,6 +26,10 @@ from .plan import Plan, compile
 from .data import Dataset, load_data, split
 from .train import Trainer, train
 from .visualize import visualize
+from .loaders.train_section import TrainConfig
+from .loaders.visualize_section import VisualizeConfig
+from .workflows import (evaluate_checkpoint, optimize_images, run_demo, train_and_report,
+                        visualize_checkpoint)
 
 
 def __getattr__(name: str):
@@ -44,4 +48,6 @@ __all__ = [
     "SourceLocation", "Spec", "Trainer", "compile", "default_registry", "hookimpl", "load",
     "load_data", "make_registry", "prepare", "save_onnx", "split", "train", "unbroadcast",
     "visualize", "__version__",
+    "TrainConfig", "VisualizeConfig", "evaluate_checkpoint", "optimize_images", "run_demo",
+    "train_and_report", "visualize_checkpoint",
 ]

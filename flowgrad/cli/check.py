@@ -1,9 +1,14 @@
-"""``flowgrad check``: validate a graph, list its nodes, and check its whole backward."""
+"""``flowgrad check``: validate a graph, list its nodes, and check its whole backward.
+
+Loading is the validation: the front end reports every mistake of the file at once — YAML,
+wiring, shapes and the ``train:`` and ``visualize:`` sections.
+"""
 from __future__ import annotations
 
-from .. import load, train_config
+from .. import load
 from ..gradcheck import check_graph_gradients
 from ..passes import describe
+from ..render import fan_summary
 from ._common import add_graph_argument
 
 HELP = ("validate a graph, print each node with its op and output shape, and compare its "
@@ -21,11 +26,11 @@ def add_arguments(parser):
 
 def run(args, registry):
     graph = load(args.graph, registry=registry)
-    trains = graph.meta.get("train") is not None
-    if trains:                                  # a bad train: section fails here, located
-        train_config.from_graph(graph, registry)
+    sections = [f"{key}:" for key in ("train", "visualize") if key in graph.meta]
+    checked = f", {' and '.join(sections)} section{'s' * (len(sections) > 1)} too" \
+        if sections else ""
     print(f"{graph.name}: {len(graph.inputs)} inputs, {len(graph.params)} params, "
-          f"{len(graph.ops)} ops (valid{', train: section too' if trains else ''})")
+          f"{len(graph.ops)} ops, {fan_summary(graph)} (valid{checked})")
     rows = describe(graph)
     width = max(len(r[0]) for r in rows)
     kind_width = max(len(r[1]) for r in rows)

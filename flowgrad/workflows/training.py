@@ -1,0 +1,138 @@
+"""Training a graph into a folder of results, and evaluating a checkpoint.
+
+:func:`train_and_report` is ``flowgrad train``: the data split once into train and test
+(``test_split`` of the ``train:`` section, seeded by its ``seed``: a fixed split), training on
+the first part (less any validation split), the test part evaluated only at the end, and the
+folder written: ``checkpoint.npz`` (after every epoch and on Ctrl-C), ``history.json``,
+``curves.png`` and ``metrics.json``.  :func:`evaluate_checkpoint` is ``flowgrad eval``: the
+same split, so it scores exactly the samples training held out.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import Plan, compile, load
+from ..checkpoint import load_params
+from ..data import Dataset, load_data, split
+from ..errors import FlowgradError
+from ..graph import Graph
+from ..plots import plot_curves
+from ..train import History, Trainer, add_classification_loss
+from ..train_config import TrainConfig, from_graph
+
+Log = Callable[[str], Any]
+SPLITS = ("test", "train", "all")
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`train_and_report` did: the trained plan and trainer, the config it used,
+    the history, the test metrics (``test_*``, ``train_seconds``, ``epochs``) and the files."""
+
+    plan: Plan
+    trainer: Trainer
+    config: TrainConfig
+    history: History
+    metrics: dict[str, float]
+    checkpoint: str
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """What :func:`evaluate_checkpoint` measured: loss and metrics over ``samples`` samples."""
+
+    graph: str
+    data: str
+    split: str
+    samples: int
+    metrics: dict[str, float]
+
+
+def load_trainable(graph: Graph | str, registry: Any = None, log: Log | None = None) -> Graph:
+    """The graph at a path (or a graph); one without a loss or ``train:`` section (e.g. an ONNX
+    classifier) gets a softmax cross-entropy on its logits and a ``label`` input."""
+    if isinstance(graph, Graph):
+        source = graph.source or graph.name
+    else:
+        source, graph = graph, load(graph, registry=registry)
+    if "train" not in graph.meta and "loss" not in graph.dag:
+        graph = add_classification_loss(graph, registry=registry)
+        _say(log, f"{source} has no loss: training it as a classifier (softmax cross-entropy "
+                  f"on '{graph.outputs[-2]}' against a new 'label' input)")
+    return graph
+
+
+def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
+                     resume: str | None = None, dtype: str = "float32", registry: Any = None,
+                     progress: bool = False, log: Log | None = None,
+                     **settings: Any) -> TrainingRun:
+    """Train ``graph`` as its ``train:`` section says, evaluate it on the held-out test split
+    and write the results to ``out_dir``.
+
+    ``data`` is ``"digits"`` or a .npz/.npy/.csv file; ``settings`` override the section
+    (``epochs=``, ``batch_size=``, ``lr=``, ``seed=``, any :class:`TrainConfig` field; None
+    leaves a setting as it is); ``resume`` continues from a checkpoint; ``log`` receives the
+    progress lines the command prints.  Ctrl-C saves a checkpoint and raises
+    :class:`~flowgrad.train.TrainingInterrupted`.
+    """
+    graph = load_trainable(graph, registry, log)
+    config = from_graph(graph, registry).replace(**settings)
+    plan = compile(graph, dtype=dtype, seed=config.seed)
+    trainer = Trainer(plan, config, registry=registry, progress=progress)
+    train, test = split(load_data(data, registry), config.test_split, seed=config.seed)
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint = os.path.join(out_dir, "checkpoint.npz")
+    _say(log, f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
+              f"{config.epochs} epochs, batch {config.batch_size}, "
+              f"{config.optimizer['kind']} lr {config.lr:g}")
+    start = time.perf_counter()
+    history = trainer.fit(train, checkpoint=checkpoint, resume=resume)
+    seconds = time.perf_counter() - start
+    history_path = os.path.join(out_dir, "history.json")
+    history.save(history_path)
+    curves = plot_curves(history.rows, os.path.join(out_dir, "curves.png"), title=graph.name)
+    last = history.rows[-1] if history.rows else {}
+    _say(log, "epoch {}: ".format(last.get("epoch", 0)) + ", ".join(
+        f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "seconds", "lr")))
+    metrics = {"train_seconds": seconds, "epochs": trainer.epoch}
+    if len(test):
+        metrics.update({f"test_{k}": v for k, v in trainer.evaluate(test).items()})
+        _say(log, "test: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
+                                       if k.startswith("test_")))
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    with open(metrics_path, "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+    _say(log, f"trained in {seconds:.1f} s; wrote {checkpoint}, {curves}, {history_path}")
+    return TrainingRun(plan, trainer, config, history, metrics, checkpoint,
+                       [checkpoint, history_path, curves, metrics_path])
+
+
+def evaluate_checkpoint(graph: Graph | str, checkpoint: str, data: str = "digits",
+                        split_name: str = "test", *, seed: int | None = None,
+                        dtype: str = "float32", registry: Any = None,
+                        log: Log | None = None) -> Evaluation:
+    """Loss and metrics of the params in ``checkpoint`` on ``split_name`` of ``data``:
+    ``test`` (what :func:`train_and_report` held out, with the section's ``seed`` unless
+    ``seed`` is given), ``train`` or ``all``."""
+    if split_name not in SPLITS:
+        raise FlowgradError(f"unknown split '{split_name}' (splits: {', '.join(SPLITS)})")
+    graph = load_trainable(graph, registry, log)
+    config = from_graph(graph, registry).replace(seed=seed)
+    plan = compile(graph, dtype=dtype)
+    load_params(plan, checkpoint)
+    samples: Dataset = load_data(data, registry)
+    if split_name != "all":
+        train, test = split(samples, config.test_split, seed=config.seed)
+        samples = test if split_name == "test" else train
+    metrics = Trainer(plan, config, registry=registry).evaluate(samples)
+    return Evaluation(graph.name, data, split_name, len(samples), metrics)
+
+
+def _say(log: Log | None, line: str) -> None:
+    if log is not None:
+        log(line)
