@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 
 if "--memory-child" not in sys.argv or "flowgrad" in sys.argv:   # (not in PyTorch's child)
     from flowgrad.loaders.yaml_loader import load_yaml
-    from flowgrad.scheduler import Plan
+    from flowgrad.plan import Plan
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 64

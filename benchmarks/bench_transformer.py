@@ -41,7 +41,7 @@ import numpy as np  # noqa: E402
 
 import flowgrad  # noqa: E402
 from flowgrad.loaders.yaml_loader import load_yaml  # noqa: E402
-from flowgrad.scheduler import Plan  # noqa: E402
+from flowgrad.plan import Plan  # noqa: E402
 
 torch = import_torch(THREADS)
 ort = import_onnxruntime()

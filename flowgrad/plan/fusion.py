@@ -31,7 +31,7 @@ is the only reader of the value before it, reads it on its first port (any port 
 ``commutative``), and gives an output of the same shape and dtype.  A consumer's other inputs
 must be ready when the producer starts — leaves, or values computed earlier that nothing between
 the producer and the consumer reads — so a residual ``sum`` joins the convolution before it.
-Values asked for as outputs are never fused away.  The scheduler fuses only programs run
+Values asked for as outputs are never fused away.  The plan fuses only programs run
 without gradient in evaluation mode.
 """
 from __future__ import annotations
@@ -67,7 +67,7 @@ def epilogue_chains(steps: Sequence[Any], keep: set[int],
                     spec_of: Callable[[int], Any]) -> dict[int, Chain]:
     """``{producer position: Chain}`` for a program's ``steps``.
 
-    ``steps`` are the scheduler's steps in execution order (``op``, ``in_slots``,
+    ``steps`` are a program's steps in execution order (``op``, ``in_slots``,
     ``out_slots``), ``keep`` the slots returned to the caller, ``spec_of(slot)`` the Spec of a
     slot's value (None for the absent-input slot).
     """
