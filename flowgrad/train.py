@@ -72,6 +72,7 @@ class Trainer:
                  micro_batch: int | None = None):
         self.plan = plan
         self.config = config = config or from_graph(plan.graph, registry)
+        self.registry = registry
         graph = plan.graph
         leaves = {n: plan.params[n] for n in plan.trainable}
         settings = {k: v for k, v in config.optimizer.items() if k != "kind"}
@@ -197,7 +198,8 @@ class Trainer:
         steps_per_epoch = -(-len(train) // cfg.batch_size)
         sched = dict(cfg.schedule)
         schedule = make_schedule(cfg.lr, epochs * steps_per_epoch, steps_per_epoch,
-                                 kind=sched.pop("kind", "constant"), **sched)
+                                 kind=sched.pop("kind", "constant"), registry=self.registry,
+                                 **sched)
         restore = self._install_interrupt_handler()
         try:
             while self.epoch < epochs and not self.stopped:

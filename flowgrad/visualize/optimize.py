@@ -151,7 +151,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             graph.resolve(ref)
         except KeyError as e:
             raise FlowgradError(f"objective: {e.args[0]}") from None
-    pipeline = Pipeline(view, kind=param, decorrelate_colors=decorrelate,
+    pipeline = Pipeline(view, kind=param, registry=registry, decorrelate_colors=decorrelate,
                         value_range=value_range, range_mode=range_mode)
     transforms = transforms or Transforms()
     # each image draws from its own generator, seeded by its id, so that it draws in a batch
