@@ -99,7 +99,7 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
                 try:
                     parse_objective(spec, factories)
                 except FlowgradError as e:
-                    f.error(f"objective {spec!r}: {e.diagnostics[0].message}",
+                    f.error(e.diagnostics[0].message,
                             item_loc(specs, i, f.value_loc("objectives")))
             values["objectives"] = list(specs)
         else:

@@ -1,0 +1,69 @@
+"""The commands' work as Python calls, used the way a script would: flowgrad.train_and_report,
+evaluate_checkpoint, visualize_checkpoint and run_demo return what they did and write files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import flowgrad
+from flowgrad.errors import FlowgradError
+
+from .conftest import GRAPHS
+
+MLP = str(GRAPHS / "digits_mlp.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    lines = []
+    run = flowgrad.train_and_report(MLP, str(out), epochs=3, batch_size=64, lr=0.01,
+                                    log=lines.append)
+    return run, out, lines
+
+
+def test_train_and_report_trains_writes_and_returns_the_run(trained):
+    run, out, lines = trained
+    assert (run.config.epochs, run.config.batch_size, run.config.lr) == (3, 64, 0.01)
+    assert run.config.optimizer["kind"] == "adam"           # the graph's, lr overridden
+    assert len(run.history) == 3 and run.trainer.epoch == 3
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.npz", "curves.png",
+                                                    "history.json", "metrics.json"]
+    assert sorted(run.files) == sorted(str(p) for p in out.iterdir())
+    assert json.loads((out / "metrics.json").read_text()) == run.metrics
+    assert run.metrics["test_accuracy"] > 0.8
+    assert "1438 train / 359 test samples" in lines[0] and lines[-1].startswith("trained in")
+
+
+def test_evaluate_checkpoint_scores_the_held_out_split(trained):
+    run, _, _ = trained
+    result = flowgrad.evaluate_checkpoint(MLP, run.checkpoint)
+    assert (result.split, result.samples) == ("test", 359)
+    assert result.metrics["accuracy"] == run.metrics["test_accuracy"]
+    assert flowgrad.evaluate_checkpoint(MLP, run.checkpoint, split_name="all").samples == 1797
+    with pytest.raises(FlowgradError, match="unknown split"):
+        flowgrad.evaluate_checkpoint(MLP, run.checkpoint, split_name="val")
+
+
+def test_visualize_checkpoint_uses_the_section_with_overrides(trained, tmp_path):
+    run, _, _ = trained
+    grid = tmp_path / "logits.png"
+    done = flowgrad.visualize_checkpoint(MLP, str(grid), checkpoint=run.checkpoint, steps=5)
+    assert done.config.each == "logits" and done.config.steps == 5     # section, then override
+    assert done.config.penalties == {"l2": 30.0, "tv": 30.0}
+    assert done.result.labels == [f"logits[{k}]" for k in range(10)]
+    assert grid.is_file() and np.array_equal(np.load(tmp_path / "logits.npy"),
+                                             done.result.images)
+    assert done.files == [str(grid), str(tmp_path / "logits.npy")]
+
+
+def test_run_demo_reports_every_stage(tmp_path):
+    report = flowgrad.run_demo(str(tmp_path / "demo"), epochs=8, steps=60)
+    assert report.training.trainer.epoch == 8
+    assert len(report.predicted) == 10 and report.hits >= 8
+    assert report.probabilities.shape == (10, 10)
+    assert report.onnx.predictions_agree and report.onnx.max_diff < 1e-4
+    for path in report.files:
+        assert (tmp_path / "demo" / path.rsplit("/", 1)[-1]).is_file(), path
