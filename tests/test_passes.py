@@ -100,3 +100,37 @@ def test_shape_errors_name_the_node_and_its_input_shapes():
     nodes = sorted(d.node for d in info.value.diagnostics)
     assert nodes == ["a", "b"]
     assert "x has 3 features but W expects 4" in str(info.value)
+
+
+def test_prepare_marks_its_result_and_leaves_a_prepared_graph_alone():
+    original = tied_graph()
+    g = prepare(original)
+    assert g.prepared and not original.prepared
+    assert prepare(g) is g
+    assert g.copy().prepared
+
+
+def test_a_leaf_of_another_shape_or_a_new_node_unprepares_the_graph():
+    g = prepare(tied_graph())
+    g.set_value("W", np.full((3, 3), 2.0, np.float32))     # same spec: shapes still hold
+    assert g.prepared
+    g.set_value("W", np.ones((4, 3), np.float32))
+    assert not g.prepared
+    g = prepare(tied_graph())
+    g.add_input("z", Spec((None, 3), np.float32))
+    assert not g.prepared and prepare(g).prepared
+
+
+def test_make_const_turns_a_param_into_a_constant_of_the_given_array():
+    g = prepare(tied_graph())
+    value = np.zeros((3, 3), np.float32)
+    g.make_const("W", value)
+    assert g.is_const("W") and g.value_of("W") is value and not g.is_trainable("W")
+    assert g.prepared and "W" not in g.params
+
+
+def test_port_names_number_a_variadic_ops_positions():
+    g = tied_graph()
+    assert g.port_names("m") == ("xs", "xs")
+    assert g.port_names("m", indexed=True) == ("xs[0]", "xs[1]")
+    assert g.port_names("a", indexed=True) == ("x", "W", "b")
