@@ -41,7 +41,7 @@ def add_arguments(parser):
     parser.add_argument("--diversity", metavar="NODE=W",
                         help="add a Gram-matrix diversity term on NODE with weight W")
     parser.add_argument("--range", nargs=2, type=float, metavar=("LOW", "HIGH"),
-                        help=f"valid input range (default {DEFAULTS.range[0]:g} {DEFAULTS.range[1]:g})")
+                        help="valid input range (default {:g} {:g})".format(*DEFAULTS.range))
     parser.add_argument("--clip", action="store_true",
                         help="clip into the range instead of sigmoid squashing")
     parser.add_argument("--seed", type=int, default=0, help="seed of the start and transforms")

@@ -22,7 +22,7 @@ from ..data import load_data, split
 from ..errors import FlowgradError
 from ..visualize import Visualization, save_outputs
 from ..visualize.settings import from_graph as visualize_settings
-from .training import Log, TrainingRun, _say, train_and_report
+from .training import Log, TrainingRun, quiet, train_and_report
 from .visualizing import optimize_images
 
 GRAPH = "digits_mlp.yaml"
@@ -66,18 +66,18 @@ def find_graph(name: str = GRAPH) -> str:
 
 def run_demo(out_dir: str = "out/demo", graph: str | None = None, *, epochs: int | None = None,
              steps: int | None = None, registry: Any = None, progress: bool = False,
-             log: Log | None = None) -> DemoReport:
+             log: Log = quiet) -> DemoReport:
     """Train, visualize the class logits and round-trip through ONNX, writing everything to
     ``out_dir``; ``epochs`` and ``steps`` override the graph's ``train:`` and ``visualize:``
     sections; ``log`` receives the lines the command prints."""
     os.makedirs(out_dir, exist_ok=True)
     loaded = load(graph or find_graph(), registry=registry)
 
-    _say(log, "== 1. training")
+    log("== 1. training")
     run = train_and_report(loaded, out_dir, "digits", registry=registry, progress=progress,
                            log=log, epochs=epochs)
 
-    _say(log, "== 2. visualizing the class logits")
+    log("== 2. visualizing the class logits")
     config = visualize_settings(loaded).replace(steps=steps)
     result = optimize_images(run.plan, config, progress=progress, registry=registry)
     probs = _softmax(run.trainer.predict(result.images))
@@ -88,20 +88,20 @@ def run_demo(out_dir: str = "out/demo", graph: str | None = None, *, epochs: int
                            value_range=config.range, captions=captions,
                            title=f"{loaded.name}: inputs maximising each class logit")
     hits = sum(int(p == i) for i, p in enumerate(predicted))
-    _say(log, f"image k classified as k: {hits}/{len(predicted)}; probability of the target "
+    log(f"image k classified as k: {hits}/{len(predicted)}; probability of the target "
               "class: " + " ".join(f"{probs[i, i]:.2f}"
                                    for i in range(min(len(probs), probs.shape[1]))))
-    _say(log, "wrote " + ", ".join(written))
+    log("wrote " + ", ".join(written))
 
-    _say(log, "== 3. ONNX round trip")
+    log("== 3. ONNX round trip")
     onnx = onnx_round_trip(run, out_dir, registry, log)
-    _say(log, f"done: everything is in {out_dir}/")
+    log(f"done: everything is in {out_dir}/")
     return DemoReport(run, result, predicted, probs, hits, onnx,
                       run.files + written + [onnx.path])
 
 
 def onnx_round_trip(run: TrainingRun, out_dir: str, registry: Any = None,
-                    log: Log | None = None) -> OnnxRoundTrip:
+                    log: Log = quiet) -> OnnxRoundTrip:
     """Export the trained plan's logits to ``<out_dir>/<graph>.onnx``, import the file again
     and compare both on the first 64 test images (and with onnxruntime, when installed)."""
     from ..onnx.export import save_onnx
@@ -111,14 +111,14 @@ def onnx_round_trip(run: TrainingRun, out_dir: str, registry: Any = None,
     path = os.path.join(out_dir, f"{plan.graph.name}.onnx")
     save_onnx(plan.export_graph(), path, outputs=[config.logits or plan.graph.outputs[0]])
     expected = trainer.predict(x)
-    _say(log, f"exported the trained graph to {path}")
+    log(f"exported the trained graph to {path}")
     imported = load(path, registry=registry)
     name = imported.inputs[0]
     feed = x.reshape((len(x),) + tuple(imported.spec_of(name).shape[1:]))
     got = compile(imported).forward({name: feed}, grad=False)[imported.outputs[0]]
     diff = float(np.max(np.abs(got - expected)))
     agree = bool(np.all(got.argmax(1) == expected.argmax(1)))
-    _say(log, f"imported {path} ({len(imported.ops)} ops): max |flowgrad(onnx) - expected| = "
+    log(f"imported {path} ({len(imported.ops)} ops): max |flowgrad(onnx) - expected| = "
               f"{diff:.2e} on {len(x)} test images; predictions agree: {agree}")
     report = OnnxRoundTrip(path, diff, agree)
     try:
@@ -128,7 +128,7 @@ def onnx_round_trip(run: TrainingRun, out_dir: str, registry: Any = None,
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ref = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
     report.onnxruntime_max_diff = float(np.max(np.abs(ref - got)))
-    _say(log, f"onnxruntime agrees to {report.onnxruntime_max_diff:.2e}")
+    log(f"onnxruntime agrees to {report.onnxruntime_max_diff:.2e}")
     return report
 
 

@@ -28,6 +28,10 @@ Log = Callable[[str], Any]
 SPLITS = ("test", "train", "all")
 
 
+def quiet(line: str) -> None:
+    """The default ``log``: a script asks for results, not for the command's output."""
+
+
 @dataclass
 class TrainingRun:
     """What :func:`train_and_report` did: the trained plan and trainer, the config it used,
@@ -53,7 +57,7 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-def load_trainable(graph: Graph | str, registry: Any = None, log: Log | None = None) -> Graph:
+def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet) -> Graph:
     """The graph at a path (or a graph); one without a loss or ``train:`` section (e.g. an ONNX
     classifier) gets a softmax cross-entropy on its logits and a ``label`` input."""
     if isinstance(graph, Graph):
@@ -62,14 +66,14 @@ def load_trainable(graph: Graph | str, registry: Any = None, log: Log | None = N
         source, graph = graph, load(graph, registry=registry)
     if "train" not in graph.meta and "loss" not in graph.dag:
         graph = add_classification_loss(graph, registry=registry)
-        _say(log, f"{source} has no loss: training it as a classifier (softmax cross-entropy "
+        log(f"{source} has no loss: training it as a classifier (softmax cross-entropy "
                   f"on '{graph.outputs[-2]}' against a new 'label' input)")
     return graph
 
 
 def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
                      resume: str | None = None, dtype: str = "float32", registry: Any = None,
-                     progress: bool = False, log: Log | None = None,
+                     progress: bool = False, log: Log = quiet,
                      **settings: Any) -> TrainingRun:
     """Train ``graph`` as its ``train:`` section says, evaluate it on the held-out test split
     and write the results to ``out_dir``.
@@ -87,7 +91,7 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
     train, test = split(load_data(data, registry), config.test_split, seed=config.seed)
     os.makedirs(out_dir, exist_ok=True)
     checkpoint = os.path.join(out_dir, "checkpoint.npz")
-    _say(log, f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
+    log(f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
               f"{config.epochs} epochs, batch {config.batch_size}, "
               f"{config.optimizer['kind']} lr {config.lr:g}")
     start = time.perf_counter()
@@ -97,17 +101,17 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
     history.save(history_path)
     curves = plot_curves(history.rows, os.path.join(out_dir, "curves.png"), title=graph.name)
     last = history.rows[-1] if history.rows else {}
-    _say(log, "epoch {}: ".format(last.get("epoch", 0)) + ", ".join(
+    log("epoch {}: ".format(last.get("epoch", 0)) + ", ".join(
         f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "seconds", "lr")))
     metrics = {"train_seconds": seconds, "epochs": trainer.epoch}
     if len(test):
         metrics.update({f"test_{k}": v for k, v in trainer.evaluate(test).items()})
-        _say(log, "test: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
+        log("test: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
                                        if k.startswith("test_")))
     metrics_path = os.path.join(out_dir, "metrics.json")
     with open(metrics_path, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
-    _say(log, f"trained in {seconds:.1f} s; wrote {checkpoint}, {curves}, {history_path}")
+    log(f"trained in {seconds:.1f} s; wrote {checkpoint}, {curves}, {history_path}")
     return TrainingRun(plan, trainer, config, history, metrics, checkpoint,
                        [checkpoint, history_path, curves, metrics_path])
 
@@ -115,7 +119,7 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
 def evaluate_checkpoint(graph: Graph | str, checkpoint: str, data: str = "digits",
                         split_name: str = "test", *, seed: int | None = None,
                         dtype: str = "float32", registry: Any = None,
-                        log: Log | None = None) -> Evaluation:
+                        log: Log = quiet) -> Evaluation:
     """Loss and metrics of the params in ``checkpoint`` on ``split_name`` of ``data``:
     ``test`` (what :func:`train_and_report` held out, with the section's ``seed`` unless
     ``seed`` is given), ``train`` or ``all``."""
@@ -131,8 +135,3 @@ def evaluate_checkpoint(graph: Graph | str, checkpoint: str, data: str = "digits
         samples = test if split_name == "test" else train
     metrics = Trainer(plan, config, registry=registry).evaluate(samples)
     return Evaluation(graph.name, data, split_name, len(samples), metrics)
-
-
-def _say(log: Log | None, line: str) -> None:
-    if log is not None:
-        log(line)
