@@ -17,6 +17,8 @@ import numpy as np
 from .objectives import (Combination, Direction, Diversity, Layer, Neuron, Objective, channel,
                          logit, objective_factories, parse_objective)
 from .optimize import Visualization, frozen, view_shape, visualize
+from .cppn import CPPN
+from .lowres import LaplacianPyramid, LowRes
 from .param import Fourier, Pipeline, Pixels
 from .penalties import PENALTIES, apply_penalties, parse_penalties
 from .transforms import Transforms, parse_transforms
@@ -40,7 +42,7 @@ def save_outputs(result: Visualization, path: str, value_range=(0.0, 1.0), title
 
 
 __all__ = [
-    "Combination", "Direction", "Diversity", "Fourier", "Layer", "Neuron", "Objective",
+    "CPPN", "Combination", "Direction", "Diversity", "Fourier", "LaplacianPyramid", "LowRes", "Layer", "Neuron", "Objective",
     "PENALTIES", "Pipeline", "Pixels", "Transforms", "Visualization", "apply_penalties",
     "channel", "frozen", "logit", "objective_factories", "parse_objective", "parse_penalties",
     "parse_transforms", "save_outputs", "view_shape", "visualize",

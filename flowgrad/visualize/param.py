@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import FlowgradError, did_you_mean
+from .cppn import CPPN
+from .lowres import LaplacianPyramid, LowRes
 
 Backward = Callable[[np.ndarray], np.ndarray]
 
@@ -106,32 +108,45 @@ def squash(x: np.ndarray, low: float, high: float, mode: str) -> tuple[np.ndarra
 
 
 #: the built-in parameterizations, registered by :mod:`flowgrad.builtins` like a plugin's:
-#: ``factory(shape, *, sd, decay)``
+#: ``factory(shape, *, sd, decay)``.  ``lowres`` is a quarter-resolution tensor and
+#: ``laplacian`` a 4-level pyramid (lucid's defaults); for other settings pass a factory such as
+#: ``functools.partial(LowRes, factor=8)`` as ``param``.
 BUILTIN_PARAMETERIZATIONS: dict[str, Callable[..., Any]] = {
     "fourier": lambda shape, sd, decay: Fourier(shape, decay=decay, sd=sd),
     "pixels": lambda shape, sd, decay: Pixels(shape, sd=sd),
+    "cppn": lambda shape, sd, decay: CPPN(shape),
+    "lowres": lambda shape, sd, decay: LowRes(shape, factor=4, sd=sd),
+    "laplacian": lambda shape, sd, decay: LaplacianPyramid(shape, levels=4, sd=sd),
 }
 
 
 class Pipeline:
     """parameterization -> optional decorrelation -> squashing, with the chained backward.
 
-    ``kind`` names a registered parameterization (built-in ``fourier`` or ``pixels``, or a
-    plugin's, looked up in ``registry``)."""
+    ``kind`` names a registered parameterization (built-in ``fourier``, ``pixels``, ``cppn``,
+    ``lowres``, ``laplacian``, or a plugin's, looked up in ``registry``) or is a factory
+    ``factory(shape, *, sd, decay)`` itself.  Colours are decorrelated by default for 3
+    channels, unless the parameterization says ``colour_decorrelation = False`` (a CPPN)."""
 
-    def __init__(self, shape: tuple[int, int, int], kind: str = "fourier",
+    def __init__(self, shape: tuple[int, int, int], kind: str | Callable[..., Any] = "fourier",
                  decorrelate_colors: bool | None = None, value_range=(0.0, 1.0),
                  range_mode: str = "sigmoid", decay: float = 1.0, sd: float = 0.01,
                  registry: Any = None):
-        if registry is None:
-            from ..plugins import default_registry
-            registry = default_registry()
-        kinds = registry.table("parameterization")
-        if kind not in kinds:
-            raise FlowgradError(f"unknown parameterization '{kind}'{did_you_mean(kind, kinds)} "
-                                f"(parameterizations: {', '.join(sorted(kinds))})")
-        self.base = kinds[kind](shape, sd=sd, decay=decay)
-        self.decorrelate = shape[0] == 3 if decorrelate_colors is None else decorrelate_colors
+        if callable(kind):
+            factory = kind
+        else:
+            if registry is None:
+                from ..plugins import default_registry
+                registry = default_registry()
+            kinds = registry.table("parameterization")
+            if kind not in kinds:
+                raise FlowgradError(f"unknown parameterization '{kind}'"
+                                    f"{did_you_mean(kind, kinds)} "
+                                    f"(parameterizations: {', '.join(sorted(kinds))})")
+            factory = kinds[kind]
+        self.base = factory(shape, sd=sd, decay=decay)
+        self.decorrelate = (shape[0] == 3 and getattr(self.base, "colour_decorrelation", True)
+                            if decorrelate_colors is None else decorrelate_colors)
         if self.decorrelate and shape[0] != 3:
             raise FlowgradError("colour decorrelation needs a 3-channel input")
         self.low, self.high = map(float, value_range)
