@@ -14,13 +14,16 @@ import os
 
 import numpy as np
 
-from .objectives import (Combination, Direction, Diversity, Layer, Neuron, Objective, channel,
-                         logit, objective_factories, parse_objective)
-from .optimize import Visualization, frozen, view_shape, visualize
+from .objectives import (Alignment, ChannelInterpolate, Combination, Direction, DirectionNeuron,
+                         Diversity, Layer, Neuron, Objective, Product, Quotient, channel, logit,
+                         objective_factories, parse_objective)
+from .optimize import InactiveObjectiveWarning, Visualization, frozen, view_shape, visualize
 from .cppn import CPPN
 from .lowres import LaplacianPyramid, LowRes
 from .param import Fourier, Pipeline, Pixels
 from .penalties import PENALTIES, apply_penalties, parse_penalties
+from .preprocess import PRESETS as PREPROCESS_PRESETS
+from .preprocess import Preprocess, preprocess_of
 from .transforms import Transforms, parse_transforms
 
 
@@ -42,8 +45,10 @@ def save_outputs(result: Visualization, path: str, value_range=(0.0, 1.0), title
 
 
 __all__ = [
-    "CPPN", "Combination", "Direction", "Diversity", "Fourier", "LaplacianPyramid", "LowRes", "Layer", "Neuron", "Objective",
-    "PENALTIES", "Pipeline", "Pixels", "Transforms", "Visualization", "apply_penalties",
+    "Alignment", "CPPN", "ChannelInterpolate", "Combination", "Direction", "DirectionNeuron",
+    "Diversity", "Fourier", "InactiveObjectiveWarning", "LaplacianPyramid", "Layer", "LowRes",
+    "Neuron", "Objective", "PENALTIES", "PREPROCESS_PRESETS", "Pipeline", "Pixels",
+    "Preprocess", "Product", "Quotient", "Transforms", "Visualization", "apply_penalties",
     "channel", "frozen", "logit", "objective_factories", "parse_objective", "parse_penalties",
-    "parse_transforms", "save_outputs", "view_shape", "visualize",
+    "parse_transforms", "preprocess_of", "save_outputs", "view_shape", "visualize",
 ]

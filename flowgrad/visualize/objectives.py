@@ -8,8 +8,11 @@ the batch size, which is what makes a batch of N images identical to N separate 
 Built-ins: ``neuron`` (any index; a partial index averages the rest, so ``neuron(conv, 3)`` is
 channel 3's spatial mean), ``channel``, ``layer`` (mean square, DeepDream), ``logit``,
 ``direction`` / ``cosine`` (a direction in activation space along axis 1), and ``diversity``
-(Gram-matrix similarity across the batch, a batch-level term).  Objectives combine with ``+``,
-``-`` and scalar ``*``; ``-objective`` minimises.
+(Gram-matrix similarity across the batch, a batch-level term); lucid's ``direction_neuron``,
+``channel_interpolate`` and ``alignment`` live in :mod:`.lucid_objectives`.  Objectives
+combine with ``+``, ``-``, ``*`` and ``/`` (by a number or by another objective: the product
+and quotient rules); ``-objective`` minimises.  Batch-level terms (``per_image = False``) may
+appear in any image's expression: :mod:`.batch` evaluates each over the images that name it.
 
 Specs such as ``"logits[3]"``, ``"channel(conv2, 5) - 0.5 * layer(h1)"`` are parsed with
 Python's ``ast`` module into these objects; nothing is evaluated.
@@ -43,10 +46,18 @@ class Objective:
     def __sub__(self, other: "Objective") -> "Objective":
         return Combination([(1.0, self), (-1.0, _objective(other))])
 
-    def __mul__(self, k: float) -> "Objective":
-        return Combination([(float(k), self)])
+    def __mul__(self, other: "Objective | float") -> "Objective":
+        if isinstance(other, Objective):
+            return Product(self, other)
+        return Combination([(_number(other), self)])
 
-    __rmul__ = __mul__
+    def __rmul__(self, k: float) -> "Objective":
+        return Combination([(_number(k), self)])
+
+    def __truediv__(self, other: "Objective | float") -> "Objective":
+        if isinstance(other, Objective):
+            return Quotient(self, other)
+        return Combination([(1.0 / _number(other), self)])
 
     def __neg__(self) -> "Objective":
         return Combination([(-1.0, self)])
@@ -59,6 +70,70 @@ def _objective(value: Any) -> Objective:
     if not isinstance(value, Objective):
         raise FlowgradError(f"objectives combine only with objectives, got {value!r}")
     return value
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        raise FlowgradError(f"objectives combine only with objectives and numbers, got "
+                            f"{value!r}")
+    return float(value)
+
+
+class _Pair(Objective):
+    """Two per-image objectives combined image by image (the product and quotient rules need
+    each image's own value and gradient, which a batch-level term does not have alone)."""
+
+    symbol = ""
+
+    def __init__(self, left: Objective, right: Objective):
+        for side in (left, right):
+            if not _objective(side).per_image:
+                raise FlowgradError(f"'{side.describe()}' depends on the whole batch: it can be "
+                                    f"added to an objective, not multiplied or divided")
+        self.left, self.right = left, right
+        self.refs = tuple(dict.fromkeys(left.refs + right.refs))
+
+    def __call__(self, acts):
+        a, grads_a = self.left(acts)
+        b, grads_b = self.right(acts)
+        values, scale_a, scale_b = self.combine(a, b)
+        grads: dict[str, np.ndarray] = {}
+        for factor, side in ((scale_a, grads_a), (scale_b, grads_b)):
+            for ref, g in side.items():
+                term = factor.reshape((-1,) + (1,) * (g.ndim - 1)) * g
+                grads[ref] = term if ref not in grads else grads[ref] + term
+        return values, grads
+
+    def combine(self, a: np.ndarray, b: np.ndarray):
+        """Per image: the value and its derivatives with respect to ``a`` and ``b``."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        def wrap(o: Objective) -> str:
+            text = o.describe()
+            return f"({text})" if isinstance(o, (Combination, _Pair)) else text
+        return f"{wrap(self.left)} {self.symbol} {wrap(self.right)}"
+
+
+class Product(_Pair):
+    """``a * b`` image by image; ``d(ab) = b da + a db``."""
+
+    symbol = "*"
+
+    def combine(self, a, b):
+        return a * b, b, a
+
+
+class Quotient(_Pair):
+    """``a / b`` image by image; ``d(a/b) = da / b - a db / b^2`` (non-finite where ``b`` is 0,
+    which stops the optimization with a message)."""
+
+    symbol = "/"
+
+    def combine(self, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = 1.0 / b
+            return a * inv, inv, -a * inv * inv
 
 
 class Combination(Objective):
@@ -329,6 +404,10 @@ class _Group:
         term_values[self.members] = weights * values
 
 
+# lucid's objectives subclass Objective, so they are imported once it exists; the package
+# imports them from here (never from their module first), which keeps this the first import
+from .lucid_objectives import Alignment, ChannelInterpolate, DirectionNeuron  # noqa: E402
+
 BUILTIN_OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "neuron": Neuron,
     "channel": channel,
@@ -337,6 +416,9 @@ BUILTIN_OBJECTIVES: dict[str, Callable[..., Objective]] = {
     "direction": lambda ref, v: Direction(ref, v),
     "cosine": lambda ref, v: Direction(ref, v, cosine=True),
     "diversity": Diversity,
+    "direction_neuron": DirectionNeuron,
+    "channel_interpolate": ChannelInterpolate,
+    "alignment": Alignment,
 }
 
 
@@ -352,9 +434,10 @@ def parse_objective(spec: str, factories: Mapping[str, Callable[..., Objective]]
                     ) -> Objective:
     """Parse a spec like ``"logits[3]"`` or ``"channel(conv1, 2) + 0.1 * layer(h1)"``.
 
-    Grammar: ``node[i, ...]`` (a neuron), ``name(node, args...)`` for every factory, numbers,
-    ``[v, ...]`` lists, ``+``, ``-``, ``*`` by a number, unary ``-``.  Node names that are not
-    Python identifiers can be quoted: ``layer("my-node")``; ``node.port`` selects an output.
+    Grammar: ``node[i, ...]`` (a neuron), ``name(node, args..., key=value...)`` for every
+    factory (arguments: node names, numbers, ``[v, ...]`` lists), ``+``, ``-``, ``*`` and ``/``
+    (by a number or between objectives), unary ``-``.  Node names that are not Python
+    identifiers can be quoted: ``layer("my-node")``; ``node.port`` selects an output.
     """
     factories = BUILTIN_OBJECTIVES if factories is None else factories
     known = _PARSED.get(spec)
@@ -405,7 +488,16 @@ class _Parser:
                 return self.number(node.left) * self.objective(node.right)
             if self.is_number(node.right):
                 return self.objective(node.left) * self.number(node.right)
-            raise self.fail("'*' multiplies an objective by a number")
+            return self.pair(node, lambda a, b: a * b)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
+            if self.is_number(node.left):
+                raise self.fail("a number divided by an objective is not supported; write "
+                                "'1 * a / b' with objectives a and b")
+            if self.is_number(node.right):
+                if self.number(node.right) == 0:
+                    raise self.fail("division by zero")
+                return self.objective(node.left) / self.number(node.right)
+            return self.pair(node, lambda a, b: a / b)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -self.objective(node.operand)
         if isinstance(node, ast.Subscript):
@@ -416,13 +508,16 @@ class _Parser:
             if name not in self.factories:
                 raise self.fail(f"unknown objective '{name}'{did_you_mean(name, self.factories)}"
                                 f" (objectives: {', '.join(sorted(self.factories))})")
-            if node.keywords or not node.args:
-                raise self.fail(f"write {name}(node, ...) with positional arguments")
+            if not node.args:
+                raise self.fail(f"write {name}(node, ...): the first argument names a value")
             args = [self.ref(node.args[0])] + [self.argument(a) for a in node.args[1:]]
+            keywords = {k.arg: self.number(k.value) for k in node.keywords if k.arg}
+            if len(keywords) != len(node.keywords):
+                raise self.fail(f"write {name}(node, ..., key=number) without '**'")
             self.called.add(name)
             self.builtin_only &= self.factories[name] is BUILTIN_OBJECTIVES.get(name)
             try:
-                made = self.factories[name](*args)
+                made = self.factories[name](*args, **keywords)
             except TypeError as e:
                 raise self.fail(f"bad arguments for {name}: {e}") from None
             return _objective(made)
@@ -431,6 +526,15 @@ class _Parser:
             raise self.fail(f"'{ref}' alone is a value, not an objective; write e.g. "
                             f"'{ref}[0]', 'channel({ref}, 0)' or 'layer({ref})'")
         raise self.fail(f"unsupported syntax '{ast.unparse(node)}'")
+
+    def pair(self, node: ast.BinOp, make: Callable[[Objective, Objective], Objective]
+             ) -> Objective:
+        """Two objectives multiplied or divided; a batch-level operand is reported here."""
+        left, right = self.objective(node.left), self.objective(node.right)
+        try:
+            return make(left, right)
+        except FlowgradError as e:
+            raise self.fail(e.diagnostics[0].message) from None
 
     def ref(self, node: ast.AST) -> str:
         if isinstance(node, ast.Name):

@@ -1,8 +1,12 @@
 """Input optimization: the training loop turned around — params frozen, the input a leaf.
 
-Every step: parameterization -> image; penalties on the image; random transforms; forward to
-the objectives' values; seed them (negated: the optimizer minimises); backward to the input;
-back through the transforms and the parameterization; one optimizer update.  The optimizer is
+Every step: parameterization -> image; penalties on the image; random transforms; the model's
+preprocessing; forward to the objectives' values; seed them (negated: the optimizer
+minimises); backward to the input; back through the preprocessing, the transforms and the
+parameterization; one optimizer update.  The objective values and the penalties are kept
+apart, so a caption never reports a penalised total under an objective's name, and an
+objective whose gradient never leaves zero (a unit that never activates) is named in a
+warning instead of silently yielding a flat image.  The optimizer is
 the same :mod:`flowgrad.optim` code that trains weights.
 
 N images chase N objectives in one forward/backward.  Every stage treats each image as if it
@@ -18,6 +22,7 @@ between calls needs nothing; like the plan itself, it is not meant for concurren
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -27,22 +32,51 @@ import numpy as np
 from ..errors import FlowgradError
 from ..optim import make_optimizer
 from ..plan import Plan
+from .batch import BatchTerms
 from .objectives import Objective, PerImage, parse_objective
 from .param import Pipeline
 from .penalties import apply_penalties
+from .preprocess import Preprocess, preprocess_of
 from .transforms import Transforms
 
 
 @dataclass
 class Visualization:
     """The result: ``images`` in the input's shape ``(N, *input shape)``, the same as ``views``
-    ``(N, C, H, W)``, the objectives' ``labels``, per-step objective values and snapshots."""
+    ``(N, C, H, W)``, the objectives' ``labels``; per step, each image's objective ``values``
+    and, apart, the weighted sum of its ``penalties`` (what was maximised is their difference);
+    ``snapshots`` ``(step, views)`` after the chosen numbers of steps; the labels of the
+    ``inactive`` objectives, whose gradient was zero at every step."""
 
     images: np.ndarray
     views: np.ndarray
     labels: list[str]
     values: list[np.ndarray] = field(default_factory=list)
+    penalties: list[np.ndarray] = field(default_factory=list)
     snapshots: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    inactive: list[str] = field(default_factory=list)
+
+    def at(self, step: int) -> np.ndarray:
+        """The views ``(N, C, H, W)`` after ``step`` steps (a threshold or snapshot step)."""
+        for k, views in self.snapshots:
+            if k == step:
+                return views
+        raise FlowgradError(f"no images kept at step {step} (kept: "
+                            f"{', '.join(str(k) for k, _ in self.snapshots) or 'none'})")
+
+    def captions(self) -> list[str]:
+        """Each label with its final objective value, and the penalties apart when there were
+        any (a caption never shows a penalised total under the objective's name)."""
+        if not self.values:
+            return list(self.labels)
+        penalised = bool(self.penalties) and bool(np.any(self.penalties[-1]))
+        return [f"{label}\n= {v:.3g}" + (f"\npenalties {p:.3g}" if penalised else "")
+                for label, v, p in zip(self.labels, self.values[-1],
+                                       self.penalties[-1] if penalised else self.values[-1])]
+
+
+class InactiveObjectiveWarning(UserWarning):
+    """An objective's gradient was zero at every step: its image only followed the penalties."""
 
 
 def frozen(plan: Plan) -> Plan:
@@ -97,23 +131,33 @@ def view_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
 
 
 def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | None = None,
-              steps: int = 256, lr: float = 0.05, optimizer: str = "adam",
-              param: str = "fourier", decorrelate: bool | None = None,
+              steps: int | None = None, lr: float = 0.05, optimizer: str = "adam",
+              param: str | Callable[..., Any] = "fourier", decorrelate: bool | None = None,
               value_range: tuple[float, float] = (0.0, 1.0), range_mode: str = "sigmoid",
               transforms: Transforms | None = None, penalties: dict[str, float] | None = None,
               penalty_center: float = 0.0, diversity: tuple[str, float] | None = None,
               seed: int = 0, ids: Sequence[int] | None = None,
               view: tuple[int, int, int] | None = None, init: np.ndarray | None = None,
-              progress: bool = False, snapshot_every: int = 0,
+              progress: bool = False, snapshot_every: int = 0, thresholds: Sequence[int] = (),
+              preprocess: "str | Preprocess | None" = None,
+              input_shape: Sequence[int] | None = None,
               callback: Callable[[int, np.ndarray, np.ndarray], Any] | None = None,
               registry: Any = None) -> Visualization:
     """Optimize one image per objective; see the module doc and docs/visualize.md.
 
     ``objectives`` are :class:`Objective` s or spec strings (``"logits[3]"``); image ``i``
-    maximises objective ``i``.  ``ids`` (default ``0..N-1``) seed each image's generator,
-    so image ``i`` of a batch equals a single run with ``ids=[ids[i]]``.  ``diversity``
-    ``(node, weight)`` adds the batch-level Gram diversity term.  ``init`` gives the starting
-    parameters (shape ``(N, *parameter shape)``) instead of seeded noise.
+    maximises objective ``i``; batch-level terms in them (``diversity``, ``alignment``…) act
+    on the images that name them (:mod:`.batch`).  ``ids`` (default ``0..N-1``) seed each
+    image's generator, so image ``i`` of a batch equals a single run with ``ids=[ids[i]]``.
+    ``diversity`` ``(node, weight)`` adds the Gram diversity term over the whole batch.
+    ``init`` gives the starting parameters (shape ``(N, *parameter shape)``) instead of seeded
+    noise.  ``param`` names a parameterization or is a factory ``(shape, *, sd, decay)``.
+
+    ``steps`` defaults to 256, or to the largest of ``thresholds``: the step counts after which
+    the images are kept (``result.at(k)``, saved as ``<stem>_step<k>.png``), as are those of
+    every ``snapshot_every`` steps.  ``preprocess`` (a :class:`Preprocess` or a preset name such
+    as ``"imagenet"``) maps the images to what the model expects; ``input_shape`` sizes an input
+    with free dimensions (batch axis excluded).
     """
     from .objectives import Diversity, objective_factories
 
@@ -130,22 +174,18 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     ids = list(range(n)) if ids is None else list(ids)
     if len(ids) != n:
         raise FlowgradError(f"{n} objectives but {len(ids)} ids")
+    steps, kept = _steps(steps, thresholds, snapshot_every)
     net = frozen_view(plan)
     graph = net.graph
     input = input or _float_input(graph)
-    spec = graph.spec_of(input)
-    in_shape = tuple(spec.shape[1:])
-    if None in in_shape:
-        raise FlowgradError(f"input '{input}' has unknown dims {in_shape}; give its shape")
+    in_shape = _input_shape(input, graph.spec_of(input).shape[1:], input_shape)
     view = tuple(view) if view is not None else view_shape(in_shape)
     if math.prod(view) != math.prod(in_shape):
         raise FlowgradError(f"view {view} does not have the {math.prod(in_shape)} values of "
                             f"input '{input}' {in_shape}")
-    batch_obj: Objective | None = None
-    if diversity is not None:
-        batch_obj = float(diversity[1]) * Diversity(diversity[0])
-    refs = tuple(dict.fromkeys([r for o in objs for r in o.refs]
-                               + list(batch_obj.refs if batch_obj else ())))
+    batch = BatchTerms(objs, float(diversity[1]) * Diversity(diversity[0])
+                       if diversity is not None else None)
+    refs = tuple(dict.fromkeys([r for o in objs for r in o.refs] + list(batch.refs)))
     for ref in refs:
         try:
             graph.resolve(ref)
@@ -153,6 +193,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             raise FlowgradError(f"objective: {e.args[0]}") from None
     pipeline = Pipeline(view, kind=param, registry=registry, decorrelate_colors=decorrelate,
                         value_range=value_range, range_mode=range_mode)
+    pre = preprocess_of(preprocess)
     transforms = transforms or Transforms()
     # each image draws from its own generator, seeded by its id, so that it draws in a batch
     # what it draws alone; made only if something draws (a given start and no transforms
@@ -166,8 +207,9 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
         p = np.array(init, dtype=dtype, copy=True)
     opt = make_optimizer(optimizer, {"image": p}, registry=registry, lr=lr)
     penalties = penalties or {}
-    per_image = PerImage(objs)
+    per_image = PerImage(batch.per_image)
     result = Visualization(np.empty(0), np.empty(0), [o.describe() for o in objs])
+    moved = np.zeros(n, dtype=bool)        # has image i's objective ever had a gradient?
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -178,20 +220,26 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             x, back_param = pipeline.forward(p)
             pen_values, pen_grad = apply_penalties(x, penalties, penalty_center)
             xt, back_t = transforms.apply(x, rngs)
+            if pre is not None:
+                xt, back_pre = pre.apply(xt)
             acts = net.forward({input: xt.reshape((n,) + in_shape)}, outputs=refs)
-            values, seeds = _evaluate(per_image, batch_obj, acts, refs)
-            total = values - pen_values
+            values, seeds = per_image(acts, refs)
+            batch(acts, values, seeds)
             grads = net.backward({r: -g for r, g in seeds.items()}, wrt=[input])
-            gx = back_t(grads[input].reshape((n,) + view))
+            g_in = grads[input].reshape((n,) + view)
+            moved |= np.any(g_in.reshape(n, -1) != 0, axis=1)
+            gx = back_t(back_pre(g_in) if pre is not None else g_in)
             if pen_grad is not None:
                 gx = gx + pen_grad
             opt.step({"image": back_param(gx)})
-            result.values.append(total)
+            total = values - pen_values
+            result.values.append(values)
+            result.penalties.append(pen_values)
             if not np.all(np.isfinite(total)):
                 raise FlowgradError(f"the objective became non-finite at step {step + 1}; "
                                     "lower the learning rate")
-            if snapshot_every and (step + 1) % snapshot_every == 0:
-                result.snapshots.append((step + 1, x.copy()))
+            if step + 1 in kept:
+                result.snapshots.append((step + 1, pipeline.forward(p)[0]))
             if callback is not None:
                 callback(step, x, total)
             if bar is not None:
@@ -203,18 +251,52 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     x, _ = pipeline.forward(p)
     result.views = x
     result.images = x.reshape((n,) + in_shape)
+    result.inactive = [label for label, m in zip(result.labels, moved) if not m] if steps else []
+    if result.inactive:
+        warnings.warn(f"{', '.join(result.inactive)}: the gradient of "
+                      f"{'this objective' if len(result.inactive) == 1 else 'these objectives'}"
+                      f" was zero at every one of the {steps} steps, so the image did not "
+                      "follow it (a unit that never activates, e.g. a ReLU output that is 0 "
+                      "for the starting image: optimize its pre-activation instead)",
+                      InactiveObjectiveWarning, stacklevel=2)
     return result
 
 
-def _evaluate(per_image: PerImage, batch_obj, acts, refs):
-    """Per-image objectives (objective i sees image i only) plus the batch term."""
-    values, seeds = per_image(acts, refs)
-    if batch_obj is not None:
-        v, g = batch_obj(acts)
-        values = values + v
-        for r, grad in g.items():
-            seeds[r] = seeds[r] + grad
-    return values, seeds
+def _steps(steps: int | None, thresholds: Sequence[int], snapshot_every: int
+           ) -> tuple[int, set[int]]:
+    """The number of steps and the step counts after which to keep the images."""
+    thresholds = sorted({int(t) for t in thresholds})
+    if thresholds and thresholds[0] < 1:
+        raise FlowgradError(f"thresholds count steps from 1, got {thresholds[0]}")
+    if steps is None:
+        steps = thresholds[-1] if thresholds else 256
+    if thresholds and thresholds[-1] > steps:
+        raise FlowgradError(f"threshold {thresholds[-1]} is beyond the {steps} steps")
+    kept = set(thresholds)
+    if snapshot_every:
+        kept.update(range(snapshot_every, steps + 1, snapshot_every))
+    return steps, kept
+
+
+def _input_shape(input: str, declared: Sequence[int | None],
+                 given: Sequence[int] | None) -> tuple[int, ...]:
+    """The shape of one sample of ``input``: the declared one, its free dims sized by
+    ``given`` (which must agree with every fixed dim)."""
+    declared = tuple(declared)
+    if given is None:
+        if None in declared:
+            raise FlowgradError(f"input '{input}' has free dimensions {declared}: pass "
+                                f"input_shape=(...) (--input-shape) with a size for each, "
+                                f"batch axis excluded")
+        return declared
+    shape = tuple(int(d) for d in given)
+    if len(shape) != len(declared) or any(d is not None and d != s
+                                          for d, s in zip(declared, shape)):
+        raise FlowgradError(f"input_shape {shape} does not fit input '{input}' {declared} "
+                            "(batch axis excluded)")
+    if min(shape, default=1) < 1:
+        raise FlowgradError(f"input_shape {shape} has an empty dimension")
+    return shape
 
 
 def _float_input(graph) -> str:
