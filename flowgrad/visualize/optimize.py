@@ -253,12 +253,13 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     result.images = x.reshape((n,) + in_shape)
     result.inactive = [label for label, m in zip(result.labels, moved) if not m] if steps else []
     if result.inactive:
+        one = len(result.inactive) == 1
         warnings.warn(f"{', '.join(result.inactive)}: the gradient of "
-                      f"{'this objective' if len(result.inactive) == 1 else 'these objectives'}"
-                      f" was zero at every one of the {steps} steps, so the image did not "
-                      "follow it (a unit that never activates, e.g. a ReLU output that is 0 "
-                      "for the starting image: optimize its pre-activation instead)",
-                      InactiveObjectiveWarning, stacklevel=2)
+                      f"{'this objective' if one else 'these objectives'} was zero at every "
+                      f"one of the {steps} steps, so {'its image' if one else 'their images'} "
+                      "only followed the penalties (a unit that never activates, e.g. a ReLU "
+                      "output that is 0 for the starting image: optimize its pre-activation "
+                      "instead)", InactiveObjectiveWarning, stacklevel=2)
     return result
 
 
