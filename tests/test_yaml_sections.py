@@ -158,3 +158,10 @@ def test_a_name_whose_declaration_failed_is_reported_once(tmp_path):
 def test_check_prints_branch_and_merge_counts(capsys):
     assert main(["check", str(GRAPHS / "branch_merge.yaml"), "--no-gradients"]) == 0
     assert "3 branches, 1 merge (valid)" in capsys.readouterr().out
+
+
+def test_visualize_param_is_checked_against_the_registered_parameterizations(tmp_path):
+    found = errors_of(tmp_path, GRAPH + "visualize:\n  param: fourrier\n")
+    assert found == [(13, 10, found[0][2])] and "did you mean 'fourier'?" in found[0][2]
+    graph = flowgrad.load(write(tmp_path, GRAPH + "visualize:\n  param: cppn\n"))
+    assert graph.meta["visualize"].param == "cppn"

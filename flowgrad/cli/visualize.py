@@ -33,7 +33,8 @@ def add_arguments(parser):
     parser.add_argument("--lr", type=float, help=f"learning rate (default {DEFAULTS.lr})")
     parser.add_argument("--optimizer", help=f"optimizer kind (default {DEFAULTS.optimizer})")
     parser.add_argument("--param", help=f"parameterization: fourier (1/f-scaled spectrum), "
-                                        f"pixels or a plugin's (default {DEFAULTS.param})")
+                                        f"pixels, … (default {DEFAULTS.param}; `flowgrad "
+                                        f"plugins` lists them all)")
     parser.add_argument("--transforms", metavar="SPEC",
                         help="'default', 'none' or 'pad=2,jitter=1,scale=0.9:1.1,rotate=10'")
     parser.add_argument("--penalty", action="append", default=None, metavar="NAME=W",

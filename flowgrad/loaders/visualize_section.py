@@ -7,7 +7,7 @@
       steps: 300
       lr: 0.05
       optimizer: adam
-      param: fourier               # fourier | pixels
+      param: fourier               # fourier | pixels | any registered parameterization
       transforms: none             # default | none | "pad=2,jitter=1,scale=0.9:1.1,rotate=10"
       penalties: {l2: 30, tv: 30}
       range: [0, 1]                # valid input range (sigmoid squashing into it)
@@ -65,8 +65,9 @@ def from_graph(graph: Graph) -> VisualizeConfig:
 def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: DiagnosticList,
                            reported: Callable[[str], bool], loc: SourceLocation | None
                            ) -> VisualizeConfig:
-    """The ``visualize:`` mapping as a :class:`VisualizeConfig`, mistakes added to ``errors``
-    (``graph``, ``reported`` and ``loc`` as for the ``train:`` section)."""
+    """The ``visualize:`` mapping as a :class:`VisualizeConfig`, mistakes added to ``errors``;
+    optimizers, parameterizations, objectives and transforms are those of ``registry`` (the
+    loader's), and ``graph``, ``reported`` and ``loc`` are as for the ``train:`` section."""
     if not isinstance(section, dict):
         errors.add(f"'visualize' must be a mapping, got {section!r}", loc)
         return VisualizeConfig()
@@ -82,7 +83,8 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
         "lr": f.number("lr", defaults.lr, low=0.0, what="a positive number"),
         "optimizer": f.string("optimizer", defaults.optimizer,
                               choices=sorted(optimizer_kinds(registry))),
-        "param": f.string("param", defaults.param)}
+        "param": f.string("param", defaults.param,
+                          choices=sorted(registry.table("parameterization")))}
     if "each" in d:
         each = d["each"]
         try:
@@ -107,7 +109,7 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
     if "transforms" in d:
         spec = f.string("transforms", None)
         try:
-            parse_transforms(spec, 16)
+            parse_transforms(spec, 16, registry)
             values["transforms"] = spec
         except FlowgradError as e:
             f.error(f"'transforms': {e.diagnostics[0].message}", f.value_loc("transforms"))

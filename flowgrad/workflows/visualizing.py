@@ -64,7 +64,7 @@ def optimize_images(plan: Plan, config: VisualizeConfig | None = None, *,
         input = floats[0] if len(floats) == 1 else None
     size = max(view_shape(graph.spec_of(input).shape[1:])[1:]) if input is not None else 8
     transforms = parse_transforms(config.transforms or ("default" if size >= 16 else "none"),
-                                  size)
+                                  size, registry)
     return visualize(plan, objectives_for(graph, config), input=input, steps=config.steps,
                      lr=config.lr, optimizer=config.optimizer, param=config.param,
                      value_range=config.range, range_mode="clip" if clip else "sigmoid",
