@@ -98,6 +98,9 @@ def test_sections_become_typed_configs_on_the_graph(tmp_path):
 def test_a_graph_without_sections_gets_the_defaults(tmp_path):
     graph = flowgrad.load(write(tmp_path, GRAPH))
     assert "train" not in graph.meta and "visualize" not in graph.meta
+    empty = flowgrad.load(write(tmp_path, GRAPH + "train:\nvisualize:\n"))
+    assert empty.meta["train"] == train_config(graph)
+    assert empty.meta["visualize"] == VisualizeConfig()
     assert train_config(graph).features == "x" and train_config(graph).lr == 0.01
     assert visualize_config(graph) == VisualizeConfig()
 
@@ -128,6 +131,8 @@ def errors_of(tmp_path, text):
     ("early_stopping: {patience: 0}", 13, 30, "'patience' must be an integer >= 1"),
     ("test_split: 1.5", 13, 15, "'test_split' must be a fraction in [0, 1)"),
     ("clip_grad_norm: -1", 13, 19, "'clip_grad_norm' must be a positive number"),
+    ("optimizer: {kind: [1]}", 13, 21, "unknown optimizer '[1]'"),
+    ("early_stopping: {mode: up}", 13, 26, "'mode' must be min or max"),
 ])
 def test_train_mistakes_are_located(tmp_path, setting, line, col, fragment):
     found = errors_of(tmp_path, GRAPH + "train:\n  " + setting + "\n")
@@ -143,6 +148,7 @@ def test_train_mistakes_are_located(tmp_path, setting, line, col, fragment):
     ("range: [1, 0]", 13, 10, "'range' must be [low, high] with low < high"),
     ("optimizer: adamm", 13, 14, "unknown optimizer 'adamm'; did you mean 'adam'?"),
     ("transforms: 'pad=x'", 13, 15, "'transforms': bad transform setting"),
+    ("each: [h]", 13, 9, "'each' must be a string"),
 ])
 def test_visualize_mistakes_are_located(tmp_path, setting, line, col, fragment):
     found = errors_of(tmp_path, GRAPH + "visualize:\n  " + setting + "\n")

@@ -121,6 +121,8 @@ def read_train_section(section: Any, graph: Graph, registry: Any, errors: Diagno
     name was declared but failed with its own error, so it is not reported again here; ``loc``
     locates the section when it is not a mapping.
     """
+    if section is None:          # `train:` and nothing under it: the defaults
+        return TrainConfig()
     if not isinstance(section, dict):
         errors.add(f"'train' must be a mapping, got {section!r}", loc)
         return TrainConfig()
@@ -214,7 +216,7 @@ class _TrainReader:
         f = SectionFields(value, "'optimizer'", self.fields.errors, loc)
         kinds = optimizer_kinds(self.registry)
         kind = value.get("kind", DEFAULT_OPTIMIZER["kind"])
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             self.error(f"unknown optimizer '{kind}'{did_you_mean(str(kind), kinds)} "
                        f"(optimizers: {', '.join(sorted(kinds))})", f.value_loc("kind"))
             return dict(DEFAULT_OPTIMIZER)
@@ -249,7 +251,7 @@ class _TrainReader:
         f = SectionFields(value, "'schedule'", self.fields.errors, loc)
         kinds = schedule_kinds(self.registry)
         kind = value.get("kind", DEFAULT_SCHEDULE["kind"])
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             self.error(f"unknown schedule '{kind}'{did_you_mean(str(kind), kinds)} "
                        f"(schedules: {', '.join(sorted(kinds))})", f.value_loc("kind"))
             return dict(DEFAULT_SCHEDULE)

@@ -68,6 +68,8 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
     """The ``visualize:`` mapping as a :class:`VisualizeConfig`, mistakes added to ``errors``;
     optimizers, parameterizations, objectives and transforms are those of ``registry`` (the
     loader's), and ``graph``, ``reported`` and ``loc`` are as for the ``train:`` section."""
+    if section is None:          # `visualize:` and nothing under it: the defaults
+        return VisualizeConfig()
     if not isinstance(section, dict):
         errors.add(f"'visualize' must be a mapping, got {section!r}", loc)
         return VisualizeConfig()
@@ -85,14 +87,14 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
                               choices=sorted(optimizer_kinds(registry))),
         "param": f.string("param", defaults.param,
                           choices=sorted(registry.table("parameterization")))}
-    if "each" in d:
-        each = d["each"]
+    each = f.string("each", None)
+    if each is not None:
         try:
             graph.resolve(each)
             values["each"] = each
-        except (KeyError, TypeError) as e:
-            if not (isinstance(each, str) and reported(each)):
-                f.error(f"'each': {e.args[0] if e.args else e}", f.value_loc("each"))
+        except KeyError as e:
+            if not reported(each):
+                f.error(f"'each': {e.args[0]}", f.value_loc("each"))
     if "objectives" in d:
         specs = d["objectives"]
         if isinstance(specs, list) and all(isinstance(s, str) for s in specs):
