@@ -159,18 +159,18 @@ class _Builder:
         """Build the graph, run the passes, read the settings sections; raise every mistake
         of the file at once, in source order."""
         graph = self.run_passes(self.build(data))
-        sound = not self.errors
+        sound = graph is not None and not self.errors
+        configs = {}
         for key, read in (("train", read_train_section), ("visualize", read_visualize_section)):
-            if key not in data:
-                continue
-            loc = data.value_locs[key]
-            config = read(data[key], self.graph, self.registry, self.errors, self.failed, loc)
-            if key == "train" and sound and graph is not None:
-                complete_from_graph(config, graph, self.errors, loc)
-            if graph is not None:
-                graph.meta[key] = config
+            if key in data:
+                loc = data.value_locs[key]
+                configs[key] = read(data[key], self.graph, self.registry, self.errors,
+                                    self.failed, loc)
+                if key == "train" and sound:     # what the section leaves to the graph
+                    complete_from_graph(configs[key], graph, self.errors, loc)
         if self.errors:
             raise GraphError(sorted(self.errors.items, key=_source_order))
+        graph.meta.update(configs)
         return graph
 
     def run_passes(self, graph: Graph) -> Graph | None:
