@@ -56,3 +56,10 @@ def flowgrad_register_data_loaders(data_loaders):
     from .data import BUILTIN_LOADERS
     for name, loader in BUILTIN_LOADERS.items():
         data_loaders.add(name, loader)
+
+
+@hookimpl
+def flowgrad_register_onnx(onnx):
+    from .onnx.ops import all_translations
+    for t in all_translations():
+        onnx.add(t)

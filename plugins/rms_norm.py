@@ -6,10 +6,14 @@ n = x / r and r = sqrt(mean(x^2) + eps), the chain rule through r gives
     dL/dx = (dL/dn - n * mean(dL/dn * n)) / r,      dL/dn = dL/dy * gain
 
 which costs two passes over x instead of a (features x features) Jacobian.
+
+The op also imports from and exports to ONNX as a node of this plugin's own domain
+(``com.example::RMSNorm``): see the translations at the end, and docs/onnx.md.
 """
 import numpy as np
 
 import flowgrad
+from flowgrad.onnx import Translations
 from flowgrad.op import Spec, format_shape
 
 
@@ -53,3 +57,23 @@ class RMSNorm(flowgrad.Op):
 @flowgrad.hookimpl
 def flowgrad_register_ops(ops):
     ops.add(RMSNorm)
+
+
+#: the ONNX domain of this plugin's nodes (a model using them imports it at version 1)
+DOMAIN = "com.example"
+T = Translations("rms_norm")
+
+
+@T.imports("RMSNorm", domain=DOMAIN)
+def _import_rms_norm(b, attrs, inputs):
+    return b.final("rms_norm", inputs, eps=attrs.get("eps", 1e-6))
+
+
+@T.exports("rms_norm")
+def _export_rms_norm(c):
+    c.node("RMSNorm", c.ins, c.outs, domain=DOMAIN, eps=c.op.eps)
+
+
+@flowgrad.hookimpl
+def flowgrad_register_onnx(onnx):
+    onnx.add(T)

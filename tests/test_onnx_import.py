@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 import flowgrad
 from flowgrad.errors import GraphError
 from flowgrad.hookspecs import hookimpl
+from flowgrad.onnx import Translations
 
 
 def make_model(nodes, inputs, outputs, initializers=(), opset=17, **kw):
@@ -152,12 +153,15 @@ class SwishPlugin:
     """Maps com.example::Swish (x * sigmoid(x)) onto flowgrad's mul and sigmoid."""
 
     @hookimpl
-    def flowgrad_onnx_ops(self):
+    def flowgrad_register_onnx(self, onnx):
+        T = Translations("swish")
+
+        @T.imports("Swish", domain="com.example")
         def swish(b, attrs, inputs):
             x = inputs[0]
             s = b.op("sigmoid", [x])[0]
-            return b.op("mul", [x, s], name=b.final_name(0))
-        return [("com.example", "Swish", 1, swish)]
+            return b.final("mul", [x, s])
+        onnx.add(T)
 
 
 def test_custom_domain_hook():

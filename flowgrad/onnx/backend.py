@@ -15,7 +15,7 @@ import onnx
 from onnx.backend.base import Backend, BackendRep
 
 from ..loaders.onnx_loader import load_onnx
-from ..scheduler import compile as compile_graph
+from ..plan import compile as compile_graph
 from .importer import OPAQUE
 
 
@@ -39,14 +39,14 @@ def configuring_inputs(model: onnx.ModelProto, registry=None) -> set[str]:
     inputs is specialised to the values of each run (and re-imported when they change).
     """
     from ..plugins import default_registry
-    from .importer import translation_table
-    _, static = translation_table(registry or default_registry())
+    from .importer import Importer
+    importer = Importer(model, registry or default_registry(), "")
     inits = {i.name for i in model.graph.initializer}
     uses: dict[str, list[bool]] = {}
     for node in model.graph.node:
-        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        static = importer.static(node)
         for i, name in enumerate(node.input):
-            uses.setdefault(name, []).append(i in static.get((domain, node.op_type), ()))
+            uses.setdefault(name, []).append(i in static)
     outputs = {vi.name for vi in model.graph.output}
     return {vi.name for vi in model.graph.input if vi.name not in inits and vi.name not in outputs
             and uses.get(vi.name) and all(uses[vi.name])}
@@ -109,7 +109,7 @@ class FlowgradRep(BackendRep):
             named = dict(zip(self.onnx_inputs, inputs))
         bound = {k: v for k, v in named.items() if k in self.bound}
         graph, plan, by_onnx, refs = self._plan_for(bound)
-        feeds = {by_onnx[k]: _box(v) if graph.node(by_onnx[k])["spec"] == OPAQUE else v
+        feeds = {by_onnx[k]: _box(v) if graph.spec_of(by_onnx[k]) == OPAQUE else v
                  for k, v in named.items() if k not in self.bound}
         out = plan.forward(feeds, outputs=refs, grad=False)
         return tuple(_unbox(out[ref]) for ref in refs)

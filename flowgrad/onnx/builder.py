@@ -178,8 +178,14 @@ class Builder:
             if value is not None:
                 src, port = self.materialize(value)
                 self.graph.connect(src, port, node_name, position)
-        self.graph.node(node_name)["specs"] = specs
+        self.graph.set_specs(node_name, specs)
         return [Value(s, node=node_name, port=i) for i, s in enumerate(specs)]
+
+    def final(self, op_type: str, inputs: list[Value | None], index: int = 0,
+              **attrs: Any) -> list[Value]:
+        """:meth:`op` for the flowgrad op that produces the ONNX node's output ``index``: the
+        node is named after that output, so the imported graph reads like the model."""
+        return self.op(op_type, inputs, name=self.final_name(index), **attrs)
 
     def final_name(self, index: int = 0) -> str | None:
         """The name for the node that produces output ``index`` of the current ONNX node."""

@@ -6,6 +6,7 @@ be translated, each located by its ONNX node name and op type.
 """
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -13,45 +14,32 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import Diagnostic, GraphError, PluginError
+from ..errors import Diagnostic, GraphError
 from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
-from . import handlers  # noqa: F401  (importing it registers the built-in translations)
 from .builder import Builder, ImportProblem, Value, sanitize
+from .export import FUNCTION_DOMAIN
 from .model_io import opset_versions
-from .opset import HANDLERS, STATE_INPUTS, STATIC_INPUTS, pick, versions
+from .opset import by_op, pick
+from .translations import ImportTranslation, canonical_domain
 
 
-def _pick(table, domain: str, op_type: str, version: int):
-    """:func:`pick`, plus every op of domain ``flowgrad`` (flowgrad's exported functions)."""
-    if domain == "flowgrad":
-        from .handlers import flowgrad_function
-        return flowgrad_function
-    return pick(table, domain, op_type, version)
+def _import_function(b, a, ins):
+    """A node of domain ``flowgrad`` calls a model-local function whose doc_string names the
+    flowgrad op and its attributes (see :func:`flowgrad.onnx.export.as_function`)."""
+    function = b.functions.get(b.current.op_type)
+    try:
+        config = json.loads(function.doc_string)
+        op_type, attrs = config["type"], config["attrs"]
+    except (AttributeError, ValueError, KeyError, TypeError):
+        raise ImportProblem(f"no function '{b.current.op_type}' describing a flowgrad op in "
+                            "the model") from None
+    return b.final(op_type, ins, **attrs)
 
 
-def translation_table(registry: Registry) -> tuple[dict, dict]:
-    """Built-in handlers plus those plugins supply through ``flowgrad_onnx_ops``.
-
-    Returns ``(handlers, static_inputs)`` keyed by ``(domain, op_type)``.
-    """
-    table = {k: list(v) for k, v in HANDLERS.items()}
-    static = dict(STATIC_INPUTS)
-    for plugin, entries in registry.call_each("flowgrad_onnx_ops"):
-        for entry in entries or ():
-            if not isinstance(entry, (tuple, list)) or len(entry) not in (4, 5) \
-                    or not callable(entry[3]):
-                raise PluginError(f"flowgrad_onnx_ops of plugin {plugin!r} must return "
-                                  "(domain, op_type, since_version, handler[, static_inputs]) "
-                                  f"tuples, got {entry!r}")
-            domain, op_type, since, fn = entry[:4]
-            domain = "" if domain == "ai.onnx" else domain
-            table.setdefault((domain, op_type), []).append((int(since), fn))
-            table[(domain, op_type)].sort(key=lambda e: e[0])
-            if len(entry) > 4 and entry[4]:
-                static[(domain, op_type)] = frozenset(entry[4])
-    return table, static
+#: every op of domain ``flowgrad`` is one of flowgrad's exported functions, whatever its name
+_FUNCTION = ImportTranslation(FUNCTION_DOMAIN, "*", 1, _import_function)
 
 
 def attributes(node: onnx.NodeProto) -> dict[str, Any]:
@@ -98,47 +86,57 @@ class Importer:
         self.where = where
         self.dynamic_batch = dynamic_batch
         self.opset = opset_versions(model)
-        self.table, self.static = translation_table(registry)
+        self.versions = by_op(registry.table("onnx_import"))
 
     def version(self, node: onnx.NodeProto) -> int:
-        domain = "" if node.domain in ("", "ai.onnx") else node.domain
-        return self.opset.get(domain, 1)
+        return self.opset.get(canonical_domain(node.domain), 1)
+
+    def translation(self, node: onnx.NodeProto) -> ImportTranslation | None:
+        """The translation of ``node`` at the model's opset, or None."""
+        domain = canonical_domain(node.domain)
+        if domain == FUNCTION_DOMAIN:
+            return _FUNCTION
+        return pick(self.versions, domain, node.op_type, self.version(node))
+
+    def static(self, node: onnx.NodeProto) -> frozenset[int]:
+        """The input positions of ``node`` whose value its translation needs at load time."""
+        record = self.translation(node)
+        return record.static if record else frozenset()
 
     def check_supported(self) -> None:
         """Raise one error listing every op of the model with no translation."""
         missing: Counter = Counter()
         for node in self.model.graph.node:
-            domain = "" if node.domain in ("", "ai.onnx") else node.domain
-            if _pick(self.table, domain, node.op_type, self.version(node)) is None:
-                missing[(domain or "ai.onnx", node.op_type, self.version(node))] += 1
+            if self.translation(node) is None:
+                domain = canonical_domain(node.domain)
+                missing[(domain, node.op_type, self.version(node))] += 1
         if missing:
             lines = []
             for (domain, op_type, version), count in sorted(missing.items()):
-                known = versions(self.table, "" if domain == "ai.onnx" else domain, op_type)
-                why = (f"translated from opset {min(known)}" if known
-                       else "no translation")
-                lines.append(f"  {op_type} (domain {domain}, opset {version}): {count} node(s);"
-                             f" {why}")
+                known = self.versions.get((domain, op_type))
+                why = f"translated from opset {known[0].since}" if known else "no translation"
+                lines.append(f"  {op_type} (domain {domain or 'ai.onnx'}, opset {version}): "
+                             f"{count} node(s); {why}")
             raise GraphError(
                 f"{self.where}: the model uses {len(missing)} unsupported op(s):\n"
                 + "\n".join(lines)
-                + "\ncustom-domain ops can be mapped by a plugin (hook flowgrad_onnx_ops)")
+                + "\ncustom-domain ops can be mapped by a plugin (hook flowgrad_register_onnx)")
 
     def classify_initializers(self) -> dict[str, str]:
         """``{name: 'const' | 'param' | 'state'}`` for every initializer."""
-        uses: dict[str, list[tuple[str, int]]] = {}
+        uses: dict[str, list[tuple[ImportTranslation | None, int]]] = {}
         for node in self.model.graph.node:
-            domain = "" if node.domain in ("", "ai.onnx") else node.domain
+            record = self.translation(node)
             for i, name in enumerate(node.input):
-                uses.setdefault(name, []).append(((domain, node.op_type), i))
+                uses.setdefault(name, []).append((record, i))
         kinds = {}
         for init in self.model.graph.initializer:
             used = uses.get(init.name, [])
             dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
             if np.dtype(dtype).kind != "f" or (
-                    used and all(i in self.static.get(key, ()) for key, i in used)):
+                    used and all(r and i in r.static for r, i in used)):
                 kinds[init.name] = "const"
-            elif used and all(i in STATE_INPUTS.get(key, ()) for key, i in used):
+            elif used and all(r and i in r.state for r, i in used):
                 kinds[init.name] = "state"
             else:
                 kinds[init.name] = "param"
@@ -149,7 +147,7 @@ class Importer:
         g = self.model.graph
         graph = Graph(name or g.name or "onnx_model", source=self.where)
         b = Builder(graph, self.registry, self.opset)
-        b.functions = {f.name: f for f in self.model.functions if f.domain == "flowgrad"}
+        b.functions = {f.name: f for f in self.model.functions if f.domain == FUNCTION_DOMAIN}
         b.used = {i for node in g.node for i in node.input} | {vi.name for vi in g.output}
         values: dict[str, Value] = {}
         names_in: dict[str, str] = {}
@@ -184,8 +182,6 @@ class Importer:
             values[init.name] = Value(Spec.of(array), node=node_name, initial=array)
         failed: set[str] = set()
         for node in g.node:
-            domain = "" if node.domain in ("", "ai.onnx") else node.domain
-            handler = _pick(self.table, domain, node.op_type, self.version(node))
             label = node.name or (node.output[0] if node.output else node.op_type)
             missing = [i for i in node.input if i and i not in values]
             if missing:
@@ -205,7 +201,7 @@ class Importer:
                 continue
             b.begin(node)
             try:
-                outs = handler(b, attributes(node), inputs)
+                outs = self.translation(node).handler(b, attributes(node), inputs)
             except ImportProblem as e:
                 errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}, opset "
                                          f"{self.version(node)}): {e}", node=sanitize(label)))
@@ -244,6 +240,6 @@ def _prune(graph: Graph) -> None:
     keep = {graph.resolve(ref)[0] for ref in graph.outputs}
     dag = graph.dag
     for name in list(dag.nodes):
-        data = dag.nodes[name]
-        if data["kind"] in ("param", "const") and dag.out_degree(name) == 0 and name not in keep:
+        if (graph.is_param(name) or graph.is_const(name)) and dag.out_degree(name) == 0 \
+                and name not in keep:
             dag.remove_node(name)

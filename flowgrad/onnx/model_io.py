@@ -13,6 +13,7 @@ import onnx
 from onnx import external_data_helper
 
 from ..errors import GraphError
+from .translations import canonical_domain
 
 #: the oldest opset the handlers implement directly; older models go through version_converter
 NATIVE_MIN_OPSET = 7
@@ -72,8 +73,7 @@ def opset_versions(model: onnx.ModelProto) -> dict[str, int]:
     """``{domain: version}``; the default domain is ``""`` (``ai.onnx`` is folded into it)."""
     out = {}
     for entry in model.opset_import:
-        domain = "" if entry.domain in ("", "ai.onnx") else entry.domain
-        out[domain] = int(entry.version)
+        out[canonical_domain(entry.domain)] = int(entry.version)
     if "" not in out and model.graph.node:
         out[""] = 1
     return out

@@ -30,10 +30,8 @@ def _flow(value: Any) -> str:
 
 def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.ndarray]]:
     """Return ``(yaml text, arrays for the weights file)``."""
-    dag = graph.dag
-
     def source_ref(src: str, port: int) -> str:
-        while dag.nodes[src]["kind"] == "op" and dag.nodes[src]["op"].type == "branch":
+        while graph.is_branch(src):
             src, port = graph.input_sources(src)[0]
         return graph.value_name(src, port)
 
@@ -46,10 +44,10 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
         lines.append(f"doc: {_flow(f'converted from ONNX (producer {producer}; opset {opsets})')}")
     lines.append(f"weights: {_flow(weights_file)}")
     order = graph.topological_order()
-    inputs = [n for n in order if dag.nodes[n]["kind"] == "input"]
+    inputs = [n for n in order if graph.is_input(n)]
     lines.append("inputs:" if inputs else "inputs: {}")
     for n in inputs:
-        spec = dag.nodes[n]["spec"]
+        spec = graph.spec_of(n)
         if spec.ndim == 0 or spec.shape[0] is not None or None in spec.shape[1:]:
             raise FlowgradError(f"input '{n}' has shape {list(spec.shape)}; a YAML graph needs a "
                                 "leading batch axis and static other dims", node=n)
@@ -62,26 +60,24 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
         if dtype != "float":
             entry["dtype"] = dtype
         lines.append(f"  {n}: {_flow(entry)}")
-    params = [n for n in order if dag.nodes[n]["kind"] == "param"]
+    params = [n for n in order if graph.is_param(n)]
     lines.append("params:" if params else "params: {}")
     for n in params:
-        data = dag.nodes[n]
-        arrays[n] = np.asarray(data["value"])
+        arrays[n] = np.asarray(graph.value_of(n))
         entry: dict[str, Any] = {"shape": list(arrays[n].shape)}
-        if not data.get("trainable", True):
+        if not graph.is_trainable(n):
             entry["trainable"] = False
         lines.append(f"  {n}: {_flow(entry)}")
-    consts = [n for n in order if dag.nodes[n]["kind"] == "const"]
+    consts = [n for n in order if graph.is_const(n)]
     lines.append("constants:" if consts else "constants: {}")
     for n in consts:
-        arrays[n] = np.asarray(dag.nodes[n]["value"])
+        arrays[n] = np.asarray(graph.value_of(n))
         lines.append(f"  {n}: {_flow({'shape': list(arrays[n].shape)})}")
     lines.append("nodes:")
     for n in order:
-        data = dag.nodes[n]
-        if data["kind"] != "op" or data["op"].type == "branch":
+        if graph.is_leaf(n) or graph.is_branch(n):
             continue
-        op = data["op"]
+        op = graph.op_of(n)
         sources = graph.input_sources(n)
         if op.variadic:
             ins: Any = [source_ref(*s) for s in sources]
@@ -90,8 +86,8 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
                    if s is not None}
         entry = {"op": op.type, "in": ins}
         entry.update({k: plain(v) for k, v in op.config().items()})
-        if data.get("onnx_op"):
-            entry["doc"] = f"ONNX {data['onnx_op']} '{data.get('onnx_name') or ''}'"
+        if graph.extra(n, "onnx_op"):
+            entry["doc"] = f"ONNX {graph.extra(n, 'onnx_op')} '{graph.extra(n, 'onnx_name') or ''}'"
         lines.append(f"  {n}: {_flow(entry)}")
     refs = [source_ref(*graph.resolve(ref)) for ref in graph.outputs]
     lines.append(f"outputs: {_flow(refs)}")

@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import FlowgradError
 from ..gradcheck import random_feeds
 from ..graph import Graph
-from ..scheduler import compile as compile_graph
+from ..plan import compile as compile_graph
 
 
 def compare_graphs(a: Graph, b: Graph) -> float:

@@ -1,0 +1,91 @@
+"""Elementwise math, comparisons and logic (flowgrad.ops.elementwise, compare, math_extra) and
+the variadic merges Sum, Mean, Min, Max."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..builder import Value
+from ..translations import Translations, node_exporter
+
+T = Translations("elementwise")
+
+for _onnx, _fg in (("Neg", "neg"), ("Exp", "exp"), ("Log", "log"), ("Sqrt", "sqrt"),
+                   ("Abs", "abs"), ("Reciprocal", "reciprocal"), ("Identity", "identity"),
+                   ("Floor", "floor"), ("Ceil", "ceil"), ("Not", "not"), ("Sin", "sin"),
+                   ("Cos", "cos"), ("Round", "round"), ("Sign", "sign")):
+    T.same(_onnx, _fg)
+T.same("Mod", "mod", attrs=("fmod",))
+
+
+def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:
+    """Opset < 7 ``broadcast=1, axis=k``: align ``y`` with ``x`` starting at axis ``k``."""
+    if a.get("broadcast", 0) and "axis" in a and y.ndim:
+        axis = int(a["axis"]) % x.ndim
+        trailing = x.ndim - axis - y.ndim
+        if trailing > 0:
+            shape = list(y.shape) + [1] * trailing
+            y = b.op("reshape", [y], shape=[-1 if d is None else d for d in shape])[0]
+    return y
+
+
+def _binary(fg_type: str):
+    def handler(b, a, ins):
+        return b.final(fg_type, [ins[0], _legacy_broadcast(b, a, ins[0], ins[1])])
+    return handler
+
+
+for _onnx, _fg in (("Add", "add"), ("Sub", "sub"), ("Mul", "mul"), ("Equal", "equal"),
+                   ("Less", "less"), ("Greater", "greater"), ("And", "and"), ("Or", "or"),
+                   ("Xor", "xor"), ("LessOrEqual", "less_or_equal"),
+                   ("GreaterOrEqual", "greater_or_equal")):
+    T.imports(_onnx)(_binary(_fg))
+    T.exports(_fg)(node_exporter(_onnx))
+T.exports("pow")(node_exporter("Pow"))
+T.exports("div")(node_exporter("Div"))
+
+
+@T.imports("Pow")
+def pow_(b, a, ins):
+    """The result has the base's type, also for an integer base and a float exponent."""
+    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    if x.dtype.kind in "iu" and y.dtype.kind == "f":
+        p = b.op("pow", [b.op("cast", [x], to="float64")[0], y])[0]
+        return b.final("cast", [p], to=x.dtype.name)
+    return b.final("pow", [x, y])
+
+
+@T.imports("Div")
+def div(b, a, ins):
+    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    if x.dtype.kind in "iu" and y.dtype.kind in "iu":
+        q = b.op("div", [x, y])[0]            # ONNX integer division truncates toward zero
+        return b.final("cast", [q], to=x.dtype.name)
+    return b.final("div", [x, y])
+
+
+def _variadic(fg_type: str):
+    def handler(b, a, ins):
+        xs = [v for v in ins if v is not None]
+        if len(xs) == 1:
+            return b.final("identity", xs)
+        return b.final(fg_type, xs)
+    return handler
+
+
+for _onnx, _fg in (("Sum", "sum"), ("Mean", "mean"), ("Min", "min"), ("Max", "max")):
+    T.imports(_onnx)(_variadic(_fg))
+    T.exports(_fg)(node_exporter(_onnx))
+
+
+def _hyperbolic(sign: float):
+    def handler(b, a, ins):
+        x = ins[0]
+        e_pos = b.op("exp", [x])[0]
+        e_neg = b.op("exp", [b.op("neg", [x])[0]])[0]
+        both = b.op("add" if sign > 0 else "sub", [e_pos, e_neg])[0]
+        return b.final("mul", [both, b.const(np.asarray(0.5, x.dtype))])
+    return handler
+
+
+T.imports("Cosh", since=9)(_hyperbolic(1.0))
+T.imports("Sinh", since=9)(_hyperbolic(-1.0))

@@ -1,0 +1,128 @@
+"""Normalization and dropout (flowgrad.ops.norm)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..builder import ImportProblem
+from ..translations import Translations, node_exporter
+
+T = Translations("norm")
+
+T.same("InstanceNormalization", "instance_norm", attrs=("epsilon",))
+T.same("LRN", "lrn", attrs=("size", "alpha", "beta", "bias"))
+
+
+@T.imports("BatchNormalization", state=(3, 4))
+def batch_norm(b, a, ins):
+    """Inference-form batch norm (running statistics); training mode uses batch statistics.
+    The running mean and variance (inputs 3 and 4) are state: non-trainable params."""
+    if a.get("spatial", 1) == 0:
+        raise ImportProblem("BatchNormalization with spatial=0 (per-activation statistics) is "
+                            "not supported")
+    if a.get("training_mode", 0):
+        return _batch_norm_training(b, a, ins)
+    if b.output_used(1, 2, 3, 4):
+        raise ImportProblem("BatchNormalization's running mean/var outputs are not supported")
+    return b.final("batch_norm", ins[:5], epsilon=float(a.get("epsilon", 1e-5)),
+                   momentum=float(a.get("momentum", 0.9)))
+
+
+def _batch_norm_training(b, a, ins):
+    """training_mode=1 (opset 14+): normalise with the batch's statistics and output the updated
+    running mean and variance, written with reductions (all differentiable)."""
+    x, scale, bias, mean_in, var_in = ins[:5]
+    eps, momentum = float(a.get("epsilon", 1e-5)), float(a.get("momentum", 0.9))
+    axes = [0] + list(range(2, x.ndim))
+    keep = [-1] + [1] * (x.ndim - 2)
+    mean = b.op("reduce_mean", [x], axes=axes, keepdims=True)[0]
+    d = b.op("sub", [x, mean])[0]
+    var = b.op("reduce_mean", [b.op("mul", [d, d])[0]], axes=axes, keepdims=True)[0]
+    std = b.op("sqrt", [b.op("add", [var, b.const(np.asarray(eps, x.dtype))])[0]])[0]
+    normed = b.op("div", [d, std])[0]
+    per_channel = lambda v: b.op("reshape", [v], shape=keep)[0]  # noqa: E731
+    y = b.final("add", [b.op("mul", [normed, per_channel(scale)])[0], per_channel(bias)])
+    outs = [y[0]]
+    for index, (running, batch) in enumerate(((mean_in, mean), (var_in, var)), start=1):
+        if not b.output_used(index):
+            outs.append(None)
+            continue
+        old = b.op("mul", [running, b.const(np.asarray(momentum, running.dtype))])[0]
+        new = b.op("mul", [b.op("reshape", [batch], shape=[-1])[0],
+                           b.const(np.asarray(1.0 - momentum, running.dtype))])[0]
+        outs.append(b.final("add", [old, new], index=index)[0])
+    return outs
+
+
+T.exports("batch_norm")(node_exporter("BatchNormalization", ("epsilon", "momentum")))
+
+
+@T.imports("LayerNormalization", since=17)
+def layer_norm(b, a, ins):
+    """Y from flowgrad's layer_norm; the optional Mean and InvStdDev outputs are computed with
+    reductions (they are what ONNX keeps for a training backward, in the stash type)."""
+    x = ins[0]
+    axis, eps = int(a.get("axis", -1)), float(a.get("epsilon", 1e-5))
+    whole = axis % max(x.ndim, 1) == 0          # over the batch axis too: no layer_norm op
+    if not whole:
+        y = b.final("layer_norm", ins[:3], axis=axis, epsilon=eps)
+        if not b.output_used(1, 2):
+            return y
+    stash = "float32" if int(a.get("stash_type", 1)) == 1 else x.dtype.name
+    axes = list(range(axis % x.ndim, x.ndim))
+    xs = b.op("cast", [x], to=stash)[0] if x.dtype.name != stash else x
+    mean = b.final("reduce_mean", [xs], index=1, axes=axes, keepdims=True)[0]
+    d = b.op("sub", [xs, mean])[0]
+    var = b.op("reduce_mean", [b.op("mul", [d, d])[0]], axes=axes, keepdims=True)[0]
+    std = b.op("sqrt", [b.op("add", [var, b.const(np.asarray(eps, stash))])[0]])[0]
+    inv = b.final("reciprocal", [std], index=2)[0]
+    if whole:
+        normed = b.op("mul", [d, inv])[0]
+        if normed.dtype != x.dtype:
+            normed = b.op("cast", [normed], to=x.dtype.name)[0]
+        scaled = b.op("mul", [normed, ins[1]])[0]
+        bias = ins[2] if len(ins) > 2 else None
+        y = b.final("add", [scaled, bias]) if bias is not None else [scaled]
+    return [y[0], mean, inv]
+
+
+T.exports("layer_norm")(node_exporter("LayerNormalization", ("axis", "epsilon")))
+
+
+def _dropout(b, ratio: float, ins, training: bool = False, seed=None):
+    """Without ``training_mode=true`` flowgrad's dropout follows the plan's train()/eval()
+    mode (so an imported model drops while fine-tuning); with it, it always drops, and a
+    ``seed`` attribute makes the mask the one ONNX's reference draws (``RandomState(seed)``).
+    The optional second output is the bool mask."""
+    attrs = {"ratio": ratio}
+    if training:
+        attrs["training_mode"] = True
+        if seed is not None:
+            attrs["seed"] = int(seed)
+    outs = b.final("dropout", [ins[0]], **attrs)
+    return outs if b.output_used(1) else outs[:1]
+
+
+@T.imports("Dropout")
+def dropout_1(b, a, ins):
+    """Opsets 1-11: ``is_test`` (before 7) is ignored, the plan's mode decides."""
+    return _dropout(b, float(a.get("ratio", 0.5)), ins)
+
+
+@T.imports("Dropout", since=12, static=(1, 2))
+def dropout_12(b, a, ins):
+    ratio = b.static(ins[1] if len(ins) > 1 else None, "Dropout ratio")
+    training = b.static(ins[2] if len(ins) > 2 else None, "Dropout training_mode")
+    return _dropout(b, 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0]), ins,
+                    training is not None and bool(np.asarray(training).reshape(-1)[0]),
+                    a.get("seed"))
+
+
+@T.exports("dropout")
+def _dropout_export(c):
+    """A fixed ``training_mode`` becomes ONNX's input; unset (the plan's mode) exports as
+    inference, as a deployed model runs."""
+    ins = [c.ins[0], c.const(c.op.ratio, np.float32)]
+    if c.op.training_mode is not None:
+        ins.append(c.const(c.op.training_mode, np.bool_))
+    attrs = {} if c.op.seed is None else {"seed": c.op.seed}
+    c.node("Dropout", ins, c.outs, **attrs)

@@ -1,0 +1,109 @@
+"""Shape ops (flowgrad.ops.shape, and concat of flowgrad.ops.merge): reshape, transpose,
+flatten, squeeze/unsqueeze, concat, and DepthToSpace/SpaceToDepth as reshape + transpose."""
+from __future__ import annotations
+
+from ..builder import ImportProblem, Value
+from ..translations import Translations, node_exporter
+from ._common import axes_input, ints
+
+T = Translations("shape")
+
+T.same("Flatten", "flatten", attrs=("axis",))
+
+
+@T.imports("Reshape")
+def reshape_1(b, a, ins):
+    return b.final("reshape", [ins[0]], shape=ints(a["shape"]))
+
+
+@T.imports("Reshape", since=5)
+def reshape_5(b, a, ins):
+    """A shape known at load time becomes the op's attribute; a computed one stays an input
+    (recomputed per batch)."""
+    extra = {"allowzero": True} if int(a.get("allowzero", 0)) else {}
+    shape = ins[1]
+    if shape.is_const or shape.initial is not None:
+        return b.final("reshape", [ins[0]], shape=ints(b.static(shape, "shape")), **extra)
+    return b.final("reshape", [ins[0], shape], **extra)
+
+
+@T.exports("reshape")
+def _reshape(c):
+    shape = c.ins[1] if len(c.ins) > 1 and c.ins[1] else c.const(c.op.shape)
+    c.node("Reshape", [c.ins[0], shape], c.outs)
+
+
+@T.imports("Transpose")
+def transpose(b, a, ins):
+    perm = a.get("perm")
+    if perm is None:
+        perm = list(range(ins[0].ndim))[::-1]
+    return b.final("transpose", [ins[0]], perm=[int(p) for p in perm])
+
+
+T.exports("transpose")(node_exporter("Transpose", ("perm",)))
+
+
+@T.imports("Squeeze")
+def squeeze_1(b, a, ins):
+    attrs = {"axes": [int(v) for v in a["axes"]]} if "axes" in a else {}
+    return b.final("squeeze", [ins[0]], **attrs)
+
+
+@T.imports("Squeeze", since=13, static=(1,))
+def squeeze_13(b, a, ins):
+    axes = b.static(ins[1] if len(ins) > 1 else None, "Squeeze axes")
+    attrs = {} if axes is None else {"axes": ints(axes)}
+    return b.final("squeeze", [ins[0]], **attrs)
+
+
+@T.imports("Unsqueeze")
+def unsqueeze_1(b, a, ins):
+    return b.final("unsqueeze", [ins[0]], axes=[int(v) for v in a["axes"]])
+
+
+@T.imports("Unsqueeze", since=13, static=(1,))
+def unsqueeze_13(b, a, ins):
+    return b.final("unsqueeze", [ins[0]], axes=ints(b.static(ins[1], "Unsqueeze axes")))
+
+
+T.exports("squeeze")(axes_input("Squeeze"))
+T.exports("unsqueeze")(axes_input("Unsqueeze"))
+
+
+@T.imports("Concat")
+def concat(b, a, ins):
+    return b.final("concat", [v for v in ins if v is not None], axis=int(a.get("axis", 1)))
+
+
+T.exports("concat")(node_exporter("Concat", ("axis",)))
+
+
+def _static_dims(x: Value, what: str) -> list[int]:
+    dims = list(x.shape)
+    if None in dims[1:]:
+        raise ImportProblem(f"{what} needs the input's dims (after the batch) to be static")
+    return dims
+
+
+@T.imports("DepthToSpace")
+def depth_to_space(b, a, ins):
+    x, k = ins[0], int(a["blocksize"])
+    _, c, h, w = _static_dims(x, "DepthToSpace")
+    if a.get("mode", "DCR") == "DCR":
+        t = b.op("reshape", [x], shape=[0, k, k, c // (k * k), h, w])[0]
+        t = b.op("transpose", [t], perm=[0, 3, 4, 1, 5, 2])[0]
+    else:
+        t = b.op("reshape", [x], shape=[0, c // (k * k), k, k, h, w])[0]
+        t = b.op("transpose", [t], perm=[0, 1, 4, 2, 5, 3])[0]
+    return b.final("reshape", [t], shape=[-1, c // (k * k), h * k, w * k])
+
+
+@T.imports("SpaceToDepth")
+def space_to_depth(b, a, ins):
+    x, k = ins[0], int(a["blocksize"])
+    _, c, h, w = _static_dims(x, "SpaceToDepth")
+    t = b.op("reshape", [x], shape=[0, c, h // k, k, w // k, k])[0]
+    perm = [0, 3, 5, 1, 2, 4] if a.get("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
+    t = b.op("transpose", [t], perm=perm)[0]
+    return b.final("reshape", [t], shape=[-1, c * k * k, h // k, w // k])
