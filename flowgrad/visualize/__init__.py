@@ -4,9 +4,13 @@
     result = visualize(plan, [f"logits[{k}]" for k in range(10)], steps=200)
     save_outputs(result, "out/logits.png")      # labelled PNG grid + .npy arrays
 
-See :mod:`.objectives` (what to maximise), :mod:`.param` (pixels, Fourier 1/f, colour
-decorrelation, sigmoid range), :mod:`.transforms` (pad/jitter/scale/rotate), :mod:`.penalties`
-(L1, L2, TV, blur) and :mod:`.optimize` (the loop).
+See :mod:`.objectives` (what to maximise; lucid's extra ones in :mod:`.lucid_objectives`,
+batch terms in :mod:`.batch`), :mod:`.param` (pixels, Fourier 1/f, colour decorrelation,
+sigmoid range; :mod:`.cppn` and :mod:`.lowres` for lucid's CPPN, low-resolution and Laplacian
+pyramid), :mod:`.transforms` (pad/jitter/scale/rotate), :mod:`.penalties` (L1, L2, TV, blur),
+:mod:`.preprocess` (a model's mean/std, channel order, value range), :mod:`.optimize` (the
+loop) and :mod:`.layer` (every channel of a layer into one grid, resumably).  docs/lucid.md
+maps lucid's API to these.
 """
 from __future__ import annotations
 
@@ -14,12 +18,13 @@ import os
 
 import numpy as np
 
+from .cppn import CPPN
+from .layer import ChannelImage, LayerRender, render_channels, render_layer
+from .lowres import LaplacianPyramid, LowRes
 from .objectives import (Alignment, ChannelInterpolate, Combination, Direction, DirectionNeuron,
                          Diversity, Layer, Neuron, Objective, Product, Quotient, channel, logit,
                          objective_factories, parse_objective)
 from .optimize import InactiveObjectiveWarning, Visualization, frozen, view_shape, visualize
-from .cppn import CPPN
-from .lowres import LaplacianPyramid, LowRes
 from .param import Fourier, Pipeline, Pixels
 from .penalties import PENALTIES, apply_penalties, parse_penalties
 from .preprocess import PRESETS as PREPROCESS_PRESETS
@@ -45,10 +50,11 @@ def save_outputs(result: Visualization, path: str, value_range=(0.0, 1.0), title
 
 
 __all__ = [
-    "Alignment", "CPPN", "ChannelInterpolate", "Combination", "Direction", "DirectionNeuron",
-    "Diversity", "Fourier", "InactiveObjectiveWarning", "LaplacianPyramid", "Layer", "LowRes",
-    "Neuron", "Objective", "PENALTIES", "PREPROCESS_PRESETS", "Pipeline", "Pixels",
-    "Preprocess", "Product", "Quotient", "Transforms", "Visualization", "apply_penalties",
-    "channel", "frozen", "logit", "objective_factories", "parse_objective", "parse_penalties",
-    "parse_transforms", "preprocess_of", "save_outputs", "view_shape", "visualize",
+    "Alignment", "CPPN", "ChannelImage", "ChannelInterpolate", "Combination", "Direction",
+    "DirectionNeuron", "Diversity", "Fourier", "InactiveObjectiveWarning", "LaplacianPyramid",
+    "Layer", "LayerRender", "LowRes", "Neuron", "Objective", "PENALTIES", "PREPROCESS_PRESETS",
+    "Pipeline", "Pixels", "Preprocess", "Product", "Quotient", "Transforms", "Visualization",
+    "apply_penalties", "channel", "frozen", "logit", "objective_factories", "parse_objective",
+    "parse_penalties", "parse_transforms", "preprocess_of", "render_channels", "render_layer",
+    "save_outputs", "view_shape", "visualize",
 ]
