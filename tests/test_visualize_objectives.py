@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import flowgrad
 from flowgrad.errors import FlowgradError
 from flowgrad.visualize import (Alignment, ChannelInterpolate, DirectionNeuron, Diversity,
-                                Layer, Neuron, Product, Quotient, parse_objective)
+                                Layer, Neuron, Product, Quotient, parse_objective, visualize)
 from flowgrad.visualize.batch import BatchTerms
 from flowgrad.visualize.objectives import PerImage
 
@@ -150,3 +151,33 @@ def test_batch_terms_in_expressions():
     # written twice in one expression: one term of the summed weight
     twice = BatchTerms([parse_objective("diversity(h) + diversity(h)")] * 2)
     assert [(w, list(rows)) for w, _, rows in twice.groups] == [(2.0, [0, 1])]
+
+
+def test_diversity_inside_expressions_drives_the_images(tmp_path):
+    """``channel(...) + w * diversity(act)`` in every image's expression is the batch-wide
+    ``diversity=(act, w)`` option exactly, and it changes the images (it is not ignored)."""
+    path = tmp_path / "conv.yaml"
+    path.write_text("""
+flowgrad: 1
+name: tiny_conv
+inputs: {x: {shape: [3, 6, 6]}}
+params:
+  K: {shape: [4, 3, 3, 3], init: {kind: he_normal, seed: 1}}
+nodes:
+  conv: {op: conv, in: {x: x, W: K}}
+outputs: [conv]
+""")
+    plan = flowgrad.compile(flowgrad.load(str(path)), dtype="float64")
+    options = dict(steps=6, lr=0.1, seed=2)
+    written = visualize(plan, [f"channel(conv, {k}) + 3 * diversity(conv)" for k in range(3)],
+                        **options)
+    option = visualize(plan, [f"channel(conv, {k})" for k in range(3)],
+                       diversity=("conv", 3.0), **options)
+    plain = visualize(plan, [f"channel(conv, {k})" for k in range(3)], **options)
+    np.testing.assert_array_equal(written.views, option.views)
+    np.testing.assert_array_equal(written.values[-1], option.values[-1])
+    assert not np.allclose(written.views, plain.views)
+    interpolated = visualize(plan, ["channel_interpolate(conv, 0, conv, 1) - alignment(conv)"]
+                             * 3, **options)
+    assert interpolated.labels[0] == "channel_interpolate(conv, 0, conv, 1) - alignment(conv)"
+    assert all(interpolated.values[-1] > interpolated.values[0])
