@@ -8,7 +8,9 @@ sigmoid squashes values into the valid input range (or they are clipped).
 
 Images are handled as ``(N, C, H, W)``; every stage maps ``p -> x`` and returns ``x`` with a
 function giving ``dL/dp`` from ``dL/dx``.  Each stage works image by image, so a batch
-computes exactly what separate runs would.
+computes exactly what separate runs would.  Besides ``fourier`` and ``pixels``, lucid's other
+parameterizations are built in: ``cppn`` (:mod:`.cppn`), ``lowres`` and ``laplacian``
+(:mod:`.lowres`).
 """
 from __future__ import annotations
 
