@@ -77,7 +77,7 @@ def test_export_after_training_carries_the_new_params():
         plan.params[name] -= 0.5 * g
     trained = plan.export_graph()
     back = flowgrad.load(export_onnx(trained))
-    np.testing.assert_array_equal(back.node("W1")["value"], plan.params["W1"])
+    np.testing.assert_array_equal(back.value_of("W1"), plan.params["W1"])
 
 
 def test_convert_writes_yaml_and_weights_that_load_identically(tmp_path):

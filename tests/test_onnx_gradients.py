@@ -67,8 +67,8 @@ def test_backward_on_pytorch_models(case_dir):
     if os.path.basename(case_dir) in ("test_operator_pow", "test_operator_sqrt"):
         feeds = {k: np.abs(v) + 0.5 for k, v in feeds.items()}      # stay in the domain
     checks = check_graph_gradients(graph, feeds=feeds, max_elements=4, rtol=1e-3, atol=1e-5)
-    floats = [n for n in graph.inputs if graph.node(n)["spec"].dtype.kind == "f"]
-    assert len(checks) == len(floats) + sum(graph.node(p)["trainable"] for p in graph.params)
+    floats = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"]
+    assert len(checks) == len(floats) + sum(graph.is_trainable(p) for p in graph.params)
     assert all(c.ok for c in checks), [c for c in checks if not c.ok]
 
 

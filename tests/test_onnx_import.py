@@ -60,7 +60,7 @@ def test_names_are_sanitized_and_originals_kept():
     g = flowgrad.load(mlp())
     assert g.outputs == ["y_0"]
     assert g.meta["onnx"]["outputs"] == {"y:0": "y_0"}
-    assert g.node("y_0")["onnx_name"] == "relu.1" and g.node("y_0")["onnx_op"] == "Relu"
+    assert g.extra("y_0", "onnx_name") == "relu.1" and g.extra("y_0", "onnx_op") == "Relu"
     for name in g.dag.nodes:
         assert "." not in name and "/" not in name and ":" not in name
 
@@ -78,9 +78,9 @@ def test_every_float_initializer_is_a_trainable_param():
          helper.make_node("Reshape", ["n", "shape"], ["y"])],
         [tensor("x", ["N", 2, 3, 3])], [tensor("y", ["N", 18])], [scale, shape] + bn)
     g = flowgrad.load(model)
-    trainable = {n for n in g.params if g.node(n)["trainable"]}
+    trainable = {n for n in g.params if g.is_trainable(n)}
     assert trainable == {"scale", "g", "beta"}
-    assert {n for n in g.params if not g.node(n)["trainable"]} == {"mean", "var"}
+    assert {n for n in g.params if not g.is_trainable(n)} == {"mean", "var"}
     assert "shape" not in g.params
     plan = flowgrad.compile(g)
     x = np.ones((2, 2, 3, 3), np.float32)
@@ -104,13 +104,13 @@ def shape_chain_model(batch):
 
 def test_shape_arithmetic_on_static_shapes_folds_away():
     g = flowgrad.load(shape_chain_model(4), dynamic_batch=False)
-    assert [g.node(n)["op"].type for n in g.ops] == ["reshape"]
+    assert [g.op_of(n).type for n in g.ops] == ["reshape"]
     assert not g.consts and not g.params
 
 
 def test_dynamic_batch_shape_chain_runs_per_batch():
     g = flowgrad.load(shape_chain_model("N"))
-    types = {g.node(n)["op"].type for n in g.ops}
+    types = {g.op_of(n).type for n in g.ops}
     assert "shape" in types and "reshape" in types
     plan = flowgrad.compile(g)
     for n in (1, 2, 5):
@@ -185,7 +185,7 @@ def test_external_data_loaded_and_escapes_refused(tmp_path):
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
               location="weights.bin", size_threshold=0)
     g = flowgrad.load(str(path))
-    np.testing.assert_array_equal(g.node("W")["value"], W)
+    np.testing.assert_array_equal(g.value_of("W"), W)
     for location in ("../outside.bin", str(tmp_path / "abs.bin")):
         bad = onnx.load(path, load_external_data=False)
         for t in bad.graph.initializer:

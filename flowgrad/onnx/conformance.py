@@ -270,8 +270,8 @@ def gradient_check_case(case, max_elements: int = 8) -> Result:
 
 def _freeze_no_grad_inputs(graph, feeds):
     """Turn float inputs that only reach ports taking no gradient (indices, depth, running
-    statistics, forward-only ops such as argmax) into constants holding their fed values: finite differences w.r.t. them are
-    meaningless (and may change output shapes)."""
+    statistics, forward-only ops such as argmax) into constants holding their fed values:
+    finite differences w.r.t. them are meaningless (and may change output shapes)."""
     out = graph.copy()
 
     def readers(node, port=0):
