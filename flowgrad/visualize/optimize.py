@@ -69,10 +69,11 @@ class Visualization:
         any (a caption never shows a penalised total under the objective's name)."""
         if not self.values:
             return list(self.labels)
-        penalised = bool(self.penalties) and bool(np.any(self.penalties[-1]))
-        return [f"{label}\n= {v:.3g}" + (f"\npenalties {p:.3g}" if penalised else "")
-                for label, v, p in zip(self.labels, self.values[-1],
-                                       self.penalties[-1] if penalised else self.values[-1])]
+        final = self.values[-1]
+        penalty = self.penalties[-1] if self.penalties else np.zeros_like(final)
+        shown = bool(np.any(penalty))
+        return [f"{label}\n= {v:.3g}" + (f"\npenalties {p:.3g}" if shown else "")
+                for label, v, p in zip(self.labels, final, penalty)]
 
 
 class InactiveObjectiveWarning(UserWarning):
