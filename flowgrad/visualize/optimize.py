@@ -238,7 +238,8 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
             result.penalties.append(pen_values)
             if not np.all(np.isfinite(total)):
                 raise FlowgradError(f"the objective became non-finite at step {step + 1}; "
-                                    "lower the learning rate")
+                                    "lower the learning rate (or keep a quotient's "
+                                    "denominator away from 0)")
             if step + 1 in kept:
                 result.snapshots.append((step + 1, pipeline.forward(p)[0]))
             if callback is not None:
