@@ -2,7 +2,9 @@
 
 Each subcommand is a module of this package defining ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args, registry) -> int``; adding a command is adding a
-module.  A user's mistake prints the error report and exits 1, without a traceback.
+module.  ``run`` only turns the arguments into a call of the library (the longer jobs live in
+:mod:`flowgrad.workflows`, so a script can do what a command does) and prints the result.
+A user's mistake prints the error report and exits 1, without a traceback.
 """
 from __future__ import annotations
 
