@@ -53,6 +53,7 @@ def test_check_lists_nodes_and_passes_the_gradient_check():
     result = flowgrad("check", GRAPHS / "branch_merge.yaml")
     assert result.returncode == 0, result.stderr
     assert "h#branch" in result.stdout and "branch" in result.stdout
+    assert "3 branches, 1 merge (valid)" in result.stdout
     assert "float32[N, 14]" in result.stdout  # the concat's output shape
     assert "gradient check passed" in result.stdout
 

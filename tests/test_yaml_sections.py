@@ -12,8 +12,6 @@ from flowgrad.loaders.visualize_section import VisualizeConfig
 from flowgrad.train_config import from_graph as train_config
 from flowgrad.visualize.settings import from_graph as visualize_config
 
-from .conftest import GRAPHS
-
 GRAPH = """\
 flowgrad: 1
 inputs: {x: {shape: [3]}, label: {shape: [], dtype: int64}}
@@ -159,11 +157,6 @@ def test_a_name_whose_declaration_failed_is_reported_once(tmp_path):
     text = (GRAPH + "train:\n  logits: h\n").replace("{op: relu, in: fc}", "{op: reluu, in: fc}")
     found = errors_of(tmp_path, text)
     assert len(found) == 1 and "unknown op 'reluu'" in found[0][2], found
-
-
-def test_check_prints_branch_and_merge_counts(capsys):
-    assert main(["check", str(GRAPHS / "branch_merge.yaml"), "--no-gradients"]) == 0
-    assert "3 branches, 1 merge (valid)" in capsys.readouterr().out
 
 
 def test_visualize_param_is_checked_against_the_registered_parameterizations(tmp_path):
