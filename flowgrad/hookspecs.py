@@ -87,7 +87,9 @@ def flowgrad_register_parameterizations(parameterizations):
     ``factory(shape, *, sd, decay)`` receives the image shape ``(C, H, W)`` and returns an
     object with ``init(rng) -> array`` (the parameters' starting values) and
     ``forward(p) -> (image, backward)`` where ``backward(grad_image) -> grad_p``.  Chosen with
-    ``--param NAME`` or ``visualize(..., param=NAME)``; built-ins ``fourier`` and ``pixels``.
+    ``--param NAME`` or ``visualize(..., param=NAME)``; built in: ``fourier``, ``pixels``,
+    ``cppn``, ``lowres`` and ``laplacian``.  An object with ``colour_decorrelation = False``
+    (like ``cppn``) makes its own colours and skips the colour decorrelation.
     Returns nothing; a name registered twice is an error naming both plugins.
     """
 
@@ -116,9 +118,3 @@ def flowgrad_register_data_loaders(data_loaders):
     Returns nothing; a name or suffix registered twice is an error naming both plugins.
     """
 
-
-@hookspec
-def flowgrad_onnx_ops():
-    """Transitional (removed when the ONNX importer reads ``flowgrad_register_onnx``): return
-    ``(domain, op_type, since_version, handler[, static_inputs])`` tuples.
-    """

@@ -294,10 +294,6 @@ class Registry:
         name = self.plugin_manager.get_name(plugin) or repr(plugin)
         return self._by_name.get(name) or PluginInfo(name, "object", "")
 
-    def call_each(self, hook: str) -> list[tuple[Any, Any]]:
-        """Transitional, for ``flowgrad_onnx_ops`` only: ``(plugin, result)`` pairs."""
-        return [(plugin, function()) for plugin, _, function in self._implementers(hook)]
-
     def build_all(self) -> "Registry":
         """Build every table now (``flowgrad plugins`` lists them all)."""
         for kind in KINDS:

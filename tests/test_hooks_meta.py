@@ -6,8 +6,8 @@ same rules without editing this file.  For each hookspec:
 * it is ``flowgrad_``-prefixed and has a docstring saying what it receives and returns;
 * docs/plugins.md has a heading naming it (the reference section);
 * some test module under tests/ (other than this one) exercises it: defines an implementation
-  (a function or method with the hook's name), calls it (``pm.hook.<name>``), or names it in a
-  call such as ``registry.call_each("<name>")`` / ``registry.collect("<name>", ...)``.
+  (a function or method with the hook's name), calls it (``pm.hook.<name>``), or passes its name
+  as a string to a call, e.g. ``getattr(pm.hook, "<name>")``.
 
 And the converse: docs/plugins.md documents no hook that does not exist, and every hook
 implementation shipped with flowgrad refers to a declared hook.
@@ -53,7 +53,7 @@ def _exercises(tree: ast.Module, hook: str) -> bool:
             return True                                   # pm.hook.<hook>(...)
         if isinstance(node, ast.Call) and any(
                 isinstance(a, ast.Constant) and a.value == hook for a in node.args):
-            return True                                   # registry.call_each("<hook>")
+            return True                                   # getattr(pm.hook, "<hook>")
     return False
 
 
@@ -115,6 +115,6 @@ def test_the_meta_checks_can_fail(tmp_path):
     absent = ast.parse("def test_x():\n    assert 'flowgrad_register_ops_x'\n")
     assert not _exercises(absent, "flowgrad_register_ops")
     implemented = ast.parse("class P:\n    def flowgrad_register_ops(self):\n        return []\n")
-    called = ast.parse("registry.call_each('flowgrad_register_ops')\n")
+    called = ast.parse("getattr(pm.hook, 'flowgrad_register_ops')\n")
     assert _exercises(implemented, "flowgrad_register_ops")
     assert _exercises(called, "flowgrad_register_ops")

@@ -673,12 +673,95 @@ def test_installed_package_is_found_through_the_entry_point(installed):
     plugins = json.loads(cli("--plugins", "plugins", "plugins", "--json", env=env).stdout)
     by_name = {p["name"]: p for p in plugins}
     snake = by_name["snake"]
-    assert snake["kind"] == "entry point" and snake["ops"] == ["snake"]
+    assert snake["kind"] == "entry point"
+    assert snake["contributes"] == {
+        "op": ["snake"], "onnx_import": ["org.example.snake::Snake-1"], "onnx_export": ["snake"],
+        "optimizer": ["sign_sgd"], "objective": ["energy"], "data_loader": ["sine_waves"]}
     assert snake["origin"] == ("flowgrad-example-package 0.1.0, entry point snake = "
                                "flowgrad_example")
-    assert EXAMPLE_OPS <= {op for p in plugins for op in p["ops"]}
+    assert EXAMPLE_OPS <= {op for p in plugins for op in p["contributes"].get("op", ())}
     card = cli("ops", "snake", env=env).stdout
     assert "plugin 'snake' [entry point: flowgrad-example-package 0.1.0" in card
+
+
+SNAKE_NET = textwrap.dedent("""\
+    flowgrad: 1
+    seed: 0
+    inputs: {x: {shape: [16]}, label: {shape: [], dtype: int64}}
+    params:
+      W: {shape: [16, 4], init: {kind: glorot_uniform}}
+      alpha: {shape: [16], init: {kind: constant, value: 1.0}}
+    nodes:
+      h: {op: snake, in: {x: x, alpha: alpha}}
+      logits: {op: dense, in: {x: h, W: W}}
+      loss: {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+    outputs: [logits]
+    train: {minimize: {loss: 1.0}, optimizer: {kind: sign_sgd, lr: 0.01}, epochs: 2,
+            batch_size: 32}
+    """)
+
+
+def test_every_kind_the_installed_package_adds_is_used_where_builtins_are(installed, tmp_path,
+                                                                          monkeypatch):
+    """Op, ONNX import and export, optimizer, objective and data loader of one package, each
+    found through its entry point and each working where a built-in of its kind would."""
+    monkeypatch.syspath_prepend(str(installed))
+    registry = make_registry(autoload=True)
+    assert {registry.provider(table, key).name for table, key in [
+        ("op", "snake"), ("onnx_export", "snake"), ("optimizer", "sign_sgd"),
+        ("objective", "energy"), ("data_loader", "sine_waves"),
+        ("onnx_import", ("org.example.snake", "Snake", 1))]} == {"snake"}
+    (tmp_path / "snake.yaml").write_text(SNAKE_NET)
+    graph = flowgrad.load(str(tmp_path / "snake.yaml"), registry=registry)
+    data = flowgrad.load_data("sine_waves", registry=registry)
+    trainer = flowgrad.Trainer(flowgrad.compile(graph), registry=registry)
+    history = trainer.fit(data)
+    assert history.rows[-1]["loss"] < history.rows[0]["loss"]
+    model = flowgrad.save_onnx(trainer.plan.export_graph(), str(tmp_path / "snake.onnx"),
+                               registry=registry)
+    assert {(o.domain, o.version) for o in model.opset_import} >= {("org.example.snake", 1)}
+    assert [n.op_type for n in model.graph.node][:1] == ["Snake"]
+    back = flowgrad.compile(flowgrad.load(str(tmp_path / "snake.onnx"), registry=registry))
+    x = data.x[:5]
+    np.testing.assert_allclose(back.forward({"x": x})["logits"],
+                               trainer.plan.forward({"x": x}, outputs=["logits"])["logits"],
+                               rtol=1e-6)
+    from flowgrad.visualize import visualize
+    shown = visualize(trainer.plan, ["energy(h)"], steps=3, registry=registry)
+    assert shown.images.shape[0] == 1
+
+
+CLASHES = {
+    "op": ("flowgrad_register_ops(ops)", "ops.add(type('R', (flowgrad.Op,), {'type': 'relu'}))",
+           "op 'relu'"),
+    "onnx_import": ("flowgrad_register_onnx(onnx)",
+                    "T = Translations('mine')\n    T.imports('Relu')(lambda b, a, ins: None)\n"
+                    "    onnx.add(T)", "ONNX import of ai.onnx::Relu (since opset 1)"),
+    "optimizer": ("flowgrad_register_optimizers(optimizers)",
+                  "optimizers.add(type('S', (Optimizer,), {'kind': 'sgd'}))", "optimizer 'sgd'"),
+    "objective": ("flowgrad_register_objectives(objectives)", "objectives.add('channel', len)",
+                  "objective 'channel'"),
+    "data_loader": ("flowgrad_register_data_loaders(data_loaders)",
+                    "data_loaders.add('digits', len)", "data loader 'digits'"),
+}
+
+
+@pytest.mark.parametrize("table", sorted(CLASHES))
+def test_an_installed_package_clashing_with_a_builtin_names_both(table, tmp_path, monkeypatch):
+    hook, body, what = CLASHES[table]
+    site = tmp_path / "site"
+    dist = site / "clashing_thing-2.0.dist-info"
+    write(dist, "METADATA", "Metadata-Version: 2.1\nName: clashing-thing\nVersion: 2.0\n")
+    write(dist, "entry_points.txt", f"[flowgrad]\nclash_{table} = clash_{table}\n")
+    write(site, f"clash_{table}.py", "import flowgrad\nfrom flowgrad.onnx import Translations\n"
+          "from flowgrad.optim import Optimizer\n\n"
+          f"@flowgrad.hookimpl\ndef {hook}:\n    {body}\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.raises(PluginError) as info:
+        make_registry(autoload=True).table(table)
+    assert (f"{what} is registered by more than one plugin: 'flowgrad' (flowgrad) and "
+            f"'clash_{table}' (clashing-thing 2.0, entry point clash_{table} = clash_{table})"
+            ) in str(info.value)
 
 
 def test_autoload_switches_hide_the_installed_package(installed):

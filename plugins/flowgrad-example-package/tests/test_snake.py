@@ -20,4 +20,4 @@ def test_snake_is_found_through_its_entry_point():
     import flowgrad
     registry = flowgrad.make_registry()
     assert registry.get("snake") is Snake
-    assert registry.provider["snake"].kind == "entry point"
+    assert registry.provider("op", "snake").kind == "entry point"
