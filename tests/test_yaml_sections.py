@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import flowgrad
+import flowgrad.optim
 from flowgrad.cli import main
 from flowgrad.errors import GraphError
 from flowgrad.loaders.train_section import TrainConfig
@@ -164,3 +165,29 @@ def test_visualize_param_is_checked_against_the_registered_parameterizations(tmp
     assert found == [(13, 10, found[0][2])] and "did you mean 'fourier'?" in found[0][2]
     graph = flowgrad.load(write(tmp_path, GRAPH + "visualize:\n  param: cppn\n"))
     assert graph.meta["visualize"].param == "cppn"
+
+
+class Exponential(flowgrad.optim.Schedule):
+    kind = "exponential"
+    defaults = {"decay": 0.99}
+
+    def rate(self, step):
+        return self.lr * self.settings["decay"] ** step
+
+
+class SchedulePlugin:
+    @flowgrad.hookimpl
+    def flowgrad_register_schedules(self, schedules):
+        schedules.add(Exponential)
+
+
+def test_plugin_schedules_are_checked_against_their_own_settings(tmp_path):
+    registry = flowgrad.make_registry(plugins=[SchedulePlugin()], autoload=False)
+    text = GRAPH + "train:\n  schedule: {kind: exponential, decay: 0.9, warmup_steps: 2}\n"
+    graph = flowgrad.load(write(tmp_path, text), registry=registry)
+    assert graph.meta["train"].schedule == {"kind": "exponential", "decay": 0.9,
+                                            "warmup_steps": 2}
+    with pytest.raises(GraphError, match="schedule 'exponential' has no setting 'gamma'"):
+        flowgrad.load(write(tmp_path, text.replace("decay:", "gamma:")), registry=registry)
+    with pytest.raises(GraphError, match="unknown schedule 'exponential'"):
+        flowgrad.load(write(tmp_path, text))          # not registered in the default registry
