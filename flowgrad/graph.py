@@ -64,9 +64,11 @@ class Graph:
         self._next_order += 1
         self.prepared = False
 
-    def add_input(self, name: str, spec: Spec, loc: SourceLocation | None = None) -> None:
-        """An input fed per batch; ``spec.shape`` includes the batch axis (usually ``None``)."""
-        self._add(name, loc, kind="input", spec=spec)
+    def add_input(self, name: str, spec: Spec, loc: SourceLocation | None = None,
+                  **extra: Any) -> None:
+        """An input fed per batch; ``spec.shape`` includes the batch axis (usually ``None``).
+        ``extra`` keeps a front end's facts about it (read back with :meth:`extra`)."""
+        self._add(name, loc, kind="input", spec=spec, **extra)
 
     def add_param(self, name: str, value: np.ndarray, *, trainable: bool = True,
                   lr_mult: float = 1.0, decay_mult: float = 1.0,
@@ -76,9 +78,10 @@ class Graph:
         self._add(name, loc, kind="param", value=value, spec=_leaf_spec(value), trainable=trainable,
                   lr_mult=lr_mult, decay_mult=decay_mult, **extra)
 
-    def add_const(self, name: str, value: np.ndarray, loc: SourceLocation | None = None) -> None:
+    def add_const(self, name: str, value: np.ndarray, loc: SourceLocation | None = None,
+                  **extra: Any) -> None:
         value = np.asarray(value)
-        self._add(name, loc, kind="const", value=value, spec=_leaf_spec(value))
+        self._add(name, loc, kind="const", value=value, spec=_leaf_spec(value), **extra)
 
     def add_op(self, name: str, op: Op, num_inputs: int | None = None,
                loc: SourceLocation | None = None, **extra: Any) -> None:
