@@ -9,7 +9,6 @@ from flowgrad.data import batches, fit_to_input, load_data, split
 from flowgrad.errors import FlowgradError, GraphError, NumericsError
 from flowgrad.op import Op, Spec
 from flowgrad.train import Trainer
-from flowgrad.train_config import from_graph
 
 SMALL = """
 flowgrad: 1
@@ -101,11 +100,10 @@ def test_training_learns_and_reports_history(tmp_path, digits):
 
 
 def test_train_section_errors_are_located(tmp_path):
-    graph = load_small(tmp_path, "  optimiser: {kind: adam}\n  epochs: 0\n"
-                                 "  optimizer: {kind: adam, lr: 0.1, momentum: 0.9}\n"
-                                 "  schedule: {kind: cosin}\n  metrics: [acuracy]")
-    with pytest.raises(GraphError) as e:
-        from_graph(graph)
+    with pytest.raises(GraphError) as e:        # the section is read when the file loads
+        load_small(tmp_path, "  optimiser: {kind: adam}\n  epochs: 0\n"
+                             "  optimizer: {kind: adam, lr: 0.1, momentum: 0.9}\n"
+                             "  schedule: {kind: cosin}\n  metrics: [acuracy]")
     report = str(e.value)
     for expected in ("unknown key 'optimiser' in 'train'; did you mean 'optimizer'?",
                      "'epochs' must be an integer >= 1", "optimizer 'adam' has no setting "
@@ -115,10 +113,9 @@ def test_train_section_errors_are_located(tmp_path):
     assert "small.yaml:20:" in report and "5 errors" in report
 
 
-def test_train_section_errors_raised_by_from_graph(tmp_path):
-    graph = load_small(tmp_path, "  minimize: {los: 1.0}")
+def test_train_section_names_are_checked_against_the_graph(tmp_path):
     with pytest.raises(GraphError, match="did you mean 'loss'"):
-        from_graph(graph)
+        load_small(tmp_path, "  minimize: {los: 1.0}")
 
 
 def test_output_metrics_and_weighted_losses(tmp_path, digits):
@@ -137,9 +134,8 @@ def test_output_metrics_and_weighted_losses(tmp_path, digits):
 
 
 def test_loss_is_not_a_metric_name(tmp_path):
-    graph = load_small(tmp_path, "  metrics: [accuracy, loss]")
     with pytest.raises(GraphError, match="always reported"):
-        from_graph(graph)
+        load_small(tmp_path, "  metrics: [accuracy, loss]")
 
 
 def test_early_stopping_stops_and_restores_best(tmp_path, digits):
