@@ -164,3 +164,43 @@ def test_static_and_state_inputs_are_declared_per_version():
     assert table[("", "Reshape", 5)].static == frozenset()
     assert table[("", "BatchNormalization", 1)].state == {3, 4}
     assert table[("com.microsoft", "Inverse", 1)].handler is not None
+
+
+class Broken:
+    """A plugin whose translations of ``cube`` fail with a bug (not an ImportProblem)."""
+
+    T = Translations("broken")
+
+    @staticmethod
+    @T.imports("Cube", domain="com.example")
+    def _import(b, attrs, inputs):
+        raise ZeroDivisionError("a bug")
+
+    @staticmethod
+    @T.exports("cube")
+    def _export(c):
+        raise ZeroDivisionError("a bug")
+
+    @flowgrad.hookimpl
+    def flowgrad_register_ops(self, ops):
+        ops.add(Cube)
+
+    @flowgrad.hookimpl
+    def flowgrad_register_onnx(self, onnx):
+        onnx.add(self.T)
+
+
+def test_a_failing_translation_names_its_plugin():
+    registry = flowgrad.make_registry(plugins=[Broken()])
+    graph = _graph("cube", "h", registry)
+    with pytest.raises(PluginError, match=r"exporter of op 'cube' from plugin 'Broken'.*node "
+                                          r"'y': ZeroDivisionError: a bug"):
+        export_onnx(graph, registry=registry)
+    node = onnx.helper.make_node("Cube", ["x"], ["y"], domain="com.example")
+    model = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "m", [onnx.helper.make_tensor_value_info("x", 1, [2])],
+                               [onnx.helper.make_tensor_value_info("y", 1, [2])]),
+        opset_imports=[onnx.helper.make_opsetid("", 17),
+                       onnx.helper.make_opsetid("com.example", 1)])
+    with pytest.raises(PluginError, match=r"import translation of Cube from plugin 'Broken'"):
+        flowgrad.load(model, registry=registry)

@@ -130,8 +130,7 @@ class Builder:
         hit = self._const_nodes.get(key)
         if hit is None or hit[1] is not value.const:
             name = self.unique(value.label or self._base + "_const")
-            self.graph.add_const(name, value.const)
-            self.graph.node(name)["onnx_name"] = None
+            self.graph.add_const(name, value.const, onnx_name=None)
             hit = self._const_nodes[key] = (name, value.const)
         return hit[0], 0
 

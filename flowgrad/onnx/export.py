@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import Diagnostic, FlowgradError
+from ..errors import Diagnostic, FlowgradError, PluginError
 from ..graph import Graph
 from ..loaders.yaml_source import plain
 
@@ -95,7 +95,8 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     """
     from ..passes import prepare
     from ..plugins import default_registry
-    exporters = (registry or default_registry()).table("onnx_export")
+    registry = registry or default_registry()
+    exporters = registry.table("onnx_export")
     if any(graph.specs(n) is None for n in graph.ops):
         graph = prepare(graph)
     outputs = list(graph.outputs if outputs is None else outputs)
@@ -156,7 +157,14 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
             model.dtypes[outs[port]] = float_dtype if spec.dtype.kind == "f" else spec.dtype
         while ins and ins[-1] == "":
             ins.pop()
-        exporters[op.type](_Ctx(n, op, ins, outs, model))
+        try:
+            exporters[op.type](_Ctx(n, op, ins, outs, model))
+        except FlowgradError:
+            raise
+        except Exception as e:
+            raise PluginError(f"the ONNX exporter of op '{op.type}' from plugin "
+                              f"{registry.provider('onnx_export', op.type).describe()} failed "
+                              f"on node '{n}': {type(e).__name__}: {e}") from e
     out_infos = []
     for ref, (node, port) in zip(outputs, targets):
         vname = alias[(node, port)]

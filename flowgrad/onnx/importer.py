@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..errors import Diagnostic, GraphError
+from ..errors import Diagnostic, GraphError, PluginError
 from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
@@ -98,6 +98,13 @@ class Importer:
             return _FUNCTION
         return pick(self.versions, domain, node.op_type, self.version(node))
 
+    def provider(self, record: ImportTranslation) -> str:
+        """Which plugin declared ``record`` (for messages about a translation that failed)."""
+        if record is _FUNCTION:
+            return "'flowgrad'"
+        key = (record.domain, record.op_type, record.since)
+        return self.registry.provider("onnx_import", key).describe()
+
     def static(self, node: onnx.NodeProto) -> frozenset[int]:
         """The input positions of ``node`` whose value its translation needs at load time."""
         record = self.translation(node)
@@ -166,8 +173,7 @@ class Importer:
                 continue
             if self.dynamic_batch and spec.ndim:
                 spec = Spec((None,) + spec.shape[1:], spec.dtype)
-            graph.add_input(node_name, spec)
-            graph.node(node_name)["onnx_name"] = vi.name
+            graph.add_input(node_name, spec, onnx_name=vi.name)
             names_in[node_name] = vi.name
             values[vi.name] = Value(spec, node=node_name)
         for init in g.initializer:
@@ -199,14 +205,19 @@ class Importer:
                                          "those through Identity", node=sanitize(label)))
                 failed.update(node.output)
                 continue
+            record = self.translation(node)
             b.begin(node)
             try:
-                outs = self.translation(node).handler(b, attributes(node), inputs)
+                outs = record.handler(b, attributes(node), inputs)
             except ImportProblem as e:
                 errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}, opset "
                                          f"{self.version(node)}): {e}", node=sanitize(label)))
                 failed.update(node.output)
                 continue
+            except Exception as e:
+                raise PluginError(f"{self.where}: the import translation of {node.op_type} from "
+                                  f"plugin {self.provider(record)} failed on ONNX node "
+                                  f"'{label}': {type(e).__name__}: {e}") from e
             for out_name, value in zip(node.output, outs):
                 if out_name and value is not None:
                     if value.is_const and value.label is None:

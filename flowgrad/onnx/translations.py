@@ -128,12 +128,12 @@ def node_exporter(onnx_type: str, attrs: Sequence[str] = (), domain: str = "") -
     """An exporter writing one ONNX ``onnx_type`` node with the op's attributes ``attrs``
     (those set: None and empty tuples are left out)."""
     def exporter(c) -> None:
-        c.node(onnx_type, c.ins, c.outs, domain=domain, **op_attrs(c.op, attrs))
+        c.node(onnx_type, c.ins, c.outs, domain=domain, **_op_attrs(c.op, attrs))
     exporter.__doc__ = f"flowgrad op -> ONNX '{onnx_type}'"
     return exporter
 
 
-def op_attrs(op, names: Sequence[str]) -> dict:
+def _op_attrs(op, names: Sequence[str]) -> dict:
     """The op's attributes ``names`` that are set, as ONNX node attributes (tuples as lists,
     bools as ints)."""
     out = {}
