@@ -204,3 +204,10 @@ def test_a_failing_translation_names_its_plugin():
                        onnx.helper.make_opsetid("com.example", 1)])
     with pytest.raises(PluginError, match=r"import translation of Cube from plugin 'Broken'"):
         flowgrad.load(model, registry=registry)
+
+
+def test_every_built_in_exporter_is_for_a_registered_op():
+    registry = flowgrad.make_registry()
+    assert set(registry.table("onnx_export")) <= set(registry.ops)
+    assert set(registry.ops) - set(registry.table("onnx_export")) == {
+        "branch", "binary_cross_entropy", "resize"}

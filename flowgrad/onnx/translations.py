@@ -141,6 +141,9 @@ def _op_attrs(op, names: Sequence[str]) -> dict:
         value = getattr(op, name)
         if value is None or (isinstance(value, tuple) and not value):
             continue
-        out[name] = list(value) if isinstance(value, tuple) else \
-            int(value) if isinstance(value, bool) else value
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, bool):
+            value = int(value)
+        out[name] = value
     return out
