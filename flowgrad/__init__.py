@@ -1,12 +1,12 @@
 """flowgrad: a modular dataflow-graph runtime for neural networks, built on numpy.
 
 A network is a DAG of ops, written in YAML or imported from ONNX, loaded into a networkx graph
-with explicit branch and merge nodes, and run by a scheduler that does batched forward and
+with explicit branch and merge nodes, and run by a plan that does batched forward and
 backward passes.  Every op is a pluggy plugin supplying its own forward and backward.
 
     import flowgrad
     g = flowgrad.load("graphs/xor.yaml")            # a Graph; g.dag is the networkx DAG
-    net = flowgrad.compile(g)                         # the scheduler's plan
+    net = flowgrad.compile(g)                         # the compiled plan
     out = net.forward({"x": X})                       # {output name: ndarray}
     grads = net.backward({"loss": 1.0}, wrt=["x"])    # {leaf name: ndarray}, params included
 

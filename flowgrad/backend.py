@@ -2,7 +2,7 @@
 
 Why: an op that calls ``np.empty`` or a numba function directly is welded to the CPU.  Ops
 instead ask ``ctx.backend`` — ``backend.empty(shape, dtype)`` for an output (recycled plan
-memory, :mod:`flowgrad.memory`), ``backend.kernels.<name>(...)`` for a hot loop
+memory, :mod:`flowgrad.plan.memory`), ``backend.kernels.<name>(...)`` for a hot loop
 (:mod:`flowgrad.kernels`), ``backend.xp`` for the array module — so that a GPU backend (CuPy,
 say) can later be one more module implementing the same three things, not an edit of every op
 file.  Only the CPU backend exists: nothing is built for a device we cannot test on.
@@ -23,7 +23,7 @@ _KERNELS = None     # flowgrad.kernels, once imported
 class CPUBackend:
     """numpy arrays, numba-compiled kernels, activation memory from the plan's pool.
 
-    ``pool`` is the plan's :class:`~flowgrad.memory.BufferPool`, or None outside a plan (an op
+    ``pool`` is the plan's :class:`~flowgrad.plan.memory.BufferPool`, or None outside a plan (an op
     called on its own, shape inference): then ``empty`` is plain ``np.empty``.
     """
 

@@ -25,7 +25,7 @@ Rules that keep the scheduler simple and fast:
 * Broadcasting ops reduce gradients back to each input's shape (:func:`unbroadcast`).
 
 Optional *declarations* tell the plan what it may do for speed; an op never calls into its
-neighbours (see :mod:`flowgrad.fusion`, which runs chains such as conv → batch_norm → relu as one
+neighbours (see :mod:`flowgrad.plan.fusion`, which runs chains such as conv → batch_norm → relu as one
 step, block by block, when evaluating without gradient):
 
 * ``rowwise = True``: when evaluating, each batch row of the output depends only on the same

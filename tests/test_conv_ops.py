@@ -14,7 +14,7 @@ from flowgrad.ops.conv import Conv, ConvTranspose
 from flowgrad.ops.norm import Dropout
 from flowgrad.ops.pool import AvgPool, MaxPool
 from flowgrad.ops.resample import Pad, Resize
-from flowgrad.scheduler import Plan
+from flowgrad.plan import Plan
 
 
 def rand(*shape, seed=0):

@@ -23,7 +23,7 @@ import pytest
 
 from flowgrad import kernels
 from flowgrad.backend import DEFAULT
-from flowgrad.fusion import Placed
+from flowgrad.plan.fusion import Placed
 from flowgrad.op import Context
 from flowgrad.plugins import make_registry
 
