@@ -81,7 +81,7 @@ class Trainer:
             lr_mult={n: graph.lr_mult(n) for n in leaves},
             decay_mult={n: graph.decay_mult(n) for n in leaves}, **settings)
         self.progress = progress
-        self.micro_batch = micro_batch
+        self.micro_batch = micro_batch if micro_batch is not None else config.micro_batch
         self.callbacks = list(callbacks)
         self.seeds = dict(config.minimize)
         metric_outputs = [m for m in config.metrics if m != "accuracy"]

@@ -229,8 +229,12 @@ def test_micro_batches_accumulate_the_full_batch_gradient(tmp_path):
 
 def test_a_micro_batched_trainer_takes_the_same_steps(tmp_path, digits):
     data = split(digits, 0.9, seed=0)[0]
-    plans = [flowgrad.compile(load_small(tmp_path), dtype="float64") for _ in range(2)]
+    plans = [flowgrad.compile(load_small(tmp_path), dtype="float64"),
+             flowgrad.compile(load_small(tmp_path, "  optimizer: {kind: adam, lr: 0.01}\n"
+                                                   "  micro_batch: 8"), dtype="float64")]
     Trainer(plans[0]).fit(data, epochs=1)
-    Trainer(plans[1], micro_batch=8).fit(data, epochs=1)
+    chunked = Trainer(plans[1])                          # micro_batch from the train: section
+    assert chunked.micro_batch == 8
+    chunked.fit(data, epochs=1)
     for name, value in plans[0].params.items():
         np.testing.assert_allclose(plans[1].params[name], value, rtol=1e-9, atol=1e-12)

@@ -7,6 +7,7 @@
       clip_grad_norm: 5.0            # global-norm clipping (omit or null: none)
       epochs: 30
       batch_size: 32
+      micro_batch: 8                 # forward+backward in chunks of 8, gradients accumulated
       seed: 0                        # shuffling, splits
       validation_split: 0.1          # held out of the training data for val_* metrics
       test_split: 0.2                # held out by `flowgrad train` before anything else
@@ -41,7 +42,7 @@ DEFAULT_EARLY_STOPPING = {"monitor": "val_loss", "patience": 5, "min_delta": 0.0
                           "restore_best": True}
 
 TRAIN_KEYS = ("minimize", "optimizer", "schedule", "clip_grad_norm", "epochs", "batch_size",
-              "seed", "validation_split", "test_split", "metrics", "logits", "inputs",
+              "micro_batch", "seed", "validation_split", "test_split", "metrics", "logits", "inputs",
               "early_stopping", "doc")
 INPUT_ROLES = ("features", "labels")
 
@@ -61,6 +62,7 @@ class TrainConfig:
     clip_grad_norm: float | None = None
     epochs: int = 10
     batch_size: int = 32
+    micro_batch: int | None = None
     seed: int = 0
     validation_split: float = 0.0
     test_split: float = 0.2
@@ -152,6 +154,8 @@ class _TrainReader:
             **{key: f.number(key, getattr(defaults, key), low=0.0, high=1.0,
                              what="a fraction in [0, 1)")
                for key in ("validation_split", "test_split")}}
+        if d.get("micro_batch") is not None:
+            values["micro_batch"] = f.integer("micro_batch", 1, None)
         if d.get("clip_grad_norm") is not None:
             values["clip_grad_norm"] = f.number("clip_grad_norm", None, low=0.0,
                                                 what="a positive number")
