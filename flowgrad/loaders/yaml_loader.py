@@ -41,13 +41,15 @@ from ..initializers import INITIALIZERS, initialize, param_seed
 from ..op import Spec
 from ..passes import prepare
 from ..plugins import Registry, default_registry, unknown_op_message
+from .block_sites import InstanceLocation, source_order, with_sites
+from .blocks import Expansion, expand, uses_blocks
 from .train_section import complete_from_graph, read_train_section
 from .visualize_section import read_visualize_section
 from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 
 SCHEMA_VERSION = 1
-TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "inputs", "params", "constants",
-            "nodes", "outputs", "train", "visualize")
+TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "include", "blocks", "inputs",
+            "params", "constants", "nodes", "outputs", "train", "visualize")
 INPUT_KEYS = ("shape", "dtype", "doc")
 PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
 CONST_KEYS = ("value", "dtype", "doc")
@@ -92,6 +94,7 @@ class _Builder:
         self.declared: dict[str, SourceLocation] = {}
         self.weights: dict[str, np.ndarray] | None = None
         self.broken: set[str] = set()      # nodes with an input that failed to wire
+        self.expansion: Expansion | None = None    # the file's blocks, if it uses any
 
     # -- small checks -------------------------------------------------------------------
     def error(self, message: str, loc: SourceLocation | None) -> None:
@@ -141,7 +144,8 @@ class _Builder:
         if not isinstance(name, str) or not name:
             self.error(f"names must be non-empty strings, got {name!r}", loc)
             return False
-        bad = [c for c in "#." if c in name]
+        # names made by expanding a block are namespaced by its instance: 'stage1.block2.c1'
+        bad = [c for c in ("#" if isinstance(loc, InstanceLocation) else "#.") if c in name]
         if bad or name.strip() != name:
             self.error(f"name '{name}' may not contain '#', '.' or surrounding spaces "
                        "('.' selects an output port, '#' marks flowgrad's own nodes)", loc)
@@ -158,6 +162,9 @@ class _Builder:
     def load(self, data: Any) -> Graph:
         """Build the graph, run the passes, read the settings sections; raise every mistake
         of the file at once, in source order."""
+        if uses_blocks(data):
+            self.expansion = expand(data, self.path, self.errors)
+            data = self.expansion.data
         graph = self.run_passes(self.build(data))
         sound = graph is not None and not self.errors
         configs = {}
@@ -169,7 +176,8 @@ class _Builder:
                 if key == "train" and sound:     # what the section leaves to the graph
                     complete_from_graph(configs[key], graph, self.errors, loc)
         if self.errors:
-            raise GraphError(sorted(self.errors.items, key=_source_order))
+            raise GraphError(sorted(map(with_sites, self.errors.items),
+                                    key=lambda d: source_order(d, self.path)))
         graph.meta.update(configs)
         return graph
 
@@ -215,6 +223,8 @@ class _Builder:
         self.graph = graph = Graph(name or _stem(self.path), source=self.path)
         if "doc" in data:
             graph.meta["doc"] = data["doc"]
+        if self.expansion is not None and self.expansion.record:
+            graph.meta["blocks"] = self.expansion.record
         weights = self.typed(data, "weights", (str,), "the graph")
         if weights is not None:
             self.read_weights(weights, data.value_locs["weights"])
@@ -485,6 +495,10 @@ class _Builder:
 
     def failed(self, ref: str) -> bool:
         """True if ``ref`` names something declared whose own error is already reported."""
+        if self.expansion is not None and self.expansion.failed:
+            parts = ref.split(".")
+            if any(".".join(parts[:i]) in self.expansion.failed for i in range(1, len(parts) + 1)):
+                return True
         base = ref if ref in self.declared else ref.rpartition(".")[0]
         return base in self.declared and base not in self.graph.dag
 
@@ -533,11 +547,6 @@ def _describe(value: Any) -> str:
 def _kinds(kinds: tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
-
-
-def _source_order(d) -> tuple:
-    """Diagnostics in the order of the file; those without a location last."""
-    return (0, d.loc.line, d.loc.col) if d.loc is not None else (1, 0, 0)
 
 
 def _stem(path: str) -> str:

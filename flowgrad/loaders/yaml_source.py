@@ -1,7 +1,8 @@
 """Reading YAML with source positions, safely.
 
 :class:`MarkedLoader` is a ``SafeLoader`` that (1) rejects duplicate keys and non-string keys
-(YAML 1.1 reads ``no``/``on``/``1`` as booleans or numbers) and (2) builds :class:`MarkedDict` /
+(YAML 1.1 reads ``no``/``on``/``1`` as booleans or numbers) while honouring merge keys
+(``<<: *base`` then overriding keys, as YAML defines them) and (2) builds :class:`MarkedDict` /
 :class:`MarkedList` containers that remember where each key and value stood, so later checks
 can point at the exact line and column.  Opening a YAML file never runs code.
 
@@ -30,6 +31,7 @@ import yaml
 from ..errors import DiagnosticList, GraphError, SourceLocation
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 _YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _UNPRINTABLE = re.compile("[^\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -151,7 +153,9 @@ class _Marking:
         if not isinstance(node, yaml.MappingNode):   # an explicit !!map on a scalar or list
             raise yaml.constructor.ConstructorError(
                 None, None, f"expected a mapping node, but found {node.id}", node.start_mark)
+        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
         self.flatten_mapping(node)
+        inherited = len(node.value) - own     # pairs merged in (``<<:``), before the own ones
         if self.check_flow_empties and node.flow_style:
             for pair in node.value:
                 for child in pair:
@@ -163,7 +167,18 @@ class _Marking:
         value_marks: dict[str, Any] = {}
         out.key_locs = _Locations(self.source, key_marks)
         out.value_locs = _Locations(self.source, value_marks)
-        for key_node, value_node in node.value:
+        merged: set[str] = set()              # keys taken from a merged mapping so far
+        for index, (key_node, value_node) in enumerate(node.value):
+            if index < inherited:
+                # the merged mapping's own construction reports its key mistakes; of the
+                # mappings merged, the first to give a key wins (YAML's merge key)
+                if type(key_node) is yaml.ScalarNode and key_node.tag == _STR_TAG \
+                        and key_node.value not in out:
+                    merged.add(key_node.value)
+                    out[key_node.value] = self._value(value_node)
+                    key_marks[key_node.value] = key_node.start_mark
+                    value_marks[key_node.value] = value_node.start_mark
+                continue
             if type(key_node) is not yaml.ScalarNode or key_node.tag != _STR_TAG:
                 key_loc = self.source.loc(key_node.start_mark)
                 shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a collection"
@@ -171,7 +186,9 @@ class _Marking:
                                 f"{_yaml_type(key_node)}); quote it: '\"{shown}\"'", key_loc)
                 continue
             key = key_node.value
-            if key in out:
+            if key in merged:                 # the mapping's own key overrides a merged one
+                merged.discard(key)
+            elif key in out:
                 first = self.source.loc(key_marks[key])
                 self.errors.add(f"duplicate key '{key}' (first defined at line {first.line})",
                                 self.source.loc(key_node.start_mark))
