@@ -69,18 +69,17 @@ def main() -> int:
         below = [op for op in claimed if node.get(op, (0, 0, 0))[1]
                  and C.rate(*node[op][:2]) < 98.0]
         print(f"  claimed ops below 98%: {', '.join(below) if below else 'none'}")
-        table("node tests: further ops flowgrad translates", node, C.EXTRA_OPS)
-        others = sorted(k for k in node if k not in claimed and k not in C.EXTRA_OPS)
+        others = sorted(k for k in node if k not in claimed)
         table("node tests: other ops of the suite (not translated; expanded function tests "
               "are decompositions into other ops)", node, others)
         print("  excluded dtypes (numpy has none): " + ", ".join(sorted(set(
             C.NUMPY_LACKS.values()))))
     if not args.skip_node:
-        grads = C.gradient_results(C.CLAIMED_OPS + C.EXTRA_OPS)
+        grads = C.gradient_results(C.CLAIMED_OPS)
         summary = C.summarize(grads)
         table("backward: finite-difference checks on the passing float node tests (excluded: "
               "no float input/output, forward-only op, non-finite outputs)", summary,
-              C.CLAIMED_OPS + C.EXTRA_OPS)
+              C.CLAIMED_OPS)
         results += [r for r in grads if r.status == "fail"
                     and not setattr(r, "group", f"grad {r.group}")]
     all_node = C.summarize([r for r in results if not r.group.startswith("grad ")])

@@ -23,7 +23,8 @@ def add_arguments(parser):
 def run(args, registry):
     from ..onnx.export import EXPORT_OPSET, save_onnx
     graph = load(args.graph, registry=registry)
-    proto = save_onnx(graph, args.out, outputs=args.outputs, opset=args.opset or EXPORT_OPSET)
+    proto = save_onnx(graph, args.out, outputs=args.outputs, opset=args.opset or EXPORT_OPSET,
+                      registry=registry)
     g = proto.graph
     print(f"wrote {args.out}: {len(g.node)} ONNX nodes, {len(g.initializer)} initializers, "
           f"inputs {', '.join(i.name for i in g.input)}, outputs "
