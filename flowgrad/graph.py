@@ -57,11 +57,13 @@ class Graph:
         self._next_order = 0
 
     # -- building -----------------------------------------------------------------------
-    def _add(self, name: str, loc: SourceLocation | None, **attrs: Any) -> None:
+    def _add(self, name: str, loc: SourceLocation | None, order: float | None = None,
+             **attrs: Any) -> None:
         if name in self.dag:
             raise GraphError(f"'{name}' is declared twice", loc=loc, node=name)
-        self.dag.add_node(name, order=self._next_order, loc=loc, **attrs)
-        self._next_order += 1
+        if order is None:
+            order, self._next_order = self._next_order, self._next_order + 1
+        self.dag.add_node(name, order=order, loc=loc, **attrs)
         self.prepared = False
 
     def add_input(self, name: str, spec: Spec, loc: SourceLocation | None = None,
@@ -84,11 +86,15 @@ class Graph:
         self._add(name, loc, kind="const", value=value, spec=_leaf_spec(value), **extra)
 
     def add_op(self, name: str, op: Op, num_inputs: int | None = None,
-               loc: SourceLocation | None = None, **extra: Any) -> None:
-        """An op node; ``num_inputs`` is the number of input positions (variadic ops)."""
+               loc: SourceLocation | None = None, order: float | None = None,
+               **extra: Any) -> None:
+        """An op node; ``num_inputs`` is the number of input positions (variadic ops).
+
+        ``order`` places a node a pass inserts (a branch) between declared ones, e.g. just
+        after its source (see :meth:`order_of`); by default a node comes after every other."""
         if num_inputs is None:
             num_inputs = len(op.input_names)
-        self._add(name, loc, kind="op", op=op, num_inputs=num_inputs, **extra)
+        self._add(name, loc, order, kind="op", op=op, num_inputs=num_inputs, **extra)
 
     def connect(self, src: str, src_port: int, dst: str, dst_port: int) -> None:
         """Feed output ``src_port`` of ``src`` into input ``dst_port`` of ``dst``."""
@@ -184,9 +190,14 @@ class Graph:
         data = self.dag.nodes[name]
         return data["spec"] if data["kind"] != "op" else data["specs"][0]
 
-    def set_specs(self, name: str, specs: tuple[Spec, ...]) -> None:
-        """Record an op node's inferred output specs (the shape-inference pass)."""
-        self.dag.nodes[name]["specs"] = tuple(specs)
+    def set_specs(self, name: str, specs: tuple[Spec, ...] | None) -> None:
+        """Record an op node's inferred output specs (the shape-inference pass); None marks
+        them unknown."""
+        self.dag.nodes[name]["specs"] = None if specs is None else tuple(specs)
+
+    def order_of(self, name: str) -> float:
+        """The node's place in declaration order (ties in topological order go by it)."""
+        return self.dag.nodes[name]["order"]
 
     def value_of(self, name: str) -> np.ndarray:
         """The array held by a param or const node."""

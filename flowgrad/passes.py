@@ -86,9 +86,9 @@ def insert_branches(graph: Graph) -> Graph:
             branch = f"{name}#branch" if port == 0 else f"{name}.{port}#branch"
             # a fractional order between the source and the next declared node keeps the
             # topological order deterministic and close to declaration order
-            order = out.node(name)["order"] + (port + 1) / (graph.num_outputs(name) + 1)
-            dag.add_node(branch, kind="op", op=Branch(n=len(readers)), num_inputs=1,
-                         order=order, loc=out.location(name))
+            order = out.order_of(name) + (port + 1) / (graph.num_outputs(name) + 1)
+            out.add_op(branch, Branch(n=len(readers)), num_inputs=1, loc=out.location(name),
+                       order=order)
             stale = [(dst, key) for _, dst, key, d in dag.out_edges(name, keys=True, data=True)
                      if d["src_port"] == port]
             for dst, key in stale:
@@ -110,7 +110,7 @@ def infer_shapes(graph: Graph) -> Graph:
     for name in out.topological_order():
         if out.is_leaf(name):
             continue
-        out.node(name)["specs"] = None
+        out.set_specs(name, None)
         sources = out.input_sources(name)
         in_specs: list[Spec | None] = []
         for src in sources:

@@ -92,12 +92,16 @@ def _raw_record_reads(tree: ast.AST) -> list[int]:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
                 and node.func.attr == "node":
             receiver = ast.unparse(node.func.value)
-            if receiver.endswith("graph") or receiver == "g":
+            if receiver.endswith("graph") or receiver in ("g", "out"):
                 lines.append(node.lineno)
+        if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Call) \
+                and isinstance(node.value.func, ast.Attribute) \
+                and node.value.func.attr == "node" and ast.unparse(node.value.func.value) != "c":
+            lines.append(node.lineno)                       # anything.node(n)[key]
         if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute) \
                 and node.value.attr == "nodes" and ast.unparse(node.value.value).endswith("dag"):
             lines.append(node.lineno)
-    return lines
+    return sorted(set(lines))
 
 
 @pytest.mark.parametrize("path", [p for p in modules()
@@ -116,4 +120,6 @@ def test_node_records_are_read_through_typed_accessors(path):
 def test_the_detectors_can_fail():
     assert _raw_record_reads(ast.parse("x = graph.node(n)['op']\n")) == [1]
     assert _raw_record_reads(ast.parse("x = self.dag.nodes[n]['kind']\n")) == [1]
+    assert _raw_record_reads(ast.parse("x = out.node(n)['order']\n")) == [1]
     assert _raw_record_reads(ast.parse("x = graph.op_of(n)\n")) == []
+    assert _raw_record_reads(ast.parse("y = c.node('Shape', [x])[0]\n")) == []
