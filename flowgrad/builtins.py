@@ -33,33 +33,34 @@ def flowgrad_register_schedules(schedules):
 @hookimpl
 def flowgrad_register_objectives(objectives):
     from .visualize.objectives import BUILTIN_OBJECTIVES
-    for name, factory in BUILTIN_OBJECTIVES.items():
-        objectives.add(name, factory)
+    _add_each(objectives, BUILTIN_OBJECTIVES)
 
 
 @hookimpl
 def flowgrad_register_parameterizations(parameterizations):
     from .visualize.param import BUILTIN_PARAMETERIZATIONS
-    for name, factory in BUILTIN_PARAMETERIZATIONS.items():
-        parameterizations.add(name, factory)
+    _add_each(parameterizations, BUILTIN_PARAMETERIZATIONS)
 
 
 @hookimpl
 def flowgrad_register_transforms(transforms):
     from .visualize.transforms import BUILTIN_TRANSFORMS
-    for name, factory in BUILTIN_TRANSFORMS.items():
-        transforms.add(name, factory)
+    _add_each(transforms, BUILTIN_TRANSFORMS)
 
 
 @hookimpl
 def flowgrad_register_data_loaders(data_loaders):
     from .data import BUILTIN_LOADERS
-    for name, loader in BUILTIN_LOADERS.items():
-        data_loaders.add(name, loader)
+    _add_each(data_loaders, BUILTIN_LOADERS)
 
 
 @hookimpl
 def flowgrad_register_onnx(onnx):
     from .onnx.ops import all_translations
-    for t in all_translations():
-        onnx.add(t)
+    onnx.add(*all_translations())
+
+
+def _add_each(registrar, named) -> None:
+    """Register every ``{name: factory}`` of a built-in table, in its order."""
+    for name, factory in named.items():
+        registrar.add(name, factory)
