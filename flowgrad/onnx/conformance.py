@@ -281,8 +281,7 @@ def _freeze_no_grad_inputs(graph, feeds):
                     yield from readers(dst, p)
             else:
                 op = out.op_of(dst)
-                name = op.input_names[0] if op.variadic else op.input_names[dst_port]
-                yield name in op.no_grad_inputs or not op.differentiable
+                yield out.port_names(dst)[dst_port] in op.no_grad_inputs or not op.differentiable
     for name in graph.inputs:
         if graph.spec_of(name).dtype.kind == "f" and all(readers(name)):
             consumers = out.consumers(name, 0)
