@@ -4,7 +4,11 @@ Each subcommand is a module of this package defining ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args, registry) -> int``; adding a command is adding a
 module.  ``run`` only turns the arguments into a call of the library (the longer jobs live in
 :mod:`flowgrad.workflows`, so a script can do what a command does) and prints the result.
-A user's mistake prints the error report and exits 1, without a traceback.
+Exit status: 0 success; 1 a user's mistake (the error report, without a traceback); 2 a misused
+command line (argparse's usage message); 3 an internal error — a bug in flowgrad or a plugin —
+reported as one short paragraph (what was being done, the exception's one line, how to get the
+traceback with ``--debug`` or ``FLOWGRAD_DEBUG=1``), as pytest does for its own errors; 130
+interrupted.
 """
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FlowgradError
+
+#: set to 1 for the traceback of an internal error (like --debug)
+DEBUG_ENV = "FLOWGRAD_DEBUG"
 
 #: commands listed first in --help, in this order; any other module follows alphabetically
 ORDER = ("demo", "run", "check", "show", "train", "eval", "visualize", "export", "convert",
@@ -37,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--plugins", action="append", default=[], metavar="PATH",
                         help="load op plugins from a .py file or a folder (repeatable; also "
                              "FLOWGRAD_PLUGINS, a path list)")
+    parser.add_argument("--debug", action="store_true",
+                        help="let an internal error end in its full Python traceback (also "
+                             f"{DEBUG_ENV}=1)")
     parser.add_argument("--no-autoload", action="store_true",
                         help="do not load plugins installed as packages (also "
                              "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD=1)")
@@ -72,6 +82,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
         return 0
+    except Exception as e:  # a bug, not the user's mistake: a net, never the fix
+        if args.debug or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0"):
+            raise
+        print(internal_error(argv, e), file=sys.stderr)
+        return 3
+
+
+def internal_error(argv: Sequence[str] | None, error: BaseException) -> str:
+    """The paragraph an internal error prints instead of a traceback."""
+    import traceback
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    command = " ".join(["flowgrad", *(sys.argv[1:] if argv is None else argv)])
+    one_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return (f"flowgrad: internal error while running `{command}`:\n"
+            f"    {type(error).__name__}: {one_line}{where}\n"
+            "This is a bug in flowgrad or in a plugin, not a mistake in your input. Run the "
+            f"command again with --debug (or {DEBUG_ENV}=1) to see the full traceback, and "
+            "report it on flowgrad's issue tracker with the command and that traceback.")
 
 
 if __name__ == "__main__":  # pragma: no cover
