@@ -319,6 +319,11 @@ class _Expander:
                  scope: _Scope | None) -> None:
         """Expand the instance ``d`` named ``name`` (full), written at ``loc`` (its key, in
         its own file) in ``scope`` (None: the graph file itself)."""
+        if scope is None:      # '$' has no arguments to name in the graph file itself
+            d = self.copy(d, loc, {}, ())
+            if d is _FAILED:
+                self.failed.add(name)
+                return
         outer = scope.sites if scope else ()
         here = d.value_locs.__getitem__        # a body's copy is located through its sites
         for key in d:
