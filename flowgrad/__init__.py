@@ -30,6 +30,7 @@ from .loaders.train_section import TrainConfig
 from .loaders.visualize_section import VisualizeConfig
 from .workflows import (evaluate_checkpoint, optimize_images, run_demo, train_and_report,
                         visualize_checkpoint)
+from .workflows import render_layer_checkpoint
 
 
 def __getattr__(name: str):
@@ -50,4 +51,5 @@ __all__ = [
     "visualize", "__version__",
     "TrainConfig", "VisualizeConfig", "evaluate_checkpoint", "optimize_images", "run_demo",
     "train_and_report", "visualize_checkpoint",
+    "render_layer_checkpoint",
 ]

@@ -52,7 +52,9 @@ def test_visualize_checkpoint_uses_the_section_with_overrides(trained, tmp_path)
     grid = tmp_path / "logits.png"
     done = flowgrad.visualize_checkpoint(MLP, str(grid), checkpoint=run.checkpoint, steps=5)
     assert done.config.each == "logits" and done.config.steps == 5     # section, then override
-    assert done.config.penalties == {"l2": 30.0, "tv": 30.0}
+    assert done.config.penalties == {"tv": 30.0, "blur": 100.0}
+    assert (done.config.param, done.config.start) == ("pixels", "mean:digits")
+    assert not done.random
     assert done.result.labels == [f"logits[{k}]" for k in range(10)]
     assert grid.is_file() and np.array_equal(np.load(tmp_path / "logits.npy"),
                                              done.result.images)

@@ -11,6 +11,10 @@
       transforms: none             # default | none | "pad=2,jitter=1,scale=0.9:1.1,rotate=10"
       penalties: {l2: 30, tv: 30}
       range: [0, 1]                # valid input range (sigmoid squashing into it)
+      start: noise                 # or mean:DATA — start from the mean input of a data set
+      thresholds: [16, 64, 256]    # also keep the images after these steps (steps: the last)
+      preprocess: imagenet         # the model's input convention (a preset name)
+      input_shape: [3, 224, 224]   # one sample's shape, for an input with free dimensions
 
 The defaults are :class:`VisualizeConfig`'s; command-line flags and keyword arguments
 override the section (:meth:`VisualizeConfig.replace`).  Mistakes are reported with the rest
@@ -29,7 +33,7 @@ from ..optim import optimizer_kinds
 from .section_fields import SectionFields, is_number, item_loc
 
 VISUALIZE_KEYS = ("each", "objectives", "steps", "lr", "param", "transforms", "penalties",
-                  "range", "optimizer", "doc")
+                  "range", "optimizer", "start", "thresholds", "preprocess", "input_shape", "doc")
 
 
 @dataclass
@@ -37,7 +41,10 @@ class VisualizeConfig:
     """How to optimize input images; see the module doc for each setting.
 
     ``transforms`` None means ``default`` for images of 16 pixels or more and ``none`` below
-    (a one-pixel jitter is an eighth of an 8×8 digit).
+    (a one-pixel jitter is an eighth of an 8×8 digit).  ``start`` ``mean:DATA`` starts every
+    image from the mean input of data set ``DATA`` instead of faint noise (with ``param:
+    pixels``): a neutral digit-shaped blob that the objective then carves, which keeps the
+    images of a small classifier looking like its data.
     """
 
     each: str | None = None
@@ -49,10 +56,73 @@ class VisualizeConfig:
     transforms: str | None = None
     penalties: dict[str, float] = field(default_factory=dict)
     range: tuple[float, float] = (0.0, 1.0)
+    start: str = "noise"
+    thresholds: tuple[int, ...] = ()
+    preprocess: str | None = None
+    input_shape: tuple[int, ...] | None = None
 
     def replace(self, **changes: Any) -> "VisualizeConfig":
-        """A copy with some settings changed; None values are ignored (flags not given)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some settings changed; None values are ignored (flags not given).
+
+        New ``thresholds`` without new ``steps`` run to the last threshold.  A bad start,
+        thresholds, preprocessing or input shape raises a :class:`FlowgradError` naming it.
+        """
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "thresholds" in changes:
+            changes["thresholds"] = tuple(changes["thresholds"])
+            if changes["thresholds"] and "steps" not in changes:
+                changes["steps"] = changes["thresholds"][-1]
+        if "input_shape" in changes:
+            changes["input_shape"] = tuple(changes["input_shape"])
+        for key, problem in (("start", start_problem), ("preprocess", preprocess_problem),
+                             ("input_shape", input_shape_problem)):
+            if key in changes and problem(changes[key]):
+                raise FlowgradError(f"{key}: {problem(changes[key])}")
+        out = dataclasses.replace(self, **changes)
+        problem = thresholds_problem(out.thresholds, out.steps)
+        if problem:
+            raise FlowgradError(f"thresholds: {problem}")
+        return out
+
+
+def start_problem(start: Any) -> str | None:
+    """What is wrong with a ``start`` setting (``noise`` or ``mean:DATA``), or None."""
+    if start == "noise" or isinstance(start, str) and start.startswith("mean:") and start[5:]:
+        return None
+    return f"start must be 'noise' or 'mean:DATA' (the mean input of a data set), got {start!r}"
+
+
+def thresholds_problem(thresholds: Any, steps: int | None) -> str | None:
+    """What is wrong with ``thresholds`` (increasing step counts from 1, none beyond
+    ``steps``), or None."""
+    items = list(thresholds) if isinstance(thresholds, (list, tuple)) else None
+    if items is None or not all(is_number(t) and isinstance(t, int) for t in items):
+        return f"thresholds must be a list of step counts, got {thresholds!r}"
+    if items and items[0] < 1:
+        return f"thresholds count steps from 1, got {items[0]}"
+    if any(b <= a for a, b in zip(items, items[1:])):
+        return f"thresholds must increase, got {' '.join(map(str, items))}"
+    if items and steps is not None and items[-1] > steps:
+        return f"threshold {items[-1]} is beyond the {steps} steps"
+    return None
+
+
+def preprocess_problem(name: Any) -> str | None:
+    """What is wrong with a preprocessing preset name, or None."""
+    from ..visualize.preprocess import PRESETS
+    if isinstance(name, str) and name in PRESETS:
+        return None
+    guess = did_you_mean(name, PRESETS) if isinstance(name, str) else ""
+    return f"unknown preprocessing {name!r}{guess} (presets: {', '.join(PRESETS)})"
+
+
+def input_shape_problem(shape: Any) -> str | None:
+    """What is wrong with an input shape (positive sizes, batch axis excluded), or None."""
+    items = list(shape) if isinstance(shape, (list, tuple)) else None
+    if not items or not all(is_number(d) and isinstance(d, int) and d >= 1 for d in items):
+        return (f"input shape must be positive sizes such as 3 224 224 (batch axis excluded), "
+                f"got {shape!r}")
+    return None
 
 
 def from_graph(graph: Graph) -> VisualizeConfig:
@@ -134,4 +204,20 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
         else:
             f.error(f"'range' must be [low, high] with low < high, got {bounds!r}",
                     f.value_loc("range"))
+    for key, problem in (("start", start_problem), ("preprocess", preprocess_problem),
+                         ("input_shape", input_shape_problem)):
+        if key in d:
+            if problem(d[key]):
+                f.error(f"'{key}': {problem(d[key])}", f.value_loc(key))
+            else:
+                values[key] = tuple(d[key]) if key == "input_shape" else d[key]
+    if "thresholds" in d:
+        steps = values["steps"] if "steps" in d else None
+        problem = thresholds_problem(d["thresholds"], steps)
+        if problem:
+            f.error(f"'thresholds': {problem}", f.value_loc("thresholds"))
+        else:
+            values["thresholds"] = tuple(d["thresholds"])
+            if values["thresholds"] and "steps" not in d:
+                values["steps"] = values["thresholds"][-1]
     return VisualizeConfig(**values)

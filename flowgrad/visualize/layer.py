@@ -48,7 +48,8 @@ class ChannelImage:
 @dataclass
 class LayerRender:
     """What :func:`render_layer` made: the ``channels`` in grid order, their images and values,
-    how many were ``resumed`` from parts, the ``inactive`` channels and the ``files`` written."""
+    how many were ``resumed`` from parts, the ``inactive`` channels, the ``files`` written and
+    each channel's ``penalties`` (apart from its value)."""
 
     channels: list[int]
     views: np.ndarray
@@ -56,6 +57,7 @@ class LayerRender:
     resumed: int
     inactive: list[int] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    penalties: np.ndarray | None = None
 
 
 def layer_channels(plan: Plan, layer: str) -> int:
@@ -139,7 +141,9 @@ def render_layer(plan: Plan, layer: str, channels: Sequence[int] | None = None, 
     images = [_load_part(parts, k) for k in ids]
     views = np.stack([im.view for im in images])
     values = np.array([im.value for im in images])
-    captions = [f"channel {k}\n= {im.value:.3g}" for k, im in zip(ids, images)]
+    shown = any(im.penalty for im in images)       # the penalties apart, as in captions()
+    captions = [f"channel {k}\n= {im.value:.3g}" + (f"\npenalties {im.penalty:.3g}" if shown
+                                                    else "") for k, im in zip(ids, images)]
     from ..plots import image_grid
     stem, _ = os.path.splitext(out)
     grid = image_grid(list(views), captions, out, value_range=value_range,
@@ -148,7 +152,8 @@ def render_layer(plan: Plan, layer: str, channels: Sequence[int] | None = None, 
     np.save(stem + ".npy", views)
     return LayerRender(ids, views, values, resumed=len(done),
                        inactive=[k for k, im in zip(ids, images) if im.inactive],
-                       files=[grid, stem + ".npy"])
+                       files=[grid, stem + ".npy"],
+                       penalties=np.array([im.penalty for im in images]))
 
 
 def _check_options(options: dict[str, Any]) -> None:
@@ -160,7 +165,8 @@ def _check_options(options: dict[str, Any]) -> None:
 
 def _fingerprint(plan: Plan, layer: str, batch: int, options: dict[str, Any]) -> dict:
     """What a part depends on: the settings (named, not addressed: a function by its
-    qualified name) and the params' bytes."""
+    qualified name) and the params' bytes.  The registry is left out: each process builds
+    its own, and what it resolves (a parameterization, an optimizer) is named already."""
     digest = hashlib.sha256()
     for name in sorted(plan.params):
         digest.update(name.encode())
@@ -172,7 +178,7 @@ def _fingerprint(plan: Plan, layer: str, batch: int, options: dict[str, Any]) ->
         return repr(value)
     return {"layer": layer, "batch": batch, "dtype": str(plan.dtype),
             "params": digest.hexdigest(),
-            "options": {k: text(v) for k, v in sorted(options.items())}}
+            "options": {k: text(v) for k, v in sorted(options.items()) if k != "registry"}}
 
 
 def _claim(parts: str, fingerprint: dict) -> None:

@@ -11,13 +11,16 @@ gets; the commands in :mod:`flowgrad.cli` only turn arguments into these calls.
     flowgrad.evaluate_checkpoint("graphs/digits_mlp.yaml", run.checkpoint).metrics
     flowgrad.visualize_checkpoint("graphs/digits_mlp.yaml", "runs/mlp/logits.png",
                                   checkpoint=run.checkpoint, each="logits")
+    flowgrad.render_layer_checkpoint("graphs/digits_cnn.yaml", "conv1", "runs/cnn/conv1.png",
+                                     checkpoint="runs/cnn/checkpoint.npz")
     flowgrad.run_demo("out/demo")
 """
 from .demo import DemoReport, run_demo
 from .training import Evaluation, TrainingRun, evaluate_checkpoint, load_trainable, \
     train_and_report
-from .visualizing import VisualizationRun, optimize_images, visualize_checkpoint
+from .visualizing import (LayerRun, VisualizationRun, optimize_images, render_layer_checkpoint,
+                          visualize_checkpoint)
 
-__all__ = ["DemoReport", "Evaluation", "TrainingRun", "VisualizationRun", "evaluate_checkpoint",
-           "load_trainable", "optimize_images", "run_demo", "train_and_report",
-           "visualize_checkpoint"]
+__all__ = ["DemoReport", "Evaluation", "LayerRun", "TrainingRun", "VisualizationRun",
+           "evaluate_checkpoint", "load_trainable", "optimize_images", "render_layer_checkpoint",
+           "run_demo", "train_and_report", "visualize_checkpoint"]
