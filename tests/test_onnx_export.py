@@ -52,7 +52,9 @@ def test_yaml_to_onnx_matches_onnxruntime_and_reimports_identically(path):
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
     theirs = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})
     for ref, value in zip(graph.outputs, theirs):
-        np.testing.assert_allclose(value, ours[ref], rtol=1e-4, atol=1e-5)
+        # float32 sums of a deep net's random weights reach ~50: allow rounding at that scale
+        scale = max(1.0, float(np.abs(ours[ref]).max()))
+        np.testing.assert_allclose(value, ours[ref], rtol=1e-4, atol=1e-5 * scale)
     back = flowgrad.load(proto)
     again = _forward(back, feeds)
     for a, b in zip(graph.outputs, back.outputs):
