@@ -75,7 +75,7 @@ def add_arguments(parser):
         + f"; default {DEFAULTS.param}; plugins may add more (`flowgrad plugins`)")
     parser.add_argument("--start", metavar="SPEC",
                         help="'noise' (default) or 'mean:DATA': start from the mean input of a "
-                             "data set, e.g. mean:digits (needs --param pixels)")
+                             "data set, e.g. mean:digits (with --param pixels or fourier)")
     parser.add_argument("--transforms", metavar="SPEC",
                         help="'default', 'none' or 'pad=2,jitter=1,scale=0.9:1.1,rotate=10'")
     parser.add_argument("--penalty", action="append", default=None, metavar="NAME=W",

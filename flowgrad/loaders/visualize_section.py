@@ -42,9 +42,9 @@ class VisualizeConfig:
 
     ``transforms`` None means ``default`` for images of 16 pixels or more and ``none`` below
     (a one-pixel jitter is an eighth of an 8×8 digit).  ``start`` ``mean:DATA`` starts every
-    image from the mean input of data set ``DATA`` instead of faint noise (with ``param:
-    pixels``): a neutral digit-shaped blob that the objective then carves, which keeps the
-    images of a small classifier looking like its data.
+    image from the mean input of data set ``DATA`` instead of faint noise (``param: pixels``
+    or ``fourier``): a neutral digit-shaped blob that the objective then carves, which keeps
+    the images of a small classifier looking like its data.
     """
 
     each: str | None = None
@@ -211,6 +211,9 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
                 f.error(f"'{key}': {problem(d[key])}", f.value_loc(key))
             else:
                 values[key] = tuple(d[key]) if key == "input_shape" else d[key]
+    if values.get("start", "noise") != "noise" and values["param"] not in ("pixels", "fourier"):
+        f.error(f"'start': {values['start']} needs param: pixels or fourier, not "
+                f"'{values['param']}'", f.value_loc("start"))
     if "thresholds" in d:
         steps = values["steps"] if "steps" in d else None
         problem = thresholds_problem(d["thresholds"], steps)

@@ -3,7 +3,9 @@
 1. trains ``graphs/digits_mlp.yaml`` on the embedded 8×8 digits (fixed 80/20 split, seed 0)
    and writes its loss/accuracy curves;
 2. visualizes what each of the ten class logits responds to (one optimized image per class,
-   in one batch) and checks that the network classifies image k as k;
+   in one batch, as the graph's ``visualize:`` section says: starting from the mean digit, so
+   the images look like digits rather than scattered discriminative pixels) and checks that
+   the network classifies image k as k;
 3. round-trips through ONNX: exports the trained graph with flowgrad's exporter, loads the
    file back with flowgrad's ONNX importer and compares the outputs (with onnxruntime too,
    when installed).

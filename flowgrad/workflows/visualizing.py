@@ -24,7 +24,7 @@ from ..errors import FlowgradError
 from ..graph import Graph
 from ..visualize import (LayerRender, Visualization, parse_transforms, render_layer,
                          save_outputs, view_shape, visualize)
-from ..visualize.param import Pixels
+from ..visualize.param import Fourier, Pixels
 from ..visualize.settings import VisualizeConfig, from_graph
 
 #: appended to a grid's title when the network is untrained
@@ -90,55 +90,60 @@ def objectives_for(graph: Graph, config: VisualizeConfig) -> list[str]:
 
 
 class StartFrom:
-    """The ``pixels`` parameterization starting at a given image instead of faint noise: a
-    factory for :class:`~flowgrad.visualize.param.Pipeline` (``param=StartFrom(...)``).
+    """The ``pixels`` or ``fourier`` parameterization starting at a given image instead of
+    faint noise: a factory for :class:`~flowgrad.visualize.param.Pipeline`
+    (``param=StartFrom(...)``).
 
-    ``image`` is in display units; the start is the parameter the range mapping turns into
-    it (the sigmoid's inverse, clamped away from the saturated ends where its gradient
-    vanishes).  Colours are not decorrelated: the start is an image, not a spectrum."""
+    ``image`` is in display units; the start is the parameter that the parameterization and
+    the range mapping turn into it: the sigmoid's inverse (clamped away from the saturated
+    ends, where its gradient vanishes), then for ``fourier`` the inverse of its scaled
+    spectrum.  Colours are not decorrelated: the start is an image, not a mix."""
 
-    def __init__(self, image: np.ndarray, value_range: tuple[float, float], range_mode: str,
-                 name: str):
+    KINDS = ("pixels", "fourier")
+
+    def __init__(self, kind: str, image: np.ndarray, value_range: tuple[float, float],
+                 range_mode: str, name: str):
         low, high = value_range
         if range_mode == "sigmoid":
             s = np.clip((image - low) / (high - low), 0.02, 0.98)
             image = np.log(s / (1.0 - s))
+        self.kind = kind
         self.start = np.asarray(image, dtype=np.float64)
         self.name = name
 
-    def __call__(self, shape, *, sd: float, decay: float) -> "_Started":
+    def __call__(self, shape, *, sd: float, decay: float) -> Pixels | Fourier:
         if self.start.size != math.prod(shape):
             raise FlowgradError(f"start: {self.name} has {self.start.size} values per sample, "
                                 f"the image {shape} has {math.prod(shape)}")
-        return _Started(shape, self.start.reshape(shape))
+        image = self.start.reshape(shape)
+        if self.kind == "pixels":
+            base, p = Pixels(shape, sd=sd), image
+        else:
+            base = Fourier(shape, decay=decay, sd=sd)
+            spectrum = np.fft.rfft2(image, norm="ortho") / base.scale
+            p = np.stack([spectrum.real, spectrum.imag], axis=-1)
+        base.init = lambda rng: p.copy()
+        base.colour_decorrelation = False
+        return base
 
     def __repr__(self) -> str:           # what a layer render's recorded settings name
-        return f"pixels from {self.name}"
-
-
-class _Started(Pixels):
-    colour_decorrelation = False
-
-    def __init__(self, shape: tuple[int, int, int], start: np.ndarray):
-        super().__init__(shape)
-        self.start = start
-
-    def init(self, rng: np.random.Generator) -> np.ndarray:
-        return self.start.copy()
+        return f"{self.kind} from {self.name}"
 
 
 def parameterization(config: VisualizeConfig, clip: bool = False,
                      registry: Any = None) -> "str | StartFrom":
-    """``config.param``, or for ``start: mean:DATA`` the pixels starting at that mean."""
+    """``config.param``, or for ``start: mean:DATA`` the parameterization starting at the
+    mean input of that data set."""
     if config.start == "noise":
         return config.param
-    if config.param != "pixels":
-        raise FlowgradError(f"start: '{config.start}' needs param: pixels (the optimized "
-                            f"numbers are then the image), not '{config.param}'")
+    if config.param not in StartFrom.KINDS:
+        raise FlowgradError(f"start: '{config.start}' needs param: pixels or fourier, not "
+                            f"'{config.param}'")
     from ..data import load_data
     data = config.start.split(":", 1)[1]
     mean = np.asarray(load_data(data, registry).x, dtype=np.float64).mean(axis=0)
-    return StartFrom(mean, config.range, "clip" if clip else "sigmoid", f"mean:{data}")
+    return StartFrom(config.param, mean, config.range, "clip" if clip else "sigmoid",
+                     f"mean:{data}")
 
 
 def image_input(graph: Graph, input: str | None,
