@@ -14,7 +14,7 @@ from ..translations import Translations
 
 #: the family modules, in the order their tables are registered
 FAMILIES = ("activations", "elementwise", "linalg", "conv", "pool", "norm", "shape",
-            "indexing", "reduce", "resample", "tensor", "losses")
+            "indexing", "reduce", "resample", "tensor", "losses", "recurrent")
 
 
 def all_translations() -> list[Translations]:
