@@ -150,8 +150,8 @@ def _notes(random: bool, inactive: list[str], total: int, steps: int, of: str = 
     if inactive:
         print(f"warning: {len(inactive)} of {total} objectives never activated{of} (zero "
               f"gradient at all {steps} steps; their images only follow the penalties): "
-              f"{', '.join(inactive)} — optimize the pre-activation instead (e.g. conv1 rather "
-              "than h1)")
+              f"{', '.join(inactive)} — a unit that is 0 for the starting image (a ReLU's "
+              "output) cannot move: optimize the value before the ReLU instead")
 
 
 def check_arguments(args) -> None:
