@@ -148,10 +148,45 @@ def test_train_mistakes_are_located(tmp_path, setting, line, col, fragment):
     ("optimizer: adamm", 13, 14, "unknown optimizer 'adamm'; did you mean 'adam'?"),
     ("transforms: 'pad=x'", 13, 15, "'transforms': bad transform setting"),
     ("each: [h]", 13, 9, "'each' must be a string"),
+    ("thresholds: [64, 16]", 13, 15, "'thresholds': thresholds must increase, got 64 16"),
+    ("thresholds: [0, 16]", 13, 15, "thresholds count steps from 1"),
+    ("thresholds: 16", 13, 15, "thresholds must be a list of step counts"),
+    ("steps: 4\n  thresholds: [2, 8]", 14, 15, "threshold 8 is beyond the 4 steps"),
+    ("preprocess: imagenett", 13, 15, "unknown preprocessing 'imagenett'; did you mean "
+                                      "'imagenet'?"),
+    ("input_shape: [0, 3]", 13, 16, "'input_shape': input shape must be positive sizes"),
+    ("input_shape: 3", 13, 16, "'input_shape': input shape must be positive sizes"),
+    ("start: median", 13, 10, "'start': start must be 'noise' or 'mean:DATA'"),
+    ("start: 'mean:digits'\n  param: cppn", 13, 10, "needs param: pixels or fourier"),
 ])
 def test_visualize_mistakes_are_located(tmp_path, setting, line, col, fragment):
     found = errors_of(tmp_path, GRAPH + "visualize:\n  " + setting + "\n")
     assert any((l, c) == (line, col) and fragment in m for l, c, m in found), found
+
+
+def test_visualize_thresholds_preprocess_input_shape_and_start(tmp_path):
+    text = GRAPH + ("visualize:\n  each: h\n  thresholds: [4, 8]\n  preprocess: imagenet\n"
+                    "  input_shape: [3]\n  param: pixels\n  start: 'mean:digits'\n")
+    config = flowgrad.load(write(tmp_path, text)).meta["visualize"]
+    assert config.thresholds == (4, 8) and config.steps == 8     # the last threshold
+    assert (config.preprocess, config.input_shape, config.start) == (
+        "imagenet", (3,), "mean:digits")
+    assert config.replace(steps=20).thresholds == (4, 8)
+    assert config.replace(thresholds=[2, 3]).steps == 3
+    with pytest.raises(flowgrad.FlowgradError, match="thresholds: threshold 8 is beyond"):
+        config.replace(steps=5)
+    with pytest.raises(flowgrad.FlowgradError, match="preprocess: unknown preprocessing"):
+        config.replace(preprocess="vgg")
+
+
+def test_every_visualize_mistake_is_reported_by_check_in_one_round(tmp_path, capsys):
+    text = GRAPH + ("visualize:\n  thresholds: [9, 3]\n  preprocess: nope\n"
+                    "  input_shape: [-1]\n  start: x\n")
+    status, err = check_report(write(tmp_path, text), capsys)
+    assert status == 1 and "4 errors" in err
+    for fragment in ("thresholds must increase", "unknown preprocessing 'nope'",
+                     "input shape must be positive", "start must be 'noise'"):
+        assert fragment in err
 
 
 def test_a_name_whose_declaration_failed_is_reported_once(tmp_path):
