@@ -69,3 +69,31 @@ def test_run_demo_reports_every_stage(tmp_path):
     assert report.onnx.predictions_agree and report.onnx.max_diff < 1e-4
     for path in report.files:
         assert (tmp_path / "demo" / path.rsplit("/", 1)[-1]).is_file(), path
+
+
+def test_render_layer_checkpoint_renders_a_trained_layer_resumably(trained, tmp_path):
+    run, _, _ = trained
+    grid = tmp_path / "h1.png"
+    seen = []
+    done = flowgrad.render_layer_checkpoint(MLP, "fc1", str(grid), checkpoint=run.checkpoint,
+                                            channels=range(6), batch=4, steps=3,
+                                            on_batch=lambda k, n: seen.append((k, n)))
+    assert not done.random and done.layer == "fc1" and done.config.steps == 3
+    assert done.render.channels == list(range(6)) and done.render.resumed == 0
+    assert seen == [(4, 6), (6, 6)]
+    assert done.render.penalties.shape == (6,) and done.render.penalties.min() > 0
+    assert np.load(tmp_path / "h1.npy").shape == (6, 1, 8, 8)
+    again = flowgrad.render_layer_checkpoint(MLP, "fc1", str(grid), checkpoint=run.checkpoint,
+                                             channels=range(6), batch=4, steps=3)
+    assert again.render.resumed == 6
+    np.testing.assert_array_equal(again.render.views, done.render.views)
+
+
+def test_visualize_checkpoint_says_when_the_weights_are_random(tmp_path):
+    done = flowgrad.visualize_checkpoint(MLP, str(tmp_path / "r.png"), objectives=["logits[0]"],
+                                         steps=2, thresholds=[1, 2])
+    assert done.random and done.config.thresholds == (1, 2)
+    assert [f.rsplit("/", 1)[1] for f in done.files] == ["r.png", "r.npy", "r_step1.png",
+                                                         "r_step2.png"]
+    assert done.result.captions()[0].startswith("logits[0]\n= ")
+    assert "\npenalties " in done.result.captions()[0]

@@ -158,6 +158,7 @@ def test_train_mistakes_are_located(tmp_path, setting, line, col, fragment):
     ("input_shape: 3", 13, 16, "'input_shape': input shape must be positive sizes"),
     ("start: median", 13, 10, "'start': start must be 'noise' or 'mean:DATA'"),
     ("start: 'mean:digits'\n  param: cppn", 13, 10, "needs param: pixels or fourier"),
+    ("start: 'mean:digitz'", 13, 10, "'start': no data set 'digitz'; did you mean 'digits'?"),
 ])
 def test_visualize_mistakes_are_located(tmp_path, setting, line, col, fragment):
     found = errors_of(tmp_path, GRAPH + "visualize:\n  " + setting + "\n")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -211,9 +212,16 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
                 f.error(f"'{key}': {problem(d[key])}", f.value_loc(key))
             else:
                 values[key] = tuple(d[key]) if key == "input_shape" else d[key]
-    if values.get("start", "noise") != "noise" and values["param"] not in ("pixels", "fourier"):
-        f.error(f"'start': {values['start']} needs param: pixels or fourier, not "
-                f"'{values['param']}'", f.value_loc("start"))
+    start = values.get("start", "noise")
+    if start != "noise":
+        data = start.split(":", 1)[1]
+        known = sorted(n for n in registry.table("data_loader") if not n.startswith("."))
+        if values["param"] not in ("pixels", "fourier"):
+            f.error(f"'start': {start} needs param: pixels or fourier, not "
+                    f"'{values['param']}'", f.value_loc("start"))
+        elif data not in known and not os.path.exists(data):
+            f.error(f"'start': no data set '{data}'{did_you_mean(data, known)} (data sets: "
+                    f"{', '.join(known)}, or a file's path)", f.value_loc("start"))
     if "thresholds" in d:
         steps = values["steps"] if "steps" in d else None
         problem = thresholds_problem(d["thresholds"], steps)

@@ -138,10 +138,13 @@ def parameterization(config: VisualizeConfig, clip: bool = False,
         return config.param
     if config.param not in StartFrom.KINDS:
         raise FlowgradError(f"start: '{config.start}' needs param: pixels or fourier, not "
-                            f"'{config.param}'")
+                            f"'{config.param}' (or start from noise: --start noise)")
     from ..data import load_data
     data = config.start.split(":", 1)[1]
-    mean = np.asarray(load_data(data, registry).x, dtype=np.float64).mean(axis=0)
+    try:
+        mean = np.asarray(load_data(data, registry).x, dtype=np.float64).mean(axis=0)
+    except FlowgradError as e:
+        raise FlowgradError(f"start: {e.diagnostics[0].message}") from None
     return StartFrom(config.param, mean, config.range, "clip" if clip else "sigmoid",
                      f"mean:{data}")
 
