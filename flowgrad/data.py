@@ -1,20 +1,28 @@
 """Data for training: the embedded digits or the user's ``.npz`` / ``.npy`` / ``.csv`` files.
 
-A dataset is two arrays, features ``x`` (leading batch axis) and integer labels ``y`` (or
-``None``).  The trainer feeds them to the graph's inputs; :func:`fit_to_input` reshapes flat
-features to the input's shape, so the same data trains an MLP (64 features) and a CNN
-(1×8×8 images).  Splits and mini-batch orders come from seeded generators, so an experiment is
-repeatable bit for bit.
+A dataset is its features ``x`` (leading batch axis), its labels ``y`` (class indices, or float
+targets for a regression loss; ``None`` for unlabelled data) and, from an ``.npz``, every array
+of the file by name, so a graph with several inputs takes each from the array named after it.
+The trainer feeds them to the graph's inputs; :func:`fit_to_input` reshapes flat features to
+the input's shape, so the same data trains an MLP (64 features) and a CNN (1×8×8 images).
+Splits and mini-batch orders come from seeded generators, so an experiment is repeatable bit
+for bit.
+
+Files are read through :mod:`flowgrad.arrays`, which refuses a damaged file with a message
+naming it (and the array); labels are checked here for what every use needs (one axis, no NaN)
+and by the trainer against the graph (class indices in range, or float targets).
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from .arrays import check_finite, check_ndim, fail, read_arrays, read_csv, read_npy
 from .errors import FlowgradError
+from .graph import Graph
 from .op import Spec, format_shape, prod
 
 X_KEYS = ("x", "X", "data", "features", "images", "inputs")
@@ -23,21 +31,46 @@ Y_KEYS = ("y", "Y", "labels", "label", "target", "targets")
 
 @dataclass
 class Dataset:
-    """Features and labels (``y`` may be None for unlabelled data); ``name`` is for messages."""
+    """Features and labels (``y`` may be None for unlabelled data); ``name`` is for messages;
+    ``arrays`` holds a file's arrays by name (``x`` and ``y`` among them), for graphs whose
+    inputs are named after them.  ``x`` is None when no array is recognisably the features:
+    the graph's input names must then pick them.  Every array holds the same samples."""
 
-    x: np.ndarray
+    x: np.ndarray | None
     y: np.ndarray | None
     name: str = "data"
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.y is not None and len(self.y) != len(self.x):
-            raise FlowgradError(f"{self.name}: {len(self.x)} samples but {len(self.y)} labels")
+        named = {"features": self.x, "labels": self.y, **self.arrays}
+        sized = {k: v for k, v in named.items() if v is not None}
+        if not sized:
+            raise FlowgradError(f"{self.name}: no arrays")
+        for key, value in sized.items():
+            if np.ndim(value) == 0:
+                raise fail(self.name, key, "is a single value, not one value per sample")
+        counts = {k: len(v) for k, v in sized.items()}
+        first = next(iter(counts))
+        for key, n in counts.items():
+            if n != counts[first]:
+                raise fail(self.name, key, f"has {n} samples but {first} has {counts[first]}; "
+                                           "every array of a data file holds the same samples")
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(next(v for v in (self.x, self.y, *self.arrays.values()) if v is not None))
 
     def subset(self, index: np.ndarray) -> "Dataset":
-        return Dataset(self.x[index], None if self.y is None else self.y[index], self.name)
+        taken: dict[int, np.ndarray] = {}
+
+        def take(value: np.ndarray | None) -> np.ndarray | None:
+            if value is None:
+                return None
+            if id(value) not in taken:          # x and y are also in arrays: slice once
+                taken[id(value)] = value[index]
+            return taken[id(value)]
+
+        return Dataset(take(self.x), take(self.y), self.name,
+                       {k: take(v) for k, v in self.arrays.items()})
 
 
 def load_data(spec: str, registry: Any = None) -> Dataset:
@@ -45,9 +78,13 @@ def load_data(spec: str, registry: Any = None) -> Dataset:
     registered data loaders (``flowgrad_register_data_loaders``); built in:
 
     * ``.npz``: features under one of ``x, X, data, features, images, inputs`` and labels under
-      one of ``y, Y, labels, label, target, targets`` (or exactly two arrays: features, labels).
-    * ``.npy``: a 2-d array whose last column is the integer label.
+      one of ``y, Y, labels, label, target, targets`` (or exactly two arrays: features, labels);
+      an array named after a graph input feeds that input (``Dataset.arrays``).
+    * ``.npy``: a 2-d array whose last column is the label (a class index or a float target).
     * ``.csv``: numbers separated by commas, last column the label; a header line is skipped.
+
+    A damaged file, non-numeric arrays, labels with NaN or of the wrong rank, arrays with
+    different numbers of samples: a :class:`FlowgradError` naming the file and the array.
     """
     if registry is None:
         from .plugins import default_registry
@@ -76,40 +113,34 @@ def _digits(spec: str) -> Dataset:
 
 
 def _from_npz(path: str) -> Dataset:
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = read_arrays(path, "data file")
+    if not arrays:
+        raise fail(path, None, "the archive holds no arrays")
     xk = next((k for k in X_KEYS if k in arrays), None)
     yk = next((k for k in Y_KEYS if k in arrays), None)
-    if xk is None and len(arrays) == 2:
+    if xk is None and yk is None and len(arrays) == 2:
         xk, yk = list(arrays)
-    if xk is None:
-        raise FlowgradError(f"{path}: no features found; name them one of {', '.join(X_KEYS)} "
-                            f"(arrays in the file: {', '.join(arrays) or 'none'})")
-    return Dataset(arrays[xk], None if yk is None else _labels(arrays[yk], path), path)
-
-
-def _read_csv(path: str) -> np.ndarray:
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    try:
-        [float(v) for v in first.strip().split(",")]
-        skip = 0
-    except ValueError:
-        skip = 1
-    return np.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2)
+    y = None if yk is None else _labels(arrays[yk], path, yk)
+    if yk is not None:
+        arrays[yk] = y
+    return Dataset(None if xk is None else arrays[xk], y, path, arrays)
 
 
 def _from_table(table: np.ndarray, path: str) -> Dataset:
     if table.ndim != 2 or table.shape[1] < 2:
-        raise FlowgradError(f"{path}: expected a table with features then a label column, got "
-                            f"shape {table.shape}")
-    return Dataset(table[:, :-1].astype(np.float32), _labels(table[:, -1], path), path)
+        raise fail(path, None, f"expected a table with features then a label column, got "
+                               f"shape {table.shape}")
+    return Dataset(table[:, :-1].astype(np.float32), _labels(table[:, -1], path, None), path)
 
 
-def _labels(y: np.ndarray, path: str) -> np.ndarray:
-    if y.dtype.kind == "f":
-        if not np.all(np.mod(y, 1) == 0):
-            raise FlowgradError(f"{path}: labels must be integers (class indices)")
+def _labels(y: np.ndarray, path: str, key: str | None) -> np.ndarray:
+    """Labels as every use needs them: one axis (or two: one-hot or vector targets), no NaN;
+    whole-number floats become int64 class indices, other floats stay targets."""
+    what = "the labels" if key is not None else "the label column"
+    check_ndim(y, (1, 2), path, key, what)
+    check_finite(y, path, key, what)
+    if y.dtype.kind == "f" and y.ndim == 1 and np.all(np.mod(y, 1) == 0) \
+            and np.all(np.abs(y) < 2.0 ** 53):
         y = y.astype(np.int64)
     return y
 
@@ -118,8 +149,8 @@ def _labels(y: np.ndarray, path: str) -> np.ndarray:
 BUILTIN_LOADERS: dict[str, Callable[[str], Dataset]] = {
     "digits": _digits,
     ".npz": _from_npz,
-    ".npy": lambda path: _from_table(np.load(path, allow_pickle=False), path),
-    ".csv": lambda path: _from_table(_read_csv(path), path),
+    ".npy": lambda path: _from_table(read_npy(path, "data file"), path),
+    ".csv": lambda path: _from_table(read_csv(path, "data file"), path),
 }
 
 
@@ -139,12 +170,84 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterato
         yield order[start:start + batch_size]
 
 
-def fit_to_input(x: np.ndarray, spec: Spec, name: str) -> np.ndarray:
-    """Reshape features to the shape of graph input ``name`` (batch axis kept)."""
+def fit_to_input(x: np.ndarray, spec: Spec, name: str, where: str = "the data's") -> np.ndarray:
+    """Reshape an array to the shape of graph input ``name`` (batch axis kept); ``where``
+    names the array in the message."""
     want = spec.shape[1:]
     if x.shape[1:] == tuple(want) or None in want:
         return x
     if prod(x.shape[1:]) == prod(want):
         return x.reshape((len(x),) + tuple(want))
-    raise FlowgradError(f"the data's samples have shape {x.shape[1:]}, but input '{name}' takes "
+    raise FlowgradError(f"{where} samples have shape {x.shape[1:]}, but input '{name}' takes "
                         f"{format_shape(spec.shape)} (N is the batch)")
+
+
+def bind_inputs(graph: Graph, data: Dataset, needed: Sequence[str], features: str | None,
+                labels: str | None, classes: int | None = None) -> dict[str, np.ndarray]:
+    """The array feeding each graph input in ``needed``, checked once for the whole data set.
+
+    An input takes the array of ``data`` named after it; otherwise the ``features`` input takes
+    ``data.x`` and the ``labels`` input ``data.y``.  Integer inputs need whole numbers (cast
+    to the input's dtype); the labels input, when integer, needs class indices in
+    ``[0, classes)`` (``classes`` None: only >= 0) and, when float (regression targets),
+    finite values.  Each refusal names the file and the array.
+    """
+    bound = {}
+    for name in needed:
+        if name in data.arrays:
+            array = data.arrays[name]
+        elif name == features and data.x is not None:
+            array = data.x
+        elif name == labels and data.y is not None:
+            array = data.y
+        else:
+            raise FlowgradError(_unfed(data, name, features, labels))
+        key = next((k for k, v in data.arrays.items() if v is array), None)
+        where = f"{data.name}: " + (f"array '{key}'" if key is not None else
+                                    "the label column" if array is data.y else "the features")
+        spec = graph.spec_of(name)
+        if spec.dtype.kind in "iu":
+            array = _whole_numbers(array, spec.dtype, name == labels, classes, where)
+        elif name == labels and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise FlowgradError(f"{where}: the targets hold NaN or infinity; fix or drop those "
+                                "samples")
+        bound[name] = fit_to_input(array, spec, name, f"{where}: its")
+    return bound
+
+
+def _unfed(data: Dataset, name: str, features: str | None, labels: str | None) -> str:
+    files = f"arrays in the file: {', '.join(data.arrays)}" if data.arrays else "no named arrays"
+    if name == labels:
+        return (f"{data.name}: input '{name}' takes labels, but the data has none (name an "
+                f"array '{name}' or one of {', '.join(Y_KEYS)}; {files})")
+    if name == features:
+        return (f"{data.name}: input '{name}' takes the features, but the data has no array "
+                f"named '{name}' nor one of {', '.join(X_KEYS)} ({files})")
+    return f"{data.name}: input '{name}' needs an array named '{name}' ({files})"
+
+
+def _whole_numbers(array: np.ndarray, dtype: np.dtype, is_labels: bool, classes: int | None,
+                   where: str) -> np.ndarray:
+    """``array`` cast to integer ``dtype`` after checking it holds only whole numbers in
+    range (class indices, for the labels)."""
+    if not array.size:
+        return array.astype(dtype)
+    flat = array.reshape(len(array), -1)
+    if array.dtype.kind == "f":
+        bad = ~np.isfinite(flat) | (np.mod(flat, 1) != 0)
+        if bad.any():
+            sample, column = np.argwhere(bad)[0]
+            raise FlowgradError(f"{where}: holds {flat[sample, column]!r} at sample {sample}, "
+                                "but the input takes whole numbers (class labels are 0..C-1; "
+                                "for a regression target, make the input a float input)")
+    top = np.iinfo(dtype).max if classes is None else classes - 1
+    bottom = 0 if is_labels else np.iinfo(dtype).min
+    bad = (flat < bottom) | (flat > top)
+    if bad.any():
+        sample, column = np.argwhere(bad)[0]
+        value = float(flat[sample, column])
+        raise FlowgradError(f"{where}: holds {value:g} at sample {sample}, " + (
+            f"but the classes are 0..{top}" if is_labels else f"outside {dtype}")
+            + (" (a negative label would pick a class from the end)"
+               if is_labels and value < 0 else ""))
+    return array.astype(dtype, copy=False)

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import networkx as nx
 import numpy as np
 
-from .checkpoint import check_params, load_checkpoint, save_checkpoint
-from .data import Dataset, batches, fit_to_input, split
+from .checkpoint import check_training_state, load_checkpoint, save_checkpoint
+from .data import Dataset, batches, bind_inputs, fit_to_input, split
 from .errors import FlowgradError
 from .graph import Graph
 from .op import Spec
@@ -64,12 +65,13 @@ class Trainer:
     ``config`` defaults to the graph's ``train:`` section; ``registry`` supplies plugin
     optimizers; ``progress`` shows a tqdm bar per epoch (loss and samples/s); ``callbacks``
     are called as ``callback(trainer)`` after every step; ``micro_batch`` bounds the samples
-    run at once, a larger batch being split and its gradients accumulated (one update).
+    run at once, a larger batch being split and its gradients accumulated (one update);
+    ``log`` receives the lines about resuming (``print`` to show them).
     """
 
     def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
                  progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = (),
-                 micro_batch: int | None = None):
+                 micro_batch: int | None = None, log: Callable[[str], Any] | None = None):
         self.plan = plan
         self.config = config = config or from_graph(plan.graph, registry)
         self.registry = registry
@@ -89,6 +91,9 @@ class Trainer:
         if "accuracy" in config.metrics and config.logits:
             wanted.append(config.logits)
         self.outputs = tuple(dict.fromkeys(wanted))
+        self.log = log or (lambda line: None)
+        self._bound: dict[int, tuple[Dataset, dict[str, np.ndarray]]] = {}
+        self.run = {"epochs": config.epochs, "batch_size": config.batch_size, "samples": 0}
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0                 # completed epochs
         self.step = 0                  # completed optimizer steps
@@ -105,15 +110,35 @@ class Trainer:
     # -- data ------------------------------------------------------------------------------
     def feeds(self, data: Dataset, index: np.ndarray | slice) -> dict[str, np.ndarray]:
         """The graph inputs for the samples at ``index``."""
+        return {name: array[index] for name, array in self.bind(data).items()}
+
+    def bind(self, data: Dataset) -> dict[str, np.ndarray]:
+        """The array of ``data`` feeding each input the outputs need
+        (:func:`flowgrad.data.bind_inputs`: checked once per data set, then cached)."""
+        cached = self._bound.get(id(data))
+        if cached is not None and cached[0] is data:
+            return cached[1]
         graph, cfg = self.plan.graph, self.config
-        feeds = {cfg.features: fit_to_input(data.x[index], graph.spec_of(cfg.features),
-                                            cfg.features)}
-        if cfg.labels is not None:
-            if data.y is None:
-                raise FlowgradError(f"input '{cfg.labels}' takes labels, but {data.name} has "
-                                    "none")
-            feeds[cfg.labels] = data.y[index]
-        return feeds
+        nodes = {graph.resolve(o)[0] for o in self.outputs}
+        above = set(nodes).union(*(nx.ancestors(graph.dag, n) for n in nodes))
+        needed = [n for n in graph.inputs if n in above]
+        binding = bind_inputs(graph, data, needed, cfg.features, cfg.labels, self._classes())
+        if len(self._bound) >= 4:               # train, validation, test: keep the recent few
+            self._bound.pop(next(iter(self._bound)))
+        self._bound[id(data)] = (data, binding)
+        return binding
+
+    def _classes(self) -> int | None:
+        """How many classes integer labels index: the logits' width, when the logits are
+        (N, C) and the labels (N,)."""
+        cfg, graph = self.config, self.plan.graph
+        if cfg.logits is None or cfg.labels is None:
+            return None
+        logits = _spec(graph, cfg.logits)
+        if logits.ndim == 2 and graph.spec_of(cfg.labels).ndim == 1 \
+                and isinstance(logits.shape[1], int):
+            return logits.shape[1]
+        return None
 
     # -- one step --------------------------------------------------------------------------
     def train_step(self, feeds: dict[str, np.ndarray], lr: float) -> dict[str, np.ndarray]:
@@ -193,13 +218,15 @@ class Trainer:
         epochs = cfg.epochs if epochs is None else epochs
         if val is None and cfg.validation_split > 0:
             train, val = split(train, cfg.validation_split, seed=cfg.seed)
+        self.bind(train)
+        if val is not None:
+            self.bind(val)
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        schedule = self._schedule(epochs, steps_per_epoch)
         if resume is not None:
             self.load(resume)
-        steps_per_epoch = -(-len(train) // cfg.batch_size)
-        sched = dict(cfg.schedule)
-        schedule = make_schedule(cfg.lr, epochs * steps_per_epoch, steps_per_epoch,
-                                 kind=sched.pop("kind", "constant"), registry=self.registry,
-                                 **sched)
+            self._resuming(resume, epochs, len(train), schedule)
+        self.run = {"epochs": epochs, "batch_size": cfg.batch_size, "samples": len(train)}
         restore = self._install_interrupt_handler()
         try:
             while self.epoch < epochs and not self.stopped:
@@ -212,6 +239,47 @@ class Trainer:
         if early and early.get("restore_best") and self.best_params is not None:
             self.plan.load_state_dict(self.best_params)
         return self.history
+
+    def _schedule(self, epochs: int, steps_per_epoch: int):
+        sched = dict(self.config.schedule)
+        return make_schedule(self.config.lr, epochs * steps_per_epoch, steps_per_epoch,
+                             kind=sched.pop("kind", "constant"), registry=self.registry, **sched)
+
+    def _resuming(self, path: str, epochs: int, samples: int, schedule) -> None:
+        """Say where training resumes, and whether the result is what an uninterrupted run of
+        ``epochs`` epochs gives; refuse to continue inside an epoch of other data."""
+        was, batch = self.run, self.config.batch_size
+        steps_per_epoch = -(-samples // batch)
+        same_data = (was["samples"], was["batch_size"]) == (samples, batch)
+        if self.batch_in_epoch and (not same_data or self.batch_in_epoch >= steps_per_epoch):
+            raise FlowgradError(
+                f"{path}: the checkpoint stopped inside epoch {self.epoch + 1} (after batch "
+                f"{self.batch_in_epoch}) of a run on {was['samples']} samples in batches of "
+                f"{was['batch_size']}; this run has {samples} in batches of {batch}: resume "
+                "with the same data and batch size")
+        where = (f", batch {self.batch_in_epoch} of {steps_per_epoch} of epoch {self.epoch + 1}"
+                 if self.batch_in_epoch else "")
+        self.log(f"resuming from epoch {self.epoch} of {epochs}{where} ({path}, step "
+                 f"{self.step})")
+        if self.stopped or self.epoch >= epochs:
+            self.log("nothing to train: the checkpoint's run "
+                     + ("stopped early" if self.stopped else f"has done {self.epoch} epochs"))
+        elif not same_data:
+            self.log(f"note: the checkpoint's run had {was['samples']} samples in batches of "
+                     f"{was['batch_size']}, this one {samples} in batches of {batch}: it "
+                     "continues, but not as one uninterrupted run would")
+        elif was["epochs"] != epochs:
+            before = self._schedule(was["epochs"], steps_per_epoch)
+            differ = next((s for s in range(self.step) if before(s) != schedule(s)), None)
+            if differ is None:
+                self.log(f"continuing to {epochs} epochs (the checkpoint's run was for "
+                         f"{was['epochs']}): exactly an uninterrupted {epochs}-epoch run, as "
+                         "the schedule does not depend on the run's length")
+            else:
+                self.log(f"note: the '{self.config.schedule['kind']}' schedule depends on the "
+                         f"run's length: steps 1-{self.step} followed it for "
+                         f"{was['epochs']} epochs, the rest follow it for {epochs}, so this "
+                         f"is not bit-identical to an uninterrupted {epochs}-epoch run")
 
     def _run_epoch(self, train: Dataset, val: Dataset | None, epochs: int, schedule, checkpoint):
         cfg = self.config
@@ -314,14 +382,16 @@ class Trainer:
             "rng": self.rng.bit_generator.state, "epoch_rng": self.epoch_rng_state,
             "plan_rng": self.plan.rng.bit_generator.state,
             "early": {"best": self.best, "bad_epochs": self.bad_epochs, "stopped": self.stopped},
-            "optimizer_kind": self.optimizer.kind,
+            "optimizer_kind": self.optimizer.kind, **self.run,
         }
         save_checkpoint(path, arrays, meta)
 
     def load(self, path: str) -> None:
-        """Restore everything :meth:`save` wrote (the graph must have the same params)."""
+        """Restore everything :meth:`save` wrote, after checking all of it
+        (:func:`flowgrad.checkpoint.check_training_state`): the graph must have the same
+        params, of the same dtype."""
         ckpt = load_checkpoint(path)
-        check_params(ckpt, self.plan.params, path)
+        check_training_state(ckpt, self.plan.params, self.optimizer.leaves, path)
         meta = ckpt.meta
         if meta.get("optimizer_kind") != self.optimizer.kind:
             raise FlowgradError(f"{path}: the checkpoint was trained with optimizer "
@@ -340,6 +410,7 @@ class Trainer:
         early = meta["early"]
         self.best, self.bad_epochs, self.stopped = (early["best"], early["bad_epochs"],
                                                     early["stopped"])
+        self.run = {k: meta[k] for k in ("epochs", "batch_size", "samples")}
 
 
 def forward_backward(plan: Plan, feeds: Mapping[str, Any], seeds: Mapping[str, Any],

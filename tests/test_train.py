@@ -72,8 +72,12 @@ def test_user_data_formats(tmp_path):
     with pytest.raises(FlowgradError, match="not found"):
         load_data(str(tmp_path / "missing.npz"))
     np.savez(tmp_path / "bad.npz", a=x, b=y, c=y)
-    with pytest.raises(FlowgradError, match="no features found"):
-        load_data(str(tmp_path / "bad.npz"))
+    unnamed = load_data(str(tmp_path / "bad.npz"))     # the graph's input names may pick them
+    trainer = Trainer(flowgrad.compile(load_small(tmp_path)))
+    with pytest.raises(FlowgradError, match=r"bad.npz: input 'x' takes the features, but the "
+                                            r"data has no array named 'x'.*arrays in the file: "
+                                            r"a, b, c"):
+        trainer.fit(unnamed)
 
 
 def test_batches_and_reshaping():

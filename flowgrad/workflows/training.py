@@ -87,7 +87,7 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
     graph = load_trainable(graph, registry, log)
     config = from_graph(graph, registry).replace(**settings)
     plan = compile(graph, dtype=dtype, seed=config.seed)
-    trainer = Trainer(plan, config, registry=registry, progress=progress)
+    trainer = Trainer(plan, config, registry=registry, progress=progress, log=log)
     train, test = split(load_data(data, registry), config.test_split, seed=config.seed)
     os.makedirs(out_dir, exist_ok=True)
     checkpoint = os.path.join(out_dir, "checkpoint.npz")
