@@ -11,6 +11,7 @@ recomputed per batch.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..errors import AttrError, ShapeError
 from ..graph import Graph
 from ..op import Context, Spec
 from ..plugins import Registry
+from .tensors import MAX_BYTES, size_text
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -60,6 +62,18 @@ class Value:
 
     def __repr__(self) -> str:
         return f"Value({'const ' if self.is_const else self.node}{self.spec})"
+
+
+def check_size(shape, dtype, what: str) -> None:
+    """An ImportProblem if a static ``shape`` of ``dtype`` (unknown dims counted as 1) would
+    take more than :data:`~flowgrad.onnx.tensors.MAX_BYTES`: checked before a translation
+    folds or builds a value, so a model cannot make flowgrad allocate wildly."""
+    count = math.prod(1 if d is None else int(d) for d in shape)
+    nbytes = count * np.dtype(dtype).itemsize
+    if nbytes > MAX_BYTES:
+        raise ImportProblem(f"{what} would have shape {list(shape)} ({size_text(nbytes)}), "
+                            f"over flowgrad's bound of {size_text(MAX_BYTES)}; check the "
+                            "model's shapes")
 
 
 def sanitize(name: str) -> str:
@@ -150,10 +164,7 @@ class Builder:
             op = op_cls(**attrs)
         except AttrError as e:
             raise ImportProblem(f"{op_type}: {e}") from None
-        if not op.variadic:
-            if len(inputs) > len(op.input_names):
-                raise ImportProblem(f"{op_type} takes at most {len(op.input_names)} inputs")
-            inputs = list(inputs) + [None] * (len(op.input_names) - len(inputs))
+        inputs = self._ports(op, list(inputs))
         present = [v for v in inputs if v is not None]
         if present and all(v.is_const for v in present) and op.type not in self.RANDOM_OPS:
             arrays = [None if v is None else v.const for v in inputs]
@@ -169,6 +180,8 @@ class Builder:
         except ShapeError as e:
             shown = ", ".join("-" if s is None else str(s) for s in specs_in)
             raise ImportProblem(f"{op_type}: {e} [inputs: {shown}]") from None
+        for spec in specs:
+            check_size(spec.shape, spec.dtype, f"{op_type}'s output")
         node_name = self.unique(name or self._base + "_" + op_type)
         self.graph.add_op(node_name, op, num_inputs=len(inputs),
                           onnx_name=getattr(self.current, "name", None),
@@ -179,6 +192,27 @@ class Builder:
                 self.graph.connect(src, port, node_name, position)
         self.graph.set_specs(node_name, specs)
         return [Value(s, node=node_name, port=i) for i, s in enumerate(specs)]
+
+    @staticmethod
+    def _ports(op, inputs: list[Value | None]) -> list[Value | None]:
+        """``inputs`` padded to the op's ports; an ImportProblem if there are too many or a
+        required port is empty (a translation meets its ONNX node's arity)."""
+        if op.variadic:
+            if len([v for v in inputs if v is not None]) < op.min_inputs:
+                raise ImportProblem(f"flowgrad's {op.type} needs at least {op.min_inputs} "
+                                    "input(s); connect more values to the node")
+            return inputs
+        names = op.input_names
+        if len(inputs) > len(names):
+            raise ImportProblem(f"{op.type} takes at most {len(names)} inputs "
+                                f"({', '.join(names)}), not {len(inputs)}; remove the extra "
+                                "ones")
+        inputs = inputs + [None] * (len(names) - len(inputs))
+        for i, (name, value) in enumerate(zip(names, inputs)):
+            if value is None and name not in op.optional_inputs:
+                raise ImportProblem(f"needs input {i} ({name}) for flowgrad's {op.type}; "
+                                    "connect a value to it")
+        return inputs
 
     def final(self, op_type: str, inputs: list[Value | None], index: int = 0,
               **attrs: Any) -> list[Value]:

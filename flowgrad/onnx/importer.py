@@ -1,27 +1,32 @@
 """Translate a loaded ONNX ModelProto into a flowgrad Graph (used by ``load_onnx``).
 
-Every problem found is collected and raised at once: first every op without a translation at
+The model has passed the structural checks (:mod:`flowgrad.onnx.checks`) by then.  Every
+problem found here is collected and raised at once: first every op without a translation at
 the model's opset (one message listing op, domain and version), then every node that could not
-be translated, each located by its ONNX node name and op type.
+be translated, each located by its ONNX node name and op type.  Handlers read a node only
+through the checked accessors of :mod:`flowgrad.onnx.access`; a handler of flowgrad's own that
+fails otherwise is a bug in flowgrad (the CLI's internal error), one of a plugin names the
+plugin.
 """
 from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..errors import Diagnostic, GraphError, PluginError
 from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
+from .access import Attrs, Inputs
 from .builder import Builder, ImportProblem, Value, sanitize
+from .checks import node_label, node_problem
 from .export import FUNCTION_DOMAIN
 from .model_io import opset_versions
 from .opset import by_op, pick
+from .tensors import DTYPES, to_array
 from .translations import ImportTranslation, canonical_domain
 
 
@@ -33,28 +38,15 @@ def _import_function(b, a, ins):
         config = json.loads(function.doc_string)
         op_type, attrs = config["type"], config["attrs"]
     except (AttributeError, ValueError, KeyError, TypeError):
+        op_type, attrs = None, None
+    if not isinstance(op_type, str) or not isinstance(attrs, dict):
         raise ImportProblem(f"no function '{b.current.op_type}' describing a flowgrad op in "
-                            "the model") from None
-    return b.final(op_type, ins, **attrs)
+                            "the model (its doc_string must be JSON with 'type' and 'attrs')")
+    return b.final(op_type, list(ins), **attrs)
 
 
 #: every op of domain ``flowgrad`` is one of flowgrad's exported functions, whatever its name
 _FUNCTION = ImportTranslation(FUNCTION_DOMAIN, "*", 1, _import_function)
-
-
-def attributes(node: onnx.NodeProto) -> dict[str, Any]:
-    """A node's attributes as Python values: tensors as arrays, strings decoded."""
-    out = {}
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.TENSOR:
-            out[attr.name] = numpy_helper.to_array(attr.t)
-        elif attr.type == onnx.AttributeProto.STRING:
-            out[attr.name] = attr.s.decode("utf-8")
-        elif attr.type == onnx.AttributeProto.STRINGS:
-            out[attr.name] = [s.decode("utf-8") for s in attr.strings]
-        else:
-            out[attr.name] = onnx.helper.get_attribute_value(attr)
-    return out
 
 
 #: The Spec of a sequence- or optional-typed value.  flowgrad computes on arrays only, but a
@@ -73,9 +65,8 @@ def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
     if kind != "tensor_type":
         return None
     tt = value_info.type.tensor_type
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)
     dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
-    return Spec(dims, dtype)
+    return Spec(dims, DTYPES[tt.elem_type])
 
 
 class Importer:
@@ -104,6 +95,13 @@ class Importer:
             return "'flowgrad'"
         key = (record.domain, record.op_type, record.since)
         return self.registry.provider("onnx_import", key).describe()
+
+    def builtin(self, record: ImportTranslation) -> bool:
+        """Whether flowgrad itself declared ``record`` (a failure there is flowgrad's bug)."""
+        if record is _FUNCTION:
+            return True
+        key = (record.domain, record.op_type, record.since)
+        return self.registry.provider("onnx_import", key).kind == "builtin"
 
     def static(self, node: onnx.NodeProto) -> frozenset[int]:
         """The input positions of ``node`` whose value its translation needs at load time."""
@@ -139,8 +137,7 @@ class Importer:
         kinds = {}
         for init in self.model.graph.initializer:
             used = uses.get(init.name, [])
-            dtype = onnx.helper.tensor_dtype_to_np_dtype(init.data_type)
-            if np.dtype(dtype).kind != "f" or (
+            if DTYPES[init.data_type].kind != "f" or (
                     used and all(r and i in r.static for r, i in used)):
                 kinds[init.name] = "const"
             elif used and all(r and i in r.state for r, i in used):
@@ -177,7 +174,7 @@ class Importer:
             names_in[node_name] = vi.name
             values[vi.name] = Value(spec, node=node_name)
         for init in g.initializer:
-            array = numpy_helper.to_array(init)
+            array = to_array(init)
             kind = kinds[init.name]
             if kind == "const":
                 values[init.name] = b.const(array)
@@ -188,33 +185,33 @@ class Importer:
             values[init.name] = Value(Spec.of(array), node=node_name, initial=array)
         failed: set[str] = set()
         for node in g.node:
-            label = node.name or (node.output[0] if node.output else node.op_type)
+            label = node_label(node)
             missing = [i for i in node.input if i and i not in values]
             if missing:
                 failed.update(node.output)
                 if not any(i in failed for i in missing):
-                    errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}): unknown "
-                                             f"input(s) {', '.join(missing)}",
-                                             node=sanitize(label)))
+                    errors.append(node_problem(node, f"unknown input(s) {', '.join(missing)}; "
+                                               "each must be a graph input, an initializer or "
+                                               "an earlier node's output"))
                 continue
-            inputs = [values[i] if i else None for i in node.input]
+            inputs = Inputs([values[i] if i else None for i in node.input])
             if node.op_type != "Identity" and any(v is not None and v.spec == OPAQUE
                                                   for v in inputs):
-                errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}): reads a "
-                                         "sequence or optional value; flowgrad only passes "
-                                         "those through Identity", node=sanitize(label)))
+                errors.append(node_problem(node, "reads a sequence or optional value; flowgrad "
+                                           "only passes those through Identity"))
                 failed.update(node.output)
                 continue
             record = self.translation(node)
             b.begin(node)
             try:
-                outs = record.handler(b, attributes(node), inputs)
+                outs = record.handler(b, Attrs(node), inputs)
             except ImportProblem as e:
-                errors.append(Diagnostic(f"ONNX node '{label}' ({node.op_type}, opset "
-                                         f"{self.version(node)}): {e}", node=sanitize(label)))
+                errors.append(node_problem(node, str(e), self.version(node)))
                 failed.update(node.output)
                 continue
             except Exception as e:
+                if self.builtin(record):
+                    raise                   # flowgrad's own bug: the CLI's internal error
                 raise PluginError(f"{self.where}: the import translation of {node.op_type} from "
                                   f"plugin {self.provider(record)} failed on ONNX node "
                                   f"'{label}': {type(e).__name__}: {e}") from e

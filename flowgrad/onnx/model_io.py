@@ -1,8 +1,8 @@
 """Reading ONNX models safely: files, bytes or protos; external data; old opsets.
 
-External tensors are read from beside the model, and only from there: a ``location`` that is
-absolute or resolves (through ``..`` or symlinks) outside the model's folder is refused, because
-opening a model must not read arbitrary files.
+External tensors are read from beside the model, and only from there (:mod:`.external`): a
+``location`` that is absolute or resolves (through ``..`` or symlinks) outside the model's
+folder is refused, because opening a model must not read arbitrary files.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import os
 from typing import Any
 
 import onnx
-from onnx import external_data_helper
 
 from ..errors import GraphError
+from .external import load_external
 from .translations import canonical_domain
 
 #: the oldest opset the handlers implement directly; older models go through version_converter
@@ -42,31 +42,10 @@ def read_model(source: Any, base_dir: str | None = None) -> tuple[onnx.ModelProt
         model = onnx.ModelProto()
         model.CopyFrom(source)
         where = f"<onnx model {model.graph.name or 'unnamed'}>"
-    _load_external(model, base_dir, where)
+    problems = load_external(model, base_dir, where)
+    if problems:
+        raise GraphError(problems)
     return model, where
-
-
-def _load_external(model: onnx.ModelProto, base_dir: str | None, where: str) -> None:
-    tensors = [t for t in external_data_helper._get_all_tensors(model)
-               if external_data_helper.uses_external_data(t)]
-    if not tensors:
-        return
-    if base_dir is None:
-        raise GraphError(f"{where}: the model keeps tensors in external files; load it from its "
-                         "path, or pass base_dir= (the folder holding those files)")
-    root = os.path.realpath(base_dir)
-    for tensor in tensors:
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = info.location
-        target = os.path.realpath(os.path.join(root, location))
-        if os.path.isabs(location) or os.path.commonpath([root, target]) != root:
-            raise GraphError(f"{where}: tensor '{tensor.name}' refers to external data at "
-                             f"'{location}', outside the model's folder {root}; refusing to "
-                             "read it (move the file beside the model)")
-        if not os.path.isfile(target):
-            raise GraphError(f"{where}: tensor '{tensor.name}' needs external file "
-                             f"'{location}', which does not exist in {root}")
-    external_data_helper.load_external_data_for_model(model, root)
 
 
 def opset_versions(model: onnx.ModelProto) -> dict[str, int]:
