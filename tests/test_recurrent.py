@@ -1,0 +1,211 @@
+"""lstm, gru and rnn beyond the finite-difference cases (tests/cases/recurrent.py):
+
+* the forward agrees with onnxruntime on what the ONNX node tests leave out: sequence lengths
+  in every direction, clip, input_forget, peepholes, linear_before_reset and the alternative
+  activations with their alpha/beta (consumed in order by the activations that take them);
+* PyTorch parity: an LSTM and a GRU language model (embedding -> 2-layer LSTM/GRU -> linear),
+  exported with ``torch.onnx.export(dynamo=False)`` and imported: the logits and every
+  gradient (each weight, and the input embeddings) match PyTorch autograd in float32;
+* an lstm written in YAML trains (the loss falls on a tiny sequence task).
+"""
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+import flowgrad
+from flowgrad.data import Dataset
+from flowgrad.op import Context
+from flowgrad.ops.recurrent import GRU, LSTM, RNN
+from flowgrad.train import Trainer
+
+ort = pytest.importorskip("onnxruntime")
+
+T, N, I, H = 4, 3, 3, 5
+LENS = np.array([4, 2, 3], dtype=np.int32)
+NAMES = ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")
+OPS = {"LSTM": LSTM, "GRU": GRU, "RNN": RNN}
+
+ORT_CASES = [
+    ("RNN", {"direction": "reverse"}, True, False),
+    ("RNN", {"activations": ["Relu"], "clip": 0.8}, False, False),
+    ("RNN", {"direction": "bidirectional", "activations": ["Tanh", "LeakyRelu"],
+             "activation_alpha": [0.3]}, True, False),
+    ("RNN", {"activations": ["ScaledTanh"], "activation_alpha": [0.5],
+             "activation_beta": [0.3]}, False, False),
+    ("GRU", {"direction": "bidirectional"}, True, False),
+    ("GRU", {"linear_before_reset": 1, "clip": 0.7, "direction": "reverse"}, True, False),
+    ("GRU", {"activations": ["HardSigmoid", "Affine"], "activation_alpha": [0.3, 0.6],
+             "activation_beta": [0.4, 0.1]}, False, False),
+    ("LSTM", {"direction": "bidirectional"}, True, True),
+    ("LSTM", {"clip": 0.7, "direction": "reverse"}, True, True),
+    ("LSTM", {"input_forget": 1}, True, True),
+    ("LSTM", {"activations": ["Sigmoid", "Elu", "ScaledTanh"],
+              "activation_alpha": [0.8, 1.2], "activation_beta": [0.6]}, False, False),
+    ("LSTM", {"activations": ["Sigmoid", "Softsign", "ThresholdedRelu"],
+              "activation_alpha": [0.2]}, False, True),
+    ("RNN", {"activations": ["Softplus"]}, True, False),
+]
+
+
+def _node_inputs(cls, direction, lens, peepholes, rng):
+    D, G = (2 if direction == "bidirectional" else 1), cls.gates
+    f32 = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    ins = [f32(T, N, I), f32(D, G * H, I), f32(D, G * H, H) * 0.6, f32(D, 2 * G * H),
+           LENS if lens else None, f32(D, N, H)]
+    if cls is LSTM:
+        ins += [f32(D, N, H), f32(D, 3 * H) if peepholes else None]
+    return ins
+
+
+@pytest.mark.parametrize("onnx_type,attrs,lens,peepholes", ORT_CASES,
+                         ids=[f"{c[0]}-{i}" for i, c in enumerate(ORT_CASES)])
+def test_forward_matches_onnxruntime(onnx_type, attrs, lens, peepholes):
+    cls = OPS[onnx_type]
+    ins = _node_inputs(cls, attrs.get("direction"), lens, peepholes, np.random.default_rng(0))
+    names = NAMES[:len(ins)]
+    node = helper.make_node(onnx_type, [n if v is not None else "" for n, v in zip(names, ins)],
+                            list(cls.outputs), hidden_size=H, **attrs)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(n, TensorProto.INT32 if v.dtype == np.int32
+                                       else TensorProto.FLOAT, v.shape)
+         for n, v in zip(names, ins) if v is not None],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in cls.outputs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    expected = session.run(None, {n: v for n, v in zip(names, ins) if v is not None})
+    op = cls(**{k: bool(v) if k in ("input_forget", "linear_before_reset") else v
+                for k, v in attrs.items()})
+    got = op.forward(Context(grad_enabled=False), *ins)
+    for out, ref in zip(got, expected):
+        assert out.dtype == np.float32
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_padded_steps_are_zero_and_keep_the_state():
+    """Y is zero past an example's length; Y_h is its state after its last real step, and
+    the reverse direction starts at that step (as if the example were cut to its length)."""
+    rng = np.random.default_rng(1)
+    X, W, R, B, _, h0, c0, _ = _node_inputs(LSTM, "bidirectional", True, False, rng)
+    op = LSTM(direction="bidirectional")
+    Y, Y_h, Y_c = op.forward(Context(grad_enabled=False), X, W, R, B, LENS, h0, c0)
+    for n, length in enumerate(LENS):
+        alone = op.forward(Context(grad_enabled=False), X[:length, n:n + 1], W, R, B, None,
+                           h0[:, n:n + 1], c0[:, n:n + 1])
+        np.testing.assert_allclose(Y[:length, :, n:n + 1], alone[0], atol=1e-6)
+        np.testing.assert_allclose(Y_h[:, n:n + 1], alone[1], atol=1e-6)
+        np.testing.assert_allclose(Y_c[:, n:n + 1], alone[2], atol=1e-6)
+        assert not Y[length:, :, n].any()
+
+
+# -- PyTorch parity ---------------------------------------------------------------------------
+
+torch = pytest.importorskip("torch")
+
+V, E, HID, STEPS, BATCH = 11, 6, 5, 7, 3
+
+
+class LanguageModel(torch.nn.Module):
+    """embedding -> 2-layer LSTM or GRU -> linear; ``offset`` (zeros) is added to the
+    embeddings so that their gradient can be asked for as an input's."""
+
+    def __init__(self, cell: str, bidirectional: bool):
+        super().__init__()
+        self.embed = torch.nn.Embedding(V, E)
+        self.rnn = getattr(torch.nn, cell)(E, HID, num_layers=2, bidirectional=bidirectional)
+        self.out = torch.nn.Linear(HID * (2 if bidirectional else 1), V)
+
+    def forward(self, tokens, offset):
+        y, _ = self.rnn(self.embed(tokens) + offset)
+        return self.out(y)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models: torch's thread pool only spins (seconds per call on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("cell,bidirectional", [("LSTM", True), ("GRU", False)])
+def test_language_model_matches_pytorch(cell, bidirectional, one_torch_thread):
+    torch.manual_seed(0)
+    model = LanguageModel(cell, bidirectional)
+    tokens = torch.randint(0, V, (STEPS, BATCH))
+    offset = torch.zeros(STEPS, BATCH, E, requires_grad=True)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # constant folding off: the initializers stay PyTorch's own parameters (the reordering
+        # into ONNX's gate order is then Slice/Concat nodes in the graph), so flowgrad's
+        # gradients are PyTorch's, name for name
+        torch.onnx.export(model, (tokens, offset), buffer, dynamo=False,
+                          do_constant_folding=False, input_names=["tokens", "offset"],
+                          output_names=["logits"])
+    graph = flowgrad.load(buffer.getvalue())
+    assert {cell.lower()} <= {graph.op_of(n).type for n in graph.ops}
+    net = flowgrad.compile(graph)
+
+    logits = model(tokens, offset)
+    seed = torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+    logits.backward(seed)
+    got = net.forward({"tokens": tokens.numpy(), "offset": offset.detach().numpy()})
+    np.testing.assert_allclose(got[graph.outputs[0]], logits.detach().numpy(),
+                               rtol=1e-4, atol=1e-5)
+    grads = net.backward({graph.outputs[0]: seed.numpy()}, wrt=["offset"])
+    expected = {name.replace(".", "_"): p.grad.numpy() for name, p in model.named_parameters()}
+    expected["offset"] = offset.grad.numpy()
+    assert set(expected) <= set(grads), sorted(set(expected) - set(grads))
+    for name, ref in expected.items():
+        assert grads[name].dtype == np.float32
+        np.testing.assert_allclose(grads[name], ref, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+# -- training from YAML -----------------------------------------------------------------------
+
+SEQUENCE_TASK = """
+flowgrad: 1
+name: lstm_sign
+seed: 0
+inputs: {x: {shape: [6, 2]}, label: {shape: [], dtype: int64}}     # (steps, features)
+params:
+  W:  {shape: [1, 32, 2], init: {kind: glorot_uniform}}              # 4 gates x 8 units
+  R:  {shape: [1, 32, 8], init: {kind: glorot_uniform}}
+  B:  {shape: [1, 64], init: {kind: zeros}}
+  Wo: {shape: [8, 2], init: {kind: glorot_uniform}}
+  bo: {shape: [2], init: {kind: zeros}}
+nodes:
+  rnn:    {op: lstm, in: {X: x, W: W, R: R, B: B}, layout: 1, hidden_size: 8}
+  last:   {op: reshape, in: rnn.1, shape: [-1, 8]}                    # Y_h: (N, 1, 8)
+  logits: {op: dense, in: {x: last, W: Wo, b: bo}}
+  loss:   {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+outputs: [logits, loss]
+train:
+  optimizer: {kind: adam, lr: 0.03}
+  epochs: 8
+  batch_size: 32
+"""
+
+
+def test_lstm_from_yaml_trains(tmp_path):
+    """Does the first feature's sum over the sequence exceed the second's?  Needs memory."""
+    path = tmp_path / "lstm.yaml"
+    path.write_text(SEQUENCE_TASK)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 6, 2)).astype(np.float32)
+    y = (x[:, :, 0].sum(axis=1) > x[:, :, 1].sum(axis=1)).astype(np.int64)
+    trainer = Trainer(flowgrad.compile(flowgrad.load(str(path))))
+    data = Dataset(x, y, name="sign")
+    before = trainer.evaluate(data)["loss"]
+    trainer.fit(data)
+    after = trainer.evaluate(data)
+    assert after["loss"] < 0.5 * before, (before, after)
