@@ -17,13 +17,18 @@ _COMMON = ("hidden_size", "direction", "layout", "activations", "activation_alph
 _OPS = {"LSTM": ("lstm", _COMMON + ("input_forget",)),
         "GRU": ("gru", _COMMON + ("linear_before_reset",)),
         "RNN": ("rnn", _COMMON)}
-_BOOLS = ("input_forget", "linear_before_reset")
+#: how each attribute is read (checked accessors of flowgrad.onnx.access)
+_READERS = {"hidden_size": "int", "direction": "string", "layout": "int",
+            "activations": "strings", "activation_alpha": "floats", "activation_beta": "floats",
+            "clip": "float", "input_forget": "bool", "linear_before_reset": "bool"}
+_PORTS = ("X", "W", "R")
 
 
 def _importer(op_type: str, names: tuple[str, ...]):
     def handler(b, a, ins):
-        attrs = {k: bool(a[k]) if k in _BOOLS else a[k] for k in names if k in a}
-        return b.final(op_type, ins, **attrs)
+        attrs = {k: getattr(a, _READERS[k])(k) for k in names if k in a}
+        required = [ins.need(i, port) for i, port in enumerate(_PORTS)]
+        return b.final(op_type, required + list(ins[len(_PORTS):]), **attrs)
     handler.__doc__ = f"ONNX node -> flowgrad '{op_type}' (same inputs, outputs, attributes)"
     return handler
 
