@@ -11,6 +11,7 @@ untrained network are each said in one line, not as a Python warning.
 """
 from __future__ import annotations
 
+import sys
 import warnings
 
 from ..errors import FlowgradError
@@ -124,9 +125,16 @@ def run(args, registry):
 
 
 def _render_layer(args, common, settings) -> int:
-    done = render_layer_checkpoint(args.graph, args.layer, args.out, args.checkpoint,
-                                   channels=args.channels, batch=args.batch, **common,
-                                   **settings)
+    finished = [0]
+    try:
+        done = render_layer_checkpoint(
+            args.graph, args.layer, args.out, args.checkpoint, channels=args.channels,
+            batch=args.batch, on_batch=lambda k, total: finished.__setitem__(0, k), **common,
+            **settings)
+    except KeyboardInterrupt:
+        print(f"{finished[0]} channels are kept in {args.out}.parts/: run the same command "
+              "again to resume", file=sys.stderr)
+        raise
     render = done.render
     if render.resumed:
         print(f"resumed: skipped {render.resumed} of {len(render.channels)} channels already "
