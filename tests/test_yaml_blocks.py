@@ -360,10 +360,11 @@ def test_resnet18_matches_onnxruntime():
     assert "stage1.block1.proj.W" not in graph.params
     rng = np.random.default_rng(0)
     for name in graph.params:
+        shape = graph.spec_of(name).shape
         if name.endswith((".m", ".g", ".b")):
-            graph.set_value(name, rng.normal(0, 0.1, graph.spec_of(name).shape) + name.endswith(".g"))
+            graph.set_value(name, rng.normal(0, 0.1, shape) + name.endswith(".g"))
         elif name.endswith(".v"):
-            graph.set_value(name, rng.uniform(0.5, 1.5, graph.spec_of(name).shape))
+            graph.set_value(name, rng.uniform(0.5, 1.5, shape))
     plan = flowgrad.compile(graph).eval()
     x = rng.normal(size=(1, 3, 224, 224)).astype(np.float32)
     ours = plan.forward({"x": x})["fc"]

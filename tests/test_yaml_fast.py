@@ -61,6 +61,18 @@ EDGE_CASES = [
     ("anchor and merge", GOOD.replace("  b: {shape: [4], init: {kind: zeros}}",
                                       "  b: &B {shape: [4], init: {kind: zeros}}\n"
                                       "  c: {<<: *B, lr_mult: 2.0}")),
+    ("merge key with an override", GOOD.replace("  b: {shape: [4], init: {kind: zeros}}",
+                                                 "  b: &B {shape: [4], init: {kind: zeros}}\n"
+                                                 "  c: {<<: *B, shape: [5]}")),
+    ("merge keys, a list", GOOD.replace("  b: {shape: [4], init: {kind: zeros}}",
+                                        "  b: &B {shape: [4], init: {kind: zeros}}\n"
+                                        "  c: &C {shape: [5], lr_mult: 2}\n"
+                                        "  d:\n    <<: [*C, *B]\n    trainable: false")),
+    ("merge key and a duplicate", GOOD.replace("  b: {shape: [4], init: {kind: zeros}}",
+                                               "  b: &B {shape: [4], init: {kind: zeros}}\n"
+                                               "  c: {<<: *B, shape: [5], shape: [6]}")),
+    ("merge key on a scalar", GOOD.replace("  b: {shape: [4], init: {kind: zeros}}",
+                                           "  b: &B 4\n  c: {<<: *B}")),
     ("duplicate anchor", GOOD.replace("{kind: zeros}", "&a {kind: zeros}").replace(
         "{kind: glorot_uniform}", "&a {kind: glorot_uniform}")),
     ("directive", "%YAML 1.1\n---\n" + GOOD),

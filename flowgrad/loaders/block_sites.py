@@ -12,6 +12,9 @@ instantiated, so an error reads both, compiler style::
 the body), so everything that locates an error by a node's location — the builder, the passes,
 the plan — carries the instantiation chain along without knowing about it; the loader turns
 such diagnostics into :class:`_NotedDiagnostic` s, whose report adds a note per site.
+
+:class:`Section`, :func:`shallow` and :class:`Fallback` assemble the expanded file's marked
+containers so that each entry keeps the locations it was written at.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ..errors import Diagnostic, SourceLocation
+from .yaml_source import MarkedDict, MarkedList
 
 
 @dataclass(frozen=True)
@@ -116,3 +120,67 @@ def source_order(diagnostic: Diagnostic, main: str) -> tuple:
     if loc.path == main:
         return (0, loc.line, loc.col, "", 0, 0)
     return (1,) + inner
+
+
+class Section:
+    """A params, constants or nodes section being assembled: entries and their locations,
+    the expanded ones seen through their instantiation sites."""
+
+    def __init__(self, base: Any, loc: SourceLocation):
+        self.out = MarkedDict()
+        self.out.loc = loc
+        self.where: dict[str, tuple] = {}
+        self.out.key_locs = Placed(self.where, 0)
+        self.out.value_locs = Placed(self.where, 1)
+        if isinstance(base, MarkedDict):
+            for name, value in base.items():
+                self.add(name, value, base, name, ())
+
+    def add(self, name: str, value: Any, container: MarkedDict, key: str,
+            sites: tuple[Site, ...]) -> None:
+        self.out[name] = value
+        self.where[name] = (container.key_locs, container.value_locs, key, sites)
+
+
+class Placed(Mapping):
+    """The key (``which`` 0) or value (1) locations of a :class:`Section`, made when read."""
+
+    def __init__(self, where: dict[str, tuple], which: int):
+        self._where, self._which = where, which
+
+    def __getitem__(self, name: str) -> SourceLocation:
+        entry = self._where[name]
+        return within(entry[self._which][entry[2]], entry[3])
+
+    def __iter__(self):
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def shallow(value: MarkedDict | MarkedList) -> MarkedDict | MarkedList:
+    """A copy of a marked container that shares its locations."""
+    out = type(value)(value)
+    if isinstance(value, MarkedDict):
+        out.key_locs, out.value_locs = value.key_locs, value.value_locs
+    else:
+        out.item_locs = value.item_locs
+    out.loc = value.loc
+    return out
+
+
+class Fallback(Mapping):
+    """``locs``, answering ``default`` for a key it lacks (a section only expansion made)."""
+
+    def __init__(self, locs: Mapping, default: SourceLocation):
+        self._locs, self._default = locs, default
+
+    def __getitem__(self, key: Any) -> SourceLocation:
+        return self._locs[key] if key in self._locs else self._default
+
+    def __iter__(self):
+        return iter(self._locs)
+
+    def __len__(self) -> int:
+        return len(self._locs)

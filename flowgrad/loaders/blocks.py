@@ -31,19 +31,16 @@ as a projection shortcut).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..errors import DiagnosticList, GraphError, SourceLocation, did_you_mean, unknown_key
+from ..errors import DiagnosticList, SourceLocation, did_you_mean, unknown_key
 from .block_args import ArgError, substitute
-from .block_sites import Site, Within, WithinItems, within
-from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
+from .block_library import LOCAL, Block, Library
+from .block_sites import Fallback, Section, Site, Within, WithinItems, shallow, within
+from .yaml_source import MarkedDict, MarkedList, plain
 
-BLOCK_KEYS = ("args", "inputs", "params", "constants", "nodes", "outputs", "doc")
 INSTANCE_KEYS = ("block", "in", "with", "repeat", "each", "doc")
-INCLUDED_KEYS = ("flowgrad", "doc", "include", "blocks")
-_LOCAL = ("params", "constants", "nodes")
 
 
 def uses_blocks(data: Any) -> bool:
@@ -59,20 +56,11 @@ def uses_blocks(data: Any) -> bool:
 
 
 @dataclass
-class _Block:
-    name: str
-    body: MarkedDict
-    args: MarkedDict
-    inputs: list[str]
-    locals: dict[str, str]          # local name -> its section
-
-
-@dataclass
 class _Scope:
     """One instance being expanded: names are translated and strings substituted here."""
 
     prefix: str
-    block: _Block
+    block: Block
     inputs: dict[str, str]          # the block's input -> the caller's (full) reference
     args: dict[str, Any]
     sites: tuple[Site, ...]
@@ -93,50 +81,11 @@ def expand(data: MarkedDict, path: str, errors: DiagnosticList) -> Expansion:
     return _Expander(path, errors).run(data)
 
 
-class _Section:
-    """A params, constants or nodes section being assembled: entries and their locations,
-    the expanded ones seen through their instantiation sites."""
-
-    def __init__(self, base: Any, loc: SourceLocation):
-        self.out = MarkedDict()
-        self.out.loc = loc
-        self.where: dict[str, tuple] = {}
-        self.out.key_locs = _Placed(self.where, 0)
-        self.out.value_locs = _Placed(self.where, 1)
-        if isinstance(base, MarkedDict):
-            for name, value in base.items():
-                self.add(name, value, base, name, ())
-
-    def add(self, name: str, value: Any, container: MarkedDict, key: str,
-            sites: tuple[Site, ...]) -> None:
-        self.out[name] = value
-        self.where[name] = (container.key_locs, container.value_locs, key, sites)
-
-
-class _Placed(Mapping):
-    """The key (``which`` 0) or value (1) locations of a :class:`_Section`, made when read."""
-
-    def __init__(self, where: dict[str, tuple], which: int):
-        self._where, self._which = where, which
-
-    def __getitem__(self, name: str) -> SourceLocation:
-        entry = self._where[name]
-        return within(entry[self._which][entry[2]], entry[3])
-
-    def __iter__(self):
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-
 class _Expander:
     def __init__(self, path: str, errors: DiagnosticList):
         self.path = path
         self.errors = errors
-        self.blocks: dict[str, _Block] = {}
-        self.defined_at: dict[str, SourceLocation] = {}
-        self.included: set[str] = set()
+        self.library = Library(path, errors)
         self.aliases: dict[str, str] = {}          # instance or left-out node -> what it means
         self.record: dict[str, dict] = {}
         self.failed: set[str] = set()
@@ -152,13 +101,12 @@ class _Expander:
 
     # -- the file ---------------------------------------------------------------------------
     def run(self, data: MarkedDict) -> Expansion:
-        self.included.add(os.path.abspath(self.path))
-        self.read_library(data, self.path, [self.path])
+        self.library.read(data, self.path, [self.path])
         # a section that is not a mapping is left as it is, for the builder to report
-        kept = {s: data.get(s) for s in _LOCAL if data.get(s) is not None
+        kept = {s: data.get(s) for s in LOCAL if data.get(s) is not None
                 and not isinstance(data[s], MarkedDict)}
-        self.sections = {s: _Section(None if s == "nodes" else data.get(s),
-                                     data.value_locs.get(s, data.loc)) for s in _LOCAL}
+        self.sections = {s: Section(None if s == "nodes" else data.get(s),
+                                     data.value_locs.get(s, data.loc)) for s in LOCAL}
         taken = {}
         for section in ("inputs", "params", "constants"):
             if isinstance(data.get(section), MarkedDict):
@@ -172,7 +120,7 @@ class _Expander:
                     self.sections["nodes"].add(name, d, nodes, name, ())
         out = MarkedDict((k, v) for k, v in data.items() if k not in ("blocks", "include"))
         out._source, out._mark = data._source, data._mark
-        out.key_locs, out.value_locs = data.key_locs, _Fallback(data.value_locs, data.loc)
+        out.key_locs, out.value_locs = data.key_locs, Fallback(data.value_locs, data.loc)
         for section, built in self.sections.items():
             if section not in kept and (section in data or built.out):
                 out[section] = self.resolved_nodes(built.out) if section == "nodes" \
@@ -190,130 +138,6 @@ class _Expander:
             return
         self.instance(name, d, loc, None)
 
-    # -- libraries: blocks and includes -----------------------------------------------------
-    def read_library(self, data: MarkedDict, path: str, chain: list[str]) -> None:
-        """Read the blocks of ``data`` (the file ``path``) and of the files it includes."""
-        include = data.get("include")
-        if include is not None:
-            entries = [include] if isinstance(include, str) else include
-            locs = [data.value_locs["include"]] if isinstance(include, str) else \
-                getattr(include, "item_locs", None)
-            if locs is None or not all(isinstance(e, str) for e in entries):
-                self.error("'include' must be a file name or a list of file names",
-                           data.value_locs["include"])
-            else:
-                for entry, loc in zip(entries, locs):
-                    self.include(entry, loc, path, chain)
-        blocks = data.get("blocks")
-        if blocks is None:
-            return
-        if not isinstance(blocks, MarkedDict):
-            self.error("'blocks' must be a mapping from block names to their definitions",
-                       data.value_locs["blocks"])
-            return
-        for name, body in blocks.items():
-            self.define(name, body, blocks)
-
-    def include(self, entry: str, loc: SourceLocation, includer: str, chain: list[str]) -> None:
-        shown = os.path.normpath(os.path.join(os.path.dirname(includer), entry))
-        full = os.path.abspath(shown)
-        if full in (os.path.abspath(p) for p in chain):
-            self.error(f"include cycle: {' -> '.join(chain + [shown])}", loc)
-            return
-        if full in self.included:                   # reached again by another path
-            return
-        self.included.add(full)
-        if not os.path.isfile(full):
-            self.error(f"cannot include '{entry}': no such file '{shown}'", loc)
-            return
-        try:
-            data, _ = read_yaml(shown)
-        except GraphError as e:
-            self.errors.items.extend(e.diagnostics)
-            return
-        if not isinstance(data, MarkedDict):
-            self.error(f"an included file holds a mapping with 'blocks'; '{shown}' does not",
-                       loc)
-            return
-        for key in data:
-            if key not in INCLUDED_KEYS:
-                self.error(unknown_key(key, f"the included file '{shown}'", INCLUDED_KEYS),
-                           data.key_locs[key])
-        self.read_library(data, shown, chain + [shown])
-
-    def define(self, name: Any, body: Any, blocks: MarkedDict) -> None:
-        loc = blocks.key_locs[name]
-        if not self.valid_name(name, loc, "block names"):
-            return
-        if name in self.blocks:
-            self.error(f"block '{name}' is already defined at {self.defined_at[name]}", loc)
-            return
-        if not isinstance(body, MarkedDict):
-            self.error(f"block '{name}' must be a mapping ({', '.join(BLOCK_KEYS)})",
-                       blocks.value_locs[name])
-            return
-        what = f"block '{name}'"
-        for key in body:
-            if key not in BLOCK_KEYS:
-                self.error(unknown_key(key, what, BLOCK_KEYS), body.key_locs[key])
-        args = body.get("args", MarkedDict())
-        if not isinstance(args, MarkedDict):
-            self.error(f"'args' of {what} must be a mapping from names to defaults (~ for "
-                       "none)", body.value_locs["args"])
-            return
-        inputs = body.get("inputs", [])
-        inputs = [inputs] if isinstance(inputs, str) else inputs
-        if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-            self.error(f"'inputs' of {what} must be a list of names", body.value_locs["inputs"])
-            return
-        seen: dict[str, SourceLocation] = {}
-        for i, port in enumerate(inputs):
-            where = body.value_locs["inputs"] if isinstance(body["inputs"], str) \
-                else body["inputs"].item_locs[i]
-            self.local_name(port, where, seen)
-        locals_: dict[str, str] = {}
-        for section in _LOCAL:
-            entries = body.get(section)
-            if entries is None:
-                continue
-            if not isinstance(entries, MarkedDict):
-                self.error(f"'{section}' of {what} must be a mapping", body.value_locs[section])
-                return
-            for local in entries:
-                if self.local_name(local, entries.key_locs[local], seen):
-                    locals_[local] = section
-        outputs = body.get("outputs")
-        if outputs is None and not body.get("nodes"):
-            self.error(f"{what} needs 'outputs' or 'nodes'", loc)
-            return
-        if outputs is not None and not isinstance(outputs, str) and not (
-                isinstance(outputs, list) and outputs and all(isinstance(o, str) for o in outputs)):
-            self.error(f"'outputs' of {what} must be a name or a list of names",
-                       body.value_locs["outputs"])
-            return
-        for arg in args:
-            self.valid_name(arg, args.key_locs[arg], "argument names")
-        self.blocks[name] = _Block(name, body, args, inputs, locals_)
-        self.defined_at[name] = loc
-
-    def local_name(self, name: Any, loc: SourceLocation, seen: dict) -> bool:
-        if not self.valid_name(name, loc, "names"):
-            return False
-        if name in seen:
-            self.error(f"'{name}' is already declared at line {seen[name].line}; a block's "
-                       "inputs, params, constants and nodes share one namespace", loc)
-            return False
-        seen[name] = loc
-        return True
-
-    def valid_name(self, name: Any, loc: SourceLocation, what: str) -> bool:
-        if not isinstance(name, str) or not name or name.strip() != name or \
-                any(c in name for c in "#.$"):
-            self.error(f"{what} must be non-empty strings without '#', '.', '$' or surrounding "
-                       f"spaces, got {name!r}", loc)
-            return False
-        return True
-
     # -- instances --------------------------------------------------------------------------
     def instance(self, name: str, d: MarkedDict, loc: SourceLocation,
                  scope: _Scope | None) -> None:
@@ -330,13 +154,16 @@ class _Expander:
             if key not in INSTANCE_KEYS:
                 self.error(unknown_key(key, f"block instance '{name}'", INSTANCE_KEYS),
                            d.key_locs[key])
-        block = self.blocks.get(d["block"]) if isinstance(d["block"], str) else None
+        blocks = self.library.blocks
+        block = blocks.get(d["block"]) if isinstance(d["block"], str) else None
         if block is None:
             self.failed.add(name)
-            known = f" (blocks: {', '.join(self.blocks)})" if self.blocks else " (no blocks " \
-                "are defined: add a 'blocks' section or an 'include')"
+            if d["block"] in self.library.broken:
+                return
+            known = f" (blocks: {', '.join(blocks)})" if blocks else " (no blocks are " \
+                "defined: add a 'blocks' section or an 'include')"
             shown = d["block"] if isinstance(d["block"], str) else plain(d["block"])
-            self.error(f"unknown block {shown!r}{did_you_mean(str(shown), self.blocks)}{known}",
+            self.error(f"unknown block {shown!r}{did_you_mean(str(shown), blocks)}{known}",
                        here("block"))
             return
         active = [s.block for s in reversed(outer)]
@@ -369,7 +196,7 @@ class _Expander:
                             (Site(loc, full, block.name),) + outer)
         self.aliases[name] = f"{name}.block{count}"
 
-    def bind(self, name: str, block: _Block, d: MarkedDict, here: Callable,
+    def bind(self, name: str, block: Block, d: MarkedDict, here: Callable,
              scope: _Scope | None) -> dict[str, str] | None:
         """``{block input: caller's reference}`` from the instance's ``in``."""
         ports = block.inputs
@@ -431,7 +258,7 @@ class _Expander:
             return None, None
         return count, each
 
-    def arguments(self, block: _Block, name: str, given: list, sites: tuple[Site, ...]):
+    def arguments(self, block: Block, name: str, given: list, sites: tuple[Site, ...]):
         """The instance's arguments: ``given`` (mappings, later ones winning), then the
         block's defaults; None after an error."""
         args: dict[str, Any] = {}
@@ -464,7 +291,7 @@ class _Expander:
                 args[arg] = plain(value)
         return args if ok else None
 
-    def expand_one(self, block: _Block, prefix: str, inputs: dict[str, str], given: list,
+    def expand_one(self, block: Block, prefix: str, inputs: dict[str, str], given: list,
                    sites: tuple[Site, ...]) -> None:
         """Add one instance's params, constants and nodes, named ``prefix.local``."""
         args = self.arguments(block, prefix, given, sites)
@@ -601,7 +428,7 @@ class _Expander:
             keys = range(len(value)) if isinstance(value, MarkedList) else list(value)
             if not any(isinstance(value[k], str) and value[k] in self.aliases for k in keys):
                 return value
-            out = _shallow(value)
+            out = shallow(value)
             for k in keys:
                 if isinstance(value[k], str):
                     out[k] = self.resolve(value[k])
@@ -613,7 +440,7 @@ class _Expander:
             if isinstance(d, MarkedDict) and "in" in d:
                 new = self.resolved_refs(d["in"])
                 if new is not d["in"]:
-                    nodes[name] = _shallow(d)
+                    nodes[name] = shallow(d)
                     nodes[name]["in"] = new
         return nodes
 
@@ -657,30 +484,3 @@ def _argument_value(value: Any) -> bool:
     if isinstance(value, list):
         return all(_argument_value(v) for v in value)
     return isinstance(value, (bool, int, float, str))
-
-
-def _shallow(value: MarkedDict | MarkedList) -> MarkedDict | MarkedList:
-    """A copy of a marked container that shares its locations."""
-    out = type(value)(value)
-    if isinstance(value, MarkedDict):
-        out.key_locs, out.value_locs = value.key_locs, value.value_locs
-    else:
-        out.item_locs = value.item_locs
-    out.loc = value.loc
-    return out
-
-
-class _Fallback(Mapping):
-    """``locs``, answering ``default`` for a key it lacks (a section only expansion made)."""
-
-    def __init__(self, locs: Mapping, default: SourceLocation):
-        self._locs, self._default = locs, default
-
-    def __getitem__(self, key: Any) -> SourceLocation:
-        return self._locs[key] if key in self._locs else self._default
-
-    def __iter__(self):
-        return iter(self._locs)
-
-    def __len__(self) -> int:
-        return len(self._locs)

@@ -32,6 +32,8 @@ from ..errors import DiagnosticList, GraphError, SourceLocation
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+#: keys PyYAML's ``flatten_mapping`` rewrites: ``<<`` (merge) and ``=`` (the value key)
+_FLATTENED = (_MERGE_TAG, "tag:yaml.org,2002:value")
 _YAML_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
 _UNPRINTABLE = re.compile("[^\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -153,9 +155,11 @@ class _Marking:
         if not isinstance(node, yaml.MappingNode):   # an explicit !!map on a scalar or list
             raise yaml.constructor.ConstructorError(
                 None, None, f"expected a mapping node, but found {node.id}", node.start_mark)
-        own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
-        self.flatten_mapping(node)
-        inherited = len(node.value) - own     # pairs merged in (``<<:``), before the own ones
+        inherited = 0                         # pairs merged in (``<<:``), before the own ones
+        if any(key_node.tag in _FLATTENED for key_node, _ in node.value):
+            own = sum(1 for key_node, _ in node.value if key_node.tag != _MERGE_TAG)
+            self.flatten_mapping(node)
+            inherited = len(node.value) - own
         if self.check_flow_empties and node.flow_style:
             for pair in node.value:
                 for child in pair:
