@@ -158,7 +158,7 @@ class _Expander:
         block = blocks.get(d["block"]) if isinstance(d["block"], str) else None
         if block is None:
             self.failed.add(name)
-            if d["block"] in self.library.broken:
+            if isinstance(d["block"], str) and d["block"] in self.library.broken:
                 return
             known = f" (blocks: {', '.join(blocks)})" if blocks else " (no blocks are " \
                 "defined: add a 'blocks' section or an 'include')"
@@ -206,7 +206,11 @@ class _Expander:
             entries = {}
         elif isinstance(value, str):
             entries = {ports[0]: (value, here("in"))} if ports else None
-        elif isinstance(value, MarkedList) and len(value) <= len(ports):
+        elif isinstance(value, MarkedList):
+            if len(value) > len(ports):
+                self.error(f"'{name}' takes at most {len(ports)} input(s), got {len(value)} "
+                           f"{wanted}", here("in"))
+                return None
             entries = {p: (ref, loc) for p, ref, loc in zip(ports, value, value.item_locs)}
         elif isinstance(value, MarkedDict):
             entries = {}
