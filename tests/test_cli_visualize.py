@@ -84,10 +84,11 @@ def test_an_onnx_cnn_with_a_free_image_size_needs_and_takes_input_shape(capsys, 
                                  "--out", tmp_path / "g.png")
     assert status == 1 and "free dimensions" in err and "--input-shape" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
-    status, out, err = visualize(capsys, free_size_cnn, "--each", "logits", "--steps", "2",
+    status, out, err = visualize(capsys, free_size_cnn, "--objective", "logits[3]",
+                                 "--objective", "conv1[2, 4, 4]", "--steps", "2",
                                  "--input-shape", "1", "8", "8", "--out", tmp_path / "g.png")
     assert status == 0, err
-    assert np.load(tmp_path / "g.npy").shape == (10, 1, 8, 8)
+    assert np.load(tmp_path / "g.npy").shape == (2, 1, 8, 8)
     assert "random weights" not in out              # an ONNX file's weights are its own
 
 
