@@ -6,10 +6,12 @@ reference evaluator does.  Only versions whose semantics differ need their own t
 (e.g. Reshape-1 takes ``shape`` as an attribute, Reshape-5 as an input).
 
 A handler is ``handler(b, attrs, inputs) -> list[Value]``: ``b`` is the
-:class:`~flowgrad.onnx.builder.Builder`, ``attrs`` the node's attributes as Python values
-(tensors as numpy arrays, strings decoded), ``inputs`` one :class:`~flowgrad.onnx.builder.Value`
-(or ``None`` for an omitted optional input) per ONNX input.  It returns one value per ONNX output
-(``None`` for an output it does not produce).
+:class:`~flowgrad.onnx.builder.Builder`, ``attrs`` the node's attributes
+(:class:`~flowgrad.onnx.access.Attrs`: typed, checked readers such as ``attrs.int("axis", 1)``,
+and a mapping of decoded values), ``inputs`` one :class:`~flowgrad.onnx.builder.Value` (or
+``None`` for an omitted optional input) per ONNX input (:class:`~flowgrad.onnx.access.Inputs`:
+``inputs.need(i, "X")``, ``inputs.opt(i)``).  It returns one value per ONNX output (``None``
+for an output it does not produce).
 """
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ hook (``onnx.add(T)``).  Keeping the two directions in one place means a new op 
     T = Translations("activations")
 
     @T.imports("LeakyRelu")                 # also since=, domain=, static=, state=
-    def leaky_relu(b, a, ins):              # b: the Builder, a: attributes, ins: input Values
-        return b.final("leaky_relu", [ins[0]], alpha=float(a.get("alpha", 0.01)))
+    def leaky_relu(b, a, ins):              # b: the Builder, a: Attrs, ins: Inputs
+        return b.final("leaky_relu", [ins.need(0, "X")], alpha=a.float("alpha", 0.01))
 
     @T.exports("leaky_relu")                # flowgrad op type(s)
     def _leaky_relu(c):                     # c: the export context (flowgrad.onnx.export)
@@ -118,8 +118,8 @@ def node_importer(op_type: str, attrs: Sequence[str] = ()) -> Handler:
     flowgrad ``bool`` attribute wants)."""
     def handler(b, a, ins):
         declared = b.registry.get(op_type).attrs
-        return b.final(op_type, ins, **{k: bool(a[k]) if declared[k].kind == "bool" else a[k]
-                                        for k in attrs if k in a})
+        return b.final(op_type, list(ins), **{
+            k: a.bool(k) if declared[k].kind == "bool" else a[k] for k in attrs if k in a})
     handler.__doc__ = f"ONNX node -> flowgrad '{op_type}'"
     return handler
 

@@ -1,17 +1,44 @@
-"""Small helpers shared by the family modules."""
+"""Small helpers shared by the family modules: checked conversions of load-time values."""
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
 
-
-def ints(array) -> list[int]:
-    """An ONNX int tensor or list (shape, axes, pads...) as a flat list of Python ints."""
-    return [int(v) for v in np.asarray(array).reshape(-1)]
+from ..builder import ImportProblem
 
 
-def present(a: dict, names) -> dict:
+def ints(array, what: str) -> list[int]:
+    """An ONNX int tensor or list (shape, axes, pads...) as a flat list of Python ints; an
+    ImportProblem naming ``what`` if it holds anything but integers."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.dtype.kind not in "iub":
+        if flat.dtype.kind != "f" or not np.all(np.isfinite(flat)) \
+                or not np.all(flat == np.round(flat)):
+            raise ImportProblem(f"{what} must be integers, not {flat.dtype} values "
+                                f"{flat[:6].tolist()}; store them as int64")
+    return [int(v) for v in flat]
+
+
+def floats(array, what: str) -> list[float]:
+    """A float tensor or list (scales, roi) as a flat list of Python floats."""
+    flat = np.asarray(array).reshape(-1)
+    if flat.dtype.kind not in "iubf":
+        raise ImportProblem(f"{what} must be numbers, not {flat.dtype} values")
+    return [float(v) for v in flat]
+
+
+def axis(value: int, ndim: int, what: str = "axis") -> int:
+    """``value`` as an axis of an ``ndim``-d input, in ``[0, ndim)``; an ImportProblem when it
+    is out of range (ONNX allows ``-ndim <= axis < ndim``)."""
+    if not -ndim <= value < ndim:
+        raise ImportProblem(f"{what} {value} is out of range for a {ndim}-d input (valid: "
+                            f"{-ndim} to {ndim - 1})" if ndim else
+                            f"{what} {value} cannot apply to a 0-d (scalar) input")
+    return value % ndim
+
+
+def present(a, names) -> dict:
     """The ONNX attributes ``names`` that the node sets (flowgrad's op names them alike)."""
     return {k: a[k] for k in names if k in a}
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import helper
 
+from ..access import scalar
 from ..builder import ImportProblem
 from ..export import as_function
 from ..translations import Translations
+from ._common import axis as checked_axis
 
 T = Translations("activations")
 
@@ -26,7 +28,7 @@ T.same("Gelu", "gelu", attrs=("approximate",), since=20)
 def prelu(b, a, ins):
     """A 1-d slope with one value per channel (axis 1) is aligned to that axis, as exporters
     that predate numpy broadcasting meant it."""
-    x, slope = ins[0], ins[1]
+    x, slope = ins.need(0, "X"), ins.need(1, "slope")
     if (slope.ndim == 1 and x.ndim > 2 and slope.shape[0] not in (1, x.shape[-1])
             and slope.shape[0] == x.shape[1]):
         slope = b.op("reshape", [slope], shape=[-1] + [1] * (x.ndim - 2))[0]
@@ -40,22 +42,23 @@ def _prelu(c):
 
 @T.imports("Clip")
 def clip_1(b, a, ins):
-    return b.final("clip", [ins[0]], min=float(a.get("min", -np.inf)),
-                   max=float(a.get("max", np.inf)))
+    return b.final("clip", [ins.need(0, "input")], min=a.float("min", -np.inf),
+                   max=a.float("max", np.inf))
 
 
 @T.imports("Clip", since=11, static=(1, 2))
 def clip_11(b, a, ins):
-    lo = b.static(ins[1] if len(ins) > 1 else None, "Clip min")
-    hi = b.static(ins[2] if len(ins) > 2 else None, "Clip max")
+    lo, hi = b.static(ins.opt(1), "Clip min"), b.static(ins.opt(2), "Clip max")
+    lo = None if lo is None else scalar(lo, "Clip min")
+    hi = None if hi is None else scalar(hi, "Clip max")
     attrs = {}
-    if lo is not None and hi is not None and float(lo) > float(hi):
+    if lo is not None and hi is not None and lo > hi:
         lo = hi                                 # ONNX: min > max sets everything to max
     if lo is not None:
-        attrs["min"] = float(lo)
+        attrs["min"] = lo
     if hi is not None:
-        attrs["max"] = float(hi)
-    return b.final("clip", [ins[0]], **attrs)
+        attrs["max"] = hi
+    return b.final("clip", [ins.need(0, "input")], **attrs)
 
 
 @T.exports("clip")
@@ -69,8 +72,8 @@ def _clip(c):
 def _coerced_softmax(fg_type: str):
     """Softmax before opset 13: flatten to 2-d at ``axis``, normalise rows, reshape back."""
     def handler(b, a, ins):
-        x = ins[0]
-        axis = int(a.get("axis", 1)) % max(x.ndim, 1)
+        x = ins.need(0, "input")
+        axis = checked_axis(a.int("axis", 1), max(x.ndim, 1))
         if axis == x.ndim - 1:
             return b.final(fg_type, [x], axis=-1)
         flat = b.op("flatten", [x], axis=axis)[0]
@@ -97,8 +100,8 @@ def _step(c):
 @T.imports("Celu", since=12)
 def celu(b, a, ins):
     """alpha * elu(x / alpha)."""
-    alpha = float(a.get("alpha", 1.0))
-    x = ins[0]
+    alpha = a.float("alpha", 1.0)
+    x = ins.need(0, "X")
     if alpha == 1.0:
         return b.final("elu", [x], alpha=1.0)
     scaled = b.op("div", [x, b.const(np.asarray(alpha, x.dtype))])[0]
@@ -109,7 +112,7 @@ def celu(b, a, ins):
 @T.imports("Mish", since=18)
 def mish(b, a, ins):
     """x * tanh(softplus(x))."""
-    x = ins[0]
+    x = ins.need(0, "X")
     t = b.op("tanh", [b.op("softplus", [x])[0]])[0]
     return b.final("mul", [x, t])
 
@@ -117,8 +120,8 @@ def mish(b, a, ins):
 @T.imports("Shrink", since=9)
 def shrink(b, a, ins):
     """x + bias below -lambd, x - bias above lambd, 0 in between."""
-    x = ins[0]
-    bias, lambd = float(a.get("bias", 0.0)), float(a.get("lambd", 0.5))
+    x = ins.need(0, "input")
+    bias, lambd = a.float("bias", 0.0), a.float("lambd", 0.5)
     c = lambda v: b.const(np.asarray(v, x.dtype))  # noqa: E731
     low = b.op("less", [x, c(-lambd)])[0]
     high = b.op("greater", [x, c(lambd)])[0]
@@ -128,16 +131,16 @@ def shrink(b, a, ins):
 
 @T.imports("ThresholdedRelu", since=10)
 def thresholded_relu(b, a, ins):
-    x = ins[0]
-    alpha = b.const(np.asarray(float(a.get("alpha", 1.0)), x.dtype))
+    x = ins.need(0, "X")
+    alpha = b.const(np.asarray(a.float("alpha", 1.0), x.dtype))
     return b.final("where", [b.op("greater", [x, alpha])[0], x, b.const(np.asarray(0, x.dtype))])
 
 
 @T.imports("Hardmax", since=13)
 def hardmax(b, a, ins):
     """one_hot(argmax(x)) along ``axis`` (the first maximum wins, as in ONNX)."""
-    x = ins[0]
-    axis = int(a.get("axis", -1)) % x.ndim
+    x = ins.need(0, "input")
+    axis = checked_axis(a.int("axis", -1), x.ndim)
     depth = x.shape[axis]
     if depth is None:
         raise ImportProblem("Hardmax needs a static size along its axis")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..builder import Value
+from ..builder import ImportProblem, Value
 from ..translations import Translations, node_exporter
+from ._common import axis as checked_axis
 
 T = Translations("elementwise")
 
@@ -19,8 +20,8 @@ T.same("Mod", "mod", attrs=("fmod",))
 
 def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:
     """Opset < 7 ``broadcast=1, axis=k``: align ``y`` with ``x`` starting at axis ``k``."""
-    if a.get("broadcast", 0) and "axis" in a and y.ndim:
-        axis = int(a["axis"]) % x.ndim
+    if a.int("broadcast", 0) and "axis" in a and y.ndim:
+        axis = checked_axis(a.int("axis"), x.ndim)
         trailing = x.ndim - axis - y.ndim
         if trailing > 0:
             shape = list(y.shape) + [1] * trailing
@@ -30,7 +31,8 @@ def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:
 
 def _binary(fg_type: str):
     def handler(b, a, ins):
-        return b.final(fg_type, [ins[0], _legacy_broadcast(b, a, ins[0], ins[1])])
+        x = ins.need(0, "A")
+        return b.final(fg_type, [x, _legacy_broadcast(b, a, x, ins.need(1, "B"))])
     return handler
 
 
@@ -47,7 +49,8 @@ T.exports("div")(node_exporter("Div"))
 @T.imports("Pow")
 def pow_(b, a, ins):
     """The result has the base's type, also for an integer base and a float exponent."""
-    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    x = ins.need(0, "X")
+    y = _legacy_broadcast(b, a, x, ins.need(1, "Y"))
     if x.dtype.kind in "iu" and y.dtype.kind == "f":
         p = b.op("pow", [b.op("cast", [x], to="float64")[0], y])[0]
         return b.final("cast", [p], to=x.dtype.name)
@@ -56,7 +59,8 @@ def pow_(b, a, ins):
 
 @T.imports("Div")
 def div(b, a, ins):
-    x, y = ins[0], _legacy_broadcast(b, a, ins[0], ins[1])
+    x = ins.need(0, "A")
+    y = _legacy_broadcast(b, a, x, ins.need(1, "B"))
     if x.dtype.kind in "iu" and y.dtype.kind in "iu":
         q = b.op("div", [x, y])[0]            # ONNX integer division truncates toward zero
         return b.final("cast", [q], to=x.dtype.name)
@@ -66,6 +70,8 @@ def div(b, a, ins):
 def _variadic(fg_type: str):
     def handler(b, a, ins):
         xs = [v for v in ins if v is not None]
+        if not xs:
+            raise ImportProblem("needs at least one input; connect a value to it")
         if len(xs) == 1:
             return b.final("identity", xs)
         return b.final(fg_type, xs)
@@ -79,7 +85,7 @@ for _onnx, _fg in (("Sum", "sum"), ("Mean", "mean"), ("Min", "min"), ("Max", "ma
 
 def _hyperbolic(sign: float):
     def handler(b, a, ins):
-        x = ins[0]
+        x = ins.need(0, "input")
         e_pos = b.op("exp", [x])[0]
         e_neg = b.op("exp", [b.op("neg", [x])[0]])[0]
         both = b.op("add" if sign > 0 else "sub", [e_pos, e_neg])[0]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..builder import ImportProblem, Value
+from ..access import scalar
+from ..builder import ImportProblem, Value, check_size
 from ..translations import Translations, node_exporter
 from ._common import ints
 
@@ -18,21 +19,21 @@ T.same("Where", "where")
 
 @T.imports("Slice")
 def slice_1(b, a, ins):
-    attrs = {"starts": ints(a["starts"]), "ends": ints(a["ends"])}
+    attrs = {"starts": a.ints("starts"), "ends": a.ints("ends")}
     if "axes" in a:
-        attrs["axes"] = ints(a["axes"])
-    return b.final("slice", [ins[0]], **attrs)
+        attrs["axes"] = a.ints("axes")
+    return b.final("slice", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Slice", since=10, static=(1, 2, 3, 4))
 def slice_10(b, a, ins):
-    attrs = {"starts": ints(b.static(ins[1], "Slice starts")),
-             "ends": ints(b.static(ins[2], "Slice ends"))}
+    attrs = {"starts": ints(b.static(ins.need(1, "starts"), "Slice starts"), "Slice starts"),
+             "ends": ints(b.static(ins.need(2, "ends"), "Slice ends"), "Slice ends")}
     for i, key in ((3, "axes"), (4, "steps")):
-        value = b.static(ins[i] if len(ins) > i else None, f"Slice {key}")
+        value = b.static(ins.opt(i), f"Slice {key}")
         if value is not None:
-            attrs[key] = ints(value)
-    return b.final("slice", [ins[0]], **attrs)
+            attrs[key] = ints(value, f"Slice {key}")
+    return b.final("slice", [ins.need(0, "data")], **attrs)
 
 
 @T.exports("slice")
@@ -48,24 +49,24 @@ def _slice(c):
 
 
 def _split(b, x: Value, axis: int, sizes, count: int):
-    attrs = {"split": [int(s) for s in sizes]} if sizes is not None else {"parts": count}
+    attrs = {"split": ints(sizes, "Split sizes")} if sizes is not None else {"parts": count}
     return b.final("split", [x], axis=axis, **attrs)
 
 
 @T.imports("Split", static=(1,))
 def split_1(b, a, ins):
     """Opset 2 added the sizes as an optional input beside the attribute."""
-    sizes = a.get("split")
-    if sizes is None and len(ins) > 1 and ins[1] is not None:
-        sizes = b.static(ins[1], "Split sizes")
-    return _split(b, ins[0], int(a.get("axis", 0)), sizes, len(b.current.output))
+    sizes = a.ints("split", None)
+    if sizes is None and ins.opt(1) is not None:
+        sizes = b.static(ins.opt(1), "Split sizes")
+    return _split(b, ins.need(0, "input"), a.int("axis", 0), sizes, len(b.current.output))
 
 
 @T.imports("Split", since=13, static=(1,))
 def split_13(b, a, ins):
-    sizes = b.static(ins[1] if len(ins) > 1 else None, "Split sizes")
-    count = int(a.get("num_outputs", len(b.current.output)))
-    return _split(b, ins[0], int(a.get("axis", 0)), None if sizes is None else ints(sizes), count)
+    sizes = b.static(ins.opt(1), "Split sizes")
+    count = a.int("num_outputs", len(b.current.output))
+    return _split(b, ins.need(0, "input"), a.int("axis", 0), sizes, count)
 
 
 @T.exports("split")
@@ -81,19 +82,20 @@ def _split_export(c):
     c.node("Split", ins, c.outs, **attrs)
 
 
-def _topk(b, a, x, k):
-    return b.op("topk", [x], k=int(k), axis=int(a.get("axis", -1)),
-                largest=bool(a.get("largest", 1)), sorted=bool(a.get("sorted", 1)))
+def _topk(b, a, x, k: int):
+    return b.op("topk", [x], k=k, axis=a.int("axis", -1), largest=a.bool("largest", True),
+                sorted=a.bool("sorted", True))
 
 
 @T.imports("TopK")
 def topk_1(b, a, ins):
-    return _topk(b, a, ins[0], a["k"])
+    return _topk(b, a, ins.need(0, "X"), a.int("k"))
 
 
 @T.imports("TopK", since=10, static=(1,))
 def topk_10(b, a, ins):
-    return _topk(b, a, ins[0], np.asarray(b.static(ins[1], "TopK k")).reshape(-1)[0])
+    return _topk(b, a, ins.need(0, "X"),
+                 scalar(b.static(ins.need(1, "K"), "TopK k"), "TopK k", int))
 
 
 @T.exports("topk")
@@ -106,9 +108,9 @@ def _topk_export(c):
 def _arg(fg_type: str):
     """ArgMax / ArgMin with ONNX's defaults (axis 0, keepdims)."""
     def handler(b, a, ins):
-        return b.final(fg_type, [ins[0]], axis=int(a.get("axis", 0)),
-                       keepdims=bool(a.get("keepdims", 1)),
-                       select_last_index=bool(a.get("select_last_index", 0)))
+        return b.final(fg_type, [ins.need(0, "data")], axis=a.int("axis", 0),
+                       keepdims=a.bool("keepdims", True),
+                       select_last_index=a.bool("select_last_index", False))
     return handler
 
 
@@ -120,12 +122,15 @@ for _onnx, _fg in (("ArgMax", "argmax"), ("ArgMin", "argmin")):
 @T.imports("Trilu", since=14, static=(1,))
 def trilu(b, a, ins):
     """A constant lower/upper triangular mask (built at load time) selects the values."""
-    x = ins[0]
-    k = b.static(ins[1] if len(ins) > 1 else None, "Trilu k")
-    k = 0 if k is None else int(np.asarray(k).reshape(-1)[0])
+    x = ins.need(0, "input")
+    k = b.static(ins.opt(1), "Trilu k")
+    k = 0 if k is None else scalar(k, "Trilu k", int)
+    if x.ndim < 2:
+        raise ImportProblem(f"Trilu needs an input of 2 or more dims, not {x.ndim}")
     rows, cols = x.shape[-2], x.shape[-1]
     if rows is None or cols is None:
         raise ImportProblem("Trilu needs the last two dims to be static")
+    check_size((rows, cols), bool, "Trilu's mask")
     ones = np.ones((rows, cols), bool)
-    mask = np.triu(ones, k) if a.get("upper", 1) else np.tril(ones, k)
+    mask = np.triu(ones, k) if a.bool("upper", True) else np.tril(ones, k)
     return b.final("where", [b.const(mask), x, b.const(np.zeros((), x.dtype))])

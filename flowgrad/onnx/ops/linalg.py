@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..builder import ImportProblem
 from ..export import as_function
 from ..translations import Translations, node_exporter, node_importer
 
@@ -19,12 +20,13 @@ MICROSOFT = "com.microsoft"
 @T.imports("Gemm")
 def gemm(b, a, ins):
     """alpha * A' @ B' + beta * C as transpose, dense/matmul, mul and add nodes."""
-    A, B = ins[0], ins[1]
-    C = ins[2] if len(ins) > 2 else None
-    alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-    if a.get("transA", 0):
+    A, B, C = ins.need(0, "A"), ins.need(1, "B"), ins.opt(2)
+    if A.ndim != 2 or B.ndim != 2:
+        raise ImportProblem(f"Gemm multiplies matrices; A is {A.ndim}-d and B {B.ndim}-d")
+    alpha, beta = a.float("alpha", 1.0), a.float("beta", 1.0)
+    if a.bool("transA", False):
         A = b.op("transpose", [A], perm=[1, 0])[0]
-    if a.get("transB", 0):
+    if a.bool("transB", False):
         B = b.op("transpose", [B], perm=[1, 0])[0]
     if C is not None and beta == 0.0:
         C = None

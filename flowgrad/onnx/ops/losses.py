@@ -17,16 +17,17 @@ T = Translations("losses")
            partial="(N, C) scores, reduction mean or sum; no class weights, ignore_index or "
                    "log_prob output")
 def softmax_cross_entropy_loss(b, a, ins):
-    reduction = a.get("reduction", "mean")
+    reduction = a.string("reduction", "mean")
     if reduction not in ("mean", "sum") or "ignore_index" in a:
         raise ImportProblem(f"SoftmaxCrossEntropyLoss is supported with reduction mean or sum "
                             f"and no ignore_index (got reduction={reduction!r})")
-    if len(ins) > 2 and ins[2] is not None or b.output_used(1):
+    if ins.opt(2) is not None or b.output_used(1):
         raise ImportProblem("SoftmaxCrossEntropyLoss with class weights or a log_prob output "
                             "is not supported")
-    if ins[0].ndim != 2:
+    scores, labels = ins.need(0, "scores"), ins.need(1, "labels")
+    if scores.ndim != 2:
         raise ImportProblem("SoftmaxCrossEntropyLoss is supported for (N, C) scores only")
-    return b.final("softmax_cross_entropy", ins[:2], reduction=reduction)
+    return b.final("softmax_cross_entropy", [scores, labels], reduction=reduction)
 
 
 @T.exports("softmax_cross_entropy")

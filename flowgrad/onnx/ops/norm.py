@@ -3,8 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..access import scalar
 from ..builder import ImportProblem
 from ..translations import Translations, node_exporter
+from ._common import axis as checked_axis
+
+#: BatchNormalization's inputs
+_BN_INPUTS = ("X", "scale", "B", "input_mean", "input_var")
 
 T = Translations("norm")
 
@@ -16,22 +21,25 @@ T.same("LRN", "lrn", attrs=("size", "alpha", "beta", "bias"))
 def batch_norm(b, a, ins):
     """Inference-form batch norm (running statistics); training mode uses batch statistics.
     The running mean and variance (inputs 3 and 4) are state: non-trainable params."""
-    if a.get("spatial", 1) == 0:
+    if a.int("spatial", 1) == 0:
         raise ImportProblem("BatchNormalization with spatial=0 (per-activation statistics) is "
                             "not supported")
-    if a.get("training_mode", 0):
-        return _batch_norm_training(b, a, ins)
+    values = [ins.need(i, name) for i, name in enumerate(_BN_INPUTS)]
+    if a.bool("training_mode", False):
+        return _batch_norm_training(b, a, values)
     if b.output_used(1, 2, 3, 4):
         raise ImportProblem("BatchNormalization's running mean/var outputs are not supported")
-    return b.final("batch_norm", ins[:5], epsilon=float(a.get("epsilon", 1e-5)),
-                   momentum=float(a.get("momentum", 0.9)))
+    return b.final("batch_norm", values, epsilon=a.float("epsilon", 1e-5),
+                   momentum=a.float("momentum", 0.9))
 
 
 def _batch_norm_training(b, a, ins):
     """training_mode=1 (opset 14+): normalise with the batch's statistics and output the updated
     running mean and variance, written with reductions (all differentiable)."""
-    x, scale, bias, mean_in, var_in = ins[:5]
-    eps, momentum = float(a.get("epsilon", 1e-5)), float(a.get("momentum", 0.9))
+    x, scale, bias, mean_in, var_in = ins
+    eps, momentum = a.float("epsilon", 1e-5), a.float("momentum", 0.9)
+    if x.ndim < 2:
+        raise ImportProblem(f"BatchNormalization needs an input of 2 or more dims, not {x.ndim}")
     axes = [0] + list(range(2, x.ndim))
     keep = [-1] + [1] * (x.ndim - 2)
     mean = b.op("reduce_mean", [x], axes=axes, keepdims=True)[0]
@@ -60,15 +68,16 @@ T.exports("batch_norm")(node_exporter("BatchNormalization", ("epsilon", "momentu
 def layer_norm(b, a, ins):
     """Y from flowgrad's layer_norm; the optional Mean and InvStdDev outputs are computed with
     reductions (they are what ONNX keeps for a training backward, in the stash type)."""
-    x = ins[0]
-    axis, eps = int(a.get("axis", -1)), float(a.get("epsilon", 1e-5))
-    whole = axis % max(x.ndim, 1) == 0          # over the batch axis too: no layer_norm op
+    x, scale, bias = ins.need(0, "X"), ins.need(1, "Scale"), ins.opt(2)
+    axis, eps = a.int("axis", -1), a.float("epsilon", 1e-5)
+    first = checked_axis(axis, x.ndim)
+    whole = first == 0                          # over the batch axis too: no layer_norm op
     if not whole:
-        y = b.final("layer_norm", ins[:3], axis=axis, epsilon=eps)
+        y = b.final("layer_norm", [x, scale, bias], axis=axis, epsilon=eps)
         if not b.output_used(1, 2):
             return y
-    stash = "float32" if int(a.get("stash_type", 1)) == 1 else x.dtype.name
-    axes = list(range(axis % x.ndim, x.ndim))
+    stash = "float32" if a.int("stash_type", 1) == 1 else x.dtype.name
+    axes = list(range(first, x.ndim))
     xs = b.op("cast", [x], to=stash)[0] if x.dtype.name != stash else x
     mean = b.final("reduce_mean", [xs], index=1, axes=axes, keepdims=True)[0]
     d = b.op("sub", [xs, mean])[0]
@@ -79,8 +88,7 @@ def layer_norm(b, a, ins):
         normed = b.op("mul", [d, inv])[0]
         if normed.dtype != x.dtype:
             normed = b.op("cast", [normed], to=x.dtype.name)[0]
-        scaled = b.op("mul", [normed, ins[1]])[0]
-        bias = ins[2] if len(ins) > 2 else None
+        scaled = b.op("mul", [normed, scale])[0]
         y = b.final("add", [scaled, bias]) if bias is not None else [scaled]
     return [y[0], mean, inv]
 
@@ -98,23 +106,23 @@ def _dropout(b, ratio: float, ins, training: bool = False, seed=None):
         attrs["training_mode"] = True
         if seed is not None:
             attrs["seed"] = int(seed)
-    outs = b.final("dropout", [ins[0]], **attrs)
+    outs = b.final("dropout", [ins.need(0, "data")], **attrs)
     return outs if b.output_used(1) else outs[:1]
 
 
 @T.imports("Dropout")
 def dropout_1(b, a, ins):
     """Opsets 1-11: ``is_test`` (before 7) is ignored, the plan's mode decides."""
-    return _dropout(b, float(a.get("ratio", 0.5)), ins)
+    return _dropout(b, a.float("ratio", 0.5), ins)
 
 
 @T.imports("Dropout", since=12, static=(1, 2))
 def dropout_12(b, a, ins):
-    ratio = b.static(ins[1] if len(ins) > 1 else None, "Dropout ratio")
-    training = b.static(ins[2] if len(ins) > 2 else None, "Dropout training_mode")
-    return _dropout(b, 0.5 if ratio is None else float(np.asarray(ratio).reshape(-1)[0]), ins,
-                    training is not None and bool(np.asarray(training).reshape(-1)[0]),
-                    a.get("seed"))
+    ratio = b.static(ins.opt(1), "Dropout ratio")
+    training = b.static(ins.opt(2), "Dropout training_mode")
+    return _dropout(b, 0.5 if ratio is None else scalar(ratio, "Dropout ratio"), ins,
+                    training is not None and scalar(training, "Dropout training_mode", bool),
+                    a.int("seed", None))
 
 
 @T.exports("dropout")

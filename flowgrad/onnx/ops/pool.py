@@ -20,7 +20,7 @@ def max_pool(b, a, ins):
     attrs = present(a, _MAX_POOL)
     if b.output_used(1):
         attrs["indices"] = True
-    return b.final("max_pool", [ins[0]], **attrs)
+    return b.final("max_pool", [ins.need(0, "X")], **attrs)
 
 
 T.exports("max_pool")(node_exporter("MaxPool", _MAX_POOL))

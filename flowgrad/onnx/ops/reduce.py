@@ -42,14 +42,14 @@ def _composite(kind: str):
 def _versions(build):
     """The attribute form and the input form (with ``noop_with_empty_axes``) of a reduction."""
     def with_attr(b, a, ins):
-        return build(b, ins[0], _attrs(a.get("axes"), a.get("keepdims", 1)))
+        return build(b, ins.need(0, "data"), _attrs(a.ints("axes", None), a.int("keepdims", 1)))
 
     def with_input(b, a, ins):
-        axes = b.static(ins[1] if len(ins) > 1 else None, "reduction axes")
-        axes = [] if axes is None else ints(axes)
-        if not axes and a.get("noop_with_empty_axes", 0):
-            return b.final("identity", [ins[0]])
-        return build(b, ins[0], _attrs(axes, a.get("keepdims", 1)))
+        axes = b.static(ins.opt(1), "reduction axes")
+        axes = [] if axes is None else ints(axes, "reduction axes")
+        if not axes and a.int("noop_with_empty_axes", 0):
+            return b.final("identity", [ins.need(0, "data")])
+        return build(b, ins.need(0, "data"), _attrs(axes, a.int("keepdims", 1)))
     return with_attr, with_input
 
 

@@ -13,18 +13,19 @@ T.same("Flatten", "flatten", attrs=("axis",))
 
 @T.imports("Reshape")
 def reshape_1(b, a, ins):
-    return b.final("reshape", [ins[0]], shape=ints(a["shape"]))
+    return b.final("reshape", [ins.need(0, "data")], shape=a.ints("shape"))
 
 
 @T.imports("Reshape", since=5)
 def reshape_5(b, a, ins):
     """A shape known at load time becomes the op's attribute; a computed one stays an input
     (recomputed per batch)."""
-    extra = {"allowzero": True} if int(a.get("allowzero", 0)) else {}
-    shape = ins[1]
+    extra = {"allowzero": True} if a.int("allowzero", 0) else {}
+    x, shape = ins.need(0, "data"), ins.need(1, "shape")
     if shape.is_const or shape.initial is not None:
-        return b.final("reshape", [ins[0]], shape=ints(b.static(shape, "shape")), **extra)
-    return b.final("reshape", [ins[0], shape], **extra)
+        return b.final("reshape", [x], shape=ints(b.static(shape, "shape"), "Reshape shape"),
+                       **extra)
+    return b.final("reshape", [x, shape], **extra)
 
 
 @T.exports("reshape")
@@ -35,10 +36,11 @@ def _reshape(c):
 
 @T.imports("Transpose")
 def transpose(b, a, ins):
-    perm = a.get("perm")
+    x = ins.need(0, "data")
+    perm = a.ints("perm", None)
     if perm is None:
-        perm = list(range(ins[0].ndim))[::-1]
-    return b.final("transpose", [ins[0]], perm=[int(p) for p in perm])
+        perm = list(range(x.ndim))[::-1]
+    return b.final("transpose", [x], perm=perm)
 
 
 T.exports("transpose")(node_exporter("Transpose", ("perm",)))
@@ -46,25 +48,26 @@ T.exports("transpose")(node_exporter("Transpose", ("perm",)))
 
 @T.imports("Squeeze")
 def squeeze_1(b, a, ins):
-    attrs = {"axes": [int(v) for v in a["axes"]]} if "axes" in a else {}
-    return b.final("squeeze", [ins[0]], **attrs)
+    attrs = {"axes": a.ints("axes")} if "axes" in a else {}
+    return b.final("squeeze", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Squeeze", since=13, static=(1,))
 def squeeze_13(b, a, ins):
-    axes = b.static(ins[1] if len(ins) > 1 else None, "Squeeze axes")
-    attrs = {} if axes is None else {"axes": ints(axes)}
-    return b.final("squeeze", [ins[0]], **attrs)
+    axes = b.static(ins.opt(1), "Squeeze axes")
+    attrs = {} if axes is None else {"axes": ints(axes, "Squeeze axes")}
+    return b.final("squeeze", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Unsqueeze")
 def unsqueeze_1(b, a, ins):
-    return b.final("unsqueeze", [ins[0]], axes=[int(v) for v in a["axes"]])
+    return b.final("unsqueeze", [ins.need(0, "data")], axes=a.ints("axes"))
 
 
 @T.imports("Unsqueeze", since=13, static=(1,))
 def unsqueeze_13(b, a, ins):
-    return b.final("unsqueeze", [ins[0]], axes=ints(b.static(ins[1], "Unsqueeze axes")))
+    axes = b.static(ins.need(1, "axes"), "Unsqueeze axes")
+    return b.final("unsqueeze", [ins.need(0, "data")], axes=ints(axes, "Unsqueeze axes"))
 
 
 T.exports("squeeze")(axes_input("Squeeze"))
@@ -73,13 +76,18 @@ T.exports("unsqueeze")(axes_input("Unsqueeze"))
 
 @T.imports("Concat")
 def concat(b, a, ins):
-    return b.final("concat", [v for v in ins if v is not None], axis=int(a.get("axis", 1)))
+    return b.final("concat", [v for v in ins if v is not None], axis=a.int("axis", 1))
 
 
 T.exports("concat")(node_exporter("Concat", ("axis",)))
 
 
-def _static_dims(x: Value, what: str) -> list[int]:
+def _blocks(x: Value, k: int, what: str) -> list[int]:
+    """The dims of a 4-d input whose dims after the batch are static, for block size ``k``."""
+    if x.ndim != 4:
+        raise ImportProblem(f"{what} needs a 4-d input (N, C, H, W), not {x.ndim}-d")
+    if k < 1:
+        raise ImportProblem(f"{what} needs blocksize >= 1, not {k}")
     dims = list(x.shape)
     if None in dims[1:]:
         raise ImportProblem(f"{what} needs the input's dims (after the batch) to be static")
@@ -88,9 +96,9 @@ def _static_dims(x: Value, what: str) -> list[int]:
 
 @T.imports("DepthToSpace")
 def depth_to_space(b, a, ins):
-    x, k = ins[0], int(a["blocksize"])
-    _, c, h, w = _static_dims(x, "DepthToSpace")
-    if a.get("mode", "DCR") == "DCR":
+    x, k = ins.need(0, "input"), a.int("blocksize")
+    _, c, h, w = _blocks(x, k, "DepthToSpace")
+    if a.string("mode", "DCR") == "DCR":
         t = b.op("reshape", [x], shape=[0, k, k, c // (k * k), h, w])[0]
         t = b.op("transpose", [t], perm=[0, 3, 4, 1, 5, 2])[0]
     else:
@@ -101,9 +109,9 @@ def depth_to_space(b, a, ins):
 
 @T.imports("SpaceToDepth")
 def space_to_depth(b, a, ins):
-    x, k = ins[0], int(a["blocksize"])
-    _, c, h, w = _static_dims(x, "SpaceToDepth")
+    x, k = ins.need(0, "input"), a.int("blocksize")
+    _, c, h, w = _blocks(x, k, "SpaceToDepth")
     t = b.op("reshape", [x], shape=[0, c, h // k, k, w // k, k])[0]
-    perm = [0, 3, 5, 1, 2, 4] if a.get("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
+    perm = [0, 3, 5, 1, 2, 4] if a.string("mode", "DCR") == "DCR" else [0, 1, 3, 5, 2, 4]
     t = b.op("transpose", [t], perm=perm)[0]
     return b.final("reshape", [t], shape=[-1, c * k * k, h // k, w // k])

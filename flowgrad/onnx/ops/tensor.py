@@ -3,12 +3,13 @@ ConstantOfShape, Range, Expand, Tile.  Whatever only depends on constants folds 
 from __future__ import annotations
 
 import numpy as np
-import onnx
 from onnx import helper, numpy_helper
 
-from ..builder import ImportProblem
+from ..access import scalar
+from ..builder import ImportProblem, check_size
+from ..tensors import DTYPES, check_elem_type
 from ..translations import Translations, node_exporter
-from ._common import ints
+from ._common import axis, ints
 
 T = Translations("tensor")
 
@@ -18,22 +19,21 @@ T.exports("size")(node_exporter("Size"))
 
 @T.imports("Constant")
 def constant(b, a, ins):
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
+    readers = (("value", a.tensor, None), ("value_float", a.float, np.float32),
+               ("value_floats", a.floats, np.float32), ("value_int", a.int, np.int64),
+               ("value_ints", a.ints, np.int64))
+    for key, read, dtype in readers:
         if key in a:
-            value = np.asarray(a[key])
-            if key in ("value_float", "value_floats"):
-                value = value.astype(np.float32)
-            elif key in ("value_int", "value_ints"):
-                value = value.astype(np.int64)
-            return [b.const(value)]
-    raise ImportProblem(f"Constant with attribute(s) {', '.join(a)} is not supported")
+            return [b.const(np.asarray(read(key), dtype))]
+    raise ImportProblem(f"Constant with attribute(s) {', '.join(a) or 'none'} is not "
+                        "supported (flowgrad reads value, value_float(s) and value_int(s))")
 
 
 @T.imports("Shape")
 def shape(b, a, ins):
     """A static shape is a constant; one with the batch axis is computed per batch."""
-    x = ins[0]
-    start, end = a.get("start"), a.get("end")
+    x = ins.need(0, "data")
+    start, end = a.int("start", None), a.int("end", None)
     dims = x.shape[slice(start, end)]
     if x.is_const or None not in dims:
         return [b.const(np.asarray(dims if not x.is_const else x.const.shape[slice(start, end)],
@@ -56,7 +56,7 @@ def _shape(c):
 
 @T.imports("Size")
 def size(b, a, ins):
-    x = ins[0]
+    x = ins.need(0, "data")
     if x.is_const or None not in x.shape:
         return [b.const(np.asarray(int(np.prod(x.shape if not x.is_const else x.const.shape)),
                                    dtype=np.int64))]
@@ -65,10 +65,13 @@ def size(b, a, ins):
 
 @T.imports("Cast")
 def cast(b, a, ins):
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(int(a["to"]))
-    if ins[0].dtype == dtype:
-        return b.final("identity", [ins[0]])
-    return b.final("cast", [ins[0]], to=np.dtype(dtype).name)
+    to, x = a.int("to"), ins.need(0, "input")
+    why = check_elem_type(to)
+    if why:
+        raise ImportProblem(f"the target type 'to' {why}")
+    if x.dtype == DTYPES[to]:
+        return b.final("identity", [x])
+    return b.final("cast", [x], to=DTYPES[to].name)
 
 
 @T.exports("cast")
@@ -78,18 +81,25 @@ def _cast(c):
 
 @T.imports("CastLike")
 def cast_like(b, a, ins):
-    if ins[0].dtype == ins[1].dtype:
-        return b.final("identity", [ins[0]])
-    return b.final("cast", [ins[0]], to=ins[1].dtype.name)
+    x, like = ins.need(0, "input"), ins.need(1, "target_type")
+    if x.dtype == like.dtype:
+        return b.final("identity", [x])
+    return b.final("cast", [x], to=like.dtype.name)
 
 
 @T.imports("ConstantOfShape")
 def constant_of_shape(b, a, ins):
-    value = a.get("value")
-    value = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
-    if ins[0].is_const:
-        return [b.const(np.full(ints(ins[0].const), value[0], dtype=value.dtype))]
-    return b.final("constant_of_shape", [ins[0]], value=value[0].item(),
+    value = a.tensor("value", np.zeros(1, np.float32)).reshape(-1)
+    if value.size != 1:
+        raise ImportProblem(f"attribute 'value' must hold one element, not {value.size}")
+    shape = ins.need(0, "input")
+    if shape.is_const:
+        dims = ints(shape.const, "ConstantOfShape shape")
+        if min(dims, default=0) < 0:
+            raise ImportProblem(f"ConstantOfShape shape {dims} has negative dims")
+        check_size(dims, value.dtype, "ConstantOfShape's output")
+        return [b.const(np.full(dims, value[0], dtype=value.dtype))]
+    return b.final("constant_of_shape", [shape], value=value[0].item(),
                    dtype=value.dtype.name)
 
 
@@ -102,24 +112,27 @@ def _constant_of_shape(c):
 
 @T.imports("Expand")
 def expand(b, a, ins):
-    shape = ins[1]
+    x, shape = ins.need(0, "input"), ins.need(1, "shape")
     if shape.is_const or shape.initial is not None:
-        return b.final("expand", [ins[0]], shape=ints(b.static(shape, "Expand shape")))
-    return b.final("expand", [ins[0], shape])
+        return b.final("expand", [x], shape=ints(b.static(shape, "Expand shape"),
+                                                 "Expand shape"))
+    return b.final("expand", [x, shape])
 
 
 @T.imports("Tile", static=(1, 2))
 def tile_1(b, a, ins):
-    tiles = int(b.static(ins[1], "Tile tiles"))
-    axis = int(b.static(ins[2], "Tile axis"))
-    reps = [1] * ins[0].ndim
-    reps[axis] = tiles
-    return b.final("tile", [ins[0]], repeats=reps)
+    x = ins.need(0, "input")
+    tiles = scalar(b.static(ins.need(1, "tiles"), "Tile tiles"), "Tile tiles", int)
+    at = axis(scalar(b.static(ins.need(2, "axis"), "Tile axis"), "Tile axis", int), x.ndim)
+    reps = [1] * x.ndim
+    reps[at] = tiles
+    return b.final("tile", [x], repeats=reps)
 
 
 @T.imports("Tile", since=6, static=(1,))
 def tile_6(b, a, ins):
-    return b.final("tile", [ins[0]], repeats=ints(b.static(ins[1], "Tile repeats")))
+    repeats = b.static(ins.need(1, "repeats"), "Tile repeats")
+    return b.final("tile", [ins.need(0, "input")], repeats=ints(repeats, "Tile repeats"))
 
 
 def _shape_input(onnx_type: str, attr: str):
