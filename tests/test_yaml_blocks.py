@@ -6,6 +6,8 @@ by where it is reported: inside the block and at each instantiation site.
 """
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -339,6 +341,19 @@ def test_show_collapses_instances(tmp_path):
         drawn = draw(graph, collapse_blocks=True)
         assert "block lin ×3" in drawn and "stack.block2" not in drawn
     assert "stack.block2.fc" in to_text(graph)
+
+
+def test_cli_show_collapse_blocks_and_check_notes(tmp_path):
+    def flowgrad_cli(*args):
+        return subprocess.run([sys.executable, "-m", "flowgrad", *map(str, args)],
+                              capture_output=True, text=True, timeout=120)
+    shown = flowgrad_cli("show", write(tmp_path, LINEAR), "--collapse-blocks")
+    assert shown.returncode == 0, shown.stderr
+    assert "  stack                  block lin ×3 (6 ops)(first.act)" in shown.stdout
+    bad = write(tmp_path, LINEAR.replace("in: fc, alpha", "in: fx, alpha"), "bad.yaml")
+    checked = flowgrad_cli("check", bad)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert f"{bad}:14:3: note: in 'first', an instance of block 'lin'" in checked.stderr
 
 
 def test_files_without_blocks_are_not_expanded(tmp_path):
