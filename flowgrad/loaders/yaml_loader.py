@@ -17,6 +17,11 @@
     train: {...}                         # the training recipe (:mod:`.train_section`)
     visualize: {...}                     # input-optimization defaults (:mod:`.visualize_section`)
 
+A file may also define ``blocks:`` (parameterized sub-graphs), ``include:`` other files' blocks
+and instantiate them in ``nodes`` (``{block: NAME, in: ..., with: {...}, repeat: N}``); they are
+expanded before anything here sees the file (:mod:`.blocks`), into entries named by instance
+(``stage2.block1.conv``) whose locations also carry their instantiation sites.
+
 One namespace: every name is declared once, and the section says its kind.  ``node.port``
 picks an output of a multi-output op.  Every mistake is reported with ``path:line:col``, the
 source line and a caret, and all mistakes of a file are reported together, in one round: the
