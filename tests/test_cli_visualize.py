@@ -173,6 +173,10 @@ def test_a_unit_that_never_activates_is_one_line(capsys, tmp_path):
     assert len(warning) == 1 and "1 of 2 objectives never activated" in warning[0]
     assert "act[0]" in warning[0] and "conv" not in warning[0].split(":")[1]
     assert "InactiveObjectiveWarning" not in err and "warnings.warn" not in err
+    status, out, err = visualize(capsys, path, "--layer", "act", "--all-channels", "--steps",
+                                 "2", "--out", tmp_path / "layer.png")
+    assert status == 0 and not err
+    assert "warning: 2 of 2 channels of act never activated" in out
 
 
 @pytest.mark.parametrize("args,fragment", [

@@ -11,6 +11,8 @@ untrained network are each said in one line, not as a Python warning.
 """
 from __future__ import annotations
 
+import glob
+import os
 import sys
 import warnings
 
@@ -125,15 +127,15 @@ def run(args, registry):
 
 
 def _render_layer(args, common, settings) -> int:
-    finished = [0]
     try:
-        done = render_layer_checkpoint(
-            args.graph, args.layer, args.out, args.checkpoint, channels=args.channels,
-            batch=args.batch, on_batch=lambda k, total: finished.__setitem__(0, k), **common,
-            **settings)
+        done = render_layer_checkpoint(args.graph, args.layer, args.out, args.checkpoint,
+                                       channels=args.channels, batch=args.batch, **common,
+                                       **settings)
     except KeyboardInterrupt:
-        print(f"{finished[0]} channels are kept in {args.out}.parts/: run the same command "
-              "again to resume", file=sys.stderr)
+        parts = args.out + ".parts"
+        kept = len(glob.glob(os.path.join(glob.escape(parts), "channel_*.npz")))
+        print(f"{kept} channels are kept in {parts}/: run the same command again to resume",
+              file=sys.stderr)
         raise
     render = done.render
     if render.resumed:
@@ -145,18 +147,19 @@ def _render_layer(args, common, settings) -> int:
         print(f"{args.layer} channel {k}: objective {value:.4g}" +
               (f", penalties {penalties[i]:.4g}" if penalties is not None else ""))
     _notes(done.random, [f"channel {k}" for k in render.inactive], len(render.channels),
-           done.config.steps, of=f" of {args.layer}")
+           done.config.steps, what=f"channels of {args.layer}")
     print("wrote " + ", ".join(done.files))
     return 0
 
 
-def _notes(random: bool, inactive: list[str], total: int, steps: int, of: str = "") -> None:
+def _notes(random: bool, inactive: list[str], total: int, steps: int,
+           what: str = "objectives") -> None:
     """The random-weights note and the inactive-objective warning, one line each."""
     if random:
         print("note: random weights: no --checkpoint and the graph has no trained weights, so "
               "the images show what an untrained network responds to")
     if inactive:
-        print(f"warning: {len(inactive)} of {total} objectives never activated{of} (zero "
+        print(f"warning: {len(inactive)} of {total} {what} never activated (zero "
               f"gradient at all {steps} steps; their images only follow the penalties): "
               f"{', '.join(inactive)} — a unit that is 0 for the starting image (a ReLU's "
               "output) cannot move: optimize the value before the ReLU instead")
