@@ -97,3 +97,16 @@ def test_visualize_checkpoint_says_when_the_weights_are_random(tmp_path):
                                                          "r_step2.png"]
     assert done.result.captions()[0].startswith("logits[0]\n= ")
     assert "\npenalties " in done.result.captions()[0]
+
+
+@pytest.mark.parametrize("kind", ["pixels", "fourier"])
+def test_start_from_an_image_is_that_image(kind):
+    """start: mean:DATA — the parameterization's first image is the data's mean input."""
+    from flowgrad.visualize import Pipeline
+    from flowgrad.workflows.visualizing import StartFrom
+    image = np.random.default_rng(0).uniform(0.1, 0.9, (1, 8, 8))
+    pipeline = Pipeline((1, 8, 8), kind=StartFrom(kind, image, (0.0, 1.0), "sigmoid", "test"))
+    first, _ = pipeline.forward(pipeline.init(np.random.default_rng(1))[None])
+    np.testing.assert_allclose(first[0], image, atol=1e-9)
+    with pytest.raises(FlowgradError, match="has 64 values per sample, the image"):
+        Pipeline((1, 4, 4), kind=StartFrom(kind, image, (0.0, 1.0), "sigmoid", "test"))
