@@ -5,7 +5,8 @@
   activations with their alpha/beta (consumed in order by the activations that take them);
 * PyTorch parity: an LSTM and a GRU language model (embedding -> 2-layer LSTM/GRU -> linear),
   exported with ``torch.onnx.export(dynamo=False)`` and imported: the logits and every
-  gradient (each weight, and the input embeddings) match PyTorch autograd in float32;
+  gradient (each weight, and the input embeddings) match PyTorch autograd in float32, and
+  flowgrad's own export of the imported graph runs in onnxruntime with the same logits;
 * an lstm written in YAML trains (the loss falls on a tiny sequence task).
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from onnx import TensorProto, helper
 
 import flowgrad
 from flowgrad.data import Dataset
+from flowgrad.onnx.export import export_onnx
 from flowgrad.op import Context
 from flowgrad.ops.recurrent import GRU, LSTM, RNN
 from flowgrad.train import Trainer
@@ -162,6 +164,11 @@ def test_language_model_matches_pytorch(cell, bidirectional, one_torch_thread):
     np.testing.assert_allclose(got[graph.outputs[0]], logits.detach().numpy(),
                                rtol=1e-4, atol=1e-5)
     grads = net.backward({graph.outputs[0]: seed.numpy()}, wrt=["offset"])
+    # and back out: flowgrad's export of the imported graph runs in onnxruntime
+    session = ort.InferenceSession(export_onnx(graph).SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    again = session.run(None, {"tokens": tokens.numpy(), "offset": offset.detach().numpy()})
+    np.testing.assert_allclose(again[0], logits.detach().numpy(), rtol=1e-4, atol=1e-5)
     expected = {name.replace(".", "_"): p.grad.numpy() for name, p in model.named_parameters()}
     expected["offset"] = offset.grad.numpy()
     assert set(expected) <= set(grads), sorted(set(expected) - set(grads))
