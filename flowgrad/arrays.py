@@ -169,7 +169,7 @@ def check_ndim(array: np.ndarray, ndims: Collection[int], path: str, key: str | 
 
 def _check_exists(path: str, what: str) -> None:
     if not os.path.isfile(path):
-        raise FlowgradError(f"{path}: {what} not found" if not os.path.exists(path) else
+        raise FlowgradError(f"{path}: {what} does not exist" if not os.path.exists(path) else
                             f"{path}: {what} is not a file")
 
 

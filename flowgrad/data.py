@@ -42,19 +42,23 @@ class Dataset:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        named = {"features": self.x, "labels": self.y, **self.arrays}
-        sized = {k: v for k, v in named.items() if v is not None}
-        if not sized:
+        named = dict(self.arrays)
+        for label, value in (("the features", self.x), ("the labels", self.y)):
+            if value is not None and not any(value is a for a in self.arrays.values()):
+                named[label] = value
+        if not named:
             raise FlowgradError(f"{self.name}: no arrays")
-        for key, value in sized.items():
+        for key, value in named.items():
             if np.ndim(value) == 0:
-                raise fail(self.name, key, "is a single value, not one value per sample")
-        counts = {k: len(v) for k, v in sized.items()}
+                raise FlowgradError(f"{self.name}: {_label(key)}: is a single value, not one "
+                                    "value per sample")
+        counts = {k: len(v) for k, v in named.items()}
         first = next(iter(counts))
         for key, n in counts.items():
             if n != counts[first]:
-                raise fail(self.name, key, f"has {n} samples but {first} has {counts[first]}; "
-                                           "every array of a data file holds the same samples")
+                raise FlowgradError(f"{self.name}: {_label(key)}: has {n} samples but "
+                                    f"{_label(first)} has {counts[first]}; every array of a "
+                                    "data file holds the same samples")
 
     def __len__(self) -> int:
         return len(next(v for v in (self.x, self.y, *self.arrays.values()) if v is not None))
@@ -71,6 +75,10 @@ class Dataset:
 
         return Dataset(take(self.x), take(self.y), self.name,
                        {k: take(v) for k, v in self.arrays.items()})
+
+
+def _label(key: str) -> str:
+    return key if key.startswith("the ") else f"array '{key}'"
 
 
 def load_data(spec: str, registry: Any = None) -> Dataset:

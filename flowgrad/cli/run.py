@@ -1,11 +1,15 @@
-"""``flowgrad run``: run a graph on arrays and save its outputs."""
+"""``flowgrad run``: run a graph on arrays and save its outputs.
+
+Each ``-i NAME=FILE`` is read by :func:`flowgrad.arrays.read_array` (a ``.npy``, or a ``.npz``
+holding one array), which refuses a damaged or non-numeric file with a message naming it."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import compile, load
+from ..arrays import read_array
 from ..errors import FlowgradError, did_you_mean
-from ._common import add_dtype_argument, add_graph_argument, parse_feeds
+from ._common import add_dtype_argument, add_graph_argument
 
 HELP = "run a graph on input arrays and save the outputs (.npz)"
 
@@ -20,10 +24,21 @@ def add_arguments(parser):
     add_dtype_argument(parser)
 
 
+def read_feeds(items: list[str]) -> dict[str, np.ndarray]:
+    """``{NAME: array}`` from the ``NAME=FILE`` arguments of ``-i``."""
+    feeds = {}
+    for item in items:
+        name, eq, path = item.partition("=")
+        if not eq or not name or not path:
+            raise FlowgradError(f"--input expects NAME=FILE.npy, got '{item}'")
+        feeds[name] = read_array(path, f"input file for '{name}'")
+    return feeds
+
+
 def run(args, registry):
     graph = load(args.graph, registry=registry)
     net = compile(graph, dtype=args.dtype)
-    feeds = parse_feeds(args.input)
+    feeds = read_feeds(args.input)
     unknown = [n for n in feeds if n not in graph.inputs]
     if unknown:
         raise FlowgradError(f"--input {unknown[0]}: the graph has no input '{unknown[0]}'"
