@@ -170,9 +170,10 @@ def test_include_cycle_names_the_chain(tmp_path):
 
 
 def test_missing_include_is_located(tmp_path):
-    path = write(tmp_path, "flowgrad: 1\ninclude: [ok.yaml, nope.yaml]\nnodes: {}\n")
+    path = write(tmp_path, "flowgrad: 1\ninclude: [ok.yaml, nope.yaml]\n"
+                           "inputs: {x: {shape: [1]}}\nnodes: {a: {block: b, in: x}}\n")
     write(tmp_path, "blocks: {}\n", "ok.yaml")
-    [d] = load_error(path).diagnostics
+    [d] = load_error(path).diagnostics          # not also "unknown block 'b'"
     assert (d.loc.line, d.loc.col) == (2, 20)
     assert d.message == f"cannot include 'nope.yaml': no such file '{tmp_path}/nope.yaml'"
 
@@ -249,6 +250,9 @@ def test_shape_error_in_a_nested_instance_names_every_site(tmp_path):
     ("{n: 2}]", "{n: $x}]", 16, 40, "unknown block argument 'x' (arguments: none)"),
     ("$n_in, $n]", "$n_in, $nn]", 8, 26, "unknown block argument 'nn'; did you mean 'n_in'?"),
     ("$(slope / 2)", "$(slope ** 2)", 12, 44, "only + - * / // %"),
+    ("$(slope / 2)", "$(" + "(" * 500 + "slope" + ")" * 500 + ")", 12, 44, "cannot read"),
+    ("with: {n_in: 3, n: 4}", "with: {n_in: {a: 1}, n: 4}", 14, 43,
+     "argument 'n_in' must be a number, a string, true/false or a list of them"),
     ("{x: x, W: W, b: b}", "{x: x, W: W, b: c}", 11, 43, "unknown value 'c' in block 'lin'"),
     ("repeat: 3", "repeat: 0", 15, 31, "'repeat' of 'stack' must be a positive integer"),
     ("{slope: 0.1}, {n: 2}]", "{slope: 0.1}]", 16, 17, "must be a list of 3 mappings"),

@@ -95,15 +95,21 @@ def evaluate(expression: str, args: Mapping[str, Any]) -> Any:
     """The value of a whitelisted ``expression`` over ``args`` (see the module doc)."""
     try:
         tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError:
-        raise ArgError(f"cannot read '{expression}' as an expression (allowed: {_ALLOWED})") \
-            from None
+    except (SyntaxError, RecursionError):
+        raise ArgError(f"cannot read '{_short(expression)}' as an expression (allowed: "
+                       f"{_ALLOWED})") from None
     try:
         return _eval(tree.body, args, expression)
     except ZeroDivisionError:
-        raise ArgError(f"'{expression}' divides by zero") from None
+        raise ArgError(f"'{_short(expression)}' divides by zero") from None
     except TypeError as e:
-        raise ArgError(f"cannot evaluate '{expression}': {e}") from None
+        raise ArgError(f"cannot evaluate '{_short(expression)}': {e}") from None
+    except RecursionError:
+        raise ArgError(f"'{_short(expression)}' is nested too deeply") from None
+
+
+def _short(expression: str) -> str:
+    return expression if len(expression) <= 60 else expression[:57] + "..."
 
 
 def _eval(node: ast.AST, args: Mapping[str, Any], expression: str) -> Any:

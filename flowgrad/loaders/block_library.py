@@ -36,11 +36,18 @@ class Library:
         self.errors = errors
         self.blocks: dict[str, Block] = {}
         self.broken: set[str] = set()           # defined with a mistake (already reported)
+        self.incomplete = False                 # an include or a 'blocks:' failed to read
         self.defined_at: dict[str, SourceLocation] = {}
         self.included: set[str] = {os.path.abspath(path)}
 
     def error(self, message: str, loc: SourceLocation | None) -> None:
         self.errors.add(message, loc)
+
+    def unread(self, message: str, loc: SourceLocation | None) -> None:
+        """Report blocks that could not be read: an unknown block may be one of them, so
+        instances of unknown blocks are then not reported too."""
+        self.error(message, loc)
+        self.incomplete = True
 
     def read(self, data: MarkedDict, path: str, chain: list[str]) -> None:
         """Read the blocks of ``data`` (the file ``path``) and of the files it includes."""
@@ -50,7 +57,7 @@ class Library:
             locs = [data.value_locs["include"]] if isinstance(include, str) else \
                 getattr(include, "item_locs", None)
             if locs is None or not all(isinstance(e, str) for e in entries):
-                self.error("'include' must be a file name or a list of file names",
+                self.unread("'include' must be a file name or a list of file names",
                            data.value_locs["include"])
             else:
                 for entry, loc in zip(entries, locs):
@@ -59,7 +66,7 @@ class Library:
         if blocks is None:
             return
         if not isinstance(blocks, MarkedDict):
-            self.error("'blocks' must be a mapping from block names to their definitions",
+            self.unread("'blocks' must be a mapping from block names to their definitions",
                        data.value_locs["blocks"])
             return
         for name, body in blocks.items():
@@ -75,16 +82,18 @@ class Library:
             return
         self.included.add(full)
         if not os.path.isfile(full):
-            self.error(f"cannot include '{entry}': no such file '{shown}'", loc)
+            problem = "a directory" if os.path.isdir(full) else "no such file"
+            self.unread(f"cannot include '{entry}': {problem} '{shown}'", loc)
             return
         try:
             data, _ = read_yaml(shown)
         except GraphError as e:
             self.errors.items.extend(e.diagnostics)
+            self.incomplete = True
             return
         if not isinstance(data, MarkedDict):
-            self.error(f"an included file holds a mapping with 'blocks'; '{shown}' does not",
-                       loc)
+            self.unread(f"an included file holds a mapping with 'blocks'; '{shown}' does not",
+                        loc)
             return
         for key in data:
             if key not in INCLUDED_KEYS:

@@ -158,7 +158,8 @@ class _Expander:
         block = blocks.get(d["block"]) if isinstance(d["block"], str) else None
         if block is None:
             self.failed.add(name)
-            if isinstance(d["block"], str) and d["block"] in self.library.broken:
+            if isinstance(d["block"], str) and d["block"] in self.library.broken \
+                    or self.library.incomplete:         # its definition's mistake is reported
                 return
             known = f" (blocks: {', '.join(blocks)})" if blocks else " (no blocks are " \
                 "defined: add a 'blocks' section or an 'include')"
@@ -266,8 +267,10 @@ class _Expander:
         """The instance's arguments: ``given`` (mappings, later ones winning), then the
         block's defaults; None after an error."""
         args: dict[str, Any] = {}
+        named = set()                   # given, if wrongly: not also reported as missing
         ok = True
         for mapping in given:
+            named.update(mapping)
             for key, value in mapping.items():
                 if key not in block.args:
                     self.error(f"block '{block.name}' has no argument '{key}'"
@@ -282,10 +285,11 @@ class _Expander:
                     ok = False
                 else:
                     args[key] = plain(value)
-        missing = [a for a, default in block.args.items() if default is None and a not in args]
+        missing = [a for a, default in block.args.items() if default is None and a not in named]
         if missing:
             self.error(f"'{name}' needs argument(s) {', '.join(missing)} of block "
                        f"'{block.name}' (give them in 'with')", within(sites[0].loc, sites[1:]))
+        if missing or not ok:
             return None
         for arg, default in block.args.items():      # defaults may use earlier arguments
             if arg not in args:
@@ -293,7 +297,7 @@ class _Expander:
                 if value is _FAILED:
                     return None
                 args[arg] = plain(value)
-        return args if ok else None
+        return args
 
     def expand_one(self, block: Block, prefix: str, inputs: dict[str, str], given: list,
                    sites: tuple[Site, ...]) -> None:
