@@ -197,8 +197,7 @@ class _Recurrent(Op):
         for d in range(D):
             h0 = (np.zeros((N, H), dtype) if initial_h is None else initial_h[d]).astype(
                 dtype, copy=False)
-            state, tape = self._run(d, XW[:, :, d], W[d], R[d], B[d, gh:], h0, rest, masks,
-                                    Y[:, d])
+            state, tape = self._run(d, XW[:, :, d], R[d], B[d, gh:], h0, rest, masks, Y[:, d])
             finals.append(state)
             tapes.append(tape)
         outs = [Y] + [np.stack([f[k] for f in finals]) for k in range(len(self.outputs) - 1)]
@@ -250,7 +249,7 @@ class _Recurrent(Op):
             carry = [np.zeros((N, H), dtype) if g is None else g[d].astype(dtype, copy=False)
                      for g in g_states]
             d_init.append(self._run_back(d, tapes[d], None if gY is None else gY[:, d], carry,
-                                         W[d], R[d], masks, dGx[:, :, d], dR[d], dRb[d]))
+                                         R[d], masks, dGx[:, :, d], dR[d], dRb[d]))
         flat = dGx.reshape(T * N, D * gh)
         need = ctx.needs_input_grad
         gX = (flat @ W.reshape(D * gh, -1)).reshape(X.shape) if need[0] else None
@@ -284,7 +283,7 @@ class RNN(_Recurrent):
     default_acts = ("Tanh",)
     attrs = dict(_Recurrent.common_attrs)
 
-    def _run(self, d, XW, W, R, Rb, h, rest, masks, Y):
+    def _run(self, d, XW, R, Rb, h, rest, masks, Y):
         """Forward over time for direction ``d``; writes ``Y`` (T, N, H), returns
         ``((h_T,), tape)``."""
         f, = self._acts[d]
@@ -302,7 +301,7 @@ class RNN(_Recurrent):
                 h = Y[t] + h * (1 - m)
         return (h,), (pres, outs, prevs)
 
-    def _run_back(self, d, tape, gY, carry, W, R, masks, dG, dR, dRb):
+    def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         """Backward over time for direction ``d``: fills ``dG`` (gradient of the gate inputs),
         adds to ``dR`` and ``dRb``, returns the gradient of the initial state(s)."""
         f, = self._acts[d]
@@ -335,7 +334,7 @@ class GRU(_Recurrent):
                  linear_before_reset=Attr("bool", False, doc="apply r after the recurrent "
                                                              "product (PyTorch's GRU)"))
 
-    def _run(self, d, XW, W, R, Rb, h, rest, masks, Y):
+    def _run(self, d, XW, R, Rb, h, rest, masks, Y):
         f, g = self._acts[d]
         T, N, gh = XW.shape
         H = gh // 3
@@ -369,7 +368,7 @@ class GRU(_Recurrent):
                 h = Y[t] + h * (1 - m)
         return (h,), (pre, act, prevs, rec)
 
-    def _run_back(self, d, tape, gY, carry, W, R, masks, dG, dR, dRb):
+    def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         f, g = self._acts[d]
         pre, act, prevs, rec = tape
         T, N, gh = pre.shape
@@ -438,7 +437,7 @@ class LSTM(_Recurrent):
                              f" got {format_shape(P.shape)}")
         return out
 
-    def _run(self, d, XW, W, R, Rb, h, rest, masks, Y):
+    def _run(self, d, XW, R, Rb, h, rest, masks, Y):
         f, g, hact = self._acts[d]
         initial_c, P = (tuple(rest) + (None, None))[:2]
         T, N, gh = XW.shape
@@ -480,7 +479,7 @@ class LSTM(_Recurrent):
                 c = cell * m + c * (1 - m)
         return (h, c), (pre, act, prev_h, prev_c, cells, hc, None if P is None else P[d])
 
-    def _run_back(self, d, tape, gY, carry, W, R, masks, dG, dR, dRb):
+    def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         f, g, hact = self._acts[d]
         pre, act, prev_h, prev_c, cells, hc, P = tape
         T, N, gh = pre.shape
