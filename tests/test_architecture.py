@@ -16,7 +16,7 @@ PACKAGE = ROOT / "flowgrad"
 #: bottom to top; a module may import (at module level) from its own layer and those below.
 #: The same table is in docs/architecture.md.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "backend", "kernels"),
+    ("errors", "backend", "kernels", "arrays"),
     ("op",),
     ("graph", "ops", "optim", "data", "datasets", "checkpoint", "initializers", "plots"),
     ("hookspecs", "plugins", "builtins", "passes"),
@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("loaders", "onnx", "train_config"),
     ("train", "visualize", "testing"),
     ("workflows",),
+    ("distributed",),
     ("cli", "__main__", "__init__"),
 )
 LEVEL = {name: i for i, layer in enumerate(LAYERS) for name in layer}
