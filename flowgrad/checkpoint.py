@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -180,7 +181,8 @@ def _count(v: Any) -> bool:
 
 
 def _number(v: Any) -> bool:
-    return type(v) in (int, float)
+    """A JSON number arithmetic with floats can use (no 400-digit integers)."""
+    return type(v) is float or type(v) is int and abs(v) < 2 ** 53
 
 
 def _rng_state(v: Any) -> bool:
@@ -198,6 +200,19 @@ def _numbers(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and _number(x) for k, x in v.items())
 
 
+def _sums(v: Any) -> bool:
+    """The running sums of an unfinished epoch: finite numbers, and the count ``n``."""
+    return _numbers(v) and all(math.isfinite(x) for x in v.values()) \
+        and (not v or _count(v.get("n")))
+
+
+def _history(v: Any) -> bool:
+    """One row per epoch: its number, and finite numbers (what the curves plot)."""
+    return isinstance(v, list) and all(
+        _numbers(row) and type(row.get("epoch")) is int and row["epoch"] > 0
+        and all(math.isfinite(x) for x in row.values()) for row in v)
+
+
 def _early(v: Any) -> bool:
     return (isinstance(v, dict) and (v.get("best") is None or _number(v.get("best")))
             and _count(v.get("bad_epochs")) and isinstance(v.get("stopped"), bool))
@@ -211,9 +226,8 @@ TRAINING_META: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: _count(v) and v > 0, "a positive integer"),
     "batch_size": (lambda v: _count(v) and v > 0, "a positive integer"),
     "samples": (_count, "a non-negative integer"),
-    "sums": (_numbers, "an object of numbers"),
-    "history": (lambda v: isinstance(v, list) and all(_numbers(r) for r in v),
-                "a list of objects of numbers"),
+    "sums": (_sums, "an object of finite numbers with the count 'n'"),
+    "history": (_history, "a list of rows {epoch: integer >= 1, name: finite number...}"),
     "rng": (_rng_state, "a numpy generator state"),
     "epoch_rng": (lambda v: v is None or _rng_state(v), "null or a numpy generator state"),
     "plan_rng": (_rng_state, "a numpy generator state"),
@@ -239,8 +253,6 @@ def check_training_state(checkpoint: Checkpoint, params: Mapping[str, np.ndarray
     if meta["batch_in_epoch"] and meta["epoch_rng"] is None:
         raise fail(path, f"{META}/epoch_rng", "is null, but the checkpoint stopped inside an "
                                               "epoch, whose order it needs")
-    if meta["sums"] and not _count(meta["sums"].get("n")):
-        raise fail(path, f"{META}/sums", "needs 'n', the samples summed so far")
     if "best" in checkpoint.arrays:
         check_params(checkpoint, params, path, group="best", exact_dtype=True)
     _check_optimizer(checkpoint.arrays.get("optimizer", {}), leaves, meta["step"], path)
@@ -266,6 +278,16 @@ def _check_optimizer(state: Mapping[str, np.ndarray], leaves: Mapping[str, np.nd
         if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
             raise fail(path, where, f"must hold finite floats (got {value.dtype}"
                                     f"{'' if value.dtype.kind != 'f' else ' with NaN or inf'})")
+    buffers: dict[str, set[str]] = {}
+    for key in state:
+        leaf, _, buffer = key.rpartition("/")
+        if key != "#steps":
+            buffers.setdefault(leaf, set()).add(buffer)
+    every = set().union(*buffers.values())
+    for leaf, names in buffers.items():
+        if names != every:
+            raise fail(path, f"optimizer/{leaf}/{min(every - names)}",
+                       "is missing, while other params have it: the checkpoint is incomplete")
 
 
 def _short(value: Any) -> str:

@@ -34,6 +34,11 @@ from .plan import Plan
 from .train_config import TrainConfig, from_graph
 
 
+#: resuming with another number of epochs compares the schedules over the steps taken, up to
+#: this many (a schedule that depends on the run's length shows it long before)
+SCHEDULE_CHECK = 100_000
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped training after a checkpoint was written to ``path`` (None: no path)."""
 
@@ -270,7 +275,8 @@ class Trainer:
                      "continues, but not as one uninterrupted run would")
         elif was["epochs"] != epochs:
             before = self._schedule(was["epochs"], steps_per_epoch)
-            differ = next((s for s in range(self.step) if before(s) != schedule(s)), None)
+            differ = next((s for s in range(min(self.step, SCHEDULE_CHECK))
+                           if before(s) != schedule(s)), None)
             if differ is None:
                 self.log(f"continuing to {epochs} epochs (the checkpoint's run was for "
                          f"{was['epochs']}): exactly an uninterrupted {epochs}-epoch run, as "

@@ -1,8 +1,13 @@
-"""Checkpoints: atomic writes, exact contents, and resume bit-identical to an uninterrupted run."""
+"""Checkpoints: atomic private writes, exact contents, resume bit-identical to an uninterrupted
+run (or a line saying why not), and every damaged checkpoint refused before it is used."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import stat
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,11 +56,11 @@ def data():
     return load_data("digits").subset(np.arange(300))
 
 
-def make(tmp_path, optimizer="adam", dtype=np.float32):
+def make(tmp_path, optimizer="adam", dtype=np.float32, schedule="cosine", **kwargs):
     path = tmp_path / "net.yaml"
-    path.write_text(NET.replace("OPT", optimizer))
+    path.write_text(NET.replace("OPT", optimizer).replace("cosine", schedule))
     plan = flowgrad.compile(flowgrad.load(str(path)), dtype=dtype)
-    return Trainer(plan)
+    return Trainer(plan, **kwargs)
 
 
 def fingerprint(trainer):
@@ -161,3 +166,168 @@ def test_mismatched_checkpoints_are_errors(tmp_path, data):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(FlowgradError, match="cannot read checkpoint"):
         load_checkpoint(str(tmp_path / "junk.npz"))
+
+
+# -- checked before resuming ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory, data):
+    """A checkpoint after one epoch (adam, early stopping: every group there is)."""
+    folder = tmp_path_factory.mktemp("saved")
+    trainer = make(folder)
+    trainer.fit(data, epochs=1, checkpoint=str(folder / "c.npz"))
+    return str(folder / "c.npz")
+
+
+def rewrite(path, out, meta=None, drop=(), add=None, change=None):
+    """``path``'s checkpoint with metadata keys changed (None: dropped) and arrays edited."""
+    ckpt = load_checkpoint(path)
+    record = {k: v for k, v in ckpt.meta.items() if k not in ("format", "version")}
+    for key, value in (meta or {}).items():
+        if value is None:
+            record.pop(key)
+        else:
+            record[key] = value
+    arrays = {g: dict(values) for g, values in ckpt.arrays.items()}
+    for group, name in drop:
+        del arrays[group][name]
+    for (group, name), value in {**(add or {}), **(change or {})}.items():
+        arrays[group][name] = value
+    save_checkpoint(out, arrays, record)
+    return str(out)
+
+
+BAD = {
+    "epoch missing": (dict(meta={"epoch": None}), r"array '#meta/epoch': is missing"),
+    "negative epoch": (dict(meta={"epoch": -1}), r"'#meta/epoch': must be a non-negative "
+                                                 r"integer, got -1"),
+    "fractional step": (dict(meta={"step": 2.5}), r"'#meta/step': must be a non-negative"),
+    "text epoch": (dict(meta={"epoch": "2"}), r"'#meta/epoch': must be a non-negative"),
+    "bad rng": (dict(meta={"rng": {"bit_generator": "PCG64", "state": 3}}),
+                r"'#meta/rng': must be a numpy generator state"),
+    "history without epochs": (dict(meta={"history": [{"loss": 1.0}]}), r"'#meta/history'"),
+    "early": (dict(meta={"early": {"best": None}}), r"'#meta/early': must be an object"),
+    "missing param": (dict(drop=[("params", "W1")]), r"missing params: W1"),
+    "extra param": (dict(add={("params", "W9"): np.zeros(2, np.float32)}),
+                    r"unknown params: W9"),
+    "param shape": (dict(change={("params", "W1"): np.zeros((24, 64), np.float32)}),
+                    r"array 'params/W1': has shape \(24, 64\) in the checkpoint but \(64, 24\)"),
+    "param dtype": (dict(change={("params", "W2"): np.zeros((24, 10))}),
+                    r"'params/W2': has dtype float64 .* float32 \(resume with the --dtype"),
+    "param NaN": (dict(change={("params", "b2"): np.full(10, np.nan, np.float32)}),
+                  r"'params/b2': holds NaN or infinity"),
+    "buffer shape": (dict(change={("optimizer", "W1/m"): np.zeros((64,), np.float32)}),
+                     r"'optimizer/W1/m': has shape \(64,\), but param 'W1' has \(64, 24\)"),
+    "unknown leaf": (dict(add={("optimizer", "mean/m"): np.zeros(24, np.float32)}),
+                     r"'optimizer/mean/m': is state for no trainable param"),
+    "missing buffer": (dict(drop=[("optimizer", "W2/v")]),
+                       r"'optimizer/W2/v': is missing, while other params have it"),
+    "steps": (dict(change={("optimizer", "#steps"): np.asarray(-4)}),
+              r"'optimizer/#steps': must be the integer 5"),
+    "best shape": (dict(change={("best", "W1"): np.zeros(3, np.float32)}), r"'best/W1'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_damaged_checkpoints_are_refused_before_anything_is_loaded(tmp_path, saved, case):
+    edit, message = BAD[case]
+    path = rewrite(saved, tmp_path / "bad.npz", **edit)
+    trainer = make(tmp_path)
+    before = fingerprint(trainer)
+    with pytest.raises(FlowgradError, match=re.escape(path) + ".*" + message):
+        trainer.load(path)
+    assert_identical(before, fingerprint(trainer))
+
+
+def test_metadata_that_is_not_json_is_refused(tmp_path, saved):
+    arrays = dict(np.load(saved))
+    for text, message in (("{not json", "is not valid JSON"), ("[1, 2]", "must be a JSON "
+                                                                         "object"),
+                          ('{"format": "other", "version": 1}', "unsupported checkpoint")):
+        np.savez(tmp_path / "m.npz", **{**arrays, "#meta": np.asarray(text)})
+        with pytest.raises(FlowgradError, match=r"m.npz: array '#meta': " + message):
+            load_checkpoint(tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", **{**arrays, "#meta": np.asarray(3.0)})
+    with pytest.raises(FlowgradError, match=r"'#meta': must be one JSON string"):
+        load_checkpoint(tmp_path / "m.npz")
+    np.savez(tmp_path / "m.npz", **{**arrays, "W1": np.zeros(2)})
+    with pytest.raises(FlowgradError, match=r"array 'W1': is not a checkpoint entry"):
+        load_checkpoint(tmp_path / "m.npz")
+
+
+def test_evaluating_checks_the_params_too(tmp_path, saved):
+    trainer = make(tmp_path)
+    bad = rewrite(saved, tmp_path / "nan.npz",
+                  change={("params", "W1"): np.full((64, 24), np.inf, np.float32)})
+    with pytest.raises(FlowgradError, match=r"nan.npz: array 'params/W1': holds NaN"):
+        load_params(trainer.plan, bad)
+    ints = rewrite(saved, tmp_path / "int.npz",
+                   change={("params", "b2"): np.zeros(10, np.int32)})
+    with pytest.raises(FlowgradError, match=r"'params/b2': has dtype int32"):
+        load_params(trainer.plan, ints)
+    load_params(make(tmp_path, dtype=np.float64).plan, saved)   # another float width: fine
+
+
+# -- files ---------------------------------------------------------------------------------
+
+def test_checkpoints_are_private_and_stale_temporaries_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = [tmp_path / f".ckpt-{dead.pid}-abcd1234.npz.tmp",     # its process was killed
+             tmp_path / ".ckpt-k2j4h5g6.npz.tmp"]                 # from an older flowgrad
+    live = tmp_path / f".ckpt-{os.getppid()}-zz.npz.tmp"          # a save in progress
+    for path in (*stale, live):
+        path.write_bytes(b"half a checkpoint")
+    save_checkpoint(tmp_path / "c.npz", {"params": {"w": np.zeros(2)}}, {})
+    assert sorted(os.listdir(tmp_path)) == sorted(["c.npz", live.name])
+    assert stat.S_IMODE(os.stat(tmp_path / "c.npz").st_mode) == 0o600
+
+
+# -- resuming with another number of epochs ------------------------------------------------
+
+@pytest.mark.parametrize("schedule", ["step", "constant"])
+def test_resuming_to_more_epochs_is_exact_when_the_schedule_allows(tmp_path, data, schedule):
+    full = make(tmp_path, schedule=schedule)
+    full.fit(data, epochs=4)
+    ckpt = str(tmp_path / "c.npz")
+    make(tmp_path, schedule=schedule).fit(data, epochs=2, checkpoint=ckpt)
+    lines = []
+    resumed = make(tmp_path, schedule=schedule, log=lines.append)
+    resumed.fit(data, epochs=4, resume=ckpt)
+    assert lines[0] == f"resuming from epoch 2 of 4 ({ckpt}, step 10)"
+    assert "exactly an uninterrupted 4-epoch run" in lines[1]
+    assert_identical(fingerprint(full), fingerprint(resumed))
+
+
+def test_a_schedule_over_the_whole_run_says_resuming_is_not_exact(tmp_path, data):
+    ckpt = str(tmp_path / "c.npz")
+    make(tmp_path).fit(data, epochs=2, checkpoint=ckpt)          # cosine over 2 epochs
+    lines = []
+    make(tmp_path, log=lines.append).fit(data, epochs=3, resume=ckpt)
+    assert lines == [f"resuming from epoch 2 of 3 ({ckpt}, step 10)",
+                     "note: the 'cosine' schedule depends on the run's length: steps 1-10 "
+                     "followed it for 2 epochs, the rest follow it for 3, so this is not "
+                     "bit-identical to an uninterrupted 3-epoch run"]
+    lines.clear()
+    make(tmp_path, log=lines.append).fit(data, epochs=2, resume=ckpt)
+    assert lines[1] == "nothing to train: the checkpoint's run has done 2 epochs"
+
+
+def test_resuming_inside_an_epoch_needs_the_same_batches(tmp_path, data):
+    ckpt = str(tmp_path / "c.npz")
+
+    def press_ctrl_c(trainer):
+        if trainer.step == 3:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        make(tmp_path, callbacks=[press_ctrl_c]).fit(data, checkpoint=ckpt)
+    lines = []
+    other = make(tmp_path, log=lines.append)
+    other.config.batch_size = 40
+    with pytest.raises(FlowgradError, match=r"stopped inside epoch 1 \(after batch 3\) of a run "
+                                            r"on 240 samples in batches of 50; this run has 240 "
+                                            r"in batches of 40"):
+        other.fit(data, resume=ckpt)
+    make(tmp_path, log=lines.append).fit(data, resume=ckpt)
+    assert lines == [f"resuming from epoch 0 of 4, batch 3 of 5 of epoch 1 ({ckpt}, step 3)"]
