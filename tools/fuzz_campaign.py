@@ -74,8 +74,19 @@ def _case(task: tuple[str, int, int]):
             outcome = harness.Outcome(None, "timeout", seconds=harness.SECONDS + 5)
         finally:
             signal.alarm(0)
-    return name, outcome.rc, outcome.crashed, outcome.describe() if outcome.crashed else "", \
-        data if outcome.crashed else b""
+    why = _signature(outcome, folder) if outcome.crashed else ""
+    return name, outcome.rc, outcome.crashed, why, data if outcome.crashed else b""
+
+
+def _signature(outcome: harness.Outcome, folder: str) -> str:
+    """What identifies a crash across cases: the exception and where it was raised (the
+    internal-error paragraph's second line), without the case's temporary folder."""
+    if outcome.rc == 3:
+        lines = outcome.stderr.strip().splitlines()
+        why = f"exit 3: {lines[1].strip() if len(lines) > 1 else outcome.stderr.strip()}"
+    else:
+        why = outcome.describe().split(" -> ", 1)[-1]
+    return why.replace(folder, "CASE")
 
 
 _case.cache = {}
@@ -117,9 +128,9 @@ def main(argv=None) -> int:
         counts = rcs[name]
         print(f"  {name}: {sum(counts.values())} mutants; exit status "
               + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str)))
-        distinct = collections.Counter(w.split(" -> ", 1)[-1][:160] for w in crashes[name])
-        for why, n in distinct.most_common(20):
-            print(f"    {n}x {why}")
+        distinct = collections.Counter(crashes[name])
+        for why, n in distinct.most_common(30):
+            print(f"    {n}x {why[:300]}")
         total_crashes += len(crashes[name])
     return 1 if total_crashes else 0
 

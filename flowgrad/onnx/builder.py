@@ -21,7 +21,8 @@ from ..errors import AttrError, ShapeError
 from ..graph import Graph
 from ..op import Context, Spec
 from ..plugins import Registry
-from .tensors import MAX_BYTES, size_text
+from . import tensors
+from .tensors import size_text
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-]")
 
@@ -70,9 +71,9 @@ def check_size(shape, dtype, what: str) -> None:
     folds or builds a value, so a model cannot make flowgrad allocate wildly."""
     count = math.prod(1 if d is None else int(d) for d in shape)
     nbytes = count * np.dtype(dtype).itemsize
-    if nbytes > MAX_BYTES:
+    if nbytes > tensors.MAX_BYTES:
         raise ImportProblem(f"{what} would have shape {list(shape)} ({size_text(nbytes)}), "
-                            f"over flowgrad's bound of {size_text(MAX_BYTES)}; check the "
+                            f"over flowgrad's bound of {size_text(tensors.MAX_BYTES)}; check the "
                             "model's shapes")
 
 

@@ -19,12 +19,18 @@ schema here; their handlers read inputs and attributes through the checked acces
 from __future__ import annotations
 
 import onnx
+from google.protobuf.message import Message
 from onnx import AttributeProto
 
 from ..errors import Diagnostic
 from .builder import sanitize
-from .tensors import MAX_BYTES, check_tensor, check_value_info, declared_bytes, size_text
+from . import tensors
+from .tensors import check_tensor, check_value_info, declared_bytes, size_text
 from .translations import canonical_domain
+
+
+#: schemas are looked up at most at the newest opset the installed onnx knows
+_NEWEST = onnx.defs.onnx_opset_version()
 
 
 def node_label(node: onnx.NodeProto) -> str:
@@ -39,19 +45,46 @@ def node_problem(node: onnx.NodeProto, message: str, version: int | None = None)
     return Diagnostic(f"ONNX node '{label}' ({at}): {message}", node=sanitize(label))
 
 
+def text_problems(message, path: str = "model") -> list[Diagnostic]:
+    """Every string field of ``message`` (recursively) that is not valid UTF-8.
+
+    protobuf hands such a field over as ``bytes``; names, op types, domains and external-data
+    locations are used as text everywhere after this check, so it runs first.
+    """
+    problems = []
+    for field, value in message.ListFields():
+        if field.type not in (field.TYPE_MESSAGE, field.TYPE_STRING):
+            continue
+        repeated = not isinstance(value, (Message, str, bytes))
+        for i, item in enumerate(value if repeated else [value]):
+            where = f"{path}.{field.name}" + (f"[{i}]" if repeated else "")
+            if field.type == field.TYPE_MESSAGE:
+                problems += text_problems(item, where)
+            elif not isinstance(item, str):
+                problems.append(Diagnostic(f"{where} is not valid UTF-8 text ({item[:40]!r}); "
+                                           "the file is damaged or not an ONNX model"))
+    return problems
+
+
 def check_model(model: onnx.ModelProto, opset: dict[str, int]) -> list[Diagnostic]:
     """Every structural problem of ``model`` (see the module docstring)."""
     g = model.graph
-    problems = []
+    problems = [Diagnostic(f"the model imports opset {entry.version} of domain "
+                           f"'{entry.domain or 'ai.onnx'}'; opset versions start at 1")
+                for entry in model.opset_import if entry.version < 1]
+    if not g.output:
+        problems.append(Diagnostic("the model declares no graph outputs, so there is nothing to "
+                                   "compute (an empty or damaged file?); list its results in "
+                                   "graph.output"))
     total = 0
     for init in g.initializer:
         problems += [Diagnostic(p, node=sanitize(init.name or "initializer"))
                      for p in check_tensor(init, f"initializer '{init.name}'")]
         total += declared_bytes(init)
-    if total > MAX_BYTES:
+    if total > tensors.MAX_BYTES:
         problems.append(Diagnostic(
             f"the model's initializers take {size_text(total)}, over flowgrad's bound of "
-            f"{size_text(MAX_BYTES)}; flowgrad refuses to load it"))
+            f"{size_text(tensors.MAX_BYTES)}; flowgrad refuses to load it"))
     initializers = {t.name for t in g.initializer}
     for vi in g.input:
         if vi.name not in initializers:
@@ -73,7 +106,8 @@ def check_node(node: onnx.NodeProto, domain: str, version: int) -> list[str]:
     if domain != "" or version < 1:
         return problems
     try:
-        schema = onnx.defs.get_schema(node.op_type, max_inclusive_version=version, domain="")
+        schema = onnx.defs.get_schema(node.op_type, max_inclusive_version=min(version, _NEWEST),
+                                      domain="")
     except onnx.defs.SchemaError:
         return problems
     return problems + _arity(node, schema) + _attributes(node, schema)

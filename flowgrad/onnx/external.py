@@ -27,7 +27,8 @@ from onnx import AttributeProto, TensorProto
 
 from ..errors import Diagnostic
 from .builder import sanitize
-from .tensors import DTYPES, MAX_BYTES, check_dims, declared_bytes, size_text
+from . import tensors
+from .tensors import DTYPES, check_dims, declared_bytes, size_text
 
 _KEYS = ("location", "offset", "length", "checksum")
 _DIGITS = re.compile(r"[0-9]+")
@@ -63,15 +64,15 @@ def external_tensors(model: onnx.ModelProto) -> list[TensorProto]:
 
 def load_external(model: onnx.ModelProto, base_dir: str | None, where: str) -> list[Diagnostic]:
     """Read every external tensor of ``model`` into its ``raw_data``; return the problems."""
-    tensors = external_tensors(model)
-    if not tensors:
+    stored = external_tensors(model)
+    if not stored:
         return []
     if base_dir is None:
         return [Diagnostic(f"{where}: the model keeps tensors in external files; load it from "
                            "its path, or pass base_dir= (the folder holding those files)")]
     root = os.path.realpath(base_dir)
     problems = []
-    for tensor in tensors:
+    for tensor in stored:
         why = _read(tensor, root)
         if why:
             problems.append(Diagnostic(f"tensor '{tensor.name}': {why}",
@@ -115,9 +116,9 @@ def _read(tensor: TensorProto, root: str) -> str | None:
     if length != expected:
         return (f"external data length {length} does not match the {expected} bytes its dims "
                 f"{list(tensor.dims)} and type need; the dims or the length are wrong")
-    if expected > MAX_BYTES:
+    if expected > tensors.MAX_BYTES:
         return f"the tensor takes {size_text(expected)}, over flowgrad's bound of " \
-               f"{size_text(MAX_BYTES)}"
+               f"{size_text(tensors.MAX_BYTES)}"
     if offset + length > size:
         return (f"external data [{offset}, {offset + length}) reaches past the end of "
                 f"'{info['location']}' ({size} bytes); the file is truncated or the offset "

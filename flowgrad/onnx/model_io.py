@@ -12,6 +12,7 @@ from typing import Any
 import onnx
 
 from ..errors import GraphError
+from .checks import text_problems
 from .external import load_external
 from .translations import canonical_domain
 
@@ -42,7 +43,7 @@ def read_model(source: Any, base_dir: str | None = None) -> tuple[onnx.ModelProt
         model = onnx.ModelProto()
         model.CopyFrom(source)
         where = f"<onnx model {model.graph.name or 'unnamed'}>"
-    problems = load_external(model, base_dir, where)
+    problems = text_problems(model) or load_external(model, base_dir, where)
     if problems:
         raise GraphError(problems)
     return model, where
