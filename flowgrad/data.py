@@ -216,9 +216,8 @@ def bind_inputs(graph: Graph, data: Dataset, needed: Sequence[str], features: st
         spec = graph.spec_of(name)
         if spec.dtype.kind in "iu":
             array = _whole_numbers(array, spec.dtype, name == labels, classes, where)
-        elif name == labels and array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            raise FlowgradError(f"{where}: the targets hold NaN or infinity; fix or drop those "
-                                "samples")
+        elif name == labels:
+            check_finite(array, data.name, key, "the targets")
         bound[name] = fit_to_input(array, spec, name, f"{where}: its")
     return bound
 
@@ -245,9 +244,10 @@ def _whole_numbers(array: np.ndarray, dtype: np.dtype, is_labels: bool, classes:
         bad = ~np.isfinite(flat) | (np.mod(flat, 1) != 0)
         if bad.any():
             sample, column = np.argwhere(bad)[0]
-            raise FlowgradError(f"{where}: holds {flat[sample, column]!r} at sample {sample}, "
-                                "but the input takes whole numbers (class labels are 0..C-1; "
-                                "for a regression target, make the input a float input)")
+            raise FlowgradError(f"{where}: holds {float(flat[sample, column]):g} at sample "
+                                f"{sample}, but the input takes whole numbers (class labels "
+                                "are 0..C-1; for a regression target, make the input a float "
+                                "input)")
     top = np.iinfo(dtype).max if classes is None else classes - 1
     bottom = 0 if is_labels else np.iinfo(dtype).min
     bad = (flat < bottom) | (flat > top)

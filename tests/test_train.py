@@ -242,3 +242,129 @@ def test_a_micro_batched_trainer_takes_the_same_steps(tmp_path, digits):
     chunked.fit(data, epochs=1)
     for name, value in plans[0].params.items():
         np.testing.assert_allclose(plans[1].params[name], value, rtol=1e-9, atol=1e-12)
+
+
+# -- data files: labels checked, regression targets, several named inputs ------------------
+
+REGRESSION = """
+flowgrad: 1
+name: regression
+inputs: {x: {shape: [3]}, t: {shape: [1]}}
+params:
+  W: {shape: [3, 1], init: {kind: zeros}}
+  b: {shape: [1], init: {kind: zeros}}
+nodes:
+  y: {op: dense, in: {x: x, W: W, b: b}}
+  loss: {op: mse, in: {y: y, target: t}}
+outputs: [y, loss]
+train:
+  inputs: {features: x, labels: t}
+  optimizer: {kind: sgd, lr: 0.1, momentum: 0.9}
+  metrics: []
+  epochs: 40
+  batch_size: 16
+"""
+
+TWO_INPUTS = """
+flowgrad: 1
+name: two_inputs
+inputs: {a: {shape: [3]}, b: {shape: [2]}, label: {shape: [], dtype: int64}}
+params:
+  W: {shape: [5, 2], init: {kind: glorot_uniform}}
+  c: {shape: [2], init: {kind: zeros}}
+nodes:
+  ab: {op: concat, in: [a, b], axis: 1}
+  logits: {op: dense, in: {x: ab, W: W, b: c}}
+  loss: {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+outputs: [logits, loss]
+train:
+  inputs: {features: a, labels: label}
+  optimizer: {kind: adam, lr: 0.05}
+  epochs: 30
+  batch_size: 16
+"""
+
+
+def regression_data(n=96):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 3)).astype(np.float32)
+    return x, x @ np.array([1.5, -2.0, 0.5], np.float32) + 0.25
+
+
+def graph_file(tmp_path, text, name="g.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_regression_targets_train_from_npz_and_csv(tmp_path):
+    x, t = regression_data()
+    np.savez(tmp_path / "named.npz", x=x, t=t)                   # arrays named after inputs
+    np.savez(tmp_path / "keys.npz", features=x, targets=t)        # the usual keys
+    (tmp_path / "table.csv").write_text("a,b,c,t\n" + "\n".join(
+        ",".join(f"{v!r}" for v in (*row, target)) for row, target in zip(x.tolist(),
+                                                                           t.tolist())))
+    for name in ("named.npz", "keys.npz", "table.csv"):
+        data = load_data(str(tmp_path / name))
+        assert (data.y if data.y is not None else data.arrays["t"]).dtype.kind == "f", name
+        trainer = Trainer(flowgrad.compile(flowgrad.load(graph_file(tmp_path, REGRESSION))))
+        history = trainer.fit(data)
+        assert history["loss"][-1] < 1e-3, name
+        np.testing.assert_allclose(trainer.plan.params["W"].ravel(), [1.5, -2.0, 0.5],
+                                   atol=0.02)
+    t[5] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, t=t)
+    with pytest.raises(FlowgradError, match=r"nan.npz: array 't': the targets hold NaN or "
+                                            r"infinity \(first at sample 5\)"):
+        trainer.fit(load_data(str(tmp_path / "nan.npz")))
+
+
+def test_several_inputs_take_the_arrays_named_after_them(tmp_path):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(120, 3)), rng.normal(size=(120, 2))
+    label = (a[:, 0] + b[:, 1] > 0).astype(np.int64)
+    np.savez(tmp_path / "ab.npz", a=a, b=b, label=label)
+    graph = flowgrad.load(graph_file(tmp_path, TWO_INPUTS))
+    trainer = Trainer(flowgrad.compile(graph))
+    trainer.fit(load_data(str(tmp_path / "ab.npz")))
+    assert trainer.evaluate(load_data(str(tmp_path / "ab.npz")))["accuracy"] > 0.9
+    np.savez(tmp_path / "no_b.npz", a=a, label=label)
+    with pytest.raises(FlowgradError, match=r"no_b.npz: input 'b' needs an array named 'b' "
+                                            r"\(arrays in the file: a, label\)"):
+        Trainer(flowgrad.compile(graph)).fit(load_data(str(tmp_path / "no_b.npz")))
+    np.savez(tmp_path / "short.npz", a=a, b=b[:100], label=label)
+    with pytest.raises(FlowgradError, match=r"short.npz: array 'b': has 100 samples but "
+                                            r"array 'a' has 120"):
+        load_data(str(tmp_path / "short.npz"))
+
+
+@pytest.mark.parametrize("value,message", [
+    (-1, r"holds -1 at sample 3, but the classes are 0..9 \(a negative label would pick a "
+         r"class from the end\)"),
+    (10, r"holds 10 at sample 3, but the classes are 0..9"),
+    (0.5, r"holds 0.5 at sample 3, but the input takes whole numbers"),
+])
+def test_labels_outside_the_classes_are_refused_not_trained(tmp_path, digits, value, message):
+    y = digits.y[:64].astype(np.float64)
+    y[3] = value
+    np.savez(tmp_path / "d.npz", x=digits.x[:64], y=y)
+    trainer = Trainer(flowgrad.compile(load_small(tmp_path)))
+    before = trainer.plan.state_dict()
+    with pytest.raises(FlowgradError, match=r"d.npz: array 'y': " + message):
+        trainer.fit(load_data(str(tmp_path / "d.npz")))
+    assert all(np.array_equal(v, trainer.plan.params[k]) for k, v in before.items())
+    np.save(tmp_path / "t.npy", np.column_stack([digits.x[:64], y]))
+    with pytest.raises(FlowgradError, match=r"t.npy: the label column: " + message):
+        trainer.fit(load_data(str(tmp_path / "t.npy")))
+
+
+def test_nan_labels_and_labels_of_the_wrong_rank_are_refused_at_load(tmp_path, digits):
+    y = digits.y[:64].astype(np.float64)
+    y[7] = np.nan
+    np.savez(tmp_path / "d.npz", x=digits.x[:64], labels=y)
+    with pytest.raises(FlowgradError, match=r"d.npz: array 'labels': the labels hold NaN or "
+                                            r"infinity \(first at sample 7\)"):
+        load_data(str(tmp_path / "d.npz"))
+    np.savez(tmp_path / "d.npz", x=digits.x[:64], labels=np.zeros((64, 2, 2)))
+    with pytest.raises(FlowgradError, match=r"'labels': the labels must have 1 or 2 axes"):
+        load_data(str(tmp_path / "d.npz"))
