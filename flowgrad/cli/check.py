@@ -32,8 +32,8 @@ def run(args, registry):
     print(f"{graph.name}: {len(graph.inputs)} inputs, {len(graph.params)} params, "
           f"{len(graph.ops)} ops, {fan_summary(graph)} (valid{checked})")
     rows = describe(graph)
-    width = max(len(r[0]) for r in rows)
-    kind_width = max(len(r[1]) for r in rows)
+    width = max((len(r[0]) for r in rows), default=0)
+    kind_width = max((len(r[1]) for r in rows), default=0)
     for name, kind, shapes in rows:
         print(f"  {name:<{width}}  {kind:<{kind_width}}  {shapes}")
     if args.no_gradients:
