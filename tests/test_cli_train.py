@@ -51,8 +51,12 @@ def test_runs_repeat_exactly_and_resume_extends_a_run(tmp_path, capsys):
     first = load_checkpoint(str(part / "checkpoint.npz"))
     assert first.meta["epoch"] == 3
     # resuming a finished run with more epochs continues it
+    capsys.readouterr()
     assert main(["train", MLP, "--epochs", "4", "--out", str(part), "--no-progress",
                  "--resume", str(part / "checkpoint.npz")]) == 0
+    text = capsys.readouterr().out
+    assert f"resuming from epoch 3 of 4 ({part / 'checkpoint.npz'}, step 123)" in text
+    assert "note: the 'cosine' schedule depends on the run's length" in text
     assert load_checkpoint(str(part / "checkpoint.npz")).meta["epoch"] == 4
     same = load_checkpoint(str(full / "checkpoint.npz"))
     for name, value in same.params.items():
@@ -118,3 +122,50 @@ def test_an_onnx_classifier_trains_with_an_added_loss(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "has no loss: training it as a classifier" in text
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.9
+
+
+def test_regression_and_two_input_data_files(tmp_path, capsys):
+    from tests.test_train import REGRESSION, TWO_INPUTS, regression_data
+    x, t = regression_data(200)
+    np.savez(tmp_path / "reg.npz", x=x, t=t)
+    (tmp_path / "reg.yaml").write_text(REGRESSION)
+    out = tmp_path / "reg"
+    assert main(["train", str(tmp_path / "reg.yaml"), "--data", str(tmp_path / "reg.npz"),
+                 "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["test_loss"] < 1e-3
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(200, 3)), rng.normal(size=(200, 2))
+    np.savez(tmp_path / "ab.npz", a=a, b=b, label=(a[:, 0] + b[:, 1] > 0).astype(np.int64))
+    (tmp_path / "ab.yaml").write_text(TWO_INPUTS)
+    assert main(["train", str(tmp_path / "ab.yaml"), "--data", str(tmp_path / "ab.npz"),
+                 "--out", str(tmp_path / "ab"), "--no-progress"]) == 0
+    assert main(["eval", str(tmp_path / "ab.yaml"), "--data", str(tmp_path / "ab.npz"),
+                 "--checkpoint", str(tmp_path / "ab" / "checkpoint.npz"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["accuracy"] > 0.9
+
+
+def test_damaged_files_are_one_located_message(tmp_path, capsys):
+    from flowgrad.data import load_data
+    digits = load_data("digits")
+    y = digits.y[:100].copy()
+    y[4] = -1
+    np.savez(tmp_path / "neg.npz", x=digits.x[:100], y=y)
+    assert main(["train", MLP, "--data", str(tmp_path / "neg.npz"), "--out",
+                 str(tmp_path / "o"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'neg.npz'}: array 'y': holds -1 at sample" in err
+    assert "Traceback" not in err
+    assert main(["train", MLP, "--epochs", "1", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 0
+    ckpt = tmp_path / "run" / "checkpoint.npz"
+    (tmp_path / "cut.npz").write_bytes(ckpt.read_bytes()[:-100])
+    for command in (["eval", MLP, "--checkpoint"], ["train", MLP, "--no-progress", "--out",
+                                                     str(tmp_path / "r"), "--resume"]):
+        capsys.readouterr()
+        assert main(command + [str(tmp_path / "cut.npz")]) == 1
+        err = capsys.readouterr().err
+        assert f"{tmp_path / 'cut.npz'}: cannot read checkpoint" in err, err
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    assert main(["run", str(ROOT / "graphs" / "xor.yaml"), "-i",
+                 f"x={tmp_path / 'text.npy'}"]) == 1
+    assert "has dtype <U1 (text), but numbers are needed" in capsys.readouterr().err
