@@ -246,12 +246,12 @@ def check_training_state(checkpoint: Checkpoint, params: Mapping[str, np.ndarray
     meta = checkpoint.meta
     for key, (ok, what) in TRAINING_META.items():
         if key not in meta:
-            raise fail(path, f"{META}/{key}", "is missing: this is not a checkpoint of a "
+            raise _meta_fail(path, key, "is missing: this is not a checkpoint of a "
                                               "training run (or it is damaged)")
         if not ok(meta[key]):
-            raise fail(path, f"{META}/{key}", f"must be {what}, got {_short(meta[key])}")
+            raise _meta_fail(path, key, f"must be {what}, got {_short(meta[key])}")
     if meta["batch_in_epoch"] and meta["epoch_rng"] is None:
-        raise fail(path, f"{META}/epoch_rng", "is null, but the checkpoint stopped inside an "
+        raise _meta_fail(path, "epoch_rng", "is null, but the checkpoint stopped inside an "
                                               "epoch, whose order it needs")
     if "best" in checkpoint.arrays:
         check_params(checkpoint, params, path, group="best", exact_dtype=True)
@@ -288,6 +288,10 @@ def _check_optimizer(state: Mapping[str, np.ndarray], leaves: Mapping[str, np.nd
         if names != every:
             raise fail(path, f"optimizer/{leaf}/{min(every - names)}",
                        "is missing, while other params have it: the checkpoint is incomplete")
+
+
+def _meta_fail(path: str, key: str, problem: str) -> FlowgradError:
+    return FlowgradError(f"{path}: metadata '{key}' (in '{META}'): {problem}")
 
 
 def _short(value: Any) -> str:

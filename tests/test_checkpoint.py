@@ -197,16 +197,20 @@ def rewrite(path, out, meta=None, drop=(), add=None, change=None):
     return str(out)
 
 
+def meta_key(key):
+    return rf"metadata '{key}' \(in '#meta'\): "
+
+
 BAD = {
-    "epoch missing": (dict(meta={"epoch": None}), r"array '#meta/epoch': is missing"),
-    "negative epoch": (dict(meta={"epoch": -1}), r"'#meta/epoch': must be a non-negative "
-                                                 r"integer, got -1"),
-    "fractional step": (dict(meta={"step": 2.5}), r"'#meta/step': must be a non-negative"),
-    "text epoch": (dict(meta={"epoch": "2"}), r"'#meta/epoch': must be a non-negative"),
+    "epoch missing": (dict(meta={"epoch": None}), meta_key("epoch") + "is missing"),
+    "negative epoch": (dict(meta={"epoch": -1}),
+                       meta_key("epoch") + "must be a non-negative integer, got -1"),
+    "fractional step": (dict(meta={"step": 2.5}), meta_key("step") + "must be a non-negative"),
+    "text epoch": (dict(meta={"epoch": "2"}), meta_key("epoch") + "must be a non-negative"),
     "bad rng": (dict(meta={"rng": {"bit_generator": "PCG64", "state": 3}}),
-                r"'#meta/rng': must be a numpy generator state"),
-    "history without epochs": (dict(meta={"history": [{"loss": 1.0}]}), r"'#meta/history'"),
-    "early": (dict(meta={"early": {"best": None}}), r"'#meta/early': must be an object"),
+                meta_key("rng") + "must be a numpy generator state"),
+    "history without epochs": (dict(meta={"history": [{"loss": 1.0}]}), meta_key("history")),
+    "early": (dict(meta={"early": {"best": None}}), meta_key("early") + "must be an object"),
     "missing param": (dict(drop=[("params", "W1")]), r"missing params: W1"),
     "extra param": (dict(add={("params", "W9"): np.zeros(2, np.float32)}),
                     r"unknown params: W9"),
