@@ -12,14 +12,19 @@ HELP = "train a graph (digits or your .npz/.npy/.csv data); checkpoints, curves,
 def add_arguments(parser):
     add_graph_argument(parser)
     parser.add_argument("--data", default="digits", metavar="digits|FILE",
-                        help="'digits' (embedded 8x8 digits, default) or a .npz/.npy/.csv file")
-    parser.add_argument("--epochs", type=int, help="total epochs (overrides train: epochs)")
+                        help="'digits' (embedded 8x8 digits, default) or a .npz/.npy/.csv file "
+                             "(.npz arrays named after graph inputs feed those inputs)")
+    parser.add_argument("--epochs", type=int,
+                        help="total epochs (overrides train: epochs; with --resume, counting "
+                             "the checkpoint's)")
     parser.add_argument("--batch-size", type=int, help="mini-batch size")
     parser.add_argument("--lr", type=float, help="learning rate (overrides the optimizer's lr)")
     parser.add_argument("--seed", type=int, help="seed for the split and the shuffling")
     parser.add_argument("--out", default="runs/train", metavar="DIR",
                         help="output directory (default runs/train)")
-    parser.add_argument("--resume", metavar="CKPT", help="continue from a checkpoint")
+    parser.add_argument("--resume", metavar="CKPT",
+                        help="continue from a checkpoint (checked first; says where it "
+                             "resumes and whether the result is an uninterrupted run's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_argument(parser)
 
