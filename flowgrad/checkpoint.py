@@ -246,13 +246,13 @@ def check_training_state(checkpoint: Checkpoint, params: Mapping[str, np.ndarray
     meta = checkpoint.meta
     for key, (ok, what) in TRAINING_META.items():
         if key not in meta:
-            raise _meta_fail(path, key, "is missing: this is not a checkpoint of a "
-                                              "training run (or it is damaged)")
+            raise _meta_fail(path, key, "is missing: the checkpoint is damaged, or was "
+                                        "not written by this version of flowgrad's trainer")
         if not ok(meta[key]):
             raise _meta_fail(path, key, f"must be {what}, got {_short(meta[key])}")
     if meta["batch_in_epoch"] and meta["epoch_rng"] is None:
         raise _meta_fail(path, "epoch_rng", "is null, but the checkpoint stopped inside an "
-                                              "epoch, whose order it needs")
+                                            "epoch, whose order it needs")
     if "best" in checkpoint.arrays:
         check_params(checkpoint, params, path, group="best", exact_dtype=True)
     _check_optimizer(checkpoint.arrays.get("optimizer", {}), leaves, meta["step"], path)
@@ -264,6 +264,7 @@ def _check_optimizer(state: Mapping[str, np.ndarray], leaves: Mapping[str, np.nd
     if steps is None or steps.ndim != 0 or steps.dtype.kind not in "iu" or int(steps) != step:
         raise fail(path, "optimizer/#steps", f"must be the integer {step} (the steps taken), "
                                              f"got {_short(steps)}")
+    buffers: dict[str, set[str]] = {}
     for key, value in state.items():
         if key == "#steps":
             continue
@@ -278,13 +279,9 @@ def _check_optimizer(state: Mapping[str, np.ndarray], leaves: Mapping[str, np.nd
         if value.dtype.kind != "f" or not np.all(np.isfinite(value)):
             raise fail(path, where, f"must hold finite floats (got {value.dtype}"
                                     f"{'' if value.dtype.kind != 'f' else ' with NaN or inf'})")
-    buffers: dict[str, set[str]] = {}
-    for key in state:
-        leaf, _, buffer = key.rpartition("/")
-        if key != "#steps":
-            buffers.setdefault(leaf, set()).add(buffer)
+        buffers.setdefault(leaf, set()).add(buffer)
     every = set().union(*buffers.values())
-    for leaf, names in buffers.items():
+    for leaf, names in buffers.items():        # every updated leaf has the same buffers
         if names != every:
             raise fail(path, f"optimizer/{leaf}/{min(every - names)}",
                        "is missing, while other params have it: the checkpoint is incomplete")
