@@ -6,7 +6,9 @@
    1-thread processes) and in one process: the digits CNN (``graphs/digits_cnn.yaml``, 8x8
    digits, batch 64) and ResNet-14 (``graphs/resnet14.yaml``, synthetic CIFAR-sized 3x32x32
    data, batch 32).  Per step: the driver's wall time, the slowest shard's compute time, the
-   rest (communication, reduction, scheduling), and per worker the bytes sent (its gradient
+   rest (communication, reduction, scheduling), the slowest shard's CPU seconds (what the
+   compute costs when every worker has a core to itself — the figure that survives a loaded
+   machine), and per worker the bytes sent (its gradient
    contribution plus the shard's indices) and received (the summed gradients).  The first
    steps (replica start, first-run checks) are not counted; figures are medians.
 2. A whole-layer render: every channel of the digits CNN's ``conv1`` (16 channels).
@@ -87,6 +89,7 @@ def time_distributed_training(client, name: str, batch: int, steps: int, send: s
     stats = trainer.stats[WARMUP:]
     return {"seconds": statistics.median(s.seconds for s in stats),
             "compute": statistics.median(s.compute for s in stats),
+            "cpu": statistics.median(s.cpu for s in stats),
             "comm": statistics.median(s.communication for s in stats),
             "sent": stats[0].sent, "received": stats[0].received,
             "workers": stats[0].workers}
@@ -180,15 +183,17 @@ def report(results: dict, models, rows: int) -> None:
             continue
         local = results[("local", name)]
         print(f"\n{name}, global batch {batch}: one process {local * 1e3:.1f} ms/step")
-        print("  workers  send     ms/step  compute  other   sent/worker  received  speed-up")
+        print("  workers  send     ms/step  compute  other   cpu  sent/worker  received  "
+              "speed-up  cpu speed-up")
         for send in ("indices", "shards"):
-            one = results[(1, name, send)]["seconds"]
+            one = results[(1, name, send)]
             for workers in (1, 2):
                 r = results[(workers, name, send)]
                 print(f"  {workers:7d}  {send:7s}  {r['seconds'] * 1e3:7.1f}  "
                       f"{r['compute'] * 1e3:7.1f}  {r['comm'] * 1e3:6.1f}  "
-                      f"{r['sent'] / 1e3:9.1f} kB  {r['received'] / 1e3:6.1f} kB  "
-                      f"{one / r['seconds']:6.2f}x")
+                      f"{r['cpu'] * 1e3:5.1f}  {r['sent'] / 1e3:8.1f} kB  "
+                      f"{r['received'] / 1e3:6.1f} kB  {one['seconds'] / r['seconds']:6.2f}x  "
+                      f"{one['cpu'] / r['cpu']:6.2f}x")
                 print(f"VALUE: distributed {name} {send} {workers} workers ms/step | "
                       f"{r['seconds'] * 1e3:.1f}")
     for what, label in (("render", "render of conv1 (16 channels)"),

@@ -45,12 +45,14 @@ _log = logging.getLogger("flowgrad.distributed")
 @dataclass
 class StepStats:
     """One distributed step: ``seconds`` on the driver's clock, the slowest shard's
-    ``compute`` seconds, the ``workers`` used and per worker the bytes ``sent`` (its
-    contribution to the reduction, and the shard's indices or data it received) and
-    ``received`` (the summed gradients and state)."""
+    ``compute`` seconds and the most CPU seconds a shard used (``cpu``: what the compute
+    costs when each worker has a core of its own), the ``workers`` used and per worker the
+    bytes ``sent`` (its contribution to the reduction, and the shard's indices or data it
+    received) and ``received`` (the summed gradients and state)."""
 
     seconds: float
     compute: float
+    cpu: float
     workers: int
     sent: int
     received: int
@@ -133,7 +135,8 @@ class DistributedTrainer(Trainer):
         apply_update(self, total["sums"], lr)
         size = nbytes(total)
         self.stats.append(StepStats(time.perf_counter() - start,
-                                    max(p["seconds"] for p in total["parts"]), shards,
+                                    max(p["seconds"] for p in total["parts"]),
+                                    max(p["cpu"] for p in total["parts"]), shards,
                                     size + max(p["shipped"] for p in total["parts"]), size))
         return out
 
@@ -292,17 +295,17 @@ def _shard_step(run_id: str, ready: Any, data: Dataset | None, shard: Any,
     feeds = trainer.feeds(data, shard) if data is not None else shard
     state = [k for k in plan.params if k not in set(plan.trainable)]
     before = {k: plan.params[k].copy() for k in state}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     out, grads = forward_backward(plan, feeds, trainer.seeds, outputs=trainer.outputs,
                                   micro_batch=trainer.micro_batch)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu
     sums = {f"grad/{k}": g * weight for k, g in grads.items()}
     sums.update({f"state/{k}": plan.params[k] * weight for k in state
                  if not np.array_equal(before[k], plan.params[k])})
     shipped = (np.asarray(shard).nbytes if data is not None
                else sum(np.asarray(v).nbytes for v in shard.values()))
     return {"sums": sums, "parts": [{"outputs": out, "weight": weight, "seconds": seconds,
-                                     "shipped": shipped}]}
+                                     "cpu": cpu, "shipped": shipped}]}
 
 
 def _apply(run_id: str, ready: Any, total: dict, lr: float) -> int:
