@@ -98,7 +98,9 @@ class Trainer:
         self.outputs = tuple(dict.fromkeys(wanted))
         self.log = log or (lambda line: None)
         self._bound: dict[int, tuple[Dataset, dict[str, np.ndarray]]] = {}
-        self.run = {"epochs": config.epochs, "batch_size": config.batch_size, "samples": 0}
+        # what a checkpoint records of the run, to tell a resumed run whether it continues it
+        self.run_settings = {"epochs": config.epochs, "batch_size": config.batch_size,
+                             "samples": 0}
         self.rng = np.random.default_rng(config.seed)
         self.epoch = 0                 # completed epochs
         self.step = 0                  # completed optimizer steps
@@ -223,6 +225,9 @@ class Trainer:
         epochs = cfg.epochs if epochs is None else epochs
         if val is None and cfg.validation_split > 0:
             train, val = split(train, cfg.validation_split, seed=cfg.seed)
+        if not len(train):
+            raise FlowgradError(f"{train.name}: no samples left to train on (after the test "
+                                "and validation splits); give more data")
         self.bind(train)
         if val is not None:
             self.bind(val)
@@ -231,7 +236,8 @@ class Trainer:
         if resume is not None:
             self.load(resume)
             self._resuming(resume, epochs, len(train), schedule)
-        self.run = {"epochs": epochs, "batch_size": cfg.batch_size, "samples": len(train)}
+        self.run_settings = {"epochs": epochs, "batch_size": cfg.batch_size,
+                             "samples": len(train)}
         restore = self._install_interrupt_handler()
         try:
             while self.epoch < epochs and not self.stopped:
@@ -253,10 +259,14 @@ class Trainer:
     def _resuming(self, path: str, epochs: int, samples: int, schedule) -> None:
         """Say where training resumes, and whether the result is what an uninterrupted run of
         ``epochs`` epochs gives; refuse to continue inside an epoch of other data."""
-        was, batch = self.run, self.config.batch_size
+        was, batch = self.run_settings, self.config.batch_size
         steps_per_epoch = -(-samples // batch)
         same_data = (was["samples"], was["batch_size"]) == (samples, batch)
-        if self.batch_in_epoch and (not same_data or self.batch_in_epoch >= steps_per_epoch):
+        if self.batch_in_epoch and same_data and self.batch_in_epoch >= steps_per_epoch:
+            raise FlowgradError(f"{path}: metadata 'batch_in_epoch' is {self.batch_in_epoch}, "
+                                f"past the {steps_per_epoch} batches of an epoch: the "
+                                "checkpoint is damaged")
+        if self.batch_in_epoch and not same_data:
             raise FlowgradError(
                 f"{path}: the checkpoint stopped inside epoch {self.epoch + 1} (after batch "
                 f"{self.batch_in_epoch}) of a run on {was['samples']} samples in batches of "
@@ -275,9 +285,7 @@ class Trainer:
                      "continues, but not as one uninterrupted run would")
         elif was["epochs"] != epochs:
             before = self._schedule(was["epochs"], steps_per_epoch)
-            differ = next((s for s in range(min(self.step, SCHEDULE_CHECK))
-                           if before(s) != schedule(s)), None)
-            if differ is None:
+            if all(before(s) == schedule(s) for s in range(min(self.step, SCHEDULE_CHECK))):
                 self.log(f"continuing to {epochs} epochs (the checkpoint's run was for "
                          f"{was['epochs']}): exactly an uninterrupted {epochs}-epoch run, as "
                          "the schedule does not depend on the run's length")
@@ -388,7 +396,7 @@ class Trainer:
             "rng": self.rng.bit_generator.state, "epoch_rng": self.epoch_rng_state,
             "plan_rng": self.plan.rng.bit_generator.state,
             "early": {"best": self.best, "bad_epochs": self.bad_epochs, "stopped": self.stopped},
-            "optimizer_kind": self.optimizer.kind, **self.run,
+            "optimizer_kind": self.optimizer.kind, **self.run_settings,
         }
         save_checkpoint(path, arrays, meta)
 
@@ -416,7 +424,7 @@ class Trainer:
         early = meta["early"]
         self.best, self.bad_epochs, self.stopped = (early["best"], early["bad_epochs"],
                                                     early["stopped"])
-        self.run = {k: meta[k] for k in ("epochs", "batch_size", "samples")}
+        self.run_settings = {k: meta[k] for k in ("epochs", "batch_size", "samples")}
 
 
 def forward_backward(plan: Plan, feeds: Mapping[str, Any], seeds: Mapping[str, Any],

@@ -368,3 +368,10 @@ def test_nan_labels_and_labels_of_the_wrong_rank_are_refused_at_load(tmp_path, d
     np.savez(tmp_path / "d.npz", x=digits.x[:64], labels=np.zeros((64, 2, 2)))
     with pytest.raises(FlowgradError, match=r"'labels': the labels must have 1 or 2 axes"):
         load_data(str(tmp_path / "d.npz"))
+
+
+def test_no_samples_is_an_error_not_an_empty_run(tmp_path):
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 64), np.float32), y=np.zeros(0, np.int64))
+    with pytest.raises(FlowgradError, match=r"empty.npz: no samples left to train on"):
+        Trainer(flowgrad.compile(load_small(tmp_path))).fit(load_data(str(tmp_path /
+                                                                          "empty.npz")))
