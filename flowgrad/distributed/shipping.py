@@ -86,7 +86,9 @@ def worker_registry(source: GraphSource) -> Registry:
     key = ("registry", source.plugin_paths, source.entry_points)
     if key not in cache:
         absent = [p for p in source.plugin_paths if not os.path.exists(p)]
-        registry = make_registry(paths=[p for p in source.plugin_paths if p not in absent])
+        # installed plugins are loaded only if the driver had some: the same table of ops
+        registry = make_registry(paths=[p for p in source.plugin_paths if p not in absent],
+                                 autoload=bool(source.entry_points))
         loaded = {p.name for p in registry.plugins}
         absent += [f"{name} (installed plugin)" for name in source.entry_points
                    if name not in loaded]

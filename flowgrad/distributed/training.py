@@ -64,6 +64,8 @@ class StepStats:
 
 
 class _WorkerLost(Exception):
+    """A replica's worker left the cluster during a step (the step is redone)."""
+
     def __init__(self, addresses: list[str]):
         super().__init__(", ".join(addresses))
         self.addresses = addresses
@@ -175,7 +177,7 @@ class DistributedTrainer(Trainer):
         the scheduler), then wait for the sum."""
         client = self.client
         size = -(-self.config.batch_size // len(self.replicas))
-        leaves, applied = [], []
+        leaves = []
         for i, address in enumerate(self.replicas):
             rows = slice(i * size, (i + 1) * size)
             shard = index[rows]
