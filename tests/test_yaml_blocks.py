@@ -158,6 +158,15 @@ def test_include_is_relative_to_the_including_file(tmp_path):
     assert graph.meta["blocks"]["a.act"] == {"block": "act"}
 
 
+def test_a_file_included_twice_is_read_once(tmp_path):
+    write(tmp_path, "blocks: {act: {inputs: [x], nodes: {r: {op: relu, in: x}}}}\n", "base.yaml")
+    write(tmp_path, "include: base.yaml\n", "a.yaml")
+    write(tmp_path, "include: base.yaml\n", "b.yaml")
+    path = write(tmp_path, "flowgrad: 1\ninclude: [a.yaml, b.yaml]\ninputs: {x: {shape: [2]}}\n"
+                           "nodes: {h: {block: act, in: x}}\n")
+    assert flowgrad.load(path).outputs == ["h.r"]
+
+
 def test_include_cycle_names_the_chain(tmp_path):
     write(tmp_path, "include: b.yaml\n", "lib/a.yaml")
     write(tmp_path, "blocks: {}\ninclude: [a.yaml]\n", "lib/b.yaml")
