@@ -31,7 +31,7 @@ as a projection shortcut).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import DiagnosticList, SourceLocation, did_you_mean, unknown_key
@@ -70,9 +70,9 @@ class _Scope:
 class Expansion:
     """What :func:`expand` gives the builder."""
 
-    data: MarkedDict                                # the file, blocks expanded
-    record: dict[str, dict] = field(default_factory=dict)   # instance -> {"block", "repeat"}
-    failed: set[str] = field(default_factory=set)   # names whose own error is reported
+    data: MarkedDict                # the file, blocks expanded
+    record: dict[str, dict]         # instance -> {"block": name, "repeat": count (if any)}
+    failed: set[str]                # names whose own error is already reported
 
 
 def expand(data: MarkedDict, path: str, errors: DiagnosticList) -> Expansion:
