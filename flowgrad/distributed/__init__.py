@@ -15,11 +15,12 @@ from __future__ import annotations
 
 from ..errors import FlowgradError
 
-try:
-    import distributed as _distributed  # noqa: F401  (the check; modules import what they use)
+try:                              # the check; the modules import what they use
+    import distributed as _dask_distributed
 except ImportError as e:          # pragma: no cover - exercised in a subprocess by the tests
     raise FlowgradError("flowgrad.distributed needs Dask distributed, which is not installed "
                         f"({e}): pip install 'flowgrad[distributed]'") from None
+del _dask_distributed
 
 from .cluster import CLUSTER_ENV, connect
 from .inference import InferenceRun, run_distributed
@@ -28,5 +29,6 @@ from .shipping import GraphSource, ship
 from .train_run import train
 from .training import DistributedTrainer, StepStats
 
-__all__ = ["CLUSTER_ENV", "DistributedTrainer", "GraphSource", "InferenceRun", "StepStats", "connect",
-           "render_layer_checkpoint", "render_layer_distributed", "run_distributed", "ship", "train"]
+__all__ = ["CLUSTER_ENV", "DistributedTrainer", "GraphSource", "InferenceRun", "StepStats",
+           "connect", "render_layer_checkpoint", "render_layer_distributed", "run_distributed",
+           "ship", "train"]

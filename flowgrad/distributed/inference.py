@@ -57,10 +57,10 @@ def run_distributed(graph: Graph | str, data: str, out: str, *, workers: int | N
     """Run ``graph`` over every row of the ``.npy`` file ``data`` and write ``output`` (default:
     the graph's first output) for each row to the ``.npy`` file ``out``.
 
-    ``input`` defaults to the only input ``output`` depends on; ``chunk_rows`` to about 32 MiB of input or
-    output per task; ``on_chunk(rows_done, rows)`` is called as chunks are written.  Runs on
-    ``client``, the scheduler at ``cluster`` (or ``$FLOWGRAD_CLUSTER``) or a ``LocalCluster`` of
-    ``workers`` processes.
+    ``input`` defaults to the only input ``output`` depends on; ``chunk_rows`` to about 32 MiB
+    of input or output per task; ``on_chunk(rows_done, rows)`` is called as chunks are
+    written.  Runs on ``client``, the scheduler at ``cluster`` (or ``$FLOWGRAD_CLUSTER``) or a
+    ``LocalCluster`` of ``workers`` processes.
     """
     source = ship(graph, registry)
     loaded = load(graph, registry=registry) if isinstance(graph, str) else graph

@@ -3,11 +3,12 @@
 Each worker holds a replica — a compiled plan and an optimizer, i.e. a :class:`Trainer` — and
 the data set, sent once.  A step sends each worker only the indices of its shard of the global
 batch: shard ``i`` is rows ``[i*s, (i+1)*s)`` with ``s = ceil(batch_size / N)``, the split
-``micro_batch=s`` makes in one process (a short last batch leaves the last workers idle).  Each worker returns its gradients weighted by its
-shard's share of the batch; :func:`~.allreduce.tree_sum` adds them worker to worker; every
-replica then applies the same update to the same sum — and so does the driver, whose copy of
-the parameters is what checkpoints, evaluation, early stopping and the progress bar see (all
-of :class:`Trainer` is reused; only :meth:`DistributedTrainer.train_step` differs).
+``micro_batch=s`` makes in one process (a short last batch leaves the last workers idle).
+Each worker returns its gradients weighted by its shard's share of the batch;
+:func:`~.allreduce.tree_sum` adds them worker to worker; every replica then applies the same
+update to the same sum — and so does the driver, whose copy of the parameters is what
+checkpoints, evaluation, early stopping and the progress bar see (all of :class:`Trainer` is
+reused; only :meth:`DistributedTrainer.train_step` differs).
 
 Hence N workers compute what one process does with ``micro_batch=ceil(B/N)``: the same bits
 in float64 for two workers (the additions happen in the same order), the same to float32
