@@ -13,43 +13,65 @@ backward passes.  Every op is a pluggy plugin supplying its own forward and back
     history = flowgrad.train(net, flowgrad.load_data("digits"), epochs=10)
     result = flowgrad.visualize(net, ["logits[3]"])   # optimize an input image
     flowgrad.save_onnx(net.export_graph(), "model.onnx")
+
+The public names are imported on first use (PEP 562): ``import flowgrad`` loads neither
+networkx, numba, onnx nor matplotlib, so the ``flowgrad`` command starts in a fraction of a
+second and a script pays only for what it touches.
 """
-from .errors import (AttrError, Diagnostic, FlowgradError, GraphError, NumericsError, OpError,
-                     PluginError, ShapeError, SourceLocation)
-from .graph import Graph
-from .hookspecs import hookimpl
-from .loaders import load
-from .op import Attr, Context, Op, Spec, unbroadcast
-from .passes import prepare
-from .plugins import Registry, default_registry, make_registry
-from .plan import Plan, compile
-from .data import Dataset, load_data, split
-from .train import Trainer, train
-from .visualize import visualize
-from .loaders.train_section import TrainConfig
-from .loaders.visualize_section import VisualizeConfig
-from .workflows import (evaluate_checkpoint, optimize_images, run_demo, train_and_report,
-                        visualize_checkpoint)
-from .workflows import render_layer_checkpoint
+from __future__ import annotations
 
-
-def __getattr__(name: str):
-    # the ONNX exporter imports onnx's protobuf machinery: load it only when asked for
-    if name == "save_onnx":
-        from .onnx.export import save_onnx
-        return save_onnx
-    raise AttributeError(f"module 'flowgrad' has no attribute {name!r}")
-
+import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Attr", "AttrError", "Context", "Dataset", "Diagnostic", "FlowgradError", "Graph", "GraphError",
-    "NumericsError", "Op", "OpError", "Plan", "PluginError", "Registry", "ShapeError",
-    "SourceLocation", "Spec", "Trainer", "compile", "default_registry", "hookimpl", "load",
-    "load_data", "make_registry", "prepare", "save_onnx", "split", "train", "unbroadcast",
-    "visualize", "__version__",
-    "TrainConfig", "VisualizeConfig", "evaluate_checkpoint", "optimize_images", "run_demo",
-    "train_and_report", "visualize_checkpoint",
-    "render_layer_checkpoint",
-]
+#: each public name -> the module (relative to this package) that defines it
+_EXPORTS = {
+    **dict.fromkeys(("AttrError", "Diagnostic", "FlowgradError", "GraphError", "NumericsError",
+                     "OpError", "PluginError", "ShapeError", "SourceLocation"), ".errors"),
+    "Graph": ".graph",
+    "hookimpl": ".hookspecs",
+    "load": ".loaders",
+    **dict.fromkeys(("Attr", "Context", "Op", "Spec", "unbroadcast"), ".op"),
+    "prepare": ".passes",
+    **dict.fromkeys(("Registry", "default_registry", "make_registry"), ".plugins"),
+    **dict.fromkeys(("Plan", "compile"), ".plan"),
+    **dict.fromkeys(("Dataset", "load_data", "split"), ".data"),
+    **dict.fromkeys(("Trainer", "train"), ".train"),
+    "visualize": ".visualize",
+    "TrainConfig": ".loaders.train_section",
+    "VisualizeConfig": ".loaders.visualize_section",
+    **dict.fromkeys(("evaluate_checkpoint", "optimize_images", "run_demo", "train_and_report",
+                     "visualize_checkpoint", "render_layer_checkpoint"), ".workflows"),
+    "save_onnx": ".onnx.export",
+}
+
+__all__ = [*sorted(_EXPORTS, key=str.lower), "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flowgrad' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value         # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """``flowgrad.train`` and ``flowgrad.visualize`` are functions named like their modules:
+    importing a submodule sets the package attribute of that name to the module, which would
+    hide the function, so the package keeps its public names (the modules stay importable)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and name in _EXPORTS:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

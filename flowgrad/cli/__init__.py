@@ -13,13 +13,13 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import pkgutil
 import sys
 from typing import Sequence
-
-import numpy as np
 
 from ..errors import FlowgradError
 
@@ -30,20 +30,42 @@ DEBUG_ENV = "FLOWGRAD_DEBUG"
 ORDER = ("demo", "run", "check", "show", "train", "eval", "visualize", "export", "convert",
          "ops", "plugins")
 
+#: options whose value may start with '-' (a minimised objective, ``-logits[3]``)
+DASHED_VALUES = ("--objective",)
+
 
 def _commands() -> list[str]:
     found = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
     return sorted(found, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_help(name: str) -> str:
+    """A command's one-line ``HELP``, read from its source without importing it: only the
+    command being run is imported (with the libraries it needs), so ``flowgrad ops`` does not
+    pay for the ONNX or plotting stack that other commands load."""
+    spec = importlib.util.find_spec(f"{__name__}.{name}")
+    try:
+        with open(spec.origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] \
+                    == ["HELP"]:
+                return ast.literal_eval(node.value)
+    except (OSError, TypeError, ValueError, SyntaxError):
+        pass
+    return importlib.import_module(f"{__name__}.{name}").HELP   # a computed HELP
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the arguments of ``command`` only: the other commands are listed (for
+    ``--help`` and argparse's choices) but their modules are not imported."""
     from .. import __version__
     parser = argparse.ArgumentParser(
         prog="flowgrad", description="A modular dataflow-graph runtime for neural networks.")
     parser.add_argument("--version", action="version", version=f"flowgrad {__version__}")
     parser.add_argument("-p", "--plugins", action="append", default=[], metavar="PATH",
                         help="load op plugins from a .py file or a folder (repeatable; also "
-                             "FLOWGRAD_PLUGINS, a path list)")
+                             "FLOWGRAD_PLUGINS, a path list; also accepted after COMMAND)")
     parser.add_argument("--debug", action="store_true",
                         help="let an internal error end in its full Python traceback (also "
                              f"{DEBUG_ENV}=1)")
@@ -52,20 +74,57 @@ def build_parser() -> argparse.ArgumentParser:
                              "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _commands():
+        text = command_help(name)
+        if name != command:
+            sub.add_parser(name, help=text, add_help=False)
+            continue
         module = importlib.import_module(f"{__name__}.{name}")
-        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
-        module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        parser_ = sub.add_parser(name, help=text, description=text)
+        module.add_arguments(parser_)
+        parser_.add_argument("-p", "--plugins", action="append", default=[], metavar="PATH",
+                             dest="command_plugins", help="load op plugins (as before COMMAND)")
+        parser_.set_defaults(_run=module.run)
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named in ``argv`` (the first word that is not a global option's)."""
+    takes_value = {"-p", "--plugins"}
+    skip = False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item in takes_value:
+            skip = True
+        elif not item.startswith("-"):
+            return item
+    return None
+
+
+def join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--objective -logits[3]`` as ``--objective=-logits[3]``: argparse takes a value that
+    starts with '-' for an option, but a minimised objective is written that way."""
+    out: list[str] = []
+    for item in argv:
+        if out and out[-1] in DASHED_VALUES and item.startswith("-") and len(item) > 1 \
+                and not item.startswith("--"):
+            out[-1] = f"{out[-1]}={item}"
+        else:
+            out.append(item)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = join_dashed_values(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
+    args.plugins = [*args.plugins, *args.command_plugins]
     try:
+        import numpy as np
+
         from ..plugins import make_registry, set_default_registry
         registry = make_registry(paths=args.plugins, autoload=not args.no_autoload)
         set_default_registry(registry)
