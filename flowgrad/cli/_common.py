@@ -1,10 +1,17 @@
-"""Helpers shared by subcommands: loading a graph and reading ``NAME=FILE`` feeds."""
+"""Helpers shared by subcommands: the common arguments and the rules for files a command
+writes.
+
+Output paths follow one convention in every command: a missing folder is created (as
+``train --out`` and ``demo --out`` always did), and an existing file is never replaced unless
+the user passes ``--force`` — a typo must not cost anyone their work.  Bad flag values are
+:class:`FlowgradError`\\ s naming the flag (exit 1); only a value argparse cannot parse at all
+(``--steps x``) is a usage error (exit 2).
+"""
 from __future__ import annotations
 
 import argparse
+import math
 import os
-
-import numpy as np
 
 from ..errors import FlowgradError
 
@@ -18,28 +25,47 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
                         help="floating-point precision of the run (default float32)")
 
 
-def read_array(path: str) -> np.ndarray:
-    """Read a .npy file, or a single-array .npz file."""
-    if not os.path.exists(path):
-        raise FlowgradError(f"input file '{path}' does not exist")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise FlowgradError(f"cannot read '{path}' as a .npy/.npz array: {e}") from None
-    if isinstance(data, np.lib.npyio.NpzFile):
-        with data:
-            if len(data.files) != 1:
-                raise FlowgradError(f"'{path}' holds {len(data.files)} arrays "
-                                    f"({', '.join(data.files)}); pass one .npy per input")
-            return data[data.files[0]]
-    return data
+def add_force_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
-def parse_feeds(items: list[str]) -> dict[str, np.ndarray]:
-    feeds = {}
-    for item in items:
-        name, eq, path = item.partition("=")
-        if not eq or not name or not path:
-            raise FlowgradError(f"--input expects NAME=FILE.npy, got '{item}'")
-        feeds[name] = read_array(path)
-    return feeds
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", metavar="CKPT",
+                        help="load the trained params of this `flowgrad train` checkpoint "
+                             "(checkpoint.npz) into the graph first")
+
+
+def output_file(path: str, flag: str, force: bool) -> str:
+    """Make ``path`` ready to be written: refuse a folder, and an existing file without
+    ``--force``; create a missing parent folder.  ``flag`` names the option the path came
+    from ('' for a positional argument)."""
+    where = f"{flag} {path}" if flag else path
+    if os.path.isdir(path):
+        raise FlowgradError(f"{where}: is a folder; give a file name")
+    if os.path.exists(path) and not force:
+        raise FlowgradError(f"{where}: the file exists; pass --force to overwrite it")
+    folder = os.path.dirname(path)
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise FlowgradError(f"{where}: cannot create the folder '{folder}': "
+                                f"{e.strerror}") from None
+    return path
+
+
+def at_least(flag: str, value: int | None, low: int) -> None:
+    """Refuse an integer flag below ``low``."""
+    if value is not None and value < low:
+        raise FlowgradError(f"{flag}: must be at least {low}, got {value}")
+
+
+def finite_range(flag: str, pair: list[float] | None) -> None:
+    """Refuse a ``LOW HIGH`` pair that is not finite or not increasing."""
+    if pair is None:
+        return
+    low, high = pair
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise FlowgradError(f"{flag}: LOW and HIGH must be finite numbers, got {low:g} {high:g}")
+    if not low < high:
+        raise FlowgradError(f"{flag}: LOW must be below HIGH, got {low:g} {high:g}")

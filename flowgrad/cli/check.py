@@ -1,18 +1,23 @@
-"""``flowgrad check``: validate a graph, list its nodes, and check its whole backward.
+"""``flowgrad check``: validate a graph, list its nodes, summarise its size and check its whole
+backward.
 
 Loading is the validation: the front end reports every mistake of the file at once — YAML,
-wiring, shapes and the ``train:`` and ``visualize:`` sections.
+wiring, shapes and the ``train:`` and ``visualize:`` sections.  On a long graph the gradient
+check runs two forward passes per checked entry, so before it starts a line on stderr says how
+many passes it will take and how to make it shorter.
 """
 from __future__ import annotations
 
-from .. import load
-from ..gradcheck import check_graph_gradients
-from ..passes import describe
-from ..render import fan_summary
-from ._common import add_graph_argument
+import sys
+import time
+
+from ._common import add_graph_argument, at_least
 
 HELP = ("validate a graph, print each node with its op and output shape, and compare its "
         "backward with finite differences on random inputs")
+
+#: graphs with more ops than this get progress lines on stderr
+LONG = 50
 
 
 def add_arguments(parser):
@@ -25,7 +30,17 @@ def add_arguments(parser):
 
 
 def run(args, registry):
+    from ..loaders import load
+    from ..passes import describe
+    from ..render import fan_summary
+    from ..summary import summarize
+    at_least("--elements", args.elements, 1)
+    started = time.perf_counter()
     graph = load(args.graph, registry=registry)
+    long = len(graph.ops) > LONG
+    if long:
+        progress(f"loaded and validated {len(graph.ops)} ops in "
+                 f"{time.perf_counter() - started:.1f} s")
     sections = [f"{key}:" for key in ("train", "visualize") if key in graph.meta]
     checked = f", {' and '.join(sections)} section{'s' * (len(sections) > 1)} too" \
         if sections else ""
@@ -36,8 +51,16 @@ def run(args, registry):
     kind_width = max((len(r[1]) for r in rows), default=0)
     for name, kind, shapes in rows:
         print(f"  {name:<{width}}  {kind:<{kind_width}}  {shapes}")
+    print(summarize(graph).text())
     if args.no_gradients:
         return 0
+    if long:
+        progress(gradient_plan(graph, args.elements))
+    return report_gradients(graph, args, width)
+
+
+def report_gradients(graph, args, width: int) -> int:
+    from ..gradcheck import check_graph_gradients
     checks = check_graph_gradients(graph, max_elements=args.elements, seed=args.seed)
     if not checks:
         print("gradient check: nothing to check (no float inputs or trainable params)")
@@ -53,3 +76,18 @@ def run(args, registry):
         return 1
     print("gradient check passed")
     return 0
+
+
+def gradient_plan(graph, elements: int) -> str:
+    """What the gradient check is about to do, in one line."""
+    from ..summary import per_sample
+    leaves = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"] + \
+        [p for p in graph.params if graph.is_trainable(p)]
+    entries = sum(min(elements, per_sample(graph.spec_of(n).shape)) for n in leaves)
+    return (f"gradient check: {entries} entries of {len(leaves)} inputs and params, "
+            f"{2 * entries + 1} float64 forward passes of {len(graph.ops)} ops "
+            "(--elements K checks fewer entries, --no-gradients none)...")
+
+
+def progress(line: str) -> None:
+    print(f"check: {line}", file=sys.stderr, flush=True)

@@ -1,10 +1,11 @@
-"""``flowgrad convert``: turn an ONNX model into an editable YAML graph plus a weights file."""
+"""``flowgrad convert``: turn an ONNX model into an editable YAML graph plus a weights file,
+optionally with the params of a ``flowgrad train`` checkpoint of that model."""
 from __future__ import annotations
 
 import os
 
-from .. import load
 from ..errors import FlowgradError
+from ._common import add_checkpoint_argument, add_force_argument, output_file
 
 HELP = "convert an ONNX model to a YAML graph and an .npz of its weights"
 
@@ -14,20 +15,30 @@ def add_arguments(parser):
     parser.add_argument("out", metavar="OUT.yaml", help="the YAML graph to write")
     parser.add_argument("--weights", metavar="FILE.npz",
                         help="where to write params and constants (default: OUT with .npz)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the YAML back and comparing outputs on random inputs")
+    add_force_argument(parser)
 
 
 def run(args, registry):
+    from ..loaders import load
     from ..onnx.to_yaml import write_yaml
+    from ..workflows.deploy import trained_graph
     if not args.model.lower().endswith(".onnx"):
         raise FlowgradError(f"'{args.model}': convert reads .onnx models")
     if not args.out.lower().endswith((".yaml", ".yml")):
         raise FlowgradError(f"'{args.out}': the output must be a .yaml or .yml file")
-    graph = load(args.model, registry=registry)
-    weights = write_yaml(graph, args.out, args.weights)
+    weights = args.weights or os.path.splitext(args.out)[0] + ".npz"
+    if os.path.abspath(weights) == os.path.abspath(args.model):
+        raise FlowgradError(f"--weights {weights}: that is the model being converted")
+    graph = trained_graph(args.model, args.checkpoint, registry=registry)
+    output_file(args.out, "", args.force)
+    output_file(weights, "--weights" if args.weights else "", args.force)
+    write_yaml(graph, args.out, weights)
     print(f"wrote {args.out} ({len(graph.ops)} nodes) and {weights} "
-          f"({len(graph.params)} params, {len(graph.consts)} constants)")
+          f"({len(graph.params)} params, {len(graph.consts)} constants)"
+          + (f"; params from {args.checkpoint}" if args.checkpoint else ""))
     if not args.no_verify:
         from ..onnx.verify import compare_graphs
         worst = compare_graphs(graph, load(args.out, registry=registry))
