@@ -179,6 +179,13 @@ def test_layer_render_equals_the_local_one_and_resumes(client, tmp_path):
     with pytest.raises(FlowgradError, match="other settings"):
         fd.render_layer_distributed(plan, "conv", batch=2, out=out, client=client,
                                     **dict(LAYER_OPTIONS, steps=4))
+    # other weights, same graph: the workers render with the new params, not cached ones
+    plan.load_state_dict({"K": plan.params["K"] * -2})
+    other = fd.render_layer_distributed(plan, "conv", [0, 1], batch=2, client=client,
+                                        out=str(tmp_path / "c" / "grid.png"), **LAYER_OPTIONS)
+    np.testing.assert_array_equal(other.views, render_layer(
+        plan, "conv", [0, 1], batch=2, out=str(tmp_path / "d" / "grid.png"),
+        **LAYER_OPTIONS).views)
 
 
 def test_the_checkpoint_entry_point_renders_a_layer(client, tmp_path):

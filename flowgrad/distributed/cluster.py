@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 from distributed import Client, LocalCluster
 
@@ -55,3 +55,11 @@ def pick_workers(client: Client, count: int | None, wait: bool = True) -> list[s
     if not alive:
         raise FlowgradError("the Dask cluster has no workers")
     return alive if count is None else alive[:count]
+
+
+def broadcast(client: Client, value: Any, workers: list[str] | None = None):
+    """One future of ``value``, copied to every worker (or ``workers``) now rather than fetched
+    by each task.  Wrapped in a list: ``scatter`` would send a dict's values as separate
+    futures keyed by the dict's keys, and a key already in the cluster — the ``"params"`` of
+    an earlier run — keeps its old value."""
+    return client.scatter([value], broadcast=True, hash=False, workers=workers)[0]

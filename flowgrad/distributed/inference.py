@@ -28,7 +28,7 @@ from ..errors import FlowgradError
 from ..graph import Graph
 from ..loaders import load
 from ..plan import compile
-from .cluster import connect
+from .cluster import broadcast, connect
 from .shipping import GraphSource, ship, worker_plan
 
 #: the default chunk: rows whose input or output takes about this many bytes
@@ -86,8 +86,7 @@ def run_distributed(graph: Graph | str, data: str, out: str, *, workers: int | N
     start_time = time.perf_counter()
     with connect(cluster, workers, client) as dask_client:
         count = len(dask_client.nthreads())
-        shipped = dask_client.scatter({"source": source, "dtype": dtype}, broadcast=True,
-                                      hash=False)
+        shipped = broadcast(dask_client, {"source": source, "dtype": dtype})
         _stream(dask_client, shipped, os.path.abspath(data), input, output, ranges, target,
                 2 * count, on_chunk)
     target.flush()

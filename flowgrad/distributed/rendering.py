@@ -24,7 +24,7 @@ from ..plan import Plan
 from ..visualize import LayerRender, render_channels, render_layer
 from ..visualize.layer import _claim, _fingerprint, _part, _save_part, layer_channels
 from ..workflows.visualizing import LayerRun, prepare, title_of, visualize_options
-from .cluster import connect
+from .cluster import broadcast, connect
 from .shipping import GraphSource, params_digest, ship, worker_plan, worker_registry
 
 
@@ -72,10 +72,10 @@ def _render_on(client, plan: Plan, source: GraphSource, layer: str, todo: list[i
                on_batch: Callable[[int, int], Any] | None, options: dict[str, Any]) -> None:
     """Submit ``todo`` in tasks of ``batch`` channels; write each task's parts on arrival."""
     params = plan.state_dict()
-    shipped = client.scatter({"source": source, "params": params,
-                              "params_key": params_digest(params), "dtype": plan.dtype.name,
-                              "options": {k: v for k, v in options.items() if k != "registry"}},
-                             broadcast=True, hash=False)
+    shipped = broadcast(client, {"source": source, "params": params,
+                                 "params_key": params_digest(params), "dtype": plan.dtype.name,
+                                 "options": {k: v for k, v in options.items()
+                                             if k != "registry"}})
     futures = [client.submit(_render, shipped, layer, todo[i:i + batch], batch, pure=False)
                for i in range(0, len(todo), batch)]
     bar = None

@@ -37,7 +37,7 @@ from ..plan import Plan
 from ..train import Trainer, forward_backward
 from ..train_config import TrainConfig
 from .allreduce import nbytes, tree_sum
-from .cluster import pick_workers
+from .cluster import broadcast, pick_workers
 from .shipping import GraphSource, ship, worker_cache, worker_graph, worker_registry
 
 _log = logging.getLogger("flowgrad.distributed")
@@ -154,12 +154,12 @@ class DistributedTrainer(Trainer):
         self.replicas = pick_workers(client, self.wanted, wait=not self._restarts)
         self.run_id = uuid.uuid4().hex         # a new generation: old replicas are never used
         self._data = {}
-        state = client.scatter({"source": self.source, "config": self.config,
-                                "dtype": self.plan.dtype.name,
-                                "params": self.plan.state_dict(),
-                                "optimizer": self.optimizer.state_dict(),
-                                "micro_batch": self.micro_batch, "seed": self.plan.seed},
-                               broadcast=True, hash=False, workers=self.replicas)
+        state = broadcast(client, {"source": self.source, "config": self.config,
+                                   "dtype": self.plan.dtype.name,
+                                   "params": self.plan.state_dict(),
+                                   "optimizer": self.optimizer.state_dict(),
+                                   "micro_batch": self.micro_batch, "seed": self.plan.seed},
+                          self.replicas)
         self._ready = [client.submit(_start_replica, state, self.run_id, i,
                                      workers=[a], allow_other_workers=False, pure=False)
                        for i, a in enumerate(self.replicas)]
@@ -168,8 +168,7 @@ class DistributedTrainer(Trainer):
     def _data_future(self, data: Dataset):
         """The data set, broadcast to the replicas once (kept alive by holding ``data``)."""
         if id(data) not in self._data:
-            self._data[id(data)] = (data, self.client.scatter(
-                data, broadcast=True, hash=False, workers=self.replicas))
+            self._data[id(data)] = (data, broadcast(self.client, data, self.replicas))
         return self._data[id(data)][1]
 
     def _step(self, data: Dataset, index: np.ndarray, feeds: Mapping[str, np.ndarray],
