@@ -9,7 +9,9 @@ of worker processes, each limited to 2 GiB of address space and 10 s per case, s
 allocates wildly or hangs is caught and counted, not fatal.  A case that ends in a traceback,
 exit status 3, a memory error or over 10 s is a crash; ``--save`` adds it to the regression
 corpus (``tests/fuzz/corpus/<target>/``), which the suite replays on every run.  The summary
-gives the counts per target and per exit status, and one line per distinct crash.
+gives the counts per target and per exit status, and one line per distinct crash (the exception
+and where it was raised) with the number of its first case: case ``i`` of target ``t`` is the
+mutant that ``random.Random(f"{seed}/{t}/{i}")`` draws, so it can be rebuilt and replayed.
 """
 from __future__ import annotations
 
@@ -75,7 +77,7 @@ def _case(task: tuple[str, int, int]):
         finally:
             signal.alarm(0)
     why = _signature(outcome, folder) if outcome.crashed else ""
-    return name, outcome.rc, outcome.crashed, why, data if outcome.crashed else b""
+    return name, index, outcome.rc, outcome.crashed, why, data if outcome.crashed else b""
 
 
 def _signature(outcome: harness.Outcome, folder: str) -> str:
@@ -86,6 +88,8 @@ def _signature(outcome: harness.Outcome, folder: str) -> str:
         why = f"exit 3: {lines[1].strip() if len(lines) > 1 else outcome.stderr.strip()}"
     else:
         why = outcome.describe().split(" -> ", 1)[-1]
+    if outcome.rc not in (None, 3):
+        why = f"over {harness.SECONDS:.0f} s"
     return why.replace(folder, "CASE")
 
 
@@ -109,14 +113,15 @@ def main(argv=None) -> int:
     tasks = [(n, args.seed, i) for n in names for i in range(args.count or COUNTS.get(n, 1000))]
     deadline = time.monotonic() + 60 * args.minutes if args.minutes else None
     rcs: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
-    crashes: dict[str, list[str]] = collections.defaultdict(list)
+    crashes: dict[str, list[tuple[str, int]]] = collections.defaultdict(list)
     start = time.monotonic()
     with multiprocessing.get_context("fork").Pool(args.jobs, initializer=_limit,
                                                   maxtasksperchild=200) as pool:
-        for name, rc, crashed, why, data in pool.imap_unordered(_case, tasks, chunksize=4):
+        for name, index, rc, crashed, why, data in pool.imap_unordered(_case, tasks,
+                                                                      chunksize=4):
             rcs[name]["crash" if crashed else rc] += 1
             if crashed:
-                crashes[name].append(why)
+                crashes[name].append((why, index))
                 if args.save:
                     harness.save_crash(found[name], data)
             if deadline and time.monotonic() > deadline:
@@ -128,9 +133,12 @@ def main(argv=None) -> int:
         counts = rcs[name]
         print(f"  {name}: {sum(counts.values())} mutants; exit status "
               + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=str)))
-        distinct = collections.Counter(crashes[name])
+        distinct = collections.Counter(why for why, _ in crashes[name])
+        first = {}
+        for why, index in sorted(crashes[name], key=lambda c: c[1], reverse=True):
+            first[why] = index
         for why, n in distinct.most_common(30):
-            print(f"    {n}x {why[:300]}")
+            print(f"    {n}x (first: case {first[why]}) {why[:300]}")
         total_crashes += len(crashes[name])
     return 1 if total_crashes else 0
 

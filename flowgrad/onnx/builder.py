@@ -77,6 +77,12 @@ def check_size(shape, dtype, what: str) -> None:
                             "model's shapes")
 
 
+def _prefixed(op_type: str, error: Exception) -> str:
+    """``error``'s message, starting with the flowgrad op's name (once)."""
+    text = str(error)
+    return text if text.startswith(op_type) else f"{op_type}: {text}"
+
+
 def sanitize(name: str) -> str:
     """A flowgrad-safe version of an ONNX name: ``[A-Za-z0-9_-]`` only, never empty.
 
@@ -164,7 +170,7 @@ class Builder:
         try:
             op = op_cls(**attrs)
         except AttrError as e:
-            raise ImportProblem(f"{op_type}: {e}") from None
+            raise ImportProblem(_prefixed(op_type, e)) from None
         inputs = self._ports(op, list(inputs))
         present = [v for v in inputs if v is not None]
         if present and all(v.is_const for v in present) and op.type not in self.RANDOM_OPS:
@@ -180,7 +186,7 @@ class Builder:
             specs = tuple(op.infer(*specs_in))
         except ShapeError as e:
             shown = ", ".join("-" if s is None else str(s) for s in specs_in)
-            raise ImportProblem(f"{op_type}: {e} [inputs: {shown}]") from None
+            raise ImportProblem(f"{_prefixed(op_type, e)} [inputs: {shown}]") from None
         for spec in specs:
             check_size(spec.shape, spec.dtype, f"{op_type}'s output")
         node_name = self.unique(name or self._base + "_" + op_type)

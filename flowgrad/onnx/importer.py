@@ -21,7 +21,7 @@ from ..graph import Graph
 from ..op import Spec
 from ..plugins import Registry
 from .access import Attrs, Inputs
-from .builder import Builder, ImportProblem, Value, sanitize
+from .builder import Builder, ImportProblem, Value
 from .checks import node_label, node_problem
 from .export import FUNCTION_DOMAIN
 from .model_io import opset_versions

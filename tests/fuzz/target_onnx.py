@@ -16,8 +16,9 @@ import glob
 import os
 import random
 
+import numpy as np
 import onnx
-from onnx import AttributeProto, TensorProto, helper
+from onnx import AttributeProto, TensorProto, helper, numpy_helper
 
 from tests.fuzz import harness
 
@@ -255,6 +256,32 @@ def _garble_tensor(tensor, rng):
         tensor.float_data.extend([1.0] * rng.randint(0, 3))
 
 
+def odd_values(model, rng):
+    """Keep an initializer's (or Constant's) type and dims, change its values: shapes, axes,
+    pads, k and scales read at load time get negative, huge, NaN or random entries."""
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node
+                                               for a in n.attribute if a.type == a.TENSOR]
+    if not tensors:
+        return
+    tensor = rng.choice(tensors)
+    try:
+        array = numpy_helper.to_array(tensor).copy()
+    except Exception:  # noqa: BLE001 - already garbled: leave it
+        return
+    if array.size == 0 or array.dtype.kind not in "biuf":
+        return
+    flat = array.reshape(-1)
+    for _ in range(rng.randint(1, 3)):
+        at = rng.randrange(flat.size)
+        if flat.dtype.kind == "f":
+            flat[at] = rng.choice(ODD_FLOATS + [0.5, 3.0, -2.0])
+        else:
+            info = np.iinfo(flat.dtype) if flat.dtype.kind in "iu" else None
+            value = rng.choice(ODD_INTS)
+            flat[at] = min(max(value, info.min), info.max) if info else bool(value)
+    tensor.CopyFrom(numpy_helper.from_array(flat.reshape(array.shape), tensor.name))
+
+
 def garble_initializer(model, rng):
     tensors = list(model.graph.initializer)
     if tensors:
@@ -323,5 +350,5 @@ def drop_graph_output(model, rng):
 MUTATIONS = [drop_input, drop_input, blank_input, add_input, drop_output, add_output, drop_node,
              shuffle_nodes, delete_attribute, delete_attribute, retype_attribute,
              garble_attribute, garble_attribute, add_attribute, garble_initializer,
-             garble_initializer, garble_value_info, rename_op, rename_domain, odd_opset,
-             drop_graph_input, duplicate_value, drop_graph_output]
+             garble_initializer, odd_values, odd_values, garble_value_info, rename_op,
+             rename_domain, odd_opset, drop_graph_input, duplicate_value, drop_graph_output]
