@@ -84,7 +84,7 @@ def gradient_plan(graph, elements: int) -> str:
     leaves = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"] + \
         [p for p in graph.params if graph.is_trainable(p)]
     entries = sum(min(elements, per_sample(graph.spec_of(n).shape)) for n in leaves)
-    return (f"gradient check: {entries} entries of {len(leaves)} inputs and params, "
+    return (f"gradient check: about {entries} entries of {len(leaves)} inputs and params, "
             f"{2 * entries + 1} float64 forward passes of {len(graph.ops)} ops "
             "(--elements K checks fewer entries, --no-gradients none)...")
 

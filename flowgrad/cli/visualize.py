@@ -12,6 +12,7 @@ untrained network are each said in one line, not as a Python warning.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import sys
 import warnings
@@ -23,7 +24,8 @@ from ..visualize import PREPROCESS_PRESETS, InactiveObjectiveWarning, parse_pena
 from ..visualize.param import BUILTIN_PARAMETERIZATIONS
 from ..visualize.settings import VisualizeConfig
 from ..workflows import render_layer_checkpoint, visualize_checkpoint
-from ._common import add_dtype_argument, add_graph_argument
+from ._common import (add_dtype_argument, add_force_argument, add_graph_argument, at_least,
+                      finite_range, output_file)
 
 #: the defaults the flags override, after the graph's own visualize: section
 DEFAULTS = VisualizeConfig()
@@ -95,10 +97,15 @@ def add_arguments(parser):
                         help="also save the grid every K steps")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_dtype_argument(parser)
+    add_force_argument(parser)
 
 
 def run(args, registry):
+    from ..loaders import load
     check_arguments(args)
+    check_output(args)
+    graph = load(args.graph, registry=registry)
+    check_nodes(args, graph)
     settings = dict(steps=args.steps, lr=args.lr, optimizer=args.optimizer, param=args.param,
                     start=args.start, transforms=args.transforms,
                     penalties=None if args.penalty is None else parse_penalties(args.penalty),
@@ -109,9 +116,9 @@ def run(args, registry):
     with warnings.catch_warnings():          # said below in one line, not as a warning dump
         warnings.simplefilter("ignore", InactiveObjectiveWarning)
         if args.layer:
-            return _render_layer(args, common, settings)
+            return _render_layer(args, graph, common, settings)
         done = visualize_checkpoint(
-            args.graph, args.out, args.checkpoint, diversity=_diversity(args.diversity),
+            graph, args.out, args.checkpoint, diversity=_diversity(args.diversity),
             snapshot_every=args.snapshot_every,
             objectives=args.objective or ([] if args.each else None), each=args.each,
             thresholds=args.thresholds, **common, **settings)
@@ -126,9 +133,9 @@ def run(args, registry):
     return 0
 
 
-def _render_layer(args, common, settings) -> int:
+def _render_layer(args, graph, common, settings) -> int:
     try:
-        done = render_layer_checkpoint(args.graph, args.layer, args.out, args.checkpoint,
+        done = render_layer_checkpoint(graph, args.layer, args.out, args.checkpoint,
                                        channels=args.channels, batch=args.batch, **common,
                                        **settings)
     except KeyboardInterrupt:
@@ -180,8 +187,11 @@ def check_arguments(args) -> None:
         fail("--thresholds", thresholds_problem(args.thresholds, args.steps))
     if args.start is not None:
         fail("--start", start_problem(args.start))
-    if args.steps is not None and args.steps < 1:
-        fail("--steps", f"must be at least 1, got {args.steps}")
+    at_least("--steps", args.steps, 1)
+    at_least("--snapshot-every", args.snapshot_every, 0)
+    finite_range("--range", args.range)
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        fail("--lr", f"must be a positive number, got {args.lr:g}")
     if (args.all_channels or args.channels) and not args.layer:
         fail("--all-channels" if args.all_channels else "--channels",
              "say which layer: --layer NODE")
@@ -192,8 +202,27 @@ def check_arguments(args) -> None:
         if given:
             fail("--layer", "a whole-layer grid renders one final image per channel; drop "
                  + ", ".join("--" + k.replace("_", "-") for k in given))
-        if args.batch < 1:
-            fail("--batch", f"must be at least 1, got {args.batch}")
+        at_least("--batch", args.batch, 1)
+
+
+def check_output(args) -> None:
+    """The grid is the user's file: an existing one is replaced only with --force, except
+    by a whole-layer render resuming from its GRID.png.parts/ folder."""
+    resumable = args.layer and os.path.isdir(args.out + ".parts")
+    output_file(args.out, "--out", args.force or resumable)
+
+
+def check_nodes(args, graph) -> None:
+    """The nodes named by --each, --layer, --input and --diversity exist in ``graph``."""
+    diversity = args.diversity.partition("=")[0] if args.diversity else None
+    for flag, ref in (("--each", args.each), ("--layer", args.layer), ("--input", args.input),
+                      ("--diversity", diversity)):
+        if ref is None:
+            continue
+        try:
+            graph.resolve(ref)
+        except KeyError as e:
+            raise FlowgradError(f"{flag}: {e.args[0]}") from None
 
 
 def _diversity(item: str | None) -> tuple[str, float] | None:
