@@ -14,7 +14,7 @@ import flowgrad
 from flowgrad import Dataset, Trainer, compile, load, load_data
 from flowgrad.errors import FlowgradError
 from flowgrad.train_config import from_graph
-from flowgrad.visualize import render_layer
+from flowgrad.visualize import render_channels, render_layer
 
 distributed = pytest.importorskip("distributed")    # in the dev extra: never skipped in CI
 import flowgrad.distributed as fd                   # noqa: E402
@@ -164,7 +164,12 @@ def test_layer_render_equals_the_local_one_and_resumes(client, tmp_path):
                          **LAYER_OPTIONS)
     out = str(tmp_path / "b" / "grid.png")
     os.makedirs(os.path.dirname(out))
-    render_layer(plan, "conv", channels=[0, 1], batch=2, out=out, **LAYER_OPTIONS)
+
+    def stop(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):       # a local render stopped after channels 0, 1
+        render_layer(plan, "conv", batch=2, out=out, on_batch=stop, **LAYER_OPTIONS)
     progress = []
     spread = fd.render_layer_distributed(plan, "conv", batch=2, out=out, client=client,
                                          on_batch=lambda done, total: progress.append(
@@ -183,9 +188,8 @@ def test_layer_render_equals_the_local_one_and_resumes(client, tmp_path):
     plan.load_state_dict({"K": plan.params["K"] * -2})
     other = fd.render_layer_distributed(plan, "conv", [0, 1], batch=2, client=client,
                                         out=str(tmp_path / "c" / "grid.png"), **LAYER_OPTIONS)
-    np.testing.assert_array_equal(other.views, render_layer(
-        plan, "conv", [0, 1], batch=2, out=str(tmp_path / "d" / "grid.png"),
-        **LAYER_OPTIONS).views)
+    expected = render_channels(plan, "conv", [0, 1], batch=2, **LAYER_OPTIONS)
+    np.testing.assert_array_equal(other.views, [expected[0].view, expected[1].view])
 
 
 def test_the_checkpoint_entry_point_renders_a_layer(client, tmp_path):
