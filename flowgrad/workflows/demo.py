@@ -1,6 +1,7 @@
 """The demo (``flowgrad demo``): the README's main job, offline, in a few seconds.
 
-1. trains ``graphs/digits_mlp.yaml`` on the embedded 8×8 digits (fixed 80/20 split, seed 0)
+1. trains ``flowgrad/graphs/digits_mlp.yaml`` (package data: found from a wheel install
+   in any folder) on the embedded 8×8 digits (fixed 80/20 split, seed 0)
    and writes its loss/accuracy curves;
 2. visualizes what each of the ten class logits responds to (one optimized image per class,
    in one batch, as the graph's ``visualize:`` section says: starting from the mean digit, so
@@ -13,7 +14,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,13 +57,14 @@ class DemoReport:
 
 
 def find_graph(name: str = GRAPH) -> str:
-    """``graphs/<name>`` in the working directory or beside the flowgrad source tree."""
-    here = pathlib.Path(__file__).resolve().parents[2] / "graphs" / name
-    for candidate in (pathlib.Path("graphs") / name, here):
-        if candidate.is_file():
-            return str(candidate)
-    raise FlowgradError(f"cannot find graphs/{name}; run the demo from the flowgrad checkout "
-                        "or pass the graph's path")
+    """The path of the example graph ``name`` shipped in the package (``flowgrad/graphs``)."""
+    from importlib.resources import as_file, files
+    resource = files("flowgrad") / "graphs" / name
+    if not resource.is_file():
+        raise FlowgradError(f"flowgrad's example graph '{name}' is missing from the installed "
+                            "package; reinstall flowgrad, or pass a graph's path")
+    with as_file(resource) as path:     # a real file already, except from a zip
+        return str(path)
 
 
 def run_demo(out_dir: str = "out/demo", graph: str | None = None, *, epochs: int | None = None,
@@ -128,7 +129,7 @@ def onnx_round_trip(run: TrainingRun, out_dir: str, registry: Any = None,
     except ImportError:
         return report
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    ref = session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+    ref = session.run(None, {session.get_inputs()[0].name: feed.astype(np.float32)})[0]
     report.onnxruntime_max_diff = float(np.max(np.abs(ref - got)))
     log(f"onnxruntime agrees to {report.onnxruntime_max_diff:.2e}")
     return report
