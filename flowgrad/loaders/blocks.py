@@ -41,6 +41,11 @@ from .block_sites import Fallback, Section, Site, Within, WithinItems, shallow, 
 from .yaml_source import MarkedDict, MarkedList, plain
 
 INSTANCE_KEYS = ("block", "in", "with", "repeat", "each", "doc")
+#: the largest ``repeat``, and the most params, constants and nodes all instances of a file
+#: may make: a few lines of nested repeats could otherwise ask for billions, and expansion
+#: would run out of memory or time before saying anything
+MAX_REPEAT = 10_000
+MAX_EXPANDED = 100_000
 
 
 def uses_blocks(data: Any) -> bool:
@@ -90,6 +95,8 @@ class _Expander:
         self.record: dict[str, dict] = {}
         self.failed: set[str] = set()
         self.reported: set[tuple] = set()
+        self.expanded = 0                          # entries made by instances so far
+        self.over = False                          # past MAX_EXPANDED: expand no more
 
     def error(self, message: str, loc: SourceLocation | None) -> None:
         """Add a mistake once: the same one in every instance of a block is reported at its
@@ -143,6 +150,9 @@ class _Expander:
                  scope: _Scope | None) -> None:
         """Expand the instance ``d`` named ``name`` (full), written at ``loc`` (its key, in
         its own file) in ``scope`` (None: the graph file itself)."""
+        if self.over:          # the one error saying so is reported
+            self.failed.add(name)
+            return
         if scope is None:      # '$' has no arguments to name in the graph file itself
             d = self.copy(d, loc, {}, ())
             if d is _FAILED:
@@ -189,6 +199,8 @@ class _Expander:
             return
         self.record[name] = {"block": block.name, "repeat": count}
         for k in range(count):
+            if self.over:
+                break
             full = f"{name}.block{k + 1}"
             self.record[full] = {"block": block.name}
             if k and block.inputs:
@@ -251,9 +263,9 @@ class _Expander:
                 return None, None
             return 1, None
         count = d["repeat"]
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            self.error(f"'repeat' of '{name}' must be a positive integer, got {plain(count)!r}",
-                       here("repeat"))
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_REPEAT:
+            self.error(f"'repeat' of '{name}' must be an integer from 1 to {MAX_REPEAT}, got "
+                       f"{plain(count)!r}", here("repeat"))
             return None, None
         each = d.get("each", [None] * count)
         if not isinstance(each, list) or len(each) != count or not all(
@@ -302,12 +314,20 @@ class _Expander:
     def expand_one(self, block: Block, prefix: str, inputs: dict[str, str], given: list,
                    sites: tuple[Site, ...]) -> None:
         """Add one instance's params, constants and nodes, named ``prefix.local``."""
+        body = block.body
+        self.expanded += sum(len(body.get(s) or ()) for s in LOCAL)
+        if self.expanded > MAX_EXPANDED:
+            self.failed.add(prefix)
+            self.over = True
+            self.error(f"the file's block instances make more than {MAX_EXPANDED} params, "
+                       f"constants and nodes; '{prefix}' is one too many",
+                       within(sites[0].loc, sites[1:]))
+            return
         args = self.arguments(block, prefix, given, sites)
         if args is None:
             self.failed.add(prefix)
             return
         scope = _Scope(prefix, block, inputs, args, sites)
-        body = block.body
         for section in ("params", "constants"):
             entries = body.get(section) or {}
             for local, value in entries.items():

@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..errors import DiagnosticList, SourceLocation, did_you_mean, unknown_key
+from .value_checks import is_finite
 
+_INT64_MAX = 2**63 - 1
 
 class SectionFields:
     """The keys of one mapping ``d`` (a located ``MarkedDict``) named ``what`` in messages."""
@@ -43,9 +45,13 @@ class SectionFields:
                 self.error(unknown_key(key, self.what, allowed), self.key_loc(key))
 
     def integer(self, key: str, low: int, default: Any) -> Any:
+        """An integer ``>= low`` that fits in an int64 (counts, sizes and seeds reach numpy)."""
         value = self.d.get(key, default)
-        if key in self.d and not (is_number(value) and isinstance(value, int) and value >= low):
+        if key in self.d and not (is_finite(value) and isinstance(value, int) and value >= low):
             self.error(f"'{key}' must be an integer >= {low}, got {value!r}", self.value_loc(key))
+            return default
+        if key in self.d and value > _INT64_MAX:
+            self.error(f"'{key}' must be at most {_INT64_MAX}, got {value!r}", self.value_loc(key))
             return default
         return value
 
@@ -55,7 +61,7 @@ class SectionFields:
         value = self.d.get(key, default)
         if key not in self.d:
             return default
-        ok = is_number(value)
+        ok = is_finite(value)
         if ok and low is not None and high is None:
             ok = value > low
         if ok and high is not None:
@@ -90,11 +96,6 @@ class SectionFields:
     def nested(self, key: str) -> "SectionFields":
         """The fields of the nested mapping at ``key`` (located at ``key`` if it has no marks)."""
         return SectionFields(self.d[key], f"'{key}'", self.errors, self.value_loc(key))
-
-
-def is_number(value: Any) -> bool:
-    """An int or float, but not a bool (YAML's ``true`` is no number)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def item_loc(items: Any, i: int, fallback: SourceLocation | None) -> SourceLocation | None:

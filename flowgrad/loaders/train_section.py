@@ -33,7 +33,8 @@ from typing import Any, Callable
 from ..errors import DiagnosticList, GraphError, SourceLocation, did_you_mean
 from ..graph import Graph
 from ..optim import Schedule, optimizer_kinds, schedule_kinds
-from .section_fields import SectionFields, is_number, item_loc
+from .section_fields import SectionFields, item_loc
+from .value_checks import is_finite
 
 #: the optimizer, schedule and early stopping of a section that does not say (or says in part)
 DEFAULT_OPTIMIZER = {"kind": "sgd", "lr": 0.01}
@@ -203,7 +204,7 @@ class _TrainReader:
         for name, weight in value.items():
             if self.value_name(name, key_locs.get(name, loc)) is None:
                 continue
-            if not is_number(weight):
+            if not is_finite(weight):
                 self.error(f"the weight of '{name}' must be a number, got {weight!r}",
                            value_locs.get(name, loc))
                 continue
@@ -236,7 +237,7 @@ class _TrainReader:
                            f.key_loc(key))
                 continue
             flag = isinstance(defaults.get(key, 0.0), bool)
-            if isinstance(setting, bool) != flag or not flag and not is_number(setting):
+            if isinstance(setting, bool) != flag or not flag and not is_finite(setting):
                 self.error(f"optimizer setting '{key}' must be "
                            f"{'true or false' if flag else 'a number'}, got {setting!r}",
                            f.value_loc(key))
@@ -268,7 +269,7 @@ class _TrainReader:
                 self.error(f"schedule '{kind}' has no setting '{key}'"
                            f"{did_you_mean(key, allowed)} (settings: {', '.join(allowed)})",
                            f.key_loc(key))
-            elif not is_number(setting):
+            elif not is_finite(setting):
                 self.error(f"schedule setting '{key}' must be a number, got {setting!r}",
                            f.value_loc(key))
             else:

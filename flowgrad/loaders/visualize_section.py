@@ -31,7 +31,8 @@ from typing import Any, Callable
 from ..errors import DiagnosticList, FlowgradError, SourceLocation, did_you_mean
 from ..graph import Graph
 from ..optim import optimizer_kinds
-from .section_fields import SectionFields, is_number, item_loc
+from .section_fields import SectionFields, item_loc
+from .value_checks import is_finite
 
 VISUALIZE_KEYS = ("each", "objectives", "steps", "lr", "param", "transforms", "penalties",
                   "range", "optimizer", "start", "thresholds", "preprocess", "input_shape", "doc")
@@ -97,7 +98,7 @@ def thresholds_problem(thresholds: Any, steps: int | None) -> str | None:
     """What is wrong with ``thresholds`` (increasing step counts from 1, none beyond
     ``steps``), or None."""
     items = list(thresholds) if isinstance(thresholds, (list, tuple)) else None
-    if items is None or not all(is_number(t) and isinstance(t, int) for t in items):
+    if items is None or not all(is_finite(t) and isinstance(t, int) for t in items):
         return f"thresholds must be a list of step counts, got {thresholds!r}"
     if items and items[0] < 1:
         return f"thresholds count steps from 1, got {items[0]}"
@@ -120,7 +121,7 @@ def preprocess_problem(name: Any) -> str | None:
 def input_shape_problem(shape: Any) -> str | None:
     """What is wrong with an input shape (positive sizes, batch axis excluded), or None."""
     items = list(shape) if isinstance(shape, (list, tuple)) else None
-    if not items or not all(is_number(d) and isinstance(d, int) and d >= 1 for d in items):
+    if not items or not all(is_finite(d) and isinstance(d, int) and d >= 1 for d in items):
         return (f"input shape must be positive sizes such as 3 224 224 (batch axis excluded), "
                 f"got {shape!r}")
     return None
@@ -192,14 +193,14 @@ def read_visualize_section(section: Any, graph: Graph, registry: Any, errors: Di
             if name not in PENALTIES:
                 f.error(f"unknown penalty '{name}'{did_you_mean(name, PENALTIES)} "
                         f"(penalties: {', '.join(PENALTIES)})", penalties.key_loc(name))
-            elif not is_number(weight):
+            elif not is_finite(weight):
                 f.error(f"penalty weight must be a number, got {weight!r}",
                         penalties.value_loc(name))
         values["penalties"] = {k: float(v) for k, v in d["penalties"].items()
-                               if k in PENALTIES and is_number(v)}
+                               if k in PENALTIES and is_finite(v)}
     if "range" in d:
         bounds = d["range"]
-        if isinstance(bounds, list) and len(bounds) == 2 and all(map(is_number, bounds)) \
+        if isinstance(bounds, list) and len(bounds) == 2 and all(map(is_finite, bounds)) \
                 and bounds[0] < bounds[1]:
             values["range"] = (float(bounds[0]), float(bounds[1]))
         else:

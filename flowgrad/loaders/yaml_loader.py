@@ -50,6 +50,8 @@ from .block_sites import InstanceLocation, source_order, with_sites
 from .blocks import Expansion, expand, uses_blocks
 from .train_section import complete_from_graph, read_train_section
 from .visualize_section import read_visualize_section
+from .value_checks import MAX_DIM, MAX_PARAM_BYTES, MAX_RANK, MAX_SAMPLE_BYTES, finite_array, \
+    is_finite, is_shape, nbytes, size_text
 from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 
 SCHEMA_VERSION = 1
@@ -59,6 +61,8 @@ INPUT_KEYS = ("shape", "dtype", "doc")
 PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
 CONST_KEYS = ("value", "dtype", "doc")
 NODE_KEYS = ("op", "in", "doc")
+#: initializer settings that scale the weights: a negative one is a sign mistake
+_SCALES = ("std", "gain")
 DTYPES = {"float": "float32", "float32": "float32", "float64": "float32", "int64": "int64",
           "int32": "int32", "bool": "bool"}
 
@@ -100,6 +104,7 @@ class _Builder:
         self.weights: dict[str, np.ndarray] | None = None
         self.broken: set[str] = set()      # nodes with an input that failed to wire
         self.expansion: Expansion | None = None    # the file's blocks, if it uses any
+        self.allocate = True               # False: the params would not fit in memory
 
     # -- small checks -------------------------------------------------------------------
     def error(self, message: str, loc: SourceLocation | None) -> None:
@@ -134,16 +139,48 @@ class _Builder:
             return default
         return value
 
+    def number(self, d: MarkedDict, key: str, what: str, default: Any = None,
+               low: float | None = None) -> Any:
+        """A finite number (``>= low`` if given) at ``key``; ``default`` after an error."""
+        value = self.typed(d, key, (int, float), what)
+        if value is None:
+            return default
+        if not is_finite(value) or low is not None and value < low:
+            bound = "" if low is None else f" >= {low}"
+            self.error(f"'{key}' of {what} must be a finite number{bound}, got {value!r}",
+                       d.value_locs[key])
+            return default
+        return value
+
     def shape(self, d: MarkedDict, what: str) -> tuple[int, ...] | None:
         value = d.get("shape")
         if value is None:
             return None
-        if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
-            self.error(f"'shape' of {what} must be a list of non-negative integers, got "
-                       f"{_describe(value)}", d.value_locs["shape"])
+        if not is_shape(value):
+            shown = plain(value) if isinstance(value, list) and len(value) <= 8 else None
+            self.error(f"'shape' of {what} must be a list of positive integers (at most "
+                       f"{MAX_RANK} sizes, each at most {MAX_DIM}), got "
+                       f"{_describe(value) if shown is None else shown}", d.value_locs["shape"])
             return None
         return tuple(value)
+
+    def fits(self, params: MarkedDict) -> bool:
+        """Whether the params that initializers make fit in :data:`MAX_PARAM_BYTES`, asked
+        before any is made; else an error naming the biggest, at its shape."""
+        sizes = []
+        for name, d in params.items():
+            if type(d) is MarkedDict and is_shape(d.get("shape")) \
+                    and isinstance(d.get("init"), dict) and d["init"].get("kind") != "value":
+                sizes.append((nbytes(tuple(d["shape"])), name, d))
+        total = sum(size for size, _, _ in sizes)
+        if total <= MAX_PARAM_BYTES:
+            return True
+        size, name, d = max(sizes, key=lambda item: item[0])
+        self.error(f"the params would take {size_text(total)}, more than the "
+                   f"{size_text(MAX_PARAM_BYTES)} a graph may hold; the biggest is '{name}' "
+                   f"(shape {d['shape']}, {size_text(size)} as initialized in float64)",
+                   d.value_locs["shape"])
+        return False
 
     def declare(self, name: Any, loc: SourceLocation) -> bool:
         if not isinstance(name, str) or not name:
@@ -240,6 +277,7 @@ class _Builder:
                                                  data.value_locs, section)
         for entry, d in (sections.get("inputs") or {}).items():
             self.input(entry, d, sections["inputs"])
+        self.allocate = not sections.get("params") or self.fits(sections["params"])
         for entry, d in (sections.get("params") or {}).items():
             self.param(entry, d, sections["params"], seed)
         for entry, d in (sections.get("constants") or {}).items():
@@ -263,6 +301,11 @@ class _Builder:
         self.keys(d, INPUT_KEYS, what, required=("shape",))
         shape = self.shape(d, what)
         dtype = self.dtype(d, what)
+        if shape is not None and nbytes(shape) > MAX_SAMPLE_BYTES:
+            self.error(f"one sample of {what} (shape {list(shape)}) would take "
+                       f"{size_text(nbytes(shape))} as float64, more than the "
+                       f"{size_text(MAX_SAMPLE_BYTES)} an input may hold", d.value_locs["shape"])
+            return
         if shape is not None and dtype is not None:
             self.graph.add_input(name, Spec((None,) + shape, dtype), loc=loc)
 
@@ -286,8 +329,8 @@ class _Builder:
         self.keys(d, PARAM_KEYS, what, required=() if self.weights is not None else ("init",))
         shape = self.shape(d, what)
         trainable = self.typed(d, "trainable", (bool,), what, default=True)
-        lr_mult = self.typed(d, "lr_mult", (int, float), what, default=1.0)
-        decay_mult = self.typed(d, "decay_mult", (int, float), what, default=1.0)
+        lr_mult = self.number(d, "lr_mult", what, default=1.0)
+        decay_mult = self.number(d, "decay_mult", what, default=1.0)
         init = d.get("init")
         if init is None:
             value = self.stored(name, shape, what, loc)
@@ -352,21 +395,28 @@ class _Builder:
             return None
         args = {}
         for key in required + optional:
-            v = self.typed(init, key, (int, float), f"the '{kind}' initializer of {what}")
+            v = self.number(init, key, f"the '{kind}' initializer of {what}",
+                            low=0 if key in _SCALES else None)
             if v is not None:
                 args[key] = v
-        if any(k not in args for k in required):
+        if any(k not in args for k in required) or not self.allocate:
+            return None
+        if not is_finite(args.get("high", 1.0) - args.get("low", -1.0)):
+            self.error(f"the range of the 'uniform' initializer of {what} is too wide for a "
+                       "float", init.loc)
             return None
         seed = self.typed(init, "seed", (int,), f"the initializer of {what}", default=default_seed)
+        if seed < 0:
+            self.error(f"'seed' of the initializer of {what} must be a non-negative integer, "
+                       f"got {seed}", init.value_locs["seed"])
+            return None
         return initialize(kind, shape, seed, **args)
 
     def array(self, value: Any, loc: SourceLocation, what: str) -> np.ndarray | None:
-        try:
-            array = np.asarray(plain(value), dtype=np.float64)
-        except (TypeError, ValueError):
-            self.error(f"the value of {what} must be a number or a (nested, rectangular) list of "
-                       f"numbers", loc)
-            return None
+        array = finite_array(plain(value))
+        if array is None:
+            self.error(f"the value of {what} must be a finite number or a (nested, rectangular) "
+                       f"list of finite numbers", loc)
         return array
 
     def const(self, name: str, d: Any, section: MarkedDict) -> None:

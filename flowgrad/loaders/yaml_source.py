@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from ..errors import DiagnosticList, GraphError, SourceLocation
+from .yaml_guard import BoundedComposer, decode, may_exceed, over_limits
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -277,8 +278,9 @@ class _ReadAgain(Exception):
 
 
 @_configure
-class PyMarkedLoader(_Marking, yaml.SafeLoader):
-    """The pure-Python parser: the reference for meaning and for error messages."""
+class PyMarkedLoader(_Marking, BoundedComposer, yaml.SafeLoader):
+    """The pure-Python parser: the reference for meaning and for error messages, and the one
+    that refuses too deep nesting and too many aliases at the exact place (:mod:`.yaml_guard`)."""
 
 
 if getattr(yaml, "__with_libyaml__", False):
@@ -306,22 +308,28 @@ def read_yaml(path: str, text: str | None = None) -> tuple[Any, Source]:
     """Parse a YAML file into marked containers; syntax and key errors raise GraphError.
 
     :data:`MarkedLoader` parses (libyaml where PyYAML has it); text holding one of
-    :data:`_PURE_ONLY`, and any text libyaml fails on, goes through the pure-Python parser,
-    whose reading and whose messages are the reference (see the module doc).
+    :data:`_PURE_ONLY`, any text libyaml fails on and any reading over the limits of
+    :mod:`.yaml_guard` goes through the pure-Python parser, whose reading and whose messages
+    are the reference (see the module doc).  A file is read as UTF-8; an invalid byte is a
+    located error too.
     """
     if text is None:
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            with open(path, "rb") as f:
+                data = f.read()
         except OSError as e:
             raise GraphError(f"{path}: cannot read: {e.strerror}") from None
+        text = decode(path, data, lambda shown, position: Source(path, shown).at(position))
     source = Source(path, text)
     if MarkedLoader is not PyMarkedLoader and not any(c in text for c in _PURE_ONLY):
         errors = DiagnosticList()
         loader = None
         try:
             loader = MarkedLoader(text, source, errors)
-            data = loader.get_single_data()
+            node = loader.get_single_node()
+            if node is not None and may_exceed(text) and over_limits(node):
+                raise _ReadAgain
+            data = None if node is None else loader.construct_document(node)
         except Exception:  # noqa: BLE001 - parse again below: the pure parser reports it
             pass
         else:
@@ -346,9 +354,6 @@ def read_yaml(path: str, text: str | None = None) -> tuple[Any, Source]:
                          loc=source.at(e.position)) from None
     except yaml.YAMLError as e:
         raise GraphError(f"{path}: invalid YAML: {e}") from None
-    except RecursionError:
-        raise GraphError(f"{path}: invalid YAML: collections nested too deeply to read") \
-            from None
     finally:
         if loader is not None:
             loader.dispose()
