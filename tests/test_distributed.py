@@ -154,6 +154,14 @@ def test_batch_inference_streams_chunks_into_the_output(client, tmp_path):
     np.testing.assert_array_equal(out, chunked)
     np.testing.assert_allclose(out, plan.forward({"x": x}, outputs=["logits"],
                                                  grad=False)["logits"], rtol=1e-5, atol=1e-5)
+    # a graph in memory with other weights than its file: the workers use the graph's
+    graph = load(MLP)
+    graph.set_value("b3", np.arange(10, dtype=np.float32))
+    fd.run_distributed(graph, str(tmp_path / "big.npy"), str(tmp_path / "b3.npy"),
+                       client=client, chunk_rows=500)
+    expected = compile(graph).eval().forward({"x": x}, outputs=["logits"], grad=False)
+    np.testing.assert_allclose(np.load(tmp_path / "b3.npy"), expected["logits"], rtol=1e-5,
+                               atol=1e-5)       # workers run 1 BLAS thread, this process may not
 
 
 def test_layer_render_equals_the_local_one_and_resumes(client, tmp_path):

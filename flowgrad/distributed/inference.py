@@ -29,7 +29,7 @@ from ..graph import Graph
 from ..loaders import load
 from ..plan import compile
 from .cluster import broadcast, connect
-from .shipping import GraphSource, ship, worker_plan
+from .shipping import GraphSource, params_digest, ship, worker_plan
 
 #: the default chunk: rows whose input or output takes about this many bytes
 CHUNK_BYTES = 32 << 20
@@ -86,7 +86,9 @@ def run_distributed(graph: Graph | str, data: str, out: str, *, workers: int | N
     start_time = time.perf_counter()
     with connect(cluster, workers, client) as dask_client:
         count = len(dask_client.nthreads())
-        shipped = broadcast(dask_client, {"source": source, "dtype": dtype})
+        params = plan.state_dict()         # a Graph given in memory may hold other weights
+        shipped = broadcast(dask_client, {"source": source, "dtype": dtype, "params": params,
+                                          "params_key": params_digest(params)})
         _stream(dask_client, shipped, os.path.abspath(data), input, output, ranges, target,
                 2 * count, on_chunk)
     target.flush()
@@ -129,7 +131,7 @@ def _run_chunk(shipped: dict[str, Any], path: str, input: str, output: str, star
         raise FlowgradError(f"worker {get_worker().address} cannot read '{path}' ({e}); "
                             "distributed inference needs the input on a filesystem every "
                             "worker sees") from None
-    plan = worker_plan(source, shipped["dtype"]).eval()
+    plan = worker_plan(source, shipped["dtype"], shipped["params"], shipped["params_key"]).eval()
     return start, np.asarray(plan.forward({input: rows}, outputs=[output], grad=False)[output])
 
 
