@@ -113,7 +113,7 @@ def argv(path: str, workdir: str) -> list[str]:
     model_path = os.path.join(workdir, "model.onnx")
     with open(model_path, "wb") as f:
         f.write(model)
-    return ["check", "--no-gradients", model_path]      # the boundary is loading
+    return ["--no-autoload", "check", "--no-gradients", model_path]  # the boundary: loading
 
 
 def _write(workdir: str, name: str, content: bytes) -> None:
