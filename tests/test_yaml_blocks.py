@@ -263,7 +263,7 @@ def test_shape_error_in_a_nested_instance_names_every_site(tmp_path):
     ("with: {n_in: 3, n: 4}", "with: {n_in: {a: 1}, n: 4}", 14, 43,
      "argument 'n_in' must be a number, a string, true/false or a list of them"),
     ("{x: x, W: W, b: b}", "{x: x, W: W, b: c}", 11, 43, "unknown value 'c' in block 'lin'"),
-    ("repeat: 3", "repeat: 0", 15, 31, "'repeat' of 'stack' must be a positive integer"),
+    ("repeat: 3", "repeat: 0", 15, 31, "'repeat' of 'stack' must be an integer from 1 to 10000"),
     ("{slope: 0.1}, {n: 2}]", "{slope: 0.1}]", 16, 17, "must be a list of 3 mappings"),
     ("in: first,", "in: {y: first},", 15, 39, "block 'lin' has no input 'y'"),
     ("  loss:", "  first.W: {op: relu, in: x}\n  loss:", 17, 3, "may not contain '#', '.'"),

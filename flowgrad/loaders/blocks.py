@@ -45,7 +45,7 @@ INSTANCE_KEYS = ("block", "in", "with", "repeat", "each", "doc")
 #: may make: a few lines of nested repeats could otherwise ask for billions, and expansion
 #: would run out of memory or time before saying anything
 MAX_REPEAT = 10_000
-MAX_EXPANDED = 100_000
+MAX_EXPANDED = 20_000
 
 
 def uses_blocks(data: Any) -> bool:
@@ -97,6 +97,7 @@ class _Expander:
         self.reported: set[tuple] = set()
         self.expanded = 0                          # entries made by instances so far
         self.over = False                          # past MAX_EXPANDED: expand no more
+        self.costs: dict[str, int] = {}            # block -> entries one instance makes
 
     def error(self, message: str, loc: SourceLocation | None) -> None:
         """Add a mistake once: the same one in every instance of a block is reported at its
@@ -193,6 +194,14 @@ class _Expander:
         if inputs is None or count is None or given is None:
             self.failed.add(name)
             return
+        wanted = count * self.cost(block.name, ())
+        if self.expanded + wanted > MAX_EXPANDED:
+            self.failed.add(name)
+            self.over = True
+            self.error(f"'{name}' would make {wanted} params, constants and nodes, more than "
+                       f"the {MAX_EXPANDED} the block instances of a file may make",
+                       here("repeat") if "repeat" in d else here("block"))
+            return
         if each is None:
             self.record[name] = {"block": block.name}
             self.expand_one(block, name, inputs, [given], (Site(loc, name, block.name),) + outer)
@@ -208,6 +217,21 @@ class _Expander:
             self.expand_one(block, full, inputs, [given] + ([each[k]] if each[k] else []),
                             (Site(loc, full, block.name),) + outer)
         self.aliases[name] = f"{name}.block{count}"
+
+    def cost(self, name: str, active: tuple[str, ...]) -> int:
+        """The entries one instance of block ``name`` makes, its nested instances included
+        (a repeat given by an argument counted once), known before expanding it."""
+        block = self.library.blocks.get(name)
+        if name in self.costs or block is None or name in active:   # a cycle is refused
+            return self.costs.get(name, 0)
+        total = sum(len(block.body.get(s) or ()) for s in LOCAL)
+        for d in (block.body.get("nodes") or {}).values():
+            if type(d) is MarkedDict and isinstance(d.get("block"), str):
+                count = d.get("repeat", 1)
+                known = type(count) is int and 1 <= count <= MAX_REPEAT
+                total += (count if known else 1) * self.cost(d["block"], active + (name,))
+        self.costs[name] = total
+        return total
 
     def bind(self, name: str, block: Block, d: MarkedDict, here: Callable,
              scope: _Scope | None) -> dict[str, str] | None:
