@@ -48,6 +48,8 @@ def pick_workers(client: Client, count: int | None, wait: bool = True) -> list[s
     """The addresses of ``count`` workers (all if None; waiting up to 30 s for that many if
     ``wait``), in a fixed order: shard ``i`` always goes to the ``i``-th, so the reduction
     order does not depend on the scheduler."""
+    if count is not None and count < 1:
+        raise FlowgradError(f"workers must be at least 1, got {count}")
     if count is not None and wait:
         with contextlib.suppress(TimeoutError):    # a smaller cluster: use what is there
             client.wait_for_workers(count, timeout=30)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 from distributed import as_completed
 
-from ..errors import FlowgradError
+from ..errors import FlowgradError, did_you_mean
 from ..graph import Graph
 from ..loaders import load
 from ..plan import compile
@@ -65,7 +65,17 @@ def run_distributed(graph: Graph | str, data: str, out: str, *, workers: int | N
     source = ship(graph, registry)
     loaded = load(graph, registry=registry) if isinstance(graph, str) else graph
     output = output or loaded.outputs[0]
+    try:
+        loaded.resolve(output)
+    except KeyError:
+        raise FlowgradError(f"graph '{loaded.name}' has no value '{output}'"
+                            f"{did_you_mean(output, loaded.outputs)} (its outputs: "
+                            f"{', '.join(loaded.outputs)})") from None
     input = input or _only_input(loaded, output)
+    if input not in loaded.inputs:
+        raise FlowgradError(f"graph '{loaded.name}' has no input '{input}'"
+                            f"{did_you_mean(input, loaded.inputs)} (its inputs: "
+                            f"{', '.join(loaded.inputs)})")
     try:
         x = np.load(data, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
