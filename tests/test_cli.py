@@ -1,17 +1,36 @@
-"""The CLI, run as a user would: a real subprocess, real files, exit codes and messages."""
+"""The CLI as a user runs it: real files, exit codes and messages.  The commands are called
+in-process through :func:`flowgrad.cli.main` (fast); ``test_the_installed_command_*`` run the
+real ``python -m flowgrad`` in a subprocess."""
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from flowgrad.cli import main
+
 from .conftest import GRAPHS
 
 
-def flowgrad(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "flowgrad", *map(str, args)], cwd=cwd,
+def flowgrad(*args):
+    """``flowgrad ARGS`` in-process; ``returncode``, ``stdout`` and ``stderr`` as from
+    subprocess.run."""
+    out, err = io.StringIO(), io.StringIO()
+    argv = list(map(str, args))
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:           # --help, and argparse's usage errors
+            code = e.code
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def subprocess_flowgrad(*args):
+    return subprocess.run([sys.executable, "-m", "flowgrad", *map(str, args)],
                           capture_output=True, text=True, timeout=120)
 
 
@@ -97,3 +116,15 @@ def test_help_lists_commands():
     assert result.returncode == 0
     for command in ("run", "check", "show"):
         assert command in result.stdout
+
+
+def test_the_installed_command_runs_a_graph_and_reports_errors(tmp_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.array([[0, 1], [1, 1]], dtype=np.float32))
+    result = subprocess_flowgrad("run", GRAPHS / "xor.yaml", "--input", f"x={x}")
+    assert result.returncode == 0, result.stderr
+    assert "y: float32[2, 1]" in result.stdout
+    result = subprocess_flowgrad("show", "model.txt")
+    assert result.returncode == 1 and "cannot tell the format" in result.stderr
+    result = subprocess_flowgrad("--version")
+    assert result.returncode == 0 and result.stdout.startswith("flowgrad ")

@@ -1,10 +1,14 @@
 """Plugins end to end: discovery, errors, the example plugins, the authoring kit, the CLI.
 
-CLI tests run the real command in a subprocess; the example package is pip-installed into a
-temporary folder (no network, no build isolation) and found through its entry point.
+CLI tests call the command in-process (:func:`flowgrad.cli.main`), except those that need a
+pip-installed package on ``PYTHONPATH`` and the broken-pipe test, which run a real subprocess;
+the example package is pip-installed into a temporary folder (no network, no build isolation)
+and found through its entry point.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import pathlib
@@ -62,14 +66,36 @@ def write(folder: pathlib.Path, name: str, text: str) -> pathlib.Path:
 
 
 def cli(*args: str, env: dict | None = None, cwd: pathlib.Path = ROOT, check_rc: int | None = 0):
-    """Run ``python -m flowgrad ARGS``; returns the CompletedProcess."""
+    """``flowgrad ARGS`` in ``cwd`` with ``env`` added: in-process, or as ``python -m flowgrad``
+    when ``env`` sets ``PYTHONPATH`` (an installed package must be importable at start-up).
+    Returns ``returncode``, ``stdout`` and ``stderr`` as a CompletedProcess does."""
     full_env = {k: v for k, v in os.environ.items() if k not in (PATHS_ENV, NO_AUTOLOAD_ENV)}
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "flowgrad", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=120)
+    if "PYTHONPATH" in (env or {}):
+        proc = subprocess.run([sys.executable, "-m", "flowgrad", *args], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=120)
+    else:
+        proc = _in_process(list(args), full_env, cwd)
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
     return proc
+
+
+def _in_process(args: list[str], env: dict, cwd: pathlib.Path) -> subprocess.CompletedProcess:
+    from flowgrad.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 # -- discovery ------------------------------------------------------------------------------

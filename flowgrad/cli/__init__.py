@@ -122,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.plugins = [*args.plugins, *args.command_plugins]
+    from .. import plugins
+    previous = plugins._default     # restored at the end: main may run inside a test or script
     try:
         import numpy as np
-
-        from ..plugins import make_registry, set_default_registry
-        registry = make_registry(paths=args.plugins, autoload=not args.no_autoload)
-        set_default_registry(registry)
+        registry = plugins.make_registry(paths=args.plugins, autoload=not args.no_autoload)
+        plugins.set_default_registry(registry)
         # flowgrad checks for non-finite values itself and names the node at fault; numpy's
         # own overflow warnings would only print source lines ahead of that message
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -146,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(internal_error(argv, e), file=sys.stderr)
         return 3
+    finally:
+        plugins.set_default_registry(previous)
 
 
 def internal_error(argv: Sequence[str] | None, error: BaseException) -> str:
