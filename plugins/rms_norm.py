@@ -30,8 +30,11 @@ class RMSNorm(flowgrad.Op):
             raise flowgrad.AttrError("eps must be >= 0", attr="eps")
 
     def infer(self, x, gain):
+        if x.ndim < 1:      # a scalar has no row to normalize (and no last axis to name)
+            raise flowgrad.ShapeError(f"x must have at least one axis (the rows to normalize "
+                                      f"are along its last); got a scalar {format_shape(x.shape)}")
         # None is a dim known only at run time (the batch axis, or any axis of an ONNX model)
-        if x.ndim < 1 or gain.ndim != 1 or None not in (gain.shape[0], x.shape[-1]) \
+        if gain.ndim != 1 or None not in (gain.shape[0], x.shape[-1]) \
                 and gain.shape[0] != x.shape[-1]:
             raise flowgrad.ShapeError(f"gain must have shape ({x.shape[-1]},), the last axis of "
                                       f"x {format_shape(x.shape)}; got {format_shape(gain.shape)}")

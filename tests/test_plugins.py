@@ -393,6 +393,8 @@ def test_rms_norm_rejects_a_gain_of_the_wrong_length(examples):
         examples.get("rms_norm")().infer(spec((None, 6), np.float32), spec((5,), np.float32))
     with pytest.raises(Exception, match="eps must be >= 0"):
         examples.get("rms_norm")(eps=-1.0)
+    with pytest.raises(flowgrad.ShapeError, match="x must have at least one axis"):
+        examples.get("rms_norm")().infer(spec((), np.float32), spec((1,), np.float32))
 
 
 # -- the kit itself catches each kind of mistake ----------------------------------------------
