@@ -144,3 +144,144 @@ def test_yaml_1_2_floats_are_numbers(tmp_path):
     path.write_text("a: 1e-4\nb: 1.0e6\nc: -2E+3\nd: 1_000\ne: 3.5\nf: e5\ng: '1e3'\n")
     data, _ = read_yaml(str(path))
     assert data == {"a": 1e-4, "b": 1e6, "c": -2e3, "d": 1000, "e": 3.5, "f": "e5", "g": "1e3"}
+
+
+# -- hostile and careless files: one located message each, exit 1, fast (issue 12) -----------
+
+BOMB = "flowgrad: 1\nnodes: {}\n" + "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else 'lol'] * 9)}]\n" for i in range(9))
+HUGE_PARAM = GOOD.replace("shape: [3, 4]", "shape: [100000, 100000]")
+
+
+def cli_outcome(tmp_path, data: bytes | str, command="check"):
+    """``flowgrad check --no-gradients`` (or ``show``) on ``data``: the outcome (its
+    ``seconds`` the CPU time, so a busy machine does not fail the test) and the path."""
+    import time
+    from tests.fuzz import harness
+    path = tmp_path / "g.yaml"
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    argv = [command, "--no-gradients", str(path)] if command == "check" else [command, str(path)]
+    start = time.process_time()
+    outcome = harness.run_cli(argv)
+    outcome.seconds = time.process_time() - start
+    return outcome, str(path)
+
+
+HOSTILE = [
+    # (what, file bytes, line, col, fragment)
+    ("invalid UTF-8", GOOD.replace("in: fc}", "in: f\udcffc}").encode("utf-8", "surrogateescape"),
+     8, 25, "not UTF-8 text (byte 0xff at offset 245 cannot start a character)"),
+    ("truncated UTF-8", GOOD.encode() + b"doc: \xc3", 11, 6, "not UTF-8"),
+    ("control character", GOOD.replace("in: fc}", "in: f\x1bc}"), 8, 25,
+     "unacceptable character #x001b"),
+    ("NUL", GOOD.replace("in: fc}", "in: f\x00c}"), 8, 25, "unacceptable character #x0000"),
+    ("flow nesting", "flowgrad: 1\nnodes: " + "[" * 250 + "]" * 250 + "\n", 2, 71,
+     "collections nested deeper than 64 levels"),
+    ("block nesting", "flowgrad: 1\nnodes:\n" + "".join(
+        "  " * (i + 1) + f"a{i}:\n" for i in range(250)), 66, 129, "nested deeper than 64"),
+    ("alias bomb", BOMB, 6, 10, "alias '*l2' takes the file's aliases past 10000 values"),
+    ("alias nests deep", "flowgrad: 1\na: &a " + "[" * 40 + "]" * 40 + "\nb: [" + "[" * 30
+     + "*a" + "]" * 30 + "]\nnodes: {}\n", 3, 35, "alias '*a' nests collections deeper than 64"),
+    ("!!int abc", GOOD.replace("flowgrad: 1", "flowgrad: !!int abc"), 1, 11,
+     "cannot read 'abc' as an integer"),
+    ("!!binary", GOOD.replace("in: fc}", "in: !!binary aGVsbG8=}"), 8, 24,
+     "got bytes b'hello'"),
+    ("!!python", GOOD.replace("flowgrad: 1", "flowgrad: !!python/object/apply:os.system [ls]"),
+     1, 11, "could not determine a constructor for the tag"),
+    ("zero size", GOOD.replace("shape: [3, 4]", "shape: [0, 4]"), 4, 14,
+     "must be a list of positive integers"),
+    ("negative size", GOOD.replace("shape: [3]", "shape: [-3]"), 2, 21,
+     "must be a list of positive integers"),
+    ("huge size", GOOD.replace("shape: [3]", "shape: [99999999999999999999999]"), 2, 21,
+     "each at most 2147483647"),
+    ("too many axes", GOOD.replace("shape: [3]", "shape: [" + ", ".join(["1"] * 40) + "]"),
+     2, 21, "at most 32 sizes"),
+    ("params too big", HUGE_PARAM, 4, 14,
+     "the params would take 74.5 GiB, more than the 2 GiB a graph may hold; the biggest is 'W' "
+     "(shape [100000, 100000], 74.5 GiB"),
+    ("input too big", GOOD.replace("shape: [3]", "shape: [3, 100000, 100000]"), 2, 21,
+     "one sample of input 'x' (shape [3, 100000, 100000]) would take 224 GiB"),
+    ("negative std", GOOD.replace("kind: glorot_uniform", "kind: normal, std: -1"), 4, 48,
+     "'std' of the 'normal' initializer of param 'W' must be a finite number >= 0, got -1"),
+    ("NaN std", GOOD.replace("kind: glorot_uniform", "kind: normal, std: .nan"), 4, 48,
+     "must be a finite number >= 0, got nan"),
+    ("negative gain", GOOD.replace("kind: glorot_uniform", "kind: he_normal, gain: -2"), 4, 52,
+     "'gain' of the 'he_normal' initializer"),
+    ("huge integer std", GOOD.replace("kind: glorot_uniform", f"kind: normal, std: {10**400}"),
+     4, 48, "must be a finite number >= 0"),
+    ("uniform range", GOOD.replace("kind: glorot_uniform", "kind: uniform, low: -1e308, "
+                                   "high: 1e308"), 4, 28, "too wide for a float"),
+    ("negative seed", GOOD.replace("kind: glorot_uniform", "kind: glorot_uniform, seed: -1"),
+     4, 57, "'seed' of the initializer of param 'W' must be a non-negative integer"),
+    ("infinite lr_mult", GOOD.replace("init: {kind: zeros}", "init: {kind: zeros}, "
+                                      "lr_mult: .inf"), 5, 49, "'lr_mult' of param 'b' must be"),
+    ("huge constant", GOOD.replace("nodes:", f"constants: {{c: {{value: {10**400}}}}}\nnodes:"),
+     6, 24, "must be a finite number or a (nested, rectangular) list of finite numbers"),
+    ("NaN in a value", GOOD.replace("{kind: zeros}", "{kind: value, value: [1, .nan, 3, 4]}"),
+     5, 46, "list of finite numbers"),
+    ("huge epochs", GOOD + f"train: {{epochs: {10**30}}}\n", 11, 17,
+     "'epochs' must be at most 9223372036854775807"),
+    ("huge lr", GOOD + f"train: {{optimizer: {{kind: sgd, lr: {10**400}}}}}\n", 11, 36,
+     "'lr' must be a number"),
+]
+
+
+@pytest.mark.parametrize("what,data,line,col,fragment", HOSTILE, ids=[h[0] for h in HOSTILE])
+def test_hostile_file_gets_one_located_message(tmp_path, what, data, line, col, fragment):
+    outcome, path = cli_outcome(tmp_path, data)
+    assert outcome.rc == 1, outcome.describe()
+    assert outcome.seconds < 1.0, outcome.describe()
+    head = outcome.stderr.splitlines()[0]
+    assert head.startswith(f"{path}:{line}:{col}: error: "), outcome.stderr
+    assert fragment in outcome.stderr, outcome.stderr
+    assert "Traceback" not in outcome.stderr
+
+
+@pytest.mark.parametrize("text", [BOMB, HUGE_PARAM], ids=["alias bomb", "huge param"])
+def test_refused_in_milliseconds_without_allocating(tmp_path, text):
+    import time
+    import tracemalloc
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    tracemalloc.start()
+    start = time.process_time()
+    with pytest.raises(GraphError):
+        flowgrad.load(path)
+    seconds = time.process_time() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert seconds < 0.5 and peak < 20 << 20, (seconds, peak)
+
+
+BLOCKS = """\
+flowgrad: 1
+inputs: {x: {shape: [3]}}
+blocks:
+  a: {inputs: [x], nodes: {r: {op: relu, in: x}}}
+  b: {inputs: [x], nodes: {r: {block: a, in: x, repeat: 1000}}}
+  self: {inputs: [x], nodes: {r: {block: self, in: x}}}
+nodes:
+  s: {block: b, in: x, repeat: 1000}
+"""
+
+
+@pytest.mark.parametrize("old,new,line,col,fragment", [
+    ("  s: {block: b, in: x, repeat: 1000}", "  s: {block: a, in: x, repeat: 1e9}", 8, 32,
+     "'repeat' of 's' must be an integer from 1 to 10000, got 1000000000.0"),
+    ("  s: {block: b, in: x, repeat: 1000}", "  s: {block: a, in: x, repeat: 1000000000}", 8,
+     32, "'repeat' of 's' must be an integer from 1 to 10000, got 1000000000"),
+    ("", "", 8, 32, "'s' would make 1001000 params, constants and nodes, more than the 20000"),
+    ("  s: {block: b, in: x, repeat: 1000}", "  s: {block: self, in: x}", 6, 42,
+     "block 'self' instantiates itself: self -> self"),
+])
+def test_runaway_blocks_are_refused_fast(tmp_path, old, new, line, col, fragment):
+    outcome, path = cli_outcome(tmp_path, BLOCKS.replace(old, new) if old else BLOCKS)
+    assert outcome.rc == 1 and outcome.seconds < 1.0, outcome.describe()
+    assert outcome.stderr.startswith(f"{path}:{line}:{col}: error: "), outcome.stderr
+    assert fragment in outcome.stderr, outcome.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "show"])
+def test_empty_nodes_is_no_crash(tmp_path, command):
+    outcome, _ = cli_outcome(tmp_path, "flowgrad: 1\nnodes: {}\n", command)
+    assert outcome.rc in (0, 1), outcome.describe()

@@ -41,11 +41,13 @@ from .block_sites import Fallback, Section, Site, Within, WithinItems, shallow, 
 from .yaml_source import MarkedDict, MarkedList, plain
 
 INSTANCE_KEYS = ("block", "in", "with", "repeat", "each", "doc")
-#: the largest ``repeat``, and the most params, constants and nodes all instances of a file
-#: may make: a few lines of nested repeats could otherwise ask for billions, and expansion
-#: would run out of memory or time before saying anything
+#: the largest ``repeat``, the most params, constants and nodes all instances of a file may
+#: make, and the most values they may copy from block bodies: a few lines of nested repeats
+#: (or a body holding an aliased value) could otherwise ask for billions, and expansion would
+#: run out of memory or time before saying anything
 MAX_REPEAT = 10_000
 MAX_EXPANDED = 20_000
+MAX_COPIED = 1_000_000
 
 
 def uses_blocks(data: Any) -> bool:
@@ -96,6 +98,7 @@ class _Expander:
         self.failed: set[str] = set()
         self.reported: set[tuple] = set()
         self.expanded = 0                          # entries made by instances so far
+        self.copied = 0                            # values copied from bodies so far
         self.over = False                          # past MAX_EXPANDED: expand no more
         self.costs: dict[str, int] = {}            # block -> entries one instance makes
 
@@ -501,6 +504,14 @@ class _Expander:
              sites: tuple[Site, ...]) -> Any:
         """A copy of ``value`` (from a block's body, written at ``loc``) with arguments
         substituted and locations seen through ``sites``; :data:`_FAILED` after an error."""
+        self.copied += 1
+        if self.copied > MAX_COPIED:
+            if not self.over:
+                self.over = True
+                self.error(f"the file's block instances copy more than {MAX_COPIED} values "
+                           "from block bodies (an aliased value repeated in each instance?)",
+                           within(loc, sites))
+            return _FAILED
         if isinstance(value, MarkedDict):
             out = MarkedDict()
             for key, item in value.items():

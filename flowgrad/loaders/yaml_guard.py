@@ -32,10 +32,11 @@ from ..errors import GraphError
 
 #: collections (mappings and lists) nested deeper than this are refused
 MAX_DEPTH = 64
-#: at most this many aliases (``*name``) in one file
-MAX_ALIASES = 10_000
+#: at most this many aliases (``*name``) in one file (ResNet-18's file has one)
+MAX_ALIASES = 1_000
 #: the values all aliases of a file stand for, counted as if each were written out in full
-MAX_ALIAS_VALUES = 100_000
+#: (ResNet-18's stand for 12)
+MAX_ALIAS_VALUES = 10_000
 
 #: a line indented at least N columns (counting the ``- ``, ``? `` and ``: `` of compact
 #: collections), formatted with N
@@ -149,9 +150,9 @@ class BoundedComposer:
             if self._aliases > MAX_ALIASES:
                 self._refuse(f"more than {MAX_ALIASES} aliases", event)
             if self._alias_values > MAX_ALIAS_VALUES:
-                self._refuse(f"alias '*{event.anchor}' takes what the file's aliases stand "
-                             f"for past {MAX_ALIAS_VALUES} values (each alias counts as the "
-                             "values it repeats)", event)
+                self._refuse(f"alias '*{event.anchor}' takes the file's aliases past "
+                             f"{MAX_ALIAS_VALUES} values (each alias counts as the values it "
+                             "repeats: an alias bomb?)", event)
             if self._depth + height > MAX_DEPTH:
                 self._refuse(f"alias '*{event.anchor}' nests collections deeper than "
                              f"{MAX_DEPTH} levels", event)

@@ -157,7 +157,8 @@ class _Builder:
         if value is None:
             return None
         if not is_shape(value):
-            shown = plain(value) if isinstance(value, list) and len(value) <= 8 else None
+            shown = plain(value) if isinstance(value, list) and len(value) <= 8 and not any(
+                isinstance(v, (list, dict)) for v in value) else None
             self.error(f"'shape' of {what} must be a list of positive integers (at most "
                        f"{MAX_RANK} sizes, each at most {MAX_DIM}), got "
                        f"{_describe(value) if shown is None else shown}", d.value_locs["shape"])
