@@ -7,8 +7,8 @@ chunks arrive.  No process holds the whole input or output: a worker holds one c
 driver at most a window of ``2 x workers`` chunks in flight.
 
 Why plain tasks over a memory-mapped ``.npy`` and not ``dask.array`` or zarr: a task needs only
-``(path, start, stop)``, so nothing of the data travels through the scheduler (a dask array
-built on a memmap would pickle the array into its graph), and ``.npy`` is what flowgrad reads
+``(path, start, stop)``, so nothing of the data travels through the scheduler (a memmap
+pickles as its whole contents: a dask array built on one would carry the data in its graph), and ``.npy`` is what flowgrad reads
 and writes everywhere else.  Workers must see the input at the same path (a shared
 filesystem, as on a Slurm cluster); zarr would be the choice for object stores, where no
 worker can memory-map a file.  The output is written by the driver alone, since workers on
