@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("op",),
     ("graph", "ops", "optim", "data", "datasets", "checkpoint", "initializers", "plots"),
     ("hookspecs", "plugins", "builtins", "passes"),
-    ("plan", "gradcheck", "numerics", "render"),
+    ("plan", "gradcheck", "numerics", "render", "summary"),
     ("loaders", "onnx", "train_config"),
     ("train", "visualize", "testing"),
     ("workflows",),
