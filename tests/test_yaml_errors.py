@@ -179,7 +179,7 @@ HOSTILE = [
      "collections nested deeper than 64 levels"),
     ("block nesting", "flowgrad: 1\nnodes:\n" + "".join(
         "  " * (i + 1) + f"a{i}:\n" for i in range(250)), 66, 129, "nested deeper than 64"),
-    ("alias bomb", BOMB, 6, 10, "alias '*l2' takes the file's aliases past 10000 values"),
+    ("alias bomb", BOMB, 7, 10, "alias '*l3' takes the file's aliases past 10000 values"),
     ("alias nests deep", "flowgrad: 1\na: &a " + "[" * 40 + "]" * 40 + "\nb: [" + "[" * 30
      + "*a" + "]" * 30 + "]\nnodes: {}\n", 3, 35, "alias '*a' nests collections deeper than 64"),
     ("!!int abc", GOOD.replace("flowgrad: 1", "flowgrad: !!int abc"), 1, 11,
