@@ -42,6 +42,15 @@ def test_version_answers_before_any_command_is_imported():
     assert result.stdout.splitlines() == ["flowgrad 0.1.0", "[]"]
 
 
+def test_ops_loads_only_the_registry():
+    code = ("import sys, contextlib, io; from flowgrad import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()): cli.main(['ops'])\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))")
+    result = python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_the_demo_runs_from_a_wheel_in_an_empty_folder(tmp_path):
     source = tmp_path / "src"
     shutil.copytree(ROOT / "flowgrad", source / "flowgrad",

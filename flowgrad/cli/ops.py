@@ -13,7 +13,6 @@ import textwrap
 from typing import Any, Sequence
 
 from ..errors import PluginError, did_you_mean
-from ..loaders.yaml_source import plain
 from ..op import Op
 
 HELP = "list the registered ops: ports, attributes, and the plugin providing each"
@@ -116,6 +115,7 @@ def op_card(registry, name: str) -> str:
 
 def describe_op(registry, name: str) -> dict[str, Any]:
     """Everything ``flowgrad ops`` shows about one op, as plain data."""
+    from ..loaders.yaml_source import plain   # imports networkx: only for cards and --json
     op_cls = registry.ops[name]
     plugin = registry.provider("op", name)
     return {
@@ -135,7 +135,6 @@ def describe_op(registry, name: str) -> dict[str, Any]:
         "class": f"{op_cls.__module__}.{op_cls.__qualname__}",
         "defined_at": _defined_at(op_cls),
     }
-
 
 
 def _defined_at(op_cls: type) -> str:
