@@ -190,3 +190,10 @@ def test_show_offers_the_formats_render_draws():
     from flowgrad.cli.show import FORMATS
     from flowgrad.render import FORMATS as DRAW
     assert sorted(FORMATS) == sorted(DRAW)
+
+
+def test_main_leaves_the_default_registry_as_it_found_it(capsys):
+    from flowgrad import plugins
+    before = plugins.default_registry()
+    assert cli.main(["--plugins", str(GRAPHS.parent / "plugins"), "ops", "rms_norm"]) == 0
+    assert plugins.default_registry() is before and "rms_norm" not in before.ops
