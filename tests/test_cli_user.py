@@ -9,7 +9,7 @@ import pytest
 
 import flowgrad
 from flowgrad import cli
-from flowgrad.workflows.summary import summarize
+from flowgrad.summary import summarize
 from flowgrad.workflows.deploy import trained_plan
 
 from .conftest import GRAPHS
@@ -154,7 +154,7 @@ def test_the_summary_of_a_conv_net_is_counted_by_hand():
 
 def test_einsum_flops_count_every_product_term():
     from flowgrad.op import Spec
-    from flowgrad.workflows.summary import op_flops
+    from flowgrad.summary import op_flops
     registry = flowgrad.default_registry()
     einsum = registry.get("einsum")(equation="bij,bjk->bik")
     a, b = Spec((None, 3, 4), np.float32), Spec((None, 4, 5), np.float32)

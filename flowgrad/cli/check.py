@@ -33,7 +33,7 @@ def run(args, registry):
     from ..loaders import load
     from ..passes import describe
     from ..render import fan_summary
-    from ..workflows.summary import summarize
+    from ..summary import summarize
     at_least("--elements", args.elements, 1)
     started = time.perf_counter()
     graph = load(args.graph, registry=registry)
@@ -80,7 +80,7 @@ def report_gradients(graph, args, width: int) -> int:
 
 def gradient_plan(graph, elements: int) -> str:
     """What the gradient check is about to do, in one line."""
-    from ..workflows.summary import per_sample
+    from ..summary import per_sample
     leaves = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"] + \
         [p for p in graph.params if graph.is_trainable(p)]
     entries = sum(min(elements, per_sample(graph.spec_of(n).shape)) for n in leaves)

@@ -20,7 +20,7 @@ def add_arguments(parser):
 def run(args, registry):
     from ..loaders import load
     from ..render import FORMATS as DRAW
-    from ..workflows.summary import summarize
+    from ..summary import summarize
     if args.out:
         output_file(args.out, "-o", args.force)
     graph = load(args.graph, registry=registry)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..graph import Graph
+from .graph import Graph
 
 #: ops that move or view data without arithmetic
 DATA_MOVEMENT = frozenset((
