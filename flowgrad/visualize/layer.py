@@ -213,6 +213,14 @@ def _save_part(parts: str, k: int, image: ChannelImage) -> None:
 
 
 def _load_part(parts: str, k: int) -> ChannelImage:
-    with np.load(_part(parts, k)) as data:
-        return ChannelImage(data["view"], float(data["value"]), float(data["penalty"]),
-                            bool(data["inactive"]))
+    """A finished channel, read back through the one checked reader (a part damaged by a
+    crash is a located error, not a traceback)."""
+    from ..arrays import read_arrays
+    data = read_arrays(_part(parts, k), "rendered channel")
+    missing = sorted({"view", "value", "penalty", "inactive"} - set(data))
+    if missing:
+        from ..errors import FlowgradError
+        raise FlowgradError(f"{_part(parts, k)}: a rendered channel without {missing}; delete "
+                            "it to render that channel again")
+    return ChannelImage(data["view"], float(data["value"]), float(data["penalty"]),
+                        bool(data["inactive"]))
