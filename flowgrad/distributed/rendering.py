@@ -22,7 +22,8 @@ from ..errors import FlowgradError
 from ..graph import Graph
 from ..plan import Plan
 from ..visualize import LayerRender, render_channels, render_layer
-from ..visualize.layer import _claim, _fingerprint, _part, _save_part, layer_channels
+from ..visualize.layer import (claim_parts, layer_channels, part_path, parts_fingerprint,
+                               save_part)
 from ..workflows.visualizing import LayerRun, prepare, title_of, visualize_options
 from .cluster import broadcast, connect
 from .shipping import GraphSource, params_digest, ship, worker_plan, worker_registry
@@ -54,8 +55,8 @@ def render_layer_distributed(plan: Plan, layer: str, channels: Sequence[int] | N
         raise FlowgradError(f"channels must be distinct ids in 0..{count - 1} of '{layer}', "
                             f"got {bad or ids}")
     parts = out + ".parts"
-    _claim(parts, _fingerprint(plan, layer, batch, options))
-    done = [k for k in ids if os.path.exists(_part(parts, k))]
+    claim_parts(parts, parts_fingerprint(plan, layer, batch, options))
+    done = [k for k in ids if os.path.exists(part_path(parts, k))]
     todo = [k for k in ids if k not in set(done)]
     if todo:
         source = source or ship(plan.graph, registry)
@@ -87,7 +88,7 @@ def _render_on(client, plan: Plan, source: GraphSource, layer: str, todo: list[i
         for future in as_completed(futures):
             images = future.result()
             for k, image in images.items():
-                _save_part(parts, k, image)
+                save_part(parts, k, image)
             done += len(images)
             future.release()
             if bar is not None:

@@ -116,8 +116,9 @@ def render_layer(plan: Plan, layer: str, channels: Sequence[int] | None = None, 
         raise FlowgradError(f"channels must be distinct ids in 0..{count - 1} of '{layer}', "
                             f"got {bad or ids}")
     parts = out + ".parts"
-    _claim(parts, _fingerprint(plan, layer, batch, dict(options, value_range=value_range)))
-    done = {k for k in ids if os.path.exists(_part(parts, k))}
+    settings = dict(options, value_range=value_range)
+    claim_parts(parts, parts_fingerprint(plan, layer, batch, settings))
+    done = {k for k in ids if os.path.exists(part_path(parts, k))}
     todo = [k for k in ids if k not in done]
     bar = None
     if progress:
@@ -130,7 +131,7 @@ def render_layer(plan: Plan, layer: str, channels: Sequence[int] | None = None, 
             rendered = render_channels(plan, layer, chunk, batch=batch,
                                        value_range=value_range, **options)
             for k, image in rendered.items():
-                _save_part(parts, k, image)
+                save_part(parts, k, image)
             if bar is not None:
                 bar.update(len(chunk))
             if on_batch is not None:
@@ -138,7 +139,7 @@ def render_layer(plan: Plan, layer: str, channels: Sequence[int] | None = None, 
     finally:
         if bar is not None:
             bar.close()
-    images = [_load_part(parts, k) for k in ids]
+    images = [load_part(parts, k) for k in ids]
     views = np.stack([im.view for im in images])
     values = np.array([im.value for im in images])
     shown = any(im.penalty for im in images)       # the penalties apart, as in captions()
@@ -163,7 +164,7 @@ def _check_options(options: dict[str, Any]) -> None:
                             "final image per channel")
 
 
-def _fingerprint(plan: Plan, layer: str, batch: int, options: dict[str, Any]) -> dict:
+def parts_fingerprint(plan: Plan, layer: str, batch: int, options: dict[str, Any]) -> dict:
     """What a part depends on: the settings (named, not addressed: a function by its
     qualified name) and the params' bytes.  The registry is left out: each process builds
     its own, and what it resolves (a parameterization, an optimizer) is named already."""
@@ -181,7 +182,7 @@ def _fingerprint(plan: Plan, layer: str, batch: int, options: dict[str, Any]) ->
             "options": {k: text(v) for k, v in sorted(options.items()) if k != "registry"}}
 
 
-def _claim(parts: str, fingerprint: dict) -> None:
+def claim_parts(parts: str, fingerprint: dict) -> None:
     """Create the parts folder with its settings, or check those of an earlier render."""
     path = os.path.join(parts, "settings.json")
     if os.path.exists(path):
@@ -199,28 +200,28 @@ def _claim(parts: str, fingerprint: dict) -> None:
         json.dump(fingerprint, f, indent=1, sort_keys=True)
 
 
-def _part(parts: str, k: int) -> str:
+def part_path(parts: str, k: int) -> str:
     return os.path.join(parts, f"channel_{k:04d}.npz")
 
 
-def _save_part(parts: str, k: int, image: ChannelImage) -> None:
+def save_part(parts: str, k: int, image: ChannelImage) -> None:
     """Write one channel atomically: an interrupted write never leaves a part to resume from."""
-    path = _part(parts, k)
+    path = part_path(parts, k)
     with open(path + ".tmp", "wb") as f:
         np.savez(f, view=image.view, value=image.value, penalty=image.penalty,
                  inactive=image.inactive)
     os.replace(path + ".tmp", path)
 
 
-def _load_part(parts: str, k: int) -> ChannelImage:
+def load_part(parts: str, k: int) -> ChannelImage:
     """A finished channel, read back through the one checked reader (a part damaged by a
     crash is a located error, not a traceback)."""
     from ..arrays import read_arrays
-    data = read_arrays(_part(parts, k), "rendered channel")
+    data = read_arrays(part_path(parts, k), "rendered channel")
     missing = sorted({"view", "value", "penalty", "inactive"} - set(data))
     if missing:
         from ..errors import FlowgradError
-        raise FlowgradError(f"{_part(parts, k)}: a rendered channel without {missing}; delete "
+        raise FlowgradError(f"{part_path(parts, k)}: a rendered channel without {missing}; delete "
                             "it to render that channel again")
     return ChannelImage(data["view"], float(data["value"]), float(data["penalty"]),
                         bool(data["inactive"]))
