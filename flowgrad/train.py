@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -64,6 +65,17 @@ class History:
             json.dump(self.rows, f, indent=1)
 
 
+def _terminal() -> bool:
+    """Whether progress bars reach a person (tqdm draws on stderr)."""
+    return sys.stderr.isatty()
+
+
+def epoch_summary(row: dict[str, float]) -> str:
+    """``loss 0.1234, accuracy 0.9700, val_loss ...``: an epoch's row as one log line."""
+    return ", ".join(f"{k} {v:.4f}" for k, v in row.items()
+                     if k not in ("epoch", "seconds", "lr"))
+
+
 class Trainer:
     """Trains a compiled plan's trainable params as its graph's ``train:`` section says.
 
@@ -77,6 +89,12 @@ class Trainer:
     def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
                  progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = (),
                  micro_batch: int | None = None, log: Callable[[str], Any] | None = None):
+        if plan.dtype.itemsize < 4:
+            raise FlowgradError(
+                f"{plan.graph.source or plan.graph.name}: cannot train in {plan.dtype}: its "
+                "11-bit mantissa loses the optimizer's small updates and overflows the loss's "
+                "sums (NaN within a few steps); compile with dtype='float32' (or float64) to "
+                "train, and cast the trained params afterwards")
         self.plan = plan
         self.config = config = config or from_graph(plan.graph, registry)
         self.registry = registry
@@ -334,6 +352,8 @@ class Trainer:
             row.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
         row["seconds"] = time.perf_counter() - start
         self.history.rows.append(row)
+        if bar is None or bar.disable:     # no bar on a terminal: one line per epoch instead
+            self.log(f"epoch {row['epoch']}/{epochs}: " + epoch_summary(row))
         self.epoch += 1
         self.batch_in_epoch = 0
         self.sums = {}
@@ -360,13 +380,24 @@ class Trainer:
             if self.bad_epochs >= int(early["patience"]):
                 self.stopped = True
 
+    def run_metrics(self) -> dict[str, float]:
+        """Facts about the run itself for ``metrics.json`` beside the scores (none here; the
+        data-parallel trainer adds its worker count)."""
+        return {}
+
+    @property
+    def epoch_lines(self) -> bool:
+        """Whether :meth:`fit` logs a line per epoch: when no progress bar is drawn on a
+        terminal (a bar clears itself; a log file or pipe would show nothing)."""
+        return not (self.progress and _terminal())
+
     def _bar(self, total: int, epochs: int):
         if not self.progress:
             return None
         from tqdm.auto import tqdm
         return tqdm(total=total, unit="img", unit_scale=True, leave=False,
                     desc=f"epoch {self.epoch + 1}/{epochs}", dynamic_ncols=True,
-                    disable=None)
+                    disable=not _terminal())
 
     def _install_interrupt_handler(self) -> Callable[[], None]:
         """First Ctrl-C: finish the step, checkpoint, stop.  Second: stop at once."""

@@ -120,7 +120,7 @@ def test_an_onnx_classifier_trains_with_an_added_loss(tmp_path, capsys):
     assert main(["train", path, "--epochs", "5", "--lr", "0.1", "--out", str(out),
                  "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "has no loss: training it as a classifier" in text
+    assert "has no loss: treating it as a classifier" in text
     assert json.loads((out / "metrics.json").read_text())["test_accuracy"] > 0.9
 
 

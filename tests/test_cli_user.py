@@ -40,6 +40,15 @@ def fails(capsys, argv, message, code=1):
     (["demo", "--epochs", "0"], "--epochs: must be at least 1, got 0"),
     (["demo", "--steps", "-1"], "--steps: must be at least 1, got -1"),
     (["export", XOR], "say where to write the model"),
+    (["train", XOR, "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["train", XOR, "--batch-size", "-5"], "--batch-size: must be at least 1, got -5"),
+    (["train", XOR, "--epochs", "-1"], "--epochs: must be at least 1, got -1"),
+    (["train", XOR, "--lr", "-1"], "--lr: must be a positive number, got -1"),
+    (["train", XOR, "--lr", "nan"], "--lr: must be a positive number, got nan"),
+    (["train", XOR, "--workers", "0"], "--workers: must be at least 1, got 0"),
+    (["run", XOR, "--workers", "2"], "add --data FILE.npy"),
+    (["run", XOR, "--data", "x.npy", "-o", "y.npz"], "add -o OUT.npy"),
+    (["visualize", MLP, "--workers", "2"], "--workers: Dask workers render whole layers"),
 ])
 def test_a_bad_flag_value_is_one_line_naming_the_flag(argv, message, capsys, tmp_path,
                                                       monkeypatch):
@@ -115,6 +124,14 @@ def test_train_then_run_export_and_convert_the_checkpoint(tmp_path, capsys):
     exported = flowgrad.compile(flowgrad.load(str(model)))
     got = exported.forward({"x": x}, grad=False)
     np.testing.assert_allclose(next(iter(got.values())), trained, rtol=1e-5, atol=1e-5)
+
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "deep" / "y.txt"           # exactly this path: no '.npz' added
+    assert cli.main(["run", MLP, "--checkpoint", checkpoint, "-i", f"x={tmp_path / 'x.npy'}",
+                     "--outputs", "logits", "-o", str(out)]) == 0
+    assert f"saved 1 output(s) to {out}" in capsys.readouterr().out
+    with np.load(out) as ran:
+        np.testing.assert_allclose(ran["logits"], trained, rtol=1e-6)
 
     yaml_path = tmp_path / "mlp.yaml"
     assert cli.main(["convert", str(model), str(yaml_path)]) == 0
@@ -197,3 +214,33 @@ def test_main_leaves_the_default_registry_as_it_found_it(capsys):
     before = plugins.default_registry()
     assert cli.main(["--plugins", str(GRAPHS.parent / "plugins"), "ops", "rms_norm"]) == 0
     assert plugins.default_registry() is before and "rms_norm" not in before.ops
+
+
+def test_a_run_folder_is_not_trained_over_without_force(tmp_path, capsys):
+    runs = tmp_path / "r"
+    assert cli.main(["train", MLP, "--out", str(runs), "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    before = (runs / "checkpoint.npz").read_bytes()
+    fails(capsys, ["train", MLP, "--out", runs, "--epochs", "1"],
+          "holds an earlier run (checkpoint.npz, history.json, metrics.json, curves.png)")
+    assert (runs / "checkpoint.npz").read_bytes() == before
+    assert cli.main(["train", MLP, "--out", str(runs), "--epochs", "2", "--no-progress",
+                     "--resume", str(runs / "checkpoint.npz")]) == 0
+    assert cli.main(["train", MLP, "--out", str(runs), "--epochs", "1", "--no-progress",
+                     "--force"]) == 0
+
+
+def test_without_a_terminal_training_logs_one_line_per_epoch(tmp_path, capsys):
+    assert cli.main(["train", MLP, "--out", str(tmp_path / "r"), "--epochs", "3", "--batch-size", "512"]) == 0
+    out = capsys.readouterr().out       # captured: not a terminal, so no bar to clear
+    lines = [l for l in out.splitlines() if l.startswith("epoch ")]
+    assert [l.split(":")[0] for l in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+
+def test_float16_is_refused_for_training_with_the_fix():
+    plan = flowgrad.compile(flowgrad.load(MLP), dtype="float16")
+    with pytest.raises(flowgrad.FlowgradError, match="cannot train in float16.*float32"):
+        flowgrad.Trainer(plan)
+    assert plan.forward({"x": np.zeros((2, 64), np.float16)}, outputs=["logits"],
+                        grad=False)["logits"].dtype == np.float16     # inference still works
+

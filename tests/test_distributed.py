@@ -22,6 +22,7 @@ from flowgrad.distributed.shipping import GraphSource, worker_registry  # noqa: 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "graphs", "digits_mlp.yaml")
+CNN = os.path.join(ROOT, "graphs", "digits_cnn.yaml")
 CONV = """
 flowgrad: 1
 name: six_channels
@@ -228,3 +229,31 @@ def test_a_killed_worker_costs_one_log_line_and_no_step(client):
     assert spread.step == local.step == 5 and len(spread.stats) == 5
     for name, value in local.plan.params.items():       # 2 shards, then 1: float64 rounding
         np.testing.assert_allclose(spread.plan.params[name], value, rtol=1e-10, atol=1e-12)
+
+
+def test_the_commands_run_on_a_cluster_by_address(client, tmp_path, capsys):
+    """`flowgrad train --cluster ADDR`, `run --data ... --cluster ADDR` and `visualize --layer
+    ... --cluster ADDR`, as a user types them against a running scheduler."""
+    from flowgrad import cli
+    address = client.scheduler.address
+    runs = tmp_path / "r"
+    assert cli.main(["train", MLP, "--out", str(runs), "--epochs", "1", "--batch-size", "256",
+                     "--cluster", address]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "with 2 Dask worker(s)" in out and (runs / "checkpoint.npz").exists()
+    x = load_data("digits").x[:300].astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli.main(["run", MLP, "--checkpoint", str(runs / "checkpoint.npz"), "--data",
+                     f"x={tmp_path / 'x.npy'}", "--outputs", "logits", "--chunk-rows", "128",
+                     "-o", str(tmp_path / "y.npy"), "--cluster", address]) == 0
+    assert "300 rows in 3 chunks" in capsys.readouterr().out
+    local = cli.main(["run", MLP, "--checkpoint", str(runs / "checkpoint.npz"), "-i",
+                      f"x={tmp_path / 'x.npy'}", "--outputs", "logits", "-o",
+                      str(tmp_path / "y.npz")])
+    assert local == 0
+    with np.load(tmp_path / "y.npz") as here:
+        np.testing.assert_allclose(np.load(tmp_path / "y.npy"), here["logits"], rtol=1e-5,
+                                   atol=1e-6)      # chunks of other sizes: BLAS rounding
+    assert cli.main(["visualize", CNN, "--layer", "conv1", "--channels", "0", "1", "--steps",
+                     "2", "--out", str(tmp_path / "g.png"), "--cluster", address]) == 0
+    assert (tmp_path / "g.png").exists()

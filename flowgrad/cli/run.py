@@ -1,26 +1,40 @@
 """``flowgrad run``: run a graph on arrays and save its outputs.
 
 Each ``-i NAME=FILE`` is read by :func:`flowgrad.arrays.read_array` (a ``.npy``, or a ``.npz``
-holding one array), which refuses a damaged or non-numeric file with a message naming it."""
+holding one array), which refuses a damaged or non-numeric file with a message naming it.
+``-o`` writes exactly the path given.  With ``--data FILE.npy`` the graph runs over every row
+of a file too large for one process, in chunks on Dask workers (``--workers``/``--cluster``),
+into a ``.npy`` output (:func:`flowgrad.distributed.run_distributed`)."""
 from __future__ import annotations
 
 import numpy as np
 
-from .. import compile, load
 from ..arrays import read_array
 from ..errors import FlowgradError, did_you_mean
-from ._common import add_dtype_argument, add_graph_argument
+from ._common import (add_checkpoint_argument, add_dtype_argument, add_graph_argument,
+                      at_least, output_file)
 
-HELP = "run a graph on input arrays and save the outputs (.npz)"
+HELP = "run a graph on input arrays and save the outputs (.npz; or over a big .npy on Dask)"
 
 
 def add_arguments(parser):
     add_graph_argument(parser)
     parser.add_argument("-i", "--input", action="append", default=[], metavar="NAME=FILE.npy",
                         help="an input array (repeatable)")
-    parser.add_argument("-o", "--out", metavar="OUT.npz", help="where to save the outputs")
+    parser.add_argument("-o", "--out", metavar="OUT.npz",
+                        help="where to save the outputs (exactly this path; with --data, a .npy)")
     parser.add_argument("--outputs", nargs="+", metavar="NAME",
                         help="values to compute (default: the graph's outputs)")
+    add_checkpoint_argument(parser)
+    parser.add_argument("--data", metavar="[NAME=]FILE.npy",
+                        help="run over every row of FILE.npy in chunks on Dask workers, into "
+                             "-o OUT.npy (needs flowgrad[distributed])")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --data: a local cluster of N Dask workers")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help="with --data: the Dask scheduler at ADDR (also FLOWGRAD_CLUSTER)")
+    parser.add_argument("--chunk-rows", type=int, metavar="N",
+                        help="with --data: rows per task (default: about 32 MiB)")
     add_dtype_argument(parser)
 
 
@@ -36,8 +50,14 @@ def read_feeds(items: list[str]) -> dict[str, np.ndarray]:
 
 
 def run(args, registry):
-    graph = load(args.graph, registry=registry)
-    net = compile(graph, dtype=args.dtype)
+    from ..workflows.deploy import trained_graph, trained_plan
+    if args.data or args.workers is not None or args.cluster or args.chunk_rows is not None:
+        return _run_distributed(args, trained_graph(args.graph, args.checkpoint,
+                                                    registry=registry), registry)
+    if args.out:
+        output_file(args.out, "-o", force=True)      # outputs are regenerated: only the folder
+    net = trained_plan(args.graph, args.checkpoint, dtype=args.dtype, registry=registry)
+    graph = net.graph
     feeds = read_feeds(args.input)
     unknown = [n for n in feeds if n not in graph.inputs]
     if unknown:
@@ -56,6 +76,31 @@ def run(args, registry):
         more = " ..." if value.size > 6 else ""
         print(f"{name}: {value.dtype}{list(value.shape)} {preview}{more}")
     if args.out:
-        np.savez(args.out, **{k.replace("/", "_"): np.asarray(v) for k, v in outputs.items()})
+        with open(args.out, "wb") as f:          # a file object: np.savez adds no '.npz'
+            np.savez(f, **{k.replace("/", "_"): np.asarray(v) for k, v in outputs.items()})
         print(f"saved {len(outputs)} output(s) to {args.out}")
+    return 0
+
+
+def _run_distributed(args, graph, registry) -> int:
+    """``--data``: the graph over every row of a file, in chunks on Dask workers."""
+    if not args.data:
+        raise FlowgradError("--workers/--cluster/--chunk-rows run a graph over a file: add "
+                            "--data FILE.npy")
+    if args.input:
+        raise FlowgradError("--data feeds the graph from one file; drop -i/--input")
+    if not (args.out or "").endswith(".npy"):
+        raise FlowgradError("--data writes its output into a .npy file: add -o OUT.npy")
+    if args.outputs and len(args.outputs) > 1:
+        raise FlowgradError("--data writes one output: give one name to --outputs")
+    at_least("--workers", args.workers, 1)
+    at_least("--chunk-rows", args.chunk_rows, 1)
+    output_file(args.out, "-o", force=True)
+    name, _, path = args.data.rpartition("=")
+    from ..distributed import run_distributed
+    done = run_distributed(graph, path, args.out, workers=args.workers, cluster=args.cluster,
+                           input=name or None, output=args.outputs[0] if args.outputs else None,
+                           chunk_rows=args.chunk_rows, dtype=args.dtype, registry=registry)
+    print(f"{done.output}: {done.rows} rows in {done.chunks} chunks on {done.workers} "
+          f"worker(s), {done.seconds:.1f} s; saved to {done.out}")
     return 0

@@ -1,10 +1,21 @@
 """``flowgrad train``: train a graph as its ``train:`` section says, with checkpoints and curves
-(:func:`flowgrad.workflows.train_and_report` does the work)."""
+(:func:`flowgrad.workflows.train_and_report` does the work; with ``--workers``/``--cluster``,
+:func:`flowgrad.distributed.train`, data-parallel on Dask).
+
+A results folder that already holds a run is not written over without ``--force`` (or
+``--resume``, which continues the run that is there)."""
 from __future__ import annotations
 
+import math
+import os
+
+from ..errors import FlowgradError
 from ..train import TrainingInterrupted
 from ..workflows import train_and_report
-from ._common import add_dtype_argument, add_graph_argument
+from ._common import add_dtype_argument, add_force_argument, add_graph_argument, at_least
+
+#: what a run folder holds; finding one of them means the folder is someone's earlier run
+RUN_FILES = ("checkpoint.npz", "history.json", "metrics.json", "curves.png")
 
 HELP = "train a graph (digits or your .npz/.npy/.csv data); checkpoints, curves, resume"
 
@@ -25,16 +36,47 @@ def add_arguments(parser):
     parser.add_argument("--resume", metavar="CKPT",
                         help="continue from a checkpoint (checked first; says where it "
                              "resumes and whether the result is an uninterrupted run's)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (without a terminal: one line per epoch)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="train data-parallel on N Dask workers (a local cluster of N "
+                             "processes unless --cluster; needs flowgrad[distributed])")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help="train on the Dask scheduler at ADDR, e.g. tcp://head:8786 (also "
+                             "FLOWGRAD_CLUSTER)")
+    add_force_argument(parser)
     add_dtype_argument(parser)
 
 
+def check_arguments(args) -> None:
+    """Refuse flag values that would fail later, or train nonsense, naming the flag."""
+    at_least("--epochs", args.epochs, 1)
+    at_least("--batch-size", args.batch_size, 1)
+    at_least("--seed", args.seed, 0)
+    at_least("--workers", args.workers, 1)
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise FlowgradError(f"--lr: must be a positive number, got {args.lr:g}")
+    if os.path.isfile(args.out):
+        raise FlowgradError(f"--out {args.out}: is a file; give a folder for the results")
+    earlier = [f for f in RUN_FILES if os.path.exists(os.path.join(args.out, f))]
+    if earlier and not (args.force or args.resume):
+        raise FlowgradError(f"--out {args.out}: holds an earlier run ({', '.join(earlier)}); "
+                            "pass --resume CKPT to continue it, --force to train over it, or "
+                            "give another folder")
+
+
 def run(args, registry):
+    check_arguments(args)
+    settings = dict(resume=args.resume, dtype=args.dtype, registry=registry,
+                    progress=not args.no_progress, log=print, epochs=args.epochs,
+                    batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     try:
-        train_and_report(args.graph, args.out, args.data, resume=args.resume, dtype=args.dtype,
-                         registry=registry, progress=not args.no_progress, log=print,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         seed=args.seed)
+        if args.workers is not None or args.cluster:
+            from ..distributed import train as train_distributed
+            train_distributed(args.graph, args.out, args.data, workers=args.workers,
+                              cluster=args.cluster, **settings)
+        else:
+            train_and_report(args.graph, args.out, args.data, **settings)
     except TrainingInterrupted as e:
         where = f"; checkpoint saved to {e.path} (continue with --resume {e.path})" \
             if e.path else ""

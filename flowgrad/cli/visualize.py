@@ -58,6 +58,12 @@ def add_arguments(parser):
                         help="render only these channels of --layer")
     parser.add_argument("--batch", type=int, default=8, metavar="N",
                         help="channels optimized together per batch (default 8)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="with --layer: render the channels on N Dask workers (needs "
+                             "flowgrad[distributed])")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help="with --layer: render on the Dask scheduler at ADDR (also "
+                             "FLOWGRAD_CLUSTER)")
     parser.add_argument("--out", default="visualize.png", metavar="GRID.png",
                         help="the PNG grid; the images go to GRID.npy (default visualize.png)")
     parser.add_argument("--input", metavar="NAME", help="the input to optimize")
@@ -134,10 +140,13 @@ def run(args, registry):
 
 
 def _render_layer(args, graph, common, settings) -> int:
+    render, where = render_layer_checkpoint, {}
+    if args.workers is not None or args.cluster:
+        from ..distributed import render_layer_checkpoint as render
+        where = dict(workers=args.workers, cluster=args.cluster)
     try:
-        done = render_layer_checkpoint(graph, args.layer, args.out, args.checkpoint,
-                                       channels=args.channels, batch=args.batch, **common,
-                                       **settings)
+        done = render(graph, args.layer, args.out, args.checkpoint, channels=args.channels,
+                      batch=args.batch, **where, **common, **settings)
     except KeyboardInterrupt:
         parts = args.out + ".parts"
         kept = len(glob.glob(os.path.join(glob.escape(parts), "channel_*.npz")))
@@ -195,6 +204,10 @@ def check_arguments(args) -> None:
     if (args.all_channels or args.channels) and not args.layer:
         fail("--all-channels" if args.all_channels else "--channels",
              "say which layer: --layer NODE")
+    if (args.workers is not None or args.cluster) and not args.layer:
+        fail("--workers" if args.workers is not None else "--cluster",
+             "Dask workers render whole layers: add --layer NODE --all-channels")
+    at_least("--workers", args.workers, 1)
     if args.layer:
         if not (args.all_channels or args.channels):
             fail("--layer", "add --all-channels (every channel) or --channels K ...")

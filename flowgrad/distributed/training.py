@@ -225,6 +225,10 @@ class DistributedTrainer(Trainer):
             self.client.cancel(futures)
             raise _WorkerLost(lost) from None
 
+    def run_metrics(self) -> dict[str, float]:
+        """The most workers any step ran on (``metrics.json``'s ``workers``)."""
+        return {"workers": max((s.workers for s in self.stats), default=0)}
+
     def close(self) -> None:
         """Drop the replicas from the workers (a shared cluster outlives the run)."""
         alive = [a for a in self.replicas if a in set(self._alive())]

@@ -21,7 +21,7 @@ from ..data import Dataset, load_data, split
 from ..errors import FlowgradError
 from ..graph import Graph
 from ..plots import plot_curves
-from ..train import History, Trainer, add_classification_loss
+from ..train import History, Trainer, add_classification_loss, epoch_summary
 from ..train_config import TrainConfig, from_graph
 
 Log = Callable[[str], Any]
@@ -66,7 +66,7 @@ def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet) -
         source, graph = graph, load(graph, registry=registry)
     if "train" not in graph.meta and "loss" not in graph.dag:
         graph = add_classification_loss(graph, registry=registry)
-        log(f"{source} has no loss: training it as a classifier (softmax cross-entropy "
+        log(f"{source} has no loss: treating it as a classifier (softmax cross-entropy "
                   f"on '{graph.outputs[-2]}' against a new 'label' input)")
     return graph
 
@@ -89,30 +89,39 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
     plan = compile(graph, dtype=dtype, seed=config.seed)
     trainer = Trainer(plan, config, registry=registry, progress=progress, log=log)
     train, test = split(load_data(data, registry), config.test_split, seed=config.seed)
+    log(f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
+        f"{config.epochs} epochs, batch {config.batch_size}, "
+        f"{config.optimizer['kind']} lr {config.lr:g}")
+    return fit_and_report(trainer, train, test, out_dir, resume=resume, log=log)
+
+
+def fit_and_report(trainer: Trainer, train: Dataset, test: Dataset, out_dir: str, *,
+                   resume: str | None = None, log: Log = quiet) -> TrainingRun:
+    """Fit ``trainer`` on ``train`` with a checkpoint in ``out_dir``, score ``test`` and write
+    the results folder: the part of :func:`train_and_report` every trainer shares (the
+    data-parallel one of :mod:`flowgrad.distributed` too)."""
     os.makedirs(out_dir, exist_ok=True)
     checkpoint = os.path.join(out_dir, "checkpoint.npz")
-    log(f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
-              f"{config.epochs} epochs, batch {config.batch_size}, "
-              f"{config.optimizer['kind']} lr {config.lr:g}")
     start = time.perf_counter()
     history = trainer.fit(train, checkpoint=checkpoint, resume=resume)
     seconds = time.perf_counter() - start
     history_path = os.path.join(out_dir, "history.json")
     history.save(history_path)
-    curves = plot_curves(history.rows, os.path.join(out_dir, "curves.png"), title=graph.name)
+    name = trainer.plan.graph.name
+    curves = plot_curves(history.rows, os.path.join(out_dir, "curves.png"), title=name)
     last = history.rows[-1] if history.rows else {}
-    log("epoch {}: ".format(last.get("epoch", 0)) + ", ".join(
-        f"{k} {v:.4f}" for k, v in last.items() if k not in ("epoch", "seconds", "lr")))
-    metrics = {"train_seconds": seconds, "epochs": trainer.epoch}
+    if not trainer.epoch_lines:          # the bar cleared itself: say where training ended
+        log(f"epoch {last.get('epoch', 0)}: " + epoch_summary(last))
+    metrics = {"train_seconds": seconds, "epochs": trainer.epoch, **trainer.run_metrics()}
     if len(test):
         metrics.update({f"test_{k}": v for k, v in trainer.evaluate(test).items()})
         log("test: " + ", ".join(f"{k[5:]} {v:.4f}" for k, v in metrics.items()
-                                       if k.startswith("test_")))
+                                 if k.startswith("test_")))
     metrics_path = os.path.join(out_dir, "metrics.json")
     with open(metrics_path, "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
     log(f"trained in {seconds:.1f} s; wrote {checkpoint}, {curves}, {history_path}")
-    return TrainingRun(plan, trainer, config, history, metrics, checkpoint,
+    return TrainingRun(trainer.plan, trainer, trainer.config, history, metrics, checkpoint,
                        [checkpoint, history_path, curves, metrics_path])
 
 
