@@ -142,9 +142,14 @@ def parameterization(config: VisualizeConfig, clip: bool = False,
     from ..data import load_data
     data = config.start.split(":", 1)[1]
     try:
-        mean = np.asarray(load_data(data, registry).x, dtype=np.float64).mean(axis=0)
+        features = load_data(data, registry).x
     except FlowgradError as e:
         raise FlowgradError(f"start: {e.diagnostics[0].message}") from None
+    if features is None or not len(features):
+        raise FlowgradError(f"start: '{data}' has no features array to average (its arrays "
+                            "are named after graph inputs, or it is empty); name the features "
+                            "x, or start from noise: --start noise")
+    mean = np.asarray(features, dtype=np.float64).mean(axis=0)
     return StartFrom(config.param, mean, config.range, "clip" if clip else "sigmoid",
                      f"mean:{data}")
 
