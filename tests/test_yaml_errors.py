@@ -210,7 +210,9 @@ HOSTILE = [
     ("huge integer std", GOOD.replace("kind: glorot_uniform", f"kind: normal, std: {10**400}"),
      4, 48, "must be a finite number >= 0"),
     ("uniform range", GOOD.replace("kind: glorot_uniform", "kind: uniform, low: -1e308, "
-                                   "high: 1e308"), 4, 28, "too wide for a float"),
+                                   "high: 1e308"), 4, 28, "needs low <= high, with a range a float can hold"),
+    ("uniform upside down", GOOD.replace("kind: glorot_uniform", "kind: uniform, low: 2, high: 1"),
+     4, 28, "needs low <= high"),
     ("negative seed", GOOD.replace("kind: glorot_uniform", "kind: glorot_uniform, seed: -1"),
      4, 57, "'seed' of the initializer of param 'W' must be a non-negative integer"),
     ("infinite lr_mult", GOOD.replace("init: {kind: zeros}", "init: {kind: zeros}, "

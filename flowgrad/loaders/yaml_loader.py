@@ -402,9 +402,11 @@ class _Builder:
                 args[key] = v
         if any(k not in args for k in required) or not self.allocate:
             return None
-        if not is_finite(args.get("high", 1.0) - args.get("low", -1.0)):
-            self.error(f"the range of the 'uniform' initializer of {what} is too wide for a "
-                       "float", init.loc)
+        span = args.get("high", 1.0) - args.get("low", -1.0)
+        if not (is_finite(span) and span >= 0):
+            self.error(f"the 'uniform' initializer of {what} needs low <= high, with a range "
+                       f"a float can hold; got low {args.get('low', -1.0)!r}, high "
+                       f"{args.get('high', 1.0)!r}", init.loc)
             return None
         seed = self.typed(init, "seed", (int,), f"the initializer of {what}", default=default_seed)
         if seed < 0:
