@@ -47,7 +47,7 @@ INSTANCE_KEYS = ("block", "in", "with", "repeat", "each", "doc")
 #: run out of memory or time before saying anything
 MAX_REPEAT = 10_000
 MAX_EXPANDED = 20_000
-MAX_COPIED = 1_000_000
+MAX_COPIED = 500_000
 
 
 def uses_blocks(data: Any) -> bool:
