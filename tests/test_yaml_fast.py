@@ -81,6 +81,13 @@ EDGE_CASES = [
                                    "doc: |\n  two\n  lines\nname: >-\n  folded\n  name\n"
                                    "outputs: [h, loss]")),
     ("nesting too deep", "flowgrad: " + "[" * 5000 + "]" * 5000 + "\n"),
+    ("nesting at the limit", "flowgrad: " + "[" * 63 + "]" * 63 + "\n"),
+    ("nesting past the limit", "flowgrad: " + "[" * 64 + "]" * 64 + "\n"),
+    ("block nesting past the limit", "a:\n" + "".join("  " * i + "- b:\n" for i in range(40))),
+    ("alias bomb", test_yaml_errors.BOMB),
+    ("alias nesting past the limit", "a: &a " + "[" * 40 + "]" * 40 + "\nb: " + "[" * 30
+     + "*a" + "]" * 30 + "\n"),
+    ("many aliases", "a: &a 1\nb: [" + ", ".join(["*a"] * 1001) + "]\n"),
     ("empty file", ""),
     ("only a comment", "# nothing\n"),
 ]

@@ -46,7 +46,7 @@ _BRACKETS = np.zeros(256, dtype=np.int32)
 _BRACKETS[[ord("["), ord("{")]], _BRACKETS[[ord("]"), ord("}")]] = 1, -1
 
 
-def decode(path: str, data: bytes, source_at) -> str:
+def decode(data: bytes, source_at) -> str:
     """``data`` as text; an invalid UTF-8 byte is a GraphError at its line and column
     (``source_at(text, position)`` locates a character of the text, shown harmlessly)."""
     try:
@@ -69,15 +69,16 @@ def _why(e: UnicodeDecodeError) -> str:
 def may_exceed(text: str) -> bool:
     """Whether ``text`` might break a limit: it has anchors, or enough indentation and
     opening brackets to nest :data:`MAX_DEPTH` deep.  A cheap over-estimate (block
-    collections nest one per column of indentation at most, flow ones one per bracket), so
-    that the C parser's reading of an ordinary file is not walked again (a few milliseconds
-    for a file of 10,000 nodes)."""
+    collections nest at most two levels per column of indentation and one more, flow ones
+    one per bracket), so that the C parser's reading of an ordinary file is not walked again
+    (a few milliseconds for a file of 10,000 nodes)."""
     if "&" in text:
         return True
     brackets = text.count("[") + text.count("{")
     if brackets > MAX_DEPTH // 2:
         brackets = _flow_depth(text)
-    return re.search(_INDENT % max(MAX_DEPTH - brackets - 1, 0), text, re.MULTILINE) is not None
+    columns = max((MAX_DEPTH - brackets) // 2 - 1, 0)
+    return re.search(_INDENT % columns, text, re.MULTILINE) is not None
 
 
 def _flow_depth(text: str) -> int:

@@ -319,7 +319,7 @@ def read_yaml(path: str, text: str | None = None) -> tuple[Any, Source]:
                 data = f.read()
         except OSError as e:
             raise GraphError(f"{path}: cannot read: {e.strerror}") from None
-        text = decode(path, data, lambda shown, position: Source(path, shown).at(position))
+        text = decode(data, lambda shown, position: Source(path, shown).at(position))
     source = Source(path, text)
     if MarkedLoader is not PyMarkedLoader and not any(c in text for c in _PURE_ONLY):
         errors = DiagnosticList()
