@@ -223,6 +223,8 @@ HOSTILE = [
      5, 46, "list of finite numbers"),
     ("huge epochs", GOOD + f"train: {{epochs: {10**30}}}\n", 11, 17,
      "'epochs' must be at most 9223372036854775807"),
+    ("visualize input too big", GOOD + "visualize: {input_shape: [100000, 100000, 3]}\n", 11, 26,
+     "input shape [100000, 100000, 3] is too large"),
     ("huge lr", GOOD + f"train: {{optimizer: {{kind: sgd, lr: {10**400}}}}}\n", 11, 36,
      "'lr' must be a number"),
 ]

@@ -32,7 +32,7 @@ from ..errors import DiagnosticList, FlowgradError, SourceLocation, did_you_mean
 from ..graph import Graph
 from ..optim import optimizer_kinds
 from .section_fields import SectionFields, item_loc
-from .value_checks import is_finite
+from .value_checks import MAX_SAMPLE_BYTES, is_finite, is_shape, nbytes, size_text
 
 VISUALIZE_KEYS = ("each", "objectives", "steps", "lr", "param", "transforms", "penalties",
                   "range", "optimizer", "start", "thresholds", "preprocess", "input_shape", "doc")
@@ -124,6 +124,9 @@ def input_shape_problem(shape: Any) -> str | None:
     if not items or not all(is_finite(d) and isinstance(d, int) and d >= 1 for d in items):
         return (f"input shape must be positive sizes such as 3 224 224 (batch axis excluded), "
                 f"got {shape!r}")
+    if not is_shape(items) or nbytes(tuple(items)) > MAX_SAMPLE_BYTES:
+        return (f"input shape {items} is too large: one sample may hold at most "
+                f"{size_text(MAX_SAMPLE_BYTES)} as float64")
     return None
 
 
