@@ -400,10 +400,11 @@ class _Builder:
                             low=0 if key in _SCALES else None)
             if v is not None:
                 args[key] = v
-        if any(k not in args for k in required) or not self.allocate:
+        if any(k in init and k not in args for k in required + optional) \
+                or any(k not in args for k in required) or not self.allocate:
             return None
         span = args.get("high", 1.0) - args.get("low", -1.0)
-        if not (is_finite(span) and span >= 0):
+        if kind == "uniform" and not (is_finite(span) and span >= 0):
             self.error(f"the 'uniform' initializer of {what} needs low <= high, with a range "
                        f"a float can hold; got low {args.get('low', -1.0)!r}, high "
                        f"{args.get('high', 1.0)!r}", init.loc)
