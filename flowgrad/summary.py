@@ -86,14 +86,14 @@ def op_flops(op, ins: list, outs: list) -> int:
     if op.type in DATA_MOVEMENT:
         return 0
     out = per_sample(outs[0].shape) if outs else 0
-    if op.type == "dense":
-        return 2 * ins[1].shape[0] * out + (out if len(ins) > 2 else 0)
+    if op.type == "dense":      # W's input dim may be unknown (a fed weight): count it as 1
+        return 2 * (ins[1].shape[0] or 1) * out + (out if len(ins) > 2 else 0)
     if op.type == "matmul":
         return 2 * (ins[0].shape[-1] or 1) * out
     if op.type == "conv":
-        return 2 * math.prod(ins[1].shape[1:]) * out + (out if len(ins) > 2 else 0)
+        return 2 * per_sample(ins[1].shape[1:]) * out + (out if len(ins) > 2 else 0)
     if op.type == "conv_transpose":
-        return 2 * math.prod(ins[1].shape[1:]) * per_sample(ins[0].shape) + \
+        return 2 * per_sample(ins[1].shape[1:]) * per_sample(ins[0].shape) + \
             (out if len(ins) > 2 else 0)
     if op.type == "einsum" and "..." not in op.equation:
         return _einsum_flops(op.equation, ins)

@@ -244,3 +244,12 @@ def test_float16_is_refused_for_training_with_the_fix():
     assert plan.forward({"x": np.zeros((2, 64), np.float16)}, outputs=["logits"],
                         grad=False)["logits"].dtype == np.float16     # inference still works
 
+
+
+def test_the_summary_counts_a_weight_of_unknown_size_as_one():
+    """A Gemm whose B is a graph input gets an unknown first dim (found by the ONNX fuzzer)."""
+    from flowgrad.op import Spec
+    from flowgrad.summary import op_flops
+    dense = flowgrad.make_registry(autoload=False).get("dense")()
+    specs = [Spec((None, 3), np.float32), Spec((None, 4), np.float32)]
+    assert op_flops(dense, specs, [Spec((None, 4), np.float32)]) == 2 * 1 * 4
