@@ -45,7 +45,7 @@ def is_shape(value: Any) -> bool:
     """A list of at most :data:`MAX_RANK` positive integers, each at most :data:`MAX_DIM`
     (``[]``: a scalar)."""
     return isinstance(value, list) and len(value) <= MAX_RANK and all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_DIM for v in value)
+        type(v) is int and 0 < v <= MAX_DIM for v in value)         # type(True) is bool
 
 
 def nbytes(shape: tuple[int, ...], itemsize: int = PARAM_ITEMSIZE) -> int:

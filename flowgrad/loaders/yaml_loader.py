@@ -168,15 +168,17 @@ class _Builder:
     def fits(self, params: MarkedDict) -> bool:
         """Whether the params that initializers make fit in :data:`MAX_PARAM_BYTES`, asked
         before any is made; else an error naming the biggest, at its shape."""
-        sizes = []
+        sizes = {}
         for name, d in params.items():
-            if type(d) is MarkedDict and is_shape(d.get("shape")) \
-                    and isinstance(d.get("init"), dict) and d["init"].get("kind") != "value":
-                sizes.append((nbytes(tuple(d["shape"])), name, d))
-        total = sum(size for size, _, _ in sizes)
+            if type(d) is MarkedDict:
+                shape, init = d.get("shape"), d.get("init")
+                if type(init) is MarkedDict and init.get("kind") != "value" and is_shape(shape):
+                    sizes[name] = nbytes(shape)
+        total = sum(sizes.values())
         if total <= MAX_PARAM_BYTES:
             return True
-        size, name, d = max(sizes, key=lambda item: item[0])
+        name = max(sizes, key=sizes.__getitem__)
+        size, d = sizes[name], params[name]
         self.error(f"the params would take {size_text(total)}, more than the "
                    f"{size_text(MAX_PARAM_BYTES)} a graph may hold; the biggest is '{name}' "
                    f"(shape {d['shape']}, {size_text(size)} as initialized in float64)",
