@@ -4,6 +4,8 @@ checkpoint goes on to export and convert, and the summary's numbers are the hand
 Everything runs in-process through :func:`flowgrad.cli.main`."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -253,3 +255,22 @@ def test_the_summary_counts_a_weight_of_unknown_size_as_one():
     dense = flowgrad.make_registry(autoload=False).get("dense")()
     specs = [Spec((None, 3), np.float32), Spec((None, 4), np.float32)]
     assert op_flops(dense, specs, [Spec((None, 4), np.float32)]) == 2 * 1 * 4
+
+
+def test_yaml_weights_take_a_training_checkpoint_and_refuse_a_damaged_file(tmp_path, capsys):
+    """`weights:` pointing at `flowgrad train`'s checkpoint gives the trained params; a damaged
+    weights file is one located error."""
+    runs = tmp_path / "r"
+    assert cli.main(["train", MLP, "--out", str(runs), "--epochs", "1", "--no-progress"]) == 0
+    text = (GRAPHS / "digits_mlp.yaml").read_text()
+    params = trained_plan(MLP, str(runs / "checkpoint.npz")).params
+    graph = tmp_path / "trained.yaml"
+    text = re.sub(r", init: \{kind: \w+\}", "", text)        # params without init: weights
+    graph.write_text(text.replace("\nparams:", "\nweights: r/checkpoint.npz\nparams:", 1))
+    loaded = flowgrad.compile(flowgrad.load(str(graph)))
+    for name, value in params.items():
+        np.testing.assert_array_equal(loaded.params[name], value)
+    (runs / "checkpoint.npz").write_bytes(b"PK\x03\x04 damaged")
+    assert cli.main(["check", str(graph), "--no-gradients"]) == 1
+    err = capsys.readouterr().err
+    assert f"{graph}:" in err and "weights file" in err and "Traceback" not in err

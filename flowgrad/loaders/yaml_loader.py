@@ -39,8 +39,8 @@ from typing import Any, Iterator, Mapping
 import networkx as nx
 import numpy as np
 
-from ..errors import AttrError, DiagnosticList, GraphError, PluginError, SourceLocation, \
-    did_you_mean, unknown_key
+from ..errors import AttrError, DiagnosticList, FlowgradError, GraphError, PluginError, \
+    SourceLocation, did_you_mean, unknown_key
 from ..graph import Graph
 from ..initializers import INITIALIZERS, initialize, param_seed
 from ..op import Spec
@@ -348,13 +348,17 @@ class _Builder:
                                  init=None if init is None else plain(init))
 
     def read_weights(self, path: str, loc: SourceLocation) -> None:
-        """Read the ``weights`` file (.npz), relative to the graph file."""
+        """Read the ``weights`` file, relative to the graph file: an ``.npz`` of arrays named
+        after the params, or a ``flowgrad train`` checkpoint (its params), through the one
+        checked reader (a damaged file is a located error)."""
+        from ..arrays import read_arrays
+        from ..checkpoint import META, load_checkpoint
         full = os.path.join(os.path.dirname(os.path.abspath(self.path)), path)
         try:
-            with np.load(full, allow_pickle=False) as archive:
-                self.weights = {k: archive[k] for k in archive.files}
-        except (OSError, ValueError) as e:
-            self.error(f"cannot read weights file '{full}': {e}", loc)
+            arrays = read_arrays(full, "weights file", text={META})
+            self.weights = load_checkpoint(full).params if META in arrays else arrays
+        except FlowgradError as e:
+            self.error(e.diagnostics[0].message, loc)
 
     def stored(self, name: str, shape, what: str, loc: SourceLocation):
         """The value of ``name`` from the weights file, checked against its declared shape."""
