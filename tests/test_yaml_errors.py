@@ -209,7 +209,7 @@ HOSTILE = [
     ("too many axes", GOOD.replace("shape: [3]", "shape: [" + ", ".join(["1"] * 40) + "]"),
      2, 21, "at most 32 sizes"),
     ("params too big", HUGE_PARAM, 4, 14,
-     "the params would take 74.5 GiB, more than the 2 GiB a graph may hold; the biggest is 'W' "
+     "the params would take 74.5 GiB, more than the 1 GiB a graph may hold; the biggest is 'W' "
      "(shape [100000, 100000], 74.5 GiB"),
     ("input too big", GOOD.replace("shape: [3]", "shape: [3, 100000, 100000]"), 2, 21,
      "one sample of input 'x' (shape [3, 100000, 100000]) would take 224 GiB"),

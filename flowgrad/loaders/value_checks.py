@@ -18,8 +18,9 @@ import numpy as np
 #: of a shape's sizes then stays far inside what a float can print
 MAX_DIM = 2**31 - 1
 MAX_RANK = 32
-#: the params of one file may hold at most this many bytes, as initialized (float64)
-MAX_PARAM_BYTES = 2 << 30
+#: the params of one file may hold at most this many bytes, as initialized (float64): 134M
+#: values, a few seconds of drawing random numbers, and room left in a 2 GiB process
+MAX_PARAM_BYTES = 1 << 30
 #: one sample of an input may hold at most this many bytes (as float64)
 MAX_SAMPLE_BYTES = 2 << 30
 #: bytes per value of an initialized param (initializers draw in float64)
