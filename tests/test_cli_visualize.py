@@ -92,6 +92,18 @@ def test_an_onnx_cnn_with_a_free_image_size_needs_and_takes_input_shape(capsys, 
     assert "random weights" not in out              # an ONNX file's weights are its own
 
 
+def test_a_whole_layer_grid_of_an_imported_onnx_cnn(capsys, tmp_path, free_size_cnn):
+    """Every channel of the imported model's first conv layer, as one grid from the CLI."""
+    status, out, err = visualize(capsys, free_size_cnn, "--layer", "conv1", "--all-channels",
+                                 "--input-shape", "1", "8", "8", "--steps", "2",
+                                 "--out", tmp_path / "layer.png")
+    assert status == 0, err
+    channels = [line for line in out.splitlines() if line.startswith("conv1 channel ")]
+    images = np.load(tmp_path / "layer.npy")
+    assert len(channels) == len(images) == 16 and images.shape[1:] == (1, 8, 8)
+    assert (tmp_path / "layer.png").stat().st_size > 0
+
+
 @pytest.fixture(scope="module")
 def pixel_model(tmp_path_factory):
     """A 3-channel ONNX conv reading 0-255 pixels (it divides by 255), any image size."""

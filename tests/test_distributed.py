@@ -237,6 +237,30 @@ def test_the_commands_run_on_a_cluster_by_address(client, tmp_path, capsys):
     assert (tmp_path / "g.png").exists()
 
 
+def test_early_stopping_works_as_for_local_training(client, digits):
+    """Stopped after `patience` bad epochs and the best params restored, as the local trainer
+    does with the same settings (float64: the two take the same steps)."""
+    data = digits.subset(np.arange(160))
+    early = {"monitor": "val_loss", "patience": 1, "restore_best": True}
+    settings = dict(epochs=20, optimizer={"kind": "sgd", "lr": 3.0})
+
+    def fit(trainer_class, **kwargs):
+        graph = load(MLP)
+        config = from_graph(graph).replace(validation_split=0.25, early_stopping=early,
+                                           **settings)
+        trainer = trainer_class(compile(graph, dtype="float64", seed=config.seed), config,
+                                **kwargs)
+        trainer.fit(data)
+        return trainer
+
+    spread = fit(fd.DistributedTrainer, client=client, workers=2)
+    spread.close()
+    local = fit(Trainer, micro_batch=16)       # the shards' split: the same sums, bit for bit
+    assert spread.stopped and local.stopped and spread.epoch == local.epoch < 20
+    for name, value in local.plan.params.items():
+        np.testing.assert_allclose(spread.plan.params[name], value, rtol=1e-9, atol=1e-12)
+
+
 def test_a_killed_worker_costs_one_log_line_and_no_step(client):
     """Last: it kills a worker of the shared cluster (its nanny starts a new one)."""
     lines = []
