@@ -29,6 +29,17 @@ def add_force_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
 
 
+def add_dask_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--workers N`` and ``--cluster ADDR``: where ``what`` (e.g. "train data-parallel")
+    runs on Dask (``flowgrad[distributed]``)."""
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"{what} on N Dask workers (a local cluster of N processes unless "
+                             "--cluster; needs flowgrad[distributed])")
+    parser.add_argument("--cluster", metavar="ADDR",
+                        help=f"{what} on the Dask scheduler at ADDR, e.g. tcp://head:8786 (also "
+                             "FLOWGRAD_CLUSTER)")
+
+
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", metavar="CKPT",
                         help="load the trained params of this `flowgrad train` checkpoint "

@@ -11,8 +11,8 @@ import numpy as np
 
 from ..arrays import read_array
 from ..errors import FlowgradError, did_you_mean
-from ._common import (add_checkpoint_argument, add_dtype_argument, add_graph_argument,
-                      at_least, output_file)
+from ._common import (add_checkpoint_argument, add_dask_arguments, add_dtype_argument,
+                      add_graph_argument, at_least, output_file)
 
 HELP = "run a graph on input arrays and save the outputs (.npz; or over a big .npy on Dask)"
 
@@ -29,10 +29,7 @@ def add_arguments(parser):
     parser.add_argument("--data", metavar="[NAME=]FILE.npy",
                         help="run over every row of FILE.npy in chunks on Dask workers, into "
                              "-o OUT.npy (needs flowgrad[distributed])")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="with --data: a local cluster of N Dask workers")
-    parser.add_argument("--cluster", metavar="ADDR",
-                        help="with --data: the Dask scheduler at ADDR (also FLOWGRAD_CLUSTER)")
+    add_dask_arguments(parser, "with --data: run the chunks")
     parser.add_argument("--chunk-rows", type=int, metavar="N",
                         help="with --data: rows per task (default: about 32 MiB)")
     add_dtype_argument(parser)

@@ -12,7 +12,8 @@ import os
 from ..errors import FlowgradError
 from ..train import TrainingInterrupted
 from ..workflows import train_and_report
-from ._common import add_dtype_argument, add_force_argument, add_graph_argument, at_least
+from ._common import (add_dask_arguments, add_dtype_argument, add_force_argument,
+                      add_graph_argument, at_least)
 
 #: what a run folder holds; finding one of them means the folder is someone's earlier run
 RUN_FILES = ("checkpoint.npz", "history.json", "metrics.json", "curves.png")
@@ -38,12 +39,7 @@ def add_arguments(parser):
                              "resumes and whether the result is an uninterrupted run's)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (without a terminal: one line per epoch)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="train data-parallel on N Dask workers (a local cluster of N "
-                             "processes unless --cluster; needs flowgrad[distributed])")
-    parser.add_argument("--cluster", metavar="ADDR",
-                        help="train on the Dask scheduler at ADDR, e.g. tcp://head:8786 (also "
-                             "FLOWGRAD_CLUSTER)")
+    add_dask_arguments(parser, "train data-parallel")
     add_force_argument(parser)
     add_dtype_argument(parser)
 

@@ -24,8 +24,8 @@ from ..visualize import PREPROCESS_PRESETS, InactiveObjectiveWarning, parse_pena
 from ..visualize.param import BUILTIN_PARAMETERIZATIONS
 from ..visualize.settings import VisualizeConfig
 from ..workflows import render_layer_checkpoint, visualize_checkpoint
-from ._common import (add_dtype_argument, add_force_argument, add_graph_argument, at_least,
-                      finite_range, output_file)
+from ._common import (add_dask_arguments, add_dtype_argument, add_force_argument,
+                      add_graph_argument, at_least, finite_range, output_file)
 
 #: the defaults the flags override, after the graph's own visualize: section
 DEFAULTS = VisualizeConfig()
@@ -58,12 +58,7 @@ def add_arguments(parser):
                         help="render only these channels of --layer")
     parser.add_argument("--batch", type=int, default=8, metavar="N",
                         help="channels optimized together per batch (default 8)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="with --layer: render the channels on N Dask workers (needs "
-                             "flowgrad[distributed])")
-    parser.add_argument("--cluster", metavar="ADDR",
-                        help="with --layer: render on the Dask scheduler at ADDR (also "
-                             "FLOWGRAD_CLUSTER)")
+    add_dask_arguments(parser, "with --layer: render the channels")
     parser.add_argument("--out", default="visualize.png", metavar="GRID.png",
                         help="the PNG grid; the images go to GRID.npy (default visualize.png)")
     parser.add_argument("--input", metavar="NAME", help="the input to optimize")
