@@ -9,6 +9,21 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 GRAPHS = ROOT / "graphs"
 
+#: a six-channel conv layer on 3×8×8 images, and quick render settings: the graph the layer
+#: renders are tested on, locally and on Dask
+SIX_CHANNEL_CONV = """
+flowgrad: 1
+name: six_channels
+inputs: {x: {shape: [3, 8, 8]}}
+params:
+  K: {shape: [6, 3, 3, 3], init: {kind: he_normal, seed: 2}}
+nodes:
+  conv: {op: conv, in: {x: x, W: K}}
+  act: {op: relu, in: conv}
+outputs: [act]
+"""
+LAYER_OPTIONS = dict(steps=3, penalties={"l2": 1.0}, seed=5)
+
 _FD_ERRORS: list[tuple[float, str]] = []
 
 

@@ -20,21 +20,11 @@ distributed = pytest.importorskip("distributed")    # in the dev extra: never sk
 import flowgrad.distributed as fd                   # noqa: E402
 from flowgrad.distributed.shipping import GraphSource, worker_registry  # noqa: E402
 
+from .conftest import LAYER_OPTIONS, SIX_CHANNEL_CONV as CONV  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLP = os.path.join(ROOT, "graphs", "digits_mlp.yaml")
 CNN = os.path.join(ROOT, "graphs", "digits_cnn.yaml")
-CONV = """
-flowgrad: 1
-name: six_channels
-inputs: {x: {shape: [3, 8, 8]}}
-params:
-  K: {shape: [6, 3, 3, 3], init: {kind: he_normal, seed: 2}}
-nodes:
-  conv: {op: conv, in: {x: x, W: K}}
-  act: {op: relu, in: conv}
-outputs: [act]
-"""
-LAYER_OPTIONS = dict(steps=3, penalties={"l2": 1.0}, seed=5)
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,7 @@ from flowgrad.errors import FlowgradError
 from flowgrad.visualize import InactiveObjectiveWarning, render_channels, render_layer, visualize
 from flowgrad.visualize.objectives import Neuron
 
-CONV = """
-flowgrad: 1
-name: six_channels
-inputs: {x: {shape: [3, 8, 8]}}
-params:
-  K: {shape: [6, 3, 3, 3], init: {kind: he_normal, seed: 2}}
-nodes:
-  conv: {op: conv, in: {x: x, W: K}}
-  act: {op: relu, in: conv}
-outputs: [act]
-"""
-OPTIONS = dict(steps=3, penalties={"l2": 1.0}, seed=5)
+from .conftest import LAYER_OPTIONS as OPTIONS, SIX_CHANNEL_CONV as CONV
 
 
 @pytest.fixture(scope="module")
