@@ -14,7 +14,8 @@ from ..translations import Translations
 
 #: the family modules, in the order their tables are registered
 FAMILIES = ("activations", "elementwise", "linalg", "conv", "pool", "norm", "shape",
-            "indexing", "reduce", "resample", "tensor", "losses", "recurrent")
+            "indexing", "reduce", "resample", "tensor", "losses", "recurrent", "control",
+            "detection", "quant", "attention", "signal")
 
 
 def all_translations() -> list[Translations]:

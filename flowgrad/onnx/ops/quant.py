@@ -1,0 +1,6 @@
+"""ONNX translations of the quant family (being written; see issue 15)."""
+from __future__ import annotations
+
+from ..translations import Translations
+
+T = Translations("quant")
