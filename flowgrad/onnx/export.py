@@ -38,10 +38,14 @@ class _Ctx:
         """Add an ONNX node; returns its output names (fresh ones unless ``outs`` is given).
 
         A node of another ``domain`` than ONNX's (a plugin's own, or ``com.microsoft``) makes
-        the model import that domain at version ``opset``.
+        the model import that domain at version ``opset``; a standard-domain node with an
+        ``opset`` above the export opset (Attention and RMSNormalization need 23) raises the
+        model's ONNX opset to it.
         """
         if domain:
             self.model.use_domain(domain, opset)
+        else:
+            self.model.min_opset = max(self.model.min_opset, opset)
         outs = list(outs) if outs is not None else [self.model.fresh(self.name + "_" + op_type)]
         self.model.nodes.append(helper.make_node(op_type, list(ins), outs, domain=domain,
                                                  name=self.model.node_name(self.name), **attrs))
@@ -60,6 +64,7 @@ class _Model:
         self.dtypes: dict[str, np.dtype] = {}
         self.functions: dict[str, tuple[str, onnx.FunctionProto]] = {}
         self.opsets: dict[str, int] = {}      # domains beside ONNX's that nodes use
+        self.min_opset = 1                    # the ONNX opset some node needs at least
 
     def use_domain(self, domain: str, version: int) -> None:
         """Record that a node uses ``domain`` at opset ``version`` (one version per model)."""
@@ -186,11 +191,13 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
             ["N" if d is None else d for d in spec.shape]))
     g = helper.make_graph(model.nodes, name or graph.name, inputs, out_infos,
                           initializer=inits + model.initializers)
-    opsets = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v)
-                                                 for d, v in sorted(model.opsets.items())]
+    opsets = [helper.make_opsetid("", max(opset, model.min_opset))] + [
+        helper.make_opsetid(d, v) for d, v in sorted(model.opsets.items())]
     proto = helper.make_model(g, opset_imports=opsets, producer_name="flowgrad",
                               functions=[f for _, f in model.functions.values()])
-    proto.ir_version = min(proto.ir_version, 10)
+    proto.ir_version = min(proto.ir_version,
+                           max(10, helper.find_min_ir_version_for(list(proto.opset_import),
+                                                                 ignore_unknown=True)))
     onnx.checker.check_model(proto)
     return proto
 
