@@ -52,6 +52,10 @@ class Graph:
         self.source = source
         self.outputs: list[str] = []
         self.meta: dict[str, Any] = {}      # front-end extras, e.g. the YAML ``train`` section
+        #: other names of values, ``{name: ref}``: a model's own names where the node had to be
+        #: named otherwise (an ONNX output at port > 0, a name YAML cannot declare); see
+        #: :meth:`add_alias`
+        self.aliases: dict[str, str] = {}
         #: set by :func:`flowgrad.passes.prepare`; cleared by every building method
         self.prepared = False
         self._next_order = 0
@@ -276,9 +280,18 @@ class Graph:
         return (data["spec"],) if data["kind"] != "op" else data.get("specs")
 
     def resolve(self, ref: str) -> tuple[str, int]:
-        """Turn a value reference (``node`` or ``node.port``) into ``(node, port index)``."""
+        """Turn a value reference into ``(node, port index)``.
+
+        A reference is, in this order of precedence: a node name (port 0), an alias
+        (:attr:`aliases`), or ``node.port`` with ``port`` an output name or index.  Names are
+        matched whole first, so a node may be called ``input.1`` or ``0.weight`` (as ONNX
+        models name values) and still be found; only the last ``.`` can select a port.
+        """
         if ref in self.dag:
             return ref, 0
+        target = self.aliases.get(ref)
+        if target is not None:
+            return self.resolve(target)
         node, dot, port = ref.rpartition(".")
         if dot and node in self.dag:
             names = self.output_names(node)
@@ -287,7 +300,39 @@ class Graph:
             if port.isdigit() and int(port) < len(names):
                 return node, int(port)
             raise KeyError(f"'{node}' has no output '{port}' (outputs: {', '.join(names)})")
-        raise KeyError(f"unknown value '{ref}'{did_you_mean(ref, self.dag.nodes)}")
+        raise KeyError(f"unknown value '{ref}'"
+                       f"{did_you_mean(ref, [*self.dag.nodes, *self.aliases])}")
+
+    def add_alias(self, name: str, ref: str) -> None:
+        """Let ``name`` refer to the value ``ref`` too (``plan.forward`` outputs, feeds,
+        ``wrt``, ``load_state_dict``, visualize objectives, CLI flags: everything that goes
+        through :meth:`resolve`).  A name that is already a node is refused: node names win,
+        so such an alias could never be reached."""
+        if name in self.dag:
+            raise GraphError(f"alias '{name}' is already a node's name", node=name)
+        self.resolve(ref)                       # a KeyError for a ref that names nothing
+        self.aliases[name] = ref
+
+    def leaf(self, name: str) -> str:
+        """The leaf node ``name`` is, or is an alias of (a ``KeyError`` if it is neither):
+        how feeds, ``wrt`` and state dicts keyed by a model's own names find their node."""
+        if name in self.dag:
+            return name
+        node, port = self.resolve(name)
+        if port or not self.is_leaf(node):
+            raise KeyError(f"'{name}' is an output of '{node}', not an input or a param")
+        return node
+
+    def aliases_by_value(self) -> dict[tuple[str, int], list[str]]:
+        """``{(node, port): [alias, ...]}`` for every alias that still names a value, in the
+        order the aliases were added (the ONNX exporter names values by them)."""
+        found: dict[tuple[str, int], list[str]] = {}
+        for name, ref in self.aliases.items():
+            try:
+                found.setdefault(self.resolve(ref), []).append(name)
+            except KeyError:
+                continue
+        return found
 
     def value_name(self, node: str, port: int) -> str:
         """The reference string for output ``port`` of ``node`` (inverse of :meth:`resolve`)."""
@@ -299,6 +344,7 @@ class Graph:
         other.dag = self.dag.copy()
         other.outputs = list(self.outputs)
         other.meta = dict(self.meta)
+        other.aliases = dict(self.aliases)
         other.prepared = self.prepared
         other._next_order = self._next_order
         return other

@@ -84,11 +84,12 @@ def _prefixed(op_type: str, error: Exception) -> str:
 
 
 def sanitize(name: str) -> str:
-    """A flowgrad-safe version of an ONNX name: ``[A-Za-z0-9_-]`` only, never empty.
+    """An identifier-like version of an ONNX name: ``[A-Za-z0-9_-]`` only, never empty.
 
-    ``node.port`` is how flowgrad refers to an output and ``#`` marks its own nodes, so ``.``,
-    ``/``, ``:`` and every other character become ``_``; the original name is kept in the node
-    data (``onnx_name``) for messages and export.
+    Imported graphs keep the model's own names (see :meth:`Builder.claim`); this form is only
+    for places that need plain identifiers: node names in a YAML file (which cannot declare
+    ``.`` or ``#``; ``convert`` records the original as an alias), and a name flowgrad had to
+    replace.
     """
     out = _UNSAFE.sub("_", name)
     if not out or out[0].isdigit() or out[0] == "-":
@@ -111,19 +112,39 @@ class Builder:
         self.current: Any = None          # the ONNX node being translated (for naming/errors)
         self._base = "v"
         self.used: set[str] | None = None   # ONNX value names read by a node or graph output
+        #: every value name of the model: helper nodes never take one, so each ONNX value can
+        #: be named as the model named it when its producer is added
+        self.reserved: set[str] = set()
         self.functions: dict = {}           # the model's local functions by name
 
     # -- naming --------------------------------------------------------------------------
+    def _taken(self, name: str) -> bool:
+        return name in self._names or name in self.graph.dag or name in self.reserved
+
     def unique(self, base: str) -> str:
-        """A sanitized, unused node name starting from ``base``."""
-        name = sanitize(base)
-        if name in self._names or name in self.graph.dag:
+        """An unused node name starting from ``base`` (``base``, ``base_1``, ...), never one of
+        the model's value names (:attr:`reserved`) nor one containing ``#`` (flowgrad's mark
+        for the nodes it inserts, e.g. ``x#branch``)."""
+        name = base.replace("#", "_") or "v"
+        if self._taken(name):
             i = 1
-            while f"{name}_{i}" in self._names or f"{name}_{i}" in self.graph.dag:
+            while self._taken(f"{name}_{i}"):
                 i += 1
             name = f"{name}_{i}"
         self._names.add(name)
         return name
+
+    def claim(self, onnx_name: str) -> str:
+        """The node name for the value the model calls ``onnx_name``: that very name, so
+        inputs, params, outputs and gradients are found by the names users read in Netron,
+        onnxruntime or a ``state_dict`` (``0.weight``, ``input.1``, ``onnx::Conv_12``).  Only a
+        name flowgrad cannot use as it is (empty, or containing ``#``) is replaced by
+        :func:`sanitize`'s form; the importer then adds the original as an alias."""
+        if onnx_name and "#" not in onnx_name and onnx_name not in self._names \
+                and onnx_name not in self.graph.dag:
+            self._names.add(onnx_name)
+            return onnx_name
+        return self.unique(sanitize(onnx_name))
 
     def begin(self, node: Any) -> None:
         """Start translating ONNX ``node``: helper nodes are named after its first output."""
@@ -150,8 +171,11 @@ class Builder:
         key = id(value.const)
         hit = self._const_nodes.get(key)
         if hit is None or hit[1] is not value.const:
-            name = self.unique(value.label or self._base + "_const")
-            self.graph.add_const(name, value.const, onnx_name=None)
+            if value.label and value.label not in self._names:
+                name = self.claim(value.label)        # an initializer or folded value's name
+            else:
+                name = self.unique(self._base + "_const")
+            self.graph.add_const(name, value.const, onnx_name=value.label)
             hit = self._const_nodes[key] = (name, value.const)
         return hit[0], 0
 
@@ -189,7 +213,7 @@ class Builder:
             raise ImportProblem(f"{_prefixed(op_type, e)} [inputs: {shown}]") from None
         for spec in specs:
             check_size(spec.shape, spec.dtype, f"{op_type}'s output")
-        node_name = self.unique(name or self._base + "_" + op_type)
+        node_name = self.claim(name) if name else self.unique(self._base + "_" + op_type)
         self.graph.add_op(node_name, op, num_inputs=len(inputs),
                           onnx_name=getattr(self.current, "name", None),
                           onnx_op=getattr(self.current, "op_type", None))
@@ -231,8 +255,9 @@ class Builder:
         """The name for the node that produces output ``index`` of the current ONNX node."""
         names = self._final_names
         if index < len(names) and names[index]:
-            candidate = sanitize(names[index])
-            if candidate not in self._names and candidate not in self.graph.dag:
+            candidate = names[index]
+            if "#" not in candidate and candidate not in self._names \
+                    and candidate not in self.graph.dag:
                 return candidate
         return None
 

@@ -153,6 +153,7 @@ class Importer:
         b = Builder(graph, self.registry, self.opset)
         b.functions = {f.name: f for f in self.model.functions if f.domain == FUNCTION_DOMAIN}
         b.used = {i for node in g.node for i in node.input} | {vi.name for vi in g.output}
+        b.reserved = _value_names(g)
         values: dict[str, Value] = {}
         names_in: dict[str, str] = {}
         errors: list[Diagnostic] = []
@@ -162,7 +163,7 @@ class Importer:
             if vi.name in init_names:
                 continue
             spec = tensor_spec(vi)
-            node_name = b.unique(vi.name)
+            node_name = b.claim(vi.name)
             if spec is None:
                 errors.append(Diagnostic(f"graph input '{vi.name}' is not a tensor, sequence "
                                          "or optional (maps and sparse tensors are not "
@@ -180,7 +181,7 @@ class Importer:
                 values[init.name] = b.const(array)
                 values[init.name].label = init.name
                 continue
-            node_name = b.unique(init.name)
+            node_name = b.claim(init.name)
             graph.add_param(node_name, array, trainable=kind == "param", onnx_name=init.name)
             values[init.name] = Value(Spec.of(array), node=node_name, initial=array)
         failed: set[str] = set()
@@ -229,25 +230,62 @@ class Importer:
                                              "node"))
                 continue
             if value.is_const:
-                node_name = b.unique(vi.name)
-                graph.add_const(node_name, value.const)
-                value = Value(value.spec, node=node_name)
-            ref = graph.value_name(value.node, value.port)
-            graph.outputs.append(ref)
-            outputs[vi.name] = ref
+                node_name = b.claim(vi.name)
+                graph.add_const(node_name, value.const, onnx_name=vi.name)
+                value = values[vi.name] = Value(value.spec, node=node_name)
+            graph.outputs.append(vi.name)
+            outputs[vi.name] = vi.name
         if errors:
             raise GraphError(errors)
+        _name_values(graph, values)
         _prune(graph)
         graph.meta["onnx"] = {"inputs": names_in, "outputs": outputs, "opset": dict(self.opset),
                               "producer": self.model.producer_name}
         return graph
 
 
+def _value_names(g: onnx.GraphProto) -> set[str]:
+    """Every value name the graph declares or computes (inputs, initializers, node outputs)."""
+    names = {vi.name for vi in g.input} | {init.name for init in g.initializer}
+    names.update(o for node in g.node for o in node.output)
+    names.discard("")
+    return names
+
+
+def _name_values(graph: Graph, values: dict[str, Value]) -> None:
+    """Make every ONNX value computed in the graph reachable by the model's own name.
+
+    A value usually *is* its node (the builder names a node after the value it produces), so
+    nothing is needed.  Otherwise the name becomes an alias (:meth:`Graph.add_alias`): an
+    output at port > 0 (an LSTM's ``Y_h``), a value a translation passed through unchanged
+    (``Dropout`` at inference), a name flowgrad had to replace.  Each op node also records the
+    ONNX name of each output port it produces first (``onnx_outputs``), which the exporter
+    writes back."""
+    for name, value in values.items():
+        if value.is_const or value.node is None or value.node not in graph.dag:
+            continue
+        if graph.is_op(value.node):
+            record = graph.node(value.node)
+            own = record.setdefault("onnx_outputs", [None] * graph.num_outputs(value.node))
+            if own[value.port] is None:
+                own[value.port] = name
+        if value.port == 0 and name == value.node:
+            continue
+        if name not in graph.dag and name not in graph.aliases:
+            graph.add_alias(name, graph.value_name(value.node, value.port))
+
+
 def _prune(graph: Graph) -> None:
-    """Drop leaves nothing reads (initializers only used at load time, e.g. shapes)."""
+    """Drop leaves nothing reads (initializers only used at load time, e.g. shapes), and the
+    aliases of values that went with them."""
     keep = {graph.resolve(ref)[0] for ref in graph.outputs}
     dag = graph.dag
     for name in list(dag.nodes):
         if (graph.is_param(name) or graph.is_const(name)) and dag.out_degree(name) == 0 \
                 and name not in keep:
             dag.remove_node(name)
+    for alias, ref in list(graph.aliases.items()):
+        try:
+            graph.resolve(ref)
+        except KeyError:
+            del graph.aliases[alias]
