@@ -1,4 +1,5 @@
-"""Normalization and regularization: batch_norm, instance_norm, layer_norm, lrn, dropout.
+"""Normalization and regularization: batch_norm, instance_norm, layer_norm, group_norm, rms_norm,
+lp_normalization, mean_variance_normalization, lrn, dropout.
 
 All follow ONNX semantics so that imported models behave identically.  Two of them act
 differently in training and evaluation, following the plan's ``train()`` / ``eval()`` switch
@@ -347,3 +348,206 @@ class Dropout(Op):
         if gy is None:                      # only the (bool) mask was used
             return (np.zeros(shape, dtype) if ctx.needs_input_grad[0] else None,)
         return (gy if mask is None else gy * mask,)
+
+
+def _stash_dtype(dtype: np.dtype, stash_type: int) -> np.dtype:
+    """The dtype statistics are computed in: ONNX's ``stash_type`` (1 = float32) or the input's
+    own precision, whichever is wider, so float16 models keep float32 statistics and float64
+    stays exact (finite-difference checks and float64 models)."""
+    stash = np.dtype(np.float32) if stash_type == 1 else dtype
+    return np.promote_types(stash, dtype) if dtype.kind == "f" else np.dtype(np.float32)
+
+
+def _check_tail(op, x, tail_from: int, vectors: dict) -> None:
+    """``vectors`` (scale, bias) must broadcast to the normalised axes ``x.shape[tail_from:]``."""
+    tail = x.shape[tail_from:]
+    for name, v in vectors.items():
+        if v is None:
+            continue
+        if v.ndim > len(tail) or any(a not in (1, b) and None not in (a, b)
+                                     for a, b in zip(v.shape[::-1], tail[::-1])):
+            raise ShapeError(f"{op.type}: '{name}' of shape {format_shape(v.shape)} does not "
+                             f"broadcast to the normalised axes {format_shape(tail)}")
+
+
+class RMSNorm(Op):
+    """ONNX RMSNormalization (opset 23): ``y = x / sqrt(mean(x², axes) + epsilon) * scale`` over
+    the axes ``axis..last``, ``scale`` broadcasting to them (as in LLaMA-style models).
+
+    Unlike layer_norm nothing is centred and there is no bias.  ``axis`` may be 0 (the batch
+    axis too, as ONNX allows).  Statistics are computed in the ``stash_type`` precision or
+    wider (:func:`_stash_dtype`).  With ``r = 1 / rms`` and ``xhat = x r`` over ``n`` values,
+    backward is ``dx = r (g - xhat mean(g xhat))`` where ``g = dy * scale``.
+    """
+
+    type = "rms_norm"
+    inputs = ("x", "scale")
+    attrs = {"axis": Attr("int", -1, doc="first normalised axis (counting the batch axis)"),
+             "epsilon": Attr("float", 1e-5, doc="added to the mean square"),
+             "stash_type": Attr("int", 1, doc="ONNX element type of the statistics "
+                                              "(1 = float32; a wider input keeps its own)")}
+
+    def check(self):
+        if self.epsilon < 0:
+            raise AttrError(f"rms_norm: 'epsilon' must be >= 0, got {self.epsilon}",
+                            attr="epsilon")
+
+    def infer(self, x, scale):
+        axis = normalize_axis(self.axis, x.ndim)
+        _check_tail(self, x, axis, {"scale": scale})
+        return (Spec(x.shape, np.result_type(x.dtype, scale.dtype)),)
+
+    def forward(self, ctx, x, scale):
+        axes = tuple(range(normalize_axis(self.axis, x.ndim), x.ndim))
+        work = _stash_dtype(x.dtype, self.stash_type)
+        xs = np.asarray(x, dtype=work)
+        inv = 1.0 / np.sqrt(np.mean(np.square(xs), axis=axes, keepdims=True)
+                            + work.type(self.epsilon))
+        xhat = xs * inv
+        if ctx.grad_enabled:
+            ctx.save(xhat, inv, scale, axes)
+        return ((xhat * scale).astype(np.result_type(x.dtype, scale.dtype), copy=False),)
+
+    def backward(self, ctx, gy):
+        xhat, inv, scale, axes = ctx.saved
+        need_x, need_scale = ctx.needs_input_grad
+        gx = gscale = None
+        if need_x:
+            g = gy * scale
+            gx = (inv * (g - xhat * np.mean(g * xhat, axis=axes, keepdims=True))).astype(
+                gy.dtype, copy=False)
+        if need_scale:
+            gscale = unbroadcast(gy * xhat, scale.shape).astype(scale.dtype, copy=False)
+        return gx, gscale
+
+
+class GroupNorm(Op):
+    """ONNX GroupNormalization (opset 21 form): the channels of ``(N, C, *spatial)`` split into
+    ``num_groups`` groups, each (example, group) normalised over its channels and positions,
+    then a per-channel ``scale`` and ``bias``.  (Opset 18's per-group scale and bias are
+    repeated per channel by the importer.)  Shares the normalisations' backward."""
+
+    type = "group_norm"
+    inputs = ("x", "scale", "bias")
+    rowwise = True
+    attrs = {"num_groups": Attr("int", doc="channel groups; C must divide by it"),
+             "epsilon": Attr("float", 1e-5, doc="added to the variance"),
+             "stash_type": Attr("int", 1, doc="ONNX element type of the statistics "
+                                              "(1 = float32; a wider input keeps its own)")}
+
+    def check(self):
+        if self.num_groups < 1:
+            raise AttrError(f"group_norm: 'num_groups' must be >= 1, got {self.num_groups}",
+                            attr="num_groups")
+
+    def infer(self, x, scale, bias):
+        _check_channel_vectors(self, x, {"scale": scale, "bias": bias})
+        channels = x.shape[1]
+        if channels is not None and channels % self.num_groups:
+            raise ShapeError(f"group_norm: {channels} channels do not split into "
+                             f"num_groups={self.num_groups}")
+        return (Spec(x.shape, x.dtype),)
+
+    def forward(self, ctx, x, scale, bias):
+        work = _stash_dtype(x.dtype, self.stash_type)
+        grouped = np.asarray(x, dtype=work).reshape(x.shape[0], self.num_groups, -1)
+        xhat, inv, _, _ = _normalize(grouped, (2,), work.type(self.epsilon))
+        xhat = xhat.reshape(x.shape)
+        shape = _per_channel(x)
+        if ctx.grad_enabled:
+            ctx.save(xhat, inv, scale)
+        return ((xhat * scale.reshape(shape) + bias.reshape(shape)).astype(x.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        xhat, inv, scale = ctx.saved
+        need_x, need_scale, need_bias = ctx.needs_input_grad
+        spatial = tuple(range(2, gy.ndim))
+        gx = gscale = gbias = None
+        if need_x:
+            n = gy.shape[0]
+            gxhat = (gy * scale.reshape(_per_channel(gy))).reshape(n, self.num_groups, -1)
+            gx = _normalize_backward(gxhat, xhat.reshape(gxhat.shape), inv, (2,)).reshape(
+                gy.shape).astype(gy.dtype, copy=False)
+        if need_scale:
+            gscale = (gy * xhat).sum(axis=(0,) + spatial).astype(scale.dtype, copy=False)
+        if need_bias:
+            gbias = gy.sum(axis=(0,) + spatial).astype(scale.dtype, copy=False)
+        return gx, gscale, gbias
+
+
+class LpNormalization(Op):
+    """ONNX LpNormalization: ``y = x / ||x||_p`` along ``axis`` (p = 1 or 2), 0 where the norm
+    is 0 (as ONNX's reference gives, instead of NaN; the gradient there is 0 too).
+
+    Backward: for p = 2, ``dx = (dy - y sum(dy y)) / n``; for p = 1,
+    ``dx = dy / n - sign(x) sum(dy x) / n²``.
+    """
+
+    type = "lp_normalization"
+    attrs = {"axis": Attr("int", -1, doc="the axis normalised (counting the batch axis)"),
+             "p": Attr("int", 2, choices=(1, 2), doc="the norm: 1 or 2")}
+
+    def infer(self, x):
+        normalize_axis(self.axis, x.ndim)
+        return (Spec(x.shape, x.dtype),)
+
+    def forward(self, ctx, x):
+        axis = normalize_axis(self.axis, x.ndim)
+        norm = (np.abs(x).sum(axis=axis, keepdims=True) if self.p == 1
+                else np.sqrt(np.square(x).sum(axis=axis, keepdims=True)))
+        zero = norm == 0
+        safe = np.where(zero, 1, norm).astype(x.dtype, copy=False)
+        y = np.where(zero, 0, x / safe).astype(x.dtype, copy=False)
+        if ctx.grad_enabled:
+            ctx.save(x, y, safe, zero, axis)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        x, y, norm, zero, axis = ctx.saved
+        if self.p == 2:
+            gx = (gy - y * np.sum(gy * y, axis=axis, keepdims=True)) / norm
+        else:
+            gx = gy / norm - np.sign(x) * np.sum(gy * x, axis=axis, keepdims=True) / (norm * norm)
+        return (np.where(zero, 0, gx).astype(gy.dtype, copy=False),)
+
+
+class MeanVarianceNormalization(Op):
+    """ONNX MeanVarianceNormalization: ``y = (x - mean) / (std + 1e-9)`` over ``axes``, the
+    epsilon and its place (added to the standard deviation) being ONNX's function body.
+
+    Default axes (0, 2, 3) include the batch axis: statistics cross examples, so the op is not
+    rowwise.  With ``c = x - mean``, ``s = std`` and ``r = 1 / (s + 1e-9)`` over ``n`` values,
+    ``dc = dy r - c r² sum(dy c) / (n s)`` and ``dx = dc - mean(dc)``.
+    """
+
+    type = "mean_variance_normalization"
+    attrs = {"axes": Attr("ints", (0, 2, 3), doc="axes the statistics are taken over")}
+    EPSILON = 1e-9
+
+    def _axes(self, ndim: int) -> tuple[int, ...]:
+        axes = tuple(sorted({normalize_axis(a, ndim) for a in self.axes}))
+        if len(axes) != len(self.axes):
+            raise ShapeError(f"mean_variance_normalization: 'axes' {list(self.axes)} repeats "
+                             "an axis")
+        return axes
+
+    def infer(self, x):
+        self._axes(x.ndim)
+        return (Spec(x.shape, x.dtype),)
+
+    def forward(self, ctx, x):
+        axes = self._axes(x.ndim)
+        centered = x - x.mean(axis=axes, keepdims=True)
+        std = np.sqrt(np.mean(np.square(centered), axis=axes, keepdims=True))
+        r = 1.0 / (std + self.EPSILON)
+        if ctx.grad_enabled:
+            ctx.save(centered, std, r, axes)
+        return ((centered * r).astype(x.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        centered, std, r, axes = ctx.saved
+        n = centered.size // std.size
+        coupling = np.sum(gy * centered, axis=axes, keepdims=True) * r * r
+        coupling = np.where(std > 0, coupling / (n * np.where(std > 0, std, 1)), 0)
+        gc = gy * r - centered * coupling
+        return ((gc - gc.mean(axis=axes, keepdims=True)).astype(gy.dtype, copy=False),)

@@ -24,3 +24,18 @@ CASES = {
                 Case([(4, 5)], {"ratio": 0.4, "training_mode": False}, training=True,
                      id="forced-off")],
 }
+
+CASES.update({
+    "rms_norm": [Case([(3, 5), (5,)], id="last-axis"),
+                 Case([(2, 3, 4), (3, 4)], {"axis": 1, "epsilon": 1e-3}, id="two-axes"),
+                 Case([(2, 3, 4), (1, 4)], {"axis": -2}, id="broadcast-scale"),
+                 Case([(2, 3), (2, 3)], {"axis": 0}, id="batch-axis")],
+    "group_norm": [Case([(2, 4, 3, 2), (4,), (4,)], {"num_groups": 2}, id="2d"),
+                   Case([(3, 6, 4), (6,), (6,)], {"num_groups": 3, "epsilon": 1e-2}, id="1d"),
+                   Case([(2, 3, 5), (3,), (3,)], {"num_groups": 1}, id="one-group")],
+    "lp_normalization": [Case([(3, 4)], id="l2"),
+                         Case([(2, 3, 4)], {"axis": 1, "p": 1}, id="l1-axis1"),
+                         Case([(4, 3)], {"axis": 0, "p": 2}, id="l2-batch-axis")],
+    "mean_variance_normalization": [Case([(2, 3, 2, 3)], id="default-axes"),
+                                    Case([(3, 4, 5)], {"axes": [2]}, id="last-axis")],
+})

@@ -134,3 +134,56 @@ def _dropout_export(c):
         ins.append(c.const(c.op.training_mode, np.bool_))
     attrs = {} if c.op.seed is None else {"seed": c.op.seed}
     c.node("Dropout", ins, c.outs, **attrs)
+
+
+T.same("LpNormalization", "lp_normalization", attrs=("axis", "p"))
+T.same("MeanVarianceNormalization", "mean_variance_normalization", attrs=("axes",), since=9)
+
+
+@T.imports("RMSNormalization", since=23)
+def rms_norm(b, a, ins):
+    x = ins.need(0, "X")
+    checked_axis(a.int("axis", -1), x.ndim)
+    return b.final("rms_norm", [x, ins.need(1, "scale")], axis=a.int("axis", -1),
+                   epsilon=a.float("epsilon", 1e-5), stash_type=a.int("stash_type", 1))
+
+
+@T.exports("rms_norm")
+def _rms_norm(c):
+    c.node("RMSNormalization", c.ins, c.outs, opset=23, axis=c.op.axis, epsilon=c.op.epsilon,
+           stash_type=c.op.stash_type)
+
+
+def _group_norm(b, a, x, scale, bias):
+    return b.final("group_norm", [x, scale, bias], num_groups=a.int("num_groups"),
+                   epsilon=a.float("epsilon", 1e-5), stash_type=a.int("stash_type", 1))
+
+
+@T.imports("GroupNormalization", since=18)
+def group_norm_18(b, a, ins):
+    """Opset 18's scale and bias hold one value per *group*; flowgrad's op takes one per
+    channel, so each is gathered to channel ``c``'s group ``c // (C / num_groups)`` (a gather
+    whose backward sums each group's channels back, so both stay trainable)."""
+    x, scale, bias = ins.need(0, "X"), ins.need(1, "scale"), ins.need(2, "bias")
+    groups = a.int("num_groups")
+    channels = x.shape[1] if x.ndim >= 2 else None
+    if channels is None:
+        raise ImportProblem("GroupNormalization (opset 18) needs the input's channel count "
+                            "known at load time, to repeat the per-group scale and bias")
+    if groups < 1 or channels % groups:
+        raise ImportProblem(f"GroupNormalization: {channels} channels do not split into "
+                            f"num_groups={groups}")
+    index = b.const(np.arange(channels, dtype=np.int64) // (channels // groups))
+    per_channel = [b.op("gather", [v, index], axis=0)[0] for v in (scale, bias)]
+    return _group_norm(b, a, x, *per_channel)
+
+
+@T.imports("GroupNormalization", since=21)
+def group_norm_21(b, a, ins):
+    return _group_norm(b, a, ins.need(0, "X"), ins.need(1, "scale"), ins.need(2, "bias"))
+
+
+@T.exports("group_norm")
+def _group_norm_export(c):
+    c.node("GroupNormalization", c.ins, c.outs, opset=21, num_groups=c.op.num_groups,
+           epsilon=c.op.epsilon, stash_type=c.op.stash_type)
