@@ -463,3 +463,676 @@ class OneHot(Op):
         on = np.sum(gy, where=hot)
         off = np.sum(gy, where=~hot)
         return None, None, np.array([off, on], dtype=gy.dtype)
+
+
+# -- scatter ---------------------------------------------------------------------------------
+#
+# ScatterND and ScatterElements differ only in how an update finds its place in ``data``; both
+# turn their indices into one flat position (into ``data.ravel()``) per element of ``updates``
+# and share the reduction and its gradient below.
+
+_REDUCTIONS = ("none", "add", "mul", "max", "min")
+
+
+def _last_writers(flat: np.ndarray) -> np.ndarray:
+    """Mask of the updates that are the last to write their position (ONNX's reference
+    applies updates in order, so with ``reduction: none`` the last one stays)."""
+    n = flat.size
+    _, first_in_reversed = np.unique(flat[::-1], return_index=True)
+    mask = np.zeros(n, bool)
+    mask[n - 1 - first_in_reversed] = True
+    return mask
+
+
+def _scatter_forward(data: np.ndarray, flat: np.ndarray, updates: np.ndarray,
+                     reduction: str) -> np.ndarray:
+    out = data.reshape(-1).copy()
+    f = flat.reshape(-1)
+    u = updates.reshape(-1).astype(data.dtype, copy=False)
+    if reduction == "none":
+        last = _last_writers(f)
+        out[f[last]] = u[last]
+    else:
+        {"add": np.add, "mul": np.multiply, "max": np.maximum,
+         "min": np.minimum}[reduction].at(out, f, u)
+    return out.reshape(data.shape)
+
+
+def _others_product(values: np.ndarray, at: np.ndarray, nz_prod: np.ndarray,
+                    zeros: np.ndarray) -> np.ndarray:
+    """For factors ``values`` at positions ``at``: the product of the other factors at the same
+    position, without dividing by zero (the nonzero product and the zero count per position)."""
+    p, z = nz_prod[at], zeros[at]
+    nonzero = values != 0
+    safe = np.where(nonzero, values, 1)
+    return np.where(nonzero, np.where(z == 0, p / safe, 0), np.where(z == 1, p, 0))
+
+
+def _scatter_backward(ctx, gy, reduction_of_op: str):
+    """Gradients of a scatter w.r.t. data and updates (see :class:`ScatterElements`)."""
+    data, flat, updates, out = ctx.saved
+    need_data, _, need_updates = ctx.needs_input_grad[:3]
+    g = gy.reshape(-1)
+    f = flat.reshape(-1)
+    u = updates.reshape(-1)
+    d = data.reshape(-1)
+    gd = gu = None
+    if reduction_of_op == "none":
+        if need_data:
+            gd = g.copy()
+            gd[f] = 0
+        if need_updates:
+            gu = np.where(_last_writers(f), g[f], 0)
+    elif reduction_of_op == "add":
+        if need_data:
+            gd = g
+        if need_updates:
+            gu = g[f]
+    elif reduction_of_op == "mul":
+        nz_prod = np.where(d != 0, d, 1).astype(d.dtype)
+        np.multiply.at(nz_prod, f, np.where(u != 0, u, 1))
+        zeros = (d == 0).astype(np.int64)
+        np.add.at(zeros, f, (u == 0).astype(np.int64))
+        if need_data:
+            gd = g * _others_product(d, np.arange(d.size), nz_prod, zeros)
+        if need_updates:
+            gu = g[f] * _others_product(u, f, nz_prod, zeros)
+    else:                                   # max / min: the first factor holding the result
+        o = out.reshape(-1)
+        data_wins = d == o
+        if need_data:
+            gd = np.where(data_wins, g, 0)
+        if need_updates:
+            j = np.arange(u.size)
+            eligible = (u == o[f]) & ~data_wins[f]
+            first = np.full(d.size, u.size, np.int64)
+            np.minimum.at(first, f[eligible], j[eligible])
+            gu = np.where(first[f] == j, g[f], 0)
+    gd = None if gd is None else np.asarray(gd, data.dtype).reshape(data.shape)
+    gu = None if gu is None else np.asarray(gu, updates.dtype).reshape(updates.shape)
+    return gd, None, gu
+
+
+class _Scatter(Op):
+    inputs = ("data", "indices", "updates")
+    no_grad_inputs = frozenset({"indices"})
+    attrs = {"reduction": Attr("str", "none", choices=_REDUCTIONS,
+                               doc="how an update combines with what is there")}
+
+    def _flat(self, data, indices, updates) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, ctx, data, indices, updates):
+        if updates.dtype != data.dtype:
+            raise ShapeError(f"{self.type}: updates are {updates.dtype} but data is "
+                             f"{data.dtype}; they must have one dtype")
+        flat = self._flat(data, np.asarray(indices), updates)
+        out = _scatter_forward(data, flat, updates, self.reduction)
+        if ctx.grad_enabled:
+            ctx.save(data, flat, updates, out)
+        return (out,)
+
+    def backward(self, ctx, gy):
+        return _scatter_backward(ctx, gy, self.reduction)
+
+
+class ScatterElements(_Scatter):
+    """A copy of ``data`` with ``updates[i][j][k]`` written at ``data[indices[i][j][k]][j][k]``
+    (axis 0), combined by ``reduction`` (ONNX ScatterElements; also the deprecated Scatter).
+
+    Gradients: ``none`` — data gets the output gradient where nothing was written, an update
+    the gradient at its place if it was the last to write it (the one that stays); ``add`` —
+    both get it unchanged; ``mul`` — each factor (the data element and every update written to
+    it) gets the product of the others, computed from per-place nonzero products and zero
+    counts, so zeros are exact and nothing divides by zero; ``max`` / ``min`` — only the factor
+    holding the result, the data element first and then the earliest update on ties (as
+    flowgrad's ``max`` and ``min`` do).  Indices take no gradient.
+    """
+
+    type = "scatter_elements"
+    attrs = {"axis": Attr("int", 0, doc="axis of data that indices select along"),
+             **_Scatter.attrs}
+
+    def infer(self, data, indices, updates):
+        _require_int(indices, self.type, "indices")
+        normalize_axis(self.axis, data.ndim)
+        if not indices.ndim == updates.ndim == data.ndim:
+            raise ShapeError(f"{self.type}: data {format_shape(data.shape)}, indices "
+                             f"{format_shape(indices.shape)} and updates "
+                             f"{format_shape(updates.shape)} must have one rank")
+        broadcast_shapes(indices.shape, updates.shape)
+        return (Spec(data.shape, data.dtype),)
+
+    def _flat(self, data, indices, updates):
+        if indices.shape != updates.shape or indices.ndim != data.ndim:
+            raise ShapeError(f"{self.type}: indices {indices.shape} and updates "
+                             f"{updates.shape} must have one shape, of data's rank {data.ndim}")
+        axis = self.axis % data.ndim
+        big = [i for i in range(data.ndim)
+               if i != axis and indices.shape[i] > data.shape[i]]
+        if big:
+            raise ShapeError(f"{self.type}: indices {indices.shape} are larger than data "
+                             f"{data.shape} on axis {big[0]}")
+        where = list(np.indices(indices.shape, sparse=True))
+        where[axis] = _wrap(indices, data.shape[axis], self.type)
+        return np.ravel_multi_index(tuple(np.broadcast_arrays(*where)), data.shape) \
+            if indices.size else np.zeros(indices.shape, np.int64)
+
+
+class ScatterND(_Scatter):
+    """A copy of ``data`` with slices replaced: ``indices`` has shape ``(..., k)``, each row
+    addressing ``data[i0, ..., ik-1]`` (a slice of shape ``data.shape[k:]``); ``updates`` has
+    shape ``indices.shape[:-1] + data.shape[k:]`` (ONNX ScatterND).  Reductions and gradients
+    as :class:`ScatterElements`, element by element of the written slices.
+    """
+
+    type = "scatter_nd"
+
+    def infer(self, data, indices, updates):
+        _require_int(indices, self.type, "indices")
+        if indices.ndim < 1:
+            raise ShapeError(f"{self.type}: indices must have at least one axis")
+        k = indices.shape[-1]
+        if k is not None:
+            if k > data.ndim:
+                raise ShapeError(f"{self.type}: index rows of length {k} for a {data.ndim}-d "
+                                 "data")
+            want = indices.shape[:-1] + data.shape[k:]
+            if updates.ndim != len(want):
+                raise ShapeError(f"{self.type}: updates {format_shape(updates.shape)} must "
+                                 f"have shape {format_shape(want)}")
+        return (Spec(data.shape, data.dtype),)
+
+    def _flat(self, data, indices, updates):
+        k = indices.shape[-1] if indices.ndim else -1
+        if k < 0 or k > data.ndim:
+            raise ShapeError(f"{self.type}: indices of shape {indices.shape} cannot address "
+                             f"a {data.ndim}-d data")
+        want = indices.shape[:-1] + data.shape[k:]
+        if updates.shape != want:
+            raise ShapeError(f"{self.type}: updates have shape {updates.shape}, expected "
+                             f"{want} (indices.shape[:-1] + data.shape[{k}:])")
+        rows = indices.shape[:-1]
+        if k:
+            parts = tuple(_wrap(indices[..., i], data.shape[i], self.type) for i in range(k))
+            base = np.ravel_multi_index(parts, data.shape[:k]) if indices.size \
+                else np.zeros(rows, np.int64)
+        else:
+            base = np.zeros(rows, np.int64)
+        inner = int(np.prod(data.shape[k:], dtype=np.int64))
+        flat = base[..., None] * inner + np.arange(inner)
+        return flat.reshape(want)
+
+
+# -- gather_nd -------------------------------------------------------------------------------
+
+class GatherND(Op):
+    """Slices of ``data`` addressed by the rows of ``indices`` (ONNX GatherND).
+
+    ``indices`` has shape ``batch + M + (k,)``; the first ``batch_dims`` axes of data and
+    indices are matched, and each row of length ``k`` selects ``data[b][i0, ..., ik-1]``.
+    Output shape: ``indices.shape[:-1] + data.shape[batch_dims + k:]``.  Backward adds each
+    slice's gradient at its place (repeated rows accumulate).
+    """
+
+    type = "gather_nd"
+    inputs = ("data", "indices")
+    attrs = {"batch_dims": Attr("int", 0, doc="leading axes shared by data and indices")}
+    no_grad_inputs = frozenset({"indices"})
+
+    def check(self):
+        if self.batch_dims < 0:
+            raise AttrError("gather_nd: batch_dims must be >= 0", attr="batch_dims")
+
+    def infer(self, data, indices):
+        _require_int(indices, self.type, "indices")
+        b = self.batch_dims
+        if indices.ndim < b + 1 or data.ndim < b:
+            raise ShapeError(f"gather_nd: batch_dims={b} needs indices of rank > {b} and data "
+                             f"of rank >= {b}")
+        k = indices.shape[-1]
+        if k is None:
+            raise ShapeError("gather_nd: the length of index rows (the last axis of indices) "
+                             "must be known")
+        if b + k > data.ndim:
+            raise ShapeError(f"gather_nd: rows of length {k} after {b} batch axes for a "
+                             f"{data.ndim}-d data")
+        return (Spec(indices.shape[:-1] + data.shape[b + k:], data.dtype),)
+
+    def _where(self, data, indices):
+        b, k = self.batch_dims, indices.shape[-1]
+        if data.shape[:b] != indices.shape[:b] or b + k > data.ndim:
+            raise ShapeError(f"gather_nd: data {data.shape} and indices {indices.shape} do "
+                             f"not match for batch_dims={b}")
+        batch = int(np.prod(data.shape[:b], dtype=np.int64))
+        rows = indices.reshape(batch, -1, k)
+        first = np.broadcast_to(np.arange(batch)[:, None], rows.shape[:2])
+        where = (first,) + tuple(
+            _wrap(rows[..., i], data.shape[b + i], "gather_nd") for i in range(k))
+        return batch, where
+
+    def forward(self, ctx, data, indices):
+        indices = np.asarray(indices)
+        batch, where = self._where(data, indices)
+        d2 = data.reshape((batch,) + data.shape[self.batch_dims:])
+        out = d2[where].reshape(indices.shape[:-1] + data.shape[self.batch_dims
+                                                               + indices.shape[-1]:])
+        ctx.save(data.shape, data.dtype, batch, where)
+        return (out,)
+
+    def backward(self, ctx, gy):
+        shape, dtype, batch, where = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        gd = np.zeros((batch,) + shape[self.batch_dims:], dtype)
+        np.add.at(gd, where, gy.reshape(where[0].shape + gd.shape[len(where):]))
+        return gd.reshape(shape), None
+
+
+# -- cumulative sums and products -------------------------------------------------------------
+
+def _axis_value(port, attr: int, ndim: int, op: str) -> int:
+    """The axis from the (scalar) port if connected, else the attribute; checked."""
+    if port is not None:
+        port = np.asarray(port)
+        if port.size != 1 or port.dtype.kind not in "iu":
+            raise ShapeError(f"{op}: the axis input must be one integer, got {port!r}")
+        attr = int(port.reshape(-1)[0])
+    return normalize_axis(attr, ndim)
+
+
+def _shift(x: np.ndarray, axis: int, fill) -> np.ndarray:
+    """x moved one step forward along ``axis``: out[0] = fill, out[i] = x[i-1]."""
+    out = np.empty_like(x)
+    lead = [slice(None)] * x.ndim
+    rest = list(lead)
+    lead[axis], rest[axis] = slice(0, 1), slice(1, None)
+    out[tuple(lead)] = fill
+    src = list(lead)
+    src[axis] = slice(0, -1)
+    out[tuple(rest)] = x[tuple(src)]
+    return out
+
+
+class _Cumulative(Op):
+    inputs = ("x", "axis?")
+    attrs = {"axis": Attr("int", 0, doc="axis to accumulate along (the axis input wins)"),
+             "exclusive": Attr("bool", False, doc="leave out each element itself"),
+             "reverse": Attr("bool", False, doc="accumulate from the end")}
+    no_grad_inputs = frozenset({"axis"})
+    _ufunc = np.add
+
+    def infer(self, x, axis):
+        _require_int(axis, self.type, "axis")
+        if axis is None:
+            normalize_axis(self.axis, x.ndim)
+        return (Spec(x.shape, x.dtype),)
+
+    def _scan(self, x, axis, exclusive, reverse):
+        if reverse:
+            x = np.flip(x, axis)
+        y = self._ufunc.accumulate(x, axis=axis, dtype=x.dtype)
+        if exclusive:
+            y = _shift(y, axis, self._ufunc.identity)
+        return np.flip(y, axis) if reverse else y
+
+    def forward(self, ctx, x, axis):
+        if x.ndim == 0:
+            raise ShapeError(f"{self.type}: input must have at least one axis")
+        axis = _axis_value(axis, self.axis, x.ndim, self.type)
+        ctx.save(x, axis)
+        return (np.ascontiguousarray(self._scan(x, axis, self.exclusive, self.reverse)),)
+
+
+class CumSum(_Cumulative):
+    """Running sums along ``axis`` (ONNX CumSum): ``exclusive`` leaves each element out,
+    ``reverse`` sums from the end.  The gradient is the running sum of the output gradient in
+    the other direction (the transpose of a triangular matrix of ones)."""
+
+    type = "cumsum"
+
+    def backward(self, ctx, gy):
+        x, axis = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        return self._scan(gy, axis, self.exclusive, not self.reverse), None
+
+
+def _cumprod_grad(x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient of the inclusive running product along the last axis, exact with zeros.
+
+    dx_j = sum_{i>=j} g_i prod_{k<=i, k!=j} x_k.  Let z be the first zero of the line: for
+    j < z it is sum_{j<=i<z} g_i y_i / x_j (x_j != 0, and y_i = 0 from z on); for j = z it is
+    sum_{i>=z} g_i y'_i with y' the running product with x_z replaced by 1; for j > z every
+    term holds x_z = 0.
+    """
+    n = x.shape[-1]
+    pos = np.arange(n)
+    zero = x == 0
+    z = np.where(zero.any(-1, keepdims=True), np.argmax(zero, -1)[..., None], n)
+    before = pos < z
+
+    def tail_sum(v):
+        return np.flip(np.cumsum(np.flip(v, -1), -1), -1)
+
+    y = np.cumprod(x, -1)
+    grad = np.where(before, tail_sum(g * y) / np.where(before, x, 1), 0)
+    at = pos == z
+    if at.any():
+        y1 = np.cumprod(np.where(at, 1, x), -1)
+        grad = np.where(at, tail_sum(g * y1), grad)
+    return grad.astype(x.dtype, copy=False)
+
+
+class CumProd(_Cumulative):
+    """Running products along ``axis`` (ONNX CumProd), with ``exclusive`` and ``reverse``
+    like :class:`CumSum`.  The gradient is exact where the input holds zeros (no division by
+    zero; see :func:`_cumprod_grad`)."""
+
+    type = "cumprod"
+    _ufunc = np.multiply
+
+    def backward(self, ctx, gy):
+        x, axis = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        xm, gm = np.moveaxis(x, axis, -1), np.moveaxis(gy, axis, -1)
+        if self.reverse:
+            xm, gm = np.flip(xm, -1), np.flip(gm, -1)
+        if self.exclusive:       # y_ex[i] = y_in[i-1]: the inclusive output i gets g[i+1]
+            gm = np.concatenate([gm[..., 1:], np.zeros_like(gm[..., :1])], -1)
+        gx = _cumprod_grad(xm, gm)
+        if self.reverse:
+            gx = np.flip(gx, -1)
+        return np.ascontiguousarray(np.moveaxis(gx, -1, axis)), None
+
+
+# -- data-dependent selections -----------------------------------------------------------------
+#
+# The output length of these ops depends on the values, not only the shapes: ``infer`` gives
+# that dim as unknown (None), which the plan accepts anywhere (as for ``range``), and the first
+# run checks only the known dims.
+
+class NonZero(Op):
+    """The int64 indices of the nonzero elements, one row per axis: shape (ndim, count), in
+    row-major order (ONNX NonZero).  Forward-only: indices carry no gradient."""
+
+    type = "nonzero"
+    differentiable = False
+
+    def infer(self, x):
+        return (Spec((x.ndim, None), np.int64),)
+
+    def forward(self, ctx, x):
+        if x.ndim == 0:
+            return (np.zeros((0, int(bool(x))), np.int64),)
+        return (np.asarray(np.nonzero(x), np.int64).reshape(x.ndim, -1),)
+
+
+class Compress(Op):
+    """The slices of ``input`` along ``axis`` where ``condition`` (1-d bool) is true; without
+    ``axis``, the selected elements of the flattened input (ONNX Compress).  ``condition`` may
+    be shorter than the axis (the rest is dropped).  The gradient goes back to the selected
+    places, zeros elsewhere."""
+
+    type = "compress"
+    inputs = ("input", "condition")
+    attrs = {"axis": Attr("int", None, doc="axis to select along (default: flatten first)")}
+    no_grad_inputs = frozenset({"condition"})
+
+    def infer(self, x, condition):
+        if condition.ndim != 1:
+            raise ShapeError(f"compress: condition must be 1-d, got "
+                             f"{format_shape(condition.shape)}")
+        if self.axis is None:
+            return (Spec((None,), x.dtype),)
+        axis = normalize_axis(self.axis, x.ndim)
+        return (Spec(x.shape[:axis] + (None,) + x.shape[axis + 1:], x.dtype),)
+
+    def forward(self, ctx, x, condition):
+        cond = np.asarray(condition).reshape(-1).astype(bool)
+        source = x.reshape(-1) if self.axis is None else x
+        axis = 0 if self.axis is None else self.axis % x.ndim
+        if cond.size > source.shape[axis]:
+            raise ShapeError(f"compress: condition has {cond.size} entries for an axis of "
+                             f"size {source.shape[axis]}")
+        picked = np.flatnonzero(cond)
+        ctx.save(x.shape, x.dtype, axis, picked)
+        return (np.take(source, picked, axis=axis),)
+
+    def backward(self, ctx, gy):
+        shape, dtype, axis, picked = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        gx = np.zeros((int(np.prod(shape, dtype=np.int64)),) if self.axis is None else shape,
+                      dtype)
+        index = [slice(None)] * gx.ndim
+        index[axis] = picked
+        gx[tuple(index)] = gy
+        return gx.reshape(shape), None
+
+
+class Unique(Op):
+    """The distinct elements (or slices along ``axis``) of ``x`` (ONNX Unique), with four
+    outputs: ``Y`` the unique values, ``indices`` where each first occurs, ``inverse_indices``
+    which unique value each element (slice) of ``x`` is, and ``counts``.  ``sorted`` orders
+    ``Y`` ascending (slices lexicographically); otherwise in order of first occurrence.
+    Forward-only: the outputs are selections and counts."""
+
+    type = "unique"
+    outputs = ("Y", "indices", "inverse_indices", "counts")
+    attrs = {"sorted": Attr("bool", True, doc="sort the unique values ascending"),
+             "axis": Attr("int", None, doc="unique slices along this axis (default: "
+                                           "elements of the flattened input)")}
+    differentiable = False
+
+    def infer(self, x):
+        if self.axis is None:
+            y = Spec((None,), x.dtype)
+            inverse = (None if None in x.shape else int(np.prod(x.shape, dtype=np.int64)),)
+        else:
+            axis = normalize_axis(self.axis, x.ndim)
+            y = Spec(x.shape[:axis] + (None,) + x.shape[axis + 1:], x.dtype)
+            inverse = (x.shape[axis],)
+        return (y, Spec((None,), np.int64), Spec(inverse, np.int64), Spec((None,), np.int64))
+
+    def forward(self, ctx, x):
+        axis = None if self.axis is None else normalize_axis(self.axis, x.ndim)
+        source = x.reshape(-1) if axis is None else x
+        y, first, inverse, counts = np.unique(source, return_index=True, return_inverse=True,
+                                              return_counts=True,
+                                              axis=None if axis is None else axis)
+        inverse = inverse.reshape(-1)
+        if not self.sorted:                 # order of first occurrence
+            order = np.argsort(first, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(order.size)
+            y = np.take(y, order, axis=0 if axis is None else axis)
+            first, counts, inverse = first[order], counts[order], rank[inverse]
+        return (y, first.astype(np.int64), inverse.astype(np.int64), counts.astype(np.int64))
+
+
+# -- sequences, caches, crops ------------------------------------------------------------------
+
+class ReverseSequence(Op):
+    """Reverses the first ``sequence_lens[b]`` steps along ``time_axis`` of each batch entry
+    ``b`` (along ``batch_axis``); later steps stay (ONNX ReverseSequence).  The permutation is
+    its own inverse, so the gradient is the output gradient reversed the same way."""
+
+    type = "reverse_sequence"
+    inputs = ("input", "sequence_lens")
+    attrs = {"batch_axis": Attr("int", 1, choices=(0, 1), doc="the batch axis"),
+             "time_axis": Attr("int", 0, choices=(0, 1), doc="the time axis")}
+    no_grad_inputs = frozenset({"sequence_lens"})
+
+    def check(self):
+        if self.batch_axis == self.time_axis:
+            raise AttrError("reverse_sequence: batch_axis and time_axis must differ",
+                            attr="time_axis")
+
+    def infer(self, x, lens):
+        _require_int(lens, self.type, "sequence_lens")
+        if x.ndim < 2 or lens.ndim != 1:
+            raise ShapeError(f"reverse_sequence: needs an input of rank >= 2 and 1-d "
+                             f"sequence_lens, got {format_shape(x.shape)} and "
+                             f"{format_shape(lens.shape)}")
+        return (Spec(x.shape, x.dtype),)
+
+    def _order(self, shape, lens):
+        steps, batch = shape[self.time_axis], shape[self.batch_axis]
+        lens = np.asarray(lens).reshape(-1).astype(np.int64)
+        if lens.size != batch or (lens.size and (lens.min() < 0 or lens.max() > steps)):
+            raise ShapeError(f"reverse_sequence: sequence_lens {lens.tolist()} must give one "
+                             f"length in [0, {steps}] per batch entry ({batch})")
+        t = np.arange(steps)[:, None]
+        order = np.where(t < lens[None, :], lens[None, :] - 1 - t, t)      # (time, batch)
+        if self.time_axis == 1:
+            order = order.T
+        return np.broadcast_to(order.reshape(order.shape + (1,) * (len(shape) - 2)), shape)
+
+    def forward(self, ctx, x, lens):
+        order = self._order(x.shape, lens)
+        ctx.save(order)
+        return (np.take_along_axis(x, order, axis=self.time_axis),)
+
+    def backward(self, ctx, gy):
+        (order,) = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        return np.take_along_axis(gy, order, axis=self.time_axis), None
+
+
+class TensorScatter(Op):
+    """Writes ``update`` into a copy of a cache along ``axis``, at ``write_indices[b]``
+    onwards for batch entry ``b`` (ONNX TensorScatter, for key/value caches); ``mode``
+    ``circular`` wraps around the cache length.  Gradients: the cache gets the output gradient
+    where nothing was written, the update the gradient at its places."""
+
+    type = "tensor_scatter"
+    inputs = ("past_cache", "update", "write_indices?")
+    attrs = {"axis": Attr("int", -2, doc="the sequence axis (not the batch axis 0)"),
+             "mode": Attr("str", "linear", choices=("linear", "circular"),
+                          doc="circular: positions wrap around the cache length")}
+    no_grad_inputs = frozenset({"write_indices"})
+
+    def infer(self, cache, update, write_indices):
+        _require_int(write_indices, self.type, "write_indices")
+        axis = normalize_axis(self.axis, cache.ndim)
+        if axis == 0 or update.ndim != cache.ndim:
+            raise ShapeError(f"tensor_scatter: axis {self.axis} must not be the batch axis, "
+                             f"and update {format_shape(update.shape)} needs the cache's rank "
+                             f"({format_shape(cache.shape)})")
+        return (Spec(cache.shape, cache.dtype),)
+
+    def _where(self, cache, update, write_indices):
+        axis = self.axis % cache.ndim
+        length, steps = cache.shape[axis], update.shape[axis]
+        same = all(c == u for i, (c, u) in enumerate(zip(cache.shape, update.shape))
+                   if i != axis)
+        if axis == 0 or not same or steps > length:
+            raise ShapeError(f"tensor_scatter: update {update.shape} does not fit cache "
+                             f"{cache.shape} along axis {axis}")
+        batch = cache.shape[0]
+        start = np.zeros(batch, np.int64) if write_indices is None else \
+            np.asarray(write_indices).reshape(-1).astype(np.int64)
+        if start.size != batch:
+            raise ShapeError(f"tensor_scatter: write_indices has {start.size} entries for a "
+                             f"batch of {batch}")
+        pos = start[:, None] + np.arange(steps)
+        if self.mode == "circular":
+            pos %= length
+        elif pos.size and (pos.min() < 0 or pos.max() >= length):
+            raise ShapeError(f"tensor_scatter: writing {steps} steps at {start.tolist()} "
+                             f"runs past the cache length {length} (mode linear)")
+        return axis, (np.arange(batch)[:, None], pos)
+
+    def forward(self, ctx, cache, update, write_indices):
+        axis, where = self._where(cache, update, write_indices)
+        out = cache.copy()
+        np.moveaxis(out, axis, 1)[where] = np.moveaxis(update, axis, 1)
+        ctx.save(axis, where)
+        return (out,)
+
+    def backward(self, ctx, gy):
+        axis, where = ctx.saved
+        need_cache, need_update = ctx.needs_input_grad[:2]
+        gc = gu = None
+        if need_cache:
+            gc = gy.copy()
+            np.moveaxis(gc, axis, 1)[where] = 0
+        if need_update:
+            gu = np.ascontiguousarray(np.moveaxis(np.moveaxis(gy, axis, 1)[where], 1, axis))
+        return gc, gu, None
+
+
+class CenterCropPad(Op):
+    """Crops or zero-pads ``input`` to ``shape`` on ``axes``, keeping it centred (ONNX
+    CenterCropPad): an odd difference puts the extra element at the end (crop: one more
+    dropped at the end; pad: one more zero at the end).  The gradient is the output gradient
+    cropped and padded back."""
+
+    type = "center_crop_pad"
+    inputs = ("input", "shape?")
+    attrs = {"axes": Attr("ints", None, doc="axes to crop or pad (default: all)"),
+             "shape": Attr("ints", None, doc="target sizes, one per axis (the shape input "
+                                             "wins)")}
+    no_grad_inputs = frozenset({"shape"})
+
+    def _axes(self, ndim: int) -> list[int]:
+        axes = list(range(ndim)) if self.axes is None else \
+            [normalize_axis(a, ndim) for a in self.axes]
+        if len(set(axes)) != len(axes):
+            raise ShapeError(f"center_crop_pad: axes {list(self.axes)} repeat an axis")
+        return axes
+
+    def infer(self, x, shape):
+        _require_int(shape, self.type, "shape")
+        axes = self._axes(x.ndim)
+        if shape is None and self.shape is None:
+            raise ShapeError("center_crop_pad needs shape, as an input or an attribute")
+        out = list(x.shape)
+        if shape is None:
+            if len(self.shape) != len(axes):
+                raise ShapeError(f"center_crop_pad: {len(self.shape)} sizes for "
+                                 f"{len(axes)} axes")
+            for a, n in zip(axes, self.shape):
+                out[a] = n
+        else:
+            for a in axes:
+                out[a] = None
+        return (Spec(tuple(out), x.dtype),)
+
+    def _slices(self, in_shape, shape):
+        sizes = list(self.shape) if shape is None else [int(v) for v in
+                                                         np.asarray(shape).reshape(-1)]
+        axes = self._axes(len(in_shape))
+        if len(sizes) != len(axes) or any(s < 0 for s in sizes):
+            raise ShapeError(f"center_crop_pad: sizes {sizes} must be one non-negative size "
+                             f"per axis {axes}")
+        out_shape = list(in_shape)
+        crop = [slice(None)] * len(in_shape)
+        pad = [slice(None)] * len(in_shape)
+        for a, size in zip(axes, sizes):
+            dim = in_shape[a]
+            lo = abs(dim - size) // 2
+            if size < dim:
+                crop[a] = slice(lo, lo + size)
+            elif size > dim:
+                pad[a] = slice(lo, lo + dim)
+            out_shape[a] = size
+        return tuple(out_shape), tuple(crop), tuple(pad)
+
+    def forward(self, ctx, x, shape):
+        out_shape, crop, pad = self._slices(x.shape, shape)
+        out = np.zeros(out_shape, x.dtype)
+        out[pad] = x[crop]
+        ctx.save(x.shape, x.dtype, crop, pad)
+        return (out,)
+
+    def backward(self, ctx, gy):
+        shape, dtype, crop, pad = ctx.saved
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        gx = np.zeros(shape, dtype)
+        gx[crop] = gy[pad]
+        return gx, None

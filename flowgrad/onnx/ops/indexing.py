@@ -134,3 +134,161 @@ def trilu(b, a, ins):
     ones = np.ones((rows, cols), bool)
     mask = np.triu(ones, k) if a.bool("upper", True) else np.tril(ones, k)
     return b.final("where", [b.const(mask), x, b.const(np.zeros((), x.dtype))])
+
+
+# -- scatter, gather_nd, cumulative ops, data-dependent selections ----------------------------
+
+def _reduction(a) -> str:
+    value = a.string("reduction", "none")
+    if value not in ("none", "add", "mul", "max", "min"):
+        raise ImportProblem(f"reduction '{value}' is not one of none, add, mul, max, min")
+    return value
+
+
+@T.imports("Scatter", since=9)
+def scatter(b, a, ins):
+    """The deprecated Scatter is ScatterElements without a reduction."""
+    return b.final("scatter_elements", [ins.need(0, "data"), ins.need(1, "indices"),
+                                        ins.need(2, "updates")], axis=a.int("axis", 0))
+
+
+@T.imports("ScatterElements", since=11)
+def scatter_elements(b, a, ins):
+    return b.final("scatter_elements", [ins.need(0, "data"), ins.need(1, "indices"),
+                                        ins.need(2, "updates")],
+                   axis=a.int("axis", 0), reduction=_reduction(a))
+
+
+@T.imports("ScatterND", since=11)
+def scatter_nd(b, a, ins):
+    return b.final("scatter_nd", [ins.need(0, "data"), ins.need(1, "indices"),
+                                  ins.need(2, "updates")], reduction=_reduction(a))
+
+
+def _with_reduction(onnx_type: str, names=()):
+    def exporter(c):
+        attrs = {k: getattr(c.op, k) for k in names}
+        if c.op.reduction != "none":
+            attrs["reduction"] = c.op.reduction
+        c.node(onnx_type, c.ins, c.outs,
+               opset=18 if c.op.reduction in ("max", "min") else 1, **attrs)
+    return exporter
+
+
+T.exports("scatter_elements")(_with_reduction("ScatterElements", ("axis",)))
+T.exports("scatter_nd")(_with_reduction("ScatterND"))
+
+
+@T.imports("GatherND", since=11)
+def gather_nd(b, a, ins):
+    return b.final("gather_nd", [ins.need(0, "data"), ins.need(1, "indices")],
+                   batch_dims=a.int("batch_dims", 0))
+
+
+T.exports("gather_nd")(node_exporter("GatherND", ("batch_dims",)))
+
+
+def _cumulative(fg_type: str):
+    def handler(b, a, ins):
+        return b.final(fg_type, [ins.need(0, "x"), ins.need(1, "axis")],
+                       exclusive=a.bool("exclusive", False), reverse=a.bool("reverse", False))
+    return handler
+
+
+def _cumulative_export(onnx_type: str, opset: int):
+    def exporter(c):
+        axis = c.ins[1] if len(c.ins) > 1 and c.ins[1] else c.const(np.array(c.op.axis))
+        c.node(onnx_type, [c.ins[0], axis], c.outs, opset=opset,
+               exclusive=int(c.op.exclusive), reverse=int(c.op.reverse))
+    return exporter
+
+
+T.imports("CumSum", since=11)(_cumulative("cumsum"))
+T.imports("CumProd", since=26)(_cumulative("cumprod"))
+T.exports("cumsum")(_cumulative_export("CumSum", 11))
+T.exports("cumprod")(_cumulative_export("CumProd", 26))
+
+T.same("NonZero", "nonzero", since=9)
+
+
+@T.imports("Compress", since=9)
+def compress(b, a, ins):
+    x = ins.need(0, "input")
+    axis = a.int("axis", None)
+    if axis is not None and not -x.ndim <= axis < x.ndim:
+        raise ImportProblem(f"axis {axis} is out of range for a {x.ndim}-d input")
+    return b.final("compress", [x, ins.need(1, "condition")], axis=axis)
+
+
+@T.exports("compress")
+def _compress(c):
+    c.node("Compress", c.ins, c.outs, **({} if c.op.axis is None else {"axis": c.op.axis}))
+
+
+@T.imports("Unique", since=11)
+def unique(b, a, ins):
+    x = ins.need(0, "X")
+    axis = a.int("axis", None)
+    if axis is not None and not -x.ndim <= axis < x.ndim:
+        raise ImportProblem(f"axis {axis} is out of range for a {x.ndim}-d input")
+    return b.final("unique", [x], axis=axis, sorted=a.bool("sorted", True))
+
+
+@T.exports("unique")
+def _unique(c):
+    attrs = {"sorted": int(c.op.sorted)}
+    if c.op.axis is not None:
+        attrs["axis"] = c.op.axis
+    c.node("Unique", c.ins, c.outs, **attrs)
+
+
+@T.imports("ReverseSequence", since=10)
+def reverse_sequence(b, a, ins):
+    batch_axis, time_axis = a.int("batch_axis", 1), a.int("time_axis", 0)
+    if {batch_axis, time_axis} != {0, 1}:
+        raise ImportProblem(f"batch_axis {batch_axis} and time_axis {time_axis} must be 0 and "
+                            "1 in some order")
+    return b.final("reverse_sequence", [ins.need(0, "input"), ins.need(1, "sequence_lens")],
+                   batch_axis=batch_axis, time_axis=time_axis)
+
+
+T.exports("reverse_sequence")(node_exporter("ReverseSequence", ("batch_axis", "time_axis")))
+
+
+@T.imports("TensorScatter", since=24)
+def tensor_scatter(b, a, ins):
+    mode = a.string("mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise ImportProblem(f"mode '{mode}' is not linear or circular")
+    return b.final("tensor_scatter", [ins.need(0, "past_cache"), ins.need(1, "update"),
+                                      ins.opt(2)], axis=a.int("axis", -2), mode=mode)
+
+
+@T.exports("tensor_scatter")
+def _tensor_scatter(c):
+    c.node("TensorScatter", c.ins, c.outs, opset=24, axis=c.op.axis, mode=c.op.mode)
+
+
+@T.imports("CenterCropPad", since=18, static=(1,))
+def center_crop_pad(b, a, ins):
+    """The target sizes become an attribute when they are known at load time (the output
+    shape is then known); otherwise they stay an input read per run."""
+    x, shape = ins.need(0, "input_data"), ins.need(1, "shape")
+    attrs = {}
+    if "axes" in a:
+        attrs["axes"] = a.ints("axes")
+        for v in attrs["axes"]:
+            if not -x.ndim <= v < x.ndim:
+                raise ImportProblem(f"axis {v} is out of range for a {x.ndim}-d input")
+    if shape.is_const or shape.initial is not None:
+        return b.final("center_crop_pad", [x], shape=ints(b.static(shape, "CenterCropPad "
+                                                                          "shape"),
+                                                           "CenterCropPad shape"), **attrs)
+    return b.final("center_crop_pad", [x, shape], **attrs)
+
+
+@T.exports("center_crop_pad")
+def _center_crop_pad(c):
+    shape = c.ins[1] if len(c.ins) > 1 and c.ins[1] else c.const(np.array(c.op.shape))
+    attrs = {} if c.op.axes is None else {"axes": list(c.op.axes)}
+    c.node("CenterCropPad", [c.ins[0], shape], c.outs, opset=18, **attrs)
