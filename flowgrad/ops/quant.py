@@ -1,0 +1,495 @@
+"""Quantization: ONNX's QuantizeLinear / DequantizeLinear and the integer ops quantized models
+are made of (DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv).
+
+Integer outputs match onnxruntime bit for bit, so the arithmetic follows what its CPU kernels
+do rather than the shortest numpy expression:
+
+* **Quantize**: ``q = saturate(round_half_even(x / scale) + zero_point)``, the division in the
+  scale's float type (float32 in a float32 plan), as MLAS divides (it does not multiply by a
+  reciprocal, which rounds differently near ties).
+* **Integer products and convolutions** accumulate exactly: the shifted operands
+  (``x - zero_point``, at most 17 bits) are multiplied in float64, whose 53-bit mantissa holds
+  every partial sum of any realistic size exactly, so the BLAS product (and flowgrad's conv)
+  give the int32 accumulator onnxruntime computes, at BLAS speed (numpy's integer matmul does
+  not use BLAS).
+* **Requantization** (QLinearConv, QLinearMatMul) is MLAS's: the multiplier
+  ``a_scale * b_scale / y_scale`` is computed in float32, the int32 accumulator (plus bias) is
+  converted to float32, multiplied, rounded half to even, offset by the zero point and
+  saturated.
+
+Gradients.  The integer ops are forward-only (``differentiable = False``).  ``dequantize_linear``
+is affine in its input, so it has an exact backward for ``scale`` (``sum g * (x - zp)``) and
+passes ``g * scale`` to ``x``: an integer x cannot be trained, but when x comes from a
+straight-through ``quantize_linear`` that gradient continues to the float values upstream.
+``quantize_linear`` is piecewise constant, hence forward-only, unless ``straight_through``
+is set: it then differentiates the surrogate ``clip(x / scale + zero_point)``, passing
+``g / scale`` to ``x`` and ``-g x / scale**2`` to ``scale`` where the output is not saturated
+and zero where it is.  Chained with ``dequantize_linear`` this is the usual straight-through
+estimator (gradient 1 in the representable range, 0 outside) and, for the scale, the
+learned-step-size gradient ``round(x/s) - x/s`` (inside) and ``qmin - zp`` / ``qmax - zp``
+(outside).
+
+Granularity (QuantizeLinear/DequantizeLinear): ``scale`` and ``zero_point`` are a scalar (per
+tensor), a 1-d array along ``axis`` (per axis), or, with ``block_size`` B, an array of the
+input's rank whose ``axis`` dim is ``ceil(D / B)`` (blocked: each scale covers B consecutive
+elements along ``axis``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import AttrError
+from ..op import Attr, Context, Op, ShapeError, Spec, broadcast_shapes, format_shape
+from ._conv_util import WINDOW_ATTRS
+from .conv import Conv
+
+#: the integer types a quantized value may have (numpy holds them), with their ranges
+QUANT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535),
+                "int16": (-32768, 32767)}
+#: the float types a dequantized value may have
+FLOAT_TYPES = ("float16", "float32", "float64")
+
+
+# -- granularity: scale / zero-point layouts -------------------------------------------------
+
+def _per_tensor(shape) -> bool:
+    return len(shape) == 0 or (len(shape) == 1 and shape[0] == 1)
+
+
+def check_layout(x_shape, p_shape, axis: int, block_size: int, what: str) -> None:
+    """A ShapeError unless ``p_shape`` is a per-tensor, per-axis or blocked layout for an input
+    of ``x_shape`` (``None`` dims are not checked)."""
+    if _per_tensor(p_shape):
+        return
+    r = len(x_shape)
+    if not -r <= axis < r:
+        raise ShapeError(f"axis {axis} is out of range for a {r}-d input")
+    a = axis % r
+    dim = x_shape[a]
+    if not block_size:
+        if len(p_shape) != 1:
+            raise ShapeError(f"{what} must be a scalar or a 1-d array along axis {axis} (set "
+                             f"block_size for blocked quantization); got "
+                             f"{format_shape(p_shape)} for input {format_shape(x_shape)}")
+        if None not in (dim, p_shape[0]) and p_shape[0] != dim:
+            raise ShapeError(f"{what} has {p_shape[0]} values, but axis {axis} of input "
+                             f"{format_shape(x_shape)} has {dim}")
+        return
+    if len(p_shape) != r:
+        raise ShapeError(f"with block_size {block_size}, {what} must have the input's rank "
+                         f"{r}; got {format_shape(p_shape)}")
+    for i, (d, p) in enumerate(zip(x_shape, p_shape)):
+        if i == a:
+            if None not in (d, p) and p != -(-d // block_size):
+                raise ShapeError(f"with block_size {block_size}, axis {axis} of {what} must "
+                                 f"have ceil({d} / {block_size}) = {-(-d // block_size)} "
+                                 f"blocks, got {p}")
+        elif None not in (d, p) and d != p:
+            raise ShapeError(f"{what} {format_shape(p_shape)} must match input "
+                             f"{format_shape(x_shape)} on every axis but axis {axis}")
+
+
+def expand(p: np.ndarray, x_shape, axis: int, block_size: int) -> np.ndarray:
+    """``p`` (scale or zero point) laid out to broadcast against an input of ``x_shape``."""
+    p = np.asarray(p)
+    if _per_tensor(p.shape):
+        return p.reshape(())
+    a = axis % len(x_shape)
+    if not block_size:
+        dims = [1] * len(x_shape)
+        dims[a] = p.shape[0]
+        return p.reshape(dims)
+    return np.repeat(p, block_size, axis=a)[(slice(None),) * a + (slice(0, x_shape[a]),)]
+
+
+def collapse(g: np.ndarray, p_shape, axis: int, block_size: int) -> np.ndarray:
+    """The adjoint of :func:`expand`: ``g`` (input-shaped) summed back to ``p_shape``."""
+    if _per_tensor(p_shape):
+        return g.sum().reshape(p_shape)
+    a = axis % g.ndim
+    if not block_size:
+        return g.sum(axis=tuple(i for i in range(g.ndim) if i != a)).reshape(p_shape)
+    blocks = p_shape[a]
+    pad = blocks * block_size - g.shape[a]
+    if pad:
+        widths = [(0, 0)] * g.ndim
+        widths[a] = (0, pad)
+        g = np.pad(g, widths)
+    return g.reshape(g.shape[:a] + (blocks, block_size) + g.shape[a + 1:]).sum(axis=a + 1)
+
+
+_LAYOUT_ATTRS = {
+    "axis": Attr("int", 1, doc="the quantization axis (per-axis and blocked layouts)"),
+    "block_size": Attr("int", 0, doc="elements per scale along axis (blocked layout); "
+                                     "0: per tensor or per axis"),
+}
+
+
+class _Linear(Op):
+    """Shared by quantize_linear and dequantize_linear: the layout checks."""
+
+    inputs = ("x", "scale", "zero_point?")
+    no_grad_inputs = frozenset({"zero_point"})
+
+    def check(self):
+        if self.block_size < 0:
+            raise AttrError(f"{self.type}: block_size must be >= 0, got {self.block_size}",
+                            attr="block_size")
+
+    def _check_specs(self, x, scale, zero_point):
+        if scale.dtype.kind != "f":
+            raise ShapeError(f"scale must be floating point, got {scale.dtype}")
+        check_layout(x.shape, scale.shape, self.axis, self.block_size, "scale")
+        if zero_point is not None:
+            if zero_point.shape != scale.shape:
+                raise ShapeError(f"zero_point {format_shape(zero_point.shape)} must have the "
+                                 f"shape of scale {format_shape(scale.shape)}")
+
+    def _expand(self, p, x_shape):
+        return expand(p, x_shape, self.axis, self.block_size)
+
+
+class _StraightThrough:
+    """``differentiable`` of quantize_linear: False on the class (the default, as ``flowgrad
+    ops`` lists it), the ``straight_through`` attribute on an instance."""
+
+    def __get__(self, op, cls=None):
+        return False if op is None else bool(op.straight_through)
+
+
+class QuantizeLinear(_Linear):
+    """ONNX QuantizeLinear: ``saturate(round_half_even(x / scale) + zero_point)``.
+
+    The output type is the zero point's, else ``output_dtype``, else uint8.  Forward-only
+    unless ``straight_through`` (see the module docstring).
+    """
+
+    type = "quantize_linear"
+    rowwise = False
+    attrs = {**_LAYOUT_ATTRS,
+             "output_dtype": Attr("str", None, choices=tuple(QUANT_RANGES),
+                                  doc="the quantized type when there is no zero point "
+                                      "(default uint8)"),
+             "precision": Attr("str", None, choices=FLOAT_TYPES,
+                               doc="the float type of the division (default: the scale's)"),
+             "saturate": Attr("bool", True, doc="ONNX's flag for float8 targets; integer "
+                                                "targets always saturate"),
+             "straight_through": Attr("bool", False,
+                                      doc="differentiate as clip(x / scale + zero_point): the "
+                                          "straight-through estimator")}
+    differentiable = _StraightThrough()
+
+    def out_dtype(self, zero_point_dtype) -> np.dtype:
+        if zero_point_dtype is not None:
+            name = np.dtype(zero_point_dtype).name
+            if name not in QUANT_RANGES:
+                raise ShapeError(f"zero_point must be one of {', '.join(QUANT_RANGES)}, got "
+                                 f"{name}")
+            if self.output_dtype is not None and self.output_dtype != name:
+                raise ShapeError(f"output_dtype {self.output_dtype} differs from the zero "
+                                 f"point's type {name}; they must agree")
+            return np.dtype(name)
+        return np.dtype(self.output_dtype or "uint8")
+
+    def infer(self, x, scale, zero_point=None):
+        if x.dtype.kind not in "fi":
+            raise ShapeError(f"x must be float or int32, got {x.dtype}")
+        self._check_specs(x, scale, zero_point)
+        return (Spec(x.shape, self.out_dtype(None if zero_point is None
+                                             else zero_point.dtype)),)
+
+    def _work(self, x, scale) -> np.dtype:
+        if self.precision:
+            return np.dtype(self.precision)
+        return np.result_type(x.dtype, scale.dtype) if x.dtype.kind == "f" else scale.dtype
+
+    def forward(self, ctx, x, scale, zero_point=None):
+        dtype = self.out_dtype(None if zero_point is None else zero_point.dtype)
+        lo, hi = QUANT_RANGES[dtype.name]
+        work = self._work(x, scale)
+        s = self._expand(scale, x.shape).astype(work, copy=False)
+        q = np.rint(x.astype(work, copy=False) / s)
+        if zero_point is not None:
+            q += self._expand(zero_point, x.shape)
+        if self.straight_through and ctx.grad_enabled:
+            ctx.save(x, scale, s, (q >= lo) & (q <= hi))
+        return (np.clip(q, lo, hi).astype(dtype),)
+
+    def backward(self, ctx, gy):
+        x, scale, s, inside = ctx.saved
+        g = np.where(inside, gy, 0).astype(gy.dtype, copy=False)
+        gx = gscale = None
+        if ctx.needs_input_grad[0]:
+            gx = (g / s).astype(gy.dtype, copy=False)
+        if ctx.needs_input_grad[1]:
+            gs = -g * x / (s * s)
+            gscale = collapse(gs, scale.shape, self.axis, self.block_size).astype(scale.dtype)
+        return (gx, gscale, None)[:len(ctx.needs_input_grad)]
+
+
+class DequantizeLinear(_Linear):
+    """ONNX DequantizeLinear: ``(x - zero_point) * scale``, in the scale's type (or
+    ``output_dtype``).  Exact backward for ``scale``; ``g * scale`` for ``x`` (see the module
+    docstring)."""
+
+    type = "dequantize_linear"
+    rowwise = False
+    attrs = {**_LAYOUT_ATTRS,
+             "output_dtype": Attr("str", None, choices=FLOAT_TYPES,
+                                  doc="the output's float type (default: the scale's)")}
+
+    def infer(self, x, scale, zero_point=None):
+        if x.dtype.kind not in "iu":
+            raise ShapeError(f"x must be an integer type, got {x.dtype}")
+        if zero_point is not None and zero_point.dtype != x.dtype:
+            raise ShapeError(f"zero_point is {zero_point.dtype} but x is {x.dtype}; they must "
+                             "have the same type")
+        self._check_specs(x, scale, zero_point)
+        return (Spec(x.shape, self._out(scale.dtype)),)
+
+    def _out(self, scale_dtype) -> np.dtype:
+        return np.dtype(self.output_dtype) if self.output_dtype else np.dtype(scale_dtype)
+
+    def forward(self, ctx, x, scale, zero_point=None):
+        out = self._out(scale.dtype)
+        work = np.promote_types(np.float32, out)
+        d = x.astype(work)
+        if zero_point is not None:
+            d -= self._expand(zero_point, x.shape)
+        s = self._expand(scale, x.shape)
+        if ctx.grad_enabled:
+            ctx.save(d, s, scale.shape, scale.dtype)
+        return ((d * s).astype(out, copy=False),)
+
+    def backward(self, ctx, gy):
+        d, s, scale_shape, scale_dtype = ctx.saved
+        gx = gscale = None
+        if ctx.needs_input_grad[0]:
+            gx = (gy * s).astype(gy.dtype, copy=False)
+        if ctx.needs_input_grad[1]:
+            gscale = collapse(gy * d, scale_shape, self.axis, self.block_size).astype(
+                scale_dtype, copy=False)
+        return (gx, gscale, None)[:len(ctx.needs_input_grad)]
+
+
+class DynamicQuantizeLinear(Op):
+    """ONNX DynamicQuantizeLinear: uint8 quantization of x with a scale and zero point computed
+    from x's range (widened to include 0), all in float32 as onnxruntime computes them."""
+
+    type = "dynamic_quantize_linear"
+    outputs = ("y", "y_scale", "y_zero_point")
+    differentiable = False
+
+    def infer(self, x):
+        if x.dtype.kind != "f":
+            raise ShapeError(f"x must be floating point, got {x.dtype}")
+        return (Spec(x.shape, np.uint8), Spec((), x.dtype), Spec((), np.uint8))
+
+    def forward(self, ctx, x):
+        f32 = np.float32
+        x32 = x.astype(f32, copy=False)
+        hi = f32(max(f32(0), x32.max(initial=f32(0))))
+        lo = f32(min(f32(0), x32.min(initial=f32(0))))
+        scale = f32(1) if hi == lo else f32(f32(hi - lo) / f32(255))
+        zp = f32(np.rint(min(f32(255), max(f32(0), f32(f32(0) - f32(lo / scale))))))
+        y = np.clip(np.rint(x32 / scale) + zp, 0, 255).astype(np.uint8)
+        return y, np.asarray(scale, dtype=x.dtype), np.asarray(zp, dtype=np.uint8)
+
+
+# -- integer products -------------------------------------------------------------------------
+
+def _shifted(v: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    """``v - zp`` in float64 (exact); a 1-d ``zp`` applies along ``axis`` of ``v``."""
+    out = v.astype(np.float64)
+    if zp is not None:
+        zp = np.asarray(zp, dtype=np.float64)
+        if zp.ndim == 1 and zp.size > 1:
+            shape = [1] * v.ndim
+            shape[axis] = zp.size
+            zp = zp.reshape(shape)
+        else:
+            zp = zp.reshape(())
+        out -= zp
+    return out
+
+
+def _int_dtype(spec: Spec, what: str, kinds=("int8", "uint8")) -> None:
+    if spec.dtype.name not in kinds:
+        raise ShapeError(f"{what} must be {' or '.join(kinds)}, got {spec.dtype}")
+
+
+def _vector_param(spec: Spec | None, size, what: str, along: str) -> None:
+    """A zero point or scale that is a scalar or a 1-d array of ``size`` values."""
+    if spec is None or _per_tensor(spec.shape):
+        return
+    if len(spec.shape) != 1 or None not in (size, spec.shape[0]) and spec.shape[0] != size:
+        raise ShapeError(f"{what} must be a scalar or hold one value per {along} ({size}); "
+                         f"got {format_shape(spec.shape)}")
+
+
+def _matmul_shape(a, b) -> tuple:
+    if a.ndim < 1 or b.ndim < 1:
+        raise ShapeError("matmul needs inputs of at least 1 axis")
+    a_shape = a.shape if a.ndim > 1 else (1,) + a.shape
+    b_shape = b.shape if b.ndim > 1 else b.shape + (1,)
+    if None not in (a_shape[-1], b_shape[-2]) and a_shape[-1] != b_shape[-2]:
+        raise ShapeError(f"inner dims differ: {format_shape(a.shape)} @ {format_shape(b.shape)}")
+    batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
+    out = batch + (a_shape[-2], b_shape[-1])
+    if a.ndim == 1:
+        out = out[:-2] + out[-1:]
+    if b.ndim == 1:
+        out = out[:-1]
+    return out
+
+
+def _int_matmul(a, b, a_zp, b_zp) -> np.ndarray:
+    """The exact int32 product ``(a - a_zp) @ (b - b_zp)``; 1-d zero points are per row of
+    ``a`` and per column of ``b``."""
+    A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0)
+    B = _shifted(b, b_zp, b.ndim - 1)
+    return np.matmul(A, B)
+
+
+def requantize(acc: np.ndarray, multiplier: np.ndarray, zero_point, dtype: np.dtype
+               ) -> np.ndarray:
+    """MLAS's requantization: ``saturate(round_half_even(float32(acc) * multiplier) + zp)``."""
+    lo, hi = QUANT_RANGES[np.dtype(dtype).name]
+    v = np.rint(acc.astype(np.float32) * multiplier.astype(np.float32))
+    if zero_point is not None:
+        v += np.float32(np.asarray(zero_point).reshape(()))
+    return np.clip(v, lo, hi).astype(dtype)
+
+
+def _multiplier(a_scale, b_scale, y_scale) -> np.ndarray:
+    """``a_scale * b_scale / y_scale`` in float32, the order onnxruntime computes it in."""
+    f32 = np.float32
+    return (np.asarray(a_scale, f32) * np.asarray(b_scale, f32)) / np.asarray(y_scale, f32)
+
+
+class MatMulInteger(Op):
+    """ONNX MatMulInteger: ``(A - a_zero_point) @ (B - b_zero_point)`` as int32."""
+
+    type = "matmul_integer"
+    inputs = ("A", "B", "a_zero_point?", "b_zero_point?")
+    differentiable = False
+
+    def infer(self, A, B, a_zero_point=None, b_zero_point=None):
+        _int_dtype(A, "A")
+        _int_dtype(B, "B")
+        for zp, v, what in ((a_zero_point, A, "a_zero_point"), (b_zero_point, B, "b_zero_point")):
+            if zp is not None and zp.dtype != v.dtype:
+                raise ShapeError(f"{what} is {zp.dtype} but its matrix is {v.dtype}")
+        _vector_param(a_zero_point, A.shape[-2] if A.ndim > 1 else 1, "a_zero_point", "row of A")
+        _vector_param(b_zero_point, B.shape[-1], "b_zero_point", "column of B")
+        return (Spec(_matmul_shape(A, B), np.int32),)
+
+    def forward(self, ctx, A, B, a_zero_point=None, b_zero_point=None):
+        return (_int_matmul(A, B, a_zero_point, b_zero_point).astype(np.int32),)
+
+
+class QLinearMatMul(Op):
+    """ONNX QLinearMatMul: the integer product of two quantized matrices, requantized to
+    ``y_scale`` / ``y_zero_point`` (scales per tensor, per row of a or per column of b)."""
+
+    type = "qlinear_matmul"
+    inputs = ("a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale",
+              "y_zero_point")
+    differentiable = False
+
+    def infer(self, a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
+        _int_dtype(a, "a")
+        _int_dtype(b, "b")
+        rows = a.shape[-2] if a.ndim > 1 else 1
+        for spec, size, what, along in ((a_scale, rows, "a_scale", "row of a"),
+                                        (a_zp, rows, "a_zero_point", "row of a"),
+                                        (b_scale, b.shape[-1], "b_scale", "column of b"),
+                                        (b_zp, b.shape[-1], "b_zero_point", "column of b")):
+            _vector_param(spec, size, what, along)
+        for spec, what in ((y_scale, "y_scale"), (y_zp, "y_zero_point")):
+            if not _per_tensor(spec.shape):
+                raise ShapeError(f"{what} must be a scalar, got {format_shape(spec.shape)}")
+        _int_dtype(y_zp, "y_zero_point")
+        return (Spec(_matmul_shape(a, b), y_zp.dtype),)
+
+    def forward(self, ctx, a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
+        acc = _int_matmul(a, b, a_zp, b_zp)
+        a_s = np.asarray(a_scale).reshape((-1, 1) if np.size(a_scale) > 1 else ())
+        b_s = np.asarray(b_scale).reshape((-1,) if np.size(b_scale) > 1 else ())
+        mult = _multiplier(a_s, b_s, np.asarray(y_scale).reshape(()))
+        return (requantize(acc, mult, y_zp, y_zp.dtype),)
+
+
+# -- integer convolutions ---------------------------------------------------------------------
+
+class _ConvInt(Op):
+    """Shared by conv_integer and qlinear_conv: the window attributes and an exact float64
+    convolution (flowgrad's conv) of the shifted operands."""
+
+    rowwise = True
+    differentiable = False
+    attrs = {**WINDOW_ATTRS, "group": Attr("int", 1, doc="channel groups")}
+
+    def check(self):
+        self._conv = Conv(**self.config())      # validates the window attributes
+
+    def _shape(self, x, w) -> tuple:
+        f = np.float64
+        return self._conv.infer(Spec(x.shape, f), Spec(w.shape, f))[0].shape
+
+    def _accumulate(self, x, w, x_zp, w_zp, bias=None) -> np.ndarray:
+        """The int32-exact accumulator of ``conv(x - x_zp, w - w_zp) + bias`` (as float64)."""
+        X = _shifted(x, x_zp, 1)
+        W = _shifted(w, w_zp, 0)
+        b = None if bias is None else bias.astype(np.float64)
+        return self._conv.forward(Context(grad_enabled=False), X, W, b)[0]
+
+
+class ConvInteger(_ConvInt):
+    """ONNX ConvInteger: ``conv(x - x_zero_point, w - w_zero_point)`` as int32 (the zero
+    point is what padding adds, as in onnxruntime)."""
+
+    type = "conv_integer"
+    inputs = ("x", "w", "x_zero_point?", "w_zero_point?")
+
+    def infer(self, x, w, x_zero_point=None, w_zero_point=None):
+        _int_dtype(x, "x")
+        _int_dtype(w, "w")
+        if x_zero_point is not None and not _per_tensor(x_zero_point.shape):
+            raise ShapeError("x_zero_point must be a scalar")
+        _vector_param(w_zero_point, w.shape[0], "w_zero_point", "output channel")
+        return (Spec(self._shape(x, w), np.int32),)
+
+    def forward(self, ctx, x, w, x_zero_point=None, w_zero_point=None):
+        return (self._accumulate(x, w, x_zero_point, w_zero_point).astype(np.int32),)
+
+
+class QLinearConv(_ConvInt):
+    """ONNX QLinearConv: the integer convolution plus int32 bias, requantized to ``y_scale`` /
+    ``y_zero_point`` (``w_scale`` per tensor or per output channel)."""
+
+    type = "qlinear_conv"
+    inputs = ("x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale",
+              "y_zero_point", "B?")
+
+    def infer(self, x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B=None):
+        _int_dtype(x, "x")
+        _int_dtype(w, "w")
+        _int_dtype(y_zp, "y_zero_point")
+        for spec, what in ((x_scale, "x_scale"), (x_zp, "x_zero_point"), (y_scale, "y_scale"),
+                           (y_zp, "y_zero_point")):
+            if not _per_tensor(spec.shape):
+                raise ShapeError(f"{what} must be a scalar, got {format_shape(spec.shape)}")
+        _vector_param(w_scale, w.shape[0], "w_scale", "output channel")
+        _vector_param(w_zp, w.shape[0], "w_zero_point", "output channel")
+        if B is not None:
+            if B.dtype != np.int32:
+                raise ShapeError(f"B (the bias) must be int32, got {B.dtype}")
+            _vector_param(B, w.shape[0], "B", "output channel")
+        return (Spec(self._shape(x, w), y_zp.dtype),)
+
+    def forward(self, ctx, x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B=None):
+        acc = self._accumulate(x, w, x_zp, w_zp, B)
+        mult = _multiplier(x_scale, w_scale, y_scale).reshape(
+            (1, -1) + (1,) * (x.ndim - 2) if np.size(w_scale) > 1 else ())
+        return (requantize(acc, mult, y_zp, y_zp.dtype),)

@@ -1,0 +1,57 @@
+"""Cases for flowgrad/ops/quant.py.
+
+``dequantize_linear`` is differentiable in its scale (checked by finite differences per tensor,
+per axis and blocked, with and without a zero point).  The other ops are forward-only (integer
+outputs, or a piecewise-constant map): their cases check shape inference, config round-trips
+and dtypes.  The straight-through backward of ``quantize_linear`` is a surrogate, which finite
+differences of the true (piecewise-constant) function cannot confirm: tests/test_quant.py
+checks it against its formula and end to end.
+"""
+import numpy as np
+
+from flowgrad.testing import Case, positive
+
+
+def ints(shape, dtype, low, high):
+    """An input maker: integers of ``dtype`` in ``[low, high)``."""
+    return lambda rng: rng.integers(low, high, size=shape).astype(dtype)
+
+
+U8 = np.uint8
+CASES = {
+    "quantize_linear": [
+        Case([(3, 4), positive(()), np.asarray(128, U8)], id="per-tensor"),
+        Case([(2, 3, 4), positive((3,)), ints((3,), np.int8, -5, 5)], {"axis": 1},
+             id="per-axis"),
+        Case([(2, 5), positive((2, 3))], {"axis": 1, "block_size": 2,
+                                          "output_dtype": "int16"}, id="blocked-no-zp"),
+    ],
+    "dequantize_linear": [
+        Case([ints((3, 4), U8, 0, 256), positive(()), np.asarray(128, U8)], id="per-tensor"),
+        Case([ints((2, 3, 4), np.int8, -128, 128), positive((3,)),
+              ints((3,), np.int8, -5, 5)], {"axis": 1}, id="per-axis"),
+        Case([ints((2, 5), np.int16, -300, 300), positive((2, 2))],
+             {"axis": -1, "block_size": 3}, id="blocked-no-zp"),
+        Case([ints((4, 3), np.int32, -1000, 1000), positive(())], id="int32"),
+    ],
+    "dynamic_quantize_linear": [Case([(3, 4)])],
+    "matmul_integer": [
+        Case([ints((3, 4), U8, 0, 256), ints((4, 2), np.int8, -128, 128),
+              np.asarray(7, U8), ints((2,), np.int8, -3, 3)]),
+    ],
+    "qlinear_matmul": [
+        Case([ints((3, 4), U8, 0, 256), np.asarray(0.02), np.asarray(100, U8),
+              ints((4, 2), np.int8, -128, 128), positive((2,), 0.01, 0.02),
+              np.zeros(2, np.int8), np.asarray(0.5), np.asarray(3, np.int8)]),
+    ],
+    "conv_integer": [
+        Case([ints((2, 2, 5, 5), U8, 0, 256), ints((3, 2, 3, 3), U8, 0, 256),
+              np.asarray(9, U8), np.asarray(120, U8)], {"pads": [1, 1, 1, 1]}),
+    ],
+    "qlinear_conv": [
+        Case([ints((2, 2, 5, 5), U8, 0, 256), np.asarray(0.05), np.asarray(128, U8),
+              ints((4, 2, 3, 3), np.int8, -128, 128), positive((4,), 0.001, 0.01),
+              np.zeros(4, np.int8), np.asarray(0.1), np.asarray(10, U8),
+              ints((4,), np.int32, -500, 500)], {"strides": [2, 2]}),
+    ],
+}
