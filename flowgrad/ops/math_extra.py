@@ -1,16 +1,21 @@
-"""More pointwise math (ONNX Floor, Ceil, Round, Sign, Sin, Cos, Mod) and the variadic
-broadcasting Min, Max and Mean.
+"""More pointwise math (ONNX Floor, Ceil, Round, Sign, Sin, Cos, Tan and the inverse
+trigonometric and hyperbolic functions, Mod), the variadic broadcasting Min, Max and Mean, the
+float tests IsNaN and IsInf, and the integer bit operations (BitwiseAnd/Or/Xor/Not, BitShift,
+BitCast).
 
 Floor, ceil, round and sign are piecewise constant: their gradient is zero almost everywhere,
 and they return zeros rather than refusing, so a graph that rounds somewhere still trains
 (like ``step``).  Min and max send each gradient element to the input that supplied the
 extreme value; on ties, to the first such input, so gradients are never double counted.
+The float tests and the bit operations are forward-only: their results are booleans or
+integers, with no gradient to speak of.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..op import Attr, Op, Spec, broadcast_shapes, result_dtype, unbroadcast
+from ..op import Attr, Op, ShapeError, Spec, broadcast_shapes, result_dtype, unbroadcast
+from .elementwise import Unary
 
 
 class _Pointwise(Op):
@@ -189,3 +194,282 @@ class Mean(_Variadic):
         g = gy / len(meta)
         return tuple(unbroadcast(g, s).astype(d, copy=False) if need else None
                      for (s, d), need in zip(meta, ctx.needs_input_grad))
+
+
+# -- trigonometric and hyperbolic functions and their inverses ---------------------------------
+
+class _Analytic(Unary):
+    """A smooth pointwise function: forward ``fn``, backward ``gy * derivative(x, y)``.
+
+    The output is numpy's float dtype for the input (float32 stays float32).  Inputs outside
+    the function's real domain (asin of 2, acosh of 0.5, atanh of 1) give NaN or ±inf as numpy
+    and ONNX do; the gradient there is NaN or ±inf too, which the plan's non-finite check names.
+    """
+
+    fn = staticmethod(np.tan)
+
+    def forward(self, ctx, x):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = self.fn(x)
+        ctx.save(x, y)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        x, y = ctx.saved
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return ((gy * self.derivative(x, y)).astype(y.dtype, copy=False),)
+
+    @staticmethod
+    def derivative(x, y):
+        raise NotImplementedError
+
+
+class Tan(_Analytic):
+    """tan(x); gradient 1 + tan²(x) (from the saved output)."""
+
+    type = "tan"
+    fn = staticmethod(np.tan)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 + y * y
+
+
+class Asin(_Analytic):
+    """arcsin(x) on [-1, 1]; gradient 1/√(1 − x²)."""
+
+    type = "asin"
+    fn = staticmethod(np.arcsin)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 / np.sqrt(1 - x * x)
+
+
+class Acos(_Analytic):
+    """arccos(x) on [-1, 1]; gradient −1/√(1 − x²)."""
+
+    type = "acos"
+    fn = staticmethod(np.arccos)
+
+    @staticmethod
+    def derivative(x, y):
+        return -1 / np.sqrt(1 - x * x)
+
+
+class Atan(_Analytic):
+    """arctan(x); gradient 1/(1 + x²)."""
+
+    type = "atan"
+    fn = staticmethod(np.arctan)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 / (1 + x * x)
+
+
+class Asinh(_Analytic):
+    """arsinh(x); gradient 1/√(x² + 1)."""
+
+    type = "asinh"
+    fn = staticmethod(np.arcsinh)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 / np.sqrt(x * x + 1)
+
+
+class Acosh(_Analytic):
+    """arcosh(x) for x >= 1; gradient 1/√(x² − 1)."""
+
+    type = "acosh"
+    fn = staticmethod(np.arccosh)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 / np.sqrt(x * x - 1)
+
+
+class Atanh(_Analytic):
+    """artanh(x) on (-1, 1); gradient 1/(1 − x²)."""
+
+    type = "atanh"
+    fn = staticmethod(np.arctanh)
+
+    @staticmethod
+    def derivative(x, y):
+        return 1 / (1 - x * x)
+
+
+# -- tests of float values (forward-only, boolean results) -------------------------------------
+
+class IsNaN(Op):
+    """True where x is NaN (ONNX IsNaN); forward-only, a boolean of x's shape."""
+
+    type = "is_nan"
+    differentiable = False
+
+    def infer(self, x):
+        return (Spec(x.shape, np.bool_),)
+
+    def forward(self, ctx, x):
+        return (np.isnan(x),)
+
+
+class IsInf(Op):
+    """True where x is +inf (``detect_positive``) or −inf (``detect_negative``) (ONNX IsInf);
+    forward-only, a boolean of x's shape."""
+
+    type = "is_inf"
+    attrs = {"detect_positive": Attr("bool", True, doc="report +inf"),
+             "detect_negative": Attr("bool", True, doc="report -inf")}
+    differentiable = False
+
+    def infer(self, x):
+        return (Spec(x.shape, np.bool_),)
+
+    def forward(self, ctx, x):
+        if self.detect_positive and self.detect_negative:
+            return (np.isinf(x),)
+        if self.detect_positive:
+            return (np.isposinf(x),)
+        if self.detect_negative:
+            return (np.isneginf(x),)
+        return (np.zeros(np.shape(x), np.bool_),)
+
+
+# -- bit manipulation of integers (forward-only) -------------------------------------------------
+
+def _integer(spec: Spec, op: str, port: str, bools: bool = False) -> None:
+    kinds = "iub" if bools else "iu"
+    if spec.dtype.kind not in kinds:
+        raise ShapeError(f"{op} works on integers{' or booleans' if bools else ''}; "
+                         f"'{port}' is {spec.dtype}")
+
+
+class _Bitwise(Op):
+    """Bitwise combination of two integer tensors with numpy broadcasting (forward-only)."""
+
+    inputs = ("a", "b")
+    differentiable = False
+    fn = staticmethod(np.bitwise_and)
+
+    def infer(self, a, b):
+        _integer(a, self.type, "a", bools=True)
+        _integer(b, self.type, "b", bools=True)
+        if a.dtype != b.dtype:
+            raise ShapeError(f"{self.type} needs inputs of one type, got {a.dtype} and {b.dtype}")
+        return (Spec(broadcast_shapes(a.shape, b.shape), a.dtype),)
+
+    def forward(self, ctx, a, b):
+        return (np.asarray(self.fn(a, b)),)
+
+
+class BitwiseAnd(_Bitwise):
+    """a & b, bit by bit (ONNX BitwiseAnd)."""
+
+    type = "bitwise_and"
+    fn = staticmethod(np.bitwise_and)
+
+
+class BitwiseOr(_Bitwise):
+    """a | b, bit by bit (ONNX BitwiseOr)."""
+
+    type = "bitwise_or"
+    fn = staticmethod(np.bitwise_or)
+
+
+class BitwiseXor(_Bitwise):
+    """a ^ b, bit by bit (ONNX BitwiseXor)."""
+
+    type = "bitwise_xor"
+    fn = staticmethod(np.bitwise_xor)
+
+
+class BitwiseNot(Op):
+    """~x, every bit flipped (ONNX BitwiseNot); forward-only."""
+
+    type = "bitwise_not"
+    differentiable = False
+
+    def infer(self, x):
+        _integer(x, self.type, "x", bools=True)
+        return (x,)
+
+    def forward(self, ctx, x):
+        return (np.asarray(np.invert(x)),)
+
+
+class BitShift(Op):
+    """x shifted by y bits, ``direction`` LEFT or RIGHT, with broadcasting (ONNX BitShift).
+
+    A right shift of a signed integer is arithmetic (the sign bit fills in); a left shift
+    discards the bits pushed past the top, the sign bit included (done on the unsigned view, as
+    C would overflow).  A shift that is negative or at least the type's width gives what the
+    fill alone gives: −1 for a right shift of a negative x, 0 otherwise (ONNX BitShift-28;
+    numpy itself leaves such shifts undefined, so they are masked before shifting).
+    """
+
+    type = "bit_shift"
+    inputs = ("x", "y")
+    attrs = {"direction": Attr("str", choices=("LEFT", "RIGHT"), doc="which way bits move")}
+    differentiable = False
+
+    def infer(self, x, y):
+        _integer(x, self.type, "x")
+        _integer(y, self.type, "y")
+        return (Spec(broadcast_shapes(x.shape, y.shape), x.dtype),)
+
+    def forward(self, ctx, x, y):
+        x, y = np.broadcast_arrays(np.asarray(x), np.asarray(y))
+        width = x.dtype.itemsize * 8
+        valid = (y >= 0) & (y < width)
+        unsigned = np.dtype(f"u{x.dtype.itemsize}")
+        shift = np.where(valid, y, 0).astype(unsigned)
+        if self.direction == "RIGHT":
+            shifted = np.right_shift(x, shift.astype(x.dtype))
+            fill = np.where(x < 0, -1, 0).astype(x.dtype) if x.dtype.kind == "i" else 0
+        else:
+            shifted = np.left_shift(_contiguous(x).view(unsigned), shift).view(x.dtype)
+            fill = 0
+        return (np.asarray(np.where(valid, shifted, fill), dtype=x.dtype),)
+
+
+def _contiguous(x) -> np.ndarray:
+    """``x`` as a C-contiguous array of its own shape (0-d stays 0-d, unlike
+    ``np.ascontiguousarray``), so that ``view`` may reinterpret its bytes."""
+    x = np.asarray(x)
+    return x if x.flags.c_contiguous else x.copy(order="C")
+
+
+#: dtype names ``bit_cast`` accepts (every numeric type numpy has)
+_BIT_DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+               "uint16", "uint32", "uint64", "bool")
+
+
+class BitCast(Op):
+    """The input's bytes read as dtype ``to`` of the same width (ONNX BitCast; little-endian,
+    as numpy stores on every platform flowgrad runs on).  No value conversion: float32 1.0
+    becomes int32 1065353216.  Forward-only."""
+
+    type = "bit_cast"
+    attrs = {"to": Attr("str", choices=_BIT_DTYPES, doc="target dtype of the same bit width")}
+    differentiable = False
+
+    def infer(self, x):
+        to = np.dtype(self.to)
+        if x.dtype.itemsize != to.itemsize:
+            raise ShapeError(f"bit_cast: {x.dtype} ({8 * x.dtype.itemsize} bits) cannot be "
+                             f"reinterpreted as {to} ({8 * to.itemsize} bits); BitCast needs "
+                             "types of the same width")
+        return (Spec(x.shape, to),)
+
+    def forward(self, ctx, x):
+        x = _contiguous(x)
+        to = np.dtype(self.to)
+        if x.dtype.itemsize != to.itemsize:
+            raise ShapeError(f"bit_cast: {x.dtype} cannot be reinterpreted as {to} (widths "
+                             "differ)")
+        if to == np.bool_:                  # only 0 and 1 are valid bools in numpy
+            return (x.view(np.uint8) != 0,)
+        return (x.view(to),)

@@ -1,7 +1,7 @@
 """Cases for flowgrad/ops/math_extra.py."""
 import numpy as np
 
-from flowgrad.testing import Case
+from flowgrad.testing import Case, integers, positive
 
 
 def _between_integers(shape, offset=0.0):
@@ -33,4 +33,24 @@ CASES = {
     "max": [Case([(3, 4), (4,), (1, 4)], id="three-broadcast"), Case([(3,)], id="single")],
     "min": [Case([(3, 4), (3, 1)], id="broadcast"), Case([(2, 3), (2, 3), (2, 3)], id="three")],
     "mean": [Case([(3, 4), (4,)], id="broadcast"), Case([(2, 3)], id="single")],
+    "tan": [Case([lambda rng: rng.uniform(-1.2, 1.2, (3, 4))])],
+    "asin": [Case([lambda rng: rng.uniform(-0.9, 0.9, (3, 4))])],
+    "acos": [Case([lambda rng: rng.uniform(-0.9, 0.9, (3, 4))])],
+    "atan": [Case([(3, 4)])],
+    "asinh": [Case([(3, 4)])],
+    "acosh": [Case([positive((3, 4), 1.1, 4.0)])],
+    "atanh": [Case([lambda rng: rng.uniform(-0.9, 0.9, (3, 4))])],
+    # forward-only: these check the config, shape rule and dtypes
+    "is_nan": [Case([np.array([[1.0, np.nan], [np.inf, -2.0]])])],
+    "is_inf": [Case([np.array([1.0, np.inf, -np.inf, np.nan])], id="both"),
+               Case([np.array([1.0, np.inf, -np.inf])], {"detect_negative": False}, id="pos")],
+    "bitwise_and": [Case([integers((3, 4), 100), integers((4,), 100)], id="broadcast")],
+    "bitwise_or": [Case([integers((3, 4), 100), integers((3, 4), 100)])],
+    "bitwise_xor": [Case([integers((2, 3), 100), integers((1, 3), 100)])],
+    "bitwise_not": [Case([integers((2, 3), 100, -100)])],
+    "bit_shift": [Case([integers((2, 3), 100), integers((2, 3), 9)], {"direction": "LEFT"},
+                       id="left"),
+                  Case([integers((2, 3), 100, -100), integers((3,), 70, -3)],
+                       {"direction": "RIGHT"}, id="right-out-of-range")],
+    "bit_cast": [Case([np.array([[1.0, -2.5]], np.float32)], {"to": "int32"})],
 }

@@ -148,3 +148,12 @@ def hardmax(b, a, ins):
     hot = b.op("one_hot", [idx, b.const(np.asarray(depth, np.int64)),
                            b.const(np.asarray([0, 1], x.dtype))], axis=axis)[0]
     return b.final("identity", [hot])
+
+
+@T.imports("Swish", since=24)
+def swish(b, a, ins):
+    """x * sigmoid(alpha * x) (alpha = 1 is SiLU), from flowgrad ops."""
+    x = ins.need(0, "X")
+    alpha = a.float("alpha", 1.0)
+    scaled = x if alpha == 1.0 else b.op("mul", [x, b.const(np.asarray(alpha, x.dtype))])[0]
+    return b.final("mul", [x, b.op("sigmoid", [scaled])[0]])

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnx import helper
+
 from ..builder import ImportProblem, Value
+from ..tensors import DTYPES, check_elem_type
 from ..translations import Translations, node_exporter
 from ._common import axis as checked_axis
 
@@ -95,3 +98,37 @@ def _hyperbolic(sign: float):
 
 T.imports("Cosh", since=9)(_hyperbolic(1.0))
 T.imports("Sinh", since=9)(_hyperbolic(-1.0))
+
+
+# trigonometric and hyperbolic functions (flowgrad.ops.math_extra)
+for _onnx, _fg in (("Tan", "tan"), ("Asin", "asin"), ("Acos", "acos"), ("Atan", "atan"),
+                   ("Asinh", "asinh"), ("Acosh", "acosh"), ("Atanh", "atanh")):
+    T.same(_onnx, _fg)
+
+# float tests and integer bit operations (forward-only)
+T.same("IsNaN", "is_nan")
+T.same("IsInf", "is_inf", attrs=("detect_positive", "detect_negative"))
+for _onnx, _fg in (("BitwiseAnd", "bitwise_and"), ("BitwiseOr", "bitwise_or"),
+                   ("BitwiseXor", "bitwise_xor"), ("BitwiseNot", "bitwise_not")):
+    T.same(_onnx, _fg)
+T.same("BitShift", "bit_shift", attrs=("direction",))
+
+
+@T.imports("BitCast", since=26)
+def bit_cast(b, a, ins):
+    """The bytes of the input read as type ``to`` (same width; checked by the op)."""
+    to = a.int("to")
+    why = check_elem_type(to)
+    if why:
+        raise ImportProblem(f"the target type 'to' {why}")
+    x = ins.need(0, "input")
+    if DTYPES[to].itemsize != x.dtype.itemsize:
+        raise ImportProblem(f"BitCast from {x.dtype} ({8 * x.dtype.itemsize} bits) to "
+                            f"{DTYPES[to]} ({8 * DTYPES[to].itemsize} bits): the two types "
+                            "must have the same width")
+    return b.final("bit_cast", [x], to=DTYPES[to].name)
+
+
+@T.exports("bit_cast")
+def _bit_cast(c):
+    c.node("BitCast", c.ins, c.outs, to=helper.np_dtype_to_tensor_dtype(np.dtype(c.op.to)))
