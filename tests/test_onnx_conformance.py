@@ -65,6 +65,6 @@ def test_light_models(name):
 def test_unsupported_case_fails_instead_of_passing():
     """A model with an op flowgrad lacks must fail at prepare, never count as 'not supposed to
     implement'."""
-    case = next(c for c in C.node_cases() if c.name == "test_acos")
+    case = next(c for c in C.node_cases() if c.name == "test_image_decoder_decode_jpeg_rgb")
     result = C.run_node_case(case)
     assert result.status == "fail" and "unsupported op" in result.message
