@@ -33,6 +33,7 @@ def run(args, registry):
     from ..loaders import load
     from ..passes import describe
     from ..render import fan_summary
+    from ..onnx.trainable import trainable_report
     from ..summary import summarize
     at_least("--elements", args.elements, 1)
     started = time.perf_counter()
@@ -46,12 +47,18 @@ def run(args, registry):
         if sections else ""
     print(f"{graph.name}: {len(graph.inputs)} inputs, {len(graph.params)} params, "
           f"{len(graph.ops)} ops, {fan_summary(graph)} (valid{checked})")
+    fixed = graph.meta.get("onnx", {}).get("fixed_batch")
+    if fixed:
+        print(f"batch fixed at {fixed['batch']}: {fixed['reason']} (the model's own shape "
+              "arithmetic depends on it; other batch sizes are refused)")
     rows = describe(graph)
     width = max((len(r[0]) for r in rows), default=0)
     kind_width = max((len(r[1]) for r in rows), default=0)
     for name, kind, shapes in rows:
         print(f"  {name:<{width}}  {kind:<{kind_width}}  {shapes}")
     print(summarize(graph).text())
+    if graph.params:
+        print(trainable_report(graph))
     if args.no_gradients:
         return 0
     if long:

@@ -1,5 +1,10 @@
 """``flowgrad convert``: turn an ONNX model into an editable YAML graph plus a weights file,
-optionally with the params of a ``flowgrad train`` checkpoint of that model."""
+optionally with the params of a ``flowgrad train`` checkpoint of that model.
+
+The YAML is loaded back and run against the model on a random batch; if writing or that check
+fails, both files are removed (the error says why), so a file left behind is one that loads.
+A model whose own shape arithmetic fixes its batch is written with that batch (``batch: 1`` on
+its inputs) and the line saying so."""
 from __future__ import annotations
 
 import os
@@ -35,12 +40,25 @@ def run(args, registry):
     graph = trained_graph(args.model, args.checkpoint, registry=registry)
     output_file(args.out, "", args.force)
     output_file(weights, "--weights" if args.weights else "", args.force)
-    write_yaml(graph, args.out, weights)
-    print(f"wrote {args.out} ({len(graph.ops)} nodes) and {weights} "
-          f"({len(graph.params)} params, {len(graph.consts)} constants)"
-          + (f"; params from {args.checkpoint}" if args.checkpoint else ""))
-    if not args.no_verify:
-        from ..onnx.verify import compare_graphs
-        worst = compare_graphs(graph, load(args.out, registry=registry))
-        print(f"loaded {os.path.basename(args.out)} back: largest output difference {worst:.3g}")
+    fixed = graph.meta.get("onnx", {}).get("fixed_batch")
+    if fixed:
+        print(f"batch fixed at {fixed['batch']}: {fixed['reason']} (written as the input's "
+              "'batch:')")
+    written = [args.out, weights]
+    try:
+        write_yaml(graph, args.out, weights)
+        print(f"wrote {args.out} ({len(graph.ops)} nodes) and {weights} "
+              f"({len(graph.params)} params, {len(graph.consts)} constants)"
+              + (f"; params from {args.checkpoint}" if args.checkpoint else ""))
+        if not args.no_verify:
+            from ..onnx.verify import compare_graphs
+            worst = compare_graphs(graph, load(args.out, registry=registry))
+            print(f"loaded {os.path.basename(args.out)} back: largest output difference "
+                  f"{worst:.3g}")
+    except BaseException:
+        # a conversion that fails (or is interrupted) leaves no half-checked files behind
+        for path in written:
+            if os.path.isfile(path):
+                os.remove(path)
+        raise
     return 0

@@ -11,7 +11,7 @@ plugin.
 from __future__ import annotations
 
 import json
-from collections import Counter
+from typing import Sequence
 
 import numpy as np
 import onnx
@@ -26,8 +26,13 @@ from .checks import node_label, node_problem
 from .export import FUNCTION_DOMAIN
 from .model_io import opset_versions
 from .opset import by_op, pick
+from .subgraph import nested_reads, reads_opaque
 from .tensors import DTYPES, to_array
+from .trainable import CONST, PARAM, STATE, Rules, classify
 from .translations import ImportTranslation, canonical_domain
+
+#: how many node names the unsupported-op report lists per op
+SHOWN_NODES = 3
 
 
 def _import_function(b, a, ins):
@@ -71,8 +76,11 @@ def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
 
 class Importer:
     def __init__(self, model: onnx.ModelProto, registry: Registry, where: str,
-                 dynamic_batch: bool = True):
+                 dynamic_batch: bool = True, freeze: Sequence[str] = (),
+                 unfreeze: Sequence[str] = (), straight_through: bool = False):
         self.model = model
+        self.straight_through = straight_through   # read by the QuantizeLinear translation
+        self.freeze, self.unfreeze = tuple(freeze), tuple(unfreeze)
         self.registry = registry
         self.where = where
         self.dynamic_batch = dynamic_batch
@@ -109,56 +117,64 @@ class Importer:
         return record.static if record else frozenset()
 
     def check_supported(self) -> None:
-        """Raise one error listing every op of the model with no translation."""
-        missing: Counter = Counter()
+        """Raise one error listing every op of the model with no translation, and the nodes
+        that use it (the first few names, then a count)."""
+        missing: dict[tuple[str, str, int], list[str]] = {}
         for node in self.model.graph.node:
             if self.translation(node) is None:
                 domain = canonical_domain(node.domain)
-                missing[(domain, node.op_type, self.version(node))] += 1
+                missing.setdefault((domain, node.op_type, self.version(node)), []).append(
+                    node_label(node))
         if missing:
             lines = []
-            for (domain, op_type, version), count in sorted(missing.items()):
+            for (domain, op_type, version), nodes in sorted(missing.items()):
                 known = self.versions.get((domain, op_type))
                 why = f"translated from opset {known[0].since}" if known else "no translation"
+                shown = ", ".join(f"'{n}'" for n in nodes[:SHOWN_NODES])
+                more = f" and {len(nodes) - SHOWN_NODES} more" if len(nodes) > SHOWN_NODES \
+                    else ""
                 lines.append(f"  {op_type} (domain {domain or 'ai.onnx'}, opset {version}): "
-                             f"{count} node(s); {why}")
+                             f"{len(nodes)} node(s) ({shown}{more}); {why}")
             raise GraphError(
                 f"{self.where}: the model uses {len(missing)} unsupported op(s):\n"
                 + "\n".join(lines)
                 + "\ncustom-domain ops can be mapped by a plugin (hook flowgrad_register_onnx)")
 
-    def classify_initializers(self) -> dict[str, str]:
-        """``{name: 'const' | 'param' | 'state'}`` for every initializer."""
-        uses: dict[str, list[tuple[ImportTranslation | None, int]]] = {}
-        for node in self.model.graph.node:
-            record = self.translation(node)
-            for i, name in enumerate(node.input):
-                uses.setdefault(name, []).append((record, i))
-        kinds = {}
-        for init in self.model.graph.initializer:
-            used = uses.get(init.name, [])
-            if DTYPES[init.data_type].kind != "f" or (
-                    used and all(r and i in r.static for r, i in used)):
-                kinds[init.name] = "const"
-            elif used and all(r and i in r.state for r, i in used):
-                kinds[init.name] = "state"
-            else:
-                kinds[init.name] = "param"
-        return kinds
+    def rules(self) -> Rules:
+        """The fine-tuning rules' verdict on every stored value (:mod:`.trainable`), with the
+        user's ``freeze``/``unfreeze`` patterns."""
+        return classify(self.model, self.translation, self.static, self.freeze, self.unfreeze)
+
+    def stored_param(self, graph: Graph, b: Builder, rules: Rules, name: str,
+                     array: np.ndarray) -> Value | None:
+        """A param node for stored ONNX value ``name`` (an initializer, a ``Constant``
+        node's output, a weight cast or transposed at load time) when the rules make it one;
+        None when it stays a constant."""
+        kind = rules.kind(name, array)
+        if kind == CONST:
+            return None
+        node_name = b.claim(name)
+        extra = {"state": True} if kind == STATE else {}
+        graph.add_param(node_name, array, trainable=kind == PARAM, onnx_name=name, **extra)
+        return Value(Spec.of(array), node=node_name, initial=array)
 
     def build(self, name: str | None = None) -> Graph:
         self.check_supported()
         g = self.model.graph
         graph = Graph(name or g.name or "onnx_model", source=self.where)
         b = Builder(graph, self.registry, self.opset)
+        b.straight_through = self.straight_through
         b.functions = {f.name: f for f in self.model.functions if f.domain == FUNCTION_DOMAIN}
         b.used = {i for node in g.node for i in node.input} | {vi.name for vi in g.output}
         b.reserved = _value_names(g)
         values: dict[str, Value] = {}
+        b.values, b.importer = values, self     # the scope control-flow bodies read (subgraph.py)
+        b.used |= nested_reads(g)
         names_in: dict[str, str] = {}
         errors: list[Diagnostic] = []
-        kinds = self.classify_initializers()
-        init_names = set(kinds)
+        rules = self.rules()
+        init_names = {init.name for init in g.initializer}
+        declared: dict[str, int] = {}
         for vi in g.input:
             if vi.name in init_names:
                 continue
@@ -170,20 +186,20 @@ class Importer:
                                          "supported)", node=node_name))
                 continue
             if self.dynamic_batch and spec.ndim:
+                if spec.shape[0]:
+                    declared[node_name] = spec.shape[0]    # checked by .batch after the build
                 spec = Spec((None,) + spec.shape[1:], spec.dtype)
             graph.add_input(node_name, spec, onnx_name=vi.name)
             names_in[node_name] = vi.name
             values[vi.name] = Value(spec, node=node_name)
         for init in g.initializer:
             array = to_array(init)
-            kind = kinds[init.name]
-            if kind == "const":
+            param = self.stored_param(graph, b, rules, init.name, array)
+            if param is None:
                 values[init.name] = b.const(array)
                 values[init.name].label = init.name
                 continue
-            node_name = b.claim(init.name)
-            graph.add_param(node_name, array, trainable=kind == "param", onnx_name=init.name)
-            values[init.name] = Value(Spec.of(array), node=node_name, initial=array)
+            values[init.name] = param
         failed: set[str] = set()
         for node in g.node:
             label = node_label(node)
@@ -196,10 +212,11 @@ class Importer:
                                                "an earlier node's output"))
                 continue
             inputs = Inputs([values[i] if i else None for i in node.input])
-            if node.op_type != "Identity" and any(v is not None and v.spec == OPAQUE
-                                                  for v in inputs):
+            if not reads_opaque(node, self.translation(node)) and any(
+                    v is not None and v.spec == OPAQUE for v in inputs):
                 errors.append(node_problem(node, "reads a sequence or optional value; flowgrad "
-                                           "only passes those through Identity"))
+                                           "only passes those through Identity, control flow "
+                                           "and the sequence ops"))
                 failed.update(node.output)
                 continue
             record = self.translation(node)
@@ -218,6 +235,9 @@ class Importer:
                                   f"'{label}': {type(e).__name__}: {e}") from e
             for out_name, value in zip(node.output, outs):
                 if out_name and value is not None:
+                    if value.is_const and out_name in rules.kinds:
+                        value = self.stored_param(graph, b, rules, out_name, value.const) \
+                            or value
                     if value.is_const and value.label is None:
                         value.label = out_name
                     values[out_name] = value
@@ -240,7 +260,8 @@ class Importer:
         _name_values(graph, values)
         _prune(graph)
         graph.meta["onnx"] = {"inputs": names_in, "outputs": outputs, "opset": dict(self.opset),
-                              "producer": self.model.producer_name}
+                              "producer": self.model.producer_name,
+                              "declared_batch": declared, "unmatched": rules.unmatched()}
         return graph
 
 
