@@ -1,6 +1,96 @@
-"""ONNX translations of the attention family (being written; see issue 15)."""
+"""Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25) and
+RotaryEmbedding (23), each one flowgrad op with the node's inputs, outputs and attributes."""
 from __future__ import annotations
 
+from ..builder import ImportProblem
 from ..translations import Translations
 
 T = Translations("attention")
+
+#: ONNX element types a softmax_precision may name, as numpy dtypes (bfloat16, which numpy
+#: lacks, computes in float32: at least as precise)
+_PRECISION = {1: "float32", 10: "float16", 11: "float64", 16: "float32"}
+_PRECISION_CODE = {"float32": 1, "float16": 10, "float64": 11}
+
+
+def _attention(b, a, ins, inputs: int, window: bool):
+    attrs = {"is_causal": a.bool("is_causal", False),
+             "softcap": a.float("softcap", 0.0),
+             "qk_matmul_output_mode": a.int("qk_matmul_output_mode", 0)}
+    for name in ("q_num_heads", "kv_num_heads"):
+        if name in a:
+            attrs[name] = a.int(name)
+    if "scale" in a:
+        attrs["scale"] = a.float("scale")
+    if "softmax_precision" in a:
+        code = a.int("softmax_precision")
+        if code not in _PRECISION:
+            raise ImportProblem(f"Attention: softmax_precision {code} is not a float type "
+                                f"(use one of {sorted(_PRECISION)}: float32, float16, double, "
+                                "bfloat16)")
+        attrs["softmax_precision"] = _PRECISION[code]
+    if window:
+        attrs["left_window_size"] = a.int("left_window_size", -1)
+        attrs["right_window_size"] = a.int("right_window_size", -1)
+    q = ins.need(0, "Q")
+    if window and q.ndim == 4 and ("q_num_heads" in a or "kv_num_heads" in a):
+        raise ImportProblem("Attention (opset 25): q_num_heads and kv_num_heads apply to 3-D "
+                            "inputs only; remove them for 4-D Q, K and V")
+    values = [q, ins.need(1, "K"), ins.need(2, "V")] + [ins.opt(i) for i in range(3, inputs)]
+    return b.final("attention", values, **attrs)
+
+
+@T.imports("Attention", since=23)
+def attention_23(b, a, ins):
+    """Q, K, V, attn_mask, past_key, past_value; outputs Y, present_key, present_value,
+    qk_matmul_output."""
+    return _attention(b, a, ins, 6, window=False)
+
+
+@T.imports("Attention", since=24)
+def attention_24(b, a, ins):
+    """Opset 24 adds the input nonpad_kv_seqlen (an external, padded key/value cache)."""
+    return _attention(b, a, ins, 7, window=False)
+
+
+@T.imports("Attention", since=25)
+def attention_25(b, a, ins):
+    """Opset 25 adds the sliding window (left_window_size, right_window_size)."""
+    return _attention(b, a, ins, 7, window=True)
+
+
+@T.exports("attention")
+def _attention_export(c):
+    op = c.op
+    attrs = {"is_causal": int(op.is_causal), "qk_matmul_output_mode": op.qk_matmul_output_mode}
+    if op.softcap:
+        attrs["softcap"] = op.softcap
+    if op.scale is not None:
+        attrs["scale"] = op.scale
+    if op.q_num_heads is not None:
+        attrs["q_num_heads"] = op.q_num_heads
+        attrs["kv_num_heads"] = op.kv_num_heads
+    if op.softmax_precision is not None:
+        attrs["softmax_precision"] = _PRECISION_CODE[op.softmax_precision]
+    opset = 23
+    if len(c.ins) > 6 and c.ins[6]:
+        opset = 24
+    if op.left_window_size >= 0 or op.right_window_size >= 0:
+        opset = 25
+        attrs["left_window_size"] = op.left_window_size
+        attrs["right_window_size"] = op.right_window_size
+    c.node("Attention", c.ins, c.outs, opset=opset, **attrs)
+
+
+@T.imports("RotaryEmbedding", since=23)
+def rotary_embedding(b, a, ins):
+    values = [ins.need(0, "X"), ins.need(1, "cos_cache"), ins.need(2, "sin_cache"), ins.opt(3)]
+    return b.final("rotary_embedding", values, interleaved=a.bool("interleaved", False),
+                   rotary_embedding_dim=a.int("rotary_embedding_dim", 0),
+                   num_heads=a.int("num_heads", 0))
+
+
+@T.exports("rotary_embedding")
+def _rotary_embedding_export(c):
+    c.node("RotaryEmbedding", c.ins, c.outs, opset=23, interleaved=int(c.op.interleaved),
+           rotary_embedding_dim=c.op.rotary_embedding_dim, num_heads=c.op.num_heads)
