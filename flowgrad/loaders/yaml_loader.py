@@ -56,7 +56,7 @@ from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 
 SCHEMA_VERSION = 1
 TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "include", "blocks", "inputs",
-            "params", "constants", "nodes", "outputs", "train", "visualize")
+            "params", "constants", "nodes", "aliases", "outputs", "train", "visualize")
 INPUT_KEYS = ("shape", "dtype", "doc")
 PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
 CONST_KEYS = ("value", "dtype", "doc")
@@ -290,8 +290,36 @@ class _Builder:
         for item in wiring:
             if item is not None:
                 self.wire(*item)
+        self.aliases(data)
         self.outputs(data)
         return graph
+
+    def aliases(self, data: MarkedDict) -> None:
+        """``aliases: {name: ref}``: other names of values, e.g. an ONNX model's own names
+        (``0.weight``, ``input.1``) that a YAML file cannot declare, written by ``convert``.
+        Each resolves wherever a value is named (outputs, feeds, gradients, objectives) and is
+        what ``export`` calls the value (:meth:`flowgrad.Graph.add_alias`)."""
+        if data.get("aliases") is None:
+            return
+        section = self.mapping(data["aliases"], "'aliases'", data.value_locs, "aliases")
+        if section is None:
+            return
+        for name, ref in section.items():
+            loc = section.key_locs[name]
+            if not isinstance(name, str) or not name:
+                self.error(f"an alias must be a non-empty string, got {_describe(name)} "
+                           "(quote it)", loc)
+            elif name in self.declared:
+                self.error(f"alias '{name}' is already declared as a name in the graph", loc)
+            elif not isinstance(ref, str):
+                self.error(f"alias '{name}' must name a value (a string), got "
+                           f"{_describe(ref)}", section.value_locs[name])
+            else:
+                try:
+                    self.graph.add_alias(name, ref)
+                except KeyError as e:
+                    if not self.failed(ref):
+                        self.error(f"alias '{name}': {e.args[0]}", section.value_locs[name])
 
     def input(self, name: str, d: Any, section: MarkedDict) -> None:
         loc = section.key_locs[name]

@@ -60,6 +60,9 @@ class _Model:
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[TensorProto] = []
         self.names: set[str] = set()          # value names
+        #: the graph's own names of the values exported (see :func:`own_names`): fresh names
+        #: never take one, so each value can be written under its own
+        self.reserved: set[str] = set()
         self.node_names: set[str] = set()
         self.dtypes: dict[str, np.dtype] = {}
         self.functions: dict[str, tuple[str, onnx.FunctionProto]] = {}
@@ -77,7 +80,14 @@ class _Model:
         return _unique(base, self.node_names)
 
     def fresh(self, base: str) -> str:
-        return _unique(base, self.names)
+        return _unique(base, self.names, self.reserved)
+
+    def claim(self, name: str) -> str:
+        """``name`` (a value's own name) if no value has it yet, else a fresh variant."""
+        if name in self.names:
+            return self.fresh(name)
+        self.names.add(name)
+        return name
 
     def const(self, array: np.ndarray, base: str) -> str:
         name = self.fresh(base + "_const")
@@ -121,6 +131,8 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     if missing:
         raise FlowgradError(missing)
     model = _Model()
+    own = own_names(graph, order)
+    model.reserved = set(own.values())
     alias: dict[tuple[str, int], str] = {}
     inputs, inits = [], []
 
@@ -131,7 +143,7 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     for n in order:
         if graph.is_op(n):
             continue
-        vname = model.fresh(n)
+        vname = model.claim(own[(n, 0)]) if (n, 0) in own else model.fresh(n)
         alias[(n, 0)] = vname
         if graph.is_input(n):
             spec = graph.spec_of(n)
@@ -155,7 +167,8 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
             continue
         outs = []
         for port in range(graph.num_outputs(n)):
-            vname = model.fresh(n if port == 0 else f"{n}_{graph.output_names(n)[port]}")
+            vname = model.claim(own[(n, port)]) if (n, port) in own else \
+                model.fresh(n if port == 0 else f"{n}_{graph.output_names(n)[port]}")
             alias[(n, port)] = vname
             outs.append(vname)
         for port, spec in enumerate(graph.specs(n)):
@@ -175,7 +188,9 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
         vname = alias[(node, port)]
         spec = graph.specs(node)[port]
         dtype = float_dtype if spec.dtype.kind == "f" else spec.dtype
-        wanted = ref.replace(".", "_")
+        # an output keeps the name it was asked by when that is a name (a node's, or an
+        # alias: an imported model's own output names), else its value's own name
+        wanted = ref if ref in graph.aliases else own.get((node, port), ref.replace(".", "_"))
         if wanted != vname and wanted not in model.names:
             model.names.add(wanted)
             model.nodes.append(helper.make_node("Identity", [vname], [wanted],
@@ -264,10 +279,35 @@ def as_function(body: Exporter) -> Exporter:
 
 
 
-def _unique(base: str, taken: set[str]) -> str:
-    """``base``, or ``base_1``, ``base_2`` ... whichever is not taken yet; marks it taken."""
+def own_names(graph: Graph, nodes: Sequence[str]) -> dict[tuple[str, int], str]:
+    """``{(node, port): name}``: the name each value of ``nodes`` is exported under when it
+    has one of its own — the ONNX name an imported value had (``onnx_name`` of a leaf,
+    ``onnx_outputs`` of an op), else the first alias naming it (a YAML graph written by
+    ``convert`` lists the model's names as ``aliases``).  So a model imported and exported,
+    directly or through YAML, has the same input, initializer and output names."""
+    by_value = graph.aliases_by_value()
+    found = {}
+    for n in nodes:
+        if graph.is_leaf(n):
+            mine = [graph.extra(n, "onnx_name")]
+        else:
+            mine = list(graph.extra(n, "onnx_outputs") or ())
+            if graph.is_branch(n):
+                continue
+        for port in range(graph.num_outputs(n)):
+            name = mine[port] if port < len(mine) else None
+            if not name:
+                name = next(iter(by_value.get((n, port), ())), None)
+            if name:
+                found[(n, port)] = name
+    return found
+
+
+def _unique(base: str, taken: set[str], reserved: set[str] = frozenset()) -> str:
+    """``base``, or ``base_1``, ``base_2`` ... whichever is neither taken yet nor reserved;
+    marks it taken."""
     name, i = base, 1
-    while name in taken:
+    while name in taken or name in reserved:
         name = f"{base}_{i}"
         i += 1
     taken.add(name)

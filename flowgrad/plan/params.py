@@ -53,6 +53,11 @@ class ParamStore:
     def load_state_dict(self, values: Mapping[str, np.ndarray]) -> None:
         """Copy ``values`` into the live params (shapes must match; unknown names are errors)."""
         for name, value in values.items():
+            if name not in self.params and name in self.graph.aliases:
+                try:                            # a model's own name for a renamed param
+                    name = self.graph.leaf(name)
+                except KeyError:
+                    pass
             if name not in self.params:
                 raise FlowgradError(f"unknown param '{name}'{did_you_mean(name, self.params)}")
             value = np.asarray(value)

@@ -107,7 +107,7 @@ class Plan:
         vals: list[Any] = [None] * self.layout.num_slots
         for slot, value in self._leaf_fill:
             vals[slot] = value
-        feed(self.layout, self.dtype, vals, feeds, program)
+        feed(self.layout, self.dtype, vals, self._by_node(feeds), program)
         ctxs: list[Context | None] = [None] * len(self.layout.steps)
         run_forward(program, vals, ctxs, grad, self.training, self.rng, self.backend,
                     self._pool, self._store)
@@ -130,7 +130,8 @@ class Plan:
         if self._last is None:
             raise FlowgradError("backward() needs a forward(..., grad=True) first")
         forward_program, ctxs, out_vals = self._last
-        wrt = tuple(wrt)
+        asked = tuple(wrt)
+        wrt = tuple(self._node_of(name) for name in asked)
         key = (id(forward_program), tuple(seeds), wrt)
         program = self._backward_programs.get(key)
         if program is None:
@@ -150,7 +151,28 @@ class Plan:
                 value = np.zeros_like(self.params[name] if name in self.params
                                       else out_vals[slot])
             grads[name] = value
+        for name, node in zip(asked, wrt):      # a leaf asked for by an alias: by that name
+            if name != node and node in grads:
+                grads[name] = grads[node] if node in self.trainable or node in asked \
+                    else grads.pop(node)
         return grads
+
+    # -- names ------------------------------------------------------------------------------
+    def _node_of(self, name: str) -> str:
+        """The leaf node ``name`` is or aliases (:meth:`Graph.leaf`); ``name`` itself when it
+        is neither, for the caller's own message."""
+        if name in self.graph.dag:
+            return name
+        try:
+            return self.graph.leaf(name)
+        except KeyError:
+            return name
+
+    def _by_node(self, feeds: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``feeds`` keyed by input node: a model's own names (graph aliases) are accepted."""
+        if all(k in self.layout.input_slots for k in feeds):
+            return feeds
+        return {self._node_of(k): v for k, v in feeds.items()}
 
     def forward_backward(self, feeds: Mapping[str, Any], seeds: Mapping[str, Any],
                          wrt: Iterable[str] = (), outputs: Sequence[str] | None = None
