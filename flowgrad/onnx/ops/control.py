@@ -1,6 +1,238 @@
-"""ONNX translations of the control family (being written; see issue 15)."""
+"""Control flow (flowgrad.ops.control): If, Loop and Scan with their bodies.
+
+Each body is imported as a flowgrad graph by :mod:`flowgrad.onnx.subgraph` (outer-scope values
+become extra inputs of the op, constants fold into the body).  An If whose condition is a
+load-time constant is not an op at all: the taken branch is translated in place (exporters
+emit such Ifs for shape checks).  A loop-carried value or scan state whose shape changes from
+one iteration to the next is found by importing the body again with the dims that changed
+unknown, until its shapes settle.
+"""
 from __future__ import annotations
 
+import numpy as np
+
+from ...errors import FlowgradError
+from ...op import Spec
+from ..builder import ImportProblem
+from ..subgraph import (_MAX_ROUNDS, declared_spec, free_names, graph_attr, import_body,
+                        outer_values, translate)
 from ..translations import Translations
 
 T = Translations("control")
+
+
+def _opaque(handler):
+    """Mark an import handler as taking sequence / optional values (see subgraph.reads_opaque)."""
+    handler.reads_opaque = True
+    return handler
+
+
+def _general(a: Spec, b: Spec, what: str) -> Spec:
+    """The spec covering ``a`` and ``b`` (dims that differ unknown); same rank needed."""
+    if a.ndim != b.ndim:
+        raise ImportProblem(f"{what} has rank {a.ndim} before the body and {b.ndim} after it; "
+                            "flowgrad needs a fixed rank")
+    return Spec(tuple(x if x == y else None for x, y in zip(a.shape, b.shape)), a.dtype)
+
+
+def _settle(b, proto, fixed: list, carried: list[Spec], rest: list, outer, what: str,
+            carried_out: slice):
+    """Import ``proto`` with formal inputs ``fixed + carried + rest`` until the carried specs
+    cover what the body makes of them (its outputs ``carried_out``)."""
+    for _ in range(_MAX_ROUNDS):
+        graph, outs = import_body(b, proto, fixed + carried + rest, outer, what)
+        made = [v.spec for v in outs[carried_out]]
+        if len(made) != len(carried):
+            raise ImportProblem(f"its {what} gives {len(outs)} output(s); too few for "
+                                f"{len(carried)} carried value(s)")
+        wider = [_general(s, m, f"carried value {i}") if s.dtype != object else s
+                 for i, (s, m) in enumerate(zip(carried, made))]
+        if wider == carried:
+            return graph, outs
+        carried = wider
+    raise ImportProblem(f"the shapes of its carried values do not settle after {_MAX_ROUNDS} "
+                        "imports of the body")
+
+
+@T.imports("If", since=1)
+@_opaque
+def _if(b, a, ins):
+    """If: inlined when ``cond`` is a constant, else flowgrad's ``if`` with both branches."""
+    node = b.current
+    cond = ins.need(0, "cond")
+    branches = {k: graph_attr(node, k) for k in ("then_branch", "else_branch")}
+    if cond.is_const:
+        flat = np.asarray(cond.const).reshape(-1)
+        if flat.size != 1:
+            raise ImportProblem(f"cond must hold one value, not {flat.size}")
+        return _inline(b, branches["then_branch" if bool(flat[0]) else "else_branch"])
+    names = list(dict.fromkeys(free_names(branches["then_branch"])
+                               + free_names(branches["else_branch"])))
+    outer = outer_values(b, names)
+    graphs = {k: import_body(b, g, [], outer, k.replace("_", " "))[0]
+              for k, g in branches.items()}
+    if len(graphs["then_branch"].outputs) != len(node.output):
+        raise ImportProblem(f"its branches give {len(graphs['then_branch'].outputs)} "
+                            f"output(s), the node {len(node.output)}")
+    return b.op("if", [cond] + [v for _, v in outer], name=b.final_name(0), **graphs)
+
+
+def _inline(b, proto):
+    """Translate a branch in place: its nodes join the enclosing graph."""
+    node = b.current
+    scope = b.values
+    if len(proto.output) != len(node.output):
+        raise ImportProblem(f"its taken branch gives {len(proto.output)} output(s), the node "
+                            f"{len(node.output)}")
+    local = _Local(scope)
+    for init in proto.initializer:
+        from ..tensors import to_array
+        local[init.name] = b.const(to_array(init))
+    b.values = local
+    try:
+        problems = translate(b, proto.node, local)
+    finally:
+        b.values = scope
+        b.begin(node)
+    if problems:
+        raise ImportProblem("in its taken branch: " + "; ".join(problems))
+    outs = []
+    for vi in proto.output:
+        if vi.name not in local:
+            raise ImportProblem(f"its taken branch declares output '{vi.name}', which nothing "
+                                "computes")
+        outs.append(local[vi.name])
+    return outs
+
+
+class _Local(dict):
+    """An inlined branch's names over the enclosing scope (which it may read, not write)."""
+
+    def __init__(self, outer):
+        super().__init__()
+        self._outer = outer
+
+    def __missing__(self, key):
+        return self._outer[key]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self._outer
+
+
+@T.imports("Loop", since=1)
+@_opaque
+def _loop(b, a, ins):
+    """Loop -> flowgrad ``loop`` (M and cond optional; neither is refused: it never ends)."""
+    node = b.current
+    body = graph_attr(node, "body")
+    trip, cond = ins.opt(0), ins.opt(1)
+    if trip is None and cond is None:
+        raise ImportProblem("has neither a trip count M nor a condition, so it never ends; "
+                            "give one of them")
+    initial = list(ins[2:])
+    if any(v is None for v in initial):
+        raise ImportProblem("a loop-carried initial value is empty; connect every one")
+    n = len(initial)
+    if len(body.input) != 2 + n:
+        raise ImportProblem(f"its body takes {len(body.input)} input(s); it must take 2 + "
+                            f"{n} (iteration, condition, carried values)")
+    fixed = [declared_spec(body.input[0]) or Spec((), np.int64),
+             declared_spec(body.input[1]) or Spec((), np.bool_)]
+    outer = outer_values(b, free_names(body))
+    graph, outs = _settle(b, body, fixed, [v.spec for v in initial], [], outer, "body",
+                          slice(1, 1 + n))
+    if len(graph.outputs) != len(node.output) + 1:
+        raise ImportProblem(f"its body gives {len(graph.outputs)} output(s): the node's "
+                            f"{len(node.output)} and the condition")
+    present = [v for v in (trip, cond) if v is not None]
+    return b.op("loop", present + initial + [v for _, v in outer], name=b.final_name(0),
+                body=graph, num_carried=n, trip_count=trip is not None,
+                condition=cond is not None)
+
+
+def _drop(spec: Spec, axis: int) -> Spec:
+    return Spec(spec.shape[:axis] + spec.shape[axis + 1:], spec.dtype)
+
+
+@T.imports("Scan", since=9)
+@_opaque
+def _scan(b, a, ins):
+    """Scan-9 and later -> flowgrad ``scan``."""
+    node = b.current
+    body = graph_attr(node, "body")
+    m = a.int("num_scan_inputs")
+    n = len(ins) - m
+    if m < 1 or n < 0:
+        raise ImportProblem(f"num_scan_inputs is {m}; it must be between 1 and the number of "
+                            f"inputs ({len(ins)})")
+    if any(v is None for v in ins):
+        raise ImportProblem("an input is empty; connect every state and scan input")
+    attrs = {k: a.ints(k, []) for k in ("scan_input_axes", "scan_input_directions",
+                                         "scan_output_axes", "scan_output_directions")}
+    axes = attrs["scan_input_axes"] or [0] * m
+    if len(axes) != m:
+        raise ImportProblem(f"scan_input_axes has {len(axes)} entries for {m} scan inputs")
+    slices = []
+    for j, (v, axis) in enumerate(zip(ins[n:], axes)):
+        if not -v.ndim <= axis < v.ndim:
+            raise ImportProblem(f"scan_input_axes[{j}] = {axis} is out of range for a "
+                                f"{v.ndim}-d input")
+        slices.append(_drop(v.spec, axis % v.ndim))
+    if len(body.input) != n + m:
+        raise ImportProblem(f"its body takes {len(body.input)} input(s); it must take {n + m} "
+                            "(states, then one slice per scan input)")
+    outer = outer_values(b, free_names(body))
+    graph, outs = _settle(b, body, [], [v.spec for v in ins[:n]], slices, outer, "body",
+                          slice(0, n))
+    if len(graph.outputs) != len(node.output):
+        raise ImportProblem(f"its body gives {len(graph.outputs)} output(s), the node "
+                            f"{len(node.output)}")
+    return b.op("scan", list(ins) + [v for _, v in outer], name=b.final_name(0), body=graph,
+                num_scan_inputs=m, num_outer=len(outer),
+                **{k: v for k, v in attrs.items() if v})
+
+
+@T.imports("Scan", since=8)
+@_opaque
+def _scan8(b, a, ins):
+    """Scan-8: a leading batch axis on every input, time on axis 1 of the scan inputs.
+    ``sequence_lens`` is accepted when it is a constant giving every row the full length."""
+    node = b.current
+    body = graph_attr(node, "body")
+    m = a.int("num_scan_inputs")
+    lens, rest = ins.opt(0), list(ins[1:])
+    n = len(rest) - m
+    if m < 1 or n < 0 or any(v is None for v in rest):
+        raise ImportProblem(f"needs every state and its {m} scan input(s) connected")
+    for v in rest:
+        if v.ndim < 1:
+            raise ImportProblem("Scan-8 inputs have a leading batch axis; a scalar has none")
+    if lens is not None:
+        length = rest[n].shape[1] if rest[n].ndim > 1 else None
+        values = np.asarray(b.static(lens, "sequence_lens")).reshape(-1)
+        if length is None or not np.all(values == length):
+            raise ImportProblem("flowgrad's Scan-8 runs every sequence to its full length; "
+                                "give no sequence_lens, or full lengths (or use Scan-9)")
+    directions = a.ints("directions", [])
+    states = [_drop(v.spec, 0) for v in rest[:n]]
+    slices = []
+    for v in rest[n:]:
+        if v.ndim < 2:
+            raise ImportProblem("a Scan-8 scan input needs a batch and a time axis")
+        slices.append(_drop(_drop(v.spec, 0), 0))
+    if len(body.input) != n + m:
+        raise ImportProblem(f"its body takes {len(body.input)} input(s); it must take {n + m}")
+    outer = outer_values(b, free_names(body))
+    graph, outs = _settle(b, body, [], states, slices, outer, "body", slice(0, n))
+    return b.op("scan", rest + [v for _, v in outer], name=b.final_name(0), body=graph,
+                num_scan_inputs=m, num_outer=len(outer), batch_axis=True,
+                **({"scan_input_directions": directions} if directions else {}))
+
+
+def _refuse_export(c) -> None:
+    raise FlowgradError(f"node '{c.name}': exporting '{c.op.type}' with its body to ONNX is "
+                        "not supported yet; export the graph's other outputs, or keep the "
+                        "original model")
+
+
+T.exports("if", "loop", "scan")(_refuse_export)
