@@ -27,6 +27,10 @@ def slice_1(b, a, ins):
 
 @T.imports("Slice", since=10, static=(1, 2, 3, 4))
 def slice_10(b, a, ins):
+    bounds = [ins.need(1, "starts"), ins.need(2, "ends"), ins.opt(3), ins.opt(4)]
+    if any(v is not None and not v.is_const and v.initial is None for v in bounds):
+        # bounds computed at run time (a loop body slicing at its iteration number): ports
+        return b.final("slice", [ins.need(0, "data")] + bounds)
     attrs = {"starts": ints(b.static(ins.need(1, "starts"), "Slice starts"), "Slice starts"),
              "ends": ints(b.static(ins.need(2, "ends"), "Slice ends"), "Slice ends")}
     for i, key in ((3, "axes"), (4, "steps")):
