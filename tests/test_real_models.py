@@ -36,7 +36,7 @@ F = sys.modules.setdefault("fetch_models", importlib.util.module_from_spec(_spec
 _spec.loader.exec_module(F)
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is needed to compare outputs "
-                          "(pip install -e '.[bench]')")
+                          "(pip install -e '.[dev]')")
 
 SPECS = F.load_manifest()
 
@@ -62,6 +62,23 @@ def model_path(name: str) -> pathlib.Path:
                     f"index is unreachable: {e}")
 
 
+def ort_session(spec, path: pathlib.Path, threads: int = 1):
+    """An onnxruntime CPU session of the model with ``threads`` threads, whose outputs are the
+    model's own followed by the manifest's ``compare`` values."""
+    model_bytes = path.read_bytes()
+    if spec.compare:
+        import onnx
+        model = onnx.load_from_string(model_bytes)
+        for value in spec.compare:
+            model.graph.output.append(onnx.ValueInfoProto(name=value))
+        model_bytes = model.SerializeToString()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
 _loaded: dict[str, tuple] = {}
 
 
@@ -71,18 +88,7 @@ def loaded(name: str):
         spec = SPECS[name]
         path = model_path(name)
         graph = flowgrad.load(str(path))
-        model_bytes = path.read_bytes()
-        if spec.compare:
-            import onnx
-            model = onnx.load_from_string(model_bytes)
-            for value in spec.compare:
-                model.graph.output.append(onnx.ValueInfoProto(name=value))
-            model_bytes = model.SerializeToString()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+        session = ort_session(spec, path)
         rng = np.random.default_rng(0)
         feeds = {i.name: i.make(rng) for i in spec.inputs}
         _loaded[name] = (spec, path, graph, session, feeds)
@@ -177,7 +183,7 @@ def test_gradients_match_finite_differences(name):
     checks = directional_checks(spec, graph, feeds)
     assert checks, f"{name}: nothing to check (no differentiable input, no grad_params)"
     bad = [f"{leaf}: backward {a:.6g}, central differences {n:.6g}" for leaf, a, n in checks
-           if not abs(a - n) <= 1e-6 + 1e-4 * abs(n)]
+           if not abs(a - n) <= 1e-9 + 1e-4 * abs(n)]
     assert not bad, f"{name} ({path.name}):\n  " + "\n  ".join(bad)
 
 
