@@ -46,6 +46,23 @@ def read_feeds(items: list[str]) -> dict[str, np.ndarray]:
     return feeds
 
 
+def input_node(graph, name: str) -> str:
+    """The input node ``-i NAME`` feeds: an input's name or an alias of one (a model's own
+    name, e.g. ``input.1`` in a graph converted to YAML as ``input_1``)."""
+    if name in graph.dag and graph.is_input(name):
+        return name
+    try:
+        node = graph.leaf(name)
+    except KeyError:
+        node = None
+    if node is None or not graph.is_input(node):
+        known = [*graph.inputs, *(a for a, ref in graph.aliases.items() if ref in graph.inputs)]
+        raise FlowgradError(f"--input {name}: the graph has no input '{name}'"
+                            f"{did_you_mean(name, known)} (its inputs: "
+                            f"{', '.join(graph.inputs)})")
+    return node
+
+
 def run(args, registry):
     from ..workflows.deploy import trained_graph, trained_plan
     if args.data or args.workers is not None or args.cluster or args.chunk_rows is not None:
@@ -56,12 +73,8 @@ def run(args, registry):
     net = trained_plan(args.graph, args.checkpoint, dtype=args.dtype, registry=registry)
     graph = net.graph
     feeds = read_feeds(args.input)
-    unknown = [n for n in feeds if n not in graph.inputs]
-    if unknown:
-        raise FlowgradError(f"--input {unknown[0]}: the graph has no input '{unknown[0]}'"
-                            f"{did_you_mean(unknown[0], graph.inputs)} "
-                            f"(its inputs: {', '.join(graph.inputs)})")
-    missing = [n for n in graph.inputs if n not in feeds]
+    fed = {input_node(graph, n): n for n in feeds}
+    missing = [n for n in graph.inputs if n not in fed]
     if missing and not args.outputs:
         raise FlowgradError(f"missing --input for {', '.join(missing)} "
                             f"(the graph's inputs: {', '.join(graph.inputs)}); or ask only for "
@@ -72,9 +85,9 @@ def run(args, registry):
         preview = np.array2string(value.ravel()[:6], precision=4, separator=", ")
         more = " ..." if value.size > 6 else ""
         print(f"{name}: {value.dtype}{list(value.shape)} {preview}{more}")
-    if args.out:
+    if args.out:                 # keyed by the names asked for, as written ('input.1', 'a/b')
         with open(args.out, "wb") as f:          # a file object: np.savez adds no '.npz'
-            np.savez(f, **{k.replace("/", "_"): np.asarray(v) for k, v in outputs.items()})
+            np.savez(f, **{k: np.asarray(v) for k, v in outputs.items()})
         print(f"saved {len(outputs)} output(s) to {args.out}")
     return 0
 
