@@ -632,4 +632,6 @@ class AffineGrid(Op):
         (base,) = ctx.saved
         if not ctx.needs_input_grad[0]:
             return None, None
-        return np.einsum("n...i,...j->nij", gy, base), None
+        dims = base.shape[-1] - 1
+        return np.einsum("npi,pj->nij", gy.reshape(gy.shape[0], -1, dims),
+                         base.reshape(-1, dims + 1)), None
