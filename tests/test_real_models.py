@@ -50,16 +50,26 @@ def _params():
 MODELS = list(_params())
 
 
+_offline: list[str] = []      # why the index was unreachable, once seen: later fetches skip
+
+
 def model_path(name: str) -> pathlib.Path:
     """The cached model, fetched if needed; a skip (with the reason) when it is not cached
-    and the index is unreachable, unless FLOWGRAD_REQUIRE_MODELS is set."""
+    and the index is unreachable, unless FLOWGRAD_REQUIRE_MODELS is set.  Once the index has
+    been found unreachable, later models not in the cache skip without asking pip again."""
+    spec = SPECS[name]
+    path = spec.path()
     try:
-        return F.fetch(SPECS[name])
+        if _offline and not (path.is_file() and F.sha256_of(path) == spec.sha256):
+            raise F.IndexUnreachable(_offline[0], _offline[0])
+        return F.fetch(spec)
     except F.IndexUnreachable as e:
+        _offline[:1] = [e.cause]
         if os.environ.get("FLOWGRAD_REQUIRE_MODELS"):
-            pytest.fail(f"FLOWGRAD_REQUIRE_MODELS is set and the model cannot be fetched: {e}")
+            pytest.fail(f"FLOWGRAD_REQUIRE_MODELS is set and model '{name}' cannot be "
+                        f"fetched:\n{e}")
         pytest.skip(f"model '{name}' is not in the cache ({F.cache_dir()}) and the package "
-                    f"index is unreachable: {e}")
+                    f"index is unreachable ({e.cause}); run tools/fetch_models.py where it is")
 
 
 def ort_session(spec, path: pathlib.Path, threads: int = 1):

