@@ -1,0 +1,78 @@
+"""Cases for flowgrad/ops/control.py: if, loop and scan, with bodies written in their plain form
+(inputs, consts, nodes, outputs: what ``config()`` gives and YAML holds).  Each body reads an
+outer value (the last inputs), so its gradient is summed over the iterations."""
+import numpy as np
+
+from flowgrad.testing import Case
+
+F = "float64"
+
+
+def body(inputs, nodes, outputs, consts=()):
+    """A plain body: ``inputs`` (name, shape, dtype), ``nodes`` (name, op, [source node or
+    (node, port)], attrs), ``outputs`` (node or (node, port))."""
+    def ref(src):
+        return [src, 0] if isinstance(src, str) else list(src)
+    return {"inputs": [[n, list(s), d] for n, s, d in inputs],
+            "consts": [[n, d, list(np.shape(v)), np.ravel(v).tolist()] for n, d, v in consts],
+            "nodes": [[n, op, [ref(s) for s in srcs], attrs] for n, op, srcs, attrs in nodes],
+            "outputs": [ref(o) for o in outputs]}
+
+
+# h <- tanh(h @ W + x_i) with x_i the i-th row of an outer value; outputs cond, h, and h as scan
+_RNN_LOOP = body(
+    [("i", (), "int64"), ("c", (), "bool"), ("h", (None, 3), F), ("W", (3, 3), F),
+     ("X", (4, 3), F)],
+    [("row", "gather", ["X", "i"], {"axis": 0}),
+     ("hw", "matmul", ["h", "W"], {}),
+     ("pre", "add", ["hw", "row"], {}),
+     ("h2", "tanh", ["pre"], {}),
+     ("two", "less", ["i", "limit"], {})],
+    ["two", "h2", "h2"],
+    consts=[("limit", "int64", np.array(2))])
+
+# a while loop: the condition (i < 2) ends it after 3 iterations, whatever M says
+_SCALE_LOOP = body(
+    [("i", (), "int64"), ("c", (), "bool"), ("v", (None,), F), ("a", (None,), F)],
+    [("va", "mul", ["v", "a"], {}), ("s", "sin", ["va"], {}), ("go", "less", ["i", "limit"], {})],
+    ["go", "s"],
+    consts=[("limit", "int64", np.array(2))])
+
+# s <- s * x_t + w ; y_t = s
+_SCAN = body(
+    [("s", (2,), F), ("x", (2,), F), ("w", (2,), F)],
+    [("sx", "mul", ["s", "x"], {}), ("s2", "add", ["sx", "w"], {}), ("y", "tanh", ["s2"], {})],
+    ["s2", "y"])
+
+_THEN = body([("x", (None, 3), F), ("w", (3,), F)], [("y", "mul", ["x", "w"], {})], ["y"])
+_ELSE = body([("x", (None, 3), F), ("w", (3,), F)],
+             [("y", "add", ["x", "w"], {}), ("z", "exp", ["y"], {})], ["z"])
+
+CASES = {
+    "loop": [
+        Case([np.array(4, np.int64), np.array(True), (2, 3), (3, 3), (4, 3)],
+             {"body": _RNN_LOOP, "num_carried": 1}, id="rnn-M-and-cond"),
+        Case([np.array(4, np.int64), (2, 3), (3, 3), (4, 3)],
+             {"body": _RNN_LOOP, "num_carried": 1, "condition": False}, id="for-loop"),
+        Case([np.array(True), (5,), (5,)],
+             {"body": _SCALE_LOOP, "num_carried": 1, "trip_count": False}, id="while-loop"),
+        Case([np.array(0, np.int64), (5,), (5,)],
+             {"body": _SCALE_LOOP, "num_carried": 1, "condition": False}, id="zero-trips"),
+    ],
+    "scan": [
+        Case([(2,), (4, 2), (2,)], {"body": _SCAN, "num_scan_inputs": 1, "num_outer": 1},
+             id="forward"),
+        Case([(2,), (2, 5), (2,)],
+             {"body": _SCAN, "num_scan_inputs": 1, "num_outer": 1, "scan_input_axes": [1],
+              "scan_input_directions": [1], "scan_output_axes": [-1],
+              "scan_output_directions": [1]}, id="axes-reversed"),
+        Case([(3, 2), (3, 4, 2), (2,)], {"body": _SCAN, "num_scan_inputs": 1, "num_outer": 1,
+                                        "batch_axis": True}, id="scan8-batch"),
+    ],
+    "if": [
+        Case([np.array(True), (2, 3), (3,)], {"then_branch": _THEN, "else_branch": _ELSE},
+             id="then"),
+        Case([np.array([False]), (2, 3), (3,)], {"then_branch": _THEN, "else_branch": _ELSE},
+             id="else"),
+    ],
+}
