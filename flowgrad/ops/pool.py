@@ -1,4 +1,5 @@
-"""Pooling in the ONNX layout ``(N, C, *spatial)``: max, average, and their global forms.
+"""Pooling in the ONNX layout ``(N, C, *spatial)``: max, average, Lp, their global forms, and
+max_unpool.
 
 Windows follow :mod:`._conv_util` (kernel, strides, dilations, pads, auto_pad, ceil_mode).  Max
 and average pooling, forward and backward, are compiled kernels (``ctx.backend.kernels``,
@@ -206,3 +207,172 @@ class GlobalMaxPool(_GlobalPool):
         gx = np.zeros((shape[0], shape[1], int(np.prod(shape[2:]))), dtype=gy.dtype)
         np.put_along_axis(gx, arg[..., None], gy.reshape(shape[:2] + (1,)), axis=2)
         return (gx.reshape(shape),)
+
+
+def _tap_slices(g, nd: int):
+    """For each tap of the window (every kernel offset), the index into the padded input that
+    lines that tap up with the output grid: one strided slice per spatial axis."""
+    for offsets in np.ndindex(*g.kernel):
+        yield (slice(None), slice(None)) + tuple(
+            slice(k * d, k * d + (o - 1) * s + 1, s)
+            for k, d, o, s in zip(offsets, g.dilations, g.out, g.strides))
+
+
+class LpPool(_Pool):
+    """ONNX LpPool: ``y = (sum over the window of |x|^p)^(1/p)``; padding cells count as zeros.
+
+    A loop over the kernel's taps, each a strided slice of a zero-padded ``|x|^p`` (windows are
+    small; every tap is one vectorised pass).  Backward: ``dx = dy · y^(1-p) · |x|^(p-1) ·
+    sign(x)`` summed over the windows reading ``x`` (the same taps, scattered back); a window
+    summing to 0 passes no gradient.
+    """
+
+    type = "lp_pool"
+    attrs = {**_Pool.attrs, "p": Attr("int", 2, doc="the norm's exponent, >= 1")}
+
+    def check(self):
+        super().check()
+        if self.p < 1:
+            raise AttrError(f"lp_pool: 'p' must be >= 1, got {self.p}", attr="p")
+
+    def _padded(self, x, g):
+        nd = x.ndim - 2
+        work = np.promote_types(x.dtype, np.float32)
+        padded = np.zeros(x.shape[:2] + tuple(n + b + e for n, b, e in
+                                              zip(x.shape[2:], g.begin, g.end)), work)
+        inner = (slice(None), slice(None)) + tuple(slice(b, b + n)
+                                                   for b, n in zip(g.begin, x.shape[2:]))
+        return padded, inner, nd
+
+    def forward(self, ctx, x):
+        g = self._geometry(x.shape)
+        padded, inner, nd = self._padded(x, g)
+        powered = np.abs(np.asarray(x, dtype=padded.dtype)) ** self.p
+        padded[inner] = powered
+        total = np.zeros(x.shape[:2] + g.out, padded.dtype)
+        for index in _tap_slices(g, nd):
+            total += padded[index]
+        y = total ** (1.0 / self.p)
+        if ctx.grad_enabled:
+            ctx.save(x, g, total, y)
+        return (y.astype(x.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        x, g, total, y = ctx.saved
+        gtotal = np.where(total > 0, gy * y / (self.p * np.where(total > 0, total, 1)), 0)
+        gpadded, inner, nd = self._padded(x, g)
+        for index in _tap_slices(g, nd):
+            gpadded[index] += gtotal
+        xs = np.asarray(x, dtype=gpadded.dtype)
+        gx = gpadded[inner] * (self.p * np.abs(xs) ** (self.p - 1) * np.sign(xs)
+                               if self.p > 1 else np.sign(xs))
+        return (gx.astype(gy.dtype, copy=False),)
+
+
+class GlobalLpPool(_GlobalPool):
+    """ONNX GlobalLpPool: ``y = (sum over all positions of |x|^p)^(1/p)``, spatial axes kept
+    with size 1; backward as lp_pool's."""
+
+    type = "global_lp_pool"
+    attrs = {"p": Attr("int", 2, doc="the norm's exponent, >= 1")}
+
+    def check(self):
+        if self.p < 1:
+            raise AttrError(f"global_lp_pool: 'p' must be >= 1, got {self.p}", attr="p")
+
+    def forward(self, ctx, x):
+        axes = tuple(range(2, x.ndim))
+        xs = np.asarray(x, dtype=np.promote_types(x.dtype, np.float32))
+        total = np.sum(np.abs(xs) ** self.p, axis=axes, keepdims=True)
+        y = total ** (1.0 / self.p)
+        if ctx.grad_enabled:
+            ctx.save(xs, total, y)
+        return (y.astype(x.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        xs, total, y = ctx.saved
+        gtotal = np.where(total > 0, gy * y / (self.p * np.where(total > 0, total, 1)), 0)
+        local = self.p * np.abs(xs) ** (self.p - 1) * np.sign(xs) if self.p > 1 else np.sign(xs)
+        return ((gtotal * local).astype(gy.dtype, copy=False),)
+
+
+class MaxUnpool(Op):
+    """ONNX MaxUnpool: the partial inverse of max_pool, scattering each value of ``x`` to the
+    position ``indices`` names (a flat index, as MaxPool's ``Indices`` output gives), zeros
+    elsewhere.
+
+    The indices address the shape max_pool's input had, ``(in - 1) · stride + kernel - pads``
+    per spatial axis; an ``output_shape`` larger than that pads the result with zeros at the end
+    of each axis (ONNX's reference; onnxruntime instead reads the indices in ``output_shape``'s
+    layout: the two agree when the shapes match, as they do for a model's own pooling).
+    Backward gathers the gradient at the same positions (for repeated indices the value
+    written last, which is the one kept, takes it).
+    """
+
+    type = "max_unpool"
+    inputs = ("x", "indices")
+    no_grad_inputs = frozenset({"indices"})
+    attrs = {"kernel_shape": Attr("ints", doc="the pooling window per spatial axis"),
+             "strides": Attr("ints", (), doc="the pooling's strides (default 1)"),
+             "pads": Attr("ints", (), doc="the pooling's pads, all begins then all ends"),
+             "output_shape": Attr("ints", (), doc="the whole output shape (N, C, *spatial)")}
+
+    def check(self):
+        if any(k < 1 for k in self.kernel_shape) or any(s < 1 for s in self.strides) \
+                or any(p < 0 for p in self.pads):
+            raise AttrError("max_unpool: kernel_shape and strides must be >= 1 and pads >= 0",
+                            attr="kernel_shape")
+
+    def _shapes(self, shape):
+        nd = len(shape) - 2
+        if len(self.kernel_shape) != nd:
+            raise ShapeError(f"max_unpool: kernel_shape {list(self.kernel_shape)} has "
+                             f"{len(self.kernel_shape)} axes but the input "
+                             f"{format_shape(shape)} has {nd} spatial axes")
+        strides = tuple(self.strides) or (1,) * nd
+        pads = tuple(self.pads) or (0,) * (2 * nd)
+        if len(strides) != nd or len(pads) != 2 * nd:
+            raise ShapeError(f"max_unpool: strides need {nd} entries and pads {2 * nd}")
+        inferred = tuple(shape[:2]) + tuple(
+            None if n is None else (n - 1) * s - pads[i] - pads[i + nd] + k
+            for i, (n, s, k) in enumerate(zip(shape[2:], strides, self.kernel_shape)))
+        if not self.output_shape:
+            return inferred, inferred
+        out = tuple(self.output_shape)
+        if len(out) != len(shape) or any(
+                None not in (o, i) and o < i for o, i in zip(out[2:], inferred[2:])):
+            raise ShapeError(f"max_unpool: output_shape {list(out)} must be a whole shape "
+                             f"(N, C, *spatial) at least {format_shape(inferred)}")
+        return inferred, (shape[0], shape[1]) + out[2:]
+
+    def infer(self, x, indices):
+        spatial_check(self, x)
+        if indices.dtype.kind not in "iu":
+            raise ShapeError(f"max_unpool: indices must be integers, got {indices.dtype}")
+        return (Spec(self._shapes(x.shape)[1], x.dtype),)
+
+    def forward(self, ctx, x, indices):
+        inferred, out_shape = self._shapes(x.shape)
+        flat = np.asarray(indices, dtype=np.int64).reshape(-1)
+        size = math.prod(inferred)
+        if flat.size != x.size:
+            raise ValueError(f"max_unpool: {flat.size} indices for {x.size} values")
+        if flat.size and (flat.min() < 0 or flat.max() >= size):
+            raise ValueError(f"max_unpool: indices must be in [0, {size}) for the unpooled "
+                             f"shape {inferred}, got values from {flat.min()} to {flat.max()}")
+        y = np.zeros(out_shape, x.dtype)
+        corner = tuple(slice(0, n) for n in inferred)
+        block = np.zeros(size, x.dtype)
+        block[flat] = x.reshape(-1)
+        y[corner] = block.reshape(inferred)
+        if ctx.grad_enabled:
+            order = np.arange(flat.size)
+            owner = np.empty(size, np.int64)
+            owner[flat] = order                 # the same assignment: the same value wins
+            ctx.save(flat, owner[flat] == order, corner, x.shape)
+        return (y,)
+
+    def backward(self, ctx, gy):
+        flat, kept, corner, shape = ctx.saved
+        block = np.ascontiguousarray(gy[corner]).reshape(-1)
+        return (np.where(kept, block[flat], 0).reshape(shape), None)
