@@ -84,11 +84,20 @@ class Trainer:
     are called as ``callback(trainer)`` after every step; ``micro_batch`` bounds the samples
     run at once, a larger batch being split and its gradients accumulated (one update);
     ``log`` receives the lines about resuming (``print`` to show them).
+
+    ``bn_eval`` keeps batch norm in evaluation mode while training: it normalises with its
+    running statistics and leaves them unchanged, while dropout still drops (the usual practice
+    when fine-tuning a model trained by others: its statistics come from far more data than a
+    fine-tuning batch, and a small batch's statistics make training and evaluation disagree —
+    training loss falls while evaluation loss rises).  None (the default) takes the config's
+    ``bn_eval``, and if that is unset too, turns it on for an imported ONNX model and off for
+    other graphs (a YAML network trained from scratch needs batch statistics).
     """
 
     def __init__(self, plan: Plan, config: TrainConfig | None = None, registry: Any = None,
                  progress: bool = False, callbacks: Sequence[Callable[["Trainer"], Any]] = (),
-                 micro_batch: int | None = None, log: Callable[[str], Any] | None = None):
+                 micro_batch: int | None = None, log: Callable[[str], Any] | None = None,
+                 bn_eval: bool | None = None):
         if plan.dtype.itemsize < 4:
             raise FlowgradError(
                 f"{plan.graph.source or plan.graph.name}: cannot train in {plan.dtype}: its "
@@ -107,6 +116,13 @@ class Trainer:
             decay_mult={n: graph.decay_mult(n) for n in leaves}, **settings)
         self.progress = progress
         self.micro_batch = micro_batch if micro_batch is not None else config.micro_batch
+        fixed = fixed_batch(graph)
+        if fixed is not None and self.micro_batch is None:
+            self.micro_batch = fixed        # a model that takes one batch size is fed that
+        if bn_eval is None:
+            bn_eval = config.bn_eval if config.bn_eval is not None else "onnx" in graph.meta
+        self.bn_eval = bool(bn_eval)
+        self._norms = [graph.op_of(n) for n in graph.ops if graph.op_of(n).type == "batch_norm"]
         self.callbacks = list(callbacks)
         self.seeds = dict(config.minimize)
         metric_outputs = [m for m in config.metrics if m != "accuracy"]
@@ -170,8 +186,15 @@ class Trainer:
         """One forward/backward/update on a batch; returns the requested outputs."""
         plan = self.plan
         plan.train()
-        out, grads = forward_backward(plan, feeds, self.seeds, outputs=self.outputs,
-                                      micro_batch=self.micro_batch)
+        frozen = self._norms if self.bn_eval else []
+        for op in frozen:
+            op.use_running_stats = True
+        try:
+            out, grads = forward_backward(plan, feeds, self.seeds, outputs=self.outputs,
+                                          micro_batch=self.micro_batch)
+        finally:
+            for op in frozen:
+                op.use_running_stats = op.config().get("use_running_stats", False)
         check_step(plan, feeds, {k: out[k] for k in self.seeds}, grads,
                    where=f"epoch {self.epoch + 1}, step {self.step + 1}")
         if self.config.clip_grad_norm is not None:
@@ -205,6 +228,7 @@ class Trainer:
         plan = self.plan
         mode = plan.training
         plan.eval()
+        batch_size = fixed_batch(plan.graph) or batch_size
         sums: dict[str, float] = {}
         try:
             for index in batches(len(data), batch_size, None):
@@ -219,6 +243,7 @@ class Trainer:
                 ) -> np.ndarray:
         """The ``output`` (default: the logits) for features ``x``, in eval mode."""
         output = output or self.config.logits or self.plan.graph.outputs[0]
+        batch_size = fixed_batch(self.plan.graph) or batch_size
         data = Dataset(x, None)
         mode = self.plan.training
         self.plan.eval()
@@ -499,6 +524,14 @@ def forward_backward(plan: Plan, feeds: Mapping[str, Any], seeds: Mapping[str, A
     return merged, combined
 
 
+def fixed_batch(graph: Graph) -> int | None:
+    """The one batch size ``graph`` takes, when its inputs fix it (an ONNX model whose own
+    shape arithmetic depends on its declared batch: :mod:`flowgrad.onnx.batch`), else None."""
+    sizes = {graph.spec_of(n).shape[0] for n in graph.inputs
+             if graph.spec_of(n).ndim and graph.spec_of(n).shape[0] is not None}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def _weighted_sum(parts: list[tuple[np.ndarray, float]]) -> np.ndarray:
     total = parts[0][0] * parts[0][1]
     for value, weight in parts[1:]:
@@ -512,7 +545,12 @@ def add_classification_loss(graph: Graph, logits: str | None = None, registry: A
 
     For graphs that only compute scores — typically imported from ONNX — so they can be
     trained as classifiers: ``labels`` becomes a new int64 input.  ``logits`` defaults to the
-    only 2-d float output.
+    only 2-d float output.  The loss always reads logits: if that output is a ``softmax`` of
+    something (many exported classifiers end in one), the loss reads the softmax's input, since
+    a cross-entropy on probabilities would be a second softmax (flat gradients, a loss that
+    cannot fall below ~log C / C).  A ``log_softmax`` output is read as it is: log-softmax is
+    idempotent, so the cross-entropy on log-probabilities is exactly their negative
+    log-likelihood.  ``graph.meta["loss_on"]`` records what the loss reads and why.
     """
     from .passes import prepare
     from .plugins import default_registry
@@ -531,12 +569,30 @@ def add_classification_loss(graph: Graph, logits: str | None = None, registry: A
     registry = registry or default_registry()
     op = registry.get("softmax_cross_entropy")()
     node, port = out.resolve(logits)
+    why = f"'{logits}'"
+    if out.is_op(node) and out.op_of(node).type == "softmax" \
+            and _last_axis(out.op_of(node), _spec(graph, logits).ndim):
+        source = out.input_sources(node)[0]
+        if source is not None:
+            why = (f"'{out.value_name(*source)}', the logits that softmax '{logits}' turns into "
+                   "probabilities (a cross-entropy on probabilities would apply softmax twice)")
+            node, port = source
+    elif out.is_op(node) and out.op_of(node).type == "log_softmax":
+        why = (f"'{logits}', log-probabilities (softmax cross-entropy on them is their "
+               "negative log-likelihood)")
     out.add_input(labels, Spec((None,), np.int64))
     out.add_op(loss, op)
     out.connect(node, port, loss, 0)
     out.connect(labels, 0, loss, 1)
     out.outputs = list(out.outputs) + [loss]
+    out.meta["loss_on"] = why
     return prepare(out)
+
+
+def _last_axis(op, ndim: int) -> bool:
+    """Whether a softmax normalises the last axis (what the cross-entropy's classes are)."""
+    axis = getattr(op, "axis", -1)
+    return axis in (-1, ndim - 1)
 
 
 def _spec(graph: Graph, ref: str) -> Spec:

@@ -60,9 +60,9 @@ def load_onnx(source: Any, registry: Registry | None = None, *, dynamic_batch: b
         batch = next(iter(declared.values()))
         graph.meta["onnx"]["fixed_batch"] = {"batch": batch, "reason": reason}
         for node, size in declared.items():
-            record = graph.node(node)
-            record["spec"] = Spec((size,) + record["spec"].shape[1:], record["spec"].dtype)
-            record["fixed_batch"] = f"the model fixes its batch at {size}: {reason}"
+            spec = graph.spec_of(node)
+            graph.set_input_spec(node, Spec((size,) + spec.shape[1:], spec.dtype),
+                                 fixed_batch=f"the model fixes its batch at {size}: {reason}")
     unmatched = graph.meta["onnx"].pop("unmatched")
     if unmatched:
         raise FlowgradError(f"{where}: freeze/unfreeze pattern(s) {', '.join(map(repr, unmatched))} "

@@ -15,6 +15,7 @@
       logits: logits                 # the output whose argmax is the predicted class
       inputs: {features: x, labels: label}          # which graph input takes what
       early_stopping: {monitor: val_loss, patience: 5, min_delta: 0.0, restore_best: true}
+      bn_eval: true                  # batch norm keeps its running statistics while training
 
 Every key is optional.  The defaults are those of :class:`TrainConfig` and the constants just
 above it, and nowhere else; what the graph implies (the ``loss`` node, the one float input, the
@@ -44,7 +45,7 @@ DEFAULT_EARLY_STOPPING = {"monitor": "val_loss", "patience": 5, "min_delta": 0.0
 
 TRAIN_KEYS = ("minimize", "optimizer", "schedule", "clip_grad_norm", "epochs", "batch_size",
               "micro_batch", "seed", "validation_split", "test_split", "metrics", "logits", "inputs",
-              "early_stopping", "doc")
+              "early_stopping", "bn_eval", "doc")
 INPUT_ROLES = ("features", "labels")
 
 
@@ -72,6 +73,10 @@ class TrainConfig:
     features: str | None = None
     labels: str | None = None
     early_stopping: dict[str, Any] | None = None
+    #: batch norm normalises with its running statistics while training and leaves them as they
+    #: are (the usual practice when fine-tuning a model trained by others); None: the trainer
+    #: decides (on for an imported ONNX model, off otherwise: :class:`flowgrad.train.Trainer`)
+    bn_eval: bool | None = None
 
     def __post_init__(self) -> None:
         self.optimizer = {**DEFAULT_OPTIMIZER, **self.optimizer}
@@ -172,6 +177,12 @@ class _TrainReader:
             values["logits"] = self.value_name(d["logits"], f.value_loc("logits"))
         if f.mapping("inputs", "{features: INPUT, labels: INPUT}") is not None:
             values.update(self.inputs(f.nested("inputs")))
+        if "bn_eval" in d:
+            if isinstance(d["bn_eval"], bool):
+                values["bn_eval"] = d["bn_eval"]
+            else:
+                self.error(f"'bn_eval' must be true or false, got {d['bn_eval']!r}",
+                           f.value_loc("bn_eval"))
         if f.mapping("early_stopping", "{monitor: val_loss, patience: 5}") is not None:
             values["early_stopping"] = self.early_stopping(f.nested("early_stopping"))
         return TrainConfig(**values)

@@ -13,13 +13,14 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .. import Plan, compile, load
 from ..checkpoint import load_params
 from ..data import Dataset, load_data, split
 from ..errors import FlowgradError
 from ..graph import Graph
+from ..onnx.trainable import set_trainable
 from ..plots import plot_curves
 from ..train import History, Trainer, add_classification_loss, epoch_summary
 from ..train_config import TrainConfig, from_graph
@@ -57,37 +58,71 @@ class Evaluation:
     metrics: dict[str, float]
 
 
-def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet) -> Graph:
+def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet, *,
+                   freeze: Sequence[str] = (), unfreeze: Sequence[str] = ()) -> Graph:
     """The graph at a path (or a graph); one without a loss or ``train:`` section (e.g. an ONNX
-    classifier) gets a softmax cross-entropy on its logits and a ``label`` input."""
+    classifier) gets a softmax cross-entropy on its logits (never on a softmax output: see
+    :func:`~flowgrad.train.add_classification_loss`) and a ``label`` input.
+
+    ``freeze``/``unfreeze`` are glob patterns of param names (and ONNX names): matching params
+    stop or start training, unfreeze winning (``freeze=["*"], unfreeze=["fc*"]`` trains the
+    head only).  For an ONNX model given by path they are applied while importing, so
+    ``unfreeze`` can also make a structural constant trainable (:mod:`flowgrad.onnx.trainable`).
+    """
+    freeze, unfreeze = list(freeze or ()), list(unfreeze or ())
     if isinstance(graph, Graph):
         source = graph.source or graph.name
+        patterns_done = False
     else:
-        source, graph = graph, load(graph, registry=registry)
+        source = graph
+        onnx = str(graph).lower().endswith(".onnx")
+        options = {"freeze": freeze, "unfreeze": unfreeze} if onnx else {}
+        graph = load(graph, registry=registry, **options)
+        patterns_done = onnx
+    if (freeze or unfreeze) and not patterns_done:
+        graph = graph.copy()
+        set_trainable(graph, freeze, unfreeze)
+    if freeze or unfreeze:
+        trained = [p for p in graph.params if graph.is_trainable(p)]
+        log(f"{len(trained)} of {len(graph.params)} params train"
+            + (f": {', '.join(trained[:8])}" + (" ..." if len(trained) > 8 else "")
+               if trained else ""))
     if "train" not in graph.meta and "loss" not in graph.dag:
         graph = add_classification_loss(graph, registry=registry)
         log(f"{source} has no loss: treating it as a classifier (softmax cross-entropy "
-                  f"on '{graph.outputs[-2]}' against a new 'label' input)")
+            f"on {graph.meta['loss_on']} against a new 'label' input)")
     return graph
 
 
 def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
                      resume: str | None = None, dtype: str = "float32", registry: Any = None,
                      progress: bool = False, log: Log = quiet,
+                     freeze: Sequence[str] = (), unfreeze: Sequence[str] = (),
                      **settings: Any) -> TrainingRun:
     """Train ``graph`` as its ``train:`` section says, evaluate it on the held-out test split
     and write the results to ``out_dir``.
 
     ``data`` is ``"digits"`` or a .npz/.npy/.csv file; ``settings`` override the section
-    (``epochs=``, ``batch_size=``, ``lr=``, ``seed=``, any :class:`TrainConfig` field; None
-    leaves a setting as it is); ``resume`` continues from a checkpoint; ``log`` receives the
+    (``epochs=``, ``batch_size=``, ``lr=``, ``seed=``, ``bn_eval=``, any :class:`TrainConfig`
+    field; None leaves a setting as it is); ``freeze``/``unfreeze`` choose the params that train
+    (:func:`load_trainable`); ``resume`` continues from a checkpoint; ``log`` receives the
     progress lines the command prints.  Ctrl-C saves a checkpoint and raises
     :class:`~flowgrad.train.TrainingInterrupted`.
     """
-    graph = load_trainable(graph, registry, log)
+    graph = load_trainable(graph, registry, log, freeze=freeze, unfreeze=unfreeze)
     config = from_graph(graph, registry).replace(**settings)
     plan = compile(graph, dtype=dtype, seed=config.seed)
     trainer = Trainer(plan, config, registry=registry, progress=progress, log=log)
+    notes = []
+    if trainer.bn_eval and trainer._norms:
+        notes.append("batch norm in evaluation mode (running statistics kept; --bn-train "
+                     "to use batch statistics)")
+    fixed = graph.meta.get("onnx", {}).get("fixed_batch")
+    if fixed:
+        notes.append(f"batch fixed at {fixed['batch']} ({fixed['reason']}): run "
+                     f"{fixed['batch']} sample(s) at a time, gradients accumulated")
+    for note in notes:
+        log(note)
     train, test = split(load_data(data, registry), config.test_split, seed=config.seed)
     log(f"training {graph.name} on {data}: {len(train)} train / {len(test)} test samples, "
         f"{config.epochs} epochs, batch {config.batch_size}, "
