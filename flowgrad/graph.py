@@ -194,6 +194,16 @@ class Graph:
         data = self.dag.nodes[name]
         return data["spec"] if data["kind"] != "op" else data["specs"][0]
 
+    def set_input_spec(self, name: str, spec: Spec, **extra: Any) -> None:
+        """Change an input's spec, and record front-end facts about it (:meth:`extra`): how the
+        ONNX importer keeps a model's fixed batch.  The graph must be prepared again."""
+        data = self.dag.nodes[name]
+        if data["kind"] != "input":
+            raise GraphError(f"'{name}' is not an input", node=name)
+        data["spec"] = spec
+        data.update(extra)
+        self.prepared = False
+
     def set_specs(self, name: str, specs: tuple[Spec, ...] | None) -> None:
         """Record an op node's inferred output specs (the shape-inference pass); None marks
         them unknown."""

@@ -57,7 +57,7 @@ from .yaml_source import MarkedDict, MarkedList, plain, read_yaml
 SCHEMA_VERSION = 1
 TOP_KEYS = ("flowgrad", "name", "doc", "seed", "weights", "include", "blocks", "inputs",
             "params", "constants", "nodes", "aliases", "outputs", "train", "visualize")
-INPUT_KEYS = ("shape", "dtype", "doc")
+INPUT_KEYS = ("shape", "dtype", "batch", "doc")
 PARAM_KEYS = ("shape", "init", "trainable", "lr_mult", "decay_mult", "doc")
 CONST_KEYS = ("value", "dtype", "doc")
 NODE_KEYS = ("op", "in", "doc")
@@ -337,8 +337,13 @@ class _Builder:
                        f"{size_text(nbytes(shape))} as float64, more than the "
                        f"{size_text(MAX_SAMPLE_BYTES)} an input may hold", d.value_locs["shape"])
             return
+        batch = self.typed(d, "batch", (int,), what)   # a model's own fixed batch (convert)
+        if batch is not None and batch < 1:
+            self.error(f"'batch' of {what} must be a positive integer, got {batch}",
+                       d.value_locs["batch"])
+            return
         if shape is not None and dtype is not None:
-            self.graph.add_input(name, Spec((None,) + shape, dtype), loc=loc)
+            self.graph.add_input(name, Spec((batch,) + shape, dtype), loc=loc)
 
     def dtype(self, d: MarkedDict, what: str) -> str | None:
         name = self.typed(d, "dtype", (str,), what, default="float")

@@ -86,7 +86,7 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
     lines.append("inputs:" if inputs else "inputs: {}")
     for n in inputs:
         spec = graph.spec_of(n)
-        if spec.ndim == 0 or spec.shape[0] is not None or None in spec.shape[1:]:
+        if spec.ndim == 0 or None in spec.shape[1:]:
             raise FlowgradError(f"input '{n}' has shape {list(spec.shape)}; a YAML graph needs a "
                                 "leading batch axis and static other dims", node=n)
         dtype = _YAML_DTYPES.get(spec.dtype.name)
@@ -95,6 +95,10 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
                                 f"declare ({', '.join(sorted(set(_YAML_DTYPES.values())))})",
                                 node=n)
         entry = {"shape": list(spec.shape[1:])}
+        if spec.shape[0] is not None:            # an ONNX model's fixed batch, and why
+            entry["batch"] = int(spec.shape[0])
+            if graph.extra(n, "fixed_batch"):
+                entry["doc"] = graph.extra(n, "fixed_batch")
         if dtype != "float":
             entry["dtype"] = dtype
         lines.append(f"  {_flow(names[n])}: {_flow(entry)}")

@@ -69,7 +69,10 @@ class BatchNorm(Op):
     rowwise = inplace = True            # in evaluation, a per-channel affine map
     attrs = {"epsilon": Attr("float", 1e-5, doc="added to the variance"),
              "momentum": Attr("float", 0.9, doc="running = running * momentum + batch * "
-                                                "(1 - momentum)")}
+                                                "(1 - momentum)"),
+             "use_running_stats": Attr("bool", False, doc="normalise with the running "
+                                       "statistics in training mode too, and leave them "
+                                       "unchanged (Caffe's use_global_stats; fine-tuning)")}
 
     def infer(self, x, scale, bias, mean, var):
         _check_channel_vectors(self, x, {"scale": scale, "bias": bias, "mean": mean, "var": var})
@@ -79,7 +82,7 @@ class BatchNorm(Op):
         kernels = ctx.backend.kernels
         x3 = _channels_view(x)
         y = ctx.backend.empty(x.shape, x.dtype)
-        if ctx.training:        # batch statistics in float64, one pass each (kernels.norm)
+        if ctx.training and not self.use_running_stats:   # batch statistics (kernels.norm)
             batch_mean = np.empty(x3.shape[1])
             batch_var = np.empty(x3.shape[1])
             kernels.bn_stats(x3, batch_mean, batch_var)

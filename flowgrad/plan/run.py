@@ -48,8 +48,10 @@ def feed(layout: Layout, dtype: np.dtype, vals: list, feeds: Mapping[str, Any],
                                         f"non-integer values")
             array = array.astype(target)
         if not fits(array.shape, spec):
+            why = graph.extra(name, "fixed_batch")     # an ONNX model's own fixed batch
             raise FlowgradError(f"input '{name}' expects shape {format_shape(spec.shape)} "
-                                f"(N is the batch), got {array.shape}")
+                                f"(N is the batch), got {array.shape}"
+                                + (f"; {why}" if why else ""))
         vals[slots[name]] = array
 
 
