@@ -39,6 +39,20 @@ def add_arguments(parser):
                              "resumes and whether the result is an uninterrupted run's)")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (without a terminal: one line per epoch)")
+    parser.add_argument("--freeze", action="append", default=[], metavar="PATTERN",
+                        help="stop training the params matching this glob (name or ONNX name, "
+                             "e.g. 'conv1*'); repeatable")
+    parser.add_argument("--unfreeze", action="append", default=[], metavar="PATTERN",
+                        help="train the params matching this glob, also over --freeze (for an "
+                             "ONNX model also a stored constant the fine-tuning rules keep "
+                             "fixed); repeatable")
+    norm = parser.add_mutually_exclusive_group()
+    norm.add_argument("--bn-eval", dest="bn_eval", action="store_true", default=None,
+                      help="batch norm keeps its running statistics while training (the "
+                           "default for ONNX models: fine-tuning)")
+    norm.add_argument("--bn-train", dest="bn_eval", action="store_false",
+                      help="batch norm normalises with batch statistics and updates its "
+                           "running ones (the default for YAML graphs)")
     add_dask_arguments(parser, "train data-parallel")
     add_force_argument(parser)
     add_dtype_argument(parser)
@@ -65,14 +79,20 @@ def run(args, registry):
     check_arguments(args)
     settings = dict(resume=args.resume, dtype=args.dtype, registry=registry,
                     progress=not args.no_progress, log=print, epochs=args.epochs,
-                    batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                    batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                    bn_eval=args.bn_eval)
     try:
         if args.workers is not None or args.cluster:
+            if args.freeze or args.unfreeze:
+                raise FlowgradError("--freeze/--unfreeze: not supported with --workers or "
+                                    "--cluster yet; train locally, or convert the model and "
+                                    "set 'trainable: false' on params in the YAML")
             from ..distributed import train as train_distributed
             train_distributed(args.graph, args.out, args.data, workers=args.workers,
                               cluster=args.cluster, **settings)
         else:
-            train_and_report(args.graph, args.out, args.data, **settings)
+            train_and_report(args.graph, args.out, args.data, freeze=args.freeze,
+                             unfreeze=args.unfreeze, **settings)
     except TrainingInterrupted as e:
         where = f"; checkpoint saved to {e.path} (continue with --resume {e.path})" \
             if e.path else ""
