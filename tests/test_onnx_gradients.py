@@ -22,6 +22,17 @@ from flowgrad.onnx import conformance as C
 #: node tests whose inputs sit where the function is not differentiable (finite differences
 #: cannot agree there), or whose output length depends on a float input
 NOT_SMOOTH = {
+    "test_scatternd_min": "updates tie with data (5 = 5, ...): min's kink",
+    "test_gridsample_bilinear": "grid on pixel centres (kinks)",
+    "test_gridsample_aligncorners_true": "grid on pixel centres (kinks)",
+    "test_gridsample_bilinear_align_corners_1_additional_1": "grid on pixel centres (kinks)",
+    "test_gridsample_volumetric_bilinear_align_corners_0": "grid on pixel centres (kinks)",
+    "test_gridsample_volumetric_bilinear_align_corners_1": "grid on pixel centres (kinks)",
+    "test_gridsample_nearest": "grid halfway between pixels (jumps)",
+    "test_gridsample_nearest_align_corners_0_additional_1": "grid halfway between pixels (jumps)",
+    "test_gridsample_nearest_align_corners_1_additional_1": "grid halfway between pixels (jumps)",
+    "test_gridsample_volumetric_nearest_align_corners_0": "grid halfway between pixels (jumps)",
+    "test_gridsample_volumetric_nearest_align_corners_1": "grid halfway between pixels (jumps)",
     "test_elu_example": "x contains 0, where elu's derivative jumps",
     "test_leakyrelu_example": "x contains 0, where leaky_relu's derivative jumps",
     "test_selu_example": "x contains 0, where selu's derivative jumps",
