@@ -430,6 +430,17 @@ def objective_factories(registry: Any = None) -> dict[str, Callable[..., Objecti
     return registry.table("objective")
 
 
+def quote_ref(ref: str) -> str:
+    """``ref`` as it is written inside an objective spec: as it is when it parses as a name
+    (``conv1``, ``conv1.indices``), else as a quoted string (``"layer/conv_1:3"``,
+    ``"input.1"``), so a spec built from any node name parses back to that name.  Names may
+    hold ``/``, ``:`` and ``.`` because a channel is never a suffix of the name: it is an
+    argument (``channel("layer/conv_1:3", 2)``) or an index (``"logits:0"[3]``)."""
+    if all(part.isidentifier() for part in ref.split(".")):
+        return ref
+    return repr(ref)
+
+
 def parse_objective(spec: str, factories: Mapping[str, Callable[..., Objective]] | None = None
                     ) -> Objective:
     """Parse a spec like ``"logits[3]"`` or ``"channel(conv1, 2) + 0.1 * layer(h1)"``.

@@ -24,6 +24,7 @@ from ..errors import FlowgradError
 from ..graph import Graph
 from ..visualize import (LayerRender, Visualization, parse_transforms, render_layer,
                          save_outputs, view_shape, visualize)
+from ..visualize.objectives import quote_ref
 from ..visualize.param import Fourier, Pixels
 from ..visualize.settings import VisualizeConfig, from_graph
 
@@ -82,6 +83,7 @@ def objectives_for(graph: Graph, config: VisualizeConfig) -> list[str]:
         spec = graph.specs(node)[port]
         if spec.ndim < 2 or spec.shape[1] is None:
             raise FlowgradError(f"each: '{each}' has no fixed axis 1 (shape {spec.shape})")
+        each = quote_ref(each)           # a model's own name: 'save_infer_model/scale_0.tmp_1'
         if spec.ndim == 2:
             return [f"{each}[{k}]" for k in range(spec.shape[1])]
         return [f"channel({each}, {k})" for k in range(spec.shape[1])]
