@@ -1,4 +1,4 @@
-"""Linear algebra for matrix calculus: inverse, log-determinant and trace.
+"""Linear algebra for matrix calculus: inverse, determinant, log-determinant and trace.
 
 Each works on the last two axes and is batched over any leading axes, so a batch of matrices
 (N, n, n) and a single parameter matrix (n, n) use the same op.  The backward formulas are the
@@ -84,3 +84,43 @@ class Trace(Op):
         (shape,) = ctx.saved
         eye = np.eye(shape[-2], shape[-1], dtype=gy.dtype)
         return (np.asarray(gy)[..., None, None] * eye,)
+
+
+def adjugate(a: np.ndarray) -> np.ndarray:
+    """The adjugate adj(A) of each square matrix (batched), also for singular ones.
+
+    adj(A) = det(A)·A⁻¹ only where A is invertible; to get it everywhere it is taken from the
+    SVD A = U S Vᵀ: adj(A) = det(U) det(V) · V adj(S) Uᵀ, where adj(S) is diagonal with entry
+    i the product of the singular values other than s_i (prefix times suffix products, no
+    division), so a rank n−1 matrix gets its nonzero adjugate and rank n−2 gets zero.
+    """
+    u, s, vh = np.linalg.svd(a)
+    ones = np.ones(s.shape[:-1] + (1,), s.dtype)
+    before = np.cumprod(np.concatenate([ones, s[..., :-1]], axis=-1), axis=-1)
+    after = np.cumprod(np.concatenate([ones, s[..., :0:-1]], axis=-1), axis=-1)[..., ::-1]
+    sign = np.linalg.det(u) * np.linalg.det(vh)
+    return sign[..., None, None] * ((_mT(vh) * (before * after)[..., None, :]) @ _mT(u))
+
+
+class Det(Op):
+    """det A of each square matrix (ONNX Det), batched over leading axes.
+
+    Gradient: G · adj(A)ᵀ, the cofactor matrix (Jacobi's formula).  For an invertible A that is
+    G·det(A)·A⁻ᵀ, the ``logdet`` gradient scaled by det; the adjugate form (:func:`adjugate`)
+    keeps it right for singular matrices, where A⁻¹ does not exist but the gradient does.
+    """
+
+    type = "det"
+
+    def infer(self, x):
+        _square(x, "det")
+        return (Spec(x.shape[:-2], float_dtype(x.dtype)),)
+
+    def forward(self, ctx, x):
+        ctx.save(x)
+        return (np.asarray(np.linalg.det(x)),)
+
+    def backward(self, ctx, gy):
+        (x,) = ctx.saved
+        grad = np.asarray(gy)[..., None, None] * _mT(adjugate(x))
+        return (grad.astype(float_dtype(x.dtype), copy=False),)

@@ -1,4 +1,4 @@
-"""Reductions over axes: sum, mean, max, min and the L2 norm.
+"""Reductions over axes: sum, mean, max, min, product and the L2 norm.
 
 All share the attributes ``axes`` (default: every axis, giving a scalar) and ``keepdims``.
 Backward first restores the reduced axes as size 1, then broadcasts the gradient back over them.
@@ -160,3 +160,30 @@ class ReduceL2(_Reduce):
         x, y, axes = ctx.saved
         safe = np.where(y > 0, y, 1)
         return (x * (self._kept(gy, x.shape, axes) / safe),)
+
+
+class ReduceProd(_Reduce):
+    """Product over ``axes`` (1 over an empty set; integers stay integers, as ONNX ReduceProd).
+
+    The gradient of a product with respect to one factor is the product of the others.  It is
+    computed without dividing by the factor, so zeros are exact: a slice with no zero gives
+    y / x; with one zero, that element gets the product of the rest and the others 0; with two
+    or more, every element gets 0.
+    """
+
+    type = "reduce_prod"
+
+    def _reduce(self, ctx, x, axes):
+        y = x.prod(axis=axes, keepdims=True)
+        ctx.save(x, axes)
+        return y
+
+    def backward(self, ctx, gy):
+        x, axes = ctx.saved
+        zero = x == 0
+        zeros = zero.sum(axis=axes, keepdims=True)
+        rest = np.where(zero, 1, x).prod(axis=axes, keepdims=True)   # product of the nonzeros
+        with np.errstate(divide="ignore", invalid="ignore"):
+            others = np.where(zeros == 0, rest / np.where(zero, 1, x),
+                              np.where((zeros == 1) & zero, rest, 0))
+        return ((others * self._kept(gy, x.shape, axes)).astype(x.dtype, copy=False),)

@@ -12,6 +12,15 @@ def _distinct(shape):
     return make
 
 
+def _with_zeros(rng):
+    """Rows with no zero, one zero and two zeros: the product's gradient is exact at zeros
+    (the product is linear in each factor), so finite differences check all three cases."""
+    x = rng.uniform(0.5, 2.0, size=(3, 4))
+    x[1, 2] = 0.0
+    x[2, 0] = x[2, 3] = 0.0
+    return x
+
+
 _AXES = [({}, "all"), ({"axes": [1]}, "axis1"), ({"axes": [0, -1], "keepdims": True}, "keep"),
          ({"keepdims": True}, "all-keep")]
 
@@ -22,4 +31,6 @@ CASES = {
     "reduce_min": [Case([_distinct((2, 3, 4))], a, id=i) for a, i in _AXES],
     "reduce_l2": [Case([positive((2, 3, 4))], a, id=i) for a, i in _AXES]
                  + [Case([(3, 5)], {"axes": [1]}, id="signed")],
+    "reduce_prod": [Case([(2, 3, 4)], a, id=i) for a, i in _AXES]
+                   + [Case([_with_zeros], {"axes": [1]}, id="zeros")],
 }

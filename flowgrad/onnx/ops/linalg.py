@@ -1,5 +1,5 @@
 """Products and linear algebra (flowgrad.ops.dense, einsum, linalg): MatMul, Gemm, Einsum, and
-the matrix-calculus ops inverse, logdet and trace."""
+the matrix-calculus ops inverse, det, logdet and trace."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +12,7 @@ T = Translations("linalg")
 
 T.same("MatMul", "matmul")
 T.same("Einsum", "einsum", attrs=("equation",))
+T.same("Det", "det", since=11)
 
 #: onnxruntime's contrib domain, whose ``Inverse`` flowgrad reads and writes
 MICROSOFT = "com.microsoft"

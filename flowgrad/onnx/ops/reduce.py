@@ -59,6 +59,7 @@ for _onnx, _build, _fg in (
         ("ReduceMax", _reduce("reduce_max"), "reduce_max"),
         ("ReduceMin", _reduce("reduce_min"), "reduce_min"),
         ("ReduceL2", _reduce("reduce_l2"), "reduce_l2"),
+        ("ReduceProd", _reduce("reduce_prod"), "reduce_prod"),
         ("ReduceL1", _composite("l1"), None),
         ("ReduceSumSquare", _composite("sum_square"), None),
         ("ReduceLogSum", _composite("log_sum"), None),
