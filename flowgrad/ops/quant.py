@@ -105,7 +105,7 @@ def expand(p: np.ndarray, x_shape, axis: int, block_size: int) -> np.ndarray:
 def collapse(g: np.ndarray, p_shape, axis: int, block_size: int) -> np.ndarray:
     """The adjoint of :func:`expand`: ``g`` (input-shaped) summed back to ``p_shape``."""
     if _per_tensor(p_shape):
-        return g.sum().reshape(p_shape)
+        return np.asarray(g.sum()).reshape(p_shape)
     a = axis % g.ndim
     if not block_size:
         return g.sum(axis=tuple(i for i in range(g.ndim) if i != a)).reshape(p_shape)
@@ -178,6 +178,10 @@ class QuantizeLinear(_Linear):
                                       doc="differentiate as clip(x / scale + zero_point): the "
                                           "straight-through estimator")}
     differentiable = _StraightThrough()
+    #: appended to the plan's "forward-only" error: how to turn the estimator on
+    forward_only_hint = ("; or let gradients through the quantizer with the straight-through "
+                         "estimator: 'straight_through: true' on the node in YAML, "
+                         "flowgrad.load(model, straight_through=True) for an ONNX model")
 
     def out_dtype(self, zero_point_dtype) -> np.dtype:
         if zero_point_dtype is not None:
@@ -223,7 +227,8 @@ class QuantizeLinear(_Linear):
             gx = (g / s).astype(gy.dtype, copy=False)
         if ctx.needs_input_grad[1]:
             gs = -g * x / (s * s)
-            gscale = collapse(gs, scale.shape, self.axis, self.block_size).astype(scale.dtype)
+            gscale = np.asarray(collapse(gs, scale.shape, self.axis, self.block_size),
+                                dtype=scale.dtype)
         return (gx, gscale, None)[:len(ctx.needs_input_grad)]
 
 
@@ -267,8 +272,8 @@ class DequantizeLinear(_Linear):
         if ctx.needs_input_grad[0]:
             gx = (gy * s).astype(gy.dtype, copy=False)
         if ctx.needs_input_grad[1]:
-            gscale = collapse(gy * d, scale_shape, self.axis, self.block_size).astype(
-                scale_dtype, copy=False)
+            gscale = np.asarray(collapse(gy * d, scale_shape, self.axis, self.block_size),
+                                dtype=scale_dtype)
         return (gx, gscale, None)[:len(ctx.needs_input_grad)]
 
 
@@ -492,4 +497,65 @@ class QLinearConv(_ConvInt):
         acc = self._accumulate(x, w, x_zp, w_zp, B)
         mult = _multiplier(x_scale, w_scale, y_scale).reshape(
             (1, -1) + (1,) * (x.ndim - 2) if np.size(w_scale) > 1 else ())
+        return (requantize(acc, mult, y_zp, y_zp.dtype),)
+
+
+class QGemm(Op):
+    """onnxruntime's ``com.microsoft`` QGemm (what its QOperator quantization makes of Gemm):
+    ``alpha * (A' - a_zp) @ (B' - b_zp) + C`` on the int32 accumulator (``C`` is the bias,
+    quantized with scale ``a_scale * b_scale``), then requantized to ``y_scale`` /
+    ``y_zero_point`` or, without a zero point, scaled to float32 by
+    ``alpha * a_scale * b_scale [/ y_scale]`` as onnxruntime does.  ``b_scale`` and ``b_zp``
+    are per tensor or per output column."""
+
+    type = "qgemm"
+    inputs = ("A", "a_scale", "a_zero_point", "B", "b_scale", "b_zero_point", "C?",
+              "y_scale?", "y_zero_point?")
+    differentiable = False
+    attrs = {"alpha": Attr("float", 1.0, doc="scales the product"),
+             "transA": Attr("bool", False, doc="use A transposed"),
+             "transB": Attr("bool", False, doc="use B transposed")}
+
+    def _out_dtype(self, y_zp) -> np.dtype:
+        return np.dtype(np.float32) if y_zp is None else y_zp.dtype
+
+    def infer(self, A, a_scale, a_zp, B, b_scale, b_zp, C=None, y_scale=None, y_zp=None):
+        _int_dtype(A, "A")
+        _int_dtype(B, "B")
+        if A.ndim != 2 or B.ndim != 2:
+            raise ShapeError(f"QGemm multiplies matrices; A is {A.ndim}-d and B {B.ndim}-d")
+        M, K = A.shape[::-1] if self.transA else A.shape
+        K2, N = B.shape[::-1] if self.transB else B.shape
+        if None not in (K, K2) and K != K2:
+            raise ShapeError(f"inner dims differ: A {format_shape(A.shape)} (transA="
+                             f"{self.transA}) and B {format_shape(B.shape)} (transB="
+                             f"{self.transB})")
+        for spec, what in ((a_scale, "a_scale"), (a_zp, "a_zero_point"), (y_scale, "y_scale"),
+                           (y_zp, "y_zero_point")):
+            if spec is not None and not _per_tensor(spec.shape):
+                raise ShapeError(f"{what} must be a scalar, got {format_shape(spec.shape)}")
+        _vector_param(b_scale, N, "b_scale", "output column")
+        _vector_param(b_zp, N, "b_zero_point", "output column")
+        if y_zp is not None:
+            _int_dtype(y_zp, "y_zero_point")
+        if C is not None:
+            if C.dtype != np.int32:
+                raise ShapeError(f"C (the bias) must be int32, got {C.dtype}")
+            broadcast_shapes(C.shape, (M, N))
+        return (Spec((M, N), self._out_dtype(y_zp)),)
+
+    def forward(self, ctx, A, a_scale, a_zp, B, b_scale, b_zp, C=None, y_scale=None,
+                y_zp=None):
+        A = A.T if self.transA else A
+        B = B.T if self.transB else B
+        acc = _int_matmul(A, B, a_zp, b_zp)
+        if C is not None:
+            acc = acc + C.astype(np.float64)
+        f32 = np.float32
+        mult = (f32(self.alpha) * np.asarray(a_scale, f32).reshape(())
+                * np.asarray(b_scale, f32).reshape(-1 if np.size(b_scale) > 1 else ()))
+        if y_scale is not None:
+            mult = mult / np.asarray(y_scale, f32).reshape(())
+        if y_zp is None:
+            return ((acc.astype(f32) * mult).astype(f32, copy=False),)
         return (requantize(acc, mult, y_zp, y_zp.dtype),)

@@ -178,7 +178,8 @@ def compile_backward(layout: Layout, forward: ForwardProgram, seed_refs: tuple[s
         if not op.differentiable:
             raise GraphError(f"'{step.name}' ({op.type}) is forward-only, but a gradient "
                              f"must flow through it to reach {', '.join(seed_refs)}; "
-                             "detach it or choose other outputs",
+                             "detach it or choose other outputs"
+                             + getattr(op, "forward_only_hint", ""),
                              node=step.name, loc=graph.location(step.name))
         # a seeded output that is also read downstream receives two gradients: added here
         writes = tuple((i, step.in_slots[i], step.in_slots[i] in seeded)

@@ -54,4 +54,13 @@ CASES = {
               np.zeros(4, np.int8), np.asarray(0.1), np.asarray(10, U8),
               ints((4,), np.int32, -500, 500)], {"strides": [2, 2]}),
     ],
+    "qgemm": [
+        Case([ints((3, 4), U8, 0, 256), np.asarray(0.02), np.asarray(100, U8),
+              ints((2, 4), np.int8, -128, 128), positive((2,), 0.01, 0.02),
+              np.zeros(2, np.int8), ints((2,), np.int32, -500, 500), np.asarray(0.5),
+              np.asarray(3, U8)], {"transB": True}, id="requantized"),
+        Case([ints((4, 3), np.int8, -128, 128), np.asarray(0.02), np.asarray(1, np.int8),
+              ints((4, 2), np.int8, -128, 128), np.asarray(0.01), np.asarray(0, np.int8)],
+             {"transA": True, "alpha": 0.5}, id="float-output"),
+    ],
 }

@@ -113,3 +113,9 @@ T.exports("qlinear_matmul")(node_exporter("QLinearMatMul"))
 T.imports("QLinearConv", since=10, static=(1, 2, 4, 5, 6, 7))(
     node_importer("qlinear_conv", WINDOW + ("group",)))
 T.exports("qlinear_conv")(node_exporter("QLinearConv", WINDOW + ("group",)))
+
+#: onnxruntime's contrib domain, where its QOperator quantization puts QGemm
+MICROSOFT = "com.microsoft"
+T.imports("QGemm", domain=MICROSOFT, static=(1, 2, 4, 5, 7, 8))(
+    node_importer("qgemm", ("alpha", "transA", "transB")))
+T.exports("qgemm")(node_exporter("QGemm", ("alpha", "transA", "transB"), domain=MICROSOFT))

@@ -1,0 +1,599 @@
+"""Quantization (flowgrad/ops/quant.py, flowgrad/onnx/ops/quant.py) beyond the node tests:
+
+* every op against onnxruntime on what the node tests leave out, bit for bit on integer
+  outputs: ties (round half to even), saturation, 16-bit types, per-axis and blocked layouts,
+  per-channel weights, signed and unsigned operands, groups, strides, pads and biases;
+* whole quantized models: a small float CNN (conv + relu + max pool + gemm) quantized by
+  onnxruntime's own ``quantize_static`` in QDQ and QOperator formats (QOperator's Gemm becomes
+  ``com.microsoft`` QGemm, which flowgrad translates), int8 and uint8 activations, per tensor
+  and per channel, and by ``quantize_dynamic`` (DynamicQuantizeLinear + ConvInteger /
+  MatMulInteger): every integer value of the model equal to onnxruntime's, every float value
+  within float32 rounding;
+* the float parts stay differentiable: the straight-through estimator of ``quantize_linear``
+  (its formula, fake quantization's gradient of 1 inside the range and 0 outside, the LSQ
+  scale gradient), the ``straight_through=True`` load option on a QDQ model (input gradients
+  and fine-tuning), the clear error without it, and a YAML graph that trains through a
+  straight-through quantizer;
+* bad input gives one located error; the ops export back to ONNX that onnxruntime runs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import flowgrad
+from flowgrad.data import Dataset
+from flowgrad.errors import FlowgradError
+from flowgrad.onnx.export import export_onnx
+from flowgrad.op import Context
+from flowgrad.ops.quant import DequantizeLinear, QuantizeLinear
+from flowgrad.train import Trainer
+
+ort = pytest.importorskip("onnxruntime")
+
+ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float16): TensorProto.FLOAT16,
+              np.dtype(np.uint8): TensorProto.UINT8, np.dtype(np.int8): TensorProto.INT8,
+              np.dtype(np.uint16): TensorProto.UINT16, np.dtype(np.int16): TensorProto.INT16,
+              np.dtype(np.int32): TensorProto.INT32}
+
+
+def node_model(op_type, feeds, consts, n_out=1, opset=21, domain="", **attrs):
+    """A model of one node: ``feeds`` are graph inputs (their arrays say shape and type),
+    ``consts`` initializers, inputs in the order given (None: an empty optional input)."""
+    names, inits, inputs = [], [], []
+    for name, value in list(feeds.items()) + list(consts.items()):
+        names.append("" if value is None else name)
+    for name, value in feeds.items():
+        inputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[value.dtype], value.shape))
+    for name, value in consts.items():
+        if value is not None:
+            inits.append(numpy_helper.from_array(np.asarray(value), name))
+    outs = [f"y{i}" for i in range(n_out)]
+    node = helper.make_node(op_type, names, outs, domain=domain, **attrs)
+    graph = helper.make_graph([node], "one", inputs,
+                              [helper.make_value_info(o, onnx.TypeProto()) for o in outs], inits)
+    opsets = [helper.make_opsetid("", opset)] + (
+        [helper.make_opsetid(domain, 1)] if domain else [])
+    return helper.make_model(graph, opset_imports=opsets, ir_version=10)
+
+
+def ort_run(model, feeds, optimize=True):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def flowgrad_run(model, feeds, **load):
+    graph = flowgrad.load(model, dynamic_batch=False, **load)
+    plan = flowgrad.compile(graph)
+    meta = graph.meta["onnx"]
+    by_onnx = {v: k for k, v in meta["inputs"].items()}
+    refs = [meta["outputs"][vi.name] for vi in model.graph.output]
+    out = plan.forward({by_onnx[k]: v for k, v in feeds.items()}, outputs=refs)
+    return [out[r] for r in refs]
+
+
+def assert_same(model, feeds, float_atol=0.0):
+    """flowgrad's outputs equal onnxruntime's: integer ones exactly, float ones to
+    ``float_atol`` (0: exactly as well)."""
+    expected = ort_run(model, feeds)
+    got = flowgrad_run(model, feeds)
+    for i, (e, g) in enumerate(zip(expected, got)):
+        assert g.dtype == e.dtype and g.shape == e.shape, (i, g.dtype, e.dtype, g.shape, e.shape)
+        if e.dtype.kind in "iu" or float_atol == 0:
+            bad = np.flatnonzero(g != e)
+            assert bad.size == 0, (f"output {i}: {bad.size} of {e.size} values differ, first "
+                                   f"at {bad[0]}: {g.flat[bad[0]]} vs onnxruntime "
+                                   f"{e.flat[bad[0]]}")
+        else:
+            np.testing.assert_allclose(g, e, rtol=0, atol=float_atol)
+
+
+RNG = np.random.default_rng(0)
+
+
+def ties(shape, scale, low=-300, high=300):
+    """float32 values on the half-integer grid of ``scale`` (x / scale = k + 0.5, exactly),
+    mixed with arbitrary ones: where rounding half to even and half away differ."""
+    k = RNG.integers(low, high, size=shape) + 0.5
+    x = (k * scale).astype(np.float32)
+    mix = RNG.random(shape) < 0.3
+    x[mix] = (RNG.standard_normal(mix.sum()) * scale * 40).astype(np.float32)
+    return x
+
+
+def ints(shape, dtype):
+    info = np.iinfo(dtype)
+    return RNG.integers(info.min, int(info.max) + 1, size=shape).astype(dtype)
+
+
+def weights(shape, dtype):
+    """Integer weights onnxruntime multiplies exactly on every x86 CPU: full-range uint8, and
+    int8 within [-64, 64).  Without AVX-VNNI, MLAS multiplies uint8 by int8 with
+    ``vpmaddubsw``, which saturates a pair of products at the int16 limit (2 * 255 * 127 >
+    32767), so a full-range int8 operand gives onnxruntime a clipped accumulator (its
+    quantizer's ``reduce_range`` exists for this).  flowgrad computes the exact value ONNX
+    defines: :func:`test_integer_products_are_exact_where_onnxruntime_saturates`."""
+    if np.dtype(dtype) == np.int8:
+        return RNG.integers(-64, 64, size=shape).astype(np.int8)
+    return ints(shape, dtype)
+
+
+# -- QuantizeLinear / DequantizeLinear --------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16"])
+def test_quantize_per_tensor_ties_and_saturation(dtype):
+    x = ties((6, 50), 0.25, low=-70000, high=70000)     # far beyond every range, and ties
+    zp = np.asarray(3 if np.dtype(dtype).kind == "i" else 130, dtype)
+    assert_same(node_model("QuantizeLinear", {"x": x},
+                           {"s": np.float32(0.25), "zp": zp}), {"x": x})
+
+
+def test_quantize_per_axis_and_default_uint8():
+    x = ties((2, 4, 5), 0.5)
+    s = np.asarray([0.5, 0.25, 1.0, 2.0], np.float32)
+    zp = np.asarray([-3, 0, 7, 100], np.int8)
+    assert_same(node_model("QuantizeLinear", {"x": x}, {"s": s, "zp": zp}, axis=1), {"x": x})
+    assert_same(node_model("QuantizeLinear", {"x": x}, {"s": np.float32(0.5)}), {"x": x})
+
+
+@pytest.mark.parametrize("axis,block", [(1, 2), (-1, 3), (0, 4)])
+def test_quantize_and_dequantize_blocked(axis, block):
+    x = ties((4, 6, 5), 0.125)
+    shape = list(x.shape)
+    shape[axis] = -(-shape[axis] // block)
+    s = (2.0 ** RNG.integers(-4, 1, size=shape)).astype(np.float32)
+    zp = ints(shape, np.int8) // 4
+    assert_same(node_model("QuantizeLinear", {"x": x}, {"s": s, "zp": zp}, axis=axis,
+                           block_size=block), {"x": x})
+    q = ints(x.shape, np.int8)
+    assert_same(node_model("DequantizeLinear", {"q": q}, {"s": s, "zp": zp}, axis=axis,
+                           block_size=block), {"q": q})
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "uint16", "int16", "int32"])
+def test_dequantize_matches_onnxruntime(dtype):
+    q = ints((3, 4, 5), np.dtype(dtype))
+    s = RNG.uniform(0.01, 0.1, size=4).astype(np.float32)
+    consts = {"s": s} if dtype == "int32" else {"s": s, "zp": ints((4,), np.dtype(dtype))}
+    assert_same(node_model("DequantizeLinear", {"q": q}, consts, axis=1), {"q": q})
+
+
+def test_dequantize_output_dtype_float16():
+    q = ints((3, 4), np.uint8)
+    model = node_model("DequantizeLinear", {"q": q}, {"s": np.float32(0.013),
+                                                      "zp": np.uint8(7)},
+                       opset=23, output_dtype=TensorProto.FLOAT16)
+    (got,) = flowgrad_run(model, {"q": q})
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, ((q.astype(np.float32) - 7) * np.float32(0.013))
+                                  .astype(np.float16))
+
+
+@pytest.mark.parametrize("case", ["spread", "positive", "negative", "zeros", "tiny"])
+def test_dynamic_quantize_matches_onnxruntime(case):
+    x = {"spread": RNG.standard_normal((7, 9)) * 3, "positive": RNG.uniform(0.5, 9, (7, 9)),
+         "negative": -RNG.uniform(0.1, 2, (7, 9)), "zeros": np.zeros((7, 9)),
+         "tiny": RNG.standard_normal((7, 9)) * 1e-6}[case].astype(np.float32)
+    assert_same(node_model("DynamicQuantizeLinear", {"x": x}, {}, n_out=3, opset=11), {"x": x})
+
+
+# -- integer products and convolutions --------------------------------------------------------
+
+@pytest.mark.parametrize("a_type,b_type", [(np.uint8, np.uint8), (np.uint8, np.int8),
+                                           (np.int8, np.int8)])
+def test_matmul_integer_matches_onnxruntime(a_type, b_type):
+    a = ints((2, 5, 7), a_type)
+    b = weights((7, 3), b_type)
+    consts = {"b": b, "a_zp": a_type(9), "b_zp": weights((3,), b_type)}
+    assert_same(node_model("MatMulInteger", {"a": a}, consts, opset=10), {"a": a})
+
+
+@pytest.mark.parametrize("a_type,b_type,per_column", [(np.uint8, np.uint8, False),
+                                                      (np.uint8, np.int8, True),
+                                                      (np.int8, np.int8, True)])
+def test_qlinear_matmul_matches_onnxruntime(a_type, b_type, per_column):
+    a = ints((4, 6, 9), a_type)
+    b = weights((9, 5), b_type)
+    b_scale = (RNG.uniform(0.001, 0.01, 5) if per_column else RNG.uniform(0.001, 0.01, ())
+               ).astype(np.float32)
+    b_zp = (np.zeros(5, b_type) if per_column else b_type(2))
+    consts = {"a_s": np.float32(0.031), "a_zp": a_type(5), "b": b, "b_s": b_scale,
+              "b_zp": b_zp, "y_s": np.float32(0.05), "y_zp": a_type(-4 if a_type is np.int8
+                                                                   else 120)}
+    assert_same(node_model("QLinearMatMul", {"a": a}, consts, opset=10), {"a": a})
+
+
+CONV_GEOMETRIES = [
+    dict(),
+    dict(pads=[1, 1, 1, 1], strides=[2, 2]),
+    dict(pads=[0, 1, 2, 1], dilations=[2, 1], group=2),
+    dict(auto_pad="SAME_UPPER", group=4),                 # depthwise
+]
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=lambda g: ",".join(g) or "plain")
+@pytest.mark.parametrize("x_type,w_type,per_channel", [(np.uint8, np.uint8, False),
+                                                       (np.uint8, np.int8, True),
+                                                       (np.int8, np.int8, True)])
+def test_qlinear_conv_matches_onnxruntime(geometry, x_type, w_type, per_channel):
+    group = geometry.get("group", 1)
+    x = ints((2, 4, 7, 6), x_type)
+    w = weights((8, 4 // group, 3, 3), w_type)
+    w_scale = (RNG.uniform(0.001, 0.005, 8) if per_channel else np.asarray(0.003)
+               ).astype(np.float32)
+    w_zp = np.zeros(8, w_type) if per_channel else w_type(0 if w_type is np.int8 else 128)
+    consts = {"x_s": np.float32(0.02), "x_zp": x_type(7), "w": w, "w_s": w_scale,
+              "w_zp": w_zp, "y_s": np.float32(0.07),
+              "y_zp": x_type(-10 if x_type is np.int8 else 100),
+              "B": RNG.integers(-3000, 3000, 8).astype(np.int32)}
+    assert_same(node_model("QLinearConv", {"x": x}, consts, opset=10, **geometry), {"x": x})
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES[:3], ids=lambda g: ",".join(g) or "plain")
+def test_conv_integer_matches_onnxruntime(geometry):
+    group = geometry.get("group", 1)
+    x = ints((2, 4, 7, 6), np.uint8)
+    w = ints((6, 4 // group, 3, 2), np.uint8)
+    consts = {"w": w, "x_zp": np.uint8(11), "w_zp": np.uint8(120)}
+    assert_same(node_model("ConvInteger", {"x": x}, consts, opset=10, **geometry), {"x": x})
+
+
+def test_qgemm_matches_onnxruntime():
+    a = ints((5, 6), np.uint8)
+    consts = {"a_s": np.float32(0.02), "a_zp": np.uint8(128), "b": weights((4, 6), np.int8),
+              "b_s": RNG.uniform(0.001, 0.01, 4).astype(np.float32), "b_zp": np.zeros(4, np.int8),
+              "c": RNG.integers(-900, 900, 4).astype(np.int32)}
+    requantized = {**consts, "y_s": np.float32(0.04), "y_zp": np.uint8(100)}
+    for attrs in ({"transB": 1}, {"transB": 1, "alpha": 0.5}):
+        for c in (consts, requantized):
+            assert_same(node_model("QGemm", {"a": a}, c, opset=13, domain="com.microsoft",
+                                   **attrs), {"a": a})
+
+
+def test_integer_products_are_exact_where_onnxruntime_saturates():
+    """Full-range uint8 x int8: flowgrad's MatMulInteger and QLinearConv accumulators are the
+    exact integers (numpy int64 reference), which onnxruntime's AVX2 kernel may clip."""
+    a = ints((6, 64), np.uint8)
+    b = ints((64, 5), np.int8)
+    model = node_model("MatMulInteger", {"a": a}, {"b": b, "a_zp": np.uint8(3)}, opset=10)
+    (got,) = flowgrad_run(model, {"a": a})
+    np.testing.assert_array_equal(got, (a.astype(np.int64) - 3) @ b.astype(np.int64))
+    x = ints((1, 8, 5, 5), np.uint8)
+    w = ints((2, 8, 3, 3), np.int8)
+    model = node_model("ConvInteger", {"x": x}, {"w": w}, opset=10)
+    (got,) = flowgrad_run(model, {"x": x})
+    X, W = x.astype(np.int64), w.astype(np.int64)
+    ref = np.einsum("ncij,ocij->no", X[:, :, 1:4, 1:4], W)     # the centre position
+    np.testing.assert_array_equal(got[:, :, 1, 1], ref)
+
+
+# -- whole quantized models -------------------------------------------------------------------
+
+def float_cnn() -> onnx.ModelProto:
+    """conv 3x3 (1 -> 6) + relu + max pool 2 + flatten + gemm (96 -> 10), as exporters write
+    it (opset 13, symbolic batch)."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
+        "W1": rng.standard_normal((6, 1, 3, 3)) * 0.5, "b1": rng.standard_normal(6) * 0.1,
+        "W2": rng.standard_normal((10, 96)) * 0.2, "b2": rng.standard_normal(10) * 0.1}.items()]
+    nodes = [helper.make_node("Conv", ["x", "W1", "b1"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "W2", "b2"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
+def calibration(seed=2, batches=4):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    rng = np.random.default_rng(seed)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.standard_normal((8, 1, 8, 8)).astype(np.float32)}
+                                 for _ in range(batches)])
+
+        def get_next(self):
+            return next(self.batches, None)
+    return Reader()
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    """``make(kind, activations, per_channel)`` -> the quantized model (cached)."""
+    from onnxruntime.quantization import (QuantFormat, QuantType, quantize_dynamic,
+                                          quantize_static)
+    folder = tmp_path_factory.mktemp("quant")
+    source = folder / "float.onnx"
+    onnx.save(float_cnn(), source)
+    made = {}
+
+    def make(kind, activations="int8", per_channel=False):
+        key = (kind, activations, per_channel)
+        if key not in made:
+            out = folder / ("_".join(map(str, key)) + ".onnx")
+            if kind == "dynamic":
+                quantize_dynamic(str(source), str(out), weight_type=QuantType.QUInt8)
+            else:
+                quantize_static(
+                    str(source), str(out), calibration(),
+                    quant_format=QuantFormat.QDQ if kind == "qdq" else QuantFormat.QOperator,
+                    activation_type=QuantType.QInt8 if activations == "int8"
+                    else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=per_channel,
+                    reduce_range=True)   # 7-bit weights: exact in onnxruntime (see weights())
+            made[key] = onnx.load(str(out))
+        return made[key]
+    return make
+
+
+def expose_all(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with every node output also a graph output, so each value is compared."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    have = {vi.name for vi in out.graph.output}
+    for node in out.graph.node:
+        for name in node.output:
+            if name and name not in have:
+                out.graph.output.append(onnx.ValueInfoProto(name=name))
+                have.add(name)
+    return out
+
+
+def images(n=16, seed=3):
+    return np.random.default_rng(seed).standard_normal((n, 1, 8, 8)).astype(np.float32)
+
+
+STATIC = [("qoperator", "int8", False), ("qoperator", "uint8", True), ("qdq", "int8", False),
+          ("qdq", "uint8", True)]
+
+
+@pytest.mark.parametrize("kind,activations,per_channel", STATIC)
+def test_statically_quantized_cnn_matches_onnxruntime(quantized, kind, activations,
+                                                      per_channel):
+    model = quantized(kind, activations, per_channel)
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    if kind == "qoperator":
+        assert {("", "QLinearConv"), ("com.microsoft", "QGemm")} <= ops
+    else:
+        assert ("", "QuantizeLinear") in ops and ("", "Conv") in ops
+    x = images()
+    # the model as it is: onnxruntime fuses the QDQ groups into integer kernels; flowgrad
+    # runs them as written; every logit agrees (float32 rounding, in units of the output's
+    # quantization step, which is what a tie rounding apart would cost)
+    (expected,) = ort_run(model, {"x": x})
+    (got,) = flowgrad_run(model, {"x": x})
+    assert np.abs(got - expected).max() <= 1e-5
+    # every intermediate value: integers exactly, floats to float32 rounding
+    assert_same(expose_all(model), {"x": x}, float_atol=1e-5)
+
+
+def test_dynamically_quantized_cnn_matches_onnxruntime(quantized):
+    model = quantized("dynamic")
+    ops = {n.op_type for n in model.graph.node}
+    assert {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"} <= ops
+    for n in (1, 16):
+        assert_same(expose_all(model), {"x": images(n)}, float_atol=1e-5)
+
+
+# -- straight-through estimator ---------------------------------------------------------------
+
+def test_straight_through_gradient_formula():
+    x = RNG.standard_normal((3, 4)) * 5
+    scale = np.asarray([0.02, 0.05, 0.1, 0.03])
+    zp = np.asarray([0, 10, -20, 5], np.int8)
+    op = QuantizeLinear(axis=1, straight_through=True)
+    assert op.differentiable and not QuantizeLinear().differentiable
+    assert not QuantizeLinear.differentiable          # as `flowgrad ops` lists it
+    ctx = Context()
+    (q,) = op.forward(ctx, x, scale, zp)
+    raw = np.rint(x / scale) + zp
+    inside = (raw >= -128) & (raw <= 127)
+    assert 0 < inside.sum() < inside.size            # both regions are exercised
+    g = RNG.standard_normal(q.shape)
+    ctx.needs_input_grad = (True, True, False)
+    gx, gs, gz = op.backward(ctx, g)
+    np.testing.assert_allclose(gx, np.where(inside, g / scale, 0))
+    np.testing.assert_allclose(gs, (np.where(inside, -g * x / scale ** 2, 0)).sum(axis=0))
+    assert gz is None
+
+
+def test_fake_quantization_gradients_are_ste_and_lsq():
+    """quantize (straight-through) then dequantize: dy/dx is 1 inside the range and 0 outside;
+    dy/dscale is LSQ's round(x/s) - x/s inside and qmin - zp / qmax - zp outside."""
+    x = np.random.default_rng(7).standard_normal(200) * 4
+    s, zp = np.asarray(0.05), np.asarray(-10, np.int8)
+    q_op, dq_op = QuantizeLinear(straight_through=True), DequantizeLinear()
+    qc, dc = Context(), Context()
+    (q,) = q_op.forward(qc, x, s, zp)
+    (y,) = dq_op.forward(dc, q, s, zp)
+    g = np.ones_like(y)
+    dc.needs_input_grad = qc.needs_input_grad = (True, True, False)
+    gq, gs_dq, _ = dq_op.backward(dc, g)
+    gx, gs_q, _ = q_op.backward(qc, gq)
+    raw = np.rint(x / s) + zp
+    inside = (raw >= -128) & (raw <= 127)
+    np.testing.assert_allclose(gx, inside.astype(float))
+    assert 0 < inside.sum() < inside.size
+    z = int(zp)
+    lsq = np.where(inside, np.rint(x / s) - x / s, np.where(raw < -128, -128 - z, 127 - z))
+    np.testing.assert_allclose(gs_q + gs_dq, lsq.sum(), rtol=1e-9)
+
+
+def test_qdq_model_needs_straight_through_for_input_gradients(quantized):
+    plan = flowgrad.compile(flowgrad.load(quantized("qdq", "int8", False)))
+    out = plan.forward({"x": images(4)})
+    y = plan.graph.meta["onnx"]["outputs"]["y"]
+    with pytest.raises(FlowgradError, match=r"\(quantize_linear\) is forward-only.*"
+                                            r"straight_through=True"):
+        plan.backward({y: np.ones_like(out[y])}, wrt=["x"])
+
+
+def test_straight_through_load_option_gives_exact_surrogate_gradients():
+    """x -> QuantizeLinear -> DequantizeLinear -> MatMul(W): with straight_through=True the
+    input gradient is (seed @ W.T) where x / s + zp rounds into int8's range, 0 elsewhere;
+    the scale (unfrozen to train) gets the LSQ gradient."""
+    rng = np.random.default_rng(5)
+    s, zp = np.float32(0.05), np.int8(-20)
+    W = rng.standard_normal((6, 3)).astype(np.float32)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+             helper.make_node("MatMul", ["d", "W"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "fq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, k) for k, v in {"s": np.asarray(s), "zp": np.asarray(zp),
+                                                    "W": W}.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    x = (rng.standard_normal((5, 6)) * 4).astype(np.float32)
+    g = flowgrad.load(model, straight_through=True, unfreeze=["s"])
+    plan = flowgrad.compile(g, dtype="float64")
+    out = plan.forward({"x": x})
+    seed = rng.standard_normal(out["y"].shape)
+    grads = plan.backward({"y": seed}, wrt=["x"])
+    raw = np.rint(x.astype(np.float64) / s) + zp
+    inside = (raw >= -128) & (raw <= 127)
+    assert 0 < inside.sum() < inside.size
+    gd = seed @ W.T.astype(np.float64)
+    np.testing.assert_allclose(grads["x"], np.where(inside, gd, 0), rtol=1e-6, atol=1e-9)
+    z = int(zp)
+    lsq = np.where(inside, np.rint(x / s) - x / s, np.where(raw < -128, -128 - z, 127 - z))
+    np.testing.assert_allclose(grads["s"], (gd * lsq).sum(), rtol=1e-4)
+
+
+def test_qdq_model_fine_tunes_with_straight_through(quantized):
+    """onnxruntime's QDQ model of the CNN, loaded with straight_through=True: its weights
+    (dequantized at load time from int8, read by Conv and Gemm) train through the activation
+    quantizers, and the loss falls."""
+    from flowgrad.train import add_classification_loss
+
+    graph = add_classification_loss(flowgrad.load(quantized("qdq", "int8", False),
+                                                  straight_through=True))
+    plan = flowgrad.compile(graph)
+    assert any(graph.is_trainable(p) for p in graph.params)
+    x = images(128, seed=6)
+    labels = np.argmax(x.reshape(128, -1)[:, :10], axis=1).astype(np.int64)
+    trainer = Trainer(plan, plan_config(graph))
+    data = Dataset(x, labels, name="first-pixels")
+    before = trainer.evaluate(data)["loss"]
+    trainer.fit(data)
+    after = trainer.evaluate(data)["loss"]
+    assert after < 0.7 * before, (before, after)
+
+
+def plan_config(graph):
+    from flowgrad.train_config import from_graph
+    return from_graph(graph).replace(epochs=6, batch_size=16, lr=0.01)
+
+
+QAT_YAML = """
+flowgrad: 1
+name: qat
+seed: 0
+inputs: {x: {shape: [4]}, label: {shape: [], dtype: int64}}
+params:
+  W:  {shape: [4, 3], init: {kind: glorot_uniform}}
+  sw: {init: {kind: value, value: 0.02}}
+  sa: {init: {kind: value, value: 0.05}}
+nodes:
+  qw:     {op: quantize_linear, in: {x: W, scale: sw}, output_dtype: int8, straight_through: true}
+  w:      {op: dequantize_linear, in: {x: qw, scale: sw}}
+  qx:     {op: quantize_linear, in: {x: x, scale: sa}, output_dtype: int8, straight_through: true}
+  xq:     {op: dequantize_linear, in: {x: qx, scale: sa}}
+  logits: {op: matmul, in: [xq, w]}
+  loss:   {op: softmax_cross_entropy, in: {logits: logits, labels: label}}
+outputs: [logits, loss]
+train:
+  optimizer: {kind: adam, lr: 0.05}
+  epochs: 15
+  batch_size: 32
+"""
+
+
+def test_quantization_aware_training_from_yaml(tmp_path):
+    """Weights and inputs fake-quantized to int8 with learned scales: the loss falls, the
+    scales move, and the weights stay on the quantization grid when quantized."""
+    path = tmp_path / "qat.yaml"
+    path.write_text(QAT_YAML)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((256, 4)).astype(np.float32)
+    y = np.argmax(x[:, :3] + 0.5 * x[:, 3:], axis=1).astype(np.int64)
+    plan = flowgrad.compile(flowgrad.load(str(path)))
+    trainer = Trainer(plan)
+    data = Dataset(x, y, name="argmax")
+    before = trainer.evaluate(data)["loss"]
+    sw_before = float(plan.params["sw"])
+    trainer.fit(data)
+    after = trainer.evaluate(data)["loss"]
+    assert after < 0.5 * before, (before, after)
+    assert float(plan.params["sw"]) != sw_before
+
+
+# -- errors and export ------------------------------------------------------------------------
+
+def test_unsupported_quantized_type_is_a_located_error():
+    x = np.zeros((2, 3), np.float32)
+    model = node_model("QuantizeLinear", {"x": x}, {"s": np.float32(0.1)},
+                       output_dtype=TensorProto.FLOAT8E4M3FN)
+    model.graph.node[0].name = "q_fp8"
+    with pytest.raises(FlowgradError, match=r"q_fp8.*QuantizeLinear.*output_dtype FLOAT8E4M3FN"
+                                            r".*not supported"):
+        flowgrad.load(model)
+
+
+def test_bad_block_shape_is_a_located_error():
+    x = np.zeros((2, 6), np.float32)
+    model = node_model("QuantizeLinear", {"x": x}, {"s": np.ones((2, 4), np.float32)},
+                       axis=1, block_size=2)
+    model.graph.node[0].name = "blocky"
+    with pytest.raises(FlowgradError, match=r"blocky.*ceil\(6 / 2\) = 3 blocks, got 4"):
+        flowgrad.load(model)
+
+
+def test_dequantize_zero_point_type_mismatch_is_a_located_error():
+    q = np.zeros((2, 3), np.uint8)
+    model = node_model("DequantizeLinear", {"q": q}, {"s": np.float32(0.1),
+                                                      "zp": np.int8(0)}, opset=21)
+    model.graph.node[0].name = "dq_mixed"
+    model.graph.node[0].domain = ""
+    with pytest.raises(FlowgradError, match="dq_mixed"):
+        flowgrad.load(model)
+
+
+@pytest.mark.parametrize("kind,activations,per_channel", [("qoperator", "uint8", True),
+                                                          ("qdq", "int8", False),
+                                                          ("dynamic", "int8", False)])
+def test_quantized_models_export_back_to_onnx(quantized, kind, activations, per_channel):
+    model = quantized(kind, activations, per_channel)
+    graph = flowgrad.load(model)
+    exported = export_onnx(graph)
+    onnx.checker.check_model(exported)
+    x = images(4)
+    (expected,) = ort_run(model, {"x": x})
+    feed = exported.graph.input[0].name
+    # unoptimized: the import folded each weight's DequantizeLinear into a float weight, and
+    # onnxruntime's graph optimizations rewrite Q/DQ pairs around float-weight convolutions
+    # in ways that change results by a quantization step (with them off, it runs the graph as
+    # written and agrees with the original model)
+    (again,) = ort_run(exported, {feed: x}, optimize=False)
+    np.testing.assert_allclose(again, expected, rtol=0, atol=1e-5)
+    back = flowgrad.load(exported)
+    quant = {"quantize_linear", "dequantize_linear", "dynamic_quantize_linear", "qlinear_conv",
+             "qgemm", "conv_integer", "matmul_integer", "qlinear_matmul"}
+
+    def quant_ops(g):
+        return sorted(t for t in (g.op_of(n).type for n in g.ops) if t in quant)
+    assert quant_ops(back) == quant_ops(graph) and quant_ops(graph)
+    (again,) = flowgrad_run(exported, {feed: x})
+    np.testing.assert_array_equal(again, flowgrad_run(model, {"x": x})[0])
