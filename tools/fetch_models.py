@@ -118,7 +118,7 @@ class ModelSpec:
     grad_params: int = 0
     compare: tuple[str, ...] = ()
     rtol: float = 1e-4
-    atol: float = 1e-4
+    atol: float = 1e-6
     xfail: str | None = None
 
     def path(self, cache: pathlib.Path | None = None) -> pathlib.Path:
@@ -235,7 +235,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             grad_params=_opt(entry, "grad_params", int, 0, where),
             compare=tuple(compare),
             rtol=_opt(entry, "rtol", float, 1e-4, where),
-            atol=_opt(entry, "atol", float, 1e-4, where),
+            atol=_opt(entry, "atol", float, 1e-6, where),
             xfail=_opt(entry, "xfail", str, None, where),
         )
     return specs
