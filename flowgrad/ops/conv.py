@@ -397,3 +397,75 @@ def _scatter_groups(values: np.ndarray, target: np.ndarray) -> None:
     groups = values.shape[0]
     target.reshape(n, groups, channels // groups, -1)[...] = \
         values.reshape(groups, channels // groups, n, -1).transpose(2, 0, 1, 3)
+
+
+class Col2Im(Op):
+    """ONNX Col2Im: sum sliding blocks back into an image, the adjoint of unfolding (im2col).
+
+    ``x`` is ``(N, C · prod(block_shape), L)``, one column of ``C`` blocks per window position,
+    the ``L`` positions in row-major order over the grid the window covers on ``image_shape``
+    padded by ``pads``; the output ``(N, C, *image_shape)`` sums every block cell into the
+    image cell it lies on (cells falling in the padding are dropped).  It is exactly the
+    unfolding's adjoint, so forward runs flowgrad's ``col2im`` kernel and backward its
+    ``im2col`` kernel, on up to three spatial axes.
+    """
+
+    type = "col2im"
+    rowwise = True
+    attrs = {"image_shape": Attr("ints", doc="spatial size of the output image"),
+             "block_shape": Attr("ints", doc="spatial size of a block (the window)"),
+             "strides": Attr("ints", (), doc="step between blocks per axis (default 1)"),
+             "dilations": Attr("ints", (), doc="spacing of a block's cells (default 1)"),
+             "pads": Attr("ints", (), doc="image padding: all begins, then all ends")}
+    auto_pad = "NOTSET"         # for the shared window geometry
+
+    def check(self):
+        nd = len(self.image_shape)
+        if not 1 <= nd <= 3 or len(self.block_shape) != nd:
+            raise AttrError(f"col2im: image_shape {list(self.image_shape)} and block_shape "
+                            f"{list(self.block_shape)} need the same number (1 to 3) of axes",
+                            attr="block_shape")
+        if any(v < 1 for v in self.image_shape + self.block_shape + self.strides
+               + self.dilations) or any(p < 0 for p in self.pads):
+            raise AttrError("col2im: sizes, strides and dilations must be >= 1 and pads >= 0",
+                            attr="pads")
+
+    def _geometry(self):
+        return geometry(self, tuple(self.image_shape), tuple(self.block_shape))
+
+    def infer(self, x):
+        if x.ndim != 3:
+            raise ShapeError(f"col2im needs an input (N, C * block size, positions), got "
+                             f"{format_shape(x.shape)}")
+        g = self._geometry()
+        taps, positions = g.taps, prod(g.out)
+        if x.shape[1] is not None and x.shape[1] % taps:
+            raise ShapeError(f"col2im: input axis 1 ({x.shape[1]}) must be a multiple of the "
+                             f"block size {taps}")
+        if x.shape[2] is not None and x.shape[2] != positions:
+            raise ShapeError(f"col2im: input axis 2 has {x.shape[2]} positions but the blocks "
+                             f"{list(self.block_shape)} cover {positions} ({list(g.out)}) on "
+                             f"the padded image")
+        channels = None if x.shape[1] is None else x.shape[1] // taps
+        return (Spec((x.shape[0], channels) + tuple(self.image_shape), x.dtype),)
+
+    def forward(self, ctx, x):
+        g = self._geometry()
+        n, channels = x.shape[0], x.shape[1] // g.taps
+        work = compute_dtype(x.dtype)
+        # (C, taps, n, *grid), the kernel's layout, in a copy of ours: the kernel zeroes the
+        # cells that fall in the padding
+        cols = np.array(np.asarray(x, dtype=work).reshape((n, channels, g.taps) + g.out3)
+                        .transpose(1, 2, 0, 3, 4, 5), order="C")
+        y = np.empty((n, channels) + tuple(self.image_shape), work)
+        ctx.backend.kernels.col2im(cols, as5d(y), *g.as3d())
+        return (y.astype(x.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        g = self._geometry()
+        work = compute_dtype(gy.dtype)
+        n, channels = gy.shape[:2]
+        cols = np.empty((channels, g.taps, n) + g.out3, work)
+        ctx.backend.kernels.im2col(as5d(np.asarray(gy, dtype=work)), cols, *g.as3d())
+        return (cols.transpose(2, 0, 1, 3, 4, 5).reshape(n, channels * g.taps, -1)
+                .astype(gy.dtype, copy=False),)

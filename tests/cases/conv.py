@@ -42,3 +42,12 @@ CASES = {
        Case([(1, 2, 3, 3), (2, 3, 3, 3), (3,)], {"strides": [3, 2], "output_shape": [10, 8]},
             id="output-shape-beyond-notset")],
 }
+
+CASES["col2im"] = [
+    Case([(2, 3 * 4, 6)], {"image_shape": [3, 4], "block_shape": [2, 2]}, id="2d"),
+    Case([(1, 2 * 6, 4)], {"image_shape": [5, 5], "block_shape": [2, 3], "strides": [2, 2],
+                           "dilations": [2, 1], "pads": [1, 0, 0, 1]}, id="strided-dilated-pads"),
+    Case([(2, 2 * 3, 3)], {"image_shape": [6], "block_shape": [3], "strides": [2],
+                           "pads": [1, 0]}, id="1d"),
+    Case([(1, 8, 8)], {"image_shape": [3, 3, 3], "block_shape": [2, 2, 2]}, id="3d"),
+]
