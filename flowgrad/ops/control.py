@@ -161,11 +161,12 @@ class Body:
 
     @staticmethod
     def dtype_of(values) -> np.dtype:
-        """The precision to run in: that of the first float array fed (float32 if none)."""
-        for v in values:
-            if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-                return v.dtype
-        return np.dtype(np.float32)
+        """The precision to run in: the widest of the float arrays fed (float32 if none).
+        The widest, because a value made from a float32 constant (``ConstantOfShape``) may
+        sit beside float64 activations in a float64 plan, and a gradient check needs all of
+        the body in float64."""
+        floats = [v.dtype for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+        return np.result_type(*floats) if floats else np.dtype(np.float32)
 
     def run(self, feeds: list, dtype: np.dtype, grad: bool, training: bool = False,
             rng: Any = None) -> tuple[list, Any]:
