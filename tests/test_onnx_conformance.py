@@ -20,6 +20,14 @@ from flowgrad.onnx import conformance as C
 KNOWN_FAILURES: dict[str, str] = {}
 
 
+#: claimed ops the installed onnx has no node test for: random generators, whose values no test
+#: can fix; tests/test_ops_breadth.py checks them (seeded draws against onnx's reference
+#: evaluator, unseeded ones against their distribution).  A listed op that gains node tests
+#: fails test_node_tests_of_claimed_op, so the list only shrinks.
+WITHOUT_NODE_TESTS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike",
+                      "Multinomial"}
+
+
 @pytest.fixture(scope="module")
 def node_results():
     with warnings.catch_warnings():
@@ -30,6 +38,9 @@ def node_results():
 @pytest.mark.parametrize("op", C.CLAIMED_OPS)
 def test_node_tests_of_claimed_op(op, node_results):
     results = node_results.get(op, [])
+    if op in WITHOUT_NODE_TESTS:
+        assert not results, f"onnx now has node tests for {op}: remove it from WITHOUT_NODE_TESTS"
+        return
     assert results, f"the installed onnx has no node tests for {op}"
     failing = {r.name: r.message for r in results if r.status == "fail"}
     unexpected = {k: v for k, v in failing.items() if k not in KNOWN_FAILURES}

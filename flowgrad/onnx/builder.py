@@ -101,7 +101,8 @@ class Builder:
     """Builds a :class:`Graph` from handler calls; see the module docstring."""
 
     #: ops never folded even when their inputs are constant (they draw random numbers)
-    RANDOM_OPS = frozenset({"dropout"})
+    RANDOM_OPS = frozenset({"dropout", "random_normal", "random_uniform", "bernoulli",
+                            "multinomial"})
 
     def __init__(self, graph: Graph, registry: Registry, opset: dict[str, int]):
         self.graph = graph

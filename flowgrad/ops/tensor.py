@@ -1,5 +1,6 @@
-"""Making and reshaping-by-repetition whole tensors: expand, tile, shape, size, cast,
-constant_of_shape and range, with ONNX semantics.
+"""Making and reshaping-by-repetition whole tensors: expand, tile, shape, size, cast, eye_like,
+constant_of_shape and range, with ONNX semantics; and random tensors (random_normal,
+random_uniform, bernoulli, multinomial).
 
 These are the ops ONNX exporters use for "shape arithmetic" (Shape → Gather → Concat → Reshape,
 ConstantOfShape, Range).  Integer tensors stay int64 throughout: nothing here turns a shape
@@ -236,3 +237,215 @@ class Range(Op):
         gs = np.full(start_shape, gy.sum(), dtype=dtype) if need_start else None
         gd = np.full(delta_shape, (steps * gy).sum(), dtype=dtype) if need_delta else None
         return gs, None, gd
+
+
+class EyeLike(Op):
+    """A 2-d tensor of the input's shape with ones on diagonal ``k`` (0 the main one, > 0
+    above, < 0 below) and zeros elsewhere (ONNX EyeLike).  Only the input's shape matters, so
+    the op is forward-only, like ``shape``.  ``dtype`` defaults to the input's."""
+
+    type = "eye_like"
+    attrs = {"k": Attr("int", 0, doc="which diagonal holds the ones"),
+             "dtype": Attr("str", None, choices=DTYPES,
+                           doc="output dtype (default: the input's)")}
+    differentiable = False
+
+    def infer(self, x):
+        if x.ndim != 2:
+            raise ShapeError(f"eye_like needs a 2-d input, got {format_shape(x.shape)}")
+        return (Spec(x.shape, np.dtype(self.dtype) if self.dtype else x.dtype),)
+
+    def forward(self, ctx, x):
+        rows, cols = np.shape(x)
+        dtype = np.dtype(self.dtype) if self.dtype else np.asarray(x).dtype
+        return (np.eye(rows, cols, k=self.k, dtype=dtype),)
+
+
+# -- random tensors ---------------------------------------------------------------------------
+
+#: dtype names a random normal or uniform tensor may have (ONNX allows the float types)
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def _seed_attr() -> Attr:
+    return Attr("int", None, doc="draw from numpy.random.RandomState(seed): the same values at "
+                                 "every call (default: the plan's generator)")
+
+
+def _check_seed(op) -> None:
+    if op.seed is not None and not 0 <= op.seed < 2**32:
+        raise AttrError(f"{op.type}: 'seed' must be in [0, 2**32), got {op.seed}", attr="seed")
+
+
+class _Random(Op):
+    """A random tensor, drawn afresh at every call (forward-only).
+
+    Its shape comes from the ``like`` input when connected (ONNX Random*Like), otherwise from
+    the ``shape`` attribute; its dtype from ``dtype``, else ``like``'s (which must then be a
+    float), else float32.  Without ``seed`` the draw comes from the plan's seeded generator
+    (``compile(..., seed=)``), so a run is reproducible as a whole; with ``seed`` it comes from
+    ``numpy.random.RandomState(seed)``, as ONNX's reference does, and is the same at every call.
+    The ONNX importer never folds these ops on constant inputs: a draw is not a constant.
+    """
+
+    inputs = ("like?",)
+    differentiable = False
+    no_grad_inputs = frozenset({"like"})
+
+    def check(self):
+        _check_seed(self)
+        if self.shape is not None and min(self.shape, default=0) < 0:
+            raise AttrError(f"{self.type}: dims must be >= 0, got {list(self.shape)}",
+                            attr="shape")
+
+    def _dtype(self, like: np.dtype | None) -> np.dtype:
+        if self.dtype is not None:
+            return np.dtype(self.dtype)
+        if like is None:
+            return np.dtype(np.float32)
+        if like.kind != "f":
+            raise ShapeError(f"{self.type}: 'like' is {like}; a random tensor is a float, so "
+                             "set 'dtype' to float16, float32 or float64")
+        return like
+
+    def infer(self, like):
+        if like is None:
+            if self.shape is None:
+                raise ShapeError(f"{self.type} needs a 'shape' attribute or a 'like' input")
+            return (Spec(tuple(self.shape), self._dtype(None)),)
+        return (Spec(like.shape, self._dtype(like.dtype)),)
+
+    def forward(self, ctx, like):
+        if like is None:
+            shape, dtype = tuple(self.shape), self._dtype(None)
+        else:
+            like = np.asarray(like)
+            shape, dtype = like.shape, self._dtype(like.dtype)
+        if self.seed is not None:
+            unit = self._legacy(np.random.RandomState(self.seed), shape)
+        else:
+            unit = self._draw(ctx.rng if ctx.rng is not None else np.random.default_rng(), shape)
+        return (self._scale(np.asarray(unit).astype(dtype)),)
+
+
+class RandomNormal(_Random):
+    """Normal samples of mean ``mean`` and standard deviation ``scale`` (ONNX RandomNormal and
+    RandomNormalLike)."""
+
+    type = "random_normal"
+    attrs = {"shape": Attr("ints", None, doc="output shape (if 'like' is not connected)"),
+             "dtype": Attr("str", None, choices=FLOAT_DTYPES, doc="output dtype"),
+             "mean": Attr("float", 0.0, doc="mean of the distribution"),
+             "scale": Attr("float", 1.0, doc="standard deviation"),
+             "seed": _seed_attr()}
+
+    @staticmethod
+    def _legacy(state, shape):
+        return state.randn(*shape)
+
+    @staticmethod
+    def _draw(rng, shape):
+        return rng.standard_normal(shape)
+
+    def _scale(self, unit):
+        return unit * unit.dtype.type(self.scale) + unit.dtype.type(self.mean)
+
+
+class RandomUniform(_Random):
+    """Uniform samples in [low, high) (ONNX RandomUniform and RandomUniformLike)."""
+
+    type = "random_uniform"
+    attrs = {"shape": Attr("ints", None, doc="output shape (if 'like' is not connected)"),
+             "dtype": Attr("str", None, choices=FLOAT_DTYPES, doc="output dtype"),
+             "low": Attr("float", 0.0, doc="lower bound (included)"),
+             "high": Attr("float", 1.0, doc="upper bound (excluded)"),
+             "seed": _seed_attr()}
+
+    @staticmethod
+    def _legacy(state, shape):
+        return state.rand(*shape)
+
+    @staticmethod
+    def _draw(rng, shape):
+        return rng.random(shape)
+
+    def _scale(self, unit):
+        t = unit.dtype.type
+        return unit * t(self.high - self.low) + t(self.low)
+
+
+class Bernoulli(Op):
+    """1 with probability p, else 0, elementwise (ONNX Bernoulli); ``dtype`` defaults to p's.
+
+    Seeding as the random tensors: the plan's generator, or ``numpy.random.RandomState(seed)``
+    (``binomial(1, p)``, as ONNX's reference draws it).  Forward-only.
+    """
+
+    type = "bernoulli"
+    inputs = ("p",)
+    attrs = {"dtype": Attr("str", None, choices=DTYPES,
+                           doc="output dtype (default: p's)"),
+             "seed": _seed_attr()}
+    differentiable = False
+
+    def check(self):
+        _check_seed(self)
+
+    def infer(self, p):
+        if p.dtype.kind != "f":
+            raise ShapeError(f"bernoulli: 'p' holds probabilities, a float tensor, not {p.dtype}")
+        return (Spec(p.shape, np.dtype(self.dtype) if self.dtype else p.dtype),)
+
+    def forward(self, ctx, p):
+        p = np.asarray(p)
+        dtype = np.dtype(self.dtype) if self.dtype else p.dtype
+        if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
+            raise ShapeError("bernoulli: probabilities must be in [0, 1]")
+        if self.seed is not None:
+            hits = np.random.RandomState(self.seed).binomial(1, p)
+        else:
+            rng = ctx.rng if ctx.rng is not None else np.random.default_rng()
+            hits = rng.random(p.shape) < p
+        return (np.asarray(hits).astype(dtype),)
+
+
+class Multinomial(Op):
+    """``sample_size`` class indices per row of ``logits`` (batch, classes), drawn from
+    softmax(logits) (ONNX Multinomial: the input holds unnormalised log-probabilities).
+
+    Each draw inverts the row's cumulative distribution at a uniform number: one comparison of
+    (batch, samples, 1) uniforms against the (batch, 1, classes) cumulative sums, no loop.
+    Seeding as the random tensors (``RandomState(seed).random_sample`` for the uniforms).
+    Forward-only; ``dtype`` int32 (ONNX's default) or int64.
+    """
+
+    type = "multinomial"
+    inputs = ("logits",)
+    attrs = {"sample_size": Attr("int", 1, doc="draws per row"),
+             "dtype": Attr("str", "int32", choices=("int32", "int64"), doc="index dtype"),
+             "seed": _seed_attr()}
+    differentiable = False
+
+    def check(self):
+        _check_seed(self)
+        if self.sample_size < 1:
+            raise AttrError(f"multinomial: sample_size must be >= 1, got {self.sample_size}",
+                            attr="sample_size")
+
+    def infer(self, logits):
+        if logits.ndim != 2 or logits.dtype.kind != "f":
+            raise ShapeError(f"multinomial needs float logits (batch, classes), got {logits}")
+        return (Spec((logits.shape[0], self.sample_size), np.dtype(self.dtype)),)
+
+    def forward(self, ctx, logits):
+        x = np.asarray(logits, dtype=np.float64)
+        p = np.exp(x - x.max(axis=1, keepdims=True))
+        cdf = np.cumsum(p, axis=1)
+        cdf /= cdf[:, -1:]
+        shape = (x.shape[0], self.sample_size)
+        if self.seed is not None:
+            u = np.random.RandomState(self.seed).random_sample(shape)
+        else:
+            u = (ctx.rng if ctx.rng is not None else np.random.default_rng()).random(shape)
+        picked = (u[:, :, None] >= cdf[:, None, :]).sum(axis=2)
+        return (np.minimum(picked, x.shape[1] - 1).astype(self.dtype),)

@@ -1,5 +1,7 @@
 """Tensor creation and inspection (flowgrad.ops.tensor): Constant, Shape, Size, Cast,
-ConstantOfShape, Range, Expand, Tile.  Whatever only depends on constants folds at load time."""
+ConstantOfShape, Range, Expand, Tile, EyeLike, and the random tensors (RandomNormal(Like),
+RandomUniform(Like), Bernoulli, Multinomial).  Whatever only depends on constants folds at load
+time, except random draws."""
 from __future__ import annotations
 
 import numpy as np
@@ -145,3 +147,121 @@ def _shape_input(onnx_type: str, attr: str):
 
 T.exports("expand")(_shape_input("Expand", "shape"))
 T.exports("tile")(_shape_input("Tile", "repeats"))
+
+
+@T.imports("EyeLike", since=9)
+def eye_like(b, a, ins):
+    x = ins.need(0, "input")
+    if x.ndim != 2:
+        raise ImportProblem(f"EyeLike needs a 2-d input, got {x.ndim}-d")
+    attrs = {"k": a.int("k", 0)}
+    if "dtype" in a:
+        attrs["dtype"] = _dtype_name(a.int("dtype"), "dtype")
+    return b.final("eye_like", [x], **attrs)
+
+
+@T.exports("eye_like")
+def _eye_like(c):
+    attrs = {"k": c.op.k} if c.op.k else {}
+    if c.op.dtype:
+        attrs["dtype"] = helper.np_dtype_to_tensor_dtype(np.dtype(c.op.dtype))
+    c.node("EyeLike", c.ins, c.outs, **attrs)
+
+
+# -- random tensors: never folded at load time (flowgrad.onnx.builder.Builder.RANDOM_OPS) --------
+
+def _dtype_name(elem_type: int, what: str, allowed=None) -> str:
+    """The numpy dtype name of ONNX element type ``elem_type``; an ImportProblem if flowgrad
+    has no such dtype or the op does not take it."""
+    why = check_elem_type(elem_type)
+    if why:
+        raise ImportProblem(f"the type '{what}' {why}")
+    name = DTYPES[elem_type].name
+    if allowed is not None and name not in allowed:
+        raise ImportProblem(f"'{what}' is {name}; this op produces {' or '.join(allowed)}")
+    return name
+
+
+def _seed(a) -> dict:
+    """ONNX's float ``seed`` as the int flowgrad's ops take (RandomState truncates it too)."""
+    if "seed" not in a:
+        return {}
+    seed = a.float("seed")
+    if not np.isfinite(seed) or not 0 <= seed < 2**32:
+        raise ImportProblem(f"attribute 'seed' must be in [0, 2**32), got {seed}")
+    return {"seed": int(seed)}
+
+
+_FLOATS = ("float16", "float32", "float64")
+
+
+def _random(fg_type: str, params: tuple[str, ...], defaults: dict, like: bool):
+    def handler(b, a, ins):
+        attrs = {k: a.float(k, defaults[k]) for k in params}
+        attrs.update(_seed(a))
+        if like:
+            x = ins.need(0, "input")
+            if "dtype" in a:
+                attrs["dtype"] = _dtype_name(a.int("dtype"), "dtype", _FLOATS)
+            elif x.dtype.kind != "f":
+                attrs["dtype"] = "float32"       # ONNX: the output type is a float
+            return b.final(fg_type, [x], **attrs)
+        shape = ints(a.ints("shape"), "shape")
+        if min(shape, default=0) < 0:
+            raise ImportProblem(f"attribute 'shape' {shape} has negative dims")
+        check_size(shape, np.float64, f"{fg_type}'s output")
+        attrs["dtype"] = _dtype_name(a.int("dtype", 1), "dtype", _FLOATS)
+        return b.final(fg_type, [], shape=shape, **attrs)
+    return handler
+
+
+for _onnx, _fg, _params, _defaults in (
+        ("RandomNormal", "random_normal", ("mean", "scale"), {"mean": 0.0, "scale": 1.0}),
+        ("RandomUniform", "random_uniform", ("low", "high"), {"low": 0.0, "high": 1.0})):
+    T.imports(_onnx)(_random(_fg, _params, _defaults, like=False))
+    T.imports(_onnx + "Like")(_random(_fg, _params, _defaults, like=True))
+
+
+def _random_exporter(onnx_type: str, params: tuple[str, ...]):
+    def exporter(c) -> None:
+        attrs = {k: getattr(c.op, k) for k in params}
+        if c.op.seed is not None:
+            attrs["seed"] = float(c.op.seed)
+        if c.op.dtype:
+            attrs["dtype"] = helper.np_dtype_to_tensor_dtype(np.dtype(c.op.dtype))
+        if c.ins and c.ins[0]:
+            c.node(onnx_type + "Like", c.ins[:1], c.outs, **attrs)
+        else:
+            c.node(onnx_type, [], c.outs, shape=list(c.op.shape), **attrs)
+    return exporter
+
+
+T.exports("random_normal")(_random_exporter("RandomNormal", ("mean", "scale")))
+T.exports("random_uniform")(_random_exporter("RandomUniform", ("low", "high")))
+
+
+@T.imports("Bernoulli", since=15)
+def bernoulli(b, a, ins):
+    attrs = _seed(a)
+    if "dtype" in a:
+        attrs["dtype"] = _dtype_name(a.int("dtype"), "dtype")
+    return b.final("bernoulli", [ins.need(0, "input")], **attrs)
+
+
+@T.imports("Multinomial", since=7)
+def multinomial(b, a, ins):
+    attrs = _seed(a)
+    attrs["dtype"] = _dtype_name(a.int("dtype", 6), "dtype", ("int32", "int64"))
+    return b.final("multinomial", [ins.need(0, "input")],
+                   sample_size=a.int("sample_size", 1), **attrs)
+
+
+@T.exports("bernoulli", "multinomial")
+def _draws(c):
+    attrs = {"seed": float(c.op.seed)} if c.op.seed is not None else {}
+    if c.op.dtype:
+        attrs["dtype"] = helper.np_dtype_to_tensor_dtype(np.dtype(c.op.dtype))
+    if c.op.type == "multinomial":
+        c.node("Multinomial", c.ins, c.outs, sample_size=c.op.sample_size, **attrs)
+    else:
+        c.node("Bernoulli", c.ins, c.outs, **attrs)
