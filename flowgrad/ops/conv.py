@@ -469,3 +469,175 @@ class Col2Im(Op):
         ctx.backend.kernels.im2col(as5d(np.asarray(gy, dtype=work)), cols, *g.as3d())
         return (cols.transpose(2, 0, 1, 3, 4, 5).reshape(n, channels * g.taps, -1)
                 .astype(gy.dtype, copy=False),)
+
+
+class DeformConv(Op):
+    """ONNX DeformConv (2-D): a convolution whose every tap reads the input at its own,
+    learned, fractional position, by bilinear interpolation, and may be scaled by a mask.
+
+    Tap ``(i, j)`` of output position ``(y, x)`` reads ``X`` at ``(y · s - pad + i · d + Δy,
+    x · s - pad + j · d + Δx)``, the offsets ``Δ`` coming from ``offset`` ``(N, offset_group ·
+    kh · kw · 2, oh, ow)`` (per offset group of input channels; (Δy, Δx) pairs), and the value
+    is multiplied by ``mask`` ``(N, offset_group · kh · kw, oh, ow)`` (default 1).  Points
+    outside the image read zeros, as ONNX's reference (GridSample with zero padding,
+    ``align_corners``) does.  The sampled columns ``(N, C · taps, positions)`` then meet ``W``
+    in one grouped matrix product, as in conv.
+
+    Backward: W, bias and mask from the same product; X by scattering each sample's gradient
+    to its four neighbours with their bilinear weights (one ``bincount``); the offsets by the
+    derivative of the interpolation along each axis.  The interpolation has kinks where a
+    sampling point crosses a whole pixel coordinate; there the gradient is the one-sided
+    derivative from above (the floor cell's).
+    """
+
+    type = "deform_conv"
+    inputs = ("x", "W", "offset", "b?", "mask?")
+    rowwise = True
+    attrs = {"kernel_shape": Attr("ints", (), doc="window size (taken from W)"),
+             "strides": Attr("ints", (), doc="step between windows (default 1)"),
+             "dilations": Attr("ints", (), doc="spacing of the taps (default 1)"),
+             "pads": Attr("ints", (), doc="all begins, then all ends (default 0)"),
+             "group": Attr("int", 1, doc="channel groups, as in conv"),
+             "offset_group": Attr("int", 1, doc="groups of input channels sharing offsets")}
+    auto_pad = "NOTSET"         # for the shared window geometry
+
+    def check(self):
+        if self.group < 1 or self.offset_group < 1:
+            raise AttrError("deform_conv: 'group' and 'offset_group' must be >= 1",
+                            attr="group" if self.group < 1 else "offset_group")
+        check_window_attrs(self)
+
+    def _geometry(self, x_shape, W_shape):
+        kernel = tuple(W_shape[2:])
+        if self.kernel_shape and tuple(self.kernel_shape) != kernel:
+            raise ShapeError(f"deform_conv: kernel_shape {list(self.kernel_shape)} does not "
+                             f"match the weight's kernel {list(kernel)}")
+        return geometry(self, tuple(x_shape[2:]), kernel)
+
+    def infer(self, x, W, offset, b=None, mask=None):
+        if x.ndim != 4 or W.ndim != 4:
+            raise ShapeError(f"deform_conv supports 2-D images: x (N, C, H, W) and W (O, C / "
+                             f"group, kh, kw), got {format_shape(x.shape)} and "
+                             f"{format_shape(W.shape)}")
+        channels, out_channels = x.shape[1], W.shape[0]
+        if None not in (channels, W.shape[1]) and channels != W.shape[1] * self.group:
+            raise ShapeError(f"deform_conv: input has {channels} channels but the weight "
+                             f"{format_shape(W.shape)} with group={self.group} expects "
+                             f"{W.shape[1] * self.group}")
+        if out_channels is not None and out_channels % self.group:
+            raise ShapeError(f"deform_conv: {out_channels} output channels do not split into "
+                             f"group={self.group}")
+        if channels is not None and channels % self.offset_group:
+            raise ShapeError(f"deform_conv: {channels} input channels do not split into "
+                             f"offset_group={self.offset_group}")
+        g = self._geometry(x.shape, W.shape)
+        taps = self.offset_group * g.taps
+        for name, v, per in (("offset", offset, 2 * taps), ("mask", mask, taps)):
+            if v is None:
+                continue
+            want = (x.shape[0], per) + g.out
+            if v.ndim != 4 or any(None not in (a, w) and a != w for a, w in zip(v.shape, want)):
+                raise ShapeError(f"deform_conv: '{name}' must have shape "
+                                 f"{format_shape(want)}, got {format_shape(v.shape)}")
+        if b is not None and (b.ndim != 1 or None not in (b.shape[0], out_channels)
+                              and b.shape[0] != out_channels):
+            raise ShapeError(f"deform_conv: bias must have shape ({out_channels},), got "
+                             f"{format_shape(b.shape)}")
+        return (Spec((x.shape[0], out_channels) + g.out, result_dtype(x, W)),)
+
+    def _sample(self, x, offset, g):
+        """Bilinear samples ``(N, og, C/og, taps, P)`` and what backward needs: per corner
+        the flat index into a plane, its validity and weight, and the fractional parts."""
+        n, channels, height, width = x.shape
+        og, (kh, kw), (oh, ow) = self.offset_group, g.kernel, g.out
+        (sh, sw), (dh, dw) = g.strides, g.dilations
+        off = offset.reshape(n, og, kh * kw, 2, oh * ow)
+        taps_y = (np.arange(kh) * dh).repeat(kw)                       # (taps,)
+        taps_x = np.tile(np.arange(kw) * dw, kh)
+        base_y = (np.arange(oh) * sh - g.begin[0]).repeat(ow)          # (P,)
+        base_x = np.tile(np.arange(ow) * sw - g.begin[1], oh)
+        py = taps_y[:, None] + base_y[None, :] + off[:, :, :, 0]       # (n, og, taps, P)
+        px = taps_x[:, None] + base_x[None, :] + off[:, :, :, 1]
+        y0, x0 = np.floor(py), np.floor(px)
+        fy, fx = py - y0, px - x0
+        y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+        planes = x.reshape(n, og, channels // og, height * width)
+        corners = []
+        samples = 0
+        for cy, cx, wy, wx in ((0, 0, 1 - fy, 1 - fx), (0, 1, 1 - fy, fx),
+                               (1, 0, fy, 1 - fx), (1, 1, fy, fx)):
+            yy, xx = y0 + cy, x0 + cx
+            valid = (yy >= 0) & (yy < height) & (xx >= 0) & (xx < width)
+            index = np.where(valid, yy * width + xx, 0)
+            values = np.take_along_axis(planes, index.reshape(n, og, 1, -1), axis=3)
+            values = values.reshape(n, og, -1, *index.shape[2:]) * valid[:, :, None]
+            corners.append((index, valid, values))
+            samples = samples + values * (wy * wx)[:, :, None]
+        return samples, corners, fy, fx
+
+    def forward(self, ctx, x, W, offset, b=None, mask=None):
+        g = self._geometry(x.shape, W.shape)
+        work = np.promote_types(np.result_type(x, W, offset), np.float32)
+        xs = np.asarray(x, dtype=work)
+        n, channels = x.shape[:2]
+        samples, corners, fy, fx = self._sample(xs, np.asarray(offset, dtype=work), g)
+        taps, positions = g.taps, prod(g.out)
+        masked = samples
+        if mask is not None:
+            m = np.asarray(mask, dtype=work).reshape(n, self.offset_group, 1, taps, positions)
+            masked = samples * m
+        groups = self.group
+        cols = masked.reshape(n, groups, channels // groups * taps, positions)
+        Wg = np.asarray(W, dtype=work).reshape(groups, W.shape[0] // groups, -1)
+        y = np.matmul(Wg, cols).reshape((n, W.shape[0]) + g.out)
+        if b is not None:
+            y += np.asarray(b, dtype=work).reshape(1, -1, 1, 1)
+        if ctx.grad_enabled:
+            ctx.save(g, xs.shape, W, Wg, cols, samples, corners, fy, fx, mask, x.dtype,
+                     offset.dtype)
+        return (y.astype(np.result_type(x, W), copy=False),)
+
+    def backward(self, ctx, gy):
+        (g, x_shape, W, Wg, cols, samples, corners, fy, fx, mask, x_dtype,
+         offset_dtype) = ctx.saved
+        need = tuple(ctx.needs_input_grad) + (False,) * 5
+        n, channels, height, width = x_shape
+        og, groups, taps, positions = self.offset_group, self.group, g.taps, prod(g.out)
+        work = cols.dtype
+        gy3 = np.asarray(gy, dtype=work).reshape(n, groups, -1, positions)
+        gx = gW = goffset = gb = gmask = None
+        if need[1]:
+            gW = np.matmul(gy3, cols.swapaxes(-1, -2)).sum(axis=0).reshape(W.shape).astype(
+                W.dtype, copy=False)
+        if need[3]:
+            gb = gy3.reshape(n, -1, positions).sum(axis=(0, 2)).astype(W.dtype, copy=False)
+        if not (need[0] or need[2] or need[4]):
+            return (gx, gW, goffset, gb, gmask)[:len(ctx.needs_input_grad)]
+        gcols = np.matmul(Wg.swapaxes(-1, -2), gy3)         # (n, groups, C/groups · taps, P)
+        gmasked = gcols.reshape(n, og, channels // og, taps, positions)
+        if mask is not None and need[4]:
+            gmask = (gmasked * samples).sum(axis=2).reshape(mask.shape).astype(mask.dtype,
+                                                                               copy=False)
+        gsamples = gmasked
+        if mask is not None:
+            gsamples = gmasked * np.asarray(mask, dtype=work).reshape(n, og, 1, taps, positions)
+        if need[0]:
+            weights = ((1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx)
+            plane = height * width
+            first = (np.arange(n * og * (channels // og)) * plane).reshape(
+                n, og, channels // og, 1, 1)
+            flat, contributions = [], []
+            for (index, valid, _), w in zip(corners, weights):
+                flat.append((first + index[:, :, None]).reshape(-1))
+                contributions.append((gsamples * (w * valid)[:, :, None]).reshape(-1))
+            gx = np.bincount(np.concatenate(flat), weights=np.concatenate(contributions),
+                             minlength=n * channels * plane).reshape(x_shape).astype(
+                                 x_dtype, copy=False)
+        if need[2]:
+            v00, v01, v10, v11 = (values for _, _, values in corners)
+            dy = (1 - fx)[:, :, None] * (v10 - v00) + fx[:, :, None] * (v11 - v01)
+            dx = (1 - fy)[:, :, None] * (v01 - v00) + fy[:, :, None] * (v11 - v10)
+            goffset = np.stack([(gsamples * dy).sum(axis=2), (gsamples * dx).sum(axis=2)],
+                               axis=3)                     # (n, og, taps, 2, P)
+            goffset = goffset.reshape(n, -1, *g.out).astype(offset_dtype, copy=False)
+        return (gx, gW, goffset, gb, gmask)[:len(ctx.needs_input_grad)]

@@ -1,4 +1,6 @@
 """Gradient cases for conv and conv_transpose over a grid of window attributes."""
+import numpy as np
+
 from flowgrad.testing import Case
 
 _CONV = [
@@ -50,4 +52,25 @@ CASES["col2im"] = [
     Case([(2, 2 * 3, 3)], {"image_shape": [6], "block_shape": [3], "strides": [2],
                            "pads": [1, 0]}, id="1d"),
     Case([(1, 8, 8)], {"image_shape": [3, 3, 3], "block_shape": [2, 2, 2]}, id="3d"),
+]
+
+
+def fractional(shape):
+    """Offsets whose sampling points stay clear of whole pixel coordinates (where bilinear
+    interpolation has kinks that finite differences straddle): fractional parts in
+    [0.15, 0.85]."""
+    def make(rng):
+        whole = rng.integers(-1, 2, size=shape)
+        return whole + rng.uniform(0.15, 0.85, size=shape)
+    return make
+
+
+CASES["deform_conv"] = [
+    Case([(1, 2, 4, 4), (3, 2, 2, 2), fractional((1, 8, 3, 3))], id="plain"),
+    Case([(2, 4, 5, 4), (4, 2, 3, 2), fractional((2, 2 * 6 * 2, 3, 2)), (4,),
+          lambda rng: rng.uniform(0.2, 1.0, (2, 2 * 6, 3, 2))],
+         {"group": 2, "offset_group": 2, "strides": [2, 2], "pads": [1, 0, 1, 1]},
+         id="groups-offset-groups-mask-bias"),
+    Case([(1, 2, 5, 5), (2, 2, 2, 2), fractional((1, 8, 5, 4))],
+         {"dilations": [1, 2], "pads": [1, 1, 0, 0]}, id="dilated-padded"),
 ]

@@ -30,3 +30,7 @@ def _col2im(c):
                       c.const(list(c.op.block_shape))], c.outs,
            **{k: list(getattr(c.op, k)) for k in ("dilations", "pads", "strides")
               if getattr(c.op, k)})
+
+
+T.same("DeformConv", "deform_conv", attrs=("dilations", "group", "kernel_shape", "offset_group",
+                                           "pads", "strides"), since=19)
