@@ -163,3 +163,90 @@ class BinaryCrossEntropy(Op):
             gt = unbroadcast(np.broadcast_to(g, np.broadcast_shapes(p.shape, target.shape)),
                              target.shape).astype(target.dtype, copy=False)
         return gp, gt
+
+
+class NllLoss(Op):
+    """Negative log-likelihood of integer targets under log-probabilities (ONNX
+    NegativeLogLikelihoodLoss): ``loss[n, d…] = −weight[t]·input[n, t, d…]`` with
+    ``t = target[n, d…]``, 0 where ``t == ignore_index``.
+
+    ``input`` is (N, C) or (N, C, d1, …, dk) and ``target`` (N) or (N, d1, …, dk); the optional
+    ``weight`` (C,) weighs the classes.  ``reduction``: ``none`` keeps the per-element losses,
+    ``sum`` adds them, ``mean`` divides the sum by the total weight of the elements not ignored
+    (their count without ``weight``), as ONNX and PyTorch define it.  log_softmax followed by
+    this op is ONNX's SoftmaxCrossEntropyLoss.
+
+    Backward: each element's gradient goes to its target class only (one ``put_along_axis``);
+    ``weight`` is differentiable too (a ``bincount`` per class; the mean's denominator depends
+    on it).  ``target`` takes no gradient.
+    """
+
+    type = "nll_loss"
+    inputs = ("input", "target", "weight?")
+    no_grad_inputs = frozenset({"target"})
+    attrs = {"reduction": Attr("str", "mean", choices=("none", "sum", "mean"),
+                               doc="per element, summed, or averaged by total weight"),
+             "ignore_index": Attr("int", None, doc="target value whose elements count for "
+                                                   "nothing (default: none)")}
+
+    def infer(self, x, target, weight):
+        if x.ndim < 2:
+            raise ShapeError(f"nll_loss: input must be (N, C, ...), got {format_shape(x.shape)}")
+        if target.dtype.kind not in "iu":
+            raise ShapeError(f"nll_loss: target holds class indices, an integer tensor, not "
+                             f"{target.dtype}")
+        expected = x.shape[:1] + x.shape[2:]
+        if target.ndim != len(expected) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(target.shape, expected)):
+            raise ShapeError(f"nll_loss: target must be {format_shape(expected)} for input "
+                             f"{format_shape(x.shape)}, got {format_shape(target.shape)}")
+        if weight is not None and (weight.ndim != 1 or None not in (weight.shape[0], x.shape[1])
+                                   and weight.shape[0] != x.shape[1]):
+            raise ShapeError(f"nll_loss: weight must be ({x.shape[1]},), one per class, got "
+                             f"{format_shape(weight.shape)}")
+        shape = target.shape if self.reduction == "none" else ()
+        return (Spec(shape, x.dtype),)
+
+    def forward(self, ctx, x, target, weight):
+        classes = x.shape[1]
+        valid = np.ones(target.shape, bool) if self.ignore_index is None \
+            else target != self.ignore_index
+        if np.any(valid & ((target < 0) | (target >= classes))):
+            bad = target[valid & ((target < 0) | (target >= classes))].ravel()[:5]
+            raise ShapeError(f"nll_loss: target values {bad.tolist()} are not classes of an "
+                             f"input with {classes} (valid: 0 to {classes - 1}, or "
+                             "ignore_index)")
+        index = np.where(valid, target, 0)[:, None]
+        picked = np.take_along_axis(x, index, axis=1)[:, 0]
+        w = (np.ones(target.shape, x.dtype) if weight is None
+             else np.asarray(weight, x.dtype)[index[:, 0]])
+        w = np.where(valid, w, 0).astype(x.dtype, copy=False)
+        loss = -picked * w
+        total = w.sum() if self.reduction == "mean" else None
+        ctx.save(x.shape, index, valid, picked, w, weight, loss.sum(), total)
+        if self.reduction == "none":
+            return (loss.astype(x.dtype, copy=False),)
+        out = loss.sum() if self.reduction == "sum" else loss.sum() / total
+        return (np.asarray(out, dtype=x.dtype),)
+
+    def backward(self, ctx, gy):
+        shape, index, valid, picked, w, weight, summed, total = ctx.saved
+        need_x, _, need_w = ctx.needs_input_grad
+        gy = np.asarray(gy)
+        per = gy if self.reduction == "none" else np.broadcast_to(gy, w.shape)
+        if self.reduction == "mean":
+            per = per / total
+        gx = gw = None
+        if need_x:
+            gx = np.zeros(shape, w.dtype)
+            np.put_along_axis(gx, index, (-(per * w))[:, None], axis=1)
+        if need_w:
+            unweighted = -picked * valid                 # d loss_element / d weight[target]
+            if self.reduction == "mean":                 # L = S / W, both depend on weight
+                contrib = per * unweighted - gy * (summed / total) / total * valid
+            else:
+                contrib = per * unweighted
+            gw = np.bincount(index.ravel(), weights=np.ravel(contrib),
+                             minlength=len(weight)).astype(weight.dtype, copy=False)
+        return gx, None, gw

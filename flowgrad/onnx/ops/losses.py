@@ -1,6 +1,7 @@
 """Losses (flowgrad.ops.losses), so that exported training graphs import back: the losses
-are model-local functions (SoftmaxCrossEntropyLoss inside for integer labels), and ONNX's
-SoftmaxCrossEntropyLoss imports in the common case."""
+are model-local functions (SoftmaxCrossEntropyLoss inside for integer labels); ONNX's
+NegativeLogLikelihoodLoss is ``nll_loss`` and its SoftmaxCrossEntropyLoss is ``log_softmax``
+then ``nll_loss`` (or the fused op in the common case)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,21 +14,47 @@ from ..translations import Translations
 T = Translations("losses")
 
 
-@T.imports("SoftmaxCrossEntropyLoss", since=12,
-           partial="(N, C) scores, reduction mean or sum; no class weights, ignore_index or "
-                   "log_prob output")
-def softmax_cross_entropy_loss(b, a, ins):
+def _nll_attrs(a) -> dict:
     reduction = a.string("reduction", "mean")
-    if reduction not in ("mean", "sum") or "ignore_index" in a:
-        raise ImportProblem(f"SoftmaxCrossEntropyLoss is supported with reduction mean or sum "
-                            f"and no ignore_index (got reduction={reduction!r})")
-    if ins.opt(2) is not None or b.output_used(1):
-        raise ImportProblem("SoftmaxCrossEntropyLoss with class weights or a log_prob output "
-                            "is not supported")
-    scores, labels = ins.need(0, "scores"), ins.need(1, "labels")
-    if scores.ndim != 2:
-        raise ImportProblem("SoftmaxCrossEntropyLoss is supported for (N, C) scores only")
-    return b.final("softmax_cross_entropy", [scores, labels], reduction=reduction)
+    if reduction not in ("none", "sum", "mean"):
+        raise ImportProblem(f"attribute 'reduction' must be none, sum or mean, not "
+                            f"{reduction!r}")
+    attrs = {"reduction": reduction}
+    if "ignore_index" in a:
+        attrs["ignore_index"] = a.int("ignore_index")
+    return attrs
+
+
+@T.imports("NegativeLogLikelihoodLoss", since=12)
+def negative_log_likelihood_loss(b, a, ins):
+    return b.final("nll_loss", [ins.need(0, "input"), ins.need(1, "target"), ins.opt(2)],
+                   **_nll_attrs(a))
+
+
+@T.exports("nll_loss")
+def _nll_loss(c):
+    attrs = {"reduction": c.op.reduction}
+    if c.op.ignore_index is not None:
+        attrs["ignore_index"] = c.op.ignore_index
+    c.node("NegativeLogLikelihoodLoss", c.ins, c.outs, **attrs)
+
+
+@T.imports("SoftmaxCrossEntropyLoss", since=12)
+def softmax_cross_entropy_loss(b, a, ins):
+    """ONNX defines it as NegativeLogLikelihoodLoss of LogSoftmax over axis 1, and so it is
+    imported (any rank, class weights, ignore_index, every reduction, the log_prob output).
+    The common case — (N, C) scores, no weights or ignore_index, mean or sum, log_prob unread —
+    is flowgrad's fused ``softmax_cross_entropy`` op instead, which YAML graphs use."""
+    attrs = _nll_attrs(a)
+    scores, labels, weights = ins.need(0, "scores"), ins.need(1, "labels"), ins.opt(2)
+    if scores.ndim < 2:
+        raise ImportProblem(f"SoftmaxCrossEntropyLoss needs scores (N, C, ...), got "
+                            f"{scores.ndim}-d")
+    if (scores.ndim == 2 and weights is None and len(attrs) == 1
+            and attrs["reduction"] != "none" and not b.output_used(1)):
+        return b.final("softmax_cross_entropy", [scores, labels], reduction=attrs["reduction"])
+    log_prob = b.op("log_softmax", [scores], axis=1, name=b.final_name(1))[0]
+    return b.final("nll_loss", [log_prob, labels, weights], **attrs) + [log_prob]
 
 
 @T.exports("softmax_cross_entropy")
