@@ -7,6 +7,8 @@ checked).  For each model:
 * **forward**: flowgrad (float32) and onnxruntime (float32, one thread) on a seeded input; every
   output of the model (and the pre-activation values the manifest names in ``compare``, where a
   saturated output would hide differences) agree within ``atol + rtol * max|reference|``;
+* **batch**: where axis 0 is the batch (``batch = true``), a batch of two gives what
+  onnxruntime gives for each sample alone, or is refused with an error that says why;
 * **gradients**: in float64, for each differentiable input, the directional derivative of
   ``sum_k <c_k, output_k>`` (random cotangents ``c_k``) along a random direction, by central
   differences, against the same product of backward's gradient; a model without float inputs
