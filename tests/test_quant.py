@@ -597,3 +597,21 @@ def test_quantized_models_export_back_to_onnx(quantized, kind, activations, per_
     assert quant_ops(back) == quant_ops(graph) and quant_ops(graph)
     (again,) = flowgrad_run(exported, {feed: x})
     np.testing.assert_array_equal(again, flowgrad_run(model, {"x": x})[0])
+
+
+def test_cli_fine_tunes_a_quantized_model_with_straight_through(quantized, tmp_path, capsys):
+    """``flowgrad train model.onnx --straight-through``; without the flag the command stops
+    with the error naming the quantizer and the flag's API twin."""
+    from flowgrad.cli import main
+
+    path = tmp_path / "qdq.onnx"
+    onnx.save(quantized("qdq", "int8", False), path)
+    x = images(96, seed=8)
+    np.savez(tmp_path / "data.npz", x=x,
+             label=np.argmax(x.reshape(96, -1)[:, :10], axis=1).astype(np.int64))
+    args = ["train", str(path), "--data", str(tmp_path / "data.npz"), "--epochs", "2",
+            "--no-progress"]
+    assert main(args + ["--out", str(tmp_path / "plain")]) == 1
+    assert "forward-only" in capsys.readouterr().err
+    assert main(args + ["--out", str(tmp_path / "ste"), "--straight-through"]) == 0
+    assert (tmp_path / "ste" / "metrics.json").is_file()

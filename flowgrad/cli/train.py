@@ -46,6 +46,9 @@ def add_arguments(parser):
                         help="train the params matching this glob, also over --freeze (for an "
                              "ONNX model also a stored constant the fine-tuning rules keep "
                              "fixed); repeatable")
+    parser.add_argument("--straight-through", action="store_true",
+                        help="an ONNX model's QuantizeLinear nodes pass gradients (the "
+                             "straight-through estimator), to fine-tune a quantized model")
     norm = parser.add_mutually_exclusive_group()
     norm.add_argument("--bn-eval", dest="bn_eval", action="store_true", default=None,
                       help="batch norm keeps its running statistics while training (the "
@@ -83,16 +86,18 @@ def run(args, registry):
                     bn_eval=args.bn_eval)
     try:
         if args.workers is not None or args.cluster:
-            if args.freeze or args.unfreeze:
-                raise FlowgradError("--freeze/--unfreeze: not supported with --workers or "
-                                    "--cluster yet; train locally, or convert the model and "
-                                    "set 'trainable: false' on params in the YAML")
+            if args.freeze or args.unfreeze or args.straight_through:
+                raise FlowgradError("--freeze/--unfreeze/--straight-through: not supported with "
+                                    "--workers or --cluster yet; train locally, or convert the "
+                                    "model and set 'trainable: false' on params (or "
+                                    "'straight_through: true' on quantizers) in the YAML")
             from ..distributed import train as train_distributed
             train_distributed(args.graph, args.out, args.data, workers=args.workers,
                               cluster=args.cluster, **settings)
         else:
             train_and_report(args.graph, args.out, args.data, freeze=args.freeze,
-                             unfreeze=args.unfreeze, **settings)
+                             unfreeze=args.unfreeze, straight_through=args.straight_through,
+                             **settings)
     except TrainingInterrupted as e:
         where = f"; checkpoint saved to {e.path} (continue with --resume {e.path})" \
             if e.path else ""

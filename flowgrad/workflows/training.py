@@ -59,7 +59,8 @@ class Evaluation:
 
 
 def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet, *,
-                   freeze: Sequence[str] = (), unfreeze: Sequence[str] = ()) -> Graph:
+                   freeze: Sequence[str] = (), unfreeze: Sequence[str] = (),
+                   straight_through: bool = False) -> Graph:
     """The graph at a path (or a graph); one without a loss or ``train:`` section (e.g. an ONNX
     classifier) gets a softmax cross-entropy on its logits (never on a softmax output: see
     :func:`~flowgrad.train.add_classification_loss`) and a ``label`` input.
@@ -68,6 +69,8 @@ def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet, *
     stop or start training, unfreeze winning (``freeze=["*"], unfreeze=["fc*"]`` trains the
     head only).  For an ONNX model given by path they are applied while importing, so
     ``unfreeze`` can also make a structural constant trainable (:mod:`flowgrad.onnx.trainable`).
+    ``straight_through`` imports an ONNX model's QuantizeLinear nodes with the straight-through
+    estimator, so a quantized model fine-tunes through its quantizers (:mod:`flowgrad.ops.quant`).
     """
     freeze, unfreeze = list(freeze or ()), list(unfreeze or ())
     if isinstance(graph, Graph):
@@ -76,9 +79,14 @@ def load_trainable(graph: Graph | str, registry: Any = None, log: Log = quiet, *
     else:
         source = graph
         onnx = str(graph).lower().endswith(".onnx")
-        options = {"freeze": freeze, "unfreeze": unfreeze} if onnx else {}
+        options = {"freeze": freeze, "unfreeze": unfreeze,
+                   "straight_through": straight_through} if onnx else {}
         graph = load(graph, registry=registry, **options)
         patterns_done = onnx
+    if straight_through and not patterns_done:
+        raise FlowgradError(f"{source}: straight-through quantization is an ONNX import option; "
+                            "in a YAML graph set 'straight_through: true' on its "
+                            "quantize_linear nodes")
     if (freeze or unfreeze) and not patterns_done:
         graph = graph.copy()
         set_trainable(graph, freeze, unfreeze)
@@ -98,18 +106,20 @@ def train_and_report(graph: Graph | str, out_dir: str, data: str = "digits", *,
                      resume: str | None = None, dtype: str = "float32", registry: Any = None,
                      progress: bool = False, log: Log = quiet,
                      freeze: Sequence[str] = (), unfreeze: Sequence[str] = (),
-                     **settings: Any) -> TrainingRun:
+                     straight_through: bool = False, **settings: Any) -> TrainingRun:
     """Train ``graph`` as its ``train:`` section says, evaluate it on the held-out test split
     and write the results to ``out_dir``.
 
     ``data`` is ``"digits"`` or a .npz/.npy/.csv file; ``settings`` override the section
     (``epochs=``, ``batch_size=``, ``lr=``, ``seed=``, ``bn_eval=``, any :class:`TrainConfig`
     field; None leaves a setting as it is); ``freeze``/``unfreeze`` choose the params that train
+    and ``straight_through`` lets an ONNX model's quantizers pass gradients
     (:func:`load_trainable`); ``resume`` continues from a checkpoint; ``log`` receives the
     progress lines the command prints.  Ctrl-C saves a checkpoint and raises
     :class:`~flowgrad.train.TrainingInterrupted`.
     """
-    graph = load_trainable(graph, registry, log, freeze=freeze, unfreeze=unfreeze)
+    graph = load_trainable(graph, registry, log, freeze=freeze, unfreeze=unfreeze,
+                           straight_through=straight_through)
     config = from_graph(graph, registry).replace(**settings)
     plan = compile(graph, dtype=dtype, seed=config.seed)
     trainer = Trainer(plan, config, registry=registry, progress=progress, log=log)
