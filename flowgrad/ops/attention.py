@@ -1,4 +1,4 @@
-"""Attention for transformer models: ONNX's opset-23 ``Attention`` and ``RotaryEmbedding``.
+"""Transformer ops: ONNX's ``Attention`` (opsets 23-25), ``RotaryEmbedding`` (23) and ``SwiGLU`` (28).
 
 Both follow the ONNX operators (and their reference implementation where the text leaves a
 choice), so that an exported transformer block imports as one node each and differentiates.
@@ -467,3 +467,39 @@ class RotaryEmbedding(Op):
             gcos = grads[0] if need_cos else None
             gsin = grads[1] if need_sin else None
         return (gx, gcos, gsin, None)[:len(ctx.needs_input_grad)]
+
+
+class SwiGLU(Op):
+    """ONNX SwiGLU (opset 28), the gated unit of LLaMA-style feed-forward blocks:
+    ``y = a · sigmoid(alpha · a) · b`` for ``a`` and ``b`` of one shape (no broadcasting, as
+    ONNX requires).  With ``s = sigmoid(alpha · a)``: ``da = dy · b · (s + alpha · a · s ·
+    (1 - s))`` and ``db = dy · a · s``."""
+
+    type = "swiglu"
+    inputs = ("a", "b")
+    rowwise = True
+    attrs = {"alpha": Attr("float", 1.0, doc="slope inside the sigmoid of the Swish gate")}
+
+    def infer(self, a, b):
+        if a.ndim != b.ndim or any(None not in (x, y) and x != y
+                                   for x, y in zip(a.shape, b.shape)):
+            raise ShapeError(f"swiglu: 'a' and 'b' must have the same shape (no broadcasting), "
+                             f"got {format_shape(a.shape)} and {format_shape(b.shape)}")
+        if a.dtype != b.dtype:
+            raise ShapeError(f"swiglu: 'a' and 'b' must have the same dtype, got {a.dtype} and "
+                             f"{b.dtype}")
+        return (Spec(a.shape, a.dtype),)
+
+    def forward(self, ctx, a, b):
+        s = (1.0 / (1.0 + np.exp(-self.alpha * a))).astype(a.dtype, copy=False)
+        swish = a * s
+        if ctx.grad_enabled:
+            ctx.save(a, b, s, swish)
+        return ((swish * b).astype(a.dtype, copy=False),)
+
+    def backward(self, ctx, gy):
+        a, b, s, swish = ctx.saved
+        need_a, need_b = ctx.needs_input_grad
+        ga = gy * b * (s + self.alpha * a * s * (1 - s)) if need_a else None
+        gb = gy * swish if need_b else None
+        return ga, gb

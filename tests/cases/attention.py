@@ -57,3 +57,6 @@ CASES = {
              {"rotary_embedding_dim": 2, "interleaved": True}, id="partial-interleaved"),
     ],
 }
+
+CASES["swiglu"] = [Case([(3, 4), (3, 4)]), Case([(2, 3, 2), (2, 3, 2)], {"alpha": 1.702},
+                                                id="alpha")]

@@ -1,4 +1,4 @@
-"""Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25) and
+"""Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25), SwiGLU (28) and
 RotaryEmbedding (23), each one flowgrad op with the node's inputs, outputs and attributes."""
 from __future__ import annotations
 
@@ -94,3 +94,13 @@ def rotary_embedding(b, a, ins):
 def _rotary_embedding_export(c):
     c.node("RotaryEmbedding", c.ins, c.outs, opset=23, interleaved=int(c.op.interleaved),
            rotary_embedding_dim=c.op.rotary_embedding_dim, num_heads=c.op.num_heads)
+
+
+@T.imports("SwiGLU", since=28)
+def swiglu(b, a, ins):
+    return b.final("swiglu", [ins.need(0, "A"), ins.need(1, "B")], alpha=a.float("alpha", 1.0))
+
+
+@T.exports("swiglu")
+def _swiglu_export(c):
+    c.node("SwiGLU", c.ins, c.outs, opset=28, alpha=c.op.alpha)
