@@ -1,6 +1,7 @@
-"""Transformer ops: ONNX's ``Attention`` (opsets 23-25), ``RotaryEmbedding`` (23) and ``SwiGLU`` (28).
+"""Transformer ops: ONNX's ``Attention`` (opsets 23-25), ``RotaryEmbedding`` (23) and
+``SwiGLU`` (28).
 
-Both follow the ONNX operators (and their reference implementation where the text leaves a
+All three follow the ONNX operators (and their reference implementation where the text leaves a
 choice), so that an exported transformer block imports as one node each and differentiates.
 
 ``attention`` computes ``softmax(softcap(scale · Q Kᵀ) + bias) V`` per head, where ``bias``
@@ -389,11 +390,11 @@ class RotaryEmbedding(Op):
     def infer(self, x, cos_cache, sin_cache, position_ids=None):
         _, rot = self._dims(x)
         want = 2 if position_ids is not None else 3
+        layout = "(max_position, rot/2)" if want == 2 else "(batch, seq, rot/2)"
         for name, c in (("cos_cache", cos_cache), ("sin_cache", sin_cache)):
             if c.ndim != want:
-                raise ShapeError(f"rotary_embedding: {name} must be "
-                                 f"{'(max_position, rot/2)' if want == 2 else '(batch, seq, rot/2)'}"
-                                 f", got {format_shape(c.shape)}")
+                raise ShapeError(f"rotary_embedding: {name} must be {layout}, got "
+                                 f"{format_shape(c.shape)}")
             if None not in (rot, c.shape[-1]) and c.shape[-1] * 2 != rot:
                 raise ShapeError(f"rotary_embedding: {name} has {c.shape[-1]} values per "
                                  f"position, but {rot} features are rotated (needs {rot // 2})")

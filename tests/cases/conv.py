@@ -1,6 +1,4 @@
 """Gradient cases for conv and conv_transpose over a grid of window attributes."""
-import numpy as np
-
 from flowgrad.testing import Case
 
 _CONV = [
