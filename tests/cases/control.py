@@ -76,3 +76,44 @@ CASES = {
              id="else"),
     ],
 }
+
+
+# -- sequence and optional ops (flowgrad/ops/sequence.py): forward only -------------------
+
+def _seq(*shapes):
+    """An input maker: a boxed sequence of standard-normal float32 arrays (the ops that take a
+    tensor out declare float32, the network precision)."""
+    from flowgrad.ops.sequence import box
+    return lambda rng: box([rng.standard_normal(s).astype(np.float32) for s in shapes])
+
+
+def _opt(shape):
+    from flowgrad.ops.sequence import box
+    return lambda rng: box(None if shape is None else
+                           rng.standard_normal(shape).astype(np.float32))
+
+
+I64 = np.int64
+CASES.update({
+    "sequence_construct": [Case([(2, 3), (4, 3)])],
+    "sequence_insert": [Case([_seq((2,), (3,)), (4,), np.array(1, I64)], id="middle"),
+                        Case([_seq((2,)), (4,), None], id="end")],
+    "sequence_erase": [Case([_seq((2,), (3,), (1,)), np.array(-3, I64)], id="first"),
+                       Case([_seq((2,), (3,)), None], id="last")],
+    "sequence_length": [Case([_seq((2,), (3,), (1,))])],
+    "sequence_at": [Case([_seq((2, 3), (4, 3)), np.array(-1, I64)],
+                         {"shape": [None, 3], "dtype": "float32"})],
+    "concat_from_sequence": [
+        Case([_seq((2, 3), (4, 3))], {"axis": 0, "shape": [None, 3], "dtype": "float32"},
+             id="concat"),
+        Case([_seq((2, 3), (2, 3))], {"axis": -1, "new_axis": True, "shape": [2, 3, None],
+                                      "dtype": "float32"}, id="stack-last")],
+    "split_to_sequence": [Case([(5, 2), np.array(2, I64)], id="chunks"),
+                          Case([(3, 4), None], {"axis": 1, "keepdims": False}, id="squeezed"),
+                          Case([(5, 2), np.array([1, 4], I64)], id="lengths")],
+    "optional": [Case([(2, 3)], id="tensor"), Case([None], id="empty")],
+    "optional_has_element": [Case([_opt((2,))], id="full"), Case([_opt(None)], id="empty")],
+    "optional_get_element": [Case([_opt((2, 3))], {"shape": [None, 3], "dtype": "float32"},
+                                  id="tensor"),
+                             Case([_seq((2,), (1,))], id="sequence")],
+})

@@ -10,6 +10,7 @@ unknown, until its shapes settle.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ...errors import FlowgradError
 from ...op import Spec
@@ -236,3 +237,255 @@ def _refuse_export(c) -> None:
 
 
 T.exports("if", "loop", "scan")(_refuse_export)
+
+
+# -- sequences and optionals (flowgrad.ops.sequence) -----------------------------------------
+#
+# A sequence or optional is opaque to shape inference (Spec object[]), so the translations keep
+# what is known of its contents beside the graph: ``b.contents`` maps a value (its node and
+# port, or a constant's id) to a descriptor -- a Spec for a tensor, ("seq", element) for a
+# sequence, ("opt", inner) for an optional, None where unknown.  Where nothing was recorded (a
+# graph input, a loop's output), the model's declared type of the value is read instead.
+
+def _key(value):
+    return ("const", id(value.const)) if value.is_const else (value.node, value.port)
+
+
+def _contents(b) -> dict:
+    table = getattr(b, "contents", None)
+    if table is None:
+        table = b.contents = {}
+    return table
+
+
+def _describe(type_proto):
+    """A TypeProto as a descriptor (see above)."""
+    kind = type_proto.WhichOneof("value")
+    if kind == "tensor_type":
+        from ..subgraph import declared_spec
+        vi = onnx.ValueInfoProto()
+        vi.type.CopyFrom(type_proto)
+        return declared_spec(vi)
+    if kind == "sequence_type":
+        return ("seq", _describe(type_proto.sequence_type.elem_type))
+    if kind == "optional_type":
+        return ("opt", _describe(type_proto.optional_type.elem_type))
+    return None
+
+
+def _declared_types(b) -> dict:
+    """Every value type the model declares (main graph and all subgraphs), by name."""
+    importer = b.importer
+    table = getattr(importer, "declared_types", None)
+    if table is None:
+        table = {}
+
+        def walk(graph):
+            for vi in (*graph.input, *graph.output, *graph.value_info):
+                if vi.type.WhichOneof("value"):
+                    table.setdefault(vi.name, vi.type)
+            for node in graph.node:
+                for attr in node.attribute:
+                    if attr.type == onnx.AttributeProto.GRAPH:
+                        walk(attr.g)
+                    elif attr.type == onnx.AttributeProto.GRAPHS:
+                        for g in attr.graphs:
+                            walk(g)
+        walk(importer.model.graph)
+        importer.declared_types = table
+    return table
+
+
+def _of(b, value, name: str):
+    """What ``value`` (the ONNX value ``name``) holds: recorded, else declared, else None."""
+    known = _contents(b).get(_key(value))
+    if known is not None:
+        return known
+    if value.spec != _OPAQUE:
+        return value.spec
+    declared = _declared_types(b).get(name)
+    return None if declared is None else _describe(declared)
+
+
+def _record(b, value, descriptor):
+    if descriptor is not None:
+        _contents(b)[_key(value)] = descriptor
+    return value
+
+
+def _widen(a, c):
+    """The descriptor covering both (tensor dims that differ unknown; None if unrelated)."""
+    if a is None or c is None:
+        return None
+    if isinstance(a, Spec) and isinstance(c, Spec):
+        if a.ndim != c.ndim:
+            return None
+        return Spec(tuple(x if x == y else None for x, y in zip(a.shape, c.shape)), a.dtype)
+    if isinstance(a, tuple) and isinstance(c, tuple) and a[0] == c[0]:
+        return (a[0], _widen(a[1], c[1]))
+    return None
+
+
+def _tensor_attrs(spec, what: str) -> dict:
+    if not isinstance(spec, Spec):
+        raise ImportProblem(f"flowgrad needs the rank and dtype of {what}; declare the value's "
+                            "type in the model (value_info)")
+    return {"shape": list(spec.shape), "dtype": spec.dtype.name}
+
+
+_OPAQUE = Spec((), np.dtype(object))
+
+
+@T.imports("SequenceEmpty", since=11)
+def _sequence_empty(b, a, ins):
+    from ...ops.sequence import box
+    from ..tensors import DTYPES
+    dtype = DTYPES.get(a.int("dtype", onnx.TensorProto.FLOAT))
+    value = b.const(box([]))
+    return [_record(b, value, ("seq", None if dtype is None else None))]
+
+
+@T.imports("SequenceConstruct", since=11)
+def _sequence_construct(b, a, ins):
+    items = list(ins)
+    if any(v is None for v in items) or not items:
+        raise ImportProblem("needs one or more tensors, none empty")
+    out = b.final("sequence_construct", items)[0]
+    element = items[0].spec
+    for v in items[1:]:
+        element = _widen(element, v.spec)
+    return [_record(b, out, ("seq", element))]
+
+
+def _seq_in(b, ins, i=0):
+    seq = ins.need(i, "input_sequence")
+    if seq.spec != _OPAQUE:
+        raise ImportProblem(f"input {i} must be a sequence, not a tensor {seq.spec}")
+    described = _of(b, seq, b.current.input[i])
+    element = described[1] if isinstance(described, tuple) and described[0] == "seq" else None
+    return seq, element
+
+
+@T.imports("SequenceInsert", since=11)
+@_opaque
+def _sequence_insert(b, a, ins):
+    seq, element = _seq_in(b, ins)
+    tensor = ins.need(1, "tensor")
+    out = b.final("sequence_insert", [seq, tensor, ins.opt(2)])[0]
+    merged = tensor.spec if element is None else _widen(element, tensor.spec)
+    if element is None:      # earlier elements are unknown: keep the rank only
+        merged = Spec((None,) * tensor.ndim, tensor.dtype)
+    return [_record(b, out, ("seq", merged))]
+
+
+@T.imports("SequenceErase", since=11)
+@_opaque
+def _sequence_erase(b, a, ins):
+    seq, element = _seq_in(b, ins)
+    out = b.final("sequence_erase", [seq, ins.opt(1)])[0]
+    return [_record(b, out, ("seq", element))]
+
+
+@T.imports("SequenceLength", since=11)
+@_opaque
+def _sequence_length(b, a, ins):
+    seq, _ = _seq_in(b, ins)
+    return b.final("sequence_length", [seq])
+
+
+@T.imports("SequenceAt", since=11)
+@_opaque
+def _sequence_at(b, a, ins):
+    seq, element = _seq_in(b, ins)
+    if element is None:
+        declared = _declared_types(b).get(b.current.output[0])
+        element = None if declared is None else _describe(declared)
+    return b.final("sequence_at", [seq, ins.need(1, "position")],
+                   **_tensor_attrs(element, "the sequence's elements"))
+
+
+@T.imports("ConcatFromSequence", since=11)
+@_opaque
+def _concat_from_sequence(b, a, ins):
+    seq, element = _seq_in(b, ins)
+    axis, new_axis = a.int("axis"), a.bool("new_axis", False)
+    if not isinstance(element, Spec):
+        declared = _declared_types(b).get(b.current.output[0])
+        out_spec = None if declared is None else _describe(declared)
+        attrs = _tensor_attrs(out_spec, "the concatenation")
+    else:
+        rank = element.ndim + int(new_axis)
+        if not -rank <= axis < rank:
+            raise ImportProblem(f"axis {axis} is out of range for {element.ndim}-d elements")
+        shape = list(element.shape)
+        if new_axis:
+            shape.insert(axis % rank, None)
+        else:
+            shape[axis % rank] = None
+        attrs = {"shape": shape, "dtype": element.dtype.name}
+    return b.final("concat_from_sequence", [seq], axis=axis, new_axis=new_axis, **attrs)
+
+
+@T.imports("SplitToSequence", since=11, static=())
+def _split_to_sequence(b, a, ins):
+    x = ins.need(0, "input")
+    split = ins.opt(1)
+    axis, keepdims = a.int("axis", 0), a.bool("keepdims", True)
+    if not -x.ndim <= axis < x.ndim:
+        raise ImportProblem(f"axis {axis} is out of range for a {x.ndim}-d input")
+    out = b.final("split_to_sequence", [x, split], axis=axis, keepdims=keepdims)[0]
+    shape = list(x.shape)
+    if split is None and not keepdims:
+        del shape[axis % x.ndim]
+    else:
+        shape[axis % x.ndim] = None
+    return [_record(b, out, ("seq", Spec(tuple(shape), x.dtype)))]
+
+
+@T.imports("Optional", since=15)
+@_opaque
+def _optional(b, a, ins):
+    x = ins.opt(0)
+    if x is None:
+        from ...ops.sequence import box
+        declared = None
+        for attr in b.current.attribute:
+            if attr.name == "type" and attr.type == onnx.AttributeProto.TYPE_PROTO:
+                declared = _describe(attr.tp)
+        return [_record(b, b.const(box(None)), ("opt", declared))]
+    out = b.final("optional", [x])[0]
+    return [_record(b, out, ("opt", _of(b, x, b.current.input[0])))]
+
+
+@T.imports("OptionalHasElement", since=15)
+@_opaque
+def _optional_has_element(b, a, ins):
+    x = ins.opt(0)
+    if x is None:
+        return [b.const(np.array(False))]
+    if x.spec != _OPAQUE:
+        return [b.const(np.array(True))]
+    return b.final("optional_has_element", [x])
+
+
+@T.imports("OptionalGetElement", since=15)
+@_opaque
+def _optional_get_element(b, a, ins):
+    x = ins.need(0, "input")
+    if x.spec != _OPAQUE:
+        return [x]
+    described = _of(b, x, b.current.input[0])
+    inner = described[1] if isinstance(described, tuple) and described[0] == "opt" else \
+        described if isinstance(described, tuple) else None
+    if inner is None:
+        declared = _declared_types(b).get(b.current.output[0])
+        inner = None if declared is None else _describe(declared)
+    if isinstance(inner, tuple):
+        out = b.final("optional_get_element", [x])[0]
+        return [_record(b, out, inner)]
+    return b.final("optional_get_element", [x], **_tensor_attrs(inner, "the optional's value"))
+
+
+T.exports("sequence_construct", "sequence_insert", "sequence_erase", "sequence_length",
+          "sequence_at", "concat_from_sequence", "split_to_sequence", "optional",
+          "optional_has_element", "optional_get_element")(_refuse_export)
