@@ -94,6 +94,12 @@ def compare(outputs, expected, rtol: float, atol: float) -> None:
     """onnx's runner comparison: same count, shape, dtype, then assert_allclose."""
     assert len(outputs) == len(expected), f"{len(outputs)} outputs, expected {len(expected)}"
     for i, (out, ref) in enumerate(zip(outputs, expected)):
+        if isinstance(ref, list) or ref is None:    # a sequence, or an empty optional
+            assert type(out) is type(ref), f"output {i} is {type(out).__name__}, expected " \
+                                           f"{type(ref).__name__}"
+            if ref is not None:
+                compare(out, ref, rtol, atol)       # element by element, as onnx's runner
+            continue
         ref = np.asarray(ref)
         out = np.asarray(out)
         assert out.shape == ref.shape, f"output {i} has shape {out.shape}, expected {ref.shape}"
