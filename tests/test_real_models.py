@@ -95,6 +95,14 @@ def ort_session(spec, path: pathlib.Path, threads: int = 1):
 _loaded: dict[str, tuple] = {}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _free_models():
+    """The graphs and sessions are shared by this module's tests, then let go (about 200 MB):
+    the rest of the suite runs in the same process."""
+    yield
+    _loaded.clear()
+
+
 def loaded(name: str):
     """(spec, path, flowgrad graph, onnxruntime session, seeded feeds), once per model."""
     if name not in _loaded:
