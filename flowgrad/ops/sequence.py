@@ -21,6 +21,8 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec
+from .control import Body
+from .control import _Control as _ControlBase
 
 OPAQUE = Spec((), np.dtype(object))
 
@@ -260,3 +262,53 @@ class OptionalGetElement(_SequenceOp):
         if held is None:
             raise ValueError("the optional is empty; check it with OptionalHasElement first")
         return (box(held) if isinstance(held, list) else np.asarray(held),)
+
+
+class SequenceMap(_ControlBase):
+    """ONNX SequenceMap: the body run on the i-th element of every sequence input (a tensor
+    input is passed whole each time), each body output collected into an output sequence.
+
+    Inputs: the sequence, the additional inputs, then ``num_outer`` outer values the body
+    reads.  Forward only."""
+
+    type = "sequence_map"
+    inputs = ("seq", "outer")
+    differentiable = False
+    body_attrs = ("body",)
+    attrs = {"body": Attr("any", doc="the graph run per element"),
+             "num_outer": Attr("int", 0, doc="outer-scope values the body reads")}
+
+    def _ports(self):
+        specs = self.bodies["body"].input_specs
+        k = len(specs) - self.num_outer
+        names = ["seq"] + [f"x{i}" for i in range(1, k)] + \
+            [f"outer{i}" for i in range(self.num_outer)]
+        return names, [False] * len(names)
+
+    def num_outputs(self, num_inputs):
+        return len(self.body.outputs)
+
+    def output_names(self, num_inputs):
+        return tuple(f"y{i}" for i in range(len(self.body.outputs)))
+
+    def infer(self, *specs):
+        return (OPAQUE,) * len(self.body.outputs)
+
+    def forward(self, ctx, *xs):
+        body = self.bodies["body"]
+        k = body.num_inputs - self.num_outer
+        mapped, outer = xs[:k], list(xs[k:])
+        sequences = {i: _items(x, f"input {i}") for i, x in enumerate(mapped)
+                     if np.asarray(x).dtype == object}
+        lengths = {len(v) for v in sequences.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"the sequences have different lengths {sorted(lengths)}")
+        count = lengths.pop() if lengths else 0
+        results: list[list] = [[] for _ in range(body.num_outputs)]
+        for n in range(count):
+            feeds = [sequences[i][n] if i in sequences else x for i, x in enumerate(mapped)]
+            dtype = Body.dtype_of(feeds + outer)
+            outs, _ = body.run(feeds + outer, dtype, False, ctx.training, ctx.rng)
+            for r, out in zip(results, outs):
+                r.append(out)
+        return tuple(box(r) for r in results)

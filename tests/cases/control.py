@@ -117,3 +117,10 @@ CASES.update({
                                   id="tensor"),
                              Case([_seq((2,), (1,))], id="sequence")],
 })
+
+_DOUBLE = body([("x", (None,), "float32"), ("w", (None,), "float32")],
+               [("y", "add", ["x", "w"], {}), ("n", "shape", ["y"], {})], ["y", "n"])
+CASES["sequence_map"] = [
+    Case([_seq((3,), (3,)), (3,)], {"body": _DOUBLE}, id="sequence-and-tensor"),
+    Case([_seq((2,), (2,), (2,)), _seq((2,), (2,), (2,))], {"body": _DOUBLE},
+         id="two-sequences")]

@@ -489,3 +489,35 @@ def _optional_get_element(b, a, ins):
 T.exports("sequence_construct", "sequence_insert", "sequence_erase", "sequence_length",
           "sequence_at", "concat_from_sequence", "split_to_sequence", "optional",
           "optional_has_element", "optional_get_element")(_refuse_export)
+
+
+@T.imports("SequenceMap", since=17)
+@_opaque
+def _sequence_map(b, a, ins):
+    """SequenceMap -> flowgrad ``sequence_map``: each sequence input gives its element's
+    Spec to the body's formal input (known from how it was built, else declared)."""
+    node = b.current
+    body = graph_attr(node, "body")
+    if ins.opt(0) is None or any(v is None for v in ins):
+        raise ImportProblem("needs its input sequence and every additional input")
+    if len(body.input) != len(ins):
+        raise ImportProblem(f"its body takes {len(body.input)} input(s); it must take "
+                            f"{len(ins)}, one per input")
+    formal = []
+    for i, (value, vi) in enumerate(zip(ins, body.input)):
+        if value.spec == _OPAQUE:
+            _, element = _seq_in(b, ins, i)
+            formal.append(_widen(element, declared_spec(vi)) or element or declared_spec(vi))
+        else:
+            formal.append(value.spec)
+    outer = outer_values(b, free_names(body))
+    graph, outs = import_body(b, body, formal, outer, "body")
+    if len(outs) != len(node.output):
+        raise ImportProblem(f"its body gives {len(outs)} output(s), the node "
+                            f"{len(node.output)}")
+    results = b.op("sequence_map", list(ins) + [v for _, v in outer], name=b.final_name(0),
+                   body=graph, num_outer=len(outer))
+    return [_record(b, r, ("seq", o.spec)) for r, o in zip(results, outs)]
+
+
+T.exports("sequence_map")(_refuse_export)
