@@ -122,31 +122,38 @@ class Rules:
 def classify(model, translation, static_of, freeze: Iterable[str] = (),
              unfreeze: Iterable[str] = ()) -> Rules:
     """Apply the rules above to ``model`` (an ``onnx.ModelProto``): which of its stored values
-    are learned, state or structural.  ``translation(node)`` gives a node's import translation
-    (or None) and ``static_of(node)`` its load-time input positions."""
+    (initializers and ``Constant`` node outputs) are learned, state or structural.
+    ``translation(node)`` gives a node's import translation (or None) and ``static_of(node)``
+    its load-time input positions."""
     graph = model.graph
     stored = {i.name for i in graph.initializer}
-    producer = {}
+    stored.update(o for node in graph.node if node.op_type == "Constant" and not node.domain
+                  for o in node.output if o)
+    known = set(stored)            # values computable at load time (folded by the builder)
+    producer: dict = {}
+    consumers: dict[str, list] = {}
     for node in graph.node:
-        if all(not i or i in stored for i in node.input) and node.op_type != "Dropout":
-            stored.update(o for o in node.output if o)
+        if all(not i or i in known for i in node.input) and node.op_type != "Dropout":
+            known.update(o for o in node.output if o)
         for o in node.output:
             if o:
                 producer[o] = node
-    init_sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
+        for position, name in enumerate(node.input):
+            if name:
+                consumers.setdefault(name, []).append((node, position))
 
     def layer_output(v: str, depth: int = 0) -> bool:
         """Whether ``v`` is a layer's output (a parametric op with a stored weight), or such an
         output moved by reshapes/transposes, or scaled and shifted by learned affine params."""
         node = producer.get(v)
-        if node is None or depth > 8 or v in stored:
+        if node is None or depth > 8 or v in known:
             return False
         if node.op_type in LAYERS:
-            return any(i in stored for i in node.input)
+            return any(i in known for i in node.input)
         if node.op_type in PASS_THROUGH and node.input:
             return layer_output(node.input[0], depth + 1)
         if node.op_type in ("Add", "Mul"):
-            return any(role(node, k) == PARAM for k in range(2) if node.input[k] in stored)
+            return any(use_role(node, k) == PARAM for k in range(2) if node.input[k] in known)
         return False
 
     def normalised(v: str) -> bool:
@@ -166,16 +173,13 @@ def classify(model, translation, static_of, freeze: Iterable[str] = (),
                 for p in made_by)
         return False
 
-    memo: dict[tuple[int, int], str] = {}
+    def scaled_normalised(v: str) -> bool:
+        node = producer.get(v)
+        return node is not None and node.op_type == "Mul" and any(
+            normalised(node.input[k]) and node.input[1 - k] in known for k in range(2))
 
-    def role(node, position: int) -> str:
-        key = (id(node), position)
-        if key not in memo:
-            memo[key] = CONST                     # guards against cycles in a broken model
-            memo[key] = _role(node, position)
-        return memo[key]
-
-    def _role(node, position: int) -> str:
+    def own_role(node, position: int) -> str:
+        """The role of input ``position`` of ``node`` by the op alone (see the module doc)."""
         record = translation(node)
         if record is not None:
             if position in static_of(node):
@@ -190,44 +194,67 @@ def classify(model, translation, static_of, freeze: Iterable[str] = (),
             return PARAM if positions is None or position in positions else CONST
         if node.op_type in ("Add", "Mul") and len(node.input) == 2 and position < 2:
             other = node.input[1 - position]
-            if other in stored:
+            if other in known:
                 return CONST
             if layer_output(other) or normalised(other) \
-                    or (node.op_type == "Add" and _scaled_normalised(other)):
+                    or (node.op_type == "Add" and scaled_normalised(other)):
                 return PARAM
         return CONST
 
-    def _scaled_normalised(v: str) -> bool:
-        node = producer.get(v)
-        return node is not None and node.op_type == "Mul" and any(
-            normalised(node.input[k]) and node.input[1 - k] in stored for k in range(2))
+    roles: dict[tuple[int, int], str] = {}
+    kinds_of: dict[str, str | None] = {}
 
-    uses: dict[str, list[str]] = {}
-    mul_only: set[str] = set()
-    mul_uses: dict[str, bool] = {}
-    for node in graph.node:
-        for position, name in enumerate(node.input):
-            if name and name in stored:
-                r = role(node, position)
-                uses.setdefault(name, []).append(r)
-                if r == PARAM:
-                    is_mul = node.op_type == "Mul"
-                    mul_uses[name] = mul_uses.get(name, True) and is_mul
+    def use_role(node, position: int) -> str:
+        """:func:`own_role`, except that an op that only moves values (a Slice, Concat,
+        Reshape, Cast… of a stored weight on its way to a layer, as PyTorch's exporter writes
+        the LSTM gate reordering) passes on the kind of what it produces: the stored tensor
+        itself is the param, under the name the model gave it."""
+        key = (id(node), position)
+        if key not in roles:
+            roles[key] = CONST                    # guards against cycles in a broken model
+            role = own_role(node, position)
+            if role == CONST and node.op_type in MOVING and position in MOVING[node.op_type]:
+                role = combine([value_kind(o) for o in node.output if o]) or CONST
+            roles[key] = role
+        return roles[key]
+
+    def value_kind(v: str) -> str | None:
+        if v not in kinds_of:
+            kinds_of[v] = None
+            kinds_of[v] = combine([use_role(n, k) for n, k in consumers.get(v, [])])
+        return kinds_of[v]
+
     kinds: dict[str, str] = {}
-    for name, roles in uses.items():
-        if all(r == "static" for r in roles):
-            kinds[name] = "static"
-        elif PARAM in roles:
-            kinds[name] = PARAM
-            if mul_uses.get(name):
-                mul_only.add(name)
-        elif all(r in (STATE, "static") for r in roles):
-            kinds[name] = STATE
-        else:
-            kinds[name] = CONST
-    for name in init_sizes:            # an initializer nothing reads: a param, pruned later
-        kinds.setdefault(name, PARAM)
+    mul_only: set[str] = set()
+    for name in stored:
+        kind = value_kind(name)
+        kinds[name] = PARAM if kind is None else kind     # read by nothing: pruned later
+        if kind == PARAM and all(n.op_type == "Mul" for n, k in consumers.get(name, [])
+                                 if use_role(n, k) == PARAM):
+            mul_only.add(name)
     return Rules(kinds, mul_only, tuple(freeze), tuple(unfreeze))
+
+
+#: ops that move or retype values without computing on them: ``op_type -> data positions``
+MOVING: dict[str, tuple[int, ...]] = {
+    "Identity": (0,), "Cast": (0,), "CastLike": (0,), "Transpose": (0,), "Reshape": (0,),
+    "Squeeze": (0,), "Unsqueeze": (0,), "Flatten": (0,), "Slice": (0,), "Split": (0,),
+    "Concat": tuple(range(64)),
+}
+
+
+def combine(roles: list[str]) -> str | None:
+    """The kind of a value from the roles of its uses: a param if any use learns it, state if
+    every use is a statistic, a constant otherwise; None if nothing reads it."""
+    if not roles:
+        return None
+    if all(r == "static" for r in roles):
+        return "static"
+    if PARAM in roles:
+        return PARAM
+    if all(r in (STATE, "static") for r in roles):
+        return STATE
+    return CONST
 
 
 def _names(graph) -> dict[str, list[str]]:
