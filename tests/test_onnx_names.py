@@ -189,6 +189,11 @@ def test_the_yaml_of_a_converted_model_answers_to_the_models_names(tmp_path):
     np.testing.assert_array_equal(grads["0.weight"], grads["0_weight"])
     plan.load_state_dict({"fc.bias": np.full(10, 2.0, np.float32)})
     np.testing.assert_array_equal(plan.params["fc_bias"], 2.0)
+    made = flowgrad.visualize(plan, [f'channel("{CONV}", 0)'], input="input.1", steps=1)
+    assert made.views.shape[0] == 1
+    with pytest.raises(FlowgradError, match="cannot optimize '0.weight': it is not a float "
+                                            r"input of the graph \(float inputs: input_1\)"):
+        flowgrad.visualize(plan, [f'channel("{CONV}", 0)'], input="0.weight", steps=1)
 
 
 def test_cli_run_feeds_and_writes_by_the_models_names(tmp_path, capsys):

@@ -178,7 +178,7 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     steps, kept = _steps(steps, thresholds, snapshot_every)
     net = frozen_view(plan)
     graph = net.graph
-    input = input or _float_input(graph)
+    input = _input_node(graph, input) if input else _float_input(graph)
     in_shape = _input_shape(input, graph.spec_of(input).shape[1:], input_shape)
     view = tuple(view) if view is not None else view_shape(in_shape)
     if math.prod(view) != math.prod(in_shape):
@@ -300,6 +300,20 @@ def _input_shape(input: str, declared: Sequence[int | None],
     if min(shape, default=1) < 1:
         raise FlowgradError(f"input_shape {shape} has an empty dimension")
     return shape
+
+
+def _input_node(graph, name: str) -> str:
+    """The input node ``name`` is, or is an alias of (a model's own name, e.g. ``input.1`` in
+    a graph converted to YAML as ``input_1``); a FlowgradError naming the float inputs else."""
+    floats = [n for n in graph.inputs if graph.spec_of(n).dtype.kind == "f"]
+    try:
+        node = graph.leaf(name)
+    except KeyError:
+        node = None
+    if node not in floats:
+        raise FlowgradError(f"cannot optimize '{name}': it is not a float input of the graph "
+                            f"(float inputs: {', '.join(floats) or 'none'})")
+    return node
 
 
 def _float_input(graph) -> str:
