@@ -167,11 +167,35 @@ def check_params(checkpoint: Checkpoint, params: Mapping[str, np.ndarray], path:
 
 
 def load_params(plan: Any, path: str) -> Checkpoint:
-    """Load a checkpoint's params into a plan (after checking they fit); return the checkpoint."""
+    """Load a checkpoint's params into a plan (after checking they fit); return the checkpoint.
+
+    A saved name that is an alias of one of the plan's params counts as that param: a
+    checkpoint trained on an imported ONNX model (keys ``params/0.weight``) loads into the
+    model's YAML conversion, which declares ``0_weight`` and keeps ``0.weight`` as an alias."""
     checkpoint = load_checkpoint(path)
+    _by_node(checkpoint, plan)
     check_params(checkpoint, plan.params, path)
     plan.load_state_dict(checkpoint.params)
     return checkpoint
+
+
+def _by_node(checkpoint: Checkpoint, plan: Any) -> None:
+    """Key the checkpoint's params by the plan's param names where a saved name is an alias of
+    one (see :func:`load_params`); other names are left for :func:`check_params` to report."""
+    saved, graph = checkpoint.arrays.get("params"), getattr(plan, "graph", None)
+    if not saved or graph is None or all(name in plan.params for name in saved):
+        return
+    renamed = {}
+    for name, value in saved.items():
+        if name not in plan.params:
+            try:
+                node = graph.leaf(name)
+            except KeyError:
+                node = name
+            if node in plan.params and node not in saved and node not in renamed:
+                name = node
+        renamed[name] = value
+    checkpoint.arrays["params"] = renamed
 
 
 # -- what resuming needs -------------------------------------------------------------------

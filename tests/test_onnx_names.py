@@ -235,6 +235,13 @@ def test_training_from_the_cli_keeps_the_names_in_the_checkpoint(tmp_path, capsy
                  "-i", f"input.1={tmp_path / 'x.npy'}", "-o", str(tmp_path / "o.npz")]) == 0
     with np.load(tmp_path / "o.npz") as ran:
         assert ran.files == [OUT]
+        tuned = ran[OUT]
+    # the checkpoint, keyed by the model's names, also loads into the model's YAML form
+    assert main(["convert", path, str(tmp_path / "mlp.yaml")]) == 0
+    assert main(["run", str(tmp_path / "mlp.yaml"), "--checkpoint", str(out / "checkpoint.npz"),
+                 "-i", f"input.1={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npz")]) == 0
+    with np.load(tmp_path / "y.npz") as ran:
+        np.testing.assert_allclose(ran[OUT], tuned, rtol=1e-6)
 
 
 def test_visualize_refers_to_values_by_the_models_names(tmp_path, capsys):
