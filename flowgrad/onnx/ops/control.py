@@ -231,12 +231,115 @@ def _scan8(b, a, ins):
 
 
 def _refuse_export(c) -> None:
-    raise FlowgradError(f"node '{c.name}': exporting '{c.op.type}' with its body to ONNX is "
-                        "not supported yet; export the graph's other outputs, or keep the "
-                        "original model")
+    raise FlowgradError(f"node '{c.name}': exporting '{c.op.type}' to ONNX is not supported "
+                        "yet; export the graph's other outputs, or keep the original model")
 
 
-T.exports("if", "loop", "scan")(_refuse_export)
+# -- export: bodies become ONNX subgraphs ----------------------------------------------------
+
+def _export_body(c, graph, num_formal: int, outer_names: list[str]) -> onnx.GraphProto:
+    """``graph`` (a body) as an ONNX subgraph of the node being exported: its formal inputs
+    stay inputs, its outer-value inputs become references to the enclosing graph's values
+    ``outer_names``, and every other name gets a prefix unique in the model (ONNX values are
+    assigned once across all graphs)."""
+    from ..export import export_onnx
+    inputs = graph.inputs
+    for name in inputs:
+        if graph.spec_of(name).dtype == object:
+            raise FlowgradError(f"node '{c.name}': its body carries a sequence or optional "
+                                f"value ('{name}'); exporting those is not supported yet")
+    floats = [c.model.dtypes[v] for v in c.ins if v and c.model.dtypes.get(v) is not None
+              and np.dtype(c.model.dtypes[v]).kind == "f"]
+    float_dtype = floats[0] if floats else np.float32
+    try:
+        proto = export_onnx(graph, float_dtype=float_dtype)
+    except FlowgradError as e:
+        raise FlowgradError(f"node '{c.name}': its body cannot be exported: {e}") from None
+    if proto.functions:
+        raise FlowgradError(f"node '{c.name}': its body needs model-local functions; "
+                            "exporting those inside a body is not supported yet")
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            c.model.min_opset = max(c.model.min_opset, entry.version)
+        else:
+            c.model.use_domain(entry.domain, entry.version)
+    body = proto.graph
+    prefix = c.model.fresh(f"{c.name}_body") + "/"
+    rename = {name: outer for name, outer in zip(inputs[num_formal:], outer_names)}
+
+    def new(name: str) -> str:
+        if not name:
+            return name
+        if name not in rename:
+            rename[name] = c.model.fresh(prefix + name)
+        return rename[name]
+
+    def walk(g: onnx.GraphProto) -> None:
+        for vi in (*g.input, *g.output, *g.value_info):
+            vi.name = new(vi.name)
+        for init in g.initializer:
+            init.name = new(init.name)
+        for node in g.node:
+            node.input[:] = [new(n) for n in node.input]
+            node.output[:] = [new(n) for n in node.output]
+            node.name = c.model.node_name(prefix + node.name)
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        walk(sub)
+    exported = {vi.name: vi for vi in body.input}
+    formal = []
+    for name in inputs[:num_formal]:
+        vi = exported.get(name)
+        if vi is None:          # a formal input the body does not read: ONNX still wants it
+            spec = graph.spec_of(name)
+            dtype = float_dtype if spec.dtype.kind == "f" else spec.dtype
+            vi = onnx.helper.make_tensor_value_info(
+                name, onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
+                [None if d is None else d for d in spec.shape])
+        formal.append(vi)
+    del body.input[:]
+    body.input.extend(formal)
+    for vi in body.input:       # the exporter's symbolic batch "N" means nothing here
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_param"):
+                d.Clear()
+    walk(body)
+    return body
+
+
+@T.exports("if")
+def _export_if(c):
+    op = c.op
+    branches = {k: _export_body(c, getattr(op, k), 0, list(c.ins[1:])) for k in op.body_attrs}
+    c.node("If", [c.ins[0]], c.outs, **branches)
+
+
+@T.exports("loop")
+def _export_loop(c):
+    op = c.op
+    head, n = op._head, op.num_carried
+    trip = c.ins[0] if op.trip_count else ""
+    cond = c.ins[head - 1] if op.condition else ""
+    carried = list(c.ins[head:head + n])
+    body = _export_body(c, op.body, 2 + n, list(c.ins[head + n:]))
+    c.node("Loop", [trip, cond, *carried], c.outs, body=body)
+
+
+@T.exports("scan")
+def _export_scan(c):
+    op = c.op
+    if op.batch_axis:
+        raise FlowgradError(f"node '{c.name}': a Scan-8 scan (batch_axis) has no form at the "
+                            "export opset; rewrite it without the batch axis")
+    n, m = op.num_state, op.num_scan_inputs
+    body = _export_body(c, op.body, n + m, list(c.ins[n + m:]))
+    attrs = {k: list(getattr(op, k)) for k in ("scan_input_axes", "scan_input_directions",
+                                               "scan_output_axes", "scan_output_directions")
+             if getattr(op, k)}
+    c.node("Scan", list(c.ins[:n + m]), c.outs, body=body, num_scan_inputs=m, **attrs)
 
 
 # -- sequences and optionals (flowgrad.ops.sequence) -----------------------------------------
