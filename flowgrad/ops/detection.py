@@ -413,9 +413,9 @@ class GridSample(Op):
     4-d only; ``bilinear`` / ``bicubic`` are accepted as opset 16's names).  ``align_corners``:
     -1 and 1 are the centres of the corner pixels (else their outer edges).  ``padding_mode``
     for points outside: ``zeros``, ``border`` (clamp to the edge) or ``reflection`` (mirror at
-    the border).  Every detail follows ONNX's reference, which onnxruntime and PyTorch share
-    (coordinates are first clamped or reflected into range, then each interpolation tap
-    outside the image is padded again).
+    the border).  Every detail follows onnxruntime and PyTorch, and ONNX's reference but for
+    ``cubic`` with ``border`` (see :meth:`_axis`): coordinates are first clamped or reflected
+    into range, then each interpolation tap outside the image is padded again.
 
     Gradients: w.r.t. ``X``, each output's gradient is scattered to its taps with their
     weights; w.r.t. ``grid``, the derivative of the interpolation weights (linear: ±1 per
@@ -448,21 +448,35 @@ class GridSample(Op):
             raise ShapeError("grid_sample: cubic mode needs a 4-d input (N, C, H, W)")
         return (Spec((x.shape[0], x.shape[1]) + grid.shape[1:-1], x.dtype),)
 
-    def _axis(self, coord, size: int):
-        """Taps along one spatial axis: [(index, weight, d weight / d coord, valid)], and
-        d coord / d grid value."""
+    def _pixel(self, coord, size: int):
+        """A grid value as a pixel coordinate (rounded for ``nearest``), d coord / d grid, and
+        whether it lies outside the image's border."""
         dtype = coord.dtype.type
         scale = dtype((size - 1) / 2 if self.align_corners else size / 2)
         x = (coord + 1) * scale - (0 if self.align_corners else dtype(0.5))
-        lo, hi = (0.0, size - 1.0) if self.align_corners else (-0.5, size - 0.5)
-        mode = self._mode
-        if mode == "nearest":
+        if self._mode == "nearest":
             x = np.rint(x)
-        chain = np.full(x.shape, scale, dtype)
-        outside = (x < lo) | (x > hi)
-        if self.padding_mode == "border":
-            x = np.where(outside, np.clip(x, 0, size - 1), x).astype(coord.dtype, copy=False)
-            chain = np.where(outside, 0, chain)
+        lo, hi = self._border(size)
+        return x, np.full(x.shape, scale, dtype), (x < lo) | (x > hi)
+
+    def _border(self, size: int) -> tuple[float, float]:
+        return (0.0, size - 1.0) if self.align_corners else (-0.5, size - 0.5)
+
+    def _axis(self, x, chain, outside, size: int):
+        """Taps along one spatial axis: [(index, weight, d weight / d coord, valid)], and
+        d coord / d grid value.
+
+        ``border`` clamps a coordinate outside the border before interpolating, except in
+        ``cubic`` mode, where only the taps are clamped: onnxruntime and PyTorch agree on
+        that (ONNX's reference clamps the coordinate for cubic too, and differs from both on
+        points near or past the border; no node test has cubic with border padding).
+        """
+        lo, hi = self._border(size)
+        mode = self._mode
+        if self.padding_mode == "border" and mode != "cubic":
+            clamped = outside & ((x < 0) | (x > size - 1))
+            x = np.where(outside, np.clip(x, 0, size - 1), x).astype(x.dtype, copy=False)
+            chain = np.where(clamped, 0, chain)
         elif self.padding_mode == "reflection":
             x, sign = _reflect(x, lo, hi)
             chain = chain * sign
@@ -471,7 +485,7 @@ class GridSample(Op):
             taps = [(index, np.ones_like(x), np.zeros_like(x))]
         else:
             base = np.floor(x)
-            t = (x - base).astype(coord.dtype, copy=False)
+            t = (x - base).astype(x.dtype, copy=False)
             base = base.astype(np.int64)
             if mode == "linear":
                 taps = [(base, 1 - t, -np.ones_like(t)), (base + 1, t, np.ones_like(t))]
@@ -503,7 +517,8 @@ class GridSample(Op):
             raise ShapeError("grid_sample: cubic mode needs a 4-d input (N, C, H, W)")
         grid = grid.reshape(grid.shape[0], -1, dims)
         # spatial axis d is read from grid component dims-1-d (the grid is (x, y, z))
-        return [self._axis(grid[..., dims - 1 - d], spatial[d]) for d in range(dims)]
+        return [self._axis(*self._pixel(grid[..., dims - 1 - d], spatial[d]), spatial[d])
+                for d in range(dims)]
 
     @staticmethod
     def _combinations(axes):
@@ -575,8 +590,9 @@ class AffineGrid(Op):
     ``theta`` (N, 2, 3) or (N, 3, 4); ``size`` is the image size (N, C, H, W) or
     (N, C, D, H, W), from the input or the attribute.  The output (N, H, W, 2) or
     (N, D, H, W, 3) is ``theta @ [x, y, (z,) 1]`` at every pixel, ``x`` running over the
-    normalised pixel centres in [-1, 1] (``align_corners``: corner centres at ±1).  Linear in
-    ``theta``: its gradient is the output gradient times the base grid.
+    normalised pixel centres in [-1, 1] (``align_corners``: corner centres at ±1; a size-1
+    axis then sits at -1, as in ONNX's reference).  Linear in ``theta``: its gradient is the
+    output gradient times the base grid.
     """
 
     type = "affine_grid"
