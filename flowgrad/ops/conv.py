@@ -641,3 +641,91 @@ class DeformConv(Op):
                                axis=3)                     # (n, og, taps, 2, P)
             goffset = goffset.reshape(n, -1, *g.out).astype(offset_dtype, copy=False)
         return (gx, gW, goffset, gb, gmask)[:len(ctx.needs_input_grad)]
+
+
+class CausalConvWithState(Op):
+    """ONNX CausalConvWithState (opset 27): a depthwise causal 1-D convolution that carries
+    its left context across calls, as Mamba-style and gated-delta models decode token by token.
+
+    ``x`` ``(N, C, L)`` is prefixed by ``past_state`` ``(N, C, k - 1)`` (zeros when absent)
+    and convolved, channel by channel, with ``W`` ``(C, 1, k)`` and the optional bias, without
+    padding: ``y[n, c, t] = b[c] + sum_j W[c, 0, j] · xp[n, c, t + j]``, then optionally SiLU
+    (``activation`` ``silu`` or its alias ``swish``).  ``present_state`` is the last ``k - 1``
+    steps of the prefixed input, the next call's ``past_state``.  A loop over the ``k`` taps,
+    each one vectorised product; backward runs the same taps in reverse (scatter-adds), and
+    ``present_state``'s gradient flows back to the inputs it copies.
+    """
+
+    type = "causal_conv_with_state"
+    inputs = ("x", "W", "b?", "past_state?")
+    outputs = ("y", "present_state")
+    rowwise = True
+    attrs = {"activation": Attr("str", "none", choices=("none", "silu", "swish"),
+                                doc="applied to the convolution's output")}
+
+    def infer(self, x, W, b=None, past_state=None):
+        if x.ndim != 3 or W.ndim != 3 or W.shape[1] not in (1, None):
+            raise ShapeError(f"causal_conv_with_state needs x (N, C, L) and W (C, 1, k), got "
+                             f"{format_shape(x.shape)} and {format_shape(W.shape)}")
+        channels, k = x.shape[1], W.shape[2]
+        if None not in (channels, W.shape[0]) and channels != W.shape[0]:
+            raise ShapeError(f"causal_conv_with_state: x has {channels} channels but W "
+                             f"{format_shape(W.shape)} has {W.shape[0]} (depthwise: one filter "
+                             "per channel)")
+        if b is not None and (b.ndim != 1 or None not in (b.shape[0], channels)
+                              and b.shape[0] != channels):
+            raise ShapeError(f"causal_conv_with_state: bias must be ({channels},), got "
+                             f"{format_shape(b.shape)}")
+        state = (x.shape[0], channels, None if k is None else k - 1)
+        if past_state is not None and (past_state.ndim != 3 or any(
+                None not in (a, w) and a != w for a, w in zip(past_state.shape[1:], state[1:]))):
+            raise ShapeError(f"causal_conv_with_state: past_state must be "
+                             f"{format_shape(state)}, got {format_shape(past_state.shape)}")
+        return Spec(x.shape, x.dtype), Spec(state, x.dtype)
+
+    def forward(self, ctx, x, W, b=None, past_state=None):
+        n, channels, length = x.shape
+        k = W.shape[2]
+        work = np.promote_types(x.dtype, np.float32)
+        padded = np.empty((n, channels, length + k - 1), work)
+        padded[:, :, :k - 1] = 0 if past_state is None else past_state
+        padded[:, :, k - 1:] = x
+        taps = np.asarray(W, dtype=work).reshape(channels, k)
+        z = np.zeros((n, channels, length), work)
+        for j in range(k):
+            z += taps[:, j, None] * padded[:, :, j:j + length]
+        if b is not None:
+            z += np.asarray(b, dtype=work)[:, None]
+        z = z.astype(x.dtype).astype(work, copy=False)     # ONNX rounds the conv first
+        sig = None
+        y = z
+        if self.activation != "none":
+            sig = 1.0 / (1.0 + np.exp(-z))
+            y = z * sig
+        if ctx.grad_enabled:
+            ctx.save(padded, taps, z, sig, x.dtype, W.dtype, past_state is not None)
+        return (y.astype(x.dtype, copy=False),
+                np.ascontiguousarray(padded[:, :, length:], dtype=x.dtype))
+
+    def backward(self, ctx, gy, gpresent=None):
+        padded, taps, z, sig, x_dtype, w_dtype, has_past = ctx.saved
+        need = tuple(ctx.needs_input_grad) + (False,) * 4
+        n, channels, length = z.shape
+        k = taps.shape[1]
+        work = padded.dtype
+        gz = np.zeros(z.shape, work) if gy is None else np.asarray(gy, dtype=work)
+        if sig is not None:
+            gz = gz * (sig + z * sig * (1 - sig))
+        gpadded = np.zeros(padded.shape, work)
+        if gpresent is not None:
+            gpadded[:, :, length:] += gpresent
+        gW = np.empty((channels, k), work) if need[1] else None
+        for j in range(k):
+            gpadded[:, :, j:j + length] += taps[:, j, None] * gz
+            if need[1]:
+                gW[:, j] = np.einsum("nct,nct->c", gz, padded[:, :, j:j + length])
+        gx = gpadded[:, :, k - 1:].astype(x_dtype) if need[0] else None
+        gb = gz.sum(axis=(0, 2)).astype(w_dtype) if need[2] else None
+        gpast = gpadded[:, :, :k - 1].astype(x_dtype) if need[3] and has_past else None
+        gW = None if gW is None else gW.reshape(channels, 1, k).astype(w_dtype)
+        return (gx, gW, gb, gpast)[:len(ctx.needs_input_grad)]

@@ -72,3 +72,10 @@ CASES["deform_conv"] = [
     Case([(1, 2, 5, 5), (2, 2, 2, 2), fractional((1, 8, 5, 4))],
          {"dilations": [1, 2], "pads": [1, 1, 0, 0]}, id="dilated-padded"),
 ]
+
+CASES["causal_conv_with_state"] = [
+    Case([(2, 3, 5), (3, 1, 3)], id="plain"),
+    Case([(2, 3, 4), (3, 1, 3), (3,), (2, 3, 2)], {"activation": "silu"}, id="silu-bias-state"),
+    Case([(1, 2, 1), (2, 1, 4), None, (1, 2, 3)], {"activation": "swish"}, id="decode-step"),
+    Case([(2, 2, 3), (2, 1, 1), (2,)], id="kernel-1"),
+]

@@ -34,3 +34,14 @@ def _col2im(c):
 
 T.same("DeformConv", "deform_conv", attrs=("dilations", "group", "kernel_shape", "offset_group",
                                            "pads", "strides"), since=19)
+
+
+@T.imports("CausalConvWithState", since=27)
+def causal_conv_with_state(b, a, ins):
+    values = [ins.need(0, "input"), ins.need(1, "weight"), ins.opt(2), ins.opt(3)]
+    return b.final("causal_conv_with_state", values, activation=a.string("activation", "none"))
+
+
+@T.exports("causal_conv_with_state")
+def _causal_conv_with_state(c):
+    c.node("CausalConvWithState", c.ins, c.outs, opset=27, activation=c.op.activation)
