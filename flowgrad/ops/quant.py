@@ -141,7 +141,8 @@ class _Linear(Op):
             raise ShapeError(f"scale must be floating point, got {scale.dtype}")
         check_layout(x.shape, scale.shape, self.axis, self.block_size, "scale")
         if zero_point is not None:
-            if zero_point.shape != scale.shape:
+            if zero_point.shape != scale.shape and not (_per_tensor(zero_point.shape)
+                                                        and _per_tensor(scale.shape)):
                 raise ShapeError(f"zero_point {format_shape(zero_point.shape)} must have the "
                                  f"shape of scale {format_shape(scale.shape)}")
 
@@ -559,3 +560,104 @@ class QGemm(Op):
         if y_zp is None:
             return ((acc.astype(f32) * mult).astype(f32, copy=False),)
         return (requantize(acc, mult, y_zp, y_zp.dtype),)
+
+
+# -- onnxruntime's com.microsoft quantized elementwise ops ----------------------------------------
+
+def _fma32(a: np.ndarray, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``a * b + c`` with one rounding: the product of two float32
+    values is exact in float64 and, for the magnitudes of quantized arithmetic, so is the sum,
+    so the float64 result rounded once to float32 is the fused one."""
+    return (np.asarray(a, np.float64) * np.float64(b) + np.asarray(c, np.float64)
+            ).astype(np.float32)
+
+
+def _scalar_along_span(shape, out_shape) -> bool:
+    """Whether an operand of ``shape``, broadcast to ``out_shape``, is one value along the
+    innermost run of axes its output varies over (onnxruntime then passes it as a scalar)."""
+    shape = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    for d, o in zip(reversed(shape), reversed(out_shape)):
+        if o == 1:
+            continue
+        return d == 1
+    return True
+
+
+class QLinearAdd(Op):
+    """onnxruntime's ``com.microsoft`` QLinearAdd:
+    ``saturate(round((a - a_zp) * a_scale / c_scale + (b - b_zp) * b_scale / c_scale) + c_zp)``
+    with onnxruntime's x86 (AVX2) arithmetic, bit for bit: the ratios ``a_scale / c_scale`` and
+    ``b_scale / c_scale`` in float32, the zero points folded into one float32 offset, then two
+    fused multiply-adds per element, B's first (A's first where onnxruntime's broadcasting
+    passes A as the scalar of a span).  Scales and zero points are per tensor."""
+
+    type = "qlinear_add"
+    inputs = ("A", "A_scale", "A_zero_point?", "B", "B_scale", "B_zero_point?", "C_scale",
+              "C_zero_point?")
+    differentiable = False
+    rowwise = False
+
+    def infer(self, A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp=None):
+        _int_dtype(A, "A")
+        if B.dtype != A.dtype:
+            raise ShapeError(f"A is {A.dtype} but B is {B.dtype}; they must have one type")
+        for spec, what in ((A_scale, "A_scale"), (A_zp, "A_zero_point"), (B_scale, "B_scale"),
+                           (B_zp, "B_zero_point"), (C_scale, "C_scale"),
+                           (C_zp, "C_zero_point")):
+            if spec is not None and not _per_tensor(spec.shape):
+                raise ShapeError(f"{what} must be a scalar, got {format_shape(spec.shape)}")
+        return (Spec(broadcast_shapes(A.shape, B.shape), A.dtype),)
+
+    def forward(self, ctx, A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp=None):
+        f32 = np.float32
+
+        def value(v):
+            return 0 if v is None else int(np.asarray(v).reshape(()))
+        sc = f32(np.asarray(C_scale).reshape(()))
+        ra = f32(f32(np.asarray(A_scale).reshape(())) / sc)
+        rb = f32(f32(np.asarray(B_scale).reshape(())) / sc)
+        za, zb, zc = value(A_zp), value(B_zp), value(C_zp)
+        # zc - (ra * za + rb * zb), the compiler's contraction: fma(ra, za, rb * zb)
+        fixed = f32(f32(zc) - _fma32(ra, f32(za), f32(rb * f32(zb))))
+        out_shape = np.broadcast_shapes(A.shape, B.shape)
+        if _scalar_along_span(A.shape, out_shape) and not _scalar_along_span(B.shape,
+                                                                              out_shape):
+            c = _fma32(B, rb, _fma32(A, ra, fixed))     # onnxruntime folds the scalar A first
+        else:
+            c = _fma32(A, ra, _fma32(B, rb, fixed))
+        lo, hi = QUANT_RANGES[A.dtype.name]
+        return (np.clip(np.rint(c), lo, hi).astype(A.dtype),)
+
+
+class QLinearGlobalAveragePool(Op):
+    """onnxruntime's ``com.microsoft`` QLinearGlobalAveragePool (channels first): the int32
+    sum of each channel minus ``x_zp * size``, requantized with the float32 multiplier
+    ``x_scale / (y_scale * size)`` (onnxruntime's order)."""
+
+    type = "qlinear_global_average_pool"
+    inputs = ("X", "x_scale", "x_zero_point", "y_scale", "y_zero_point")
+    differentiable = False
+    rowwise = True
+    attrs = {"channels_last": Attr("bool", False, doc="NHWC layout (only False supported)")}
+
+    def check(self):
+        if self.channels_last:
+            raise AttrError(f"{self.type}: channels_last is not supported; the model's "
+                            "layout must be channels first (NCHW)", attr="channels_last")
+
+    def infer(self, X, x_scale, x_zp, y_scale, y_zp):
+        _int_dtype(X, "X")
+        if X.ndim < 3:
+            raise ShapeError(f"X must have a batch, a channel and spatial axes, got "
+                             f"{format_shape(X.shape)}")
+        return (Spec(X.shape[:2] + (1,) * (X.ndim - 2), X.dtype),)
+
+    def forward(self, ctx, X, x_scale, x_zp, y_scale, y_zp):
+        f32 = np.float32
+        axes = tuple(range(2, X.ndim))
+        size = int(np.prod(X.shape[2:]))
+        acc = X.sum(axis=axes, dtype=np.int64, keepdims=True) - int(
+            np.asarray(x_zp).reshape(())) * size
+        mult = f32(f32(np.asarray(x_scale).reshape(())) /
+                   f32(f32(np.asarray(y_scale).reshape(())) * f32(size)))
+        return (requantize(acc, np.asarray(mult), y_zp, X.dtype),)

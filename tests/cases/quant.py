@@ -63,4 +63,13 @@ CASES = {
               ints((4, 2), np.int8, -128, 128), np.asarray(0.01), np.asarray(0, np.int8)],
              {"transA": True, "alpha": 0.5}, id="float-output"),
     ],
+    "qlinear_add": [
+        Case([ints((2, 3, 4), U8, 0, 256), np.asarray(0.03), np.asarray(7, U8),
+              ints((3, 1), U8, 0, 256), np.asarray(0.02), np.asarray(130, U8),
+              np.asarray(0.05), np.asarray(120, U8)]),
+    ],
+    "qlinear_global_average_pool": [
+        Case([ints((2, 3, 4, 5), np.int8, -128, 128), np.asarray(0.03), np.asarray(-3, np.int8),
+              np.asarray(0.01), np.asarray(5, np.int8)]),
+    ],
 }

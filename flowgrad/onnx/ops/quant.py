@@ -119,3 +119,10 @@ MICROSOFT = "com.microsoft"
 T.imports("QGemm", domain=MICROSOFT, static=(1, 2, 4, 5, 7, 8))(
     node_importer("qgemm", ("alpha", "transA", "transB")))
 T.exports("qgemm")(node_exporter("QGemm", ("alpha", "transA", "transB"), domain=MICROSOFT))
+T.imports("QLinearAdd", domain=MICROSOFT, static=(1, 2, 4, 5, 6, 7))(
+    node_importer("qlinear_add"))
+T.exports("qlinear_add")(node_exporter("QLinearAdd", domain=MICROSOFT))
+T.imports("QLinearGlobalAveragePool", domain=MICROSOFT, static=(1, 2, 3, 4))(
+    node_importer("qlinear_global_average_pool", ("channels_last",)))
+T.exports("qlinear_global_average_pool")(
+    node_exporter("QLinearGlobalAveragePool", ("channels_last",), domain=MICROSOFT))
