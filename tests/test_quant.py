@@ -135,6 +135,15 @@ def test_quantize_per_tensor_ties_and_saturation(dtype):
                            {"s": np.float32(0.25), "zp": zp}), {"x": x})
 
 
+@pytest.mark.parametrize("zp", [np.uint8(10), np.int8(-3)])
+def test_quantize_non_finite_values_as_onnxruntime(zp):
+    """inf and huge values saturate; NaN becomes the lowest value, as onnxruntime's clamp
+    (max then min) makes it."""
+    x = np.array([[np.nan, np.inf, -np.inf, 1.0, -1e30, 1e30]], np.float32)
+    assert_same(node_model("QuantizeLinear", {"x": x}, {"s": np.float32(0.1), "zp": zp}),
+                {"x": x})
+
+
 def test_quantize_per_axis_and_default_uint8():
     x = ties((2, 4, 5), 0.5)
     s = np.asarray([0.5, 0.25, 1.0, 2.0], np.float32)

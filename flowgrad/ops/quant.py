@@ -218,7 +218,10 @@ class QuantizeLinear(_Linear):
             q += self._expand(zero_point, x.shape)
         if self.straight_through and ctx.grad_enabled:
             ctx.save(x, scale, s, (q >= lo) & (q <= hi))
-        return (np.clip(q, lo, hi).astype(dtype),)
+        np.clip(q, lo, hi, out=q)
+        if x.dtype.kind == "f":
+            q[np.isnan(q)] = lo      # onnxruntime's clamp (max, then min) sends NaN to qmin
+        return (q.astype(dtype),)
 
     def backward(self, ctx, gy):
         x, scale, s, inside = ctx.saved
