@@ -380,3 +380,19 @@ def test_export_of_a_sequence_op_is_refused_clearly():
     g = flowgrad.load(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]))
     with pytest.raises(FlowgradError, match="not supported yet"):
         export_onnx(g)
+
+
+def test_loop_body_may_declare_its_counters_as_one_element_tensors():
+    body = h.make_graph(
+        [h.make_node("Identity", ["c_in"], ["c_out"]),
+         h.make_node("Cast", ["i"], ["fi"], to=TP.FLOAT),
+         h.make_node("Add", ["v_in", "fi"], ["v_out"])], "b",
+        [_vi("i", TP.INT64, [1]), _vi("c_in", TP.BOOL, [1]), _vi("v_in", TP.FLOAT, [1])],
+        [_vi("c_out", TP.BOOL, [1]), _vi("v_out", TP.FLOAT, [1])])
+    model = _single(h.make_node("Loop", ["M", "", "v"], ["out"], body=body),
+                    [_vi("v", TP.FLOAT, [1]), _vi("M", TP.INT64, [1])],
+                    [_vi("out", TP.FLOAT, [1])])
+    feeds = {"v": np.array([1.0], np.float32), "M": np.array([4])}
+    _, out = _flowgrad(model, feeds)
+    np.testing.assert_array_equal(out["out"], _ort(model, feeds)[0])
+    np.testing.assert_array_equal(out["out"], [7.0])

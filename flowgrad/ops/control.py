@@ -443,9 +443,12 @@ class Loop(_Control):
         outer = list(xs[head + n:])
         dtype = Body.dtype_of(carried + outer)
         records, scans = [], []
+        # the body may declare its iteration number and condition as 1-element tensors
+        shapes = [tuple(1 for _ in s.shape) for s in body.input_specs[:2]]
         i = 0
         while (limit is None or i < limit) and cond:
-            feeds = [np.array(i, np.int64), np.array(cond), *carried, *outer]
+            feeds = [np.full(shapes[0], i, np.int64), np.full(shapes[1], cond), *carried,
+                     *outer]
             outs, record = body.run(feeds, dtype, ctx.grad_enabled, ctx.training, ctx.rng)
             if self.condition:
                 cond = bool(np.asarray(outs[0]).reshape(-1)[0])
