@@ -492,7 +492,6 @@ class DeformConv(Op):
 
     type = "deform_conv"
     inputs = ("x", "W", "offset", "b?", "mask?")
-    rowwise = True
     attrs = {"kernel_shape": Attr("ints", (), doc="window size (taken from W)"),
              "strides": Attr("ints", (), doc="step between windows (default 1)"),
              "dilations": Attr("ints", (), doc="spacing of the taps (default 1)"),
@@ -659,7 +658,6 @@ class CausalConvWithState(Op):
     type = "causal_conv_with_state"
     inputs = ("x", "W", "b?", "past_state?")
     outputs = ("y", "present_state")
-    rowwise = True
     attrs = {"activation": Attr("str", "none", choices=("none", "silu", "swish"),
                                 doc="applied to the convolution's output")}
 
