@@ -396,3 +396,16 @@ def test_loop_body_may_declare_its_counters_as_one_element_tensors():
     _, out = _flowgrad(model, feeds)
     np.testing.assert_array_equal(out["out"], _ort(model, feeds)[0])
     np.testing.assert_array_equal(out["out"], [7.0])
+
+
+SEQUENCE_MODELS = [f"test_sequence_model{i}" for i in range(1, 9)]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_onnx_sequence_models(name):
+    """onnx's own sequence models: the only tests it has of SequenceEmpty, SequenceConstruct,
+    SequenceAt, SequenceErase, SequenceLength and ConcatFromSequence (no node tests)."""
+    from flowgrad.onnx import conformance as C
+    (path,) = [d for d in C.model_dirs("simple") if os.path.basename(d) == name]
+    result = C.run_model_dir(path, "simple")
+    assert result.status == "pass", result.message
