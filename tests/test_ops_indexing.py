@@ -433,3 +433,254 @@ def test_yaml_graph_of_these_ops_has_correct_gradients(tmp_path):
     assert [str(s) for s in graph.specs("best")] == ["float32[N, 2]", "int64[N, 2]"]
     checks = check_graph_gradients(graph, max_elements=36)
     assert all(c.ok for c in checks), checks
+
+
+# -- scatters, gather_nd, cumulative ops, data-dependent selections (issue 15) ----------------
+#
+# These run through the ONNX importer (one-node models) and are compared with
+# onnx.reference; their node conformance cases run in tests/test_onnx_conformance.py.
+
+def _flowgrad_model(model, feeds):
+    from flowgrad.onnx.backend import FlowgradRep
+    return FlowgradRep(model).run(feeds)
+
+
+def _against_reference(op_type, inputs, n_out=1, opset=21, **attrs):
+    """flowgrad's import of a one-node model against ReferenceEvaluator, output by output."""
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    outs = [f"out{i}" for i in range(n_out)]
+    node = helper.make_node(op_type, names, outs, **attrs)
+    graph = helper.make_graph(
+        [node], "one", [helper.make_tensor_value_info(n, _TYPES[x.dtype], x.shape)
+                        for n, x in zip(names, inputs) if x is not None],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {n: x for n, x in zip(names, inputs) if x is not None}
+    want = ReferenceEvaluator(model).run(None, feeds)
+    got = _flowgrad_model(model, feeds)
+    assert len(got) == n_out
+    for k, (g, w) in enumerate(zip(got, want)):
+        _assert_same(g, np.asarray(w), f"{op_type} {attrs} output {k}", rtol=1e-5, atol=1e-6)
+    return got
+
+
+REDUCTIONS = ["none", "add", "mul", "max", "min"]
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_scatter_nd_reductions_with_duplicates_match_reference(reduction):
+    data = RNG.standard_normal((4, 3, 2)).astype(np.float32)
+    indices = np.array([[[1, 0], [3, 2]], [[1, 0], [-4, 1]]], I64)     # (1, 0) twice
+    updates = RNG.standard_normal((2, 2, 2)).astype(np.float32)
+    _against_reference("ScatterND", [data, indices, updates], opset=18, reduction=reduction)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("axis", [0, -1])
+def test_scatter_elements_reductions_with_duplicates_match_reference(reduction, axis):
+    data = RNG.standard_normal((3, 5)).astype(np.float32)
+    size = data.shape[axis]
+    indices = RNG.integers(-size, size, (2, 3)).astype(I64)
+    updates = RNG.standard_normal((2, 3)).astype(np.float32)
+    _against_reference("ScatterElements", [data, indices, updates], opset=18, axis=axis,
+                       reduction=reduction)
+
+
+@pytest.mark.parametrize("batch_dims,index_shape", [(0, (2, 3, 2)), (1, (4, 2, 1)),
+                                                    (2, (4, 3, 1)), (1, (4, 2))])
+def test_gather_nd_matches_reference(batch_dims, index_shape):
+    data = RNG.standard_normal((4, 3, 5)).astype(np.float32)
+    k = index_shape[-1]
+    highs = data.shape[batch_dims:batch_dims + k]
+    indices = np.stack([RNG.integers(-h, h, index_shape[:-1]) for h in highs], -1).astype(I64)
+    _against_reference("GatherND", [data, indices], batch_dims=batch_dims)
+
+
+@pytest.mark.parametrize("op_type", ["CumSum", "CumProd"])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumulative_ops_match_reference(op_type, axis, exclusive, reverse):
+    x = RNG.uniform(0.5, 1.5, (3, 4, 5)).astype(np.float32)
+    x[1, 2, 3] = 0
+    _against_reference(op_type, [x, np.array(axis, np.int32)], exclusive=exclusive,
+                       reverse=reverse, opset=26 if op_type == "CumProd" else 21)
+
+
+def test_cumprod_gradient_with_zeros_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.array([[1.5, 0.0, 2.0, -0.5, 0.0, 3.0], [0.3, 2.0, 0.0, 1.2, -1.1, 0.7],
+                  [0.9, 1.3, 0.8, -2.0, 2.2, 0.5]])
+    g = RNG.standard_normal(x.shape)
+    for exclusive, reverse in ((False, False), (True, False), (False, True), (True, True)):
+        op = REGISTRY.get("cumprod")(axis=1, exclusive=exclusive, reverse=reverse)
+        ctx = Context()
+        (y,) = op.forward(ctx, x, None)
+        ctx.needs_input_grad = (True, False)
+        gx, _ = op.backward(ctx, g)
+        t = torch.tensor(x, requires_grad=True)
+        tt = torch.flip(t, [1]) if reverse else t
+        ty = torch.cumprod(tt, 1)
+        if exclusive:
+            ty = torch.cat([torch.ones_like(ty[:, :1]), ty[:, :-1]], 1)
+        ty = torch.flip(ty, [1]) if reverse else ty
+        (ty * torch.tensor(g)).sum().backward()
+        np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(gx, t.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_scatter_max_min_ties_send_the_gradient_to_the_data_then_the_first_update():
+    data = np.array([1.0, 5.0, 2.0, 0.0])
+    indices = np.array([[1], [2], [2], [3]], I64)
+    updates = np.array([5.0, 7.0, 7.0, -1.0])     # 5 ties the data, 7 twice
+    g = np.array([10.0, 20.0, 30.0, 40.0])
+    op = REGISTRY.get("scatter_nd")(reduction="max")
+    ctx = Context()
+    (y,) = op.forward(ctx, data, indices, updates)
+    ctx.needs_input_grad = (True, False, True)
+    gd, gi, gu = op.backward(ctx, g)
+    np.testing.assert_array_equal(y, [1.0, 5.0, 7.0, 0.0])
+    np.testing.assert_array_equal(gd, [10.0, 20.0, 0.0, 40.0])
+    np.testing.assert_array_equal(gu, [0.0, 30.0, 0.0, 0.0])
+    assert gi is None
+
+
+def test_scatter_mul_gradient_is_exact_at_zeros():
+    """out = data * u1 * u2 at one place: each factor's gradient is the product of the others,
+    whether zero factors are one (the zero gets the rest's product) or two (all zero)."""
+    op = REGISTRY.get("scatter_elements")(reduction="mul")
+    for data, u in (([2.0], [0.0, 3.0]), ([0.0], [0.0, 3.0]), ([2.0], [4.0, 3.0])):
+        ctx = Context()
+        op.forward(ctx, np.array(data), np.array([0, 0], I64), np.array(u))
+        ctx.needs_input_grad = (True, False, True)
+        gd, _, gu = op.backward(ctx, np.array([1.0]))
+        np.testing.assert_array_equal(gd, [u[0] * u[1]])
+        np.testing.assert_array_equal(gu, [data[0] * u[1], data[0] * u[0]])
+
+
+@pytest.mark.parametrize("sorted_,axis", [(1, None), (0, None), (1, 0), (0, 0), (1, 1),
+                                          (0, -1)])
+def test_unique_matches_reference(sorted_, axis):
+    x = RNG.integers(0, 3, (5, 4)).astype(np.float32)
+    x[3] = x[1]                                           # a repeated row
+    attrs = {"sorted": sorted_} if axis is None else {"sorted": sorted_, "axis": axis}
+    # onnx.reference mishandles unsorted Unique of inputs of rank > 1 (flat indices taken
+    # along axis 0; a negative axis): compare with onnxruntime, which the node tests agree with
+    ort = pytest.importorskip("onnxruntime")
+    node = helper.make_node("Unique", ["x"], ["y", "i", "inv", "c"], **attrs)
+    graph = helper.make_graph(
+        [node], "u", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, x.shape)],
+        [helper.make_tensor_value_info(n, t, ["k"] if n != "y" else None) for n, t in
+         (("y", onnx.TensorProto.FLOAT), ("i", onnx.TensorProto.INT64),
+          ("inv", onnx.TensorProto.INT64), ("c", onnx.TensorProto.INT64))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    want = ort.InferenceSession(model.SerializeToString(),
+                                providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    for k, (g, w) in enumerate(zip(_flowgrad_model(model, {"x": x}), want)):
+        _assert_same(g, w, f"Unique {attrs} output {k}")
+
+
+@pytest.mark.parametrize("axis,length", [(None, 7), (0, 3), (1, 4), (-1, 2)])
+def test_compress_and_nonzero_match_reference(axis, length):
+    x = RNG.standard_normal((3, 4)).astype(np.float32)
+    condition = RNG.random(length) < 0.6
+    _against_reference("Compress", [x, condition], **({} if axis is None else {"axis": axis}))
+    _against_reference("NonZero", [np.round(RNG.standard_normal((2, 3, 4))).astype(np.float32)])
+
+
+@pytest.mark.parametrize("batch_axis,time_axis", [(1, 0), (0, 1)])
+def test_reverse_sequence_matches_reference(batch_axis, time_axis):
+    shape = [0, 0, 3]
+    shape[batch_axis], shape[time_axis] = 4, 5
+    x = RNG.standard_normal(shape).astype(np.float32)
+    lens = np.array([5, 1, 0, 3], I64)
+    _against_reference("ReverseSequence", [x, lens], batch_axis=batch_axis,
+                       time_axis=time_axis)
+
+
+@pytest.mark.parametrize("mode,axis", [("linear", -2), ("circular", -2), ("circular", 1),
+                                       ("linear", 2)])
+def test_tensor_scatter_matches_reference(mode, axis):
+    cache = RNG.standard_normal((2, 3, 6, 4)).astype(np.float32)
+    shape = list(cache.shape)
+    shape[axis] = 2
+    update = RNG.standard_normal(shape).astype(np.float32)
+    starts = np.array([4, 1], I64) if mode == "circular" else np.array([3, 0], I64)
+    if axis == 1:
+        starts = np.array([2, 1], I64)
+    _against_reference("TensorScatter", [cache, update, starts], opset=24, mode=mode,
+                       axis=axis)
+
+
+@pytest.mark.parametrize("shape,axes", [([2, 9], [1, 2]), ([5, 4], [-1, 0]),
+                                        ([3, 6, 5], None), ([7], [1])])
+def test_center_crop_pad_matches_reference(shape, axes):
+    x = RNG.standard_normal((3, 6, 5)).astype(np.float32)
+    attrs = {} if axes is None else {"axes": axes}
+    _against_reference("CenterCropPad", [x, np.array(shape, I64)], opset=18, **attrs)
+
+
+def test_scatter_with_bad_indices_names_the_node():
+    model_node = helper.make_node("ScatterElements", ["d", "i", "u"], ["y"], name="writer",
+                                  axis=1)
+    graph = helper.make_graph(
+        [model_node], "g",
+        [helper.make_tensor_value_info("d", onnx.TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("i", onnx.TensorProto.INT64, [2, 2]),
+         helper.make_tensor_value_info("u", onnx.TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    plan = flowgrad.compile(flowgrad.load(model, dynamic_batch=False))
+    feeds = {"d": np.zeros((2, 3), np.float32), "i": np.array([[0, 3], [1, 1]], I64),
+             "u": np.ones((2, 2), np.float32)}
+    with pytest.raises(flowgrad.FlowgradError, match=r"(?s)'y'.*index 3 is out of range"):
+        plan.forward(feeds)
+    bad = helper.make_node("ScatterND", ["d", "i", "u"], ["y"], name="nd", reduction="median")
+    model.graph.node[0].CopyFrom(bad)
+    with pytest.raises(flowgrad.FlowgradError, match="'nd'.*reduction 'median'"):
+        flowgrad.load(model)
+
+
+# -- export: flowgrad op -> ONNX node, run by onnxruntime -----------------------------------
+
+EXPORTED = [
+    ("ScatterND", [np.zeros((4, 3), np.float32), np.array([[1], [3]], I64),
+                   np.ones((2, 3), np.float32)], {"reduction": "max"}, 1, 18),
+    ("ScatterElements", [np.zeros((3, 4), np.float32), np.array([[1, 0], [2, 2]], I64),
+                         np.ones((2, 2), np.float32)], {"axis": 1, "reduction": "add"}, 1, 18),
+    ("GatherND", [X, np.array([[1, 2], [3, 0]], I64)], {"batch_dims": 0}, 1, 13),
+    ("GatherND", [X, np.array([[1], [2], [0], [4]], I64)], {"batch_dims": 1}, 1, 13),
+    ("CumSum", [X, np.array(1, I64)], {"exclusive": 1, "reverse": 1}, 1, 14),
+    ("NonZero", [np.round(X)], {}, 1, 13),
+    ("Compress", [X, np.array([True, False, True])], {"axis": 0}, 1, 13),
+    ("Unique", [np.round(X[0])], {"sorted": 0, "axis": 1}, 4, 13),
+    ("ReverseSequence", [X, np.array([5, 2, 0, 1], I64)],
+     {"batch_axis": 0, "time_axis": 1}, 1, 13),
+    ("CenterCropPad", [X, np.array([3, 8], I64)], {"axes": [1, 2]}, 1, 18),
+]
+
+
+@pytest.mark.parametrize("op_type,inputs,attrs,n_out,opset", EXPORTED,
+                         ids=[f"{e[0]}-{i}" for i, e in enumerate(EXPORTED)])
+def test_export_runs_in_onnxruntime(op_type, inputs, attrs, n_out, opset):
+    ort = pytest.importorskip("onnxruntime")
+    from flowgrad.onnx.export import export_onnx
+    names = [f"in{i}" for i in range(len(inputs))]
+    outs = [f"out{i}" for i in range(n_out)]
+    graph = helper.make_graph(
+        [helper.make_node(op_type, names, outs, **attrs)], "one",
+        [helper.make_tensor_value_info(n, _TYPES[x.dtype], x.shape)
+         for n, x in zip(names, inputs)],
+        [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    g = flowgrad.load(model, dynamic_batch=False)
+    feeds = dict(zip(names, inputs))
+    ours = flowgrad.compile(g).forward({k: v for k, v in feeds.items() if k in g.inputs})
+    exported = export_onnx(g)
+    kept = {i.name for i in exported.graph.input}
+    theirs = ort.InferenceSession(exported.SerializeToString(),
+                                  providers=["CPUExecutionProvider"]).run(
+        None, {k: v for k, v in feeds.items() if k in kept})
+    refs = g.meta["onnx"]["outputs"]
+    for name, want in zip(outs, theirs):
+        _assert_same(np.asarray(ours[refs[name]]), np.asarray(want), f"{op_type} {name}")
