@@ -1,7 +1,7 @@
-"""Transformer ops: ONNX's ``Attention`` (opsets 23-25), ``RotaryEmbedding`` (23) and
-``SwiGLU`` (28).
+"""Transformer ops: ONNX's ``Attention`` (opsets 23-25), ``RotaryEmbedding`` (23),
+``LinearAttention`` (27) and ``SwiGLU`` (28).
 
-All three follow the ONNX operators (and their reference implementation where the text leaves a
+All follow the ONNX operators (and their reference implementation where the text leaves a
 choice), so that an exported transformer block imports as one node each and differentiates.
 
 ``attention`` computes ``softmax(softcap(scale · Q Kᵀ) + bias) V`` per head, where ``bias``
@@ -504,3 +504,185 @@ class SwiGLU(Op):
         ga = gy * b * (s + self.alpha * a * s * (1 - s)) if need_a else None
         gb = gy * swish if need_b else None
         return ga, gb
+
+
+class LinearAttention(Op):
+    """ONNX LinearAttention (opset 27): attention through a recurrent state matrix per key/value
+    head, ``S (d_k, d_v)``, updated token by token (linear attention, gated linear attention,
+    DeltaNet, Gated DeltaNet).
+
+    For each step ``t``, with ``k``, ``v`` the token's key and value and ``q`` its query:
+    ``gated``: ``S <- exp(g_t) · S`` (``decay`` per head or per key feature); ``delta``:
+    ``v <- beta_t · (v - Sᵀ k)`` (the delta rule: write only what the state does not already
+    predict); then ``S <- S + k vᵀ`` and the output is ``scale · Sᵀ q``.  ``update_rule``
+    ``linear`` uses neither, ``gated_delta`` both.  Query heads share key/value heads in
+    groups (``q_num_heads / kv_num_heads``, head ``h`` reading state ``h // group``).
+    ``present_state`` is the final state; ``past_state`` the initial one (zeros by default).
+    ``chunk_size`` is ONNX's tuning hint and does not change the result.
+
+    The recurrence runs in a loop over time, each step vectorised over batch and heads.
+    Backward runs through time in reverse from the states kept by forward, giving exact
+    gradients for query, key, value, past_state, decay and beta.
+    """
+
+    type = "linear_attention"
+    inputs = ("query", "key", "value", "past_state?", "decay?", "beta?")
+    outputs = ("output", "present_state")
+    attrs = {"q_num_heads": Attr("int", doc="query heads (hidden axis of query split)"),
+             "kv_num_heads": Attr("int", doc="key/value heads"),
+             "update_rule": Attr("str", "gated_delta",
+                                 choices=("linear", "gated", "delta", "gated_delta"),
+                                 doc="the state update (see the doc)"),
+             "scale": Attr("float", 0.0, doc="output factor; 0: 1 / sqrt(d_k)"),
+             "chunk_size": Attr("int", 64, doc="ONNX's tuning hint (no effect)")}
+
+    def check(self):
+        if self.q_num_heads < 1 or self.kv_num_heads < 1 or self.q_num_heads % self.kv_num_heads:
+            raise AttrError(f"linear_attention: q_num_heads ({self.q_num_heads}) must be a "
+                            f"positive multiple of kv_num_heads ({self.kv_num_heads})",
+                            attr="q_num_heads")
+
+    @property
+    def _gated(self):
+        return self.update_rule in ("gated", "gated_delta")
+
+    @property
+    def _delta(self):
+        return self.update_rule in ("delta", "gated_delta")
+
+    def infer(self, query, key, value, past_state=None, decay=None, beta=None):
+        for name, v in (("query", query), ("key", key), ("value", value)):
+            if v.ndim != 3:
+                raise ShapeError(f"linear_attention: {name} must be (batch, seq, heads · size), "
+                                 f"got {format_shape(v.shape)}")
+        hq, hk = self.q_num_heads, self.kv_num_heads
+        for name, v, heads in (("query", query, hq), ("key", key, hk), ("value", value, hk)):
+            if v.shape[2] is not None and v.shape[2] % heads:
+                raise ShapeError(f"linear_attention: {name}'s hidden size {v.shape[2]} does not "
+                                 f"split into {heads} heads")
+        dk = None if query.shape[2] is None else query.shape[2] // hq
+        if None not in (dk, key.shape[2]) and key.shape[2] != dk * hk:
+            raise ShapeError(f"linear_attention: key has hidden size {key.shape[2]}, not "
+                             f"kv_num_heads · d_k = {hk * dk}")
+        dv = None if value.shape[2] is None else value.shape[2] // hk
+        rule = self.update_rule
+        for name, v, wanted in (("decay", decay, self._gated), ("beta", beta, self._delta)):
+            if wanted and v is None:
+                raise ShapeError(f"linear_attention: update_rule '{rule}' needs the input "
+                                 f"'{name}'")
+            if not wanted and v is not None:
+                raise ShapeError(f"linear_attention: update_rule '{rule}' takes no '{name}'; "
+                                 "remove it or choose a rule that uses it")
+        if decay is not None and (decay.ndim != 3 or decay.shape[2] not in (hk, _mul(hk, dk))):
+            raise ShapeError(f"linear_attention: decay must be (batch, seq, kv_num_heads) or "
+                             f"(batch, seq, kv_num_heads · d_k), got {format_shape(decay.shape)}")
+        if beta is not None and (beta.ndim != 3 or beta.shape[2] not in (hk, 1)):
+            raise ShapeError(f"linear_attention: beta must be (batch, seq, kv_num_heads) or "
+                             f"(batch, seq, 1), got {format_shape(beta.shape)}")
+        state = (query.shape[0], hk, dk, dv)
+        if past_state is not None and (past_state.ndim != 4 or any(
+                None not in (a, b) and a != b for a, b in zip(past_state.shape[1:], state[1:]))):
+            raise ShapeError(f"linear_attention: past_state must be {format_shape(state)}, got "
+                             f"{format_shape(past_state.shape)}")
+        state_dtype = query.dtype if past_state is None else past_state.dtype
+        return (Spec((query.shape[0], query.shape[1], _mul(hq, dv)), query.dtype),
+                Spec(state, state_dtype))
+
+    def _heads(self, x, heads, work):
+        """(batch, seq, heads · size) as (seq, batch, heads, size), the loop's layout."""
+        b, t, h = x.shape
+        return np.asarray(x, dtype=work).reshape(b, t, heads, h // heads).transpose(1, 0, 2, 3)
+
+    def forward(self, ctx, query, key, value, past_state=None, decay=None, beta=None):
+        hq, hk = self.q_num_heads, self.kv_num_heads
+        work = np.promote_types(query.dtype, np.float32)
+        b, t, _ = query.shape
+        group = hq // hk
+        q = self._heads(query, hq, work)
+        q = q.reshape(t, b, hk, group, -1)                           # (t, b, hk, g, dk)
+        k, v = self._heads(key, hk, work), self._heads(value, hk, work)
+        dk, dv = q.shape[-1], v.shape[-1]
+        scale = self.scale or 1.0 / np.sqrt(dk)
+        gate = None if decay is None else np.exp(self._heads(decay, hk, work))[..., None]
+        weight = None if beta is None else self._heads(beta, beta.shape[2], work)
+        state = (np.zeros((b, hk, dk, dv), work) if past_state is None
+                 else np.array(past_state, dtype=work))
+        before = np.empty((t, b, hk, dk, dv), work)                 # each step's input state
+        out = np.empty((t, b, hk, group, dv), work)
+        for i in range(t):
+            before[i] = state
+            s1 = state if gate is None else state * gate[i]
+            u = v[i]
+            if weight is not None:
+                u = weight[i] * (u - np.einsum("bhdm,bhd->bhm", s1, k[i]))
+            state = s1 + k[i][..., :, None] * u[..., None, :]
+            out[i] = scale * np.einsum("bhgd,bhdm->bhgm", q[i], state)
+        if ctx.grad_enabled:
+            ctx.save(q, k, v, gate, weight, before, state, scale, query.dtype,
+                     key.dtype, value.dtype,
+                     None if past_state is None else past_state.dtype,
+                     None if decay is None else decay.shape,
+                     None if beta is None else beta.dtype)
+        output = out.reshape(t, b, hq, dv).transpose(1, 0, 2, 3).reshape(b, t, hq * dv)
+        state_dtype = query.dtype if past_state is None else past_state.dtype
+        return output.astype(query.dtype), state.astype(state_dtype)
+
+    def backward(self, ctx, gout, gpresent=None):
+        (q, k, v, gate, weight, before, last, scale, q_dtype, k_dtype, v_dtype, past_dtype,
+         decay_shape, beta_dtype) = ctx.saved
+        need = tuple(ctx.needs_input_grad) + (False,) * 6
+        t, b, hk, group, dk = q.shape
+        dv = v.shape[-1]
+        work = q.dtype
+        go = None
+        if gout is not None:
+            go = np.asarray(gout, dtype=work).reshape(b, t, hk, group, dv).transpose(
+                1, 0, 2, 3, 4)
+        gq, gk, gv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        ggate = None if gate is None else np.zeros(gate.shape[:-1], work)
+        gweight = None if weight is None else np.zeros_like(weight)
+        gS = (np.zeros((b, hk, dk, dv), work) if gpresent is None
+              else np.array(gpresent, dtype=work))
+        for i in range(t - 1, -1, -1):
+            s0 = before[i]
+            s1 = s0 if gate is None else s0 * gate[i]
+            u = v[i]
+            if weight is not None:
+                residual = v[i] - np.einsum("bhdm,bhd->bhm", s1, k[i])
+                u = weight[i] * residual
+            s2 = s1 + k[i][..., :, None] * u[..., None, :]
+            if go is not None:
+                gS = gS + scale * np.einsum("bhgd,bhgm->bhdm", q[i], go[i])
+                gq[i] = scale * np.einsum("bhgm,bhdm->bhgd", go[i], s2)
+            gk[i] = np.einsum("bhdm,bhm->bhd", gS, u)
+            gu = np.einsum("bhdm,bhd->bhm", gS, k[i])
+            gs1 = gS
+            if weight is not None:
+                gv[i] = weight[i] * gu
+                gw = (gu * residual).sum(axis=-1, keepdims=True)
+                gweight[i] = gw if weight.shape[2] == hk else gw.sum(axis=1, keepdims=True)
+                gr = -weight[i] * gu
+                gs1 = gS + k[i][..., :, None] * gr[..., None, :]
+                gk[i] += np.einsum("bhdm,bhm->bhd", s1, gr)
+            else:
+                gv[i] = gu
+            if gate is not None:
+                ga = (gs1 * s0).sum(axis=-1)                   # (b, hk, dk)
+                if gate.shape[-2] == 1:
+                    ga = ga.sum(axis=-1, keepdims=True)
+                ggate[i] = ga * gate[i][..., 0]
+                gS = gs1 * gate[i]
+            else:
+                gS = gs1
+
+        def back(g, dtype):                         # (t, b, heads, size) -> (b, t, heads·size)
+            return g.transpose(1, 0, 2, 3).reshape(b, t, -1).astype(dtype)
+
+        gquery = back(gq.reshape(t, b, hk * group, dk), q_dtype) if need[0] else None
+        gkey = back(gk, k_dtype) if need[1] else None
+        gvalue = back(gv, v_dtype) if need[2] else None
+        gpast = gS.astype(past_dtype) if need[3] and past_dtype is not None else None
+        gdecay = back(ggate, q_dtype).reshape(decay_shape) if need[4] and gate is not None \
+            else None
+        gbeta = back(gweight, beta_dtype) if need[5] and weight is not None else None
+        return (gquery, gkey, gvalue, gpast, gdecay, gbeta)[:len(ctx.needs_input_grad)]

@@ -60,3 +60,25 @@ CASES = {
 
 CASES["swiglu"] = [Case([(3, 4), (3, 4)]), Case([(2, 3, 2), (2, 3, 2)], {"alpha": 1.702},
                                                 id="alpha")]
+
+
+def decays(shape):
+    """Log-decays in [-1, 0): the state shrinks, as a trained gate keeps it."""
+    return lambda rng: rng.uniform(-1.0, -0.05, shape)
+
+
+def betas(shape):
+    return lambda rng: rng.uniform(0.1, 1.0, shape)
+
+
+CASES["linear_attention"] = [
+    Case([(2, 3, 4), (2, 3, 4), (2, 3, 6)], {"q_num_heads": 2, "kv_num_heads": 2,
+                                             "update_rule": "linear"}, id="linear"),
+    Case([(2, 3, 8), (2, 3, 4), (2, 3, 4), (2, 2, 2, 2), decays((2, 3, 2))],
+         {"q_num_heads": 4, "kv_num_heads": 2, "update_rule": "gated", "scale": 0.5},
+         id="gated-gqa-past"),
+    Case([(1, 4, 4), (1, 4, 4), (1, 4, 2), None, None, betas((1, 4, 2))],
+         {"q_num_heads": 2, "kv_num_heads": 2, "update_rule": "delta"}, id="delta"),
+    Case([(2, 3, 4), (2, 3, 4), (2, 3, 4), (2, 2, 2, 2), decays((2, 3, 4)), betas((2, 3, 1))],
+         {"q_num_heads": 2, "kv_num_heads": 2}, id="gated-delta-per-key-decay-shared-beta"),
+]

@@ -1,5 +1,6 @@
-"""Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25), SwiGLU (28) and
-RotaryEmbedding (23), each one flowgrad op with the node's inputs, outputs and attributes."""
+"""Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25), RotaryEmbedding
+(23), LinearAttention (27) and SwiGLU (28), each one flowgrad op with the node's inputs,
+outputs and attributes."""
 from __future__ import annotations
 
 from ..builder import ImportProblem
@@ -104,3 +105,24 @@ def swiglu(b, a, ins):
 @T.exports("swiglu")
 def _swiglu_export(c):
     c.node("SwiGLU", c.ins, c.outs, opset=28, alpha=c.op.alpha)
+
+
+@T.imports("LinearAttention", since=27)
+def linear_attention(b, a, ins):
+    values = [ins.need(0, "query"), ins.need(1, "key"), ins.need(2, "value")] + [
+        ins.opt(i) for i in range(3, 6)]
+    for name in ("q_num_heads", "kv_num_heads"):
+        if name not in a:
+            raise ImportProblem(f"LinearAttention needs the attribute '{name}'")
+    return b.final("linear_attention", values, q_num_heads=a.int("q_num_heads"),
+                   kv_num_heads=a.int("kv_num_heads"),
+                   update_rule=a.string("update_rule", "gated_delta"),
+                   scale=a.float("scale", 0.0), chunk_size=a.int("chunk_size", 64))
+
+
+@T.exports("linear_attention")
+def _linear_attention_export(c):
+    op = c.op
+    c.node("LinearAttention", c.ins, c.outs, opset=27, q_num_heads=op.q_num_heads,
+           kv_num_heads=op.kv_num_heads, update_rule=op.update_rule, scale=op.scale,
+           chunk_size=op.chunk_size)
