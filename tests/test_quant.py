@@ -312,6 +312,27 @@ def test_qlinear_global_average_pool_matches_onnxruntime(dtype):
                            domain="com.microsoft"), {"x": x})
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_concat_and_leaky_relu_match_onnxruntime(dtype):
+    a, b = ints((2, 3, 4), dtype), ints((2, 5, 4), dtype)
+    consts = {"ys": np.float32(0.05), "yz": dtype(3), "a_s": np.float32(0.0371),
+              "a_z": dtype(7), "b": b, "b_s": np.float32(0.05), "b_z": dtype(3)}
+    model = node_model("QLinearConcat", {}, {}, opset=13, domain="com.microsoft", axis=1)
+    node = model.graph.node[0]
+    node.input[:] = ["ys", "yz", "a", "a_s", "a_z", "b", "b_s", "b_z"]
+    model.graph.input.append(helper.make_tensor_value_info("a", ONNX_TYPES[np.dtype(dtype)],
+                                                           a.shape))
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k)
+                                   for k, v in consts.items())
+    assert_same(model, {"a": a})
+    x = ints((3, 50), dtype)
+    for alpha in (0.01, 0.3):
+        consts = {"xs": np.float32(0.0371), "xz": dtype(7), "ys": np.float32(0.021),
+                  "yz": dtype(-20 if dtype is np.int8 else 100)}
+        assert_same(node_model("QLinearLeakyRelu", {"x": x}, consts, opset=13,
+                               domain="com.microsoft", alpha=alpha), {"x": x})
+
+
 # -- whole quantized models -------------------------------------------------------------------
 
 def float_cnn() -> onnx.ModelProto:
@@ -356,6 +377,29 @@ def float_resnet() -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
+def float_branches() -> onnx.ModelProto:
+    """Two convolution branches with leaky relu, concatenated, pooled and classified (as an
+    Inception block): QOperator makes QLinearLeakyRelu and QLinearConcat of them."""
+    rng = np.random.default_rng(12)
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
+        "Wa": rng.standard_normal((3, 1, 3, 3)) * 0.5, "ba": rng.standard_normal(3) * 0.1,
+        "Wb": rng.standard_normal((2, 1, 1, 1)), "bb": rng.standard_normal(2) * 0.1,
+        "Wc": rng.standard_normal((10, 5)) * 0.5, "bc": rng.standard_normal(10) * 0.1}.items()]
+    nodes = [helper.make_node("Conv", ["x", "Wa", "ba"], ["ca"], pads=[1, 1, 1, 1]),
+             helper.make_node("LeakyRelu", ["ca"], ["la"], alpha=0.1),
+             helper.make_node("Conv", ["x", "Wb", "bb"], ["cb"]),
+             helper.make_node("LeakyRelu", ["cb"], ["lb"], alpha=0.2),
+             helper.make_node("Concat", ["la", "lb"], ["cat"], axis=1),
+             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "Wc", "bc"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "branches", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                          ["N", 1, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+
 def calibration(seed=2, batches=4):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -377,9 +421,11 @@ def quantized(tmp_path_factory):
     from onnxruntime.quantization import (QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
     folder = tmp_path_factory.mktemp("quant")
-    sources = {"cnn": folder / "cnn.onnx", "resnet": folder / "resnet.onnx"}
+    sources = {"cnn": folder / "cnn.onnx", "resnet": folder / "resnet.onnx",
+               "branches": folder / "branches.onnx"}
     onnx.save(float_cnn(), sources["cnn"])
     onnx.save(float_resnet(), sources["resnet"])
+    onnx.save(float_branches(), sources["branches"])
     made = {}
 
     def make(kind, activations="int8", per_channel=False, model="cnn"):
@@ -452,6 +498,15 @@ def test_quantized_residual_block_matches_onnxruntime(quantized, activations, pe
     assert {("com.microsoft", "QLinearAdd"),
             ("com.microsoft", "QLinearGlobalAveragePool")} <= ops
     assert_same(expose_all(model), {"x": images(16, seed=10)})
+
+
+@pytest.mark.parametrize("activations", ["int8", "uint8"])
+def test_quantized_branches_match_onnxruntime(quantized, activations):
+    """QOperator format with QLinearLeakyRelu and QLinearConcat: every value bit for bit."""
+    model = quantized("qoperator", activations, False, model="branches")
+    ops = {(n.domain, n.op_type) for n in model.graph.node}
+    assert {("com.microsoft", "QLinearLeakyRelu"), ("com.microsoft", "QLinearConcat")} <= ops
+    assert_same(expose_all(model), {"x": images(16, seed=13)})
 
 
 def test_dynamically_quantized_cnn_matches_onnxruntime(quantized):

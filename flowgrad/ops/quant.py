@@ -664,3 +664,100 @@ class QLinearGlobalAveragePool(Op):
         mult = f32(f32(np.asarray(x_scale).reshape(())) /
                    f32(f32(np.asarray(y_scale).reshape(())) * f32(size)))
         return (requantize(acc, np.asarray(mult), y_zp, X.dtype),)
+
+
+def lookup(x: np.ndarray, x_scale, x_zp, y_scale, y_zp, fn=None) -> np.ndarray:
+    """onnxruntime's lookup-table requantization (QLinearConcat, QLinearLeakyRelu): each of the
+    type's 256 values is dequantized in float32 (``x_scale * (v - x_zp)``), passed through
+    ``fn`` and quantized to ``y_scale`` / ``y_zp``; x then indexes the table."""
+    f32 = np.float32
+    lo, hi = QUANT_RANGES[x.dtype.name]
+    values = np.arange(lo, hi + 1)
+    zx = 0 if x_zp is None else int(np.asarray(x_zp).reshape(()))
+    zy = 0 if y_zp is None else int(np.asarray(y_zp).reshape(()))
+    d = f32(np.asarray(x_scale).reshape(())) * (values - zx).astype(f32)
+    if fn is not None:
+        d = fn(d)
+    q = np.rint(d / f32(np.asarray(y_scale).reshape(()))) + zy
+    np.clip(q, lo, hi, out=q)
+    q[np.isnan(q)] = lo
+    table = q.astype(x.dtype)
+    return table[x.astype(np.int64) - lo]
+
+
+def _scalars(specs, names) -> None:
+    for spec, what in zip(specs, names):
+        if spec is not None and not _per_tensor(spec.shape):
+            raise ShapeError(f"{what} must be a scalar, got {format_shape(spec.shape)}")
+
+
+class QLinearConcat(Op):
+    """onnxruntime's ``com.microsoft`` QLinearConcat: inputs ``Y_scale, Y_zero_point`` then one
+    ``(X, X_scale, X_zero_point)`` triple per tensor; each tensor is requantized to the
+    output's scale by onnxruntime's lookup table (:func:`lookup`) and the results concatenated
+    along ``axis``."""
+
+    type = "qlinear_concat"
+    inputs = ("inputs",)
+    variadic = True
+    min_inputs = 5
+    differentiable = False
+    attrs = {"axis": Attr("int", doc="axis to join along (negative counts from the end)")}
+
+    def infer(self, y_scale, y_zp, *triples):
+        if len(triples) % 3:
+            raise ShapeError("QLinearConcat takes Y_scale, Y_zero_point, then (X, X_scale, "
+                             f"X_zero_point) triples; got {len(triples) + 2} inputs")
+        _scalars((y_scale, y_zp), ("Y_scale", "Y_zero_point"))
+        xs = triples[0::3]
+        for i, x in enumerate(xs):
+            _int_dtype(x, f"input {i}")
+            if x.dtype != y_zp.dtype:
+                raise ShapeError(f"input {i} is {x.dtype} but Y_zero_point is {y_zp.dtype}")
+            _scalars(triples[3 * i + 1:3 * i + 3], (f"X_scale {i}", f"X_zero_point {i}"))
+        ndim = xs[0].ndim
+        if any(x.ndim != ndim for x in xs):
+            raise ShapeError("inputs to concatenate must have one rank, got "
+                             + ", ".join(format_shape(x.shape) for x in xs))
+        if not -ndim <= self.axis < ndim:
+            raise ShapeError(f"axis {self.axis} is out of range for {ndim}-d inputs")
+        axis = self.axis % ndim
+        shape = []
+        for i in range(ndim):
+            dims = [x.shape[i] for x in xs]
+            if i == axis:
+                shape.append(None if None in dims else sum(dims))
+            else:
+                known = {d for d in dims if d is not None}
+                if len(known) > 1:
+                    raise ShapeError(f"inputs differ on axis {i} ({sorted(known)}); only axis "
+                                     f"{self.axis} may differ")
+                shape.append(known.pop() if known else None)
+        return (Spec(tuple(shape), y_zp.dtype),)
+
+    def forward(self, ctx, y_scale, y_zp, *triples):
+        parts = [lookup(x, xs, xz, y_scale, y_zp)
+                 for x, xs, xz in zip(triples[0::3], triples[1::3], triples[2::3])]
+        return (np.concatenate(parts, axis=self.axis),)
+
+
+class QLinearLeakyRelu(Op):
+    """onnxruntime's ``com.microsoft`` QLinearLeakyRelu, by its lookup table (:func:`lookup`
+    with ``v if v >= 0 else alpha * v`` in float32)."""
+
+    type = "qlinear_leaky_relu"
+    inputs = ("X", "X_scale", "X_zero_point?", "Y_scale", "Y_zero_point?")
+    differentiable = False
+    rowwise = True
+    attrs = {"alpha": Attr("float", 0.01, doc="slope for negative values")}
+
+    def infer(self, X, X_scale, X_zp, Y_scale, Y_zp=None):
+        _int_dtype(X, "X")
+        _scalars((X_scale, X_zp, Y_scale, Y_zp),
+                 ("X_scale", "X_zero_point", "Y_scale", "Y_zero_point"))
+        return (Spec(X.shape, X.dtype),)
+
+    def forward(self, ctx, X, X_scale, X_zp, Y_scale, Y_zp=None):
+        alpha = np.float32(self.alpha)
+        return (lookup(X, X_scale, X_zp, Y_scale, Y_zp,
+                       lambda v: np.where(v >= 0, v, alpha * v).astype(np.float32)),)

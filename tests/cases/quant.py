@@ -72,4 +72,13 @@ CASES = {
         Case([ints((2, 3, 4, 5), np.int8, -128, 128), np.asarray(0.03), np.asarray(-3, np.int8),
               np.asarray(0.01), np.asarray(5, np.int8)]),
     ],
+    "qlinear_concat": [
+        Case([np.asarray(0.05), np.asarray(3, U8), ints((2, 3, 4), U8, 0, 256),
+              np.asarray(0.04), np.asarray(7, U8), ints((2, 2, 4), U8, 0, 256),
+              np.asarray(0.05), np.asarray(3, U8)], {"axis": 1}),
+    ],
+    "qlinear_leaky_relu": [
+        Case([ints((3, 4), np.int8, -128, 128), np.asarray(0.03), np.asarray(2, np.int8),
+              np.asarray(0.02), np.asarray(-5, np.int8)], {"alpha": 0.1}),
+    ],
 }

@@ -126,3 +126,21 @@ T.imports("QLinearGlobalAveragePool", domain=MICROSOFT, static=(1, 2, 3, 4))(
     node_importer("qlinear_global_average_pool", ("channels_last",)))
 T.exports("qlinear_global_average_pool")(
     node_exporter("QLinearGlobalAveragePool", ("channels_last",), domain=MICROSOFT))
+
+
+@T.imports("QLinearConcat", domain=MICROSOFT)
+def qlinear_concat(b, a, ins):
+    """-> qlinear_concat (Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) triples)."""
+    values = list(ins)
+    if len(values) < 5 or (len(values) - 2) % 3 or any(v is None for v in values):
+        raise ImportProblem(f"QLinearConcat takes Y_scale, Y_zero_point and then one (X, "
+                            f"X_scale, X_zero_point) triple per tensor, all present; the node "
+                            f"has {len(values)} input(s)")
+    return b.final("qlinear_concat", values, axis=a.int("axis"))
+
+
+T.exports("qlinear_concat")(node_exporter("QLinearConcat", ("axis",), domain=MICROSOFT))
+T.imports("QLinearLeakyRelu", domain=MICROSOFT, static=(1, 2, 3, 4))(
+    node_importer("qlinear_leaky_relu", ("alpha",)))
+T.exports("qlinear_leaky_relu")(
+    node_exporter("QLinearLeakyRelu", ("alpha",), domain=MICROSOFT))
