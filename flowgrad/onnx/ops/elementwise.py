@@ -8,7 +8,7 @@ from onnx import helper
 
 from ..builder import ImportProblem, Value
 from ..tensors import DTYPES, check_elem_type
-from ..translations import Translations, node_exporter
+from ..translations import Translations, node_exporter, node_importer
 from ._common import axis as checked_axis
 
 T = Translations("elementwise")
@@ -111,7 +111,14 @@ T.same("IsInf", "is_inf", attrs=("detect_positive", "detect_negative"))
 for _onnx, _fg in (("BitwiseAnd", "bitwise_and"), ("BitwiseOr", "bitwise_or"),
                    ("BitwiseXor", "bitwise_xor"), ("BitwiseNot", "bitwise_not")):
     T.same(_onnx, _fg)
-T.same("BitShift", "bit_shift", attrs=("direction",))
+T.imports("BitShift", since=11)(node_importer("bit_shift", ("direction",)))
+
+
+@T.exports("bit_shift")
+def _bit_shift(c):
+    """Signed integers need BitShift-28 (unsigned ones have had it since 11)."""
+    signed = np.dtype(c.model.dtypes.get(c.ins[0], np.uint8)).kind == "i"
+    c.node("BitShift", c.ins, c.outs, opset=28 if signed else 11, direction=c.op.direction)
 
 
 @T.imports("BitCast", since=26)
@@ -131,4 +138,5 @@ def bit_cast(b, a, ins):
 
 @T.exports("bit_cast")
 def _bit_cast(c):
-    c.node("BitCast", c.ins, c.outs, to=helper.np_dtype_to_tensor_dtype(np.dtype(c.op.to)))
+    c.node("BitCast", c.ins, c.outs, opset=26,
+           to=helper.np_dtype_to_tensor_dtype(np.dtype(c.op.to)))

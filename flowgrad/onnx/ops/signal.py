@@ -84,8 +84,8 @@ def _export_mel(c):
     ins = [c.const(np.asarray(op.num_mel_bins, np.int64)),
            c.const(np.asarray(op.dft_length, np.int64)),
            c.const(np.asarray(op.sample_rate, np.int64)),
-           c.const(np.asarray(op.lower_edge_hertz, np.float32)),
-           c.const(np.asarray(op.upper_edge_hertz, np.float32))]
+           c.const(op.lower_edge_hertz, np.float32),
+           c.const(op.upper_edge_hertz, np.float32)]
     c.node("MelWeightMatrix", ins, c.outs, opset=17,
            output_datatype=helper.np_dtype_to_tensor_dtype(np.dtype(op.dtype)))
 
