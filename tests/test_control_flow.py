@@ -409,3 +409,30 @@ def test_onnx_sequence_models(name):
     (path,) = [d for d in C.model_dirs("simple") if os.path.basename(d) == name]
     result = C.run_model_dir(path, "simple")
     assert result.status == "pass", result.message
+
+
+def test_if_branches_of_different_ranks_are_refused():
+    then_b = h.make_graph([h.make_node("Identity", ["x"], ["t"])], "then", [],
+                          [_vi("t", TP.FLOAT, [2, 3])])
+    else_b = h.make_graph([h.make_node("ReduceSum", ["x"], ["e"], keepdims=0)], "else", [],
+                          [_vi("e", TP.FLOAT, [])])
+    model = _single(h.make_node("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b,
+                                name="ranks"),
+                    [_vi("x", TP.FLOAT, [2, 3]), _vi("c", TP.BOOL, [])],
+                    [_vi("y", TP.FLOAT, None)])
+    text = _message(model)
+    assert "'ranks' (If" in text and "then branch gives float32[2, 3]" in text
+    assert "else branch float32[]" in text
+
+
+def test_a_gradient_through_a_sequence_is_refused_naming_the_op():
+    nodes = [h.make_node("SplitToSequence", ["x"], ["s"], axis=0),
+             h.make_node("ConcatFromSequence", ["s"], ["y"], axis=1)]
+    model = _single(nodes[0], [_vi("x", TP.FLOAT, [4, 2])], [_vi("y", TP.FLOAT, [1, 8])])
+    model.graph.node.append(nodes[1])
+    graph = flowgrad.load(model, dynamic_batch=False)
+    net = flowgrad.compile(graph)
+    out = net.forward({"x": np.arange(8, dtype=np.float32).reshape(4, 2)})
+    np.testing.assert_array_equal(out["y"], [[0, 1, 2, 3, 4, 5, 6, 7]])
+    with pytest.raises(FlowgradError, match="forward-only"):
+        net.backward({"y": 1.0}, wrt=["x"])

@@ -355,6 +355,11 @@ class If(_Control):
     def infer(self, cond, *outer):
         a = self.bodies["then_branch"].output_specs()
         b = self.bodies["else_branch"].output_specs()
+        for i, (x, y) in enumerate(zip(a, b)):
+            if x.ndim != y.ndim or (x.dtype != y.dtype and not x.dtype.kind == y.dtype.kind
+                                    == "f"):
+                raise ShapeError(f"output {i}: the then branch gives {x}, the else branch "
+                                 f"{y}; flowgrad needs both of one rank and dtype")
         return tuple(_merge(x, y, f"output {i} of the branches")
                      for i, (x, y) in enumerate(zip(a, b)))
 
