@@ -288,9 +288,10 @@ def test_integer_products_are_exact_where_onnxruntime_saturates():
                                              ((3, 4, 5, 6), (1, 4, 1, 1)),
                                              ((4, 1, 1), (3, 4, 5, 6)), ((40,), (6, 40)),
                                              ((1,), (6, 40)), ((6, 40), ())])
-def test_qlinear_add_matches_onnxruntime(dtype, a_shape, b_shape):
-    """Random scales and zero points: a plain float64 formula misses onnxruntime on about 1
-    in 300 values here (its float32 fused multiply-adds round differently near halves)."""
+def test_qlinear_add_and_mul_match_onnxruntime(dtype, a_shape, b_shape):
+    """Random scales and zero points: a plain float64 formula misses onnxruntime's QLinearAdd
+    on about 1 in 300 values here (its float32 fused multiply-adds round differently near
+    halves)."""
     rng = np.random.default_rng(abs(hash((a_shape, b_shape))) % 2**32)
     info = np.iinfo(dtype)
     for _ in range(3):
@@ -299,8 +300,9 @@ def test_qlinear_add_matches_onnxruntime(dtype, a_shape, b_shape):
         z = [dtype(v) for v in rng.integers(info.min, int(info.max) + 1, 3)]
         consts = {"a_s": s[0], "a_zp": z[0], "b": b, "b_s": s[1], "b_zp": z[1], "c_s": s[2],
                   "c_zp": z[2]}
-        assert_same(node_model("QLinearAdd", {"a": a}, consts, opset=13,
-                               domain="com.microsoft"), {"a": a})
+        for op_type in ("QLinearAdd", "QLinearMul"):
+            assert_same(node_model(op_type, {"a": a}, consts, opset=13,
+                                   domain="com.microsoft"), {"a": a})
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])

@@ -761,3 +761,25 @@ class QLinearLeakyRelu(Op):
         alpha = np.float32(self.alpha)
         return (lookup(X, X_scale, X_zp, Y_scale, Y_zp,
                        lambda v: np.where(v >= 0, v, alpha * v).astype(np.float32)),)
+
+
+class QLinearMul(QLinearAdd):
+    """onnxruntime's ``com.microsoft`` QLinearMul: the exact integer product
+    ``(a - a_zp) * (b - b_zp)`` converted to float32, times ``a_scale * b_scale / c_scale``
+    (float32), plus ``c_zp``, rounded half to even and saturated, as its x86 kernel computes
+    it."""
+
+    type = "qlinear_mul"
+
+    def forward(self, ctx, A, A_scale, A_zp, B, B_scale, B_zp, C_scale, C_zp=None):
+        f32 = np.float32
+
+        def value(v):
+            return 0 if v is None else int(np.asarray(v).reshape(()))
+        ratio = f32(f32(f32(np.asarray(A_scale).reshape(())) * f32(np.asarray(B_scale)
+                                                                    .reshape(())))
+                    / f32(np.asarray(C_scale).reshape(())))
+        product = (A.astype(np.int32) - value(A_zp)) * (B.astype(np.int32) - value(B_zp))
+        c = product.astype(f32) * ratio + f32(value(C_zp))
+        lo, hi = QUANT_RANGES[A.dtype.name]
+        return (np.clip(np.rint(c), lo, hi).astype(A.dtype),)

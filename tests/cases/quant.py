@@ -81,4 +81,9 @@ CASES = {
         Case([ints((3, 4), np.int8, -128, 128), np.asarray(0.03), np.asarray(2, np.int8),
               np.asarray(0.02), np.asarray(-5, np.int8)], {"alpha": 0.1}),
     ],
+    "qlinear_mul": [
+        Case([ints((2, 3, 4), np.int8, -128, 128), np.asarray(0.03), np.asarray(7, np.int8),
+              ints((3, 1), np.int8, -128, 128), np.asarray(0.02), np.asarray(-3, np.int8),
+              np.asarray(0.05), np.asarray(1, np.int8)]),
+    ],
 }

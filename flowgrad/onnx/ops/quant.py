@@ -144,3 +144,6 @@ T.imports("QLinearLeakyRelu", domain=MICROSOFT, static=(1, 2, 3, 4))(
     node_importer("qlinear_leaky_relu", ("alpha",)))
 T.exports("qlinear_leaky_relu")(
     node_exporter("QLinearLeakyRelu", ("alpha",), domain=MICROSOFT))
+T.imports("QLinearMul", domain=MICROSOFT, static=(1, 2, 4, 5, 6, 7))(
+    node_importer("qlinear_mul"))
+T.exports("qlinear_mul")(node_exporter("QLinearMul", domain=MICROSOFT))
