@@ -1,5 +1,7 @@
 """Quantization: ONNX's QuantizeLinear / DequantizeLinear and the integer ops quantized models
-are made of (DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv).
+are made of (DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv),
+and the ``com.microsoft`` ops onnxruntime's QOperator quantization writes (QGemm, QLinearAdd,
+QLinearMul, QLinearGlobalAveragePool, QLinearConcat, QLinearLeakyRelu).
 
 Integer outputs match onnxruntime bit for bit, so the arithmetic follows what its CPU kernels
 do rather than the shortest numpy expression:
@@ -16,6 +18,13 @@ do rather than the shortest numpy expression:
   ``a_scale * b_scale / y_scale`` is computed in float32, the int32 accumulator (plus bias) is
   converted to float32, multiplied, rounded half to even, offset by the zero point and
   saturated.
+* **Elementwise and lookup ops** (QLinearAdd, QLinearMul, QLinearConcat, QLinearLeakyRelu)
+  reproduce onnxruntime's x86 float32 sequences, fused multiply-adds and 256-entry tables
+  included.  Its kernels are CPU-specific: these match its AVX2 kernels (other CPUs may round
+  a rare half differently); without AVX-VNNI its uint8 x int8 products saturate pairs at the
+  int16 limit (``vpmaddubsw``), which flowgrad does not copy: flowgrad computes ONNX's exact
+  value, which is onnxruntime's whenever int8 weights stay within [-64, 64) (its quantizer's
+  ``reduce_range``).
 
 Gradients.  The integer ops are forward-only (``differentiable = False``).  ``dequantize_linear``
 is affine in its input, so it has an exact backward for ``scale`` (``sum g * (x - zp)``) and

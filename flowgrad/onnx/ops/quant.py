@@ -1,6 +1,8 @@
 """Quantization (flowgrad.ops.quant): QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
-MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv, each one flowgrad op with ONNX's
-inputs, outputs and attributes.
+MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv, and onnxruntime's ``com.microsoft``
+QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat and QLinearLeakyRelu
+(what its QOperator quantization writes), each one flowgrad op with the node's inputs,
+outputs and attributes.
 
 Every version of QuantizeLinear / DequantizeLinear (10 to 28) is one translation: the later
 versions only add attributes (``axis`` 13, ``saturate`` 19, ``block_size`` and
@@ -11,9 +13,11 @@ numpy names, and a type numpy lacks (float8, int4, int2, bfloat16...) is refused
 **Straight-through quantization.**  ``quantize_linear`` is forward-only unless its
 ``straight_through`` attribute is set.  An imported model gets it on every QuantizeLinear
 when loaded with ``flowgrad.load(model, straight_through=True)`` (the importer sets
-``Builder.straight_through``); the attribute is flowgrad's and is not exported.
+``Builder.straight_through``; ``flowgrad train --straight-through`` on the command line); the
+attribute is flowgrad's and is not exported.
 
-The scales and zero points of the forward-only integer ops (QLinearConv, QLinearMatMul) are
+The scales and zero points of the forward-only integer ops (QLinearConv, QLinearMatMul, the
+com.microsoft ops) are
 declared ``static``: an initializer read only there is a constant, not a trainable param (it
 could not be trained through an integer op anyway); a value computed at run time is still
 taken as an input.
