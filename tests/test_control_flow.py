@@ -436,3 +436,22 @@ def test_a_gradient_through_a_sequence_is_refused_naming_the_op():
     np.testing.assert_array_equal(out["y"], [[0, 1, 2, 3, 4, 5, 6, 7]])
     with pytest.raises(FlowgradError, match="forward-only"):
         net.backward({"y": 1.0}, wrt=["x"])
+
+
+def test_branch_returning_an_outer_value_runs_differentiates_and_exports():
+    """A branch whose output is the enclosing graph's value itself (no node in it):
+    onnxruntime refuses such a model, so the export adds the Identity it wants."""
+    then_b = h.make_graph([], "then", [], [_vi("x", TP.FLOAT, [2, 3])])
+    else_b = h.make_graph([h.make_node("Neg", ["x"], ["e"])], "else", [],
+                          [_vi("e", TP.FLOAT, [2, 3])])
+    model = _single(h.make_node("If", ["c"], ["y"], then_branch=then_b, else_branch=else_b),
+                    [_vi("x", TP.FLOAT, [2, 3]), _vi("c", TP.BOOL, [])],
+                    [_vi("y", TP.FLOAT, [2, 3])])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    graph = flowgrad.load(model, dynamic_batch=False)
+    net = flowgrad.compile(graph)
+    for c, sign in ((True, 1), (False, -1)):
+        net.forward({"x": x, "c": np.array(c)})
+        np.testing.assert_array_equal(net.backward({"y": 1.0}, wrt=["x"])["x"],
+                                      np.full((2, 3), sign))
+    _round_trip(model, [{"x": x, "c": np.array(c)} for c in (True, False)])

@@ -307,6 +307,13 @@ def _export_body(c, graph, num_formal: int, outer_names: list[str]) -> onnx.Grap
             if d.HasField("dim_param"):
                 d.Clear()
     walk(body)
+    made = {o for node in body.node for o in node.output} | {i.name for i in body.initializer}
+    for vi in body.output:      # runtimes want a body's output made inside it: an Identity
+        if vi.name not in made:
+            copy = c.model.fresh(prefix + vi.name.rsplit("/", 1)[-1] + "_out")
+            body.node.append(onnx.helper.make_node("Identity", [vi.name], [copy],
+                                                   name=c.model.node_name(copy)))
+            vi.name = copy
     return body
 
 
