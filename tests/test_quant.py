@@ -753,3 +753,15 @@ def test_cli_fine_tunes_a_quantized_model_with_straight_through(quantized, tmp_p
     assert "forward-only" in capsys.readouterr().err
     assert main(args + ["--out", str(tmp_path / "ste"), "--straight-through"]) == 0
     assert (tmp_path / "ste" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["qdq", "qoperator"])
+def test_check_passes_a_quantized_model_and_says_why_gradients_are_skipped(quantized, kind,
+                                                                           tmp_path, capsys):
+    from flowgrad.cli import main
+
+    path = tmp_path / "model.onnx"
+    onnx.save(quantized(kind, "int8", False), path)
+    assert main(["check", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "gradient check: skipped" in out and "forward-only" in out

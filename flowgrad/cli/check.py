@@ -67,8 +67,20 @@ def run(args, registry):
 
 
 def report_gradients(graph, args, width: int) -> int:
+    from ..errors import GraphError
     from ..gradcheck import check_graph_gradients
-    checks = check_graph_gradients(graph, max_elements=args.elements, seed=args.seed)
+    try:
+        checks = check_graph_gradients(graph, max_elements=args.elements, seed=args.seed)
+    except GraphError as e:
+        # a forward-only op (a quantizer, an integer product) between the leaves and the
+        # outputs: there is no gradient to check, which is the model's nature, not an error
+        node = e.diagnostics[0].node if len(e.diagnostics) == 1 else None
+        if node is None or node not in graph.dag or not graph.is_op(node) \
+                or graph.op_of(node).differentiable:
+            raise
+        print(f"gradient check: skipped: the outputs are reached through '{node}' "
+              f"({graph.op_of(node).type}), which is forward-only")
+        return 0
     if not checks:
         print("gradient check: nothing to check (no float inputs or trainable params)")
         return 0
