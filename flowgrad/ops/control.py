@@ -267,9 +267,15 @@ def _zeros_for(value: Any) -> np.ndarray:
 
 
 def _add(total, g):
+    """Accumulate gradient ``g`` into ``total`` (None: nothing yet).  The first gradient is
+    copied once and later ones are added in place, so summing an outer value's gradient over
+    many iterations allocates one array, not one per iteration."""
     if g is None:
         return total
-    return g if total is None else total + g
+    if total is None:
+        return np.array(g, copy=True)
+    np.add(total, g, out=total, casting="unsafe")
+    return total
 
 
 class _Control(Op):
