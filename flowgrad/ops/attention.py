@@ -244,7 +244,7 @@ class Attention(Op):
                                None if attn_mask is None else attn_mask.dtype,
                                None if past_key is None else past_key.dtype))
         return (y.astype(Q.dtype, copy=False), present_k.astype(K.dtype, copy=False),
-                present_v.astype(V.dtype, copy=False), qk.astype(Q.dtype))
+                present_v.astype(V.dtype, copy=False), qk.astype(Q.dtype, copy=False))
 
     # -- backward -------------------------------------------------------------------------
     def backward(self, ctx, gy, gpresent_k=None, gpresent_v=None, gqk=None):
