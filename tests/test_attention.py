@@ -264,3 +264,25 @@ def test_malformed_nodes_are_reported_with_the_node(op_type, inputs, opset, attr
         flowgrad.load(model)
     message = str(info.value)
     assert expect in message and "out" in message and op_type in message, message
+
+
+def test_recurrent_attention_ops_round_trip():
+    """LinearAttention (gated delta rule, grouped heads, a past state), CausalConvWithState
+    (a decode step with state and SiLU) and SwiGLU, against onnx's reference and exported
+    back (onnxruntime has no kernels for these opset-27/28 ops yet)."""
+    rng = np.random.default_rng(7)
+    inputs = [("q", F32, [2, 3, 8]), ("k", F32, [2, 3, 4]), ("v", F32, [2, 3, 6]),
+              ("past", F32, [2, 2, 2, 3]), ("decay", F32, [2, 3, 2]), ("beta", F32, [2, 3, 2])]
+    feeds = {n: _rand(*s, seed=i) for i, (n, _, s) in enumerate(inputs)}
+    feeds["decay"] = rng.uniform(-1, -0.1, (2, 3, 2)).astype(np.float32)
+    feeds["beta"] = rng.uniform(0.1, 1, (2, 3, 2)).astype(np.float32)
+    linear = _model("LinearAttention", inputs, ["out", "present"], 27, q_num_heads=4,
+                    kv_num_heads=2, update_rule="gated_delta")
+    _check(linear, feeds, runtimes=("reference",))
+    conv_inputs = [("x", F32, [2, 3, 1]), ("w", F32, [3, 1, 4]), ("b", F32, [3]),
+                   ("state", F32, [2, 3, 3])]
+    conv = _model("CausalConvWithState", conv_inputs, ["y", "present"], 27, activation="silu")
+    _check(conv, {n: _rand(*s, seed=i) for i, (n, _, s) in enumerate(conv_inputs)},
+           runtimes=("reference",))
+    swiglu = _model("SwiGLU", [("a", F32, [2, 5]), ("b", F32, [2, 5])], ["y"], 28, alpha=1.702)
+    _check(swiglu, {"a": _rand(2, 5), "b": _rand(2, 5, seed=1)}, runtimes=("reference",))
