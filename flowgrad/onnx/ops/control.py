@@ -143,8 +143,9 @@ def _loop(b, a, ins):
     graph, outs = _settle(b, body, fixed, [v.spec for v in initial], [], outer, "body",
                           slice(1, 1 + n))
     if len(graph.outputs) != len(node.output) + 1:
-        raise ImportProblem(f"its body gives {len(graph.outputs)} output(s): the node's "
-                            f"{len(node.output)} and the condition")
+        raise ImportProblem(f"its body gives {len(graph.outputs)} output(s); it must give "
+                            f"{len(node.output) + 1}: the condition, then one per output of "
+                            "the node")
     present = [v for v in (trip, cond) if v is not None]
     return b.op("loop", present + initial + [v for _, v in outer], name=b.final_name(0),
                 body=graph, num_carried=n, trip_count=trip is not None,
