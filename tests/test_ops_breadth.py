@@ -215,3 +215,46 @@ def test_node_tests_export_to_onnxruntime(name):
         None, {i.name: feeds[i.name] for i in session.get_inputs()})))
     # onnxruntime's float32 FFTs round differently from numpy's: compare at float32 precision
     compare([got[r] for r in refs], [as_array(v) for v in expected], 1e-4, 1e-4)
+
+
+# -- bad nodes: one error naming the node and what to do ------------------------------------------
+
+def _one_node(op_type, inputs, attrs, opset=22):
+    ins = [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs]
+    node = helper.make_node(op_type, [n for n, _, _ in inputs], ["out"], name="bad", **attrs)
+    return model(node, ins, [helper.make_tensor_value_info("out", TensorProto.UNDEFINED, None)],
+                 opset=opset)
+
+
+BAD = [
+    ("BitShift", [("x", TensorProto.UINT8, [3]), ("y", TensorProto.UINT8, [3])], {},
+     "needs attribute 'direction'"),
+    ("BitShift", [("x", TensorProto.UINT8, [3]), ("y", TensorProto.UINT8, [3])],
+     {"direction": "UP"}, "must be one of 'LEFT', 'RIGHT'"),
+    ("BitwiseAnd", [("x", TensorProto.FLOAT, [3]), ("y", TensorProto.FLOAT, [3])], {},
+     "works on integers"),
+    ("BitCast", [("x", TensorProto.FLOAT, [3])], {"to": TensorProto.INT64},
+     "must have the same width"),
+    ("DFT", [("x", TensorProto.FLOAT, [2, 8, 1])], {"axis": 2}, "not a signal axis"),
+    ("NegativeLogLikelihoodLoss", [("x", TensorProto.FLOAT, [2, 3]),
+                                   ("t", TensorProto.FLOAT, [2])], {}, "integer tensor"),
+    ("SoftmaxCrossEntropyLoss", [("x", TensorProto.FLOAT, [2, 3]),
+                                 ("t", TensorProto.INT64, [2])], {"reduction": "max"},
+     "must be none, sum or mean"),
+    ("Bernoulli", [("x", TensorProto.INT64, [3])], {}, "float tensor"),
+    ("Multinomial", [("x", TensorProto.FLOAT, [2, 3])], {"dtype": TensorProto.FLOAT},
+     "int32 or int64"),
+    ("RandomNormal", [], {"shape": [2], "seed": -3.0}, "seed"),
+    ("EyeLike", [("x", TensorProto.FLOAT, [2, 3, 4])], {}, "2-d input"),
+]
+
+
+@pytest.mark.parametrize("op_type,inputs,attrs,message", BAD,
+                         ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_nodes_give_one_error_naming_the_node(op_type, inputs, attrs, message):
+    from flowgrad.errors import FlowgradError
+    m = _one_node(op_type, inputs, attrs, opset={"BitCast": 26, "DFT": 19}.get(op_type, 22))
+    with pytest.raises(FlowgradError) as info:
+        flowgrad.load(m, dynamic_batch=False)
+    text = str(info.value)
+    assert "'bad'" in text and op_type in text and message in text, text
