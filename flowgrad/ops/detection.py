@@ -52,19 +52,23 @@ def _box_edges(boxes: np.ndarray, center_point_box: int):
     return np.minimum(x1, x2), np.maximum(x1, x2), np.minimum(y1, y2), np.maximum(y1, y2)
 
 
-def _suppressed(edges, i: int, rest: np.ndarray, threshold) -> np.ndarray:
-    """Which boxes ``rest`` overlap box ``i`` by an IoU above ``threshold`` (onnxruntime's
-    rule: no overlap, an empty box or an empty union never suppresses)."""
-    x0, x1, y0, y1 = edges
-    ix0, ix1 = np.maximum(x0[i], x0[rest]), np.minimum(x1[i], x1[rest])
-    iy0, iy1 = np.maximum(y0[i], y0[rest]), np.minimum(y1[i], y1[rest])
-    inter = (ix1 - ix0) * (iy1 - iy0)
-    area_i = (x1[i] - x0[i]) * (y1[i] - y0[i])
-    area_r = (x1[rest] - x0[rest]) * (y1[rest] - y0[rest])
-    union = area_i + area_r - inter
-    valid = (ix1 > ix0) & (iy1 > iy0) & (inter > 0) & (area_i > 0) & (area_r > 0) & (union > 0)
-    iou = inter / np.where(valid, union, 1)
-    return valid & (iou > threshold)
+def _suppressed(top, others, threshold) -> np.ndarray:
+    """Which boxes ``others`` overlap the boxes ``top`` by an IoU above ``threshold``, by
+    broadcasting (x_min, x_max, y_min, y_max, area) tuples, with onnxruntime's arithmetic and
+    rule: no overlap, an empty box or an empty union never suppresses.  The IoU is computed
+    only where the boxes overlap (usually few pairs)."""
+    x0, x1, y0, y1, area_top = np.broadcast_arrays(*top, others[0])[:5]
+    u0, u1, v0, v1, area = others
+    ix0, ix1 = np.maximum(x0, u0), np.minimum(x1, u1)
+    iy0, iy1 = np.maximum(y0, v0), np.minimum(y1, v1)
+    out = (ix1 > ix0) & (iy1 > iy0)
+    hit = np.nonzero(out)
+    inter = (ix1[hit] - ix0[hit]) * (iy1[hit] - iy0[hit])
+    a, b = area_top[hit], area[hit]
+    union = a + b - inter
+    valid = (inter > 0) & (a > 0) & (b > 0) & (union > 0)
+    out[hit] = valid & (inter / np.where(valid, union, 1) > threshold)
+    return out
 
 
 class NonMaxSuppression(Op):
@@ -106,22 +110,66 @@ class NonMaxSuppression(Op):
             raise ShapeError(f"non_max_suppression: iou_threshold must be in [0, 1], got "
                              f"{float(threshold)}")
         floor = _scalar(score, None, float, self.type, "score_threshold")
-        rows = []
-        if limit:
-            for b in range(boxes.shape[0]):
-                edges = _box_edges(boxes[b], self.center_point_box)
-                for c in range(scores.shape[1]):
-                    s = scores[b, c]
-                    cand = np.arange(s.size) if floor is None else \
-                        np.flatnonzero(s > s.dtype.type(floor))
-                    remaining = cand[np.argsort(-s[cand], kind="stable")]
-                    kept = []
-                    while remaining.size and len(kept) < limit:
-                        i, rest = remaining[0], remaining[1:]
-                        kept.append(i)
-                        remaining = rest[~_suppressed(edges, i, rest, threshold)]
-                    rows.extend((b, c, int(i)) for i in kept)
-        return (np.array(rows, np.int64).reshape(-1, 3),)
+        return (_greedy_nms(boxes, scores, self.center_point_box, limit, threshold, floor),)
+
+
+def _greedy_nms(boxes, scores, center_point_box: int, limit: int, threshold, floor):
+    """Greedy NMS of every (batch, class) line at once; returns rows [batch, class, box].
+
+    Each line's candidates are sorted best first (stable: ties keep the lower index) and
+    padded to one width.  A step keeps, in every line still running, the first candidate
+    still alive, and kills the line's candidates it overlaps; so the loop runs once per kept
+    box of the longest line (at most ``limit`` times), each step vectorised over lines and
+    candidates, and lines that are done drop out.  The same boxes are kept as by the usual
+    one-line loop (a candidate survives iff no better kept box overlaps it).
+    """
+    batches, classes, count = scores.shape
+    if not limit or not count:
+        return np.zeros((0, 3), np.int64)
+    lines = scores.reshape(batches * classes, count)
+    alive = np.ones(lines.shape, bool) if floor is None else lines > lines.dtype.type(floor)
+    width = int(alive.sum(1).max(initial=0))
+    if width == 0:
+        return np.zeros((0, 3), np.int64)
+    # per line: candidates best first, dead ones (under the score floor) last
+    key = np.where(alive, -lines.astype(np.float64), np.inf)
+    order = np.argsort(key, axis=1, kind="stable")[:, :width]
+    alive = np.take_along_axis(alive, order, 1)
+    batch_of = np.repeat(np.arange(batches), classes)
+    x0, x1, y0, y1 = _box_edges(boxes, center_point_box)
+    edges = np.stack([x0, x1, y0, y1, (x1 - x0) * (y1 - y0)])     # (5, B, N)
+    cand = edges[:, batch_of[:, None], order]                    # (5, lines, width)
+    ids = np.arange(len(lines))                 # the line each row of the arrays holds
+    kept = np.zeros(len(lines), np.int64)
+    found: list[tuple[np.ndarray, np.ndarray, int]] = []
+    step = 0
+    while ids.size:
+        running = alive.any(1) & (kept < limit)
+        if not running.all():                   # drop finished lines
+            ids, kept, order, alive, cand = (ids[running], kept[running], order[running],
+                                             alive[running], cand[:, running])
+            if not ids.size:
+                break
+        rows = np.arange(ids.size)
+        first = np.argmax(alive, axis=1)
+        found.append((ids, order[rows, first], step))
+        kept += 1
+        alive[rows, first] = False
+        top = cand[:, rows, first][..., None]                       # (5, lines, 1)
+        alive &= ~_suppressed(tuple(top), tuple(cand), threshold)
+        step += 1
+        width = int(alive.sum(1).max(initial=0))
+        if width < 0.75 * alive.shape[1]:       # drop dead candidates: keep arrays narrow
+            pack = np.argsort(~alive, axis=1, kind="stable")[:, :width]
+            order = np.take_along_axis(order, pack, 1)
+            alive = np.take_along_axis(alive, pack, 1)
+            cand = np.take_along_axis(cand, pack[None], 2)
+    line = np.concatenate([f[0] for f in found])
+    box = np.concatenate([f[1] for f in found])
+    when = np.concatenate([np.full(f[0].size, f[2]) for f in found])
+    sort = np.lexsort((when, line))
+    line, box = line[sort], box[sort]
+    return np.stack([line // classes, line % classes, box], 1).astype(np.int64)
 
 
 # -- RoI pooling -------------------------------------------------------------------------------
