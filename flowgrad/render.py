@@ -144,6 +144,8 @@ def to_text(graph: Graph, collapse_blocks: bool = False) -> str:
         line = f"  {name:<22} {_type(graph, name) + sources:<48} -> {specs}"
         lines.append(f"{line}  [{role}]" if role else line)
     lines.append("  outputs: " + ", ".join(graph.outputs))
+    if graph.aliases:            # a model's own names for values that are not nodes of theirs
+        lines.append("  aliases: " + ", ".join(f"{a} = {r}" for a, r in graph.aliases.items()))
     lines.append("  " + fan_summary(graph))
     return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from flowgrad.cli import main
 from flowgrad.errors import FlowgradError, GraphError
 from flowgrad.onnx.export import export_onnx
 from flowgrad.onnx.to_yaml import write_yaml
+from flowgrad.render import to_text
 
 OUT = "save_infer_model/scale_0.tmp_1"
 CONV = "layer/conv_1:3"          # '/' and ':' in one name (no channel suffix: see visualize)
@@ -129,6 +130,7 @@ def test_a_value_without_a_node_of_its_own_is_an_alias():
     assert g.outputs == ["prod.0", "right:0"]
     assert "in#0" not in g.dag and g.resolve("in#0") == (g.inputs[0], 0)
     assert g.resolve("right:0") == (g.resolve("left:0")[0], 1)
+    assert "  aliases: in#0 = in_0, right:0 = left:0.1" in to_text(g)
     plan = flowgrad.compile(g)
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     out, grads = plan.forward_backward({"in#0": x}, {"prod.0": 1.0, "right:0": 1.0},
