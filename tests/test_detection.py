@@ -456,3 +456,43 @@ def test_bad_values_at_run_time_name_the_node():
     plan = flowgrad.compile(graph)
     with pytest.raises(FlowgradError, match="iou_threshold must be in"):
         plan.forward({k: v for k, v in feeds.items() if k in graph.inputs})
+
+
+# -- export: the imported ops written back to ONNX and run by onnxruntime -------------------
+
+_X = RNG.standard_normal((2, 3, 8, 9)).astype(np.float32)
+EXPORTED = [
+    ("NonMaxSuppression", {"boxes": random_boxes(2, 30, False),
+                           "scores": RNG.random((2, 2, 30)).astype(np.float32),
+                           "max_out": np.array([4], np.int64),
+                           "iou": np.array([0.4], np.float32),
+                           "score": np.array([0.1], np.float32)}, {}, 11),
+    ("RoiAlign", {"X": _X, "rois": random_rois(5, 8, 9),
+                  "batch_indices": np.array([0, 1, 1, 0, 1], np.int64)},
+     {"mode": "max", "output_height": 2, "output_width": 3, "sampling_ratio": 2}, 16),
+    ("MaxRoiPool", {"X": _X, "rois": np.concatenate(
+        [np.array([[0], [1], [1]], np.float32), random_rois(3, 8, 9)], 1)},
+     {"pooled_shape": [2, 2], "spatial_scale": 1.0}, 13),
+    ("GridSample", {"X": _X, "grid": RNG.uniform(-1.2, 1.2, (2, 3, 4, 2)).astype(np.float32)},
+     {"mode": "cubic", "padding_mode": "reflection", "align_corners": 1}, 20),
+    ("AffineGrid", {"theta": RNG.standard_normal((2, 2, 3)).astype(np.float32),
+                    "size": np.array([2, 3, 4, 5], np.int64)}, {"align_corners": 0}, 20),
+]
+
+
+@pytest.mark.parametrize("op_type,inputs,attrs,opset", EXPORTED, ids=[e[0] for e in EXPORTED])
+def test_export_runs_in_onnxruntime(op_type, inputs, attrs, opset):
+    from flowgrad.onnx.export import export_onnx
+    rank = 2 if op_type == "NonMaxSuppression" else None
+    out_type = TensorProto.INT64 if op_type == "NonMaxSuppression" else TensorProto.FLOAT
+    model, feeds = one_node(op_type, inputs, opset=opset, out_rank=rank, out_type=out_type,
+                            **attrs)
+    g = flowgrad.load(model, dynamic_batch=False)
+    ours = flowgrad.compile(g).forward({k: v for k, v in feeds.items() if k in g.inputs})
+    exported = export_onnx(g)
+    kept = {i.name for i in exported.graph.input}
+    (theirs,) = ort.InferenceSession(exported.SerializeToString(),
+                                     providers=["CPUExecutionProvider"]).run(
+        None, {k: v for k, v in feeds.items() if k in kept})
+    np.testing.assert_allclose(ours[g.meta["onnx"]["outputs"]["out0"]], theirs, rtol=1e-4,
+                               atol=1e-5)
