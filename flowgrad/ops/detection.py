@@ -650,6 +650,11 @@ class AffineGrid(Op):
                                             "wins)")}
     no_grad_inputs = frozenset({"size"})
 
+    def check(self):
+        if self.size is not None and (len(self.size) not in (4, 5) or min(self.size) < 1):
+            raise AttrError(f"affine_grid: size must be (N, C, H, W) or (N, C, D, H, W) with "
+                            f"sizes >= 1, got {list(self.size)}", attr="size")
+
     def infer(self, theta, size):
         _require(size, "iu", self.type, "size")
         if theta.ndim != 3 or theta.shape[1:] not in ((2, 3), (3, 4)):

@@ -1078,6 +1078,11 @@ class CenterCropPad(Op):
                                              "wins)")}
     no_grad_inputs = frozenset({"shape"})
 
+    def check(self):
+        if self.shape is not None and any(n < 0 for n in self.shape):
+            raise AttrError(f"center_crop_pad: sizes must be >= 0, got {list(self.shape)}",
+                            attr="shape")
+
     def _axes(self, ndim: int) -> list[int]:
         axes = list(range(ndim)) if self.axes is None else \
             [normalize_axis(a, ndim) for a in self.axes]
