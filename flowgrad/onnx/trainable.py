@@ -7,21 +7,27 @@ arithmetic depends on — anchor grids, strides, ``0.5`` offsets, epsilons, ``-i
 masks, shape arithmetic.  Training the second kind breaks the model (one SGD step moves a grid
 off its integers and the next broadcast fails; an epsilon trained negative turns a LayerNorm
 into NaN), so "every float initializer is trainable" is the wrong rule.  These rules decide,
-per ONNX value known at load time (an initializer, or a node output computed only from stored
-values), by how the model *uses* it:
+per tensor stored in the file (an initializer or a ``Constant`` node's output), by how the
+model *uses* it:
 
 * **learned** (a trainable param): the weight, bias or scale inputs of a parametric op
   (:data:`WEIGHT_INPUTS`: Conv/ConvTranspose W and B, Gemm and MatMul operands, Einsum
   operands, the scale and bias of batch/layer/group/instance/RMS normalisation, the recurrent
-  W, R, B and peepholes, an embedding table read by Gather, the PRelu slope); and the operand of
-  an ``Add`` or ``Mul`` applied to a layer's output (a bias or channel scale written apart from
-  its MatMul/Conv, through reshapes and transposes) or to a normalised value (the gamma and
-  beta of a LayerNorm that an older exporter wrote out as ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add);
-  and whatever an op of a custom domain reads (a plugin's op: flowgrad cannot know better);
+  W, R, B and peepholes, an embedding table read by Gather, the PRelu slope); the operand of
+  an ``Add``, ``Sub`` or ``Mul`` applied to a layer's output (a bias or channel scale written
+  apart from its MatMul/Conv, through reshapes and transposes) or to a normalised value (the
+  gamma and beta of a LayerNorm an exporter spelled out as ReduceMean/Sub/Sqrt/Div/Mul/Add, or
+  jax2tf's ``x * (rsqrt(var + eps) * gamma) + (beta - mean * ...)``); whatever an op of a
+  custom domain reads (a plugin's op: flowgrad cannot know better); and a stored tensor that
+  only moves (Slice, Concat, Split, Reshape, Transpose, Cast, Identity...) on its way to one of
+  those — the stored tensor is the param, under the model's name for it;
 * **state** (a non-trainable param the plan updates in training mode): running statistics,
   declared by a translation's ``state=`` positions (BatchNormalization's mean and variance);
 * **structural** (a constant, folded where it can be): everything else — operands of every
-  other standard op, a single-element ``Mul`` factor (a scale, a stride), and any tensor holding
+  other standard op, a single element applied by Add/Sub/Mul (a scale, a stride, an offset),
+  the kernel of a Conv reading a softmax (YOLOv8's distribution focal loss head: a fixed
+  ``arange`` taking an expectation over bins),
+  values that are computed rather than stored (a ``ConstantOfShape`` fill), and any tensor holding
   infinities or NaN (masks) or magnitudes of 1e30 and more (``finfo.min`` masks), whatever reads
   it.  Values read only where a translation needs them at load time (shapes, pads) are constants
   as before.
@@ -63,6 +69,9 @@ NORMS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNormaliz
                    "GroupNormalization", "RMSNormalization", "LpNormalization",
                    "MeanVarianceNormalization"})
 
+#: the elementwise ops through which a learned scale or shift is applied apart from its layer
+AFFINE = frozenset({"Add", "Sub", "Mul"})
+
 #: a magnitude that is a stand-in for infinity (``np.finfo(np.float32).min`` masks)
 HUGE = 1e30
 
@@ -86,7 +95,7 @@ class Rules:
     ``freeze``/``unfreeze`` patterns with which patterns matched (for :meth:`unmatched`)."""
 
     kinds: dict[str, str]
-    mul_only: set[str]
+    affine_only: set[str]
     freeze: tuple[str, ...] = ()
     unfreeze: tuple[str, ...] = ()
     matched: set[str] = field(default_factory=set)
@@ -103,7 +112,7 @@ class Rules:
         if unfrozen and kind in (PARAM, CONST):
             return PARAM                  # the user's word wins, also over ``freeze``
         if kind == PARAM and (structural_values(array)
-                              or (name in self.mul_only and array.size == 1)):
+                              or (name in self.affine_only and array.size == 1)):
             return CONST
         return FROZEN if kind == PARAM and frozen else kind
 
@@ -152,31 +161,38 @@ def classify(model, translation, static_of, freeze: Iterable[str] = (),
             return any(i in known for i in node.input)
         if node.op_type in PASS_THROUGH and node.input:
             return layer_output(node.input[0], depth + 1)
-        if node.op_type in ("Add", "Mul"):
+        if node.op_type in AFFINE:
             return any(use_role(node, k) == PARAM for k in range(2) if node.input[k] in known)
         return False
 
-    def normalised(v: str) -> bool:
-        """Whether ``v`` is a normalisation's output, ``x / sqrt(...)`` or
-        ``x * (1 / sqrt(...))``: a normalised value."""
+    def normalised(v: str, depth: int = 0) -> bool:
+        """Whether ``v`` is a normalisation's output or on its way to be: a normalisation op's
+        output, ``x / sqrt(...)``, ``1 / sqrt(...)`` (jax2tf's rsqrt), or a product, sum or
+        difference with one (where a spelled-out LayerNorm applies its gamma and beta)."""
         node = producer.get(v)
-        if node is None:
+        if node is None or depth > 3 or v in known:
             return False
         if node.op_type in NORMS:
             return True
         made_by = [producer.get(i) for i in node.input]
         if node.op_type == "Div" and len(made_by) == 2:
             return made_by[1] is not None and made_by[1].op_type == "Sqrt"
-        if node.op_type == "Mul":
-            return any(p is not None and p.op_type == "Reciprocal" and producer.get(
-                p.input[0]) is not None and producer[p.input[0]].op_type == "Sqrt"
-                for p in made_by)
+        if node.op_type == "Reciprocal":
+            return made_by[0] is not None and made_by[0].op_type == "Sqrt"
+        if node.op_type in AFFINE:
+            return any(normalised(i, depth + 1) for i in node.input if i not in known)
         return False
 
-    def scaled_normalised(v: str) -> bool:
+    def _after_softmax(v: str, depth: int = 0) -> bool:
+        """Whether ``v`` is a softmax's output, moved by reshapes and transposes: a conv over
+        bins of probabilities computes an expectation, with a fixed kernel."""
         node = producer.get(v)
-        return node is not None and node.op_type == "Mul" and any(
-            normalised(node.input[k]) and node.input[1 - k] in known for k in range(2))
+        if node is None or depth > 4:
+            return False
+        if node.op_type == "Softmax":
+            return True
+        return node.op_type in PASS_THROUGH and bool(node.input) and \
+            _after_softmax(node.input[0], depth + 1)
 
     def own_role(node, position: int) -> str:
         """The role of input ``position`` of ``node`` by the op alone (see the module doc)."""
@@ -189,15 +205,16 @@ def classify(model, translation, static_of, freeze: Iterable[str] = (),
         domain = node.domain if node.domain not in ("", "ai.onnx") else ""
         if domain and domain != "flowgrad":
             return PARAM                      # a custom op: flowgrad cannot know better
+        if node.op_type == "Conv" and node.input and _after_softmax(node.input[0]):
+            return CONST            # YOLOv8's DFL: a fixed arange kernel taking an expectation
         if node.op_type in WEIGHT_INPUTS:
             positions = WEIGHT_INPUTS[node.op_type]
             return PARAM if positions is None or position in positions else CONST
-        if node.op_type in ("Add", "Mul") and len(node.input) == 2 and position < 2:
+        if node.op_type in AFFINE and len(node.input) == 2 and position < 2:
             other = node.input[1 - position]
             if other in known:
                 return CONST
-            if layer_output(other) or normalised(other) \
-                    or (node.op_type == "Add" and scaled_normalised(other)):
+            if layer_output(other) or normalised(other):
                 return PARAM
         return CONST
 
@@ -225,14 +242,14 @@ def classify(model, translation, static_of, freeze: Iterable[str] = (),
         return kinds_of[v]
 
     kinds: dict[str, str] = {}
-    mul_only: set[str] = set()
+    affine_only: set[str] = set()
     for name in stored:
         kind = value_kind(name)
         kinds[name] = PARAM if kind is None else kind     # read by nothing: pruned later
-        if kind == PARAM and all(n.op_type == "Mul" for n, k in consumers.get(name, [])
+        if kind == PARAM and all(n.op_type in AFFINE for n, k in consumers.get(name, [])
                                  if use_role(n, k) == PARAM):
-            mul_only.add(name)
-    return Rules(kinds, mul_only, tuple(freeze), tuple(unfreeze))
+            affine_only.add(name)
+    return Rules(kinds, affine_only, tuple(freeze), tuple(unfreeze))
 
 
 #: ops that move or retype values without computing on them: ``op_type -> data positions``
