@@ -1,7 +1,10 @@
 """Attention (flowgrad.ops.attention): ONNX's Attention (opsets 23, 24, 25), RotaryEmbedding
 (23), LinearAttention (27) and SwiGLU (28), each one flowgrad op with the node's inputs,
-outputs and attributes."""
+outputs and attributes; and the preview domain's FlexAttention, written with flowgrad ops
+(its score and probability mods are ONNX graphs, inlined)."""
 from __future__ import annotations
+
+import numpy as np
 
 from ..builder import ImportProblem
 from ..translations import Translations
@@ -126,3 +129,101 @@ def _linear_attention_export(c):
     c.node("LinearAttention", c.ins, c.outs, opset=27, q_num_heads=op.q_num_heads,
            kv_num_heads=op.kv_num_heads, update_rule=op.update_rule, scale=op.scale,
            chunk_size=op.chunk_size)
+
+
+def _inline_mod(b, graph, value, what: str):
+    """Translate a FlexAttention ``score_mod`` / ``prob_mod`` body in place, its one input
+    bound to ``value``; returns the Value of its one output.  Its nodes become ordinary
+    flowgrad ops of the enclosing graph (so they differentiate and fold like any other), and
+    it may read the enclosing graph's values."""
+    from ..subgraph import translate
+    from ..tensors import to_array
+    if len(graph.input) != 1 or len(graph.output) != 1:
+        raise ImportProblem(f"FlexAttention's {what} must take one input and give one output, "
+                            f"not {len(graph.input)} and {len(graph.output)}")
+    node = b.current
+    scope = b.values
+    local = _Scope(scope)
+    local[graph.input[0].name] = value
+    for init in graph.initializer:
+        local[init.name] = b.const(to_array(init))
+    b.values = local
+    try:
+        problems = translate(b, graph.node, local)
+    finally:
+        b.values = scope
+        b.begin(node)
+    if problems:
+        raise ImportProblem(f"in its {what}: " + "; ".join(problems))
+    out = graph.output[0].name
+    if out not in local:
+        raise ImportProblem(f"its {what} declares output '{out}', which nothing computes")
+    return local[out]
+
+
+class _Scope(dict):
+    """A body's own names over the enclosing scope, which it may read."""
+
+    def __init__(self, outer):
+        super().__init__()
+        self._outer = outer
+
+    def __missing__(self, key):
+        return self._outer[key]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self._outer
+
+
+@T.imports("FlexAttention", domain="ai.onnx.preview")
+def flex_attention(b, a, ins):
+    """FlexAttention (preview domain): ``softmax(score_mod(scale · Q Kᵀ)) V`` with an optional
+    ``prob_mod`` on the probabilities, the two mods being ONNX graphs over the whole score
+    tensor.  Written with flowgrad ops (matmul, softmax...) and the mods' nodes inlined, so
+    the whole node differentiates; grouped heads broadcast as in ``attention``.  Scores and
+    probabilities are computed in ``softmax_precision`` (default: float32 for float16
+    inputs), as ONNX's reference does."""
+    q, k, v = ins.need(0, "Q"), ins.need(1, "K"), ins.need(2, "V")
+    if not q.ndim == k.ndim == v.ndim == 4:
+        raise ImportProblem("FlexAttention needs 4-D Q, K and V (batch, heads, seq, size), not "
+                            f"{q.ndim}-, {k.ndim}- and {v.ndim}-d")
+    hq, hk, head = q.shape[1], k.shape[1], q.shape[3]
+    if None in (hq, hk, head) or hq % hk:
+        raise ImportProblem(f"FlexAttention needs known head counts with the query heads ({hq}) "
+                            f"a multiple of the key/value heads ({hk})")
+    scale = a.float("scale", 1.0 / np.sqrt(head))
+    precision = (np.dtype(_PRECISION[a.int("softmax_precision")]) if "softmax_precision" in a
+                 else np.promote_types(q.dtype, np.float32))
+    root = b.const(np.asarray(np.sqrt(np.float32(scale)), q.dtype))
+    qs = b.op("mul", [q, root])[0]
+    ks = b.op("mul", [k, root])[0]
+    reps = hq // hk
+    keys, width = k.shape[2], v.shape[3]
+    if None in (keys, width):
+        raise ImportProblem("FlexAttention needs the key length and value size known at load "
+                            "time")
+    qs = b.op("reshape", [qs], shape=[0, hk, reps, -1, head])[0]
+    kt = b.op("transpose", [b.op("unsqueeze", [ks], axes=[2])[0]], perm=[0, 1, 2, 4, 3])[0]
+    scores = b.op("matmul", [qs, kt])[0]
+    scores = b.op("reshape", [scores], shape=[0, hq, -1, keys])[0]
+    if scores.dtype != precision:
+        scores = b.op("cast", [scores], to=precision.name)[0]
+    if "score_mod" in a:
+        scores = _inline_mod(b, _graph(b, "score_mod"), scores, "score_mod")
+    probs = b.op("softmax", [scores], axis=-1)[0]
+    if "prob_mod" in a:
+        probs = _inline_mod(b, _graph(b, "prob_mod"), probs, "prob_mod")
+    probs = b.op("reshape", [probs], shape=[0, hk, reps, -1, keys])[0]
+    vs = b.op("unsqueeze", [v], axes=[2])[0]
+    if vs.dtype != precision:
+        vs = b.op("cast", [vs], to=precision.name)[0]
+    out = b.op("matmul", [probs, vs])[0]
+    out = b.op("reshape", [out], shape=[0, hq, -1, width])[0]
+    if out.dtype == v.dtype:
+        return b.final("identity", [out])
+    return b.final("cast", [out], to=v.dtype.name)
+
+
+def _graph(b, name):
+    from ..subgraph import graph_attr
+    return graph_attr(b.current, name)
