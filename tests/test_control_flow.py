@@ -107,6 +107,53 @@ def test_torch_model_trains_weights_read_only_inside_bodies():
     assert all(np.abs(g).sum() > 0 for g in grads.values())
 
 
+STACK_MODEL = os.path.join(HERE, "data", "control", "torch_stack.onnx")
+
+
+def test_torch_list_append_and_stack_is_a_differentiable_scan_output():
+    """``outs.append(h)`` in a loop then ``torch.stack(outs, dim=1)``: exported as a Loop
+    carrying a sequence and a ConcatFromSequence, imported as the loop's stacked output (so
+    gradients flow; a sequence takes none)."""
+    graph = flowgrad.load(STACK_MODEL)
+    assert not any(graph.op_of(n).type == "concat_from_sequence" for n in graph.ops)
+    net = flowgrad.compile(graph)
+    for x in _torch_inputs()[:3]:
+        (ref,) = _ort(STACK_MODEL, {"x": x})
+        got = net.forward({"x": x})["y"]
+        assert got.shape == ref.shape == (x.shape[1], x.shape[0], 4)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+        names = _assert_gradients(graph, {"x": x.astype(np.float64)})
+        assert names == {"x", "cell.weight", "cell.bias"}
+
+
+def test_an_appended_sequence_read_otherwise_still_runs():
+    """The list is also read element-wise (SequenceAt, differentiable as a gather) and counted
+    (SequenceLength, from the sequence itself)."""
+    model = onnx.load(STACK_MODEL)
+    g = model.graph
+    g.node.append(h.make_node("Constant", [], ["minus1"], value=_tensor("m1", np.array(-1))))
+    g.node.append(h.make_node("SequenceAt", [g.node[-2].input[0], "minus1"], ["last"]))
+    g.node.append(h.make_node("SequenceLength", [g.node[-3].input[0]], ["count"]))
+    g.output.extend([_vi("last", TP.FLOAT, None), _vi("count", TP.INT64, [])])
+    x = _torch_inputs()[0]
+    graph = flowgrad.load(model)
+    out = flowgrad.compile(graph).forward({"x": x}, outputs=["y", "last", "count"])
+    refs = _ort(model, {"x": x})
+    for key, ref in zip(("y", "last", "count"), refs):
+        np.testing.assert_allclose(out[key], ref, rtol=1e-5, atol=1e-6)
+    assert "x" in _assert_gradients(
+        flowgrad.load(_only_output(model, "last")), {"x": x.astype(np.float64)})
+
+
+def _only_output(model, name):
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    keep = [vi for vi in out.graph.output if vi.name == name]
+    del out.graph.output[:]
+    out.graph.output.extend(keep)
+    return out
+
+
 # -- Scan built with onnx.helper -------------------------------------------------------------
 
 def _scan_model(reverse: bool = False) -> onnx.ModelProto:

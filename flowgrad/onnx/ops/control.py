@@ -137,19 +137,108 @@ def _loop(b, a, ins):
     if len(body.input) != 2 + n:
         raise ImportProblem(f"its body takes {len(body.input)} input(s); it must take 2 + "
                             f"{n} (iteration, condition, carried values)")
+    if len(body.output) != len(node.output) + 1:
+        raise ImportProblem(f"its body gives {len(body.output)} output(s); it must give "
+                            f"{len(node.output) + 1}: the condition, then one per output of "
+                            "the node")
+    appended = _appended(body, initial)
+    if appended:
+        body = _as_scan_outputs(body, appended)
+        kept = [v for k, v in enumerate(initial) if k not in appended]
+    else:
+        kept = initial
     fixed = [declared_spec(body.input[0]) or Spec((), np.int64),
              declared_spec(body.input[1]) or Spec((), np.bool_)]
     outer = outer_values(b, free_names(body))
-    graph, outs = _settle(b, body, fixed, [v.spec for v in initial], [], outer, "body",
-                          slice(1, 1 + n))
-    if len(graph.outputs) != len(node.output) + 1:
-        raise ImportProblem(f"its body gives {len(graph.outputs)} output(s); it must give "
-                            f"{len(node.output) + 1}: the condition, then one per output of "
-                            "the node")
+    graph, outs = _settle(b, body, fixed, [v.spec for v in kept], [], outer, "body",
+                          slice(1, 1 + len(kept)))
     present = [v for v in (trip, cond) if v is not None]
-    return b.op("loop", present + initial + [v for _, v in outer], name=b.final_name(0),
-                body=graph, num_carried=n, trip_count=trip is not None,
-                condition=cond is not None)
+    results = b.op("loop", present + kept + [v for _, v in outer], name=b.final_name(0),
+                   body=graph, num_carried=len(kept), trip_count=trip is not None,
+                   condition=cond is not None)
+    if not appended:
+        return results
+    finals = iter(results[:len(kept)])
+    scans = results[len(kept):len(results) - len(appended)]
+    stacked = dict(zip(appended, results[len(results) - len(appended):]))
+    out = []
+    for k in range(n):
+        if k not in stacked:
+            out.append(next(finals))
+            continue
+        seq = b.op("split_to_sequence", [stacked[k]], axis=0, keepdims=False)[0]
+        element = Spec(stacked[k].shape[1:], stacked[k].dtype)
+        _record(b, seq, ("seq", element))
+        _stacks(b)[_key(seq)] = stacked[k]
+        out.append(seq)
+    return out + list(scans)
+
+
+def _stacks(b) -> dict:
+    """Sequences a loop built by appending one tensor per iteration -> that tensor stacked
+    (a differentiable value; see :func:`_appended`)."""
+    table = getattr(b, "stacks", None)
+    if table is None:
+        table = b.stacks = {}
+    return table
+
+
+def _appended(body, initial) -> list[int]:
+    """The carried values that start as an empty sequence and that the body only appends one
+    tensor to per iteration — PyTorch's ``outs = []; for ...: outs.append(h)``.  Such a
+    sequence is a scan output in disguise: imported as one, the tensors are stacked by the
+    loop op and gradients flow through them (a sequence value takes none)."""
+    found = []
+    reads: dict[str, int] = {}
+    for node in body.node:
+        for name in node.input:
+            reads[name] = reads.get(name, 0) + 1
+    nested = set()
+    for node in body.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                nested.update(free_names(attr.g))
+    outputs = [vi.name for vi in body.output]
+    for k, value in enumerate(initial):
+        held = value.const[()] if value.is_const and value.const.dtype == object else None
+        if not (isinstance(held, list) and not held):
+            continue
+        name_in, name_out = body.input[2 + k].name, body.output[1 + k].name
+        makers = [nd for nd in body.node if name_out in nd.output]
+        if len(makers) != 1:
+            continue
+        maker = makers[0]
+        if (maker.op_type != "SequenceInsert" or maker.domain not in ("", "ai.onnx")
+                or len([i for i in maker.input if i]) != 2 or maker.input[0] != name_in
+                or len(maker.input) != 2):
+            continue
+        if reads.get(name_in) != 1 or name_in in nested or name_in in outputs:
+            continue
+        if reads.get(name_out) or name_out in nested or outputs.count(name_out) != 1:
+            continue
+        found.append(k)
+    return found
+
+
+def _as_scan_outputs(body, appended: list[int]):
+    """A copy of ``body`` where each appended sequence ``k`` is a scan output instead: its
+    input and its SequenceInsert go, the appended tensor is output after the scan outputs."""
+    out = onnx.GraphProto()
+    out.CopyFrom(body)
+    gone_in = {body.input[2 + k].name for k in appended}
+    gone_out = {body.output[1 + k].name for k in appended}
+    tensors = []
+    for k in appended:
+        maker = next(nd for nd in body.node if body.output[1 + k].name in nd.output)
+        tensors.append(maker.input[1])
+    del out.input[:]
+    out.input.extend(vi for vi in body.input if vi.name not in gone_in)
+    del out.node[:]
+    out.node.extend(nd for nd in body.node if not set(nd.output) & gone_out)
+    del out.output[:]
+    out.output.extend(vi for vi in body.output if vi.name not in gone_out)
+    out.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors)
+    return out
 
 
 def _drop(spec: Spec, axis: int) -> Spec:
@@ -508,6 +597,9 @@ def _sequence_length(b, a, ins):
 @_opaque
 def _sequence_at(b, a, ins):
     seq, element = _seq_in(b, ins)
+    stacked = _stacks(b).get(_key(seq))
+    if stacked is not None:         # an element of a list a loop appended to: a row of it
+        return b.final("gather", [stacked, ins.need(1, "position")], axis=0)
     if element is None:
         declared = _declared_types(b).get(b.current.output[0])
         element = None if declared is None else _describe(declared)
@@ -520,6 +612,15 @@ def _sequence_at(b, a, ins):
 def _concat_from_sequence(b, a, ins):
     seq, element = _seq_in(b, ins)
     axis, new_axis = a.int("axis"), a.bool("new_axis", False)
+    stacked = _stacks(b).get(_key(seq))
+    if stacked is not None and new_axis and -stacked.ndim <= axis < stacked.ndim:
+        # torch.stack of a list a loop appended to: the loop's stacked tensor, moved
+        axis %= stacked.ndim
+        if axis == 0:
+            return [stacked]
+        perm = list(range(1, stacked.ndim))
+        perm.insert(axis, 0)
+        return b.final("transpose", [stacked], perm=perm)
     if not isinstance(element, Spec):
         declared = _declared_types(b).get(b.current.output[0])
         out_spec = None if declared is None else _describe(declared)

@@ -8,8 +8,11 @@
 becomes ONNX Loop and If nodes).  Its ``forward`` has a ``for`` loop over the time axis (a Loop
 whose trip count is the input's length, computed from its shape), a data-dependent ``if`` (an
 If whose branches read the model's weights from the main graph) and a ``while`` loop whose
-condition depends on the data.  The tests compare flowgrad with onnxruntime on it at test
-time (onnxruntime is in the dev extra; torch is not), so only the model is stored.
+condition depends on the data.  ``torch_stack.onnx`` collects a loop's states in a Python
+list and stacks it (``outs.append(h)`` then ``torch.stack``), which the exporter writes as a
+Loop carrying a sequence (SequenceEmpty, SequenceInsert) and a ConcatFromSequence.  The tests
+compare flowgrad with onnxruntime on them at test time (onnxruntime is in the dev extra; torch
+is not), so only the models are stored.
 """
 from __future__ import annotations
 
@@ -45,17 +48,36 @@ class Controlled(torch.nn.Module):
         return y
 
 
+class Stacked(torch.nn.Module):
+    """A recurrence whose states are appended to a list and stacked."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = torch.nn.Linear(FEATURES, FEATURES)
+
+    def forward(self, x):
+        h = torch.zeros_like(x[0])
+        outs = []
+        for t in range(x.size(0)):
+            h = torch.tanh(self.cell(x[t]) + h)
+            outs.append(h)
+        return torch.stack(outs, dim=1)
+
+
 def main() -> None:
-    torch.manual_seed(0)
-    model = torch.jit.script(Controlled())
-    x = torch.randn(STEPS, BATCH, FEATURES)
-    path = os.path.join(HERE, "torch_control.onnx")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "steps", 1: "batch"}, "y": {0: "batch"}})
-    print("wrote", path, os.path.getsize(path), "bytes")
+    for name, module, axes in (
+            ("torch_control.onnx", Controlled, {"x": {0: "steps", 1: "batch"},
+                                                "y": {0: "batch"}}),
+            ("torch_stack.onnx", Stacked, {"x": {0: "steps", 1: "batch"}})):
+        torch.manual_seed(0)
+        model = torch.jit.script(module())
+        x = torch.randn(STEPS, BATCH, FEATURES)
+        path = os.path.join(HERE, name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
+                              input_names=["x"], output_names=["y"], dynamic_axes=axes)
+        print("wrote", path, os.path.getsize(path), "bytes")
 
 
 if __name__ == "__main__":
