@@ -258,6 +258,11 @@ class Graph:
         """A front end's extra fact about a node (``onnx_name``, ``doc``…), or ``default``."""
         return self.dag.nodes[name].get(key, default)
 
+    def set_extra(self, name: str, key: str, value: Any) -> None:
+        """Record a front end's fact about a node after it was added (read with :meth:`extra`),
+        e.g. the ONNX name of each output an imported op node produces (``onnx_outputs``)."""
+        self.dag.nodes[name][key] = value
+
     def input_sources(self, name: str) -> list[tuple[str, int] | None]:
         """For an op node: ``[(src, src_port) or None]`` indexed by input position."""
         sources: list[tuple[str, int] | None] = [None] * self.dag.nodes[name]["num_inputs"]

@@ -286,10 +286,11 @@ def _name_values(graph: Graph, values: dict[str, Value]) -> None:
         if value.is_const or value.node is None or value.node not in graph.dag:
             continue
         if graph.is_op(value.node):
-            record = graph.node(value.node)
-            own = record.setdefault("onnx_outputs", [None] * graph.num_outputs(value.node))
+            own = list(graph.extra(value.node, "onnx_outputs")
+                       or [None] * graph.num_outputs(value.node))
             if own[value.port] is None:
                 own[value.port] = name
+                graph.set_extra(value.node, "onnx_outputs", tuple(own))
         if value.port == 0 and name == value.node:
             continue
         if name not in graph.dag and name not in graph.aliases:
