@@ -134,3 +134,32 @@ def test_fixed_batch_light_model_round_trips_through_convert(name, tmp_path, cap
     assert "batch: 1" in out.read_text()
     back = flowgrad.load(str(out))
     assert back.spec_of(back.inputs[0]).shape[0] == 1
+
+
+def test_a_model_that_imports_only_at_its_declared_batch_keeps_it():
+    """Hardmax along axis 0 needs that axis static: with a free batch the import fails, so
+    the declared batch is kept, and said."""
+    graph = helper.make_graph(
+        [helper.make_node("Hardmax", ["x"], ["y"], axis=0, name="pick")], "h",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    g = flowgrad.load(model)
+    assert g.spec_of("x").shape == (2, 3)
+    assert g.meta["onnx"]["fixed_batch"]["reason"] == (
+        "with a free batch the import fails (node 'pick': error: ONNX node 'pick' (Hardmax, "
+        "opset 13): Hardmax needs a static size along its axis)")
+    x = np.array([[1, 5, 0], [2, 1, 3]], np.float32)
+    np.testing.assert_array_equal(flowgrad.compile(g).forward({"x": x}, grad=False)["y"],
+                                  [[0, 1, 0], [1, 0, 1]])
+
+
+def test_a_minus_one_input_dim_is_a_free_dim():
+    """paddle2onnx writes a dynamic axis as dim_value -1 (the PP-OCR models); onnxruntime
+    takes it, and so does flowgrad.  Other negative dims are still refused."""
+    model = head([0, -1, 6], batch=-1)
+    g = flowgrad.load(model)
+    assert g.spec_of("x").shape == (None, 2, 4, 4)
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = -2
+    with pytest.raises(GraphError, match="negative dims"):
+        flowgrad.load(model)

@@ -53,9 +53,21 @@ def load_onnx(source: Any, registry: Registry | None = None, *, dynamic_batch: b
     importer = Importer(model, registry or default_registry(), where,
                         dynamic_batch=dynamic_batch, freeze=freeze, unfreeze=unfreeze,
                         straight_through=straight_through)
-    graph = importer.build(name)
-    declared = graph.meta["onnx"]["declared_batch"]
-    reason = fixed_batch_reason(graph, declared)
+    try:
+        graph = importer.build(name)
+        declared = graph.meta["onnx"]["declared_batch"]
+        reason = fixed_batch_reason(graph, declared)
+    except GraphError as error:
+        if not (dynamic_batch and _declares_batch(model)):
+            raise
+        # A translation refused the free batch (e.g. it reaches an If's condition): the
+        # model as declared is the model; if that fails too, its own error stands.
+        importer.dynamic_batch = False
+        graph = importer.build(name)
+        declared = {n: graph.spec_of(n).shape[0] for n in graph.inputs
+                    if graph.spec_of(n).ndim and graph.spec_of(n).shape[0]}
+        first = str(error).strip().splitlines()[0]
+        reason = f"with a free batch the import fails ({first})"
     if reason is not None:       # keep the declared batch; prepare() infers the shapes again
         batch = next(iter(declared.values()))
         graph.meta["onnx"]["fixed_batch"] = {"batch": batch, "reason": reason}
@@ -70,6 +82,18 @@ def load_onnx(source: Any, registry: Registry | None = None, *, dynamic_batch: b
                             "value names, e.g. 'conv1.*' or '*bias')")
     graph.meta["onnx"]["source_opset"] = original
     return prepare(graph)
+
+
+def _declares_batch(model) -> bool:
+    """Whether a graph input declares a static leading dim (the batch the importer frees)."""
+    initializers = {t.name for t in model.graph.initializer}
+    for vi in model.graph.input:
+        if vi.name in initializers or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+            return True
+    return False
 
 
 __all__ = ["load_onnx"]

@@ -89,12 +89,28 @@ def check_model(model: onnx.ModelProto, opset: dict[str, int]) -> list[Diagnosti
     for vi in g.input:
         if vi.name not in initializers:
             problems += [Diagnostic(p, node=sanitize(vi.name or "input"))
-                         for p in check_value_info(vi, f"graph input '{vi.name}'")]
+                         for p in check_value_info(unknown_dims(vi),
+                                                   f"graph input '{vi.name}'")]
     for node in g.node:
         domain = canonical_domain(node.domain)
         version = opset.get(domain, 1)
         problems += [node_problem(node, p, version) for p in check_node(node, domain, version)]
     return problems
+
+
+def unknown_dims(info: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    """``info`` with each ``dim_value: -1`` read as an unknown dim: how paddle2onnx writes a
+    dynamic axis (the PP-OCR models), which onnxruntime accepts.  Other negative dims stay
+    errors; the importer reads the same dims as free (:func:`flowgrad.onnx.importer.tensor_spec`)."""
+    dims = info.type.tensor_type.shape.dim if info.type.HasField("tensor_type") else []
+    if not any(d.HasField("dim_value") and d.dim_value == -1 for d in dims):
+        return info
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(info)
+    for d in copy.type.tensor_type.shape.dim:
+        if d.HasField("dim_value") and d.dim_value == -1:
+            d.ClearField("dim_value")
+    return copy
 
 
 def check_node(node: onnx.NodeProto, domain: str, version: int) -> list[str]:

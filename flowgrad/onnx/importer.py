@@ -70,7 +70,8 @@ def tensor_spec(value_info: onnx.ValueInfoProto) -> Spec | None:
     if kind != "tensor_type":
         return None
     tt = value_info.type.tensor_type
-    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+    dims = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                 for d in tt.shape.dim)          # -1: paddle2onnx's unknown dim
     return Spec(dims, DTYPES[tt.elem_type])
 
 
