@@ -312,3 +312,27 @@ def test_an_alias_never_hides_a_node():
 def _save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def test_yaml_names_never_collide(tmp_path):
+    """``x.1`` cannot be declared in YAML and ``x_1`` is taken by another value: the first is
+    declared as ``x_1_1`` and keeps its name as an alias; both round-trip to export."""
+    nodes = [helper.make_node("Relu", ["x"], ["x.1"]), helper.make_node("Neg", ["x"], ["x_1"]),
+             helper.make_node("Add", ["x.1", "x_1"], ["y.0"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "clash", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 3]) for n in ("y.0", "x.1")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    write_yaml(flowgrad.load(model), str(tmp_path / "c.yaml"))
+    text = (tmp_path / "c.yaml").read_text()
+    assert "  x_1_1: {op: relu" in text and "  x_1: {op: neg" in text
+    assert "  x.1: x_1_1" in text
+    y = flowgrad.load(str(tmp_path / "c.yaml"))
+    x = np.array([[-1.0, 0.5, 2.0]], np.float32)
+    out = flowgrad.compile(y).forward({"x": x})
+    assert list(out) == ["y.0", "x.1"]
+    np.testing.assert_array_equal(out["y.0"], np.maximum(x, 0) - x)
+    back = export_onnx(y)
+    assert [o.name for o in back.graph.output] == ["y.0", "x.1"]
+    assert {"x.1", "x_1", "y.0"} <= {o for n in back.graph.node for o in n.output}
