@@ -335,6 +335,26 @@ def test_qlinear_concat_and_leaky_relu_match_onnxruntime(dtype):
                                domain="com.microsoft", alpha=alpha), {"x": x})
 
 
+AVERAGE_POOLS = [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                 dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+                 dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1),
+                 dict(kernel_shape=[3, 2], strides=[2, 2], ceil_mode=1),
+                 dict(kernel_shape=[3, 3], strides=[2, 1], pads=[0, 1, 2, 1], ceil_mode=1,
+                      count_include_pad=1),
+                 dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2])]
+
+
+@pytest.mark.parametrize("attrs", AVERAGE_POOLS, ids=lambda a: ",".join(f"{k}={v}" for k, v
+                                                                    in a.items()))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_average_pool_matches_onnxruntime(dtype, attrs):
+    x = ints((2, 3, 9, 8), dtype)
+    consts = {"xs": np.float32(0.0371), "xz": dtype(7), "ys": np.float32(0.021),
+              "yz": dtype(-20 if dtype is np.int8 else 100)}
+    assert_same(node_model("QLinearAveragePool", {"x": x}, consts, opset=13,
+                           domain="com.microsoft", **attrs), {"x": x})
+
+
 # -- whole quantized models -------------------------------------------------------------------
 
 def float_cnn() -> onnx.ModelProto:
@@ -380,8 +400,9 @@ def float_resnet() -> onnx.ModelProto:
 
 
 def float_branches() -> onnx.ModelProto:
-    """Two convolution branches with leaky relu, concatenated, pooled and classified (as an
-    Inception block): QOperator makes QLinearLeakyRelu and QLinearConcat of them."""
+    """Two convolution branches with leaky relu, concatenated, average-pooled and classified
+    (as an Inception block): QOperator makes QLinearLeakyRelu, QLinearConcat and
+    QLinearAveragePool of them."""
     rng = np.random.default_rng(12)
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
         "Wa": rng.standard_normal((3, 1, 3, 3)) * 0.5, "ba": rng.standard_normal(3) * 0.1,
@@ -392,7 +413,9 @@ def float_branches() -> onnx.ModelProto:
              helper.make_node("Conv", ["x", "Wb", "bb"], ["cb"]),
              helper.make_node("LeakyRelu", ["cb"], ["lb"], alpha=0.2),
              helper.make_node("Concat", ["la", "lb"], ["cat"], axis=1),
-             helper.make_node("GlobalAveragePool", ["cat"], ["g"]),
+             helper.make_node("AveragePool", ["cat"], ["avg"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["avg"], ["g"]),
              helper.make_node("Flatten", ["g"], ["f"]),
              helper.make_node("Gemm", ["f", "Wc", "bc"], ["y"], transB=1)]
     graph = helper.make_graph(
@@ -504,10 +527,12 @@ def test_quantized_residual_block_matches_onnxruntime(quantized, activations, pe
 
 @pytest.mark.parametrize("activations", ["int8", "uint8"])
 def test_quantized_branches_match_onnxruntime(quantized, activations):
-    """QOperator format with QLinearLeakyRelu and QLinearConcat: every value bit for bit."""
+    """QOperator format with QLinearLeakyRelu, QLinearConcat and QLinearAveragePool: every
+    value bit for bit."""
     model = quantized("qoperator", activations, False, model="branches")
     ops = {(n.domain, n.op_type) for n in model.graph.node}
-    assert {("com.microsoft", "QLinearLeakyRelu"), ("com.microsoft", "QLinearConcat")} <= ops
+    assert {("com.microsoft", "QLinearLeakyRelu"), ("com.microsoft", "QLinearConcat"),
+            ("com.microsoft", "QLinearAveragePool")} <= ops
     assert_same(expose_all(model), {"x": images(16, seed=13)})
 
 

@@ -1,7 +1,7 @@
 """Quantization: ONNX's QuantizeLinear / DequantizeLinear and the integer ops quantized models
 are made of (DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv),
 and the ``com.microsoft`` ops onnxruntime's QOperator quantization writes (QGemm, QLinearAdd,
-QLinearMul, QLinearGlobalAveragePool, QLinearConcat, QLinearLeakyRelu).
+QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearLeakyRelu).
 
 Integer outputs match onnxruntime bit for bit, so the arithmetic follows what its CPU kernels
 do rather than the shortest numpy expression:
@@ -45,11 +45,13 @@ elements along ``axis``).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Context, Op, ShapeError, Spec, broadcast_shapes, format_shape
-from ._conv_util import WINDOW_ATTRS
+from ._conv_util import WINDOW_ATTRS, geometry
 from .conv import Conv
 
 #: the integer types a quantized value may have (numpy holds them), with their ranges
@@ -792,3 +794,73 @@ class QLinearMul(QLinearAdd):
         c = product.astype(f32) * ratio + f32(value(C_zp))
         lo, hi = QUANT_RANGES[A.dtype.name]
         return (np.clip(np.rint(c), lo, hi).astype(A.dtype),)
+
+
+class QLinearAveragePool(Op):
+    """onnxruntime's ``com.microsoft`` QLinearAveragePool (channels first): each window's
+    dequantized values (``x_scale * (x - x_zp)``, float32) summed in float32 in row-major tap
+    order, divided by the window's count (the whole kernel with ``count_include_pad``, else
+    the taps inside the input), then quantized as ``round(y / y_scale + y_zp)`` — onnxruntime's
+    sequence, so the result is bit for bit its own."""
+
+    type = "qlinear_average_pool"
+    inputs = ("X", "x_scale", "x_zero_point?", "y_scale", "y_zero_point?")
+    differentiable = False
+    rowwise = True
+    attrs = {**WINDOW_ATTRS,
+             "ceil_mode": Attr("int", 0, choices=(0, 1), doc="round the output size up"),
+             "count_include_pad": Attr("int", 0, choices=(0, 1),
+                                       doc="divide by the whole kernel, pads included"),
+             "channels_last": Attr("int", 0, choices=(0, 1),
+                                   doc="NHWC layout (only 0, channels first, is supported)")}
+
+    def check(self):
+        if not self.kernel_shape:
+            raise AttrError(f"{self.type}: needs kernel_shape", attr="kernel_shape")
+        if self.channels_last:
+            raise AttrError(f"{self.type}: channels_last is not supported; the model's layout "
+                            "must be channels first (NCHW)", attr="channels_last")
+        if self.dilations and set(self.dilations) != {1}:
+            raise AttrError(f"{self.type}: dilations are not supported (onnxruntime has none "
+                            "for this op)", attr="dilations")
+
+    def _geometry(self, shape):
+        if len(self.kernel_shape) != len(shape) - 2:
+            raise ShapeError(f"kernel_shape {list(self.kernel_shape)} does not match the "
+                             f"{len(shape) - 2} spatial axes of {format_shape(shape)}")
+        return geometry(self, tuple(shape[2:]), tuple(self.kernel_shape),
+                        bool(self.ceil_mode))
+
+    def infer(self, X, x_scale, x_zp, y_scale, y_zp=None):
+        _int_dtype(X, "X")
+        _scalars((x_scale, x_zp, y_scale, y_zp),
+                 ("x_scale", "x_zero_point", "y_scale", "y_zero_point"))
+        if X.ndim < 3:
+            raise ShapeError(f"X must have a batch, a channel and spatial axes, got "
+                             f"{format_shape(X.shape)}")
+        return (Spec(X.shape[:2] + self._geometry(X.shape).out, X.dtype),)
+
+    def forward(self, ctx, X, x_scale, x_zp, y_scale, y_zp=None):
+        f32 = np.float32
+        g = self._geometry(X.shape)
+        zx = 0 if x_zp is None else int(np.asarray(x_zp).reshape(()))
+        zy = 0 if y_zp is None else int(np.asarray(y_zp).reshape(()))
+        xf = f32(np.asarray(x_scale).reshape(())) * (X.astype(np.int32) - zx).astype(f32)
+        padded = np.pad(xf, [(0, 0), (0, 0)] + list(zip(g.begin, g.end)))
+        acc = np.zeros(X.shape[:2] + g.out, f32)
+        for taps in itertools.product(*(range(k) for k in g.kernel)):   # row-major, as ORT
+            acc += padded[(slice(None), slice(None)) + tuple(
+                slice(t, t + s * (o - 1) + 1, s) for t, s, o in zip(taps, g.strides, g.out))]
+        if self.count_include_pad:
+            count = np.asarray(f32(np.prod(g.kernel)))
+        else:
+            count = np.ones((), f32)
+            for axis, (n, k, s, b, o) in enumerate(zip(X.shape[2:], g.kernel, g.strides,
+                                                       g.begin, g.out)):
+                start = np.arange(o) * s - b
+                inside = (np.minimum(start + k, n) - np.maximum(start, 0)).astype(f32)
+                count = count * inside.reshape((-1,) + (1,) * (len(g.out) - axis - 1))
+        y = acc / count
+        q = np.rint(y / f32(np.asarray(y_scale).reshape(())) + f32(zy))
+        lo, hi = QUANT_RANGES[X.dtype.name]
+        return (np.clip(q, lo, hi).astype(X.dtype),)

@@ -86,4 +86,9 @@ CASES = {
               ints((3, 1), np.int8, -128, 128), np.asarray(0.02), np.asarray(-3, np.int8),
               np.asarray(0.05), np.asarray(1, np.int8)]),
     ],
+    "qlinear_average_pool": [
+        Case([ints((2, 3, 5, 6), U8, 0, 256), np.asarray(0.03), np.asarray(7, U8),
+              np.asarray(0.02), np.asarray(100, U8)],
+             {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ],
 }

@@ -1,8 +1,8 @@
 """Quantization (flowgrad.ops.quant): QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
 MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv, and onnxruntime's ``com.microsoft``
-QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearConcat and QLinearLeakyRelu
-(what its QOperator quantization writes), each one flowgrad op with the node's inputs,
-outputs and attributes.
+QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat
+and QLinearLeakyRelu (what its QOperator quantization writes), each one flowgrad op with the
+node's inputs, outputs and attributes.
 
 Every version of QuantizeLinear / DequantizeLinear (10 to 28) is one translation: the later
 versions only add attributes (``axis`` 13, ``saturate`` 19, ``block_size`` and
@@ -151,3 +151,9 @@ T.exports("qlinear_leaky_relu")(
 T.imports("QLinearMul", domain=MICROSOFT, static=(1, 2, 4, 5, 6, 7))(
     node_importer("qlinear_mul"))
 T.exports("qlinear_mul")(node_exporter("QLinearMul", domain=MICROSOFT))
+
+_AVG_POOL = WINDOW + ("ceil_mode", "count_include_pad", "channels_last")
+T.imports("QLinearAveragePool", domain=MICROSOFT, static=(1, 2, 3, 4))(
+    node_importer("qlinear_average_pool", _AVG_POOL))
+T.exports("qlinear_average_pool")(
+    node_exporter("QLinearAveragePool", _AVG_POOL, domain=MICROSOFT))
