@@ -123,6 +123,9 @@ def import_body(b: Builder, proto: onnx.GraphProto, formal: list[Spec | None],
     sub.importer = b.importer
     sub.used = ({i for node in proto.node for i in node.input} | {vi.name for vi in proto.output}
                 | nested_reads(proto))
+    # helper nodes never take one of the body's value names (each is claimed by its value)
+    sub.reserved = ({vi.name for vi in proto.input} | {t.name for t in proto.initializer}
+                    | {o for node in proto.node for o in node.output if o})
     scope = getattr(b, "values")
     values: dict[str, Value] = {}
     for vi, spec in zip(proto.input, formal):
