@@ -194,6 +194,10 @@ def test_group_normalization_18_per_group_scale():
     np.testing.assert_allclose(ours, want.reshape(2, 6, 3), rtol=1e-4, atol=1e-5)
     checks = check_graph_gradients(graph, feeds=feeds, rtol=1e-3, atol=1e-5)
     assert all(c.ok for c in checks), [(c.name, c.max_abs_error) for c in checks]
+    # the opset-21 form (per-channel scale and bias) is what flowgrad exports
+    inputs21 = [("X", F32, [2, 6, 3]), ("scale", F32, [6]), ("bias", F32, [6])]
+    model21 = _model("GroupNormalization", inputs21, ["Y"], 21, num_groups=3, epsilon=1e-3)
+    _check(model21, {"X": feeds["X"], "scale": _rand(6, seed=1), "bias": _rand(6, seed=2)})
 
 
 def test_pooling_ops_match_onnxruntime():
