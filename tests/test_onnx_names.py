@@ -336,3 +336,22 @@ def test_yaml_names_never_collide(tmp_path):
     back = export_onnx(y)
     assert [o.name for o in back.graph.output] == ["y.0", "x.1"]
     assert {"x.1", "x_1", "y.0"} <= {o for n in back.graph.node for o in n.output}
+
+
+def test_batch_inference_on_workers_takes_the_models_names(tmp_path):
+    """``flowgrad run --data input.1=FILE`` (here its function, on one local worker) on the
+    model and on its YAML conversion, where ``input.1`` is an alias of ``input_1``."""
+    pytest.importorskip("distributed")      # the dev extra: never skipped in CI
+    import flowgrad.distributed as fd
+    path = _save(cnn(), tmp_path / "m.onnx")
+    assert main(["convert", path, str(tmp_path / "m.yaml")]) == 0
+    x = images(5)
+    np.save(tmp_path / "x.npy", x)
+    expect = ort_run(cnn(), {"input.1": x})[OUT]
+    with fd.connect(workers=1) as client:
+        for graph in (path, str(tmp_path / "m.yaml")):
+            done = fd.run_distributed(graph, str(tmp_path / "x.npy"), str(tmp_path / "o.npy"),
+                                      client=client, input="input.1", output=OUT)
+            assert done.output == OUT
+            np.testing.assert_allclose(np.load(tmp_path / "o.npy"), expect, rtol=1e-5,
+                                       atol=1e-5)

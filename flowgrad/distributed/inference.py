@@ -72,6 +72,11 @@ def run_distributed(graph: Graph | str, data: str, out: str, *, workers: int | N
                             f"{did_you_mean(output, loaded.outputs)} (its outputs: "
                             f"{', '.join(loaded.outputs)})") from None
     input = input or _only_input(loaded, output)
+    if input not in loaded.inputs and input in loaded.aliases:    # a model's own input name
+        try:
+            input = loaded.leaf(input)
+        except KeyError:
+            pass
     if input not in loaded.inputs:
         raise FlowgradError(f"graph '{loaded.name}' has no input '{input}'"
                             f"{did_you_mean(input, loaded.inputs)} (its inputs: "
