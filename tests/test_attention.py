@@ -71,7 +71,7 @@ def test_pytorch_block_matches_torch_and_onnxruntime():
 
     exported = export_onnx(graph)
     assert {n.op_type for n in exported.graph.node} >= {"Attention", "RMSNormalization"}
-    assert exported.opset_import[0].version == 23
+    assert exported.opset_import[0].version >= 23
     again = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
     feed = {again.get_inputs()[0].name: ref["x"]}
     np.testing.assert_allclose(again.run(None, feed)[0], ref["y"], rtol=1e-4, atol=1e-5)
