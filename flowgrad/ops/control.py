@@ -391,7 +391,8 @@ class Loop(_Control):
     Inputs ``M`` (if ``trip_count``), ``cond`` (if ``condition``), the ``num_carried`` initial
     values ``v0...``, then the outer values.  Outputs: the final carried values, then each scan
     output stacked over the iterations (axis 0).  Without ``condition`` the body's condition
-    output is ignored (ONNX's for-loop); a loop with neither runs until the body says stop.
+    output is ignored (ONNX's for-loop); a loop needs ``trip_count``, ``condition`` or both
+    (with neither, ONNX's loop never ends).
     """
 
     type = "loop"
