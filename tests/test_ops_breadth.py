@@ -187,7 +187,7 @@ ROUND_TRIPS = ["test_bitshift_right_uint16", "test_bitshift_left_int8_overflow",
                "test_nllloss_NCd1d2d3_sum_weight_high_ii",
                "test_sce_mean_weight_ii_3d_log_prob", "test_dft_irfft", "test_stft_with_window",
                "test_hammingwindow_symmetric", "test_melweightmatrix", "test_swish",
-               "test_acosh", "test_tan"]
+               "test_acosh", "test_tan", "test_tfidfvectorizer_tf_batch_uniandbigrams_skip5"]
 
 
 @pytest.mark.parametrize("name", ROUND_TRIPS)
@@ -258,3 +258,24 @@ def test_bad_nodes_give_one_error_naming_the_node(op_type, inputs, attrs, messag
         flowgrad.load(m, dynamic_batch=False)
     text = str(info.value)
     assert "'bad'" in text and op_type in text and message in text, text
+
+
+@pytest.mark.parametrize("mode", ["TF", "IDF", "TFIDF"])
+@pytest.mark.parametrize("lengths,skips", [((1, 1), 3), ((1, 3), 2), ((2, 3), 0)])
+def test_tfidf_vectorizer_matches_onnx_reference(mode, lengths, skips):
+    """Every mode, unigrams with skips (counted once), trigrams with skips; the node tests
+    only cover TF."""
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 4, size=(3, 11)).astype(np.int64)
+    pool = [0, 1, 3, 0, 1, 2, 2, 3, 3, 0, 1, 2, 3, 3, 0]      # 3 unigrams, 3 bigrams, 2 trigrams
+    attrs = dict(mode=mode, min_gram_length=lengths[0], max_gram_length=lengths[1],
+                 max_skip_count=skips, ngram_counts=[0, 3, 9],
+                 ngram_indexes=[7, 0, 1, 2, 3, 4, 5, 6], pool_int64s=pool)
+    if mode != "TF":
+        attrs["weights"] = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    node = helper.make_node("TfIdfVectorizer", ["x"], ["y"], **attrs)
+    for tokens in (x, x[0]):                        # (N, C) and (C,)
+        m = model(node, [helper.make_tensor_value_info("x", TensorProto.INT64, tokens.shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        (expected,) = ReferenceEvaluator(m).run(None, {"x": tokens})
+        np.testing.assert_array_equal(run_onnx(m, {"x": tokens})["y"], expected)

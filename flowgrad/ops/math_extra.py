@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, broadcast_shapes, result_dtype, unbroadcast
 from .elementwise import Unary
 
@@ -473,3 +474,91 @@ class BitCast(Op):
         if to == np.bool_:                  # only 0 and 1 are valid bools in numpy
             return (x.view(np.uint8) != 0,)
         return (x.view(to),)
+
+
+# -- n-gram counting (forward-only) ------------------------------------------------------------
+
+class TfIdfVectorizer(Op):
+    """Counts of the n-grams of ``pool`` in each row of an integer sequence (ONNX
+    TfIdfVectorizer with ``pool_int64s``): input (C,) or (N, C), output (size,) or (N, size)
+    float32 with size = max(ngram_indexes) + 1.
+
+    ``pool`` lists the n-grams by length: those of length k + 1 start at ``ngram_counts[k]``
+    (unigrams first, then the pairs, ...); the i-th n-gram of the pool is counted in output
+    column ``ngram_indexes[i]``.  Only lengths from ``min_gram_length`` to ``max_gram_length``
+    are counted; an n-gram may take every (d)-th token for d = 1 to ``max_skip_count`` + 1
+    (unigrams are counted once, skips do not change them).  ``mode``: TF the counts, IDF
+    ``weights[column]`` where the count is nonzero, TFIDF the counts times ``weights[column]``
+    (weights default to 1).  Each (length, skip) is one vectorised comparison of every window
+    of the rows against every pool n-gram of that length.  Forward-only.
+    """
+
+    type = "tfidf_vectorizer"
+    attrs = {"mode": Attr("str", choices=("TF", "IDF", "TFIDF"), doc="counts, or weighted"),
+             "min_gram_length": Attr("int", doc="shortest n-gram counted"),
+             "max_gram_length": Attr("int", doc="longest n-gram counted"),
+             "max_skip_count": Attr("int", doc="most tokens skipped between n-gram items"),
+             "ngram_counts": Attr("ints", doc="where the n-grams of each length start in pool"),
+             "ngram_indexes": Attr("ints", doc="output column of each pool n-gram"),
+             "pool": Attr("ints", doc="the n-grams, concatenated, shortest first"),
+             "weights": Attr("floats", None, doc="per output column (IDF, TFIDF)")}
+    differentiable = False
+
+    def check(self):
+        def bad(attr, why):
+            raise AttrError(f"tfidf_vectorizer: {why}", attr=attr)
+        if not 1 <= self.min_gram_length <= self.max_gram_length:
+            bad("min_gram_length", f"needs 1 <= min_gram_length <= max_gram_length, got "
+                                   f"{self.min_gram_length} and {self.max_gram_length}")
+        if self.max_skip_count < 0:
+            bad("max_skip_count", f"max_skip_count must be >= 0, got {self.max_skip_count}")
+        starts = list(self.ngram_counts) + [len(self.pool)]
+        if any(b < a for a, b in zip(starts, starts[1:])) or (starts and starts[0] < 0):
+            bad("ngram_counts", f"ngram_counts {list(self.ngram_counts)} must be increasing "
+                                f"offsets into the pool of {len(self.pool)}")
+        groups = [(b - a) // (k + 1) for k, (a, b) in enumerate(zip(starts, starts[1:]))]
+        if sum(groups) != len(self.ngram_indexes) or min(self.ngram_indexes, default=0) < 0:
+            bad("ngram_indexes", f"needs one index >= 0 per pool n-gram ({sum(groups)}), got "
+                                 f"{len(self.ngram_indexes)}")
+        if self.weights is not None and len(self.weights) != max(self.ngram_indexes) + 1:
+            bad("weights", f"needs one weight per output column ({max(self.ngram_indexes) + 1})"
+                           f", got {len(self.weights)}")
+
+    def infer(self, x):
+        if x.ndim not in (1, 2) or x.dtype.kind not in "iu":
+            raise ShapeError(f"tfidf_vectorizer needs integer tokens (C,) or (N, C), got {x}")
+        return (Spec(x.shape[:-1] + (max(self.ngram_indexes) + 1,), np.float32),)
+
+    def _grams(self):
+        """``(length, pool n-grams (P, length), their output columns)`` per counted length."""
+        starts = list(self.ngram_counts) + [len(self.pool)]
+        pool, columns = np.asarray(self.pool, np.int64), np.asarray(self.ngram_indexes)
+        first = 0                                   # index of the group's first n-gram
+        for k, (a, b) in enumerate(zip(starts, starts[1:])):
+            n, count = k + 1, (b - a) // (k + 1)
+            if count and self.min_gram_length <= n <= self.max_gram_length:
+                yield n, pool[a:a + n * count].reshape(count, n), columns[first:first + count]
+            first += count
+
+    def forward(self, ctx, x):
+        rows = np.atleast_2d(np.asarray(x, np.int64))
+        size = max(self.ngram_indexes) + 1
+        counts = np.zeros((rows.shape[0], size), np.int64)
+        length = rows.shape[1]
+        for n, grams, columns in self._grams():
+            for distance in range(1, (self.max_skip_count if n > 1 else 0) + 2):
+                span = distance * (n - 1)
+                if span >= length:
+                    break
+                window = np.arange(length - span)[:, None] + distance * np.arange(n)
+                found = (rows[:, window][:, :, None] == grams).all(axis=-1).sum(axis=1)  # N, P
+                np.add.at(counts, (slice(None), columns), found)
+        weights = np.ones(size) if self.weights is None else np.asarray(self.weights)
+        if self.mode == "TF":
+            y = counts
+        elif self.mode == "IDF":
+            y = (counts > 0) * weights
+        else:
+            y = counts * weights
+        y = y.astype(np.float32)
+        return (y if np.ndim(x) == 2 else y[0],)

@@ -53,4 +53,8 @@ CASES = {
                   Case([integers((2, 3), 100, -100), integers((3,), 70, -3)],
                        {"direction": "RIGHT"}, id="right-out-of-range")],
     "bit_cast": [Case([np.array([[1.0, -2.5]], np.float32)], {"to": "int32"})],
+    "tfidf_vectorizer": [Case([integers((2, 9), 5)], {
+        "mode": "TFIDF", "min_gram_length": 1, "max_gram_length": 2, "max_skip_count": 1,
+        "ngram_counts": [0, 3], "ngram_indexes": [0, 1, 2, 3, 4], "pool": [1, 2, 3, 1, 2, 4, 4],
+        "weights": [1.0, 0.5, 2.0, 1.5, 3.0]})],
 }

@@ -1,5 +1,6 @@
-"""Elementwise math, comparisons and logic (flowgrad.ops.elementwise, compare, math_extra) and
-the variadic merges Sum, Mean, Min, Max."""
+"""Elementwise math, comparisons and logic (flowgrad.ops.elementwise, compare, math_extra), the
+variadic merges Sum, Mean, Min, Max, the trigonometric functions, the float tests IsNaN/IsInf,
+the integer bit operations, and TfIdfVectorizer's n-gram counts."""
 from __future__ import annotations
 
 import numpy as np
@@ -140,3 +141,30 @@ def bit_cast(b, a, ins):
 def _bit_cast(c):
     c.node("BitCast", c.ins, c.outs, opset=26,
            to=helper.np_dtype_to_tensor_dtype(np.dtype(c.op.to)))
+
+
+@T.imports("TfIdfVectorizer", since=9)
+def tfidf_vectorizer(b, a, ins):
+    """Integer pools only: flowgrad has no string tensors (pool_strings is refused)."""
+    if "pool_strings" in a:
+        raise ImportProblem("TfIdfVectorizer with pool_strings needs string tensors, which "
+                            "flowgrad does not have; tokenize to integer ids and use "
+                            "pool_int64s")
+    attrs = {k: a.int(k) for k in ("min_gram_length", "max_gram_length", "max_skip_count")}
+    attrs.update(mode=a.string("mode"), ngram_counts=a.ints("ngram_counts"),
+                 ngram_indexes=a.ints("ngram_indexes"), pool=a.ints("pool_int64s"))
+    if "weights" in a:
+        attrs["weights"] = a.floats("weights")
+    return b.final("tfidf_vectorizer", [ins.need(0, "X")], **attrs)
+
+
+@T.exports("tfidf_vectorizer")
+def _tfidf_vectorizer(c):
+    op = c.op
+    attrs = dict(mode=op.mode, min_gram_length=op.min_gram_length,
+                 max_gram_length=op.max_gram_length, max_skip_count=op.max_skip_count,
+                 ngram_counts=list(op.ngram_counts), ngram_indexes=list(op.ngram_indexes),
+                 pool_int64s=list(op.pool))
+    if op.weights is not None:
+        attrs["weights"] = list(op.weights)
+    c.node("TfIdfVectorizer", c.ins, c.outs, **attrs)
