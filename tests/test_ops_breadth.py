@@ -279,3 +279,44 @@ def test_tfidf_vectorizer_matches_onnx_reference(mode, lengths, skips):
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
         (expected,) = ReferenceEvaluator(m).run(None, {"x": tokens})
         np.testing.assert_array_equal(run_onnx(m, {"x": tokens})["y"], expected)
+
+
+RANDOM = """
+flowgrad: 1
+name: breadth_random
+inputs:
+  p: {shape: [5]}
+  logits: {shape: [4]}
+nodes:
+  u: {op: random_uniform, shape: [3, 2], low: 2.0, high: 3.0}
+  n: {op: random_normal, in: p, mean: 10.0, scale: 0.1}
+  b: {op: bernoulli, in: p}
+  m: {op: multinomial, in: logits, sample_size: 6, dtype: int64}
+  eye: {op: eye_like, in: {x: u}, k: 1}
+outputs: [u, n, b, m, eye]
+"""
+
+
+def test_random_ops_export_and_onnxruntime_draws_from_the_same_distributions(tmp_path):
+    """onnxruntime's generator differs from numpy's: the draws are compared by shape, dtype and
+    support (eye_like exactly)."""
+    import onnx
+    from flowgrad.onnx.export import export_onnx
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "r.yaml"
+    path.write_text(RANDOM)
+    graph = flowgrad.load(str(path))
+    proto = export_onnx(graph)
+    onnx.checker.check_model(proto, full_check=True)
+    rng = np.random.default_rng(0)
+    feeds = {"p": rng.uniform(size=(2, 5)).astype(np.float32),
+             "logits": rng.standard_normal((2, 4)).astype(np.float32)}
+    ours = flowgrad.compile(graph).forward(feeds, grad=False)
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    theirs = dict(zip(graph.outputs, session.run(None, feeds)))
+    for name in graph.outputs:
+        assert theirs[name].shape == ours[name].shape and theirs[name].dtype == ours[name].dtype
+    for got in (ours, theirs):
+        assert ((got["u"] >= 2) & (got["u"] < 3)).all() and abs(got["n"].mean() - 10) < 0.3
+        assert set(np.unique(got["b"])) <= {0, 1} and ((got["m"] >= 0) & (got["m"] < 4)).all()
+    np.testing.assert_array_equal(theirs["eye"], ours["eye"])
