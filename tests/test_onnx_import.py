@@ -148,7 +148,7 @@ def test_translation_errors_name_the_onnx_node_and_type():
     with pytest.raises(GraphError) as err:
         flowgrad.load(model)
     assert "ONNX node 'hard/1' (Hardmax" in str(err.value)
-    assert err.value.diagnostics[0].node == "hard_1"
+    assert err.value.diagnostics[0].node == "hard/1"      # as the model names it
 
 
 class SwishPlugin:

@@ -23,7 +23,6 @@ from google.protobuf.message import Message
 from onnx import AttributeProto
 
 from ..errors import Diagnostic
-from .builder import sanitize
 from . import tensors
 from .tensors import check_tensor, check_value_info, declared_bytes, size_text
 from .translations import canonical_domain
@@ -42,7 +41,7 @@ def node_problem(node: onnx.NodeProto, message: str, version: int | None = None)
     """A diagnostic located at ONNX ``node``: its name, op type (and opset)."""
     label = node_label(node)
     at = f"{node.op_type}, opset {version}" if version is not None else node.op_type
-    return Diagnostic(f"ONNX node '{label}' ({at}): {message}", node=sanitize(label))
+    return Diagnostic(f"ONNX node '{label}' ({at}): {message}", node=label)
 
 
 def text_problems(message, path: str = "model") -> list[Diagnostic]:
@@ -78,7 +77,7 @@ def check_model(model: onnx.ModelProto, opset: dict[str, int]) -> list[Diagnosti
                                    "graph.output"))
     total = 0
     for init in g.initializer:
-        problems += [Diagnostic(p, node=sanitize(init.name or "initializer"))
+        problems += [Diagnostic(p, node=init.name or "initializer")
                      for p in check_tensor(init, f"initializer '{init.name}'")]
         total += declared_bytes(init)
     if total > tensors.MAX_BYTES:
@@ -88,7 +87,7 @@ def check_model(model: onnx.ModelProto, opset: dict[str, int]) -> list[Diagnosti
     initializers = {t.name for t in g.initializer}
     for vi in g.input:
         if vi.name not in initializers:
-            problems += [Diagnostic(p, node=sanitize(vi.name or "input"))
+            problems += [Diagnostic(p, node=vi.name or "input")
                          for p in check_value_info(unknown_dims(vi),
                                                    f"graph input '{vi.name}'")]
     for node in g.node:

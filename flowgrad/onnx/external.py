@@ -26,7 +26,6 @@ import onnx
 from onnx import AttributeProto, TensorProto
 
 from ..errors import Diagnostic
-from .builder import sanitize
 from . import tensors
 from .tensors import DTYPES, check_dims, declared_bytes, size_text
 
@@ -76,7 +75,7 @@ def load_external(model: onnx.ModelProto, base_dir: str | None, where: str) -> l
         why = _read(tensor, root)
         if why:
             problems.append(Diagnostic(f"tensor '{tensor.name}': {why}",
-                                       node=sanitize(tensor.name or "tensor")))
+                                       node=tensor.name or "tensor"))
     return problems
 
 
