@@ -502,3 +502,37 @@ def test_branch_returning_an_outer_value_runs_differentiates_and_exports():
         np.testing.assert_array_equal(net.backward({"y": 1.0}, wrt=["x"])["x"],
                                       np.full((2, 3), sign))
     _round_trip(model, [{"x": x, "c": np.array(c)} for c in (True, False)])
+
+
+def _nested_loops() -> onnx.ModelProto:
+    """A loop whose body runs a loop: the inner body reads W from the main graph (two scopes
+    up) and the outer body's value u; v <- v + sum over 3 inner steps of tanh(u * W * j)."""
+    inner = h.make_graph(
+        [h.make_node("Identity", ["ic"], ["ic_out"]),
+         h.make_node("Cast", ["j"], ["fj"], to=TP.FLOAT),
+         h.make_node("Mul", ["u", "W"], ["uw"]), h.make_node("Mul", ["uw", "fj"], ["uwj"]),
+         h.make_node("Tanh", ["uwj"], ["t"]), h.make_node("Add", ["acc", "t"], ["acc_out"])],
+        "inner", [_vi("j", TP.INT64, []), _vi("ic", TP.BOOL, []), _vi("acc", TP.FLOAT, [3])],
+        [_vi("ic_out", TP.BOOL, []), _vi("acc_out", TP.FLOAT, [3])])
+    outer = h.make_graph(
+        [h.make_node("Identity", ["oc"], ["oc_out"]),
+         h.make_node("Sin", ["v"], ["u"]),
+         h.make_node("Loop", ["three", "", "v"], ["v_next"], body=inner)],
+        "outer", [_vi("i", TP.INT64, []), _vi("oc", TP.BOOL, []), _vi("v", TP.FLOAT, [3])],
+        [_vi("oc_out", TP.BOOL, []), _vi("v_next", TP.FLOAT, [3])])
+    graph = h.make_graph(
+        [h.make_node("Loop", ["M", "", "v0"], ["v_final"], body=outer)], "nested",
+        [_vi("v0", TP.FLOAT, [3]), _vi("M", TP.INT64, [])], [_vi("v_final", TP.FLOAT, [3])],
+        initializer=[_tensor("W", np.array([0.5, -1.0, 2.0], np.float32)),
+                     _tensor("three", np.array(3, np.int64))])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+def test_nested_loops_read_values_two_scopes_up():
+    model = _nested_loops()
+    feeds = {"v0": np.array([0.1, -0.7, 0.4], np.float32), "M": np.array(2, np.int64)}
+    graph, out = _flowgrad(model, feeds)
+    np.testing.assert_allclose(out["v_final"], _ort(model, feeds)[0], rtol=1e-5, atol=1e-6)
+    names = _assert_gradients(graph, {"v0": feeds["v0"].astype(np.float64), "M": feeds["M"]})
+    assert {"v0", "W"} <= names
+    _round_trip(model, [feeds])
