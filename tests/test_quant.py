@@ -267,20 +267,23 @@ def test_qgemm_matches_onnxruntime():
 
 
 def test_integer_products_are_exact_where_onnxruntime_saturates():
-    """Full-range uint8 x int8: flowgrad's MatMulInteger and QLinearConv accumulators are the
-    exact integers (numpy int64 reference), which onnxruntime's AVX2 kernel may clip."""
-    a = ints((6, 64), np.uint8)
-    b = ints((64, 5), np.int8)
-    model = node_model("MatMulInteger", {"a": a}, {"b": b, "a_zp": np.uint8(3)}, opset=10)
-    (got,) = flowgrad_run(model, {"a": a})
-    np.testing.assert_array_equal(got, (a.astype(np.int64) - 3) @ b.astype(np.int64))
-    x = ints((1, 8, 5, 5), np.uint8)
-    w = ints((2, 8, 3, 3), np.int8)
-    model = node_model("ConvInteger", {"x": x}, {"w": w}, opset=10)
-    (got,) = flowgrad_run(model, {"x": x})
-    X, W = x.astype(np.int64), w.astype(np.int64)
-    ref = np.einsum("ncij,ocij->no", X[:, :, 1:4, 1:4], W)     # the centre position
-    np.testing.assert_array_equal(got[:, :, 1, 1], ref)
+    """Full-range uint8 x int8: flowgrad's MatMulInteger and ConvInteger accumulators are the
+    exact integers (numpy int64 reference), which onnxruntime's AVX2 kernel may clip.  Small
+    sums run in float32 (every partial sum below 2**24), large ones in float64: both paths."""
+    for k in (64, 1024):                                   # 255 * 128 * k: below / above 2**24
+        a = ints((6, k), np.uint8)
+        b = ints((k, 5), np.int8)
+        model = node_model("MatMulInteger", {"a": a}, {"b": b, "a_zp": np.uint8(3)}, opset=10)
+        (got,) = flowgrad_run(model, {"a": a})
+        np.testing.assert_array_equal(got, (a.astype(np.int64) - 3) @ b.astype(np.int64))
+    for c in (8, 64):
+        x = ints((1, c, 5, 5), np.uint8)
+        w = ints((2, c, 3, 3), np.int8)
+        model = node_model("ConvInteger", {"x": x}, {"w": w}, opset=10)
+        (got,) = flowgrad_run(model, {"x": x})
+        X, W = x.astype(np.int64), w.astype(np.int64)
+        ref = np.einsum("ncij,ocij->no", X[:, :, 1:4, 1:4], W)     # the centre position
+        np.testing.assert_array_equal(got[:, :, 1, 1], ref)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])

@@ -318,11 +318,13 @@ class DynamicQuantizeLinear(Op):
 
 # -- integer products -------------------------------------------------------------------------
 
-def _shifted(v: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
-    """``v - zp`` in float64 (exact); a 1-d ``zp`` applies along ``axis`` of ``v``."""
-    out = v.astype(np.float64)
+def _shifted(v: np.ndarray, zp: np.ndarray | None, axis: int,
+             dtype=np.float64) -> np.ndarray:
+    """``v - zp`` as floats of ``dtype`` (exact: at most 17 bits); a 1-d ``zp`` applies along
+    ``axis`` of ``v``."""
+    out = v.astype(dtype)
     if zp is not None:
-        zp = np.asarray(zp, dtype=np.float64)
+        zp = np.asarray(zp, dtype=dtype)
         if zp.ndim == 1 and zp.size > 1:
             shape = [1] * v.ndim
             shape[axis] = zp.size
@@ -331,6 +333,20 @@ def _shifted(v: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
             zp = zp.reshape(())
         out -= zp
     return out
+
+
+def _reach(v: np.ndarray, zp) -> int:
+    """A bound on ``|v - zp|`` from v's type and the zero points (no pass over v)."""
+    info = np.iinfo(v.dtype)
+    z = np.asarray(0 if zp is None else zp, dtype=np.int64)
+    return int(max(np.abs(info.min - z).max(), np.abs(info.max - z).max()))
+
+
+def _exact_float(a_reach: int, b_reach: int, terms: int, extra: int = 0):
+    """float32 when every partial sum of ``terms`` products (plus ``extra``) is an integer
+    below 2**24, so float32 BLAS (any summation order) is exact and twice as fast; else
+    float64 (53 bits: exact for any realistic size)."""
+    return np.float32 if a_reach * b_reach * terms + extra < 2 ** 24 else np.float64
 
 
 def _int_dtype(spec: Spec, what: str, kinds=("int8", "uint8")) -> None:
@@ -366,9 +382,10 @@ def _matmul_shape(a, b) -> tuple:
 def _int_matmul(a, b, a_zp, b_zp) -> np.ndarray:
     """The exact int32 product ``(a - a_zp) @ (b - b_zp)``; 1-d zero points are per row of
     ``a`` and per column of ``b``."""
-    A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0)
     B = _shifted(b, b_zp, b.ndim - 1)
-    return np.matmul(A, B)
+    dtype = _exact_float(_reach(a, a_zp), int(np.abs(B).max(initial=0)), a.shape[-1])
+    A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0, dtype)
+    return np.matmul(A, B.astype(dtype, copy=False))
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray, zero_point, dtype: np.dtype
@@ -458,11 +475,16 @@ class _ConvInt(Op):
         return self._conv.infer(Spec(x.shape, f), Spec(w.shape, f))[0].shape
 
     def _accumulate(self, x, w, x_zp, w_zp, bias=None) -> np.ndarray:
-        """The int32-exact accumulator of ``conv(x - x_zp, w - w_zp) + bias`` (as float64)."""
-        X = _shifted(x, x_zp, 1)
+        """The int32-exact accumulator of ``conv(x - x_zp, w - w_zp) + bias``, as floats
+        (float32 where that is exact, see :func:`_exact_float`)."""
         W = _shifted(w, w_zp, 0)
-        b = None if bias is None else bias.astype(np.float64)
-        return self._conv.forward(Context(grad_enabled=False), X, W, b)[0]
+        extra = 0 if bias is None else int(np.abs(bias.astype(np.int64)).max(initial=0))
+        dtype = _exact_float(_reach(x, x_zp), int(np.abs(W).max(initial=0)),
+                             int(np.prod(w.shape[1:])), extra)
+        X = _shifted(x, x_zp, 1, dtype)
+        b = None if bias is None else bias.astype(dtype)
+        return self._conv.forward(Context(grad_enabled=False), X, W.astype(dtype, copy=False),
+                                  b)[0]
 
 
 class ConvInteger(_ConvInt):
