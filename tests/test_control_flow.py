@@ -536,3 +536,11 @@ def test_nested_loops_read_values_two_scopes_up():
     names = _assert_gradients(graph, {"v0": feeds["v0"].astype(np.float64), "M": feeds["M"]})
     assert {"v0", "W"} <= names
     _round_trip(model, [feeds])
+
+
+def test_export_of_a_sequence_value_is_refused_clearly():
+    from flowgrad.onnx import conformance as C
+    from flowgrad.onnx.export import export_onnx
+    (path,) = [d for d in C.model_dirs("simple") if d.endswith("test_sequence_model1")]
+    with pytest.raises(FlowgradError, match="sequence or optional value"):
+        export_onnx(flowgrad.load(os.path.join(path, "model.onnx")))

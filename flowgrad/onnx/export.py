@@ -143,6 +143,9 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
     for n in order:
         if graph.is_op(n):
             continue
+        if graph.spec_of(n).dtype == object:    # a boxed sequence or optional (ops/sequence.py)
+            raise FlowgradError(f"node '{n}' holds a sequence or optional value; exporting "
+                                "those is not supported yet")
         vname = model.claim(own[(n, 0)]) if (n, 0) in own else model.fresh(n)
         alias[(n, 0)] = vname
         if graph.is_input(n):
