@@ -544,3 +544,28 @@ def test_export_of_a_sequence_value_is_refused_clearly():
     (path,) = [d for d in C.model_dirs("simple") if d.endswith("test_sequence_model1")]
     with pytest.raises(FlowgradError, match="sequence or optional value"):
         export_onnx(flowgrad.load(os.path.join(path, "model.onnx")))
+
+
+def test_a_carried_value_that_grows_settles_to_an_unknown_dim():
+    """v <- concat(v, v * w): the carried value doubles each iteration, so its length is
+    unknown to the loop op (the body is imported again with that dim unknown)."""
+    body = h.make_graph(
+        [h.make_node("Identity", ["c_in"], ["c_out"]), h.make_node("Mul", ["v_in", "w"], ["vw"]),
+         h.make_node("Concat", ["v_in", "vw"], ["v_out"], axis=0)],
+        "grow", [_vi("i", TP.INT64, []), _vi("c_in", TP.BOOL, []), _vi("v_in", TP.FLOAT, [1])],
+        [_vi("c_out", TP.BOOL, []), _vi("v_out", TP.FLOAT, [None])])
+    model = _single(h.make_node("Loop", ["M", "", "v0"], ["v_final"], body=body),
+                    [_vi("v0", TP.FLOAT, [1]), _vi("M", TP.INT64, [])],
+                    [_vi("v_final", TP.FLOAT, [None])],
+                    [_tensor("w", np.array([0.5], np.float32))])
+    graph = flowgrad.load(model, dynamic_batch=False)
+    (loop,) = [n for n in graph.ops if graph.op_of(n).type == "loop"]
+    assert graph.specs(loop)[0].shape == (None,)
+    net = flowgrad.compile(graph)
+    for m in (0, 1, 3):
+        feeds = {"v0": np.array([2.0], np.float32), "M": np.array(m, np.int64)}
+        got = net.forward(feeds)["v_final"]
+        np.testing.assert_allclose(got, _ort(model, feeds)[0], rtol=1e-6)
+        assert got.shape == (2 ** m,)
+    names = _assert_gradients(graph, {"v0": np.array([2.0]), "M": np.array(3, np.int64)})
+    assert {"v0", "w"} <= names
