@@ -120,6 +120,13 @@ def affine_grid(b, a, ins):
 
 @T.exports("affine_grid")
 def _affine_grid(c):
-    size = c.ins[1] if len(c.ins) > 1 and c.ins[1] else c.const(np.array(c.op.size))
+    """A size attribute is written with its batch entry taken from theta at run time
+    (``Concat(Shape(theta)[:1], [C, H, W])``): flowgrad reads the batch from theta, while
+    onnxruntime checks that the two agree, and an exported batch axis is dynamic."""
+    if len(c.ins) > 1 and c.ins[1]:
+        size = c.ins[1]
+    else:
+        (batch,) = c.node("Shape", [c.ins[0]], start=0, end=1, opset=15)
+        (size,) = c.node("Concat", [batch, c.const(np.array(c.op.size[1:]))], axis=0)
     c.node("AffineGrid", [c.ins[0], size], c.outs, opset=20,
            align_corners=int(c.op.align_corners))
