@@ -650,9 +650,8 @@ class Scan(_Control):
     def _scan(self, ctx, states, scans, outer):
         """One scan (no batch axis): the outputs, and what backward needs."""
         body, n = self.bodies["body"], self.num_state
-        lead = 0
-        axes = [lead if self.batch_axis else self._in_axis(j, np.ndim(x))
-                for j, x in enumerate(scans)]
+        axes = [0 if self.batch_axis else self._in_axis(j, np.ndim(x))   # (a batch row: time
+                for j, x in enumerate(scans)]                             # is its axis 0)
         lengths = {np.shape(x)[a] for x, a in zip(scans, axes)}
         if len(lengths) != 1:
             raise BodyError(f"the scan inputs have different lengths {sorted(lengths)} along "
