@@ -496,3 +496,24 @@ def test_export_runs_in_onnxruntime(op_type, inputs, attrs, opset):
         None, {k: v for k, v in feeds.items() if k in kept})
     np.testing.assert_allclose(ours[g.meta["onnx"]["outputs"]["out0"]], theirs, rtol=1e-4,
                                atol=1e-5)
+
+
+def test_affine_grid_export_takes_the_batch_from_theta():
+    """A size initializer says batch 1; imported with a dynamic batch and exported, the model
+    runs in onnxruntime at batch 3 (which checks size[0] against theta's batch)."""
+    from flowgrad.onnx.export import export_onnx
+    nodes = [helper.make_node("AffineGrid", ["theta", "size"], ["grid"]),
+             helper.make_node("GridSample", ["x", "grid"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "stn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 6]),
+                       helper.make_tensor_value_info("theta", TensorProto.FLOAT, [1, 2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        initializer=[numpy_helper.from_array(np.array([1, 2, 4, 4], np.int64), "size")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    g = flowgrad.load(model)
+    feeds = {"x": RNG.standard_normal((3, 2, 5, 6)).astype(np.float32),
+             "theta": RNG.standard_normal((3, 2, 3)).astype(np.float32)}
+    ours = flowgrad.compile(g).forward(feeds)[g.meta["onnx"]["outputs"]["y"]]
+    (theirs,) = ort.InferenceSession(export_onnx(g).SerializeToString(),
+                                     providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
