@@ -570,14 +570,17 @@ def add_classification_loss(graph: Graph, logits: str | None = None, registry: A
     op = registry.get("softmax_cross_entropy")()
     node, port = out.resolve(logits)
     why = f"'{logits}'"
-    if out.is_op(node) and out.op_of(node).type == "softmax" \
-            and _last_axis(out.op_of(node), _spec(graph, logits).ndim):
-        source = out.input_sources(node)[0]
-        if source is not None:
-            why = (f"'{out.value_name(*source)}', the logits that softmax '{logits}' turns into "
-                   "probabilities (a cross-entropy on probabilities would apply softmax twice)")
-            node, port = source
-    elif out.is_op(node) and out.op_of(node).type == "log_softmax":
+    made_by = node
+    while out.is_op(made_by) and out.op_of(made_by).type in ("identity", "branch") \
+            and out.input_sources(made_by)[0] is not None:
+        made_by = out.input_sources(made_by)[0][0]    # an exporter's Identity before the output
+    kind = out.op_of(made_by).type if out.is_op(made_by) else None
+    if kind == "softmax" and _last_axis(out.op_of(made_by), _spec(graph, logits).ndim) \
+            and out.input_sources(made_by)[0] is not None:
+        node, port = out.input_sources(made_by)[0]
+        why = (f"'{out.value_name(node, port)}', the logits that softmax '{logits}' turns into "
+               "probabilities (a cross-entropy on probabilities would apply softmax twice)")
+    elif kind == "log_softmax":
         why = (f"'{logits}', log-probabilities (softmax cross-entropy on them is their "
                "negative log-likelihood)")
     out.add_input(labels, Spec((None,), np.int64))

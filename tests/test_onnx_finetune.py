@@ -154,7 +154,10 @@ def const_cnn(softmax=None):
              helper.make_node("Gemm", ["f", "fc.w", "fc.b"],
                               ["logits" if softmax else "out"], transB=1)]
     if softmax:
-        nodes.append(helper.make_node(softmax, ["logits"], ["out"], axis=1))
+        op, _, identity = softmax.partition("+")     # "Softmax+Identity": as Paddle exports
+        nodes.append(helper.make_node(op, ["logits"], ["probs" if identity else "out"], axis=1))
+        if identity:
+            nodes.append(helper.make_node("Identity", ["probs"], ["out"]))
     return model_of(nodes, [f32("x", ["N", 1, 6, 6])], [f32("out", ["N", 2])])
 
 
@@ -195,15 +198,14 @@ def test_bn_eval_in_the_train_section():
     assert TrainConfig(bn_eval=False).replace(bn_eval=None).bn_eval is False
 
 
-@pytest.mark.parametrize("last", ["Softmax", "LogSoftmax"])
+@pytest.mark.parametrize("last", ["Softmax", "Softmax+Identity", "LogSoftmax"])
 def test_the_classification_loss_reads_logits(last):
     g = load_trainable(flowgrad.load(const_cnn(last)))
     (source, _), _ = g.input_sources("loss")
-    if last == "Softmax":
-        assert g.op_of(source).type in ("dense", "add", "branch")
-        assert g.resolve("logits")[0] == source or g.input_sources(source)[0][0] == \
-            g.resolve("logits")[0]
-        assert "softmax 'out'" in g.meta["loss_on"]
+    if last.startswith("Softmax"):
+        logits = g.resolve("logits")[0]     # the Gemm's output, through its branch
+        assert source == logits or g.input_sources(source)[0][0] == logits
+        assert "the logits that softmax 'out' turns into probabilities" in g.meta["loss_on"]
     else:
         assert g.op_of(source).type == "log_softmax"
         assert "negative log-likelihood" in g.meta["loss_on"]
