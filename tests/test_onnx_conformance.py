@@ -30,6 +30,8 @@ WITHOUT_NODE_TESTS = {"RandomNormal", "RandomNormalLike", "RandomUniform", "Rand
                       # (test_sequence_model1-8), which tests/test_control_flow.py runs
                       "SequenceEmpty", "SequenceConstruct", "SequenceAt", "SequenceErase",
                       "SequenceLength", "ConcatFromSequence",
+                      # tested inside If's node test test_if_opt
+                      "Optional",
                       # tests/test_attention.py checks it against onnxruntime
                       "GlobalLpPool"}
 
