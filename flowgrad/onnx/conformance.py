@@ -24,7 +24,7 @@ from .backend import FlowgradBackend
 
 def _claimed_ops() -> tuple[str, ...]:
     """The standard-domain ops the built-in translations import, except those a translation
-    declares ``partial`` (e.g. SoftmaxCrossEntropyLoss without class weights): every node test
+    declares ``partial`` (one that covers only part of its op): every node test
     of these must pass."""
     from .ops import all_translations
     records = [r for t in all_translations() for r in t.importers if r.domain == ""]
