@@ -16,6 +16,8 @@ matrix products); grid sampling gathers each interpolation tap for all points at
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..errors import AttrError
@@ -570,11 +572,9 @@ class GridSample(Op):
 
     @staticmethod
     def _combinations(axes):
-        """Every combination of one tap per axis: (flat pixel index, weight, per-axis
-        weights and slopes), flat over the spatial axes."""
-        import itertools
-        for combo in itertools.product(*[taps for taps, _ in axes]):
-            yield combo
+        """Every combination of one tap per spatial axis (2^D for linear, 16 for cubic, 1
+        for nearest), each a tuple of per-axis (index, weight, slope, valid)."""
+        return itertools.product(*[taps for taps, _ in axes])
 
     def forward(self, ctx, x, grid):
         axes = self._taps(x, grid)
@@ -593,6 +593,8 @@ class GridSample(Op):
 
     @staticmethod
     def _combo(combo, strides):
+        """A combination's flat pixel index (over the spatial axes) and its weight: the
+        product of the per-axis weights, zero where a tap is padding (``zeros``)."""
         flat = sum(index * int(s) for (index, _, _, _), s in zip(combo, strides))
         weight = 1
         for index, w, _, valid in combo:
