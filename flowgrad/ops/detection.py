@@ -588,7 +588,7 @@ class GridSample(Op):
             flat, weight = self._combo(combo, strides)
             values = np.take_along_axis(flat_x, flat[:, None, :], axis=2)
             out += weight[:, None, :].astype(x.dtype, copy=False) * values
-        ctx.save(x, axes, strides)
+        ctx.save(x, grid.dtype, axes, strides)
         return (out.reshape((n, channels) + grid.shape[1:-1]),)
 
     @staticmethod
@@ -602,7 +602,7 @@ class GridSample(Op):
         return flat, weight
 
     def backward(self, ctx, gy):
-        x, axes, strides = ctx.saved
+        x, grid_dtype, axes, strides = ctx.saved
         need_x, need_grid = ctx.needs_input_grad
         n, channels = x.shape[:2]
         dims = len(axes)
@@ -629,7 +629,7 @@ class GridSample(Op):
         ggrid = None
         if need_grid:
             ggrid = np.stack([d_coord[dims - 1 - k] * axes[dims - 1 - k][1]
-                              for k in range(dims)], -1).astype(x.dtype, copy=False)
+                              for k in range(dims)], -1).astype(grid_dtype, copy=False)
             ggrid = ggrid.reshape(gy.shape[:1] + gy.shape[2:] + (dims,))
         return (gx.reshape(x.shape) if need_x else None), ggrid
 
