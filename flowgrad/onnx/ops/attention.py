@@ -71,9 +71,9 @@ def _attention_export(c):
         attrs["softcap"] = op.softcap
     if op.scale is not None:
         attrs["scale"] = op.scale
-    if op.q_num_heads is not None:
-        attrs["q_num_heads"] = op.q_num_heads
-        attrs["kv_num_heads"] = op.kv_num_heads
+    for name in ("q_num_heads", "kv_num_heads"):
+        if getattr(op, name) is not None:
+            attrs[name] = getattr(op, name)
     if op.softmax_precision is not None:
         attrs["softmax_precision"] = _PRECISION_CODE[op.softmax_precision]
     opset = 23
