@@ -77,6 +77,26 @@ def test_pytorch_block_matches_torch_and_onnxruntime():
     np.testing.assert_allclose(again.run(None, feed)[0], ref["y"], rtol=1e-4, atol=1e-5)
 
 
+def test_pytorch_block_fine_tunes():
+    """Every imported weight of the block (projections, norm scales, biases) trains: a few
+    gradient steps towards a target halve the squared error."""
+    graph = flowgrad.load(os.path.join(FIXTURES, "block.onnx"))
+    net = flowgrad.compile(graph)
+    x_name, out = graph.inputs[0], graph.outputs[0]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    target = rng.standard_normal((2, 5, 16)).astype(np.float32)
+    losses = []
+    for _ in range(40):
+        diff = net.forward({x_name: x})[out] - target
+        losses.append(float(np.mean(diff * diff)))
+        grads = net.backward({out: 2 * diff / diff.size})
+        assert len(grads) == 12                 # 5 weight matrices, 5 biases, 2 norm scales
+        for name, grad in grads.items():
+            net.params[name] -= 0.5 * grad
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
 # -- single-node models -------------------------------------------------------------------------
 
 def _model(op_type, inputs, outputs, opset, initializers=(), **attrs):
