@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import flowgrad
 from flowgrad.cli import main
-from flowgrad.errors import FlowgradError
+from flowgrad.errors import FlowgradError, GraphError
 from flowgrad.onnx.trainable import set_trainable
 from flowgrad.train import Trainer, add_classification_loss
 from flowgrad.train_config import TrainConfig
@@ -194,9 +194,6 @@ def test_bn_eval_keeps_running_statistics_and_bn_train_updates_them():
                        if plan.graph.op_of(n).type == "batch_norm")
 
 
-def test_bn_eval_in_the_train_section():
-    assert TrainConfig(bn_eval=False).replace(bn_eval=None).bn_eval is False
-
 
 @pytest.mark.parametrize("last", ["Softmax", "Softmax+Identity", "LogSoftmax"])
 def test_the_classification_loss_reads_logits(last):
@@ -245,3 +242,35 @@ def test_cli_train_freeze_unfreeze_and_check_lists_trainable(tmp_path, capsys):
     assert main(["train", cnn, "--data", data, "--epochs", "1", "--out", out, "--force",
                  "--bn-train", "--freeze", "zzz*", "--no-progress"]) == 1
     assert "'zzz*'" in capsys.readouterr().err
+
+
+def test_a_mask_stays_a_constant_even_when_unfrozen():
+    g = flowgrad.load(yolo_like(), unfreeze=["mask", "grid"])
+    assert "mask" not in g.params and g.is_trainable("grid")
+
+
+YAML = """
+flowgrad: 1
+name: tiny
+inputs:
+  x: {shape: [2]}
+params:
+  W: {shape: [2, 2], init: {kind: zeros}}
+nodes:
+  y: {op: matmul, in: [x, W]}
+  loss: {op: mean, in: y}
+outputs: [y, loss]
+train: {bn_eval: %s, metrics: []}
+"""
+
+
+def test_bn_eval_is_a_key_of_the_train_section(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(YAML % "true")
+    graph = flowgrad.load(str(path))
+    assert graph.meta["train"].bn_eval is True
+    plan = flowgrad.compile(graph)
+    assert Trainer(plan).bn_eval and not Trainer(plan, bn_eval=False).bn_eval
+    path.write_text(YAML % "3")
+    with pytest.raises(GraphError, match="'bn_eval' must be true or false, got 3"):
+        flowgrad.load(str(path))

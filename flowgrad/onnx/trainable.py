@@ -55,7 +55,7 @@ WEIGHT_INPUTS: dict[str, tuple[int, ...] | None] = {
     "BatchNormalization": (1, 2), "InstanceNormalization": (1, 2),
     "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "RMSNormalization": (1,),
     "LSTM": (1, 2, 3, 7), "GRU": (1, 2, 3), "RNN": (1, 2, 3),
-    "Gather": (0,), "PRelu": (1,),
+    "Gather": (0,), "PRelu": (1,), "CausalConvWithState": (1, 2),
 }
 
 #: ops whose output is "a layer's output" when one of their weight inputs is stored
@@ -109,10 +109,11 @@ class Rules:
         names = [name] + ([node_name] if node_name and node_name != name else [])
         unfrozen = self._matches(self.unfreeze, names)
         frozen = self._matches(self.freeze, names)
+        if kind in (PARAM, CONST) and structural_values(array):
+            return CONST                  # a mask: never updated, never blamed as non-finite
         if unfrozen and kind in (PARAM, CONST):
             return PARAM                  # the user's word wins, also over ``freeze``
-        if kind == PARAM and (structural_values(array)
-                              or (name in self.affine_only and array.size == 1)):
+        if kind == PARAM and name in self.affine_only and array.size == 1:
             return CONST
         return FROZEN if kind == PARAM and frozen else kind
 
