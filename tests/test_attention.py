@@ -338,3 +338,21 @@ def test_flex_attention_inlines_its_score_mod_and_differentiates():
     np.testing.assert_allclose(y, _reference(model, feeds)[0], rtol=1e-4, atol=1e-5)
     checks = check_graph_gradients(imported, feeds=feeds, rtol=1e-3, atol=1e-5)
     assert all(c.ok for c in checks), [(c.name, c.max_abs_error) for c in checks]
+
+
+def test_causal_conv_weights_train_and_state_stays_an_activation():
+    """Stored CausalConvWithState weight and bias are learned params (flowgrad.onnx.trainable);
+    the state flows in and out as an activation."""
+    w = helper.make_tensor("w", F32, [3, 1, 4], _rand(3, 1, 4).ravel())
+    b = helper.make_tensor("b", F32, [3], _rand(3, seed=1).ravel())
+    node = helper.make_node("CausalConvWithState", ["x", "w", "b", "state"], ["y", "present"])
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", F32, [2, 3, 5]),
+                         helper.make_tensor_value_info("state", F32, [2, 3, 3])],
+        [helper.make_tensor_value_info("y", F32, [2, 3, 5]),
+         helper.make_tensor_value_info("present", F32, [2, 3, 3])], initializer=[w, b])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 27)])
+    model.ir_version = 11
+    imported = flowgrad.load(model)
+    assert set(imported.params) == {"w", "b"}
+    assert all(imported.is_trainable(p) for p in imported.params)
