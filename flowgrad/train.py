@@ -12,6 +12,7 @@ writes the checkpoint and raises :class:`TrainingInterrupted`; a second Ctrl-C a
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import signal
@@ -182,19 +183,27 @@ class Trainer:
         return None
 
     # -- one step --------------------------------------------------------------------------
-    def train_step(self, feeds: dict[str, np.ndarray], lr: float) -> dict[str, np.ndarray]:
-        """One forward/backward/update on a batch; returns the requested outputs."""
-        plan = self.plan
-        plan.train()
+    @contextlib.contextmanager
+    def norm_mode(self):
+        """Within: batch norm uses its running statistics if ``bn_eval`` (for a training
+        forward/backward; a data-parallel worker's step uses it too); each op's own setting
+        is back afterwards."""
         frozen = self._norms if self.bn_eval else []
         for op in frozen:
             op.use_running_stats = True
         try:
-            out, grads = forward_backward(plan, feeds, self.seeds, outputs=self.outputs,
-                                          micro_batch=self.micro_batch)
+            yield
         finally:
             for op in frozen:
                 op.use_running_stats = op.config().get("use_running_stats", False)
+
+    def train_step(self, feeds: dict[str, np.ndarray], lr: float) -> dict[str, np.ndarray]:
+        """One forward/backward/update on a batch; returns the requested outputs."""
+        plan = self.plan
+        plan.train()
+        with self.norm_mode():
+            out, grads = forward_backward(plan, feeds, self.seeds, outputs=self.outputs,
+                                          micro_batch=self.micro_batch)
         check_step(plan, feeds, {k: out[k] for k in self.seeds}, grads,
                    where=f"epoch {self.epoch + 1}, step {self.step + 1}")
         if self.config.clip_grad_norm is not None:

@@ -302,8 +302,9 @@ def _shard_step(run_id: str, ready: Any, data: Dataset | None, shard: Any,
     state = [k for k in plan.params if k not in set(plan.trainable)]
     before = {k: plan.params[k].copy() for k in state}
     start, cpu = time.perf_counter(), time.thread_time()
-    out, grads = forward_backward(plan, feeds, trainer.seeds, outputs=trainer.outputs,
-                                  micro_batch=trainer.micro_batch)
+    with trainer.norm_mode():              # batch norm as the local trainer runs it
+        out, grads = forward_backward(plan, feeds, trainer.seeds, outputs=trainer.outputs,
+                                      micro_batch=trainer.micro_batch)
     seconds, cpu = time.perf_counter() - start, time.thread_time() - cpu
     sums = {f"grad/{k}": g * weight for k, g in grads.items()}
     sums.update({f"state/{k}": plan.params[k] * weight for k in state
