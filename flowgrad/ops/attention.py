@@ -210,10 +210,12 @@ class Attention(Op):
         past = 0 if past_key is None else past_key.shape[2]
         reps = hq // hk
         scale = self.scale if self.scale is not None else 1.0 / np.sqrt(d)
-        q5 = np.asarray(q4, dtype=work).reshape(batch, hk, reps, sq, d)
-        k5 = np.asarray(present_k, dtype=work)[:, :, None]
-        v5 = np.asarray(present_v, dtype=work)[:, :, None]
-        scores = np.matmul(q5, k5.swapaxes(-1, -2))
+        # the query heads of one key/value head are stacked as rows: every product is a plain
+        # batched matrix product (BLAS), with no broadcast operand
+        rows = np.asarray(q4, dtype=work).reshape(batch, hk, reps * sq, d)
+        kp = np.asarray(present_k, dtype=work)
+        vp = np.asarray(present_v, dtype=work)
+        scores = np.matmul(rows, kp.swapaxes(-1, -2)).reshape(batch, hk, reps, sq, total)
         scores *= work.type(scale)
         capped = tanh = None
         if self.softcap > 0:
@@ -231,15 +233,14 @@ class Attention(Op):
             if dead.any():
                 probs = np.where(dead, probs.dtype.type(0), probs)
         probs = probs.astype(work, copy=False)
-        y5 = np.matmul(probs, v5)
-        y4 = y5.reshape(batch, hq, sq, -1)
+        y4 = np.matmul(probs.reshape(batch, hk, reps * sq, total), vp).reshape(batch, hq, sq, -1)
         y = y4 if Q.ndim == 4 else y4.transpose(0, 2, 1, 3).reshape(batch, sq, -1)
         mode = self.qk_matmul_output_mode
         qk = {0: capped, 1: capped, 2: logits, 3: probs}[mode]
         qk = np.broadcast_to(qk, (batch, hk, reps, sq, total)).reshape(batch, hq, sq, total)
         if ctx.grad_enabled:
             mask_shape = None if attn_mask is None else attn_mask.shape
-            ctx.save(q5, k5, v5, probs, tanh, scale, mask_shape, past, Q.shape, K.shape,
+            ctx.save(rows, kp, vp, probs, tanh, scale, mask_shape, past, Q.shape, K.shape,
                      V.shape, (Q.dtype, K.dtype, V.dtype,
                                None if attn_mask is None else attn_mask.dtype,
                                None if past_key is None else past_key.dtype))
@@ -248,23 +249,24 @@ class Attention(Op):
 
     # -- backward -------------------------------------------------------------------------
     def backward(self, ctx, gy, gpresent_k=None, gpresent_v=None, gqk=None):
-        (q5, k5, v5, probs, tanh, scale, mask_shape, past, q_shape, k_shape, v_shape,
+        (rows, kp, vp, probs, tanh, scale, mask_shape, past, q_shape, k_shape, v_shape,
          dtypes) = ctx.saved
         need = tuple(ctx.needs_input_grad) + (False,) * 7
-        batch, hk, reps, sq, d = q5.shape
-        total = k5.shape[3]
-        work = q5.dtype
+        batch, hk, reps, sq, total = probs.shape
+        d = rows.shape[-1]
+        work = rows.dtype
         mode = self.qk_matmul_output_mode
         gqk5 = None if gqk is None else np.asarray(gqk, dtype=work).reshape(probs.shape)
-        gv_full = np.zeros(v5.shape[:2] + v5.shape[3:], work)
+        gv_full = np.zeros(vp.shape, work)
         gprobs = None
         if gy is not None:
             gy4 = np.asarray(gy, dtype=work)
             if len(q_shape) == 3:
                 gy4 = gy4.reshape(batch, sq, hk * reps, -1).transpose(0, 2, 1, 3)
-            gy5 = gy4.reshape(batch, hk, reps, sq, -1)
-            gv_full = np.matmul(probs.swapaxes(-1, -2), gy5).sum(axis=2)
-            gprobs = np.matmul(gy5, v5.swapaxes(-1, -2))
+            gy_rows = gy4.reshape(batch, hk, reps * sq, -1)
+            probs_rows = probs.reshape(batch, hk, reps * sq, total)
+            gv_full = np.matmul(probs_rows.swapaxes(-1, -2), gy_rows)
+            gprobs = np.matmul(gy_rows, vp.swapaxes(-1, -2)).reshape(probs.shape)
         if gqk5 is not None and mode == 3:
             gprobs = gqk5 if gprobs is None else gprobs + gqk5
         glogits = None
@@ -280,8 +282,9 @@ class Attention(Op):
         else:
             gscores = gcapped if tanh is None else gcapped * (1 - tanh * tanh)
         gscores = gscores * work.type(scale)
-        gq5 = np.matmul(gscores, k5)
-        gk_full = np.matmul(gscores.swapaxes(-1, -2), q5).sum(axis=2)
+        gscores = gscores.reshape(batch, hk, reps * sq, total)
+        gq_rows = np.matmul(gscores, kp)
+        gk_full = np.matmul(gscores.swapaxes(-1, -2), rows)
         if gpresent_k is not None:
             gk_full = gk_full + gpresent_k
         if gpresent_v is not None:
@@ -289,7 +292,7 @@ class Attention(Op):
         gq = gk = gv = gmask = gpast_k = gpast_v = None
         q_dtype, k_dtype, v_dtype, mask_dtype, past_dtype = dtypes
         if need[0]:
-            gq4 = gq5.reshape(batch, hk * reps, sq, d)
+            gq4 = gq_rows.reshape(batch, hk * reps, sq, d)
             gq = gq4 if len(q_shape) == 4 else gq4.transpose(0, 2, 1, 3).reshape(q_shape)
             gq = gq.astype(q_dtype, copy=False)
         if need[1]:
