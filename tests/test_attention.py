@@ -185,6 +185,26 @@ def test_attention_4d_causal_bool_mask_scale_matches_onnxruntime():
     _check(causal, {k: feeds[k] for k in ("Q", "K", "V")})
 
 
+def test_attention_padded_cache_and_window_export_at_their_opsets():
+    """nonpad_kv_seqlen (opset 24) with a sliding window (opset 25): the export asks for the
+    opset that has them, and onnx's reference agrees before and after."""
+    inputs = [("Q", F32, [2, 2, 3, 4]), ("K", F32, [2, 2, 6, 4]), ("V", F32, [2, 2, 6, 4]),
+              ("", 0, None), ("", 0, None), ("", 0, None), ("lens", TensorProto.INT64, [2])]
+    real = [i for i in inputs if i[0]]
+    feeds = {n: _rand(*s, seed=i) for i, (n, _, s) in enumerate(real[:3])}
+    feeds["lens"] = np.array([6, 4], dtype=np.int64)
+    node = helper.make_node("Attention", [i[0] for i in inputs], ["Y"], is_causal=1,
+                            left_window_size=2)
+    graph = helper.make_graph([node], "window", [helper.make_tensor_value_info(n, t, s)
+                                                 for n, t, s in real],
+                              [helper.make_tensor_value_info("Y", F32, [2, 2, 3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 25)])
+    model.ir_version = 11
+    _check(model, feeds, runtimes=("reference",))
+    exported = export_onnx(flowgrad.load(model))
+    assert exported.opset_import[0].version >= 25
+
+
 def test_rotary_embedding_and_rms_norm_match_onnxruntime():
     inputs = [("X", F32, [2, 3, 8]), ("cos", F32, [6, 2]), ("sin", F32, [6, 2]),
               ("pos", TensorProto.INT64, [2, 3])]
