@@ -217,7 +217,7 @@ class Attention(Op):
         vp = np.asarray(present_v, dtype=work)
         scores = np.matmul(rows, kp.swapaxes(-1, -2)).reshape(batch, hk, reps, sq, total)
         scores *= work.type(scale)
-        capped = tanh = None
+        tanh = None
         if self.softcap > 0:
             tanh = np.tanh(scores / work.type(self.softcap))
             capped = tanh * work.type(self.softcap)
