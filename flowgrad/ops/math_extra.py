@@ -478,6 +478,27 @@ class BitCast(Op):
 
 # -- n-gram counting (forward-only) ------------------------------------------------------------
 
+def _rows_as_keys(a: np.ndarray) -> np.ndarray:
+    """Each row of the int64 matrix ``a`` as one opaque (void) scalar: equal rows, equal keys."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    return a.view(np.dtype((np.void, 8 * a.shape[1]))).reshape(-1)
+
+
+def _lookup(windows: np.ndarray, grams: np.ndarray):
+    """``(row, pool index)`` of every window (N, W, n) equal to one of ``grams`` (P, n): the
+    windows' keys are binary-searched among the sorted pool keys, in O(N·W·log P) time and
+    O(N·W·n) memory, whatever the pool's size."""
+    keys = _rows_as_keys(grams)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    flat = _rows_as_keys(windows.reshape(-1, windows.shape[-1]))
+    # the last equal key: an n-gram listed twice counts for its later entry, as ONNX's
+    # reference (whose n-gram trie overwrites the id) does
+    at = np.maximum(np.searchsorted(ordered, flat, side="right") - 1, 0)
+    hit = ordered[at] == flat
+    return np.nonzero(hit)[0] // windows.shape[1], order[at[hit]]
+
+
 class TfIdfVectorizer(Op):
     """Counts of the n-grams of ``pool`` in each row of an integer sequence (ONNX
     TfIdfVectorizer with ``pool_int64s``): input (C,) or (N, C), output (size,) or (N, size)
@@ -489,8 +510,8 @@ class TfIdfVectorizer(Op):
     are counted; an n-gram may take every (d)-th token for d = 1 to ``max_skip_count`` + 1
     (unigrams are counted once, skips do not change them).  ``mode``: TF the counts, IDF
     ``weights[column]`` where the count is nonzero, TFIDF the counts times ``weights[column]``
-    (weights default to 1).  Each (length, skip) is one vectorised comparison of every window
-    of the rows against every pool n-gram of that length.  Forward-only.
+    (weights default to 1).  Each (length, skip) looks every window of the rows up among the
+    pool's n-grams of that length at once (a binary search on whole rows).  Forward-only.
     """
 
     type = "tfidf_vectorizer"
@@ -551,8 +572,8 @@ class TfIdfVectorizer(Op):
                 if span >= length:
                     break
                 window = np.arange(length - span)[:, None] + distance * np.arange(n)
-                found = (rows[:, window][:, :, None] == grams).all(axis=-1).sum(axis=1)  # N, P
-                np.add.at(counts, (slice(None), columns), found)
+                row, pool_index = _lookup(rows[:, window], grams)
+                np.add.at(counts, (row, columns[pool_index]), 1)
         weights = np.ones(size) if self.weights is None else np.asarray(self.weights)
         if self.mode == "TF":
             y = counts
