@@ -28,13 +28,15 @@ graph with control flow is written to YAML and read back like any other op.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import AttrError, FlowgradError
-from ..graph import Graph
 from ..op import Attr, Op, ShapeError, Spec, normalize_axis
+
+if TYPE_CHECKING:     # the graph module imports networkx: listing ops must not
+    from ..graph import Graph
 
 
 class BodyError(Exception):
@@ -96,6 +98,7 @@ def graph_from_plain(data: Any, what: str) -> Graph:
     from ..plugins import default_registry
     registry = default_registry()
     try:
+        from ..graph import Graph
         graph = Graph(str(data.get("name", what)))
         for name, shape, dtype in data["inputs"]:
             graph.add_input(name, Spec(tuple(shape), np.dtype(dtype)))
@@ -289,6 +292,7 @@ class _Control(Op):
         self.bodies: dict[str, Body] = {}
         for name in self.body_attrs:
             value = getattr(self, name)
+            from ..graph import Graph
             graph = value if isinstance(value, Graph) else graph_from_plain(value, name)
             setattr(self, name, graph)
             self._attr_values[name] = graph
