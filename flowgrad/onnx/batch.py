@@ -121,7 +121,7 @@ def fixed_batch_reason(graph: Graph, declared: dict[str, int]) -> str | None:
                         _follows(one[s[0]][s[1]], two[s[0]][s[1]]) for s in sources)
         if not fed_batch:
             continue
-        for port, (a, c) in enumerate(zip(one[name], two[name])):
+        for a, c in zip(one[name], two[name]):
             if _moves_batch(a, c):
                 culprit = _describe(graph, name, a, c, b)
                 break
