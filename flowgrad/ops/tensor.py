@@ -413,8 +413,9 @@ class Multinomial(Op):
     """``sample_size`` class indices per row of ``logits`` (batch, classes), drawn from
     softmax(logits) (ONNX Multinomial: the input holds unnormalised log-probabilities).
 
-    Each draw inverts the row's cumulative distribution at a uniform number: one comparison of
-    (batch, samples, 1) uniforms against the (batch, 1, classes) cumulative sums, no loop.
+    Each draw inverts the row's cumulative distribution at a uniform number: the rows' cumulative
+    sums, shifted by the row number, are one sorted array, searched once for every draw
+    (memory O(batch · (samples + classes)), no loop).
     Seeding as the random tensors (``RandomState(seed).random_sample`` for the uniforms).
     Forward-only; ``dtype`` int32 (ONNX's default) or int64.
     """
@@ -447,5 +448,9 @@ class Multinomial(Op):
             u = np.random.RandomState(self.seed).random_sample(shape)
         else:
             u = (ctx.rng if ctx.rng is not None else np.random.default_rng()).random(shape)
-        picked = (u[:, :, None] >= cdf[:, None, :]).sum(axis=2)
-        return (np.minimum(picked, x.shape[1] - 1).astype(self.dtype),)
+        # row r's distribution shifted to [r, r + 1]: one sorted array, one binary search
+        rows, classes = x.shape
+        offset = np.arange(rows)[:, None]
+        found = np.searchsorted((cdf + offset).reshape(-1), (u + offset).reshape(-1),
+                                side="right").reshape(shape) - offset * classes
+        return (np.clip(found, 0, classes - 1).astype(self.dtype),)

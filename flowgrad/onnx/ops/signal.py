@@ -10,7 +10,7 @@ from onnx import helper
 from ...errors import AttrError
 from ...op import Context
 from ..access import scalar
-from ..builder import ImportProblem
+from ..builder import ImportProblem, check_size
 from ..tensors import DTYPES, check_elem_type
 from ..translations import Translations
 
@@ -47,6 +47,7 @@ def _folded(b, op_type: str, **attrs):
 def _window(kind: str):
     def handler(b, a, ins):
         size = _static_int(b, ins.need(0, "size"), "window size")
+        check_size((max(size, 0),), np.float64, "the window")
         dtype = _dtype(a, b.registry.get("window").attrs["dtype"].choices)
         return _folded(b, "window", kind=kind, size=size, periodic=a.bool("periodic", True),
                        dtype=dtype)
@@ -74,6 +75,8 @@ def mel_weight_matrix(b, a, ins):
     values = [b.static(ins.need(i, n), n) for i, n in enumerate(names)]
     attrs = {n: scalar(v, n, int) for n, v in zip(names[:3], values[:3])}
     attrs.update({n: scalar(v, n) for n, v in zip(names[3:], values[3:])})
+    check_size((max(attrs["dft_length"], 0) // 2 + 1, max(attrs["num_mel_bins"], 0)),
+               np.float64, "the mel weight matrix")
     return _folded(b, "mel_weight_matrix", dtype=_dtype(a, ("float16", "float32", "float64")),
                    **attrs)
 
