@@ -79,15 +79,21 @@ def flowgrad_run(model, feeds, **load):
     return [out[r] for r in refs]
 
 
-def assert_same(model, feeds, float_atol=0.0):
+def assert_same(model, feeds, float_atol=0.0, int_slack=0.0):
     """flowgrad's outputs equal onnxruntime's: integer ones exactly, float ones to
-    ``float_atol`` (0: exactly as well)."""
+    ``float_atol`` (0: exactly as well).  ``int_slack`` > 0 allows that fraction of an
+    integer output's values to be one step apart (and no more than one)."""
     expected = ort_run(model, feeds)
     got = flowgrad_run(model, feeds)
     for i, (e, g) in enumerate(zip(expected, got)):
         assert g.dtype == e.dtype and g.shape == e.shape, (i, g.dtype, e.dtype, g.shape, e.shape)
         if e.dtype.kind in "iu" or float_atol == 0:
             bad = np.flatnonzero(g != e)
+            if e.dtype.kind in "iu" and int_slack:
+                steps = np.abs(g.astype(np.int64) - e.astype(np.int64))
+                assert steps.max() <= 1 and bad.size <= int_slack * e.size, (
+                    f"output {i}: {bad.size} of {e.size} values differ, by up to {steps.max()}")
+                continue
             assert bad.size == 0, (f"output {i}: {bad.size} of {e.size} values differ, first "
                                    f"at {bad[0]}: {g.flat[bad[0]]} vs onnxruntime "
                                    f"{e.flat[bad[0]]}")
@@ -507,14 +513,32 @@ def test_statically_quantized_cnn_matches_onnxruntime(quantized, kind, activatio
     else:
         assert ("", "QuantizeLinear") in ops and ("", "Conv") in ops
     x = images()
-    # the model as it is: onnxruntime fuses the QDQ groups into integer kernels; flowgrad
-    # runs them as written; every logit agrees (float32 rounding, in units of the output's
-    # quantization step, which is what a tie rounding apart would cost)
+    if kind == "qoperator":
+        # integer kernels on both sides: every value bit for bit, the logits included
+        assert_same(model, {"x": x})
+        assert_same(expose_all(model), {"x": x})
+        return
+    # QDQ: flowgrad runs the graph as written (DequantizeLinear -> float Conv/Gemm ->
+    # QuantizeLinear); onnxruntime fuses each group into an integer kernel, or (optimizations
+    # off) sums the float products in another order.  A float result within float32 rounding
+    # of a rounding boundary then lands one quantization step apart: allowed for at most 1%
+    # of the values (on SqueezeNet, quantized the same way: 56 of 2,000 logits); on these
+    # inputs none does
+    step = _output_scale(model)
     (expected,) = ort_run(model, {"x": x})
     (got,) = flowgrad_run(model, {"x": x})
-    assert np.abs(got - expected).max() <= 1e-5
-    # every intermediate value: integers exactly, floats to float32 rounding
-    assert_same(expose_all(model), {"x": x}, float_atol=1e-5)
+    apart = np.abs(got - expected)
+    assert apart.max() <= step * 1.0001 and (apart > 1e-5).mean() <= 0.01
+    assert_same(expose_all(model), {"x": x}, float_atol=step * 1.0001, int_slack=0.01)
+
+
+def _output_scale(model) -> float:
+    """The scale of the DequantizeLinear producing the model's output."""
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    out = model.graph.output[0].name
+    node = next(n for n in model.graph.node if out in n.output)
+    assert node.op_type == "DequantizeLinear"
+    return float(inits[node.input[1]])
 
 
 @pytest.mark.parametrize("activations,per_channel", [("int8", False), ("uint8", True)])
