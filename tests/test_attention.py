@@ -51,7 +51,7 @@ def test_pytorch_block_matches_torch_and_onnxruntime():
         ref = dict(saved)
     graph = flowgrad.load(path)
     types = {graph.op_of(n).type for n in graph.ops}
-    assert {"attention", "rms_norm"} <= types, types
+    assert {"attention", "rms_normalization"} <= types, types
     net = flowgrad.compile(graph)
     x_name = graph.inputs[0]
     out = graph.outputs[0]

@@ -1,4 +1,4 @@
-"""Normalization and regularization: batch_norm, instance_norm, layer_norm, group_norm, rms_norm,
+"""Normalization and regularization: batch_norm, instance_norm, layer_norm, group_norm, rms_normalization,
 lp_normalization, mean_variance_normalization, lrn, dropout.
 
 All follow ONNX semantics so that imported models behave identically.  Two of them act
@@ -383,7 +383,7 @@ class RMSNorm(Op):
     backward is ``dx = r (g - xhat mean(g xhat))`` where ``g = dy * scale``.
     """
 
-    type = "rms_norm"
+    type = "rms_normalization"
     inputs = ("x", "scale")
     attrs = {"axis": Attr("int", -1, doc="first normalised axis (counting the batch axis)"),
              "epsilon": Attr("float", 1e-5, doc="added to the mean square"),
@@ -392,7 +392,7 @@ class RMSNorm(Op):
 
     def check(self):
         if self.epsilon < 0:
-            raise AttrError(f"rms_norm: 'epsilon' must be >= 0, got {self.epsilon}",
+            raise AttrError(f"rms_normalization: 'epsilon' must be >= 0, got {self.epsilon}",
                             attr="epsilon")
 
     def infer(self, x, scale):

@@ -26,7 +26,7 @@ CASES = {
 }
 
 CASES.update({
-    "rms_norm": [Case([(3, 5), (5,)], id="last-axis"),
+    "rms_normalization": [Case([(3, 5), (5,)], id="last-axis"),
                  Case([(2, 3, 4), (3, 4)], {"axis": 1, "epsilon": 1e-3}, id="two-axes"),
                  Case([(2, 3, 4), (1, 4)], {"axis": -2}, id="broadcast-scale"),
                  Case([(2, 3), (2, 3)], {"axis": 0}, id="batch-axis")],

@@ -144,11 +144,11 @@ T.same("MeanVarianceNormalization", "mean_variance_normalization", attrs=("axes"
 def rms_norm(b, a, ins):
     x = ins.need(0, "X")
     checked_axis(a.int("axis", -1), x.ndim)
-    return b.final("rms_norm", [x, ins.need(1, "scale")], axis=a.int("axis", -1),
+    return b.final("rms_normalization", [x, ins.need(1, "scale")], axis=a.int("axis", -1),
                    epsilon=a.float("epsilon", 1e-5), stash_type=a.int("stash_type", 1))
 
 
-@T.exports("rms_norm")
+@T.exports("rms_normalization")
 def _rms_norm(c):
     c.node("RMSNormalization", c.ins, c.outs, opset=23, axis=c.op.axis, epsilon=c.op.epsilon,
            stash_type=c.op.stash_type)
