@@ -817,3 +817,75 @@ def test_check_passes_a_quantized_model_and_says_why_gradients_are_skipped(quant
     assert main(["check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "gradient check: skipped" in out and "forward-only" in out
+
+
+def light_with_random_weights(name: str) -> onnx.ModelProto:
+    """One of the onnx wheel's light ImageNet models at opset 13, its ConstantOfShape(0.02)
+    weights replaced by random ones (He-normal; 1-d vectors in [0.5, 1.5]) so its outputs
+    are not uniform (its batch stays 1: its reshapes hard-code it)."""
+    import os
+    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
+                        f"light_{name}.onnx")
+    if not os.path.exists(path):
+        pytest.skip(f"the installed onnx wheel ships no light_{name}.onnx")
+    model = onnx.load(path)
+    rng = np.random.default_rng(0)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in inits:
+            shape = tuple(int(d) for d in inits[node.input[0]])
+            value = (rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
+                     if len(shape) >= 2 else rng.uniform(0.5, 1.5, shape))
+            model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32),
+                                                                   node.output[0]))
+            model.graph.input.append(helper.make_tensor_value_info(
+                node.output[0], TensorProto.FLOAT, list(shape)))
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    model = onnx.version_converter.convert_version(model, 13)
+    names = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in names]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    model.ir_version = 8
+    return model
+
+
+def test_quantized_squeezenet_matches_onnxruntime(tmp_path):
+    """SqueezeNet 1.0 (the onnx wheel's light model, random weights) quantized by onnxruntime
+    in QOperator format (uint8 activations, 7-bit weights; Softmax left in float): QLinearConv,
+    QLinearConcat, QLinearGlobalAveragePool; the logits bit for bit."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = light_with_random_weights("squeezenet")
+    source, out = tmp_path / "float.onnx", tmp_path / "quantized.onnx"
+    onnx.save(model, source)
+    feed = model.graph.input[0].name
+    rng = np.random.default_rng(1)
+
+    class Reader:
+        batches = iter([{feed: rng.standard_normal((1, 3, 224, 224)).astype(np.float32)}
+                        for _ in range(2)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(source), str(out), Reader(), quant_format=QuantFormat.QOperator,
+                    activation_type=QuantType.QUInt8, reduce_range=True,
+                    op_types_to_quantize=["Conv", "Relu", "MaxPool", "Concat",
+                                          "GlobalAveragePool"])
+    quantized = onnx.load(str(out))
+    ops = {(n.domain, n.op_type) for n in quantized.graph.node}
+    assert {("", "QLinearConv"), ("com.microsoft", "QLinearConcat"),
+            ("com.microsoft", "QLinearGlobalAveragePool")} <= ops
+    softmax = next(n for n in quantized.graph.node if n.op_type == "Softmax")
+    quantized.graph.output.insert(0, onnx.ValueInfoProto(name=softmax.input[0]))
+    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
+    expected = ort_run(quantized, {feed: x})
+    got = flowgrad_run(quantized, {feed: x})
+    assert len(np.unique(expected[0])) > 100                        # not saturated
+    np.testing.assert_array_equal(got[0], expected[0])              # the logits
+    np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-6)   # float softmax
