@@ -33,6 +33,18 @@ from .translations import canonical_domain
 _MAX_ROUNDS = 4
 
 
+class NeedsShapes(ImportProblem):
+    """An If whose branches give outputs of different ranks (or dtypes), chosen by a condition
+    computed only from shapes (``Shape``/``Size`` of run-time values and constants) — what
+    PyTorch's tracer writes for ``x.squeeze(d)`` when dim ``d`` is unknown.
+
+    No single Spec covers such an output, and what reads it downstream (more shape-driven Ifs,
+    an LSTM) depends on its rank, so the enclosing scope cannot be imported once for all
+    shapes.  :func:`translate` lets this problem through instead of collecting it, up to the
+    nearest enclosing If, which then imports its branches per shape signature at run time
+    (``if_per_shape``): with every dim known the condition folds and the If is inlined."""
+
+
 def graph_attr(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
     """Attribute ``name`` of ``node``, which must be a graph."""
     for attr in node.attribute:
@@ -226,6 +238,11 @@ def translate(b: Builder, nodes, values) -> list[str]:
         b.begin(node)
         try:
             outs = record.handler(b, Attrs(node), inputs)
+        except NeedsShapes as e:
+            if not getattr(e, "located", False):
+                e.args = (f"{label}: {e}",)
+                e.located = True
+            raise
         except ImportProblem as e:
             failed.update(node.output)
             problems.append(f"{label}: {e}")
@@ -242,3 +259,54 @@ def reads_opaque(node: onnx.NodeProto, record) -> bool:
     """Whether ``node``'s translation takes sequence / optional values (Identity, the
     control-flow ops, the sequence ops: their handlers say so with ``reads_opaque``)."""
     return node.op_type == "Identity" or getattr(record.handler, "reads_opaque", False)
+
+
+def shape_derived(graph: Graph, value: Value) -> bool:
+    """Whether ``value`` of ``graph`` is computed only from shapes and constants: every path
+    back from it to an input or param passes through a ``shape`` or ``size`` op."""
+    if value.is_const:
+        return True
+    seen: set[str] = set()
+    stack = [value.node]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if graph.is_const(name):
+            continue
+        if graph.is_leaf(name):
+            return False
+        if graph.op_of(name).type in ("shape", "size"):
+            continue
+        stack.extend(src for src, _ in filter(None, graph.input_sources(name)))
+    return True
+
+
+def import_branch_static(model: onnx.ModelProto, branch: str, specs: list[Spec],
+                         registry=None) -> Graph:
+    """Branch ``branch`` of the If stored in ``model`` (see ``if_per_shape``) imported with
+    its outer values of the static ``specs``: every ``Shape`` folds, so the shape-driven Ifs
+    inside are inlined.  ``model``'s graph has inputs ``cond, outer...``, the enclosing
+    constants the branches read as initializers, and the one If node."""
+    from ..plugins import default_registry
+    from .importer import Importer
+    registry = registry or default_registry()
+    g = model.graph
+    importer = Importer(model, registry, "if_per_shape", dynamic_batch=False)
+    b = Builder(Graph("if_per_shape"), registry, importer.opset)
+    b.importer = importer
+    b.functions = {f.name: f for f in model.functions}
+    values: dict[str, Value] = {}
+    outer = []
+    for vi, spec in zip(g.input[1:], specs):
+        values[vi.name] = Value(spec, node=vi.name)
+        outer.append((vi.name, values[vi.name]))
+    for init in g.initializer:
+        values[init.name] = b.const(to_array(init))
+        values[init.name].label = init.name
+    b.values = values
+    node = g.node[0]
+    b.begin(node)
+    graph, _ = import_body(b, graph_attr(node, branch), [], outer, branch.replace("_", " "))
+    return graph

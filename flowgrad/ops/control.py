@@ -388,6 +388,104 @@ class If(_Control):
         return (None, *got)
 
 
+class IfPerShape(_Control):
+    """An ONNX If whose branches are imported per shape signature, at run time.
+
+    Why: a branch may hold an If whose own branches give different ranks (PyTorch's tracer
+    writes ``If(shape[d] == 1, Squeeze, Identity)`` for ``x.squeeze(d)`` with ``d`` unknown),
+    chosen by a condition computed only from shapes.  With the input's dims free no Spec
+    covers that value, and what reads it (more shape-driven Ifs, an LSTM) depends on its rank.
+    With every dim known the condition is a constant and the inner If is inlined; so this op
+    keeps its branches as ONNX (``model``: base64 of a model whose graph has inputs ``cond,
+    outer...``, the enclosing constants the branches read as initializers, the one If node,
+    and its outputs with the types the branches declare) and imports the taken branch for the
+    static shapes of the outer values it is fed, once per shape signature, as a body compiled
+    like any other (:class:`Body`).  Forward and backward then are ``if``'s: the taken branch
+    runs, gradients flow into its outer values, ``cond`` takes none.
+
+    The outputs take the branches' declared types, checked on every run.  Only shapes select
+    a specialisation: a condition that depends on values is refused at import.
+    """
+
+    type = "if_per_shape"
+    inputs = ("cond", "outer")
+    attrs = {"model": Attr("str", doc="base64 of the ONNX model holding the If (see above)")}
+
+    def check(self) -> None:
+        import base64
+        try:
+            import onnx
+            self._proto = onnx.load_from_string(base64.b64decode(self.model, validate=True))
+            graph = self._proto.graph
+            if len(graph.node) != 1 or graph.node[0].op_type != "If" or not graph.input:
+                raise ValueError("its graph must hold one If node and its inputs")
+            self._in_specs = [_declared(vi) for vi in graph.input[1:]]
+            self._out_specs = [_declared(vi) for vi in graph.output]
+        except Exception as e:          # binascii, protobuf's DecodeError, ValueError
+            raise AttrError(f"if_per_shape: attribute 'model' is not a base64 ONNX model of "
+                            f"one If: {type(e).__name__}: {e}", attr="model") from None
+        self._bodies: dict[tuple, Body] = {}
+        super().check()
+
+    def _ports(self):
+        return (["cond"] + [f"outer{i}" for i in range(len(self._in_specs))],
+                [False] + [self._is_float(s) for s in self._in_specs])
+
+    def num_outputs(self, num_inputs):
+        return len(self._out_specs)
+
+    def output_names(self, num_inputs):
+        return tuple(f"y{i}" for i in range(len(self._out_specs)))
+
+    def infer(self, cond, *outer):
+        return tuple(self._out_specs)
+
+    def _body(self, taken: str, outer: list) -> Body:
+        """The taken branch for the shapes of ``outer``, imported on first use.  The key holds
+        the dtypes too: the plan runs float32 or float64, and the import folds constants."""
+        key = (taken,) + tuple((np.shape(v), np.asarray(v).dtype.str) for v in outer)
+        body = self._bodies.get(key)
+        if body is None:
+            from ..onnx.builder import ImportProblem
+            from ..onnx.subgraph import import_branch_static
+            specs = [Spec(np.shape(v), spec.dtype) for v, spec in zip(outer, self._in_specs)]
+            try:
+                graph = import_branch_static(self._proto, taken, specs)
+            except ImportProblem as e:
+                shapes = ", ".join(str(list(np.shape(v))) for v in outer)
+                raise BodyError(f"its {taken.replace('_', ' ')} for outer values of shapes "
+                                f"{shapes}: {e}") from None
+            body = self._bodies[key] = Body(graph)
+        return body
+
+    def forward(self, ctx, cond, *outer):
+        taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
+        body = self._body(taken, list(outer))
+        dtype = Body.dtype_of(outer)
+        outs, record = body.run(list(outer), dtype, ctx.grad_enabled, ctx.training, ctx.rng)
+        for i, (out, spec) in enumerate(zip(outs, self._out_specs)):
+            shape = np.shape(out)
+            if len(shape) != spec.ndim or any(d is not None and d != n
+                                              for d, n in zip(spec.shape, shape)):
+                raise BodyError(f"output {i} of its {taken.replace('_', ' ')} has shape "
+                                f"{list(shape)}, not the declared {spec}")
+        ctx.save(body, record)
+        return tuple(outs)
+
+    def backward(self, ctx, *grads):
+        body, record = ctx.saved
+        got = body.backward(record, list(grads), list(ctx.needs_input_grad[1:]))
+        return (None, *got)
+
+
+def _declared(vi) -> Spec:
+    """The Spec of an ONNX ValueInfo of ``if_per_shape``'s model (dims unknown where none)."""
+    import onnx
+    tt = vi.type.tensor_type
+    dims = tuple(d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim)
+    return Spec(dims, np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)))
+
+
 class Loop(_Control):
     """ONNX Loop: ``for i in range(M) while cond`` over a body ``(i, cond, v...) -> (cond,
     v..., scan...)``.

@@ -9,14 +9,17 @@ unknown, until its shapes settle.
 """
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 from ...errors import FlowgradError
 from ...op import Spec
 from ..builder import ImportProblem
-from ..subgraph import (_MAX_ROUNDS, declared_spec, free_names, graph_attr, import_body,
-                        outer_values, translate)
+from ..subgraph import (_MAX_ROUNDS, NeedsShapes, declared_spec, free_names, graph_attr,
+                        import_body, outer_values, shape_derived, translate)
 from ..translations import Translations
 
 T = Translations("control")
@@ -70,12 +73,71 @@ def _if(b, a, ins):
     names = list(dict.fromkeys(free_names(branches["then_branch"])
                                + free_names(branches["else_branch"])))
     outer = outer_values(b, names)
-    graphs = {k: import_body(b, g, [], outer, k.replace("_", " "))[0]
-              for k, g in branches.items()}
+    try:
+        imported = {k: import_body(b, g, [], outer, k.replace("_", " "))
+                    for k, g in branches.items()}
+    except NeedsShapes as e:
+        return _per_shape(b, cond, branches, names, outer, e)
+    graphs = {k: g for k, (g, _) in imported.items()}
     if len(graphs["then_branch"].outputs) != len(node.output):
         raise ImportProblem(f"its branches give {len(graphs['then_branch'].outputs)} "
                             f"output(s), the node {len(node.output)}")
+    made = [[v.spec for v in outs] for _, outs in imported.values()]
+    differ = [i for i, (x, y) in enumerate(zip(*made)) if x.ndim != y.ndim or (
+        x.dtype != y.dtype and not x.dtype.kind == y.dtype.kind == "f")]
+    if differ and shape_derived(b.graph, cond):
+        i = differ[0]
+        raise NeedsShapes(f"output {i}: the then branch gives {made[0][i]}, the else branch "
+                          f"{made[1][i]}, chosen by a condition computed from shapes the "
+                          "model leaves free; flowgrad needs one rank and dtype per value. "
+                          "Inside another If it is imported per input shape; here, declare "
+                          "the graph inputs' dims in the model (or load it with "
+                          "dynamic_batch=False if they are declared)")
     return b.op("if", [cond] + [v for _, v in outer], name=b.final_name(0), **graphs)
+
+
+def _per_shape(b, cond, branches: dict, names: list[str], outer, why: NeedsShapes):
+    """The If as ``if_per_shape``: its branches (which hold a shape-driven If whose branches
+    differ in rank, ``why``) are kept as ONNX and imported per shape signature of the outer
+    values at run time.  The node's outputs take the types its branches declare: those are
+    what the enclosing graph reads, so they must be declared and agree in rank."""
+    node = b.current
+    declared = []
+    for i in range(len(node.output)):
+        specs = []
+        for k, g in branches.items():
+            spec = declared_spec(g.output[i]) if i < len(g.output) else None
+            if spec is None or spec.dtype == object:
+                raise ImportProblem(f"{why}; the If around it could import its branches per "
+                                    f"input shape, but its {k.replace('_', ' ')} does not "
+                                    f"declare the type and rank of output {i}: declare it")
+            specs.append(spec)
+        a, c = specs
+        if a.ndim != c.ndim or a.dtype != c.dtype:
+            raise ImportProblem(f"{why}; and the branches of this If declare output {i} as "
+                                f"{a} and {c}: flowgrad needs one rank and dtype")
+        declared.append(Spec(tuple(x if x == y else None for x, y in zip(a.shape, c.shape)),
+                             a.dtype))
+    scope = b.values
+    consts = [n for n in names if scope[n].is_const]
+    inputs = [onnx.helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, None)]
+    for name, value in outer:
+        inputs.append(onnx.helper.make_tensor_value_info(
+            name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    outputs = [onnx.helper.make_tensor_value_info(
+        f"y{i}", onnx.helper.np_dtype_to_tensor_dtype(s.dtype), list(s.shape))
+        for i, s in enumerate(declared)]
+    inits = [onnx.numpy_helper.from_array(np.asarray(scope[n].const), n) for n in consts]
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("If", ["cond"], [o.name for o in outputs], name=node.name,
+                               then_branch=branches["then_branch"],
+                               else_branch=branches["else_branch"])],
+        "if_per_shape", inputs, outputs, initializer=inits)
+    model = onnx.helper.make_model(
+        graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in b.opset.items()],
+        functions=list(b.functions.values()))
+    return b.op("if_per_shape", [cond] + [v for _, v in outer], name=b.final_name(0),
+                model=base64.b64encode(model.SerializeToString()).decode("ascii"))
 
 
 def _inline(b, proto):
