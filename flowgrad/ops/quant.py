@@ -53,6 +53,7 @@ from ..errors import AttrError
 from ..op import Attr, Context, Op, ShapeError, Spec, broadcast_shapes, format_shape
 from ._conv_util import WINDOW_ATTRS, geometry
 from .conv import Conv
+from .recurrent import LSTM
 
 #: the integer types a quantized value may have (numpy holds them), with their ranges
 QUANT_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "uint16": (0, 65535),
@@ -886,3 +887,263 @@ class QLinearAveragePool(Op):
         q = np.rint(y / f32(np.asarray(y_scale).reshape(())) + f32(zy))
         lo, hi = QUANT_RANGES[X.dtype.name]
         return (np.clip(q, lo, hi).astype(X.dtype),)
+
+
+# -- onnxruntime's com.microsoft DynamicQuantizeLSTM -----------------------------------------------
+
+def dynamic_params(x: np.ndarray) -> tuple[np.float32, int]:
+    """onnxruntime's dynamic uint8 quantization parameters of ``x`` (``GetQuantizationParameter``,
+    the same arithmetic as DynamicQuantizeLinear): the range widened to include 0, ``scale =
+    (max - min) / 255`` (1 for an all-zero range) and the zero point ``round(0 - min / scale)``
+    clamped to [0, 255], all in float32."""
+    f32 = np.float32
+    x32 = x.astype(f32, copy=False)
+    hi = f32(max(f32(0), x32.max(initial=f32(0))))
+    lo = f32(min(f32(0), x32.min(initial=f32(0))))
+    scale = f32(1) if hi == lo else f32(f32(hi - lo) / f32(255))
+    zp = int(np.rint(min(f32(255), max(f32(0), f32(f32(0) - f32(lo / scale))))))
+    return scale, zp
+
+
+def _quantize_u8(x: np.ndarray, scale: np.float32, zp: int) -> np.ndarray:
+    """``saturate(round_half_even(x / scale) + zp)`` as uint8, the division in float32."""
+    return np.clip(np.rint(x.astype(np.float32, copy=False) / scale) + zp, 0, 255).astype(np.uint8)
+
+
+class DynamicQuantizeLSTM(LSTM):
+    """onnxruntime's ``com.microsoft`` DynamicQuantizeLSTM (what ``quantize_dynamic`` makes of
+    an LSTM): ONNX's LSTM whose two products ``x W`` and ``h R`` are integer products of
+    dynamically quantized activations and stored int8/uint8 weights.
+
+    Inputs are the LSTM's, then ``W_scale, W_zero_point, R_scale, R_zero_point``; the weights
+    are stored **transposed** from LSTM's layout: ``W`` is ``(D, input_size, 4H)`` and ``R`` is
+    ``(D, H, 4H)`` (gate order iofc along the last axis), the scales and zero points ``(D,)``
+    (per tensor) or ``(D, 4H)`` (per output column).  There is no ``layout`` attribute.
+
+    The forward is onnxruntime's CPU kernel (``UniDirectionalLstm`` with ``uint8`` weights),
+    step by step, because its dynamic quantization decides the values:
+
+    * per direction, the input rows of the first ``max(sequence_lens)`` steps (in the
+      direction's order) are quantized together (:func:`dynamic_params`), multiplied exactly by
+      ``W - zp`` and scaled by the float32 ``x_scale * W_scale``;
+    * at every step the previous hidden state of the whole batch is quantized on its own range
+      (rows already past their length count as 0, as onnxruntime's zeroed outputs do), its
+      exact product with ``R - zp`` scaled by ``h_scale * R_scale`` is added, then the
+      peepholes, then the fused bias ``Wb + Rb``, then clip and the activations;
+    * only the **first** zero point of each direction is used (onnxruntime's kernel reads one;
+      it refuses int8 per-column zero points that are not 0 and uint8 ones that differ, and so
+      does this op);
+    * an example of length 0 gives zero ``Y_h`` and ``Y_c`` (onnxruntime's choice), whatever
+      the initial state.
+
+    Integer products are exact (onnxruntime's AVX2 ``vpmaddubsw`` can saturate pairs of uint8 x
+    int8 products, which is not copied) and the float32 operations come in onnxruntime's order,
+    but its sigmoid and tanh are MLAS approximations a few ulp from numpy's, and a one-ulp
+    difference in ``h`` can move a value across a rounding boundary of the next step's dynamic
+    quantization: results agree with onnxruntime to about 1e-6, not bit for bit.  onnxruntime
+    run with several threads quantizes chunks of the batch separately (the result depends on its
+    thread count); this op is its single-threaded result.
+
+    Gradients: the products are piecewise constant in the quantized activations, so the op is
+    forward-only unless ``straight_through`` is set.  It then differentiates the surrogate in
+    which each dynamic quantize-dequantize is the identity: the float ``lstm``'s backward (reused
+    as is), through time on this forward's own gate values, with the dequantized weights as
+    constants, for ``X``, ``B``, ``initial_h``, ``initial_c`` and ``P``.  Where no quantizer
+    lies between an input and the outputs (``B``, ``P``, ``initial_c`` over one step) this is
+    the exact derivative; through the quantized products it is the straight-through estimate.
+    The integer weights, their scales and zero points get no gradient.
+    """
+
+    type = "dynamic_quantize_lstm"
+    inputs = ("X", "W", "R", "B?", "sequence_lens?", "initial_h?", "initial_c?", "P?",
+              "W_scale", "W_zero_point", "R_scale", "R_zero_point")
+    outputs = ("Y", "Y_h", "Y_c")
+    no_grad_inputs = frozenset({"W", "R", "sequence_lens", "W_scale", "W_zero_point",
+                                "R_scale", "R_zero_point"})
+    rowwise = False
+    layout = 0                      # onnxruntime's op has no layout attribute: always (T, N, I)
+    attrs = {k: v for k, v in LSTM.attrs.items() if k != "layout"}
+    attrs["straight_through"] = Attr(
+        "bool", False, doc="differentiate as the float lstm with the dequantized weights "
+                           "(dynamic quantization as the identity)")
+    differentiable = _StraightThrough()
+    forward_only_hint = ("; or differentiate it as the float LSTM with its dequantized weights "
+                         "(the straight-through estimator): 'straight_through: true' on the node "
+                         "in YAML, flowgrad.load(model, straight_through=True) for an ONNX model")
+
+    # -- shapes -------------------------------------------------------------------------------
+    def infer(self, X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None,
+              P=None, W_scale=None, W_zero_point=None, R_scale=None, R_zero_point=None):
+        if X.dtype.kind != "f":
+            raise ShapeError(f"X must be floating point, got {X.dtype}")
+        if X.ndim != 3 or W.ndim != 3 or R.ndim != 3:
+            raise ShapeError(f"{self.type} needs 3-d X, W and R, got X {format_shape(X.shape)}, "
+                             f"W {format_shape(W.shape)}, R {format_shape(R.shape)}")
+        for spec, what in ((W, "W"), (R, "R")):
+            _int_dtype(spec, what)
+        D = self.num_directions
+        hidden = R.shape[1] if R.shape[1] is not None else self.hidden_size
+        if None not in (hidden, self.hidden_size) and hidden != self.hidden_size:
+            raise ShapeError(f"hidden_size is {self.hidden_size} but R has shape "
+                             f"{format_shape(R.shape)}")
+        gh = None if hidden is None else 4 * hidden
+        for name, spec, want in (("W", W, (D, X.shape[2], gh)), ("R", R, (D, hidden, gh))):
+            if any(None not in (a, b) and a != b for a, b in zip(spec.shape, want)):
+                raise ShapeError(f"{self.type} ({self.direction}): '{name}' must have shape "
+                                 f"{format_shape(want)} (onnxruntime's layout: input by gates, "
+                                 f"the transpose of LSTM's), got {format_shape(spec.shape)}")
+        for spec, weight, what in ((W_scale, W, "W_scale"), (W_zero_point, W, "W_zero_point"),
+                                   (R_scale, R, "R_scale"), (R_zero_point, R, "R_zero_point")):
+            shape = spec.shape
+            if not (len(shape) in (1, 2) and shape[0] in (None, D)
+                    and (len(shape) == 1 or shape[1] in (None, gh) or gh is None)):
+                raise ShapeError(f"{what} must have shape ({D},) (per tensor) or ({D}, "
+                                 f"{gh if gh is not None else '4*hidden_size'}) (per column); "
+                                 f"got {format_shape(shape)}")
+            if what.endswith("zero_point") and spec.dtype != weight.dtype:
+                raise ShapeError(f"{what} is {spec.dtype} but its weight is {weight.dtype}; "
+                                 "they must have the same type")
+            if what.endswith("scale") and spec.dtype.kind != "f":
+                raise ShapeError(f"{what} must be floating point, got {spec.dtype}")
+        if B is not None and gh is not None and B.shape not in ((D, 2 * gh), (None, 2 * gh),
+                                                                 (D, None), (None, None)):
+            raise ShapeError(f"B must have shape ({D}, {2 * gh}), got {format_shape(B.shape)}")
+        if P is not None and hidden is not None and P.shape[-1] not in (None, 3 * hidden):
+            raise ShapeError(f"P must have shape ({D}, {3 * hidden}), got "
+                             f"{format_shape(P.shape)}")
+        T, N = X.shape[0], X.shape[1]
+        state = Spec((D, N, hidden), X.dtype)
+        return (Spec((T, D, N, hidden), X.dtype), state, state)
+
+    # -- forward ------------------------------------------------------------------------------
+    def _weights(self, q, scale, zp, what):
+        """Per direction: (int weight, its one zero point, float32 scale (scalar or per
+        column)), checked as onnxruntime's kernel checks them."""
+        D = self.num_directions
+        zp = np.asarray(zp).reshape(D, -1)
+        if zp.shape[1] > 1:
+            if q.dtype == np.int8 and zp.any():
+                raise ValueError(f"{what}_zero_point: per-column int8 zero points must all be "
+                                 "0 (onnxruntime's DynamicQuantizeLSTM refuses others)")
+            if q.dtype == np.uint8 and (zp != zp.flat[0]).any():
+                raise ValueError(f"{what}_zero_point: per-column uint8 zero points must all be "
+                                 "equal (onnxruntime's DynamicQuantizeLSTM uses one)")
+        scale = np.asarray(scale, np.float32).reshape(D, -1)
+        return [(q[d], int(zp[d, 0]), scale[d] if scale.shape[1] > 1 else scale[d, 0])
+                for d in range(D)]
+
+    @staticmethod
+    def _product(a, weight, dtype):
+        """onnxruntime's quantized GEMM of the float rows ``a`` by one direction's weight:
+        ``a`` quantized on its own range, the exact integer product, times the float32
+        ``a_scale * w_scale``."""
+        q, zp, w_scale = weight
+        a_scale, a_zp = dynamic_params(a)
+        acc = _int_matmul(_quantize_u8(a, a_scale, a_zp), q, np.asarray(a_zp, np.uint8),
+                          np.asarray(zp, q.dtype))
+        mult = (a_scale * np.asarray(w_scale, np.float32)).astype(np.float32)
+        return (acc.astype(np.float32) * mult).astype(dtype, copy=False)
+
+    def forward(self, ctx, X, W, R, B=None, sequence_lens=None, initial_h=None,
+                initial_c=None, P=None, W_scale=None, W_zero_point=None, R_scale=None,
+                R_zero_point=None):
+        dtype = X.dtype
+        T, N, I = X.shape
+        D, H = self.num_directions, R.shape[1]
+        gh = 4 * H
+        if sequence_lens is None:
+            lens = np.full(N, T, np.int64)
+        else:
+            lens = np.asarray(sequence_lens).reshape(-1).astype(np.int64)
+            if lens.shape[0] != N or (lens < 0).any() or (lens > T).any():
+                raise ValueError(f"sequence_lens must hold one length in [0, {T}] per example "
+                                 f"of the batch of {N}; got {lens.tolist()}")
+        max_len = int(lens.max(initial=0))
+        Wd = self._weights(W, W_scale, W_zero_point, "W")
+        Rd = self._weights(R, R_scale, R_zero_point, "R")
+        bias = None if B is None else (B[:, :gh] + B[:, gh:]).astype(dtype)    # Wb + Rb
+        rows = np.arange(N)
+        Y = np.zeros((T, D, N, H), dtype)
+        Y_h = np.zeros((D, N, H), dtype)
+        Y_c = np.zeros((D, N, H), dtype)
+        tapes = []
+        for d in range(D):
+            f, g, hact = self._acts[d]
+            reverse = self.direction == "reverse" or d == 1
+            # the time index of each (step, example), onnxruntime's ReverseSequence: an example
+            # is read backwards from its last real step; its padding stays in place
+            steps = np.arange(max_len)[:, None]
+            tix = np.where(reverse & (steps < lens), lens - 1 - steps, steps) if reverse \
+                else np.broadcast_to(steps, (max_len, N))
+            XW = self._product(X[tix, rows].reshape(max_len * N, I), Wd[d], dtype).reshape(
+                max_len, N, gh)
+            h = (np.zeros((N, H), dtype) if initial_h is None else initial_h[d]).astype(dtype)
+            c = (np.zeros((N, H), dtype) if initial_c is None else initial_c[d]).astype(dtype)
+            p_i, p_o, p_f = (None,) * 3 if P is None else np.split(P[d].astype(dtype), 3)
+            pre = np.zeros((T, N, gh), dtype)
+            act = np.zeros((T, N, gh), dtype)
+            prev_h, prev_c, cells, hc = (np.zeros((T, N, H), dtype) for _ in range(4))
+            for s in range(max_len):
+                # rows past their length output zeros in onnxruntime: 0 in the range
+                live = h if s == 0 else np.where((lens >= s)[:, None], h, 0).astype(dtype)
+                z = XW[s] + self._product(live, Rd[d], dtype)
+                if P is not None:
+                    z[:, :H] += c * p_i
+                    z[:, 2 * H:3 * H] += c * p_f
+                if bias is not None:
+                    z[:, :H] += bias[d, :H]
+                    z[:, 2 * H:] += bias[d, 2 * H:]
+                i = f(self._clip(z[:, :H]))
+                fg = 1 - i if self.input_forget else f(self._clip(z[:, 2 * H:3 * H]))
+                gg = g(self._clip(z[:, 3 * H:]))
+                cell = c * fg + i * gg
+                if P is not None:
+                    z[:, H:2 * H] += cell * p_o
+                if bias is not None:
+                    z[:, H:2 * H] += bias[d, H:2 * H]
+                o = f(self._clip(z[:, H:2 * H]))
+                th = hact(cell)
+                new = th * o
+                on = s < lens
+                t, b = tix[s][on], rows[on]
+                pre[t, b], prev_h[t, b], prev_c[t, b] = z[on], h[on], c[on]
+                act[t, b] = np.concatenate([i, o, fg, gg], axis=1)[on]
+                cells[t, b], hc[t, b] = cell[on], th[on]
+                Y[t, d, b] = new[on]
+                h = np.where(on[:, None], new, h)
+                c = np.where(on[:, None], cell, c)
+            empty = (lens == 0)[:, None]
+            Y_h[d] = np.where(empty, 0, h)
+            Y_c[d] = np.where(empty, 0, c)
+            tapes.append((pre, act, prev_h, prev_c, cells, hc, None if P is None else P[d]))
+        if ctx.grad_enabled and self.straight_through:
+            Wf = np.stack([self._dequantized(w, dtype) for w in Wd])
+            Rf = np.stack([self._dequantized(r, dtype) for r in Rd])
+            masks = self._masks(sequence_lens, T, N, dtype)
+            ctx.save(X, Wf, Rf, masks, tapes, (D, 2 * gh), initial_h is not None,
+                     [initial_c is not None, P is not None], lens == 0)
+        return Y, Y_h, Y_c
+
+    @staticmethod
+    def _dequantized(weight, dtype):
+        """One direction's weight as the float LSTM takes it: ``(q - zp) * scale``,
+        transposed to (gates, inputs)."""
+        q, zp, scale = weight
+        return ((q.astype(np.float64) - zp) * np.asarray(scale, np.float64)).T.astype(dtype)
+
+    def backward(self, ctx, gY, *g_states):
+        """The float lstm's backward on this forward's tape (see the class docstring); an
+        example of length 0 passes no gradient to its initial state (its outputs are 0)."""
+        *saved, empty = ctx.saved
+        need = ctx.needs_input_grad
+        if empty.any():
+            g_states = tuple(None if gs is None else np.where(empty[None, :, None], 0, gs)
+                             for gs in g_states)
+        ctx.saved = tuple(saved)
+        ctx.needs_input_grad = (need[0], False, False) + tuple(need[3:8])
+        try:
+            grads = super().backward(ctx, gY, *g_states)
+        finally:
+            ctx.saved, ctx.needs_input_grad = tuple(saved) + (empty,), need
+        grads = tuple(grads) + (None,) * (len(need) - len(grads))
+        return grads[:len(need)]

@@ -6,6 +6,12 @@ outputs, or a piecewise-constant map): their cases check shape inference, config
 and dtypes.  The straight-through backward of ``quantize_linear`` is a surrogate, which finite
 differences of the true (piecewise-constant) function cannot confirm: tests/test_quant.py
 checks it against its formula and end to end.
+
+``dynamic_quantize_lstm`` with ``straight_through`` reuses the float lstm's backward; over one
+step no dynamic quantizer lies between ``B``, ``initial_c`` or ``P`` and the outputs, so there
+finite differences of the op itself confirm those gradients (``wrt``).  Through the quantized
+products (``X``, ``initial_h``, longer sequences) the gradient is the straight-through estimate,
+checked against the float lstm in tests/test_quant.py.
 """
 import numpy as np
 
@@ -18,6 +24,20 @@ def ints(shape, dtype, low, high):
 
 
 U8 = np.uint8
+
+
+def qlstm_case(D, lengths=None, attrs=None, id=""):
+    """One step of a dynamic_quantize_lstm (T = 1, batch 3, input 4, hidden 3) with int8
+    weights in onnxruntime's (D, inputs, 4H) layout, per-column W scales, every optional input;
+    gradients checked for B, initial_c and P."""
+    H, I, N = 3, 4, 3
+    return Case([(1, N, I), ints((D, I, 4 * H), np.int8, -127, 128),
+                 ints((D, H, 4 * H), np.int8, -127, 128), (D, 8 * H), lengths, (D, N, H),
+                 (D, N, H), (D, 3 * H), positive((D, 4 * H), 0.005, 0.02),
+                 np.zeros((D, 4 * H), np.int8), positive((D,), 0.01, 0.02), np.zeros(D, np.int8)],
+                {"straight_through": True, **(attrs or {})}, wrt=(3, 6, 7), id=id)
+
+
 CASES = {
     "quantize_linear": [
         Case([(3, 4), positive(()), np.asarray(128, U8)], id="per-tensor"),
@@ -90,5 +110,12 @@ CASES = {
         Case([ints((2, 3, 5, 6), U8, 0, 256), np.asarray(0.03), np.asarray(7, U8),
               np.asarray(0.02), np.asarray(100, U8)],
              {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+    ],
+    "dynamic_quantize_lstm": [
+        qlstm_case(1, id="forward"),
+        qlstm_case(2, np.asarray([1, 0, 1], np.int32), {"direction": "bidirectional"},
+                   id="bidirectional-lengths"),
+        qlstm_case(1, None, {"direction": "reverse", "clip": 1.5, "input_forget": True},
+                   id="reverse-clip-input-forget"),
     ],
 }

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from onnx import TensorProto
 
+from ...errors import FlowgradError
 from ..builder import ImportProblem
 from ..translations import Translations, node_exporter, node_importer
 from .conv import WINDOW
@@ -157,3 +158,38 @@ T.imports("QLinearAveragePool", domain=MICROSOFT, static=(1, 2, 3, 4))(
     node_importer("qlinear_average_pool", _AVG_POOL))
 T.exports("qlinear_average_pool")(
     node_exporter("QLinearAveragePool", _AVG_POOL, domain=MICROSOFT))
+
+#: DynamicQuantizeLSTM's attributes: LSTM's without layout (onnxruntime's op has none)
+_QLSTM_ATTRS = {"hidden_size": "int", "direction": "string", "activations": "strings",
+                "activation_alpha": "floats", "activation_beta": "floats", "clip": "float",
+                "input_forget": "bool"}
+
+
+@T.imports("DynamicQuantizeLSTM", domain=MICROSOFT, static=(1, 2, 8, 9, 10, 11))
+def dynamic_quantize_lstm(b, a, ins):
+    """-> dynamic_quantize_lstm (same inputs, outputs and attributes); straight-through when
+    the model is loaded with that option."""
+    attrs = {k: getattr(a, reader)(k) for k, reader in _QLSTM_ATTRS.items() if k in a}
+    if getattr(b, "straight_through", False):
+        attrs["straight_through"] = True
+    values = [ins.need(0, "X"), ins.need(1, "W"), ins.need(2, "R")] + [ins.opt(i)
+                                                                       for i in range(3, 8)]
+    values += [ins.need(8, "W_scale"), ins.need(9, "W_zero_point"), ins.need(10, "R_scale"),
+               ins.need(11, "R_zero_point")]
+    return b.final("dynamic_quantize_lstm", values, **attrs)
+
+
+@T.exports("dynamic_quantize_lstm")
+def _dynamic_quantize_lstm(c):
+    op = c.op
+    if op.hidden_size is None:
+        raise FlowgradError(f"node '{c.name}': DynamicQuantizeLSTM needs hidden_size; set "
+                            "the op's 'hidden_size' attribute to export it")
+    attrs = {}
+    for name in _QLSTM_ATTRS:
+        value = getattr(op, name)
+        if value is None or value is False or (name == "direction" and value == "forward"):
+            continue
+        attrs[name] = (list(value) if isinstance(value, tuple)
+                       else int(value) if isinstance(value, bool) else value)
+    c.node("DynamicQuantizeLSTM", c.ins, c.outs, domain=MICROSOFT, **attrs)
