@@ -9,7 +9,7 @@ checked).  For each model:
   saturated output would hide differences) agree within ``atol + rtol * max|reference|``;
 * **batch**: where axis 0 is the batch (``batch = true``), a batch of two gives what
   onnxruntime gives for each sample alone, or is refused with an error that says why;
-* **gradients**: in float64, for each differentiable input, the directional derivative of
+* **gradients**: (a quantized model's request for one must be refused clearly) in float64, for each differentiable input, the directional derivative of
   ``sum_k <c_k, output_k>`` (random cotangents ``c_k``) along a random direction, by central
   differences, against the same product of backward's gradient; a model without float inputs
   is checked the same way along a few of its trainable params.
@@ -175,10 +175,16 @@ def test_a_batch_of_two_is_right_or_refused(name):
     assert not problems, f"{name}: a batch of two:\n  " + "\n  ".join(problems)
 
 
-def directional_checks(spec, graph, feeds, seed: int = 1, eps: float = 1e-6):
+def directional_checks(spec, graph, feeds, seed: int = 1, eps: float = 1e-5):
     """``[(leaf, analytic, numeric)]``: for each differentiable input (or, without one, each of
     ``spec.grad_params`` params), the derivative of ``sum_k <c_k, out_k>`` along a random unit
-    direction, from backward and from central differences, in float64."""
+    direction, from backward and from central differences, in float64.
+
+    ``eps`` is the step along the unit direction.  With thousands of outputs the objective is
+    large next to its directional derivative, so rounding dominates at small steps (1e-6 left
+    3e-5 of relative noise on the ddddocr detector, 1e-5 leaves 1e-6), while the truncation
+    error stays far below that (the models are smooth away from measure-zero kinks, which a
+    step spread over a whole input does not reach)."""
     net = flowgrad.compile(graph, dtype=np.float64)
     feeds = {k: v.astype(np.float64) if v.dtype.kind == "f" else v for k, v in feeds.items()}
     names = list(graph.outputs) + list(spec.compare)
@@ -229,6 +235,10 @@ def directional_checks(spec, graph, feeds, seed: int = 1, eps: float = 1e-6):
 @pytest.mark.parametrize("name", MODELS)
 def test_gradients_match_finite_differences(name):
     spec, path, graph, session, feeds = loaded(name)
+    if spec.forward_only:
+        with pytest.raises(flowgrad.FlowgradError, match="forward-only"):
+            directional_checks(spec, graph, feeds)
+        return
     checks = directional_checks(spec, graph, feeds)
     assert checks, f"{name}: nothing to check (no differentiable input, no grad_params)"
     bad = [f"{leaf}: backward {a:.6g}, central differences {n:.6g}" for leaf, a, n in checks

