@@ -438,7 +438,12 @@ class IfPerShape(_Control):
         return tuple(f"y{i}" for i in range(len(self._out_specs)))
 
     def infer(self, cond, *outer):
-        return tuple(self._out_specs)
+        # float outputs come in the precision the branch runs in (Body.dtype_of), not the
+        # model's declared float32: a float64 plan computes the branch in float64
+        floats = [s.dtype for s in outer if s.dtype.kind == "f"]
+        wide = np.result_type(*floats) if floats else None
+        return tuple(Spec(s.shape, wide) if wide is not None and s.dtype.kind == "f" else s
+                     for s in self._out_specs)
 
     def _body(self, taken: str, outer: list) -> Body:
         """The taken branch for the shapes of ``outer``, imported on first use.  The key holds

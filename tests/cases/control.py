@@ -124,3 +124,76 @@ CASES["sequence_map"] = [
     Case([_seq((3,), (3,)), (3,)], {"body": _DOUBLE}, id="sequence-and-tensor"),
     Case([_seq((2,), (2,), (2,)), _seq((2,), (2,), (2,))], {"body": _DOUBLE},
          id="two-sequences")]
+
+
+# -- if_per_shape: an If whose then branch squeezes or not by a dim (PyTorch's traced
+# ``x.squeeze(1)``), then unsqueezes or not by the rank, as Silero VAD's decoder does --------
+
+def squeeze_or_not_branches() -> dict:
+    """The two branches of an If reading outer ``x`` (float, ``[N, T]``) and ``a`` (scalar):
+    then ``sum(tanh(u * a), axis 1)`` where ``u`` is ``x`` squeezed on axis 1 when ``T == 1``
+    (rank 1, an If on ``Shape(x)[1] == 1``) and unsqueezed back when its rank is 1 (an If on
+    ``Size(Shape(v)) == 1``); else ``sum(sigmoid(x) * a, axis 1)``.  Both give ``[N, 1]``.
+    The names are unique in the model (onnxruntime refuses shadowed names)."""
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+    from onnx import numpy_helper
+
+    def vi(name, shape=None):
+        return h.make_tensor_value_info(name, TP.FLOAT, shape)
+
+    def ints(name, value):
+        return h.make_node("Constant", [], [name],
+                           value=numpy_helper.from_array(np.array(value, np.int64), name))
+
+    squeeze = h.make_graph([ints("sq_axes", [1]), h.make_node("Squeeze", ["x", "sq_axes"],
+                                                               ["x_squeezed"])],
+                           "squeeze", [], [vi("x_squeezed")])
+    keep = h.make_graph([h.make_node("Identity", ["x"], ["x_kept"])], "keep", [], [vi("x_kept")])
+    unsqueeze = h.make_graph([ints("unsq_axes", [1]), h.make_node("Unsqueeze", ["v", "unsq_axes"],
+                                                                   ["v_unsqueezed"])],
+                             "unsqueeze", [], [vi("v_unsqueezed")])
+    keep2 = h.make_graph([h.make_node("Identity", ["v"], ["v_kept"])], "keep2", [],
+                         [vi("v_kept")])
+    then = h.make_graph(
+        [h.make_node("Shape", ["x"], ["x_shape"]), ints("one", 1),
+         h.make_node("Gather", ["x_shape", "one"], ["t"]),
+         h.make_node("Equal", ["t", "one"], ["t_is_1"]),
+         h.make_node("If", ["t_is_1"], ["v"], then_branch=squeeze, else_branch=keep),
+         h.make_node("Shape", ["v"], ["v_shape"]), h.make_node("Size", ["v_shape"], ["rank"]),
+         h.make_node("Equal", ["rank", "one"], ["rank_is_1"]),
+         h.make_node("If", ["rank_is_1"], ["u"], then_branch=unsqueeze, else_branch=keep2),
+         h.make_node("Mul", ["u", "a"], ["ua"]), h.make_node("Tanh", ["ua"], ["th"]),
+         ints("sum_axes", [1]),
+         h.make_node("ReduceSum", ["th", "sum_axes"], ["y_then"], keepdims=1)],
+        "then", [], [vi("y_then", [None, 1])])
+    other = h.make_graph(
+        [h.make_node("Sigmoid", ["x"], ["sg"]), h.make_node("Mul", ["sg", "a"], ["sga"]),
+         ints("sum_axes_else", [1]),
+         h.make_node("ReduceSum", ["sga", "sum_axes_else"], ["y_else"], keepdims=1)],
+        "else", [], [vi("y_else", [None, 1])])
+    return {"then_branch": then, "else_branch": other}
+
+
+def per_shape_attr() -> str:
+    """``if_per_shape``'s ``model`` attribute for the If of :func:`squeeze_or_not_branches`."""
+    import base64
+
+    from onnx import TensorProto as TP
+    from onnx import helper as h
+    graph = h.make_graph(
+        [h.make_node("If", ["cond"], ["y0"], **squeeze_or_not_branches())], "if_per_shape",
+        [h.make_tensor_value_info("cond", TP.BOOL, None),
+         h.make_tensor_value_info("x", TP.FLOAT, [None, None]),
+         h.make_tensor_value_info("a", TP.FLOAT, [])],
+        [h.make_tensor_value_info("y0", TP.FLOAT, [None, 1])])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    return base64.b64encode(model.SerializeToString()).decode("ascii")
+
+
+_PER_SHAPE = {"model": per_shape_attr()}
+CASES["if_per_shape"] = [
+    Case([np.array(True), (3, 1), ()], _PER_SHAPE, id="then-squeezed"),
+    Case([np.array(True), (3, 4), ()], _PER_SHAPE, id="then-kept"),
+    Case([np.array([False]), (3, 1), ()], _PER_SHAPE, id="else"),
+]
