@@ -570,3 +570,113 @@ def test_a_carried_value_that_grows_settles_to_an_unknown_dim():
         assert got.shape == (2 ** m,)
     names = _assert_gradients(graph, {"v0": np.array([2.0]), "M": np.array(3, np.int64)})
     assert {"v0", "w"} <= names
+
+
+# -- an If whose branch squeezes or not by a dim: imported per shape (Silero VAD's decoder) ---
+
+def _per_shape_model(declare=True, x_shape=(None, None), outer_if=True) -> onnx.ModelProto:
+    """``y = If(sr == 16000, then, else)`` over ``x`` (dims free) and a scalar ``a``; the then
+    branch holds an If on ``Shape(x)[1] == 1`` giving rank 1 (Squeeze) or 2 (Identity), then an
+    If on its rank unsqueezing it back (tests/cases/control.py).  ``outer_if=False`` puts the
+    then branch's nodes in the main graph."""
+    from .cases.control import squeeze_or_not_branches
+    branches = squeeze_or_not_branches()
+    if not declare:
+        for g in branches.values():
+            g.output[0].type.tensor_type.ClearField("shape")
+            g.output[0].type.tensor_type.ClearField("elem_type")
+    inputs = [_vi("x", TP.FLOAT, list(x_shape)), _vi("a", TP.FLOAT, [])]
+    if outer_if:
+        nodes = [h.make_node("Constant", [], ["rate"], value=_tensor("rate", np.array(16000))),
+                 h.make_node("Equal", ["sr", "rate"], ["is_16k"]),
+                 h.make_node("If", ["is_16k"], ["y"], name="by_rate", **branches)]
+        inputs.append(_vi("sr", TP.INT64, []))
+        out = "y"
+    else:
+        nodes = list(branches["then_branch"].node)
+        out = "y_then"
+    graph = h.make_graph(nodes, "per_shape", inputs, [_vi(out, TP.FLOAT, [None, 1])])
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+
+
+_PER_SHAPE_FEEDS = [((3, 1), 16000), ((2, 4), 16000), ((1, 1), 16000), ((5, 1), 8000),
+                    ((2, 3), 8000)]
+
+
+def test_if_around_a_shape_driven_rank_change_matches_onnxruntime_per_shape():
+    """One compiled plan runs every input shape: each shape signature imports the taken branch
+    once with static shapes (the inner Ifs fold and inline), squeezed or not."""
+    model = _per_shape_model()
+    graph = flowgrad.load(model)
+    (name,) = [n for n in graph.ops if graph.op_of(n).type == "if_per_shape"]
+    assert graph.specs(name)[0].shape == (None, 1)
+    net = flowgrad.compile(graph)
+    rng = np.random.default_rng(5)
+    for shape, sr in _PER_SHAPE_FEEDS:
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32),
+                 "a": np.array(0.7, np.float32), "sr": np.array(sr)}
+        got = net.forward(feeds)["y"]
+        (ref,) = _ort(model, feeds)
+        assert got.shape == ref.shape == (shape[0], 1)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    op = graph.op_of(name)
+    taken = {(key[0], key[1][0]) for key in op._bodies}
+    assert taken == {("then_branch", (3, 1)), ("then_branch", (2, 4)),
+                     ("then_branch", (1, 1)), ("else_branch", (5, 1)),
+                     ("else_branch", (2, 3))}
+    check_config(op)
+
+
+def test_if_around_a_shape_driven_rank_change_differentiates():
+    graph = flowgrad.load(_per_shape_model())
+    rng = np.random.default_rng(6)
+    for shape, sr in _PER_SHAPE_FEEDS[:2] + _PER_SHAPE_FEEDS[3:4]:
+        feeds = {"x": rng.standard_normal(shape), "a": np.array(0.7), "sr": np.array(sr)}
+        assert _assert_gradients(graph, feeds) == {"x", "a"}
+
+
+def test_a_shape_driven_rank_change_in_the_main_graph_needs_declared_dims():
+    """No If around it to specialise: a clear error naming the inner If; with the dims
+    declared (and kept) the conditions fold at load time and the Ifs are inlined."""
+    text = _message(_per_shape_model(outer_if=False))
+    assert "ONNX node 'v' (If" in text and "chosen by a condition computed from shapes" in text
+    assert "declare the graph inputs' dims" in text
+    for shape in ((3, 1), (3, 4)):
+        model = _per_shape_model(outer_if=False, x_shape=shape)
+        feeds = {"x": np.linspace(-1, 1, int(np.prod(shape)), dtype=np.float32).reshape(shape),
+                 "a": np.array(0.7, np.float32)}
+        graph, out = _flowgrad(model, feeds)
+        assert not any(graph.op_of(n).type.startswith("if") for n in graph.ops)
+        # onnxruntime refuses the static model (it infers shapes in the branch not taken)
+        (ref,) = _ort(_per_shape_model(outer_if=False), feeds)
+        np.testing.assert_allclose(out["y_then"], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_an_if_around_a_shape_driven_rank_change_must_declare_its_outputs():
+    text = _message(_per_shape_model(declare=False))
+    assert "'by_rate' (If" in text and "does not declare the type and rank of output 0" in text
+
+
+def test_a_value_driven_rank_change_inside_an_if_is_still_refused():
+    """Per-shape import cannot help when the rank depends on values (here the sign of a sum):
+    refused at load, naming the inner If."""
+    model = _per_shape_model()
+    (then,) = [a.g for a in model.graph.node[2].attribute if a.name == "then_branch"]
+    then.node[3].CopyFrom(h.make_node("ReduceSum", ["x"], ["total"], keepdims=0))
+    then.node.insert(4, h.make_node("Constant", [], ["zero"],
+                                    value=_tensor("zero", np.array(0, np.float32))))
+    then.node.insert(5, h.make_node("Greater", ["total", "zero"], ["t_is_1"]))
+    text = _message(model)
+    assert "'by_rate' (If" in text and "flowgrad needs both of one rank" in text
+
+
+def test_a_branch_that_breaks_its_declared_shape_is_a_run_time_error_naming_the_node():
+    model = _per_shape_model()
+    for vi in (model.graph.output[0], *[a.g.output[0] for a in model.graph.node[2].attribute]):
+        vi.type.tensor_type.shape.dim[1].dim_value = 2
+    net = flowgrad.compile(flowgrad.load(model))
+    with pytest.raises(FlowgradError) as info:
+        net.forward({"x": np.ones((2, 3), np.float32), "a": np.array(1.0, np.float32),
+                     "sr": np.array(16000)})
+    text = str(info.value)
+    assert "'y'" in text and "has shape [2, 1], not the declared float32[N, 2]" in text

@@ -42,7 +42,13 @@ class NeedsShapes(ImportProblem):
     an LSTM) depends on its rank, so the enclosing scope cannot be imported once for all
     shapes.  :func:`translate` lets this problem through instead of collecting it, up to the
     nearest enclosing If, which then imports its branches per shape signature at run time
-    (``if_per_shape``): with every dim known the condition folds and the If is inlined."""
+    (``if_per_shape``): with every dim known the condition folds and the If is inlined.
+    ``detail`` is the problem without the advice (which suits only the main graph)."""
+
+    def __init__(self, message: str, detail: str):
+        super().__init__(message)
+        self.detail = detail
+        self.located = False
 
 
 def graph_attr(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
@@ -239,8 +245,8 @@ def translate(b: Builder, nodes, values) -> list[str]:
         try:
             outs = record.handler(b, Attrs(node), inputs)
         except NeedsShapes as e:
-            if not getattr(e, "located", False):
-                e.args = (f"{label}: {e}",)
+            if not e.located:        # name the If at fault (the outer ones add their own)
+                e.args, e.detail = (f"{label}: {e}",), f"{label}: {e.detail}"
                 e.located = True
             raise
         except ImportProblem as e:

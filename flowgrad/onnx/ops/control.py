@@ -87,12 +87,13 @@ def _if(b, a, ins):
         x.dtype != y.dtype and not x.dtype.kind == y.dtype.kind == "f")]
     if differ and shape_derived(b.graph, cond):
         i = differ[0]
-        raise NeedsShapes(f"output {i}: the then branch gives {made[0][i]}, the else branch "
-                          f"{made[1][i]}, chosen by a condition computed from shapes the "
-                          "model leaves free; flowgrad needs one rank and dtype per value. "
-                          "Inside another If it is imported per input shape; here, declare "
-                          "the graph inputs' dims in the model (or load it with "
-                          "dynamic_batch=False if they are declared)")
+        detail = (f"output {i}: the then branch gives {made[0][i]}, the else branch "
+                  f"{made[1][i]}, chosen by a condition computed from shapes the model leaves "
+                  "free")
+        raise NeedsShapes(detail + "; flowgrad needs one rank and dtype per value. Inside "
+                          "another If it is imported per input shape; here, declare the graph "
+                          "inputs' dims in the model (or load it with dynamic_batch=False if "
+                          "they are declared)", detail=detail)
     return b.op("if", [cond] + [v for _, v in outer], name=b.final_name(0), **graphs)
 
 
@@ -108,13 +109,13 @@ def _per_shape(b, cond, branches: dict, names: list[str], outer, why: NeedsShape
         for k, g in branches.items():
             spec = declared_spec(g.output[i]) if i < len(g.output) else None
             if spec is None or spec.dtype == object:
-                raise ImportProblem(f"{why}; the If around it could import its branches per "
+                raise ImportProblem(f"{why.detail}; the If around it could import its branches per "
                                     f"input shape, but its {k.replace('_', ' ')} does not "
                                     f"declare the type and rank of output {i}: declare it")
             specs.append(spec)
         a, c = specs
         if a.ndim != c.ndim or a.dtype != c.dtype:
-            raise ImportProblem(f"{why}; and the branches of this If declare output {i} as "
+            raise ImportProblem(f"{why.detail}; and the branches of this If declare output {i} as "
                                 f"{a} and {c}: flowgrad needs one rank and dtype")
         declared.append(Spec(tuple(x if x == y else None for x, y in zip(a.shape, c.shape)),
                              a.dtype))
