@@ -14,7 +14,12 @@
   scale gradient), the ``straight_through=True`` load option on a QDQ model (input gradients
   and fine-tuning), the clear error without it, and a YAML graph that trains through a
   straight-through quantizer;
-* bad input gives one located error; the ops export back to ONNX that onnxruntime runs.
+* bad input gives one located error; the ops export back to ONNX that onnxruntime runs;
+* onnxruntime's DynamicQuantizeLSTM (``quantize_dynamic`` of an LSTM) against onnxruntime run
+  with one thread, within float32 rounding (its MLAS sigmoid/tanh): every direction,
+  peepholes, lengths 0 to T, per-tensor and per-column, int8 and uint8 weights; full-range
+  int8 weights differ only by onnxruntime's AVX2 pair saturation (shown by copying it); its
+  straight-through gradients are the float lstm's.
 """
 from __future__ import annotations
 
@@ -889,3 +894,305 @@ def test_quantized_squeezenet_matches_onnxruntime(tmp_path):
     assert len(np.unique(expected[0])) > 100                        # not saturated
     np.testing.assert_array_equal(got[0], expected[0])              # the logits
     np.testing.assert_allclose(got[1], expected[1], rtol=0, atol=1e-6)   # float softmax
+
+
+# -- DynamicQuantizeLSTM (com.microsoft) ---------------------------------------------------------
+
+LSTM_SIZES = dict(T=5, N=8, I=4, H=6)      # N > 4: onnxruntime splits the batch over threads
+
+
+def float_lstm(direction="forward", peepholes=False, lengths=False, seed=0):
+    """A float ONNX LSTM node (opset 14) with bias, initial states and optionally peepholes
+    and sequence_lens, all inputs of the graph but the weights; and its feeds."""
+    rng = np.random.default_rng(seed)
+    T, N, I, H = (LSTM_SIZES[k] for k in "TNIH")
+    D = 2 if direction == "bidirectional" else 1
+    consts = {"W": rng.standard_normal((D, 4 * H, I)) * 0.5,
+              "R": rng.standard_normal((D, 4 * H, H)) * 0.5,
+              "B": rng.standard_normal((D, 8 * H)) * 0.1}
+    if peepholes:
+        consts["P"] = rng.standard_normal((D, 3 * H)) * 0.3
+    feeds = {"X": rng.standard_normal((T, N, I)).astype(np.float32),
+             "h0": (rng.standard_normal((D, N, H)) * 0.5).astype(np.float32),
+             "c0": (rng.standard_normal((D, N, H)) * 0.5).astype(np.float32)}
+    if lengths:                  # every length, 0 and T included
+        feeds["seq"] = np.asarray([5, 2, 3, 0, 1, 5, 4, 4], np.int32)
+    inputs = ["X", "W", "R", "B", "seq" if lengths else "", "h0", "c0"] + (
+        ["P"] if peepholes else [])
+    node = helper.make_node("LSTM", inputs, ["Y", "Y_h", "Y_c"], hidden_size=H,
+                            direction=direction)
+    graph = helper.make_graph(
+        [node], "lstm",
+        [helper.make_tensor_value_info(k, ONNX_TYPES[v.dtype], v.shape) for k, v in feeds.items()],
+        [helper.make_tensor_value_info(k, TensorProto.FLOAT, None) for k in ("Y", "Y_h", "Y_c")],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in consts.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)],
+                             ir_version=8), feeds
+
+
+def quantized_lstm(model, tmp_path, **options) -> onnx.ModelProto:
+    """onnxruntime's ``quantize_dynamic`` of the model's LSTM: a DynamicQuantizeLSTM."""
+    from onnxruntime.quantization import quantize_dynamic
+    source, out = tmp_path / "float.onnx", tmp_path / "quantized.onnx"
+    onnx.save(model, source)
+    quantize_dynamic(str(source), str(out), op_types_to_quantize=["LSTM"], **options)
+    quantized = onnx.load(str(out))
+    assert [n.op_type for n in quantized.graph.node] == ["DynamicQuantizeLSTM"]
+    return quantized
+
+
+def ort_threads(model, feeds, threads=1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def as_uint8_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its int8 weights shifted to uint8 (zero point 128, one value, as
+    onnxruntime's kernel requires): what a uint8 DynamicQuantizeLSTM holds."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for init in out.graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.dtype == np.int8:
+            b = (np.full(a.shape, 128, np.uint8) if init.name.endswith("zero_point")
+                 else (a.astype(np.int16) + 128).astype(np.uint8))
+            init.CopyFrom(numpy_helper.from_array(b, init.name))
+    return out
+
+
+#: the difference measured between flowgrad and single-threaded onnxruntime: MLAS's sigmoid and
+#: tanh are approximations a few ulp from numpy's, so outputs of magnitude <= 1 differ by at
+#: most 2.4e-7 here; 1e-6 leaves room for another CPU's rounding
+QLSTM_ATOL = 1e-6
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("peepholes,lengths", [(False, False), (True, True)])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_dynamic_quantize_lstm_matches_onnxruntime(tmp_path, direction, peepholes, lengths,
+                                                   per_channel):
+    """onnxruntime's quantizer, 7-bit int8 weights (``reduce_range``: exact in onnxruntime's
+    AVX2 kernel, see weights()), every direction, peepholes, sequence lengths 0 to T: flowgrad
+    gives onnxruntime's (one thread) Y, Y_h and Y_c within float32 rounding."""
+    model, feeds = float_lstm(direction, peepholes, lengths)
+    q = quantized_lstm(model, tmp_path, reduce_range=True, per_channel=per_channel)
+    for got, ref in zip(flowgrad_run(q, feeds), ort_threads(q, feeds)):
+        assert got.shape == ref.shape and got.dtype == ref.dtype
+        np.testing.assert_allclose(got, ref, rtol=0, atol=QLSTM_ATOL)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_dynamic_quantize_lstm_with_uint8_weights_matches_onnxruntime(tmp_path, direction):
+    """Full-range uint8 weights (onnxruntime multiplies uint8 by uint8 exactly) and
+    per-column scales, with sequence lengths."""
+    model, feeds = float_lstm(direction, True, True, seed=1)
+    q = as_uint8_weights(quantized_lstm(model, tmp_path, per_channel=True))
+    for got, ref in zip(flowgrad_run(q, feeds), ort_threads(q, feeds)):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=QLSTM_ATOL)
+
+
+def _vpmaddubsw_matmul(a, b, a_zp, b_zp):
+    """onnxruntime's uint8 x int8 product without AVX-VNNI: adjacent pairs of raw products
+    saturated to int16 (``vpmaddubsw``), then the zero-point corrections."""
+    A, B = a.astype(np.int64), b.astype(np.int64)
+    if A.shape[-1] % 2:
+        A, B = np.pad(A, ((0, 0), (0, 1))), np.pad(B, ((0, 1), (0, 0)))
+    pairs = A[:, 0::2, None] * B[None, 0::2, :] + A[:, 1::2, None] * B[None, 1::2, :]
+    za, zb = int(np.asarray(a_zp)), int(np.asarray(b_zp))
+    return (np.clip(pairs, -32768, 32767).sum(axis=1) - za * B.sum(axis=0) - zb * A.sum(axis=1,
+            keepdims=True) + A.shape[1] * za * zb).astype(np.float64)
+
+
+def _onnxruntime_saturates() -> bool:
+    """Whether this CPU's onnxruntime clips uint8 x int8 pairs (AVX2 without VNNI)."""
+    a = np.full((1, 2), 255, np.uint8)
+    model = node_model("MatMulInteger", {"a": a}, {"b": np.full((2, 1), 127, np.int8)},
+                       opset=10)
+    return int(ort_run(model, {"a": a})[0][0, 0]) != 2 * 255 * 127
+
+
+def test_dynamic_quantize_lstm_full_range_int8_differs_only_by_onnxruntime_saturation(
+        tmp_path, monkeypatch):
+    """quantize_dynamic's default, full-range int8 weights: flowgrad's products are exact, which
+    is onnxruntime's value on a CPU with AVX-VNNI; without it, onnxruntime's AVX2 kernel clips
+    pairs of products.  Here the outputs differ by far more than rounding (the clipped products
+    move the gates), and copying the clipping into flowgrad's product reproduces onnxruntime to
+    float32 rounding: the clipping is the whole difference."""
+    import flowgrad.ops.quant as quant_ops
+    model, feeds = float_lstm("bidirectional", True, False, seed=2)
+    q = quantized_lstm(model, tmp_path)
+    exact = flowgrad_run(q, feeds)
+    expected = ort_threads(q, feeds)
+    if not _onnxruntime_saturates():
+        for got, ref in zip(exact, expected):
+            np.testing.assert_allclose(got, ref, rtol=0, atol=QLSTM_ATOL)
+        return
+    assert max(np.abs(g - e).max() for g, e in zip(exact, expected)) > 1e-3
+    exact_product = quant_ops._int_matmul
+    monkeypatch.setattr(quant_ops, "_int_matmul", lambda a, b, a_zp, b_zp: (
+        _vpmaddubsw_matmul(a, b, a_zp, b_zp) if b.dtype == np.int8
+        else exact_product(a, b, a_zp, b_zp)))
+    for got, ref in zip(flowgrad_run(q, feeds), expected):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=QLSTM_ATOL)
+
+
+def test_dynamic_quantize_lstm_is_onnxruntime_with_one_thread(tmp_path):
+    """With several threads onnxruntime quantizes each thread's part of the batch on its own
+    range (here N = 8 over 2 threads), so its result depends on its thread count; flowgrad's is
+    the single-threaded one.  The two differ by a few quantization steps of h."""
+    model, feeds = float_lstm("forward", False, False, seed=3)
+    q = quantized_lstm(model, tmp_path, reduce_range=True)
+    got = flowgrad_run(q, feeds)
+    one, two = ort_threads(q, feeds, 1), ort_threads(q, feeds, 2)
+    assert max(np.abs(g - r).max() for g, r in zip(got, one)) <= QLSTM_ATOL
+    assert QLSTM_ATOL < max(np.abs(a - b).max() for a, b in zip(one, two)) < 0.05
+
+
+def test_dynamic_quantize_lstm_is_forward_only_without_straight_through(tmp_path):
+    model, feeds = float_lstm("forward")
+    q = quantized_lstm(model, tmp_path, reduce_range=True)
+    g = flowgrad.load(q, dynamic_batch=False)
+    plan = flowgrad.compile(g)
+    by_onnx = {v: k for k, v in g.meta["onnx"]["inputs"].items()}
+    y = g.meta["onnx"]["outputs"]["Y"]
+    out = plan.forward({by_onnx[k]: v for k, v in feeds.items()})
+    with pytest.raises(FlowgradError, match=r"\(dynamic_quantize_lstm\) is forward-only.*"
+                                            r"straight_through=True"):
+        plan.backward({y: np.ones_like(out[y])}, wrt=[by_onnx["X"]])
+
+
+def _float_twin(op, X, Wq, Rq, rest, w_scale, r_scale):
+    """The float ``lstm`` with ``op``'s dequantized weights (zero points 0), in LSTM's layout."""
+    from flowgrad.ops.recurrent import LSTM
+    config = {k: v for k, v in op.config().items() if k != "straight_through"}
+    W = (Wq.astype(np.float64) * w_scale[:, None, :]).transpose(0, 2, 1)
+    R = (Rq.astype(np.float64) * r_scale[:, None, None]).transpose(0, 2, 1)
+    return LSTM(**config), [X, W, R] + list(rest)
+
+
+@pytest.mark.parametrize("steps,on_grid", [(1, True), (4, False)])
+def test_dynamic_quantize_lstm_straight_through_gradients_are_the_float_lstms(steps, on_grid):
+    """With ``straight_through`` the gradients of X, B, initial_h, initial_c and P are the float
+    lstm's backward on the quantized forward's gate values, the dequantized weights constant.
+    Over one step with X on its quantization grid and initial_h = 0 both forwards agree up to
+    float rounding, so the gradients must too (to 1e-6); over four steps the forwards differ by
+    the quantization of h and the gradients by about as much (a few percent)."""
+    from flowgrad.ops.quant import DynamicQuantizeLSTM
+    rng = np.random.default_rng(11)
+    N, I, H, D = 3, 4, 5, 2
+    if on_grid:    # range [-1, 127/128]: scale exactly 1/128, zero point 128, no rounding
+        X = rng.integers(-128, 128, size=(steps, N, I)) / 128.0
+        X.flat[:2] = (-1.0, 127 / 128)
+        h0 = np.zeros((D, N, H))
+    else:
+        X = rng.standard_normal((steps, N, I))
+        h0 = rng.standard_normal((D, N, H)) * 0.5
+    Wq = rng.integers(-127, 128, size=(D, I, 4 * H)).astype(np.int8)
+    Rq = rng.integers(-127, 128, size=(D, H, 4 * H)).astype(np.int8)
+    w_scale = rng.uniform(0.005, 0.02, (D, 4 * H)).astype(np.float32)
+    r_scale = rng.uniform(0.005, 0.02, D).astype(np.float32)
+    B, c0, P = rng.standard_normal((D, 8 * H)), rng.standard_normal((D, N, H)), \
+        rng.standard_normal((D, 3 * H))
+    op = DynamicQuantizeLSTM(direction="bidirectional", straight_through=True)
+    inputs = [X, Wq, Rq, B, None, h0, c0, P, w_scale, np.zeros((D, 4 * H), np.int8), r_scale,
+              np.zeros(D, np.int8)]
+    twin, twin_inputs = _float_twin(op, X, Wq, Rq, [B, None, h0, c0, P],
+                                    w_scale.astype(np.float64), r_scale.astype(np.float64))
+    seeds = [rng.standard_normal(s) for s in ((steps, D, N, H), (D, N, H), (D, N, H))]
+    grads = []
+    for o, ins, n in ((op, inputs, 12), (twin, twin_inputs, 8)):
+        ctx = Context()
+        outs = o.forward(ctx, *ins)
+        ctx.needs_input_grad = tuple(i in (0, 3, 5, 6, 7) for i in range(n))
+        grads.append((outs, o.backward(ctx, *seeds)))
+    (q_out, q_grads), (f_out, f_grads) = grads
+    tol = 1e-6 if on_grid else 0.05
+    for a, b in zip(q_out, f_out):
+        np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+    for i in (0, 3, 5, 6, 7):
+        scale = np.abs(f_grads[i]).max()
+        np.testing.assert_allclose(q_grads[i], f_grads[i], rtol=0, atol=tol * scale, err_msg=i)
+    assert all(q_grads[i] is None for i in (1, 2, 4, 8, 9, 10, 11))
+
+
+def test_dynamic_quantize_lstm_trains_with_straight_through(tmp_path):
+    """Loaded with straight_through=True, a quantized LSTM's input gradient reaches X and
+    agrees with the float LSTM's (the model before quantization) in direction."""
+    model, feeds = float_lstm("bidirectional", True, True)
+    q = quantized_lstm(model, tmp_path, reduce_range=True)
+    grads = []
+    for m, load in ((q, {"straight_through": True}), (model, {})):
+        g = flowgrad.load(m, dynamic_batch=False, **load)
+        plan = flowgrad.compile(g, dtype="float64")
+        by_onnx = {v: k for k, v in g.meta["onnx"]["inputs"].items()}
+        y = g.meta["onnx"]["outputs"]["Y"]
+        out = plan.forward({by_onnx[k]: v for k, v in feeds.items()})
+        grads.append(plan.backward({y: np.ones_like(out[y])},
+                                   wrt=[by_onnx["X"], by_onnx["c0"]]))
+    for name in grads[0]:
+        a, b = grads[0][name].ravel(), grads[1][name].ravel()
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.99, name
+
+
+def _qlstm_node(W, R, zp_dtype=np.int8, zero_points=None, name="qlstm", **attrs):
+    X = np.zeros((2, 1, W.shape[1] if W.ndim == 3 else 1), np.float32)
+    D, H = W.shape[0], R.shape[1]
+    zps = zero_points if zero_points is not None else np.zeros((D,), zp_dtype)
+    model = node_model("DynamicQuantizeLSTM", {"X": X},
+                       {"W": W, "R": R, "B": None, "seq": None, "h0": None, "c0": None,
+                        "P": None, "W_scale": np.full(zps.shape, 0.01, np.float32),
+                        "W_zero_point": zps, "R_scale": np.full((D,), 0.01, np.float32),
+                        "R_zero_point": np.zeros((D,), zp_dtype)},
+                       n_out=3, opset=14, domain="com.microsoft", hidden_size=H, **attrs)
+    model.graph.node[0].name = name
+    return model, X
+
+
+def test_dynamic_quantize_lstm_with_lstm_weight_layout_is_a_located_error():
+    """W in LSTM's (D, 4H, I) layout instead of onnxruntime's (D, I, 4H)."""
+    W = np.zeros((1, 12, 4), np.int8)
+    R = np.zeros((1, 3, 12), np.int8)
+    model, X = _qlstm_node(W, R, name="qlstm_layout")
+    X = np.zeros((2, 1, 4), np.float32)
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                X.shape))
+    with pytest.raises(FlowgradError, match=r"qlstm_layout.*'W' must have shape \(1, 4, 12\)"
+                                            r".*transpose of LSTM's"):
+        flowgrad.load(model)
+
+
+def test_dynamic_quantize_lstm_bad_zero_points_are_a_located_error():
+    """onnxruntime's kernel uses one zero point per direction; per-column int8 zero points
+    other than 0 are refused (as onnxruntime refuses them), naming the node."""
+    W = np.zeros((1, 4, 12), np.int8)
+    R = np.zeros((1, 3, 12), np.int8)
+    zps = np.zeros((1, 12), np.int8)
+    zps[0, 5] = 3
+    model, X = _qlstm_node(W, R, zero_points=zps, name="qlstm_zp")
+    model.graph.input[0].CopyFrom(helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                (2, 1, 4)))
+    with pytest.raises(FlowgradError, match=r"qlstm_zp.*W_zero_point: per-column int8 zero "
+                                            r"points must all be 0"):
+        flowgrad.load(model)
+
+
+def test_dynamic_quantize_lstm_exports_back_to_onnx(tmp_path):
+    """flowgrad's export writes the com.microsoft node back; onnxruntime runs it to the same
+    values as the original model, and flowgrad loads it to the same op."""
+    model, feeds = float_lstm("bidirectional", True, True)
+    q = quantized_lstm(model, tmp_path, reduce_range=True, per_channel=True)
+    graph = flowgrad.load(q, dynamic_batch=False)
+    exported = export_onnx(graph)
+    ops = [(n.domain, n.op_type) for n in exported.graph.node]
+    assert ops == [("com.microsoft", "DynamicQuantizeLSTM")]
+    by_position = dict(zip([i.name for i in q.graph.input], [i.name for i in exported.graph.input]))
+    again = ort_threads(exported, {by_position[k]: v for k, v in feeds.items()})
+    for got, ref in zip(again, ort_threads(q, feeds)):
+        np.testing.assert_array_equal(got, ref)
+    back = flowgrad.load(exported, dynamic_batch=False)
+    assert [back.op_of(n).config() for n in back.ops] == [graph.op_of(n).config()
+                                                          for n in graph.ops]

@@ -1,7 +1,9 @@
 """Quantization: ONNX's QuantizeLinear / DequantizeLinear and the integer ops quantized models
 are made of (DynamicQuantizeLinear, MatMulInteger, ConvInteger, QLinearMatMul, QLinearConv),
 and the ``com.microsoft`` ops onnxruntime's QOperator quantization writes (QGemm, QLinearAdd,
-QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearLeakyRelu).
+QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat, QLinearLeakyRelu), and
+the quantized LSTM its ``quantize_dynamic`` writes (DynamicQuantizeLSTM: see its class, which
+follows onnxruntime's kernel step by step and reuses the float lstm's backward).
 
 Integer outputs match onnxruntime bit for bit, so the arithmetic follows what its CPU kernels
 do rather than the shortest numpy expression:
@@ -910,6 +912,21 @@ def _quantize_u8(x: np.ndarray, scale: np.float32, zp: int) -> np.ndarray:
     return np.clip(np.rint(x.astype(np.float32, copy=False) / scale) + zp, 0, 255).astype(np.uint8)
 
 
+def zero_point_problem(zp: np.ndarray) -> str | None:
+    """Why onnxruntime's DynamicQuantizeLSTM refuses these weight zero points, or None: its
+    kernel reads one zero point per direction, so per-column (2-d) int8 zero points must all
+    be 0 and uint8 ones all equal."""
+    zp = np.asarray(zp)
+    if zp.ndim == 2 and zp.size:
+        if zp.dtype == np.int8 and zp.any():
+            return ("per-column int8 zero points must all be 0 (onnxruntime's "
+                    "DynamicQuantizeLSTM refuses others)")
+        if zp.dtype == np.uint8 and (zp != zp.flat[0]).any():
+            return ("per-column uint8 zero points must all be equal (onnxruntime's "
+                    "DynamicQuantizeLSTM uses one)")
+    return None
+
+
 class DynamicQuantizeLSTM(LSTM):
     """onnxruntime's ``com.microsoft`` DynamicQuantizeLSTM (what ``quantize_dynamic`` makes of
     an LSTM): ONNX's LSTM whose two products ``x W`` and ``h R`` are integer products of
@@ -1021,13 +1038,9 @@ class DynamicQuantizeLSTM(LSTM):
         column)), checked as onnxruntime's kernel checks them."""
         D = self.num_directions
         zp = np.asarray(zp).reshape(D, -1)
-        if zp.shape[1] > 1:
-            if q.dtype == np.int8 and zp.any():
-                raise ValueError(f"{what}_zero_point: per-column int8 zero points must all be "
-                                 "0 (onnxruntime's DynamicQuantizeLSTM refuses others)")
-            if q.dtype == np.uint8 and (zp != zp.flat[0]).any():
-                raise ValueError(f"{what}_zero_point: per-column uint8 zero points must all be "
-                                 "equal (onnxruntime's DynamicQuantizeLSTM uses one)")
+        problem = zero_point_problem(zp)
+        if problem:
+            raise ValueError(f"{what}_zero_point: {problem}")
         scale = np.asarray(scale, np.float32).reshape(D, -1)
         return [(q[d], int(zp[d, 0]), scale[d] if scale.shape[1] > 1 else scale[d, 0])
                 for d in range(D)]

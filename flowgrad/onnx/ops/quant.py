@@ -1,8 +1,10 @@
 """Quantization (flowgrad.ops.quant): QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear,
 MatMulInteger, ConvInteger, QLinearMatMul and QLinearConv, and onnxruntime's ``com.microsoft``
 QGemm, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QLinearAveragePool, QLinearConcat
-and QLinearLeakyRelu (what its QOperator quantization writes), each one flowgrad op with the
-node's inputs, outputs and attributes.
+and QLinearLeakyRelu (what its QOperator quantization writes) and DynamicQuantizeLSTM (what its
+``quantize_dynamic`` makes of an LSTM), each one flowgrad op with the node's inputs, outputs
+and attributes.  A DynamicQuantizeLSTM gets ``straight_through`` like QuantizeLinear, and its
+stored weight zero points are checked at load (onnxruntime's kernel reads one per direction).
 
 Every version of QuantizeLinear / DequantizeLinear (10 to 28) is one translation: the later
 versions only add attributes (``axis`` 13, ``saturate`` 19, ``block_size`` and
@@ -27,6 +29,7 @@ from __future__ import annotations
 from onnx import TensorProto
 
 from ...errors import FlowgradError
+from ...ops.quant import zero_point_problem
 from ..builder import ImportProblem
 from ..translations import Translations, node_exporter, node_importer
 from .conv import WINDOW
@@ -176,6 +179,11 @@ def dynamic_quantize_lstm(b, a, ins):
                                                                        for i in range(3, 8)]
     values += [ins.need(8, "W_scale"), ins.need(9, "W_zero_point"), ins.need(10, "R_scale"),
                ins.need(11, "R_zero_point")]
+    for value, what in ((values[9], "W_zero_point"), (values[11], "R_zero_point")):
+        if value.initial is not None or value.is_const:     # stored: refuse it at load
+            problem = zero_point_problem(b.static(value, what))
+            if problem:
+                raise ImportProblem(f"{what}: {problem}")
     return b.final("dynamic_quantize_lstm", values, **attrs)
 
 
