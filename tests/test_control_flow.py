@@ -680,3 +680,10 @@ def test_a_branch_that_breaks_its_declared_shape_is_a_run_time_error_naming_the_
                      "sr": np.array(16000)})
     text = str(info.value)
     assert "'y'" in text and "has shape [2, 1], not the declared float32[N, 2]" in text
+
+
+def test_export_of_an_if_imported_per_shape_is_refused_clearly():
+    from flowgrad.onnx.export import export_onnx
+    with pytest.raises(FlowgradError, match="node 'y': an If imported per input shape "
+                       r"\(if_per_shape\) cannot be exported yet"):
+        export_onnx(flowgrad.load(_per_shape_model()))

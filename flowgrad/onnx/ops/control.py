@@ -796,3 +796,12 @@ def _sequence_map(b, a, ins):
 
 
 T.exports("sequence_map")(_refuse_export)
+
+
+@T.exports("if_per_shape")
+def _export_if_per_shape(c):
+    """Refused: the branches are kept as ONNX at the source model's opset, and re-writing them
+    at the export opset would need ONNX's version converter on every op inside."""
+    raise FlowgradError(f"node '{c.name}': an If imported per input shape (if_per_shape) "
+                        "cannot be exported yet; keep the original model, or export the "
+                        "graph's other outputs")
