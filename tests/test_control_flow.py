@@ -687,3 +687,18 @@ def test_export_of_an_if_imported_per_shape_is_refused_clearly():
     with pytest.raises(FlowgradError, match="node 'y': an If imported per input shape "
                        r"\(if_per_shape\) cannot be exported yet"):
         export_onnx(flowgrad.load(_per_shape_model()))
+
+
+def test_an_if_imported_per_shape_keeps_the_recent_shapes_only():
+    model = _per_shape_model()
+    graph = flowgrad.load(model)
+    (op,) = [graph.op_of(n) for n in graph.ops if graph.op_of(n).type == "if_per_shape"]
+    op.MAX_SHAPES = 2
+    net = flowgrad.compile(graph)
+    rng = np.random.default_rng(8)
+    for rows in (1, 2, 3, 1):
+        feeds = {"x": rng.standard_normal((rows, 1)).astype(np.float32),
+                 "a": np.array(0.5, np.float32), "sr": np.array(16000)}
+        np.testing.assert_allclose(net.forward(feeds)["y"], _ort(model, feeds)[0], rtol=1e-5,
+                                   atol=1e-6)
+    assert [key[1][0] for key in op._bodies] == [(3, 1), (1, 1)]

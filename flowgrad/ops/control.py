@@ -409,6 +409,9 @@ class IfPerShape(_Control):
 
     type = "if_per_shape"
     inputs = ("cond", "outer")
+    #: specialisations kept (least recently used dropped): a model fed many lengths would
+    #: otherwise keep one compiled branch per length; a run's saved state keeps its own
+    MAX_SHAPES = 16
     attrs = {"model": Attr("str", doc="base64 of the ONNX model holding the If (see above)")}
 
     def check(self) -> None:
@@ -449,7 +452,7 @@ class IfPerShape(_Control):
         """The taken branch for the shapes of ``outer``, imported on first use.  The key holds
         the dtypes too: the plan runs float32 or float64, and the import folds constants."""
         key = (taken,) + tuple((np.shape(v), np.asarray(v).dtype.str) for v in outer)
-        body = self._bodies.get(key)
+        body = self._bodies.pop(key, None)
         if body is None:
             from ..onnx.builder import ImportProblem
             from ..onnx.subgraph import import_branch_static
@@ -460,7 +463,10 @@ class IfPerShape(_Control):
                 shapes = ", ".join(str(list(np.shape(v))) for v in outer)
                 raise BodyError(f"its {taken.replace('_', ' ')} for outer values of shapes "
                                 f"{shapes}: {e}") from None
-            body = self._bodies[key] = Body(graph)
+            body = Body(graph)
+            while len(self._bodies) >= self.MAX_SHAPES:     # the least recently used goes
+                self._bodies.pop(next(iter(self._bodies)))
+        self._bodies[key] = body
         return body
 
     def forward(self, ctx, cond, *outer):
