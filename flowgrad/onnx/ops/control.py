@@ -121,16 +121,23 @@ def _per_shape(b, cond, branches: dict, names: list[str], outer, why: NeedsShape
                              a.dtype))
     scope = b.values
     consts = [n for n in names if scope[n].is_const]
-    inputs = [onnx.helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, None)]
+    taken = set(names) | _all_names(branches.values())
+
+    def fresh(base: str) -> str:       # the stored If's own cond and outputs: names of no value
+        while base in taken:           # the branches read or make
+            base += "_"
+        taken.add(base)
+        return base
+    inputs = [onnx.helper.make_tensor_value_info(fresh("#cond"), onnx.TensorProto.BOOL, None)]
     for name, value in outer:
         inputs.append(onnx.helper.make_tensor_value_info(
             name, onnx.helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
     outputs = [onnx.helper.make_tensor_value_info(
-        f"y{i}", onnx.helper.np_dtype_to_tensor_dtype(s.dtype), list(s.shape))
+        fresh(f"#y{i}"), onnx.helper.np_dtype_to_tensor_dtype(s.dtype), list(s.shape))
         for i, s in enumerate(declared)]
     inits = [onnx.numpy_helper.from_array(np.asarray(scope[n].const), n) for n in consts]
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("If", ["cond"], [o.name for o in outputs], name=node.name,
+        [onnx.helper.make_node("If", [inputs[0].name], [o.name for o in outputs], name=node.name,
                                then_branch=branches["then_branch"],
                                else_branch=branches["else_branch"])],
         "if_per_shape", inputs, outputs, initializer=inits)
@@ -181,6 +188,21 @@ class _Local(dict):
 
     def __contains__(self, key) -> bool:
         return dict.__contains__(self, key) or key in self._outer
+
+
+def _all_names(graphs) -> set[str]:
+    """Every value name ``graphs`` (and the subgraphs in them) declare, make or read."""
+    found: set[str] = set()
+    for g in graphs:
+        found.update(vi.name for vi in (*g.input, *g.output, *g.value_info))
+        found.update(t.name for t in g.initializer)
+        for node in g.node:
+            found.update(node.input)
+            found.update(node.output)
+            for attr in node.attribute:
+                found |= _all_names([attr.g] if attr.type == onnx.AttributeProto.GRAPH
+                                    else attr.graphs)
+    return found
 
 
 @T.imports("Loop", since=1)
