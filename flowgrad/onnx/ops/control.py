@@ -3,9 +3,11 @@
 Each body is imported as a flowgrad graph by :mod:`flowgrad.onnx.subgraph` (outer-scope values
 become extra inputs of the op, constants fold into the body).  An If whose condition is a
 load-time constant is not an op at all: the taken branch is translated in place (exporters
-emit such Ifs for shape checks).  A loop-carried value or scan state whose shape changes from
-one iteration to the next is found by importing the body again with the dims that changed
-unknown, until its shapes settle.
+emit such Ifs for shape checks).  An If whose branches hold a shape-driven If with branches of
+different ranks (PyTorch's traced ``x.squeeze(d)``) becomes ``if_per_shape``: its branches stay
+ONNX and are imported per shape signature at run time, when every shape is known.  A
+loop-carried value or scan state whose shape changes from one iteration to the next is found by
+importing the body again with the dims that changed unknown, until its shapes settle.
 """
 from __future__ import annotations
 
@@ -119,6 +121,11 @@ def _per_shape(b, cond, branches: dict, names: list[str], outer, why: NeedsShape
                                 f"{a} and {c}: flowgrad needs one rank and dtype")
         declared.append(Spec(tuple(x if x == y else None for x, y in zip(a.shape, c.shape)),
                              a.dtype))
+    opaque = [n for n, v in outer if v.dtype == object]
+    if opaque:
+        raise ImportProblem(f"{why.detail}; the If around it could import its branches per "
+                            f"input shape, but they read the sequence or optional value(s) "
+                            f"{', '.join(map(repr, opaque))}, which that cannot pass")
     scope = b.values
     consts = [n for n in names if scope[n].is_const]
     taken = set(names) | _all_names(branches.values())
