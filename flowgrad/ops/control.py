@@ -1,12 +1,12 @@
 """Control flow: ``if``, ``loop`` and ``scan``, ops that run a *body* graph, with backward.
 
-The three ops follow ONNX's If, Loop and Scan (``if_per_shape`` is an If whose branches
-are imported per input shape at run time: see :class:`IfPerShape`).  Each holds its body
-(or two branches) as a flowgrad :class:`~flowgrad.graph.Graph` whose inputs are, in order,
-the ONNX body's formal inputs and then every value of the enclosing graph the body reads by
-name (its *outer-scope* values).  The op's own inputs are the ONNX node's inputs followed by those outer values, so in
-the enclosing graph an outer value is an ordinary edge into the op: a param read inside a loop
-body is a param of the model, and its gradient arrives through the op's backward.
+The three ops follow ONNX's If, Loop and Scan (``if_per_shape`` is an If whose branches are
+imported per input shape at run time: see :class:`IfPerShape`).  Each holds its body (or two
+branches) as a flowgrad :class:`~flowgrad.graph.Graph` whose inputs are, in order, the ONNX
+body's formal inputs and then every value of the enclosing graph the body reads by name (its
+*outer-scope* values).  The op's own inputs are the ONNX node's inputs followed by those outer
+values, so in the enclosing graph an outer value is an ordinary edge into the op: a param read
+inside a loop body is a param of the model, and its gradient arrives through the op's backward.
 
 Why a body is a compiled plan run once per iteration: the body is a graph like any other, so
 it runs with the same programs as the enclosing plan (:mod:`flowgrad.plan`), compiled once per
