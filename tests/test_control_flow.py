@@ -702,3 +702,15 @@ def test_an_if_imported_per_shape_keeps_the_recent_shapes_only():
         np.testing.assert_allclose(net.forward(feeds)["y"], _ort(model, feeds)[0], rtol=1e-5,
                                    atol=1e-6)
     assert [key[1][0] for key in op._bodies] == [(3, 1), (1, 1)]
+
+
+def test_if_per_shape_with_a_malformed_model_attribute_is_one_clear_error():
+    from flowgrad.errors import AttrError
+    from flowgrad.plugins import default_registry
+    op_cls = default_registry().get("if_per_shape")
+    with pytest.raises(AttrError, match="attribute 'model' is not a base64 ONNX model"):
+        op_cls(model="not base64 at all!")
+    empty = onnx.helper.make_model(h.make_graph([], "g", [], []))
+    import base64
+    with pytest.raises(AttrError, match="must hold one If node"):
+        op_cls(model=base64.b64encode(empty.SerializeToString()).decode())
