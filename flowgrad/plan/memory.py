@@ -74,8 +74,10 @@ class BufferPool:
             free = sys.getrefcount(value) == 2
             owner = value
         else:               # ...and the view's own reference to its owner
-            free = (type(owner) is np.ndarray and owner.base is None
-                    and sys.getrefcount(value) == 2 and sys.getrefcount(owner) == 3)
+            if type(owner) is not np.ndarray or owner.base is not None \
+                    or owner.nbytes < MIN_BYTES:
+                return
+            free = sys.getrefcount(value) == 2 and sys.getrefcount(owner) == 3
         if (free and owner.nbytes >= MIN_BYTES and owner.flags.c_contiguous
                 and owner.flags.writeable):
             self._free[(owner.nbytes, owner.dtype)].append(owner)

@@ -47,8 +47,11 @@ class Plan:
         self.layout = Layout(graph)
         self._store = ParamStore(graph, self.dtype, self.layout.order)
         self.params: dict[str, np.ndarray] = self._store.params
-        self._leaf_fill = [(self.layout.slot[(name, 0)], value)
-                           for name, value in self._store.leaves()]
+        # every run's value list starts as a copy of this one: the leaves' live arrays in
+        # their slots (params change in place, never by replacement)
+        self._leaf_vals: list[Any] = [None] * self.layout.num_slots
+        for name, value in self._store.leaves():
+            self._leaf_vals[self.layout.slot[(name, 0)]] = value
         self._forward_programs: dict[tuple, ForwardProgram] = {}
         self._backward_programs: dict[tuple, BackwardProgram] = {}
         self._last: tuple[ForwardProgram, list, dict[int, np.ndarray]] | None = None
@@ -104,19 +107,18 @@ class Plan:
         if program is None:
             program = self._forward_programs[(outputs, fuse)] = \
                 compile_forward(self.layout, outputs, fuse)
-        vals: list[Any] = [None] * self.layout.num_slots
-        for slot, value in self._leaf_fill:
-            vals[slot] = value
+        vals = self._leaf_vals.copy()
         feed(self.layout, self.dtype, vals, self._by_node(feeds), program)
-        ctxs: list[Context | None] = [None] * len(self.layout.steps)
+        ctxs: list[Context | None] = [None] * len(self.layout.steps) if grad else []
         run_forward(program, vals, ctxs, grad, self.training, self.rng, self.backend,
                     self._pool, self._store)
         result = {ref: vals[slot] for ref, slot in program.output_slots.items()}
-        # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
-        # input that no path reaches is zeros of the input's shape)
-        kept = {s: vals[s] for s in (*program.output_slots.values(),
-                                     *self.layout.input_slots.values())}
-        self._last = (program, ctxs, kept) if grad else None
+        if grad:
+            # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
+            # input that no path reaches is zeros of the input's shape)
+            kept = {s: vals[s] for s in (*program.output_slots.values(),
+                                         *self.layout.input_slots.values())}
+            self._last = (program, ctxs, kept)
         return result
 
     def backward(self, seeds: Mapping[str, Any], wrt: Iterable[str] = ()) -> dict[str, np.ndarray]:

@@ -17,6 +17,7 @@ Every step is linear in the number of nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any
 
 from ..errors import FlowgradError, GraphError, did_you_mean
@@ -42,7 +43,7 @@ class Step:
 
 @dataclass
 class ForwardProgram:
-    run: list                                 # (forward, in_slots, out_slots, free, step) tuples
+    run: list                                 # (forward, get, arity, out_slots, free, step)
     steps: list[Step]                         # the op nodes run, unfused, in order
     output_slots: dict[str, int]
     feeds: frozenset[str]                     # the inputs these outputs depend on
@@ -70,6 +71,7 @@ class Layout:
         self.num_slots = len(self.slot) + 1
         self._slot_ref = {slot: ref for ref, slot in self.slot.items()}
         self.input_slots = {n: self.slot[(n, 0)] for n in self.order if graph.is_input(n)}
+        self.input_specs = {n: graph.spec_of(n) for n in self.input_slots}
         self.steps: dict[str, Step] = {}
         for index, name in enumerate(n for n in self.order if graph.is_op(n)):
             sources = graph.input_sources(name)
@@ -124,7 +126,8 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
             forward, step = _fused(layout, step, chain, [steps[at] for at in chain.consumers])
             # what the consumers read last (the values fused away, a residual's shortcut)
             free = free + [s for at in chain.consumers for s in frees[at]]
-        run.append((forward, step.in_slots, step.out_slots, tuple(free), step))
+        run.append((forward, _getter(step.in_slots), len(step.in_slots), step.out_slots,
+                    tuple(free), step))
     return ForwardProgram(run, steps, targets,
                           frozenset(n for n in needed if n in layout.input_slots))
 
@@ -187,6 +190,16 @@ def compile_backward(layout: Layout, forward: ForwardProgram, seed_refs: tuple[s
         run.append((op.backward, step, needs, step.out_slots, writes))
     leaf_slots = {name: layout.slot[(name, 0)] for name in leaves}
     return BackwardProgram(run, seed_slots, leaf_slots)
+
+
+def _getter(slots: tuple[int, ...]) -> Any:
+    """``get(vals)``: the values in ``slots`` — a tuple, or the one value when there is one
+    (the hot loop calls ``forward(ctx, get(vals))`` then, sparing a tuple)."""
+    return itemgetter(*slots) if slots else _no_values
+
+
+def _no_values(vals: list) -> tuple:
+    return ()
 
 
 def _state_leaves(graph: Graph, sources) -> dict[int, str]:

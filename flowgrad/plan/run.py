@@ -37,8 +37,9 @@ def feed(layout: Layout, dtype: np.dtype, vals: list, feeds: Mapping[str, Any],
     if missing:
         raise FlowgradError(f"missing input '{missing[0]}': the requested outputs need "
                             f"{', '.join(sorted(program.feeds))}")
+    specs = layout.input_specs
     for name, value in feeds.items():
-        spec = graph.spec_of(name)
+        spec = specs[name]
         array = np.asarray(value)
         target = dtype if spec.dtype.kind == "f" else spec.dtype
         if array.dtype != target:
@@ -47,7 +48,7 @@ def feed(layout: Layout, dtype: np.dtype, vals: list, feeds: Mapping[str, Any],
                     raise FlowgradError(f"input '{name}' holds integers ({spec.dtype}); got "
                                         f"non-integer values")
             array = array.astype(target)
-        if not fits(array.shape, spec):
+        if array.shape != spec.shape and not fits(array.shape, spec):
             why = graph.extra(name, "fixed_batch")     # an ONNX model's own fixed batch
             raise FlowgradError(f"input '{name}' expects shape {format_shape(spec.shape)} "
                                 f"(N is the batch), got {array.shape}"
@@ -58,20 +59,67 @@ def feed(layout: Layout, dtype: np.dtype, vals: list, feeds: Mapping[str, Any],
 def run_forward(program: ForwardProgram, vals: list, ctxs: list, grad: bool, training: bool,
                 rng: np.random.Generator, backend: Any, pool: BufferPool,
                 store: ParamStore) -> None:
-    """The forward hot loop: one ``Context`` and one call per step, state updates applied,
-    values freed after their last reader; with ``grad``, each step's ``ctx`` kept in ``ctxs``
-    for backward (and the run left open for it)."""
-    check = not program.checked
+    """The forward hot loop: one call per step, state updates applied, values freed after
+    their last reader; with ``grad``, each step gets its own ``Context``, kept in ``ctxs`` for
+    backward (and the run left open for it).  Without ``grad`` nothing outlives a step, so one
+    ``Context`` serves every step, emptied of what an op saved or updated after each."""
     release = pool.release
     step = None
     try:
-        for forward, ins, outs, free, step in program.run:
+        if not program.checked:
+            _run_checked(program, vals, ctxs, grad, training, rng, backend, release, store)
+        elif grad:
+            for forward, get, arity, outs, free, step in program.run:
+                ctx = Context(True, training, rng, backend)
+                res = forward(ctx, get(vals)) if arity == 1 else forward(ctx, *get(vals))
+                for port, slot in enumerate(outs):     # (no loop variable holds a value:
+                    vals[slot] = res[port]             # the pool recycles unreferenced ones)
+                if ctx.state is not None:
+                    store.apply_state(step, ctx.state)
+                for slot in free:
+                    release(vals, slot)
+                ctxs[step.index] = ctx
+        else:
+            ctx = Context(False, training, rng, backend)
+            for forward, get, arity, outs, free, step in program.run:
+                res = forward(ctx, get(vals)) if arity == 1 else forward(ctx, *get(vals))
+                if len(outs) == 1:
+                    vals[outs[0]] = res[0]
+                else:
+                    for port, slot in enumerate(outs):
+                        vals[slot] = res[port]
+                res = None
+                if ctx.saved:
+                    ctx.saved = ()
+                if ctx.state is not None:
+                    store.apply_state(step, ctx.state)
+                    ctx.state = None
+                for slot in free:
+                    release(vals, slot)
+    except FlowgradError:
+        raise
+    except Exception as e:
+        raise op_error(store.graph, step, vals, e, "forward") from e
+    finally:
+        if not grad:        # with a backward to follow, the run ends after it
+            pool.end_run()
+    program.checked = True
+
+
+def _run_checked(program: ForwardProgram, vals: list, ctxs: list, grad: bool, training: bool,
+                 rng: np.random.Generator, backend: Any, release: Any, store: ParamStore
+                 ) -> None:
+    """A program's first run: as :func:`run_forward`, with every step's outputs checked
+    against ``infer`` (errors name the step, re-raised by the caller as they are)."""
+    step = None
+    try:
+        for forward, get, arity, outs, free, step in program.run:
             ctx = Context(grad, training, rng, backend)
-            res = forward(ctx, *[vals[i] for i in ins])
-            if check:
-                _check_outputs(store.graph, step, vals, res)
-            for port, slot in enumerate(outs):     # (no loop variable holds a value:
-                vals[slot] = res[port]             # the pool recycles unreferenced ones)
+            res = forward(ctx, get(vals)) if arity == 1 else forward(ctx, *get(vals))
+            _check_outputs(store.graph, step, vals, res)
+            for port, slot in enumerate(outs):
+                vals[slot] = res[port]
+            res = None
             if ctx.state is not None:
                 store.apply_state(step, ctx.state)
             for slot in free:
@@ -82,10 +130,6 @@ def run_forward(program: ForwardProgram, vals: list, ctxs: list, grad: bool, tra
         raise
     except Exception as e:
         raise op_error(store.graph, step, vals, e, "forward") from e
-    finally:
-        if not grad:        # with a backward to follow, the run ends after it
-            pool.end_run()
-    program.checked = True
 
 
 def run_backward(graph: Graph, program: BackwardProgram, ctxs: list, g: list,
