@@ -28,7 +28,7 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "conv_direct", "conv_direct_input_grad",
+KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_direct_input_grad",
            "conv_direct_weight_grad", "max_pool", "max_pool_backward", "avg_pool",
            "avg_pool_backward"]
 
@@ -173,6 +173,36 @@ def test_conv_direct(axes, channels, out_channels, cin, batch, dtype):
         K.conv_direct.reference(x, W, bias, want, *g.args[1:])
         np.testing.assert_allclose(got, want, **_tolerance(dtype, cin * g.taps),
                                    err_msg=repr(g))
+
+
+#: the depthwise geometries of the real-model suite's mobile nets (PP-OCR, MobileNetV3): 5x5
+#: and 3x3 windows, (2, 1), (1, 2) and (2, 2) strides, planes down to 2x2 under a 5x5 window
+DEPTHWISE = GEOMETRIES + [
+    pytest.param([(12, 5, 2, 1, 2, 2), (20, 5, 1, 1, 2, 2)], id="2d-stride2x1"),
+    pytest.param([(12, 3, 1, 1, 1, 1), (40, 3, 2, 1, 1, 1)], id="2d-stride1x2"),
+    pytest.param([(2, 5, 1, 1, 2, 2), (2, 5, 1, 1, 2, 2)], id="2d-tiny-plane"),
+    pytest.param([(9, 3, 2, 2, 2, 1), (11, 3, 3, 2, 1, 2)], id="2d-strided-dilated"),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("channels,multiplier", [(4, 1), (3, 2), (1, 3)])
+@pytest.mark.parametrize("axes", DEPTHWISE)
+def test_conv_depthwise(axes, channels, multiplier, batch, dtype):
+    """The depthwise kernel against its reference, and bit for bit against conv_direct (the
+    same sum order: bias, then the taps in order)."""
+    out_channels = channels * multiplier
+    g, x, W, b, _ = _direct_case(axes, channels, out_channels, 1, batch, dtype, "depthwise")
+    for bias in (b, np.empty(0, dtype)):
+        got = np.full((batch, out_channels) + g.out, np.nan, dtype)
+        want = np.full_like(got, np.nan)
+        direct = np.full_like(got, np.nan)
+        K.conv_depthwise.compiled(x, W, bias, got, *g.args[1:])
+        K.conv_depthwise.reference(x, W, bias, want, *g.args[1:])
+        K.conv_direct.compiled(x, W, bias, direct, *g.args[1:])
+        np.testing.assert_allclose(got, want, **_tolerance(dtype, g.taps), err_msg=repr(g))
+        np.testing.assert_array_equal(got, direct, err_msg=repr(g))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

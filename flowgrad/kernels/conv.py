@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._jit import jit, kernel
 
-__all__ = ["im2col", "col2im", "conv_direct", "conv_direct_input_grad",
+__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_direct_input_grad",
            "conv_direct_weight_grad"]
 
 #: widest output row for which the direct weight gradient stages unit-stride planes wide (see
@@ -661,3 +661,71 @@ def _weight_grad_wide(xf, yf, gf, n, C, D, H, Wd, O, cin, KD, KH, KW, OD, OH, OW
                     acc[t] += _dot8(gp, xp, offs[t], L)
             for t in range(taps):
                 gf[_u((o * cin + ci) * taps + t)] = acc[t]
+
+
+# -- depthwise convolution (one input channel per group) -------------------------------------
+
+@kernel(_conv_direct_reference)
+def conv_depthwise(x, W, b, y, strides, dilations, begin):
+    """:func:`conv_direct` for depthwise convolutions (``W`` is ``(C · m, 1, *kernel)``, output
+    channel ``o`` reads input channel ``o // m``), any strides and dilations, one pass per output
+    plane: the plane is set to the bias, then every tap adds ``w · shifted input row`` to the
+    output rows it reaches.  Which output rows and columns a tap reaches (the rest read
+    padding) is worked out once per call, not per row, so small and strided planes cost their
+    arithmetic and little else; each output cell sums its taps in the same order as
+    :func:`conv_direct` (bias, then the taps in order), so the two give the same bits."""
+    n, C, D, H, Wd = x.shape
+    O, cin, KD, KH, KW = W.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    m = O // C
+    taps = KD * KH * KW
+    xf = x.reshape(-1)
+    wf = W.reshape(-1)
+    yf = y.reshape(-1)
+    has_bias = b.size > 0
+    zlo = np.empty(KD, np.int64)
+    zhi = np.empty(KD, np.int64)
+    vlo = np.empty(KH, np.int64)
+    vhi = np.empty(KH, np.int64)
+    ulo = np.empty(KW, np.int64)
+    uhi = np.empty(KW, np.int64)
+    for kd in range(KD):
+        zlo[kd], zhi[kd] = _span(kd * dd - bd, sd, D, OD)
+    for kh in range(KH):
+        vlo[kh], vhi[kh] = _span(kh * dh - bh, sh, H, OH)
+    for kw in range(KW):
+        ulo[kw], uhi[kw] = _span(kw * dw - bw, sw, Wd, OW)
+    plane = OD * OH * OW
+    acc = np.empty(plane, dtype=yf.dtype)       # the plane, local: its loops vectorise
+    for i in range(n):
+        for o in range(O):
+            src = (i * C + o // m) * D * H * Wd
+            bias = b[o] if has_bias else yf.dtype.type(0)
+            for j in range(plane):
+                acc[j] = bias
+            t = o * taps
+            for kd in range(KD):
+                for kh in range(KH):
+                    for kw in range(KW):
+                        w = wf[_u(t)]
+                        t += 1
+                        off = kw * dw - bw
+                        lo, hi = ulo[kw], uhi[kw]
+                        for od in range(zlo[kd], zhi[kd]):
+                            z = od * sd + kd * dd - bd
+                            for oh in range(vlo[kh], vhi[kh]):
+                                v = oh * sh + kh * dh - bh
+                                row = src + (z * H + v) * Wd + off
+                                out = (od * OH + oh) * OW
+                                if sw == 1:
+                                    for ow in range(lo, hi):
+                                        acc[_u(out + ow)] += w * xf[_u(row + ow)]
+                                else:
+                                    for ow in range(lo, hi):
+                                        acc[_u(out + ow)] += w * xf[_u(row + ow * sw)]
+            dst = (i * O + o) * plane
+            for j in range(plane):
+                yf[_u(dst + j)] = acc[j]

@@ -14,7 +14,8 @@ exactly that, while its input gradient is a convolution (im2col then matrix prod
 weight gradient is one more matrix product against the same unfolded buffer.
 
 Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
-compute them, forward and both gradients; so does the forward of a unit-stride conv with at most
+compute them, forward and both gradients (a strided depthwise forward runs
+``conv_depthwise``, which visits only the rows and columns it outputs); so does the forward of a unit-stride conv with at most
 :data:`DIRECT_CHANNELS` input channels per group (see :meth:`Conv.direct_forward`).  1×1,
 stride-1, unpadded convs are products on the input as it lies.
 """
@@ -140,7 +141,11 @@ class Conv(_ConvBase):
         elif strategy == "direct" or self.direct_forward(g, W.shape):
             bias = np.empty(0, work) if b is None else b
             out = y if y.dtype == work else np.empty(y.shape, work)
-            ctx.backend.kernels.conv_direct(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
+            kernel = ctx.backend.kernels.conv_direct
+            if strategy == "direct" and set(g.strides) != {1}:
+                # strided depthwise: the wide planes would compute every skipped row and column
+                kernel = ctx.backend.kernels.conv_depthwise
+            kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
             if out is not y:
                 y[...] = out
         else:
