@@ -25,14 +25,16 @@ class LeafCheck:
 
 
 def random_feeds(graph: Graph, batch: int = 2, seed: int = 0,
-                 dtype: type = np.float64) -> dict[str, np.ndarray]:
-    """A batch for every input, unknown dims set to ``batch``: standard normal floats (of
-    ``dtype``), zero integers and False booleans (zero is a valid label, index and count)."""
+                 dtype: type = np.float64,
+                 shapes: dict[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
+    """A batch for every input, unknown dims set to ``batch`` (or the input's whole shape
+    taken from ``shapes``): standard normal floats (of ``dtype``), zero integers and False
+    booleans (zero is a valid label, index and count)."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for name in graph.inputs:
         spec = graph.spec_of(name)
-        shape = tuple(batch if d is None else d for d in spec.shape)
+        shape = (shapes or {}).get(name) or tuple(batch if d is None else d for d in spec.shape)
         feeds[name] = (rng.standard_normal(shape).astype(dtype) if spec.dtype.kind == "f"
                        else np.zeros(shape, spec.dtype))
     return feeds

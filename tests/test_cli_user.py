@@ -274,3 +274,23 @@ def test_yaml_weights_take_a_training_checkpoint_and_refuse_a_damaged_file(tmp_p
     assert cli.main(["check", str(graph), "--no-gradients"]) == 1
     err = capsys.readouterr().err
     assert f"{graph}:" in err and "weights file" in err and "Traceback" not in err
+
+
+def test_check_takes_real_sizes_for_free_dims(tmp_path, capsys):
+    """A model whose spatial dims are free (paddle2onnx writes -1) cannot take the random
+    inputs' size 2 through a 4-wide pool: check says so and how, and --shape gives the sizes."""
+    import onnx
+    from onnx import TensorProto, helper as h
+    graph = h.make_graph(
+        [h.make_node("MaxPool", ["x"], ["pooled"], kernel_shape=[4, 4]),
+         h.make_node("Relu", ["pooled"], ["y"])], "free_dims",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "free.onnx"
+    onnx.save(h.make_model(graph, opset_imports=[h.make_opsetid("", 17)]), path)
+    fails(capsys, ["check", str(path)], "give real sizes with --shape x=D,D,...")
+    assert cli.main(["check", str(path), "--shape", "x=1,1,8,8"]) == 0
+    assert "gradient check passed" in capsys.readouterr().out
+    fails(capsys, ["check", str(path), "--shape", "x=1,2,8,8"],
+          "--shape x: [1, 2, 8, 8] does not fit the input's declared shape [?, 1, ?, ?]")
+    fails(capsys, ["check", str(path), "--shape", "y=1"], "the graph has no input 'y'")
