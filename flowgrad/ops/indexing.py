@@ -12,6 +12,8 @@ overrides the attribute.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import AttrError
@@ -26,12 +28,20 @@ def _require_int(spec: Spec | None, op: str, port: str) -> None:
 
 def _ints(value) -> tuple[int, ...]:
     """A run-time shape-like input (any integer array) as a tuple of Python ints."""
-    return tuple(int(v) for v in np.asarray(value).reshape(-1))
+    value = np.asarray(value)
+    if value.dtype.kind in "iu":        # the usual case: one C call
+        return tuple(value.reshape(-1).tolist())
+    return tuple(int(v) for v in value.reshape(-1))
 
 
 def _wrap(indices: np.ndarray, size: int, op: str) -> np.ndarray:
     """ONNX index rule: values in [-size, size), negative ones count from the end."""
     indices = np.asarray(indices)
+    if indices.ndim == 0 and indices.dtype.kind in "iu":     # one index: no array passes
+        i = int(indices)
+        if not -size <= i < size:
+            raise IndexError(f"{op}: index {i} is out of range for an axis of size {size}")
+        return np.asarray(indices + size) if i < 0 else indices
     if indices.size and (indices.min() < -size or indices.max() >= size):
         bad = indices[(indices < -size) | (indices >= size)].flat[0]
         raise IndexError(f"{op}: index {bad} is out of range for an axis of size {size}")
@@ -113,8 +123,10 @@ class GatherElements(Op):
 _BOUND_PORTS = ("starts", "ends", "axes", "steps")
 
 
+@lru_cache(maxsize=1024)
 def slice_bounds(shape: tuple[int, ...], starts, ends, axes, steps) -> tuple[slice, ...]:
-    """ONNX Slice semantics as a tuple of Python slices over every axis of ``shape``.
+    """ONNX Slice semantics as a tuple of Python slices over every axis of ``shape``
+    (the arguments are tuples; the same ones come back at every run, hence the cache).
 
     Negative starts/ends count from the end; then, for a positive step, both are clamped to
     [0, dim]; for a negative step, start to [0, dim-1] and end to [-1, dim-1], where -1 means
@@ -126,8 +138,8 @@ def slice_bounds(shape: tuple[int, ...], starts, ends, axes, steps) -> tuple[sli
     if not len(starts) == len(ends) == len(axes) == len(steps):
         raise ShapeError(f"slice: starts, ends, axes and steps must have one entry per sliced "
                          f"axis, got {len(starts)}, {len(ends)}, {len(axes)}, {len(steps)}")
-    axes = tuple(normalize_axis(a, ndim) for a in axes)
-    if len(set(axes)) != len(axes):
+    axes = tuple(a if 0 <= a < ndim else normalize_axis(a, ndim) for a in axes)
+    if len(axes) > 1 and len(set(axes)) != len(axes):
         raise ShapeError(f"slice: axes {axes} repeat an axis")
     out = [slice(None)] * ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
@@ -191,8 +203,10 @@ class Slice(Op):
                      data.dtype),)
 
     def forward(self, ctx, data, *ports):
-        bounds = [None if b is None else _ints(b)
-                  for b in self._bounds(dict(zip(_BOUND_PORTS, ports)))]
+        # a connected port's value, else the attribute (already a tuple of ints, or None)
+        bounds = [getattr(self, name) if port is None else _ints(port)
+                  for name, port in zip(_BOUND_PORTS, ports)]
+        bounds += [getattr(self, name) for name in _BOUND_PORTS[len(ports):]]
         if bounds[0] is None or bounds[1] is None:
             raise ShapeError("slice needs starts and ends, as inputs or attributes")
         slices = slice_bounds(data.shape, *bounds)

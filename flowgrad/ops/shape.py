@@ -7,12 +7,15 @@ before run time is ``None``.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Dim, Op, ShapeError, Spec, format_shape, normalize_axis, prod
 
 
+@lru_cache(maxsize=1024)
 def _axes(axes, ndim: int, what: str) -> tuple[int, ...]:
     """Normalised, duplicate-free axes for a ``ndim``-d value (ShapeError otherwise)."""
     out = tuple(normalize_axis(a, ndim) for a in axes)
@@ -49,9 +52,11 @@ class Transpose(Op):
         return (np.transpose(gy, np.argsort(perm)),)
 
 
+@lru_cache(maxsize=1024)
 def resolve_reshape(target: tuple[int, ...], shape: tuple[Dim, ...],
                     allowzero: bool = False) -> tuple[Dim, ...]:
-    """The output shape of an ONNX reshape of ``shape`` to ``target``.
+    """The output shape of an ONNX reshape of ``shape`` to ``target`` (tuples: the same ones
+    come back at every run, hence the cache).
 
     ``0`` copies the input's dim at the same index (unless ``allowzero``: then it is a dim of
     size 0, as ONNX's attribute of that name says); one ``-1`` takes what is left.  Works on
@@ -119,7 +124,9 @@ class Reshape(Op):
 
     def forward(self, ctx, x, shape=None):
         if shape is not None:
-            target = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+            shape = np.asarray(shape).reshape(-1)
+            target = tuple(shape.tolist() if shape.dtype.kind in "iu"
+                           else (int(d) for d in shape))
         elif self.shape is None:
             raise ShapeError("reshape needs a target: the 'shape' attribute or the shape input")
         else:
@@ -190,7 +197,7 @@ class Squeeze(Op):
     def forward(self, ctx, x):
         axes = self._squeezed(x.shape)
         ctx.save(x.shape)
-        return (np.squeeze(x, axis=axes),)
+        return (x.squeeze(axes) if type(x) is np.ndarray else np.squeeze(x, axis=axes),)
 
     def backward(self, ctx, gy):
         (shape,) = ctx.saved
@@ -215,7 +222,13 @@ class Unsqueeze(Op):
 
     def forward(self, ctx, x):
         ctx.save(x.shape)
-        return (np.expand_dims(x, self.axes),)
+        if type(x) is not np.ndarray:
+            return (np.expand_dims(x, self.axes),)
+        # np.expand_dims is this reshape, after checking the axes (done once per rank here)
+        ndim = x.ndim + len(self.axes)
+        axes = _axes(self.axes, ndim, "unsqueeze")
+        rest = iter(x.shape)
+        return (x.reshape(tuple(1 if i in axes else next(rest) for i in range(ndim))),)
 
     def backward(self, ctx, gy):
         (shape,) = ctx.saved

@@ -21,7 +21,10 @@ DTYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "u
 
 
 def _ints(value) -> tuple[int, ...]:
-    return tuple(int(v) for v in np.asarray(value).reshape(-1))
+    value = np.asarray(value).reshape(-1)
+    if value.dtype.kind in "iu":        # the usual case: one C call
+        return tuple(value.tolist())
+    return tuple(int(v) for v in value)
 
 
 def _shape_input(spec: Spec | None, attr, op: str, port: str) -> int | None:
