@@ -38,7 +38,8 @@ def _sigmoid(z):
     """1 / (1 + e^-z) without overflow in float32 for any z."""
     e = np.exp(-np.abs(z))
     r = 1 / (1 + e)
-    return np.where(z >= 0, r, e * r)
+    np.multiply(e, r, out=r, where=z < 0)       # e / (1 + e) where z < 0
+    return r
 
 
 def _softplus(z):
@@ -344,21 +345,28 @@ class GRU(_Recurrent):
         act = np.empty_like(XW)          # their activations
         prevs = np.empty((T, N, H), XW.dtype)
         rec = np.empty((T, N, H), XW.dtype)   # h R_h^T + Rb_h (lbr) or r * h (otherwise)
+        # the per-step operands as views, sliced once (each step then indexes only time)
+        x_zr, x_h = XW[:, :, :2 * H], XW[:, :, 2 * H:]
+        pre_zr, pre_h = pre[:, :, :2 * H], pre[:, :, 2 * H:]
+        act_zr, act_z, act_r, act_h = (act[:, :, :2 * H], act[:, :, :H], act[:, :, H:2 * H],
+                                       act[:, :, 2 * H:])
+        RT, R_zrT, R_hT, Rb_zr, Rb_h = R.T, R_zr.T, R_h.T, Rb[:2 * H], Rb[2 * H:]
+        clip = self._clip
         for t in self._order(d, T):
             prevs[t] = h
             if lbr:
-                hr = h @ R.T + Rb
-                pre[t, :, :2 * H] = XW[t, :, :2 * H] + hr[:, :2 * H]
-                act[t, :, :2 * H] = f(self._clip(pre[t, :, :2 * H]))
+                hr = h @ RT + Rb
+                pre_zr[t] = x_zr[t] + hr[:, :2 * H]
+                act_zr[t] = f(clip(pre_zr[t]))
                 rec[t] = hr[:, 2 * H:]
-                pre[t, :, 2 * H:] = XW[t, :, 2 * H:] + act[t, :, H:2 * H] * rec[t]
+                pre_h[t] = x_h[t] + act_r[t] * rec[t]
             else:
-                pre[t, :, :2 * H] = XW[t, :, :2 * H] + h @ R_zr.T + Rb[:2 * H]
-                act[t, :, :2 * H] = f(self._clip(pre[t, :, :2 * H]))
-                rec[t] = act[t, :, H:2 * H] * h
-                pre[t, :, 2 * H:] = XW[t, :, 2 * H:] + rec[t] @ R_h.T + Rb[2 * H:]
-            act[t, :, 2 * H:] = g(self._clip(pre[t, :, 2 * H:]))
-            z, cand = act[t, :, :H], act[t, :, 2 * H:]
+                pre_zr[t] = x_zr[t] + h @ R_zrT + Rb_zr
+                act_zr[t] = f(clip(pre_zr[t]))
+                rec[t] = act_r[t] * h
+                pre_h[t] = x_h[t] + rec[t] @ R_hT + Rb_h
+            cand = act_h[t] = g(clip(pre_h[t]))
+            z = act_z[t]
             new = (1 - z) * cand + z * h
             if masks is None:
                 h = Y[t] = new
@@ -451,22 +459,26 @@ class LSTM(_Recurrent):
         prev_c = np.empty((T, N, H), XW.dtype)
         cells = np.empty((T, N, H), XW.dtype)
         hc = np.empty((T, N, H), XW.dtype)
+        # the per-step operands as views, sliced once (each step then indexes only time)
+        pre_i, pre_o, pre_f, pre_g = (pre[:, :, k * H:(k + 1) * H] for k in range(4))
+        act_i, act_o, act_f, act_g = (act[:, :, k * H:(k + 1) * H] for k in range(4))
+        RT, clip = R.T, self._clip
         for t in self._order(d, T):
             prev_h[t], prev_c[t] = h, c
-            pre[t] = XW[t] + h @ R.T + Rb
+            pre[t] = XW[t] + h @ RT + Rb
             if P is not None:
-                pre[t, :, :H] += p_i * c
-                pre[t, :, 2 * H:3 * H] += p_f * c
-            i = act[t, :, :H] = f(self._clip(pre[t, :, :H]))
+                pre_i[t] += p_i * c
+                pre_f[t] += p_f * c
+            i = act_i[t] = f(clip(pre_i[t]))
             if self.input_forget:
-                fg = act[t, :, 2 * H:3 * H] = 1 - i
+                fg = act_f[t] = 1 - i
             else:
-                fg = act[t, :, 2 * H:3 * H] = f(self._clip(pre[t, :, 2 * H:3 * H]))
-            gg = act[t, :, 3 * H:] = g(self._clip(pre[t, :, 3 * H:]))
+                fg = act_f[t] = f(clip(pre_f[t]))
+            gg = act_g[t] = g(clip(pre_g[t]))
             cell = cells[t] = fg * c + i * gg
             if P is not None:
-                pre[t, :, H:2 * H] += p_o * cell
-            o = act[t, :, H:2 * H] = f(self._clip(pre[t, :, H:2 * H]))
+                pre_o[t] += p_o * cell
+            o = act_o[t] = f(clip(pre_o[t]))
             hc[t] = hact(cell)
             new = o * hc[t]
             if masks is None:
