@@ -668,12 +668,15 @@ def _weight_grad_wide(xf, yf, gf, n, C, D, H, Wd, O, cin, KD, KH, KW, OD, OH, OW
 @kernel(_conv_direct_reference)
 def conv_depthwise(x, W, b, y, strides, dilations, begin):
     """:func:`conv_direct` for depthwise convolutions (``W`` is ``(C · m, 1, *kernel)``, output
-    channel ``o`` reads input channel ``o // m``), any strides and dilations, one pass per output
-    plane: the plane is set to the bias, then every tap adds ``w · shifted input row`` to the
-    output rows it reaches.  Which output rows and columns a tap reaches (the rest read
-    padding) is worked out once per call, not per row, so small and strided planes cost their
-    arithmetic and little else; each output cell sums its taps in the same order as
-    :func:`conv_direct` (bias, then the taps in order), so the two give the same bits."""
+    channel ``o`` reads input channel ``o // m``), any strides and dilations, channels last.
+
+    Per image the input is transposed to ``(positions, O)`` (channel ``o // m`` repeated for a
+    channel multiplier ``m``) and the taps to ``(taps, O)``; then every output cell is its
+    bias row plus, for each tap that reads inside the input, ``w[tap, :] · x[cell + tap, :]``:
+    one contiguous loop over the channels, which LLVM vectorises whatever the plane's size or
+    stride, and taps that read padding cost nothing (a 5x5 window on a 2x2 plane does 9 of
+    its 25 taps).  The output is transposed back.  Each output sums its bias and then its
+    taps in order, as :func:`conv_direct` does: the two give the same bits."""
     n, C, D, H, Wd = x.shape
     O, cin, KD, KH, KW = W.shape
     OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
@@ -682,50 +685,54 @@ def conv_depthwise(x, W, b, y, strides, dilations, begin):
     bd, bh, bw = begin
     m = O // C
     taps = KD * KH * KW
+    size = D * H * Wd
+    plane = OD * OH * OW
     xf = x.reshape(-1)
     wf = W.reshape(-1)
     yf = y.reshape(-1)
-    has_bias = b.size > 0
-    zlo = np.empty(KD, np.int64)
-    zhi = np.empty(KD, np.int64)
-    vlo = np.empty(KH, np.int64)
-    vhi = np.empty(KH, np.int64)
-    ulo = np.empty(KW, np.int64)
-    uhi = np.empty(KW, np.int64)
-    for kd in range(KD):
-        zlo[kd], zhi[kd] = _span(kd * dd - bd, sd, D, OD)
-    for kh in range(KH):
-        vlo[kh], vhi[kh] = _span(kh * dh - bh, sh, H, OH)
-    for kw in range(KW):
-        ulo[kw], uhi[kw] = _span(kw * dw - bw, sw, Wd, OW)
-    plane = OD * OH * OW
-    acc = np.empty(plane, dtype=yf.dtype)       # the plane, local: its loops vectorise
+    wt = np.empty(taps * O, dtype=yf.dtype)
+    for o in range(O):
+        for t in range(taps):
+            wt[_u(t * O + o)] = wf[_u(o * taps + t)]
+    row0 = np.zeros(O, dtype=yf.dtype)
+    if b.size > 0:
+        for o in range(O):
+            row0[o] = b[o]
+    xt = np.empty(size * O, dtype=yf.dtype)
+    yt = np.empty(plane * O, dtype=yf.dtype)
     for i in range(n):
         for o in range(O):
-            src = (i * C + o // m) * D * H * Wd
-            bias = b[o] if has_bias else yf.dtype.type(0)
-            for j in range(plane):
-                acc[j] = bias
-            t = o * taps
-            for kd in range(KD):
-                for kh in range(KH):
-                    for kw in range(KW):
-                        w = wf[_u(t)]
-                        t += 1
-                        off = kw * dw - bw
-                        lo, hi = ulo[kw], uhi[kw]
-                        for od in range(zlo[kd], zhi[kd]):
-                            z = od * sd + kd * dd - bd
-                            for oh in range(vlo[kh], vhi[kh]):
-                                v = oh * sh + kh * dh - bh
-                                row = src + (z * H + v) * Wd + off
-                                out = (od * OH + oh) * OW
-                                if sw == 1:
-                                    for ow in range(lo, hi):
-                                        acc[_u(out + ow)] += w * xf[_u(row + ow)]
-                                else:
-                                    for ow in range(lo, hi):
-                                        acc[_u(out + ow)] += w * xf[_u(row + ow * sw)]
-            dst = (i * O + o) * plane
-            for j in range(plane):
-                yf[_u(dst + j)] = acc[j]
+            src = (i * C + o // m) * size
+            for p in range(size):
+                xt[_u(p * O + o)] = xf[_u(src + p)]
+        cell = 0
+        for od in range(OD):
+            for oh in range(OH):
+                for ow in range(OW):
+                    out = cell * O
+                    for o in range(O):
+                        yt[_u(out + o)] = row0[o]
+                    t = 0
+                    for kd in range(KD):
+                        z = od * sd + kd * dd - bd
+                        if z < 0 or z >= D:
+                            t += KH * KW
+                            continue
+                        for kh in range(KH):
+                            v = oh * sh + kh * dh - bh
+                            if v < 0 or v >= H:
+                                t += KW
+                                continue
+                            for kw in range(KW):
+                                u = ow * sw + kw * dw - bw
+                                if u >= 0 and u < Wd:
+                                    src = ((z * H + v) * Wd + u) * O
+                                    tap = t * O
+                                    for o in range(O):
+                                        yt[_u(out + o)] += wt[_u(tap + o)] * xt[_u(src + o)]
+                                t += 1
+                    cell += 1
+        dst = i * O * plane
+        for o in range(O):
+            for p in range(plane):
+                yf[_u(dst + o * plane + p)] = yt[_u(p * O + o)]

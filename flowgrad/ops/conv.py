@@ -14,8 +14,8 @@ exactly that, while its input gradient is a convolution (im2col then matrix prod
 weight gradient is one more matrix product against the same unfolded buffer.
 
 Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
-compute them, forward and both gradients (a strided depthwise forward runs
-``conv_depthwise``, which visits only the rows and columns it outputs); so does the forward of a unit-stride conv with at most
+compute them, forward and both gradients (the forward channels last, ``conv_depthwise``,
+when strided or with at least :data:`DEPTHWISE_CHANNELS_LAST` channels); so does the forward of a unit-stride conv with at most
 :data:`DIRECT_CHANNELS` input channels per group (see :meth:`Conv.direct_forward`).  1×1,
 stride-1, unpadded convs are products on the input as it lies.
 """
@@ -33,6 +33,15 @@ from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, check_window_attrs, chunk
 #: :meth:`Conv.direct_forward`); measured, 1 thread: LeNet's 1→16 5×5 2.1 ms direct vs 2.8
 #: unfolded, ResNet's 3→16 3×3 1.6 vs 1.9, 4→16 2.05 vs 2.2 (about even)
 DIRECT_CHANNELS = 3
+
+
+#: output channels from which a unit-stride depthwise forward runs channels last
+#: (``conv_depthwise``) rather than on wide planes (``conv_direct``); strided ones always do.
+#: Measured, batch 1, 1 thread, shared machine: 5x5 on 240x12x20 0.20 ms vs 0.34, on 384x2x2
+#: 0.014 vs 0.099, on 88x3x96 about even; 3x3 on 32x6x96 0.097 vs 0.040, on 64x56x56 0.93 vs
+#: 0.22 (few channels: the channel loop is too short, the wide plane loop long).  Strided:
+#: 480x6x20 s(2,1) 0.105 vs 0.46, 32x32x32 s2 0.074 vs 0.13.
+DEPTHWISE_CHANNELS_LAST = 96
 
 
 def _bias_shape(nd: int) -> tuple[int, ...]:
@@ -142,9 +151,9 @@ class Conv(_ConvBase):
             bias = np.empty(0, work) if b is None else b
             out = y if y.dtype == work else np.empty(y.shape, work)
             kernel = ctx.backend.kernels.conv_direct
-            if strategy == "direct" and set(g.strides) != {1}:
-                # strided depthwise: the wide planes would compute every skipped row and column
-                kernel = ctx.backend.kernels.conv_depthwise
+            if strategy == "direct" and (set(g.strides) != {1}
+                                         or W.shape[0] >= DEPTHWISE_CHANNELS_LAST):
+                kernel = ctx.backend.kernels.conv_depthwise     # channels last
             kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
             if out is not y:
                 y[...] = out
