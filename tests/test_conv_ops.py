@@ -81,19 +81,20 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
             np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("attrs", [{"pads": [2, 2, 2, 2]}, {"strides": [2, 1], "pads": [2, 2, 2, 2]},
-                                   {"strides": [1, 2], "dilations": [2, 1], "pads": [1, 0, 2, 1]}])
+@pytest.mark.parametrize("attrs", [
+    {"pads": [2, 2, 2, 2]}, {"strides": [2, 1], "pads": [2, 2, 2, 2]},
+    {"strides": [1, 2], "dilations": [2, 1], "pads": [1, 0, 2, 1]}])
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_depthwise_forward_is_the_same_on_either_kernel(attrs, multiplier, monkeypatch):
     """A depthwise conv's forward runs channels last (conv_depthwise) or on wide planes
-    (conv_direct, unit strides only) by its channel count: both give the same bits, with
+    (conv_direct, unit strides only) by its plane's size: both give the same bits, with
     and without gradient, and the gradients do not depend on which ran."""
     channels = 8
     x = rand(2, channels, 7, 9).astype(np.float32)
     W = rand(channels * multiplier, 1, 5, 3, seed=1).astype(np.float32)
     b = rand(channels * multiplier, seed=2).astype(np.float32)
     results = []
-    for threshold in (1, 1 << 30):
+    for threshold in ((1 << 30, 1 << 30), (0, 0)):
         monkeypatch.setattr(conv_module, "DEPTHWISE_CHANNELS_LAST", threshold)
         op = Conv(group=channels, **attrs)
         (y_eval,) = op.forward(Context(grad_enabled=False), x, W, b)

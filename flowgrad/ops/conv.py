@@ -14,10 +14,11 @@ exactly that, while its input gradient is a convolution (im2col then matrix prod
 weight gradient is one more matrix product against the same unfolded buffer.
 
 Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
-compute them, forward and both gradients (the forward channels last, ``conv_depthwise``,
-when strided or with at least :data:`DEPTHWISE_CHANNELS_LAST` channels); so does the forward of a unit-stride conv with at most
-:data:`DIRECT_CHANNELS` input channels per group (see :meth:`Conv.direct_forward`).  1×1,
-stride-1, unpadded convs are products on the input as it lies.
+compute them, forward and both gradients (the forward channels last, ``conv_depthwise``, when
+strided or on small planes: :meth:`Conv.channels_last`); so does the forward of a unit-stride
+conv with at most :data:`DIRECT_CHANNELS` input channels per group (see
+:meth:`Conv.direct_forward`).  1×1, stride-1, unpadded convs are products on the input as it
+lies.
 """
 from __future__ import annotations
 
@@ -35,13 +36,11 @@ from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, check_window_attrs, chunk
 DIRECT_CHANNELS = 3
 
 
-#: output channels from which a unit-stride depthwise forward runs channels last
-#: (``conv_depthwise``) rather than on wide planes (``conv_direct``); strided ones always do.
-#: Measured, batch 1, 1 thread, shared machine: 5x5 on 240x12x20 0.20 ms vs 0.34, on 384x2x2
-#: 0.014 vs 0.099, on 88x3x96 about even; 3x3 on 32x6x96 0.097 vs 0.040, on 64x56x56 0.93 vs
-#: 0.22 (few channels: the channel loop is too short, the wide plane loop long).  Strided:
-#: 480x6x20 s(2,1) 0.105 vs 0.46, 32x32x32 s2 0.074 vs 0.13.
-DEPTHWISE_CHANNELS_LAST = 96
+#: (output positions, taps): a unit-stride depthwise forward runs channels last
+#: (``conv_depthwise``) rather than on wide planes (``conv_direct``) when its output plane has
+#: at most the first many positions, or at most the second many with a window of 25 taps or
+#: more; strided ones always do (see :meth:`Conv.channels_last`).
+DEPTHWISE_CHANNELS_LAST = (64, 256)
 
 
 def _bias_shape(nd: int) -> tuple[int, ...]:
@@ -132,6 +131,23 @@ class Conv(_ConvBase):
         gradient is 2x slower than BLAS there."""
         return W_shape[1] <= DIRECT_CHANNELS and set(g.strides) == {1}
 
+    @staticmethod
+    def channels_last(g: Geometry, W_shape) -> bool:
+        """Whether a depthwise forward runs channels last (``conv_depthwise``): when strided
+        (the wide planes would compute every skipped row and column), or on small planes
+        where the wide planes' padding is most of the work (:data:`DEPTHWISE_CHANNELS_LAST`).
+        Measured, batch 1, 1 thread, shared machine, channels last vs wide: 5x5 on 384x2x2
+        0.014 vs 0.099 ms, 192x4x4 0.021 vs 0.055, 480x3x20 0.077 vs 0.16, 240x12x20 0.20
+        vs 0.34, 88x3x96 about even; 3x3 on 96x16x16 about even, 96x32x32 0.29 vs 0.14,
+        128x56x56 4.8 vs 0.53, batch 8 MobileNet planes 2-4x slower (the loop over channels
+        is short next to the wide planes' long rows).  Strided, against conv_direct's row
+        loops: 480x6x20 s(2,1) 0.105 vs 0.46, 128x12x40 s(1,2) 0.15 vs 0.36."""
+        if set(g.strides) != {1}:
+            return True
+        positions, taps = prod(g.out), prod(W_shape[2:])
+        small, large = DEPTHWISE_CHANNELS_LAST
+        return positions <= small or (taps >= 25 and positions <= large)
+
     def forward(self, ctx, x, W, b=None):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
         dtype = np.result_type(x, W)
@@ -151,9 +167,8 @@ class Conv(_ConvBase):
             bias = np.empty(0, work) if b is None else b
             out = y if y.dtype == work else np.empty(y.shape, work)
             kernel = ctx.backend.kernels.conv_direct
-            if strategy == "direct" and (set(g.strides) != {1}
-                                         or W.shape[0] >= DEPTHWISE_CHANNELS_LAST):
-                kernel = ctx.backend.kernels.conv_depthwise     # channels last
+            if strategy == "direct" and self.channels_last(g, W.shape):
+                kernel = ctx.backend.kernels.conv_depthwise
             kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
             if out is not y:
                 y[...] = out
