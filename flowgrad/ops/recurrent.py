@@ -38,8 +38,7 @@ def _sigmoid(z):
     """1 / (1 + e^-z) without overflow in float32 for any z."""
     e = np.exp(-np.abs(z))
     r = 1 / (1 + e)
-    np.multiply(e, r, out=r, where=z < 0)       # e / (1 + e) where z < 0
-    return r
+    return np.where(z >= 0, r, e * r)
 
 
 def _softplus(z):
