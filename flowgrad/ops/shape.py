@@ -24,6 +24,17 @@ def _axes(axes, ndim: int, what: str) -> tuple[int, ...]:
     return out
 
 
+@lru_cache(maxsize=1024)
+def _permutation(perm: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+    """``perm`` checked and normalised for a ``ndim``-d input (None: reverse the axes)."""
+    if perm is None:
+        return tuple(range(ndim - 1, -1, -1))
+    if sorted(a % ndim if -ndim <= a < ndim else a for a in perm) != list(range(ndim)):
+        raise ShapeError(f"perm {list(perm)} is not a permutation of the {ndim} axes "
+                         f"of the input")
+    return tuple(a % ndim for a in perm)
+
+
 class Transpose(Op):
     """Permutes axes: output axis i is input axis ``perm[i]``; no perm reverses them (ONNX)."""
 
@@ -31,21 +42,16 @@ class Transpose(Op):
     attrs = {"perm": Attr("ints", None, doc="a permutation of the axes; default reverses")}
 
     def _perm(self, ndim: int) -> tuple[int, ...]:
-        if self.perm is None:
-            return tuple(range(ndim - 1, -1, -1))
-        if sorted(a % ndim if -ndim <= a < ndim else a for a in self.perm) != list(range(ndim)):
-            raise ShapeError(f"perm {list(self.perm)} is not a permutation of the {ndim} axes "
-                             f"of the input")
-        return tuple(a % ndim for a in self.perm)
+        return _permutation(self.perm, ndim)
 
     def infer(self, x):
         perm = self._perm(x.ndim)
         return (Spec(tuple(x.shape[a] for a in perm), x.dtype),)
 
     def forward(self, ctx, x):
-        perm = self._perm(x.ndim)
+        perm = _permutation(self.perm, x.ndim)
         ctx.save(perm)
-        return (np.transpose(x, perm),)
+        return (x.transpose(perm) if type(x) is np.ndarray else np.transpose(x, perm),)
 
     def backward(self, ctx, gy):
         (perm,) = ctx.saved
@@ -215,21 +221,23 @@ class Unsqueeze(Op):
             raise AttrError("unsqueeze needs at least one axis", attr="axes")
 
     def infer(self, x):
-        ndim = x.ndim + len(self.axes)
-        axes = _axes(self.axes, ndim, "unsqueeze")
-        rest = iter(x.shape)
-        return (Spec(tuple(1 if i in axes else next(rest) for i in range(ndim)), x.dtype),)
+        return (Spec(_unsqueezed(x.shape, self.axes), x.dtype),)
 
     def forward(self, ctx, x):
         ctx.save(x.shape)
         if type(x) is not np.ndarray:
             return (np.expand_dims(x, self.axes),)
-        # np.expand_dims is this reshape, after checking the axes (done once per rank here)
-        ndim = x.ndim + len(self.axes)
-        axes = _axes(self.axes, ndim, "unsqueeze")
-        rest = iter(x.shape)
-        return (x.reshape(tuple(1 if i in axes else next(rest) for i in range(ndim))),)
+        return (x.reshape(_unsqueezed(x.shape, self.axes)),)   # what np.expand_dims does
 
     def backward(self, ctx, gy):
         (shape,) = ctx.saved
         return (gy.reshape(shape),)
+
+
+@lru_cache(maxsize=1024)
+def _unsqueezed(shape: tuple[Dim, ...], axes: tuple[int, ...]) -> tuple[Dim, ...]:
+    """``shape`` with size-1 axes inserted at ``axes`` (positions in the result)."""
+    ndim = len(shape) + len(axes)
+    where = _axes(axes, ndim, "unsqueeze")
+    rest = iter(shape)
+    return tuple(1 if i in where else next(rest) for i in range(ndim))
