@@ -108,9 +108,29 @@ class Geometry:
         return (1,) * (3 - self.nd) + self.out
 
 
+#: resolved geometries by (op type, window attributes, sizes, kernel, ceil_mode): a forward at
+#: batch 1 resolves the same few geometries on every call, and resolving one costs ~9 us (a
+#: mobile net's 60 convs: half a millisecond a forward)
+_GEOMETRIES: dict = {}
+
+
 def geometry(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
              ceil_mode: bool = False) -> Geometry:
-    """Resolve pads and output sizes of a windowed op on spatial ``sizes`` (None = unknown)."""
+    """Resolve pads and output sizes of a windowed op on spatial ``sizes`` (None = unknown);
+    memoised on everything it reads (an attribute changed later gives a new key)."""
+    key = (op.type, op.auto_pad, tuple(op.strides), tuple(op.dilations), tuple(op.pads),
+           tuple(sizes), tuple(kernel), bool(ceil_mode))
+    g = _GEOMETRIES.get(key)
+    if g is None:
+        g = _resolve(op, tuple(sizes), tuple(kernel), ceil_mode)
+        if len(_GEOMETRIES) >= 4096:
+            _GEOMETRIES.clear()
+        _GEOMETRIES[key] = g
+    return g
+
+
+def _resolve(op, sizes: tuple[int | None, ...], kernel: tuple[int, ...],
+             ceil_mode: bool) -> Geometry:
     nd = len(sizes)
     strides = per_axis(op, "strides", nd, 1)
     dilations = per_axis(op, "dilations", nd, 1)

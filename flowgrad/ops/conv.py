@@ -183,6 +183,12 @@ class Conv(_ConvBase):
         and group, ``W (O/G, C/G) @ x (C/G, positions)``: no unfolding, BLAS on the input as it
         lies."""
         n, channels, groups = x.shape[0], x.shape[1], self.group
+        if n == 1 and groups == 1:          # batch 1: one 2-d product, no broadcasting matmul
+            y2 = y.reshape(W.shape[0], -1)
+            np.matmul(W.reshape(W.shape[0], channels), x.reshape(channels, -1), out=y2)
+            if b is not None:
+                np.add(y2, b[:, None], out=y2)
+            return
         Wg = W.reshape(groups, W.shape[0] // groups, channels // groups)
         x4 = x.reshape(n, groups, channels // groups, -1)
         y4 = y.reshape(n, groups, W.shape[0] // groups, -1)
