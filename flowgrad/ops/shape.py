@@ -225,8 +225,7 @@ class Unsqueeze(Op):
 
     def forward(self, ctx, x):
         ctx.save(x.shape)
-        if type(x) is not np.ndarray:
-            return (np.expand_dims(x, self.axes),)
+        x = np.asanyarray(x)        # a numpy scalar (what gather of one index returns) too
         return (x.reshape(_unsqueezed(x.shape, self.axes)),)   # what np.expand_dims does
 
     def backward(self, ctx, gy):
