@@ -15,6 +15,8 @@
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -258,67 +260,48 @@ def test_grid_sample_opset_16_mode_names():
                                       FlowgradBackend.prepare(m20).run(feeds)[0])
 
 
-torch = pytest.importorskip("torch")
+# PyTorch's outputs and autograd gradients, recorded by tests/data/detection/
+# make_pytorch_refs.py (so CI compares with PyTorch without torch installed)
+with np.load(os.path.join(os.path.dirname(__file__), "data", "detection",
+                          "pytorch_refs.npz")) as _saved:
+    TORCH = dict(_saved)
+AFFINE_SIZES = [((2, 3, 4, 5), False), ((2, 3, 4, 5), True), ((2, 1, 3, 4, 5), False),
+                ((2, 1, 3, 4, 5), True), ((2, 3, 1, 4), False)]
+
+
+def _matches_pytorch(key: str, op, inputs: tuple[str, ...], grads: tuple[str, ...]) -> None:
+    """Run ``op`` forward and backward on the recorded case ``key`` and compare the output
+    and the gradients of ``inputs`` with PyTorch's."""
+    ctx = flowgrad.op.Context()
+    feeds = [TORCH[f"{key}/{name}"] if name else None for name in inputs]
+    (y,) = op.forward(ctx, *feeds)
+    ctx.needs_input_grad = tuple(bool(name) for name in grads)
+    got = op.backward(ctx, TORCH[f"{key}/seed"])
+    np.testing.assert_allclose(y, TORCH[f"{key}/y"], rtol=1e-6, atol=1e-9)
+    for name, g in zip(grads, got):
+        if name:
+            np.testing.assert_allclose(g, TORCH[f"{key}/{name}"], rtol=1e-6, atol=1e-9,
+                                       err_msg=name)
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
 @pytest.mark.parametrize("padding", PADDINGS)
 @pytest.mark.parametrize("align", [False, True])
 def test_grid_sample_gradients_match_pytorch(mode, padding, align):
-    x = RNG.standard_normal((2, 3, 5, 6))
-    grid = RNG.uniform(-1.5, 1.5, size=(2, 4, 3, 2))
-    seed = RNG.standard_normal((2, 3, 4, 3))
-    tx = torch.tensor(x, requires_grad=True)
-    tg = torch.tensor(grid, requires_grad=True)
-    ty = torch.nn.functional.grid_sample(tx, tg, mode=mode, padding_mode=padding,
-                                         align_corners=align)
-    (ty * torch.tensor(seed)).sum().backward()
     op = REGISTRY.get("grid_sample")(mode=mode, padding_mode=padding, align_corners=align)
-    ctx = flowgrad.op.Context()
-    (y,) = op.forward(ctx, x, grid)
-    ctx.needs_input_grad = (True, True)
-    gx, gg = op.backward(ctx, seed)
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gg, tg.grad.numpy(), rtol=1e-6, atol=1e-9)
+    _matches_pytorch(f"gs-{mode}-{padding}-{align}", op, ("x", "grid"), ("gx", "ggrid"))
 
 
 def test_grid_sample_5d_gradients_match_pytorch():
-    x = RNG.standard_normal((1, 2, 3, 4, 5))
-    grid = RNG.uniform(-1.2, 1.2, size=(1, 2, 3, 2, 3))
-    seed = RNG.standard_normal((1, 2, 2, 3, 2))
-    tx = torch.tensor(x, requires_grad=True)
-    tg = torch.tensor(grid, requires_grad=True)
-    ty = torch.nn.functional.grid_sample(tx, tg, mode="bilinear", padding_mode="reflection",
-                                         align_corners=False)
-    (ty * torch.tensor(seed)).sum().backward()
     op = REGISTRY.get("grid_sample")(padding_mode="reflection")
-    ctx = flowgrad.op.Context()
-    (y,) = op.forward(ctx, x, grid)
-    ctx.needs_input_grad = (True, True)
-    gx, gg = op.backward(ctx, seed)
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gg, tg.grad.numpy(), rtol=1e-6, atol=1e-9)
+    _matches_pytorch("gs5d", op, ("x", "grid"), ("gx", "ggrid"))
 
 
-@pytest.mark.parametrize("size,align", [
-    ((2, 3, 4, 5), False), ((2, 3, 4, 5), True), ((2, 1, 3, 4, 5), False),
-    ((2, 1, 3, 4, 5), True), ((2, 3, 1, 4), False)])
+@pytest.mark.parametrize("size,align", AFFINE_SIZES)
 def test_affine_grid_matches_pytorch(size, align):
-    dims = len(size) - 2
-    theta = RNG.standard_normal((2, dims, dims + 1))
-    seed = RNG.standard_normal(size[:1] + size[2:] + (dims,))
-    tt = torch.tensor(theta, requires_grad=True)
-    ty = torch.nn.functional.affine_grid(tt, list(size), align_corners=align)
-    (ty * torch.tensor(seed)).sum().backward()
     op = REGISTRY.get("affine_grid")(size=list(size), align_corners=align)
-    ctx = flowgrad.op.Context()
-    (y,) = op.forward(ctx, theta, None)
-    ctx.needs_input_grad = (True, False)
-    gt, _ = op.backward(ctx, seed)
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(gt, tt.grad.numpy(), rtol=1e-6, atol=1e-9)
+    _matches_pytorch(f"ag-{'x'.join(map(str, size))}-{align}", op, ("theta", ""),
+                     ("gtheta", ""))
 
 
 def test_affine_grid_unit_size_with_align_corners_follows_the_reference():
