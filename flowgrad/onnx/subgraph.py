@@ -186,6 +186,21 @@ def import_body(b: Builder, proto: onnx.GraphProto, formal: list[Spec | None],
     return graph, outs
 
 
+class InlineScope(dict):
+    """An inlined graph's names over the enclosing scope, which it may read but not write
+    (an If branch inlined on a constant condition, FlexAttention's score/prob graphs)."""
+
+    def __init__(self, outer):
+        super().__init__()
+        self._outer = outer
+
+    def __missing__(self, key):
+        return self._outer[key]
+
+    def __contains__(self, key) -> bool:
+        return dict.__contains__(self, key) or key in self._outer
+
+
 class _Scope(dict):
     """A body's values, falling back to the enclosing scope's *constants* only (a run-time
     value of an enclosing graph must come in as a body input)."""

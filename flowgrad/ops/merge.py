@@ -45,6 +45,29 @@ class Branch(Op):
         return (total,)
 
 
+def concat_shape(xs, axis: int) -> tuple:
+    """The shape of ``xs`` (Specs) joined along ``axis``: one rank, equal dims off the axis
+    (unknown dims match anything), the sum along it (unknown if any part is).  Shared by
+    ``concat`` and the quantized concatenation."""
+    ndim = xs[0].ndim
+    if any(x.ndim != ndim for x in xs):
+        raise ShapeError("concat inputs have different ranks: "
+                         + ", ".join(format_shape(x.shape) for x in xs))
+    axis = normalize_axis(axis, ndim)
+    shape = []
+    for i in range(ndim):
+        dims = [x.shape[i] for x in xs]
+        if i == axis:
+            shape.append(None if None in dims else sum(dims))
+        else:
+            known = {d for d in dims if d is not None}
+            if len(known) > 1:
+                raise ShapeError(f"concat inputs differ on axis {i} (not the concat axis "
+                                 f"{axis}): " + ", ".join(format_shape(x.shape) for x in xs))
+            shape.append(known.pop() if known else None)
+    return tuple(shape)
+
+
 class Concat(Op):
     """Concatenates any number of inputs along ``axis``; backward slices the gradient."""
 
@@ -55,23 +78,7 @@ class Concat(Op):
     attrs = {"axis": Attr("int", -1, doc="axis to join along (negative counts from the end)")}
 
     def infer(self, *xs):
-        ndim = xs[0].ndim
-        if any(x.ndim != ndim for x in xs):
-            raise ShapeError("concat inputs have different ranks: "
-                             + ", ".join(format_shape(x.shape) for x in xs))
-        axis = normalize_axis(self.axis, ndim)
-        shape = []
-        for i in range(ndim):
-            dims = [x.shape[i] for x in xs]
-            if i == axis:
-                shape.append(None if None in dims else sum(dims))
-            else:
-                known = {d for d in dims if d is not None}
-                if len(known) > 1:
-                    raise ShapeError(f"concat inputs differ on axis {i} (not the concat axis "
-                                     f"{axis}): " + ", ".join(format_shape(x.shape) for x in xs))
-                shape.append(known.pop() if known else None)
-        return (Spec(tuple(shape), result_dtype(*xs)),)
+        return (Spec(concat_shape(xs, self.axis), result_dtype(*xs)),)
 
     def forward(self, ctx, *xs):
         axis = self.axis % xs[0].ndim

@@ -55,6 +55,7 @@ from ..errors import AttrError
 from ..op import Attr, Context, Op, ShapeError, Spec, broadcast_shapes, format_shape
 from ._conv_util import WINDOW_ATTRS, geometry
 from .conv import Conv
+from .merge import concat_shape
 from .recurrent import LSTM
 
 #: the integer types a quantized value may have (numpy holds them), with their ranges
@@ -751,25 +752,7 @@ class QLinearConcat(Op):
             if x.dtype != y_zp.dtype:
                 raise ShapeError(f"input {i} is {x.dtype} but Y_zero_point is {y_zp.dtype}")
             _scalars(triples[3 * i + 1:3 * i + 3], (f"X_scale {i}", f"X_zero_point {i}"))
-        ndim = xs[0].ndim
-        if any(x.ndim != ndim for x in xs):
-            raise ShapeError("inputs to concatenate must have one rank, got "
-                             + ", ".join(format_shape(x.shape) for x in xs))
-        if not -ndim <= self.axis < ndim:
-            raise ShapeError(f"axis {self.axis} is out of range for {ndim}-d inputs")
-        axis = self.axis % ndim
-        shape = []
-        for i in range(ndim):
-            dims = [x.shape[i] for x in xs]
-            if i == axis:
-                shape.append(None if None in dims else sum(dims))
-            else:
-                known = {d for d in dims if d is not None}
-                if len(known) > 1:
-                    raise ShapeError(f"inputs differ on axis {i} ({sorted(known)}); only axis "
-                                     f"{self.axis} may differ")
-                shape.append(known.pop() if known else None)
-        return (Spec(tuple(shape), y_zp.dtype),)
+        return (Spec(concat_shape(xs, self.axis), y_zp.dtype),)
 
     def forward(self, ctx, y_scale, y_zp, *triples):
         parts = [lookup(x, xs, xz, y_scale, y_zp)

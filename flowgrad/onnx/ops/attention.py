@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..builder import ImportProblem
+from ..subgraph import InlineScope
 from ..translations import Translations
 
 T = Translations("attention")
@@ -143,7 +144,7 @@ def _inline_mod(b, graph, value, what: str):
                             f"not {len(graph.input)} and {len(graph.output)}")
     node = b.current
     scope = b.values
-    local = _Scope(scope)
+    local = InlineScope(scope)
     local[graph.input[0].name] = value
     for init in graph.initializer:
         local[init.name] = b.const(to_array(init))
@@ -160,19 +161,6 @@ def _inline_mod(b, graph, value, what: str):
         raise ImportProblem(f"its {what} declares output '{out}', which nothing computes")
     return local[out]
 
-
-class _Scope(dict):
-    """A body's own names over the enclosing scope, which it may read."""
-
-    def __init__(self, outer):
-        super().__init__()
-        self._outer = outer
-
-    def __missing__(self, key):
-        return self._outer[key]
-
-    def __contains__(self, key) -> bool:
-        return dict.__contains__(self, key) or key in self._outer
 
 
 @T.imports("FlexAttention", domain="ai.onnx.preview")

@@ -20,8 +20,8 @@ import onnx.numpy_helper
 from ...errors import FlowgradError
 from ...op import Spec
 from ..builder import ImportProblem
-from ..subgraph import (_MAX_ROUNDS, NeedsShapes, declared_spec, free_names, graph_attr,
-                        import_body, outer_values, shape_derived, translate)
+from ..subgraph import (_MAX_ROUNDS, InlineScope, NeedsShapes, declared_spec, free_names,
+                        graph_attr, import_body, outer_values, shape_derived, translate)
 from ..translations import Translations
 
 T = Translations("control")
@@ -162,7 +162,7 @@ def _inline(b, proto):
     if len(proto.output) != len(node.output):
         raise ImportProblem(f"its taken branch gives {len(proto.output)} output(s), the node "
                             f"{len(node.output)}")
-    local = _Local(scope)
+    local = InlineScope(scope)
     for init in proto.initializer:
         from ..tensors import to_array
         local[init.name] = b.const(to_array(init))
@@ -182,19 +182,6 @@ def _inline(b, proto):
         outs.append(local[vi.name])
     return outs
 
-
-class _Local(dict):
-    """An inlined branch's names over the enclosing scope (which it may read, not write)."""
-
-    def __init__(self, outer):
-        super().__init__()
-        self._outer = outer
-
-    def __missing__(self, key):
-        return self._outer[key]
-
-    def __contains__(self, key) -> bool:
-        return dict.__contains__(self, key) or key in self._outer
 
 
 def _all_names(graphs) -> set[str]:
