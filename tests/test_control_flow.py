@@ -714,3 +714,39 @@ def test_if_per_shape_with_a_malformed_model_attribute_is_one_clear_error():
     import base64
     with pytest.raises(AttrError, match="must hold one If node"):
         op_cls(model=base64.b64encode(empty.SerializeToString()).decode())
+
+
+def test_if_evaluation_runs_share_memory_without_touching_returned_values():
+    """Evaluation runs of a branch reuse one buffer pool (no fresh pages per call); a value
+    returned by one run must survive the next, and a run with gradient must give the same."""
+    big = [200, 100]                                  # 80 kB of float32: pooled sizes
+    then_b = h.make_graph([h.make_node("Mul", ["x", "two"], ["t0"]),
+                           h.make_node("Add", ["t0", "x"], ["t1"]),
+                           h.make_node("Tanh", ["t1"], ["t"])], "then", [],
+                          [_vi("t", TP.FLOAT, big)])
+    else_b = h.make_graph([h.make_node("Sub", ["x", "two"], ["e0"]),
+                           h.make_node("Mul", ["e0", "e0"], ["e"])], "else", [],
+                          [_vi("e", TP.FLOAT, big)])
+    graph = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=then_b,
+                                      else_branch=else_b)], "if_pool",
+                         [_vi("x", TP.FLOAT, big), _vi("c", TP.BOOL, [])],
+                         [_vi("y", TP.FLOAT, big)],
+                         initializer=[_tensor("two", np.array(2, np.float32))])
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
+    fg = flowgrad.load(model, dynamic_batch=False)
+    net = flowgrad.compile(fg)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal(big).astype(np.float32) for _ in range(4)]
+    kept = []
+    for i, x in enumerate(xs):
+        feeds = {"x": x, "c": np.array(i % 2 == 0)}
+        got = net.forward(feeds, grad=False)["y"]
+        kept.append((got, got.copy(), feeds))
+    for got, copy, feeds in kept:                     # later runs left earlier results alone
+        np.testing.assert_array_equal(got, copy)
+        np.testing.assert_allclose(got, _ort(model, feeds)[0], rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(got, net.forward(feeds, grad=True)["y"])
+    (name,) = [n for n in fg.ops if fg.op_of(n).type == "if"]
+    body = net.graph.op_of(name).bodies["then_branch"]
+    (pool, _), = body._eval_memory.values()
+    assert pool.reused > 0

@@ -131,6 +131,8 @@ class Body:
         self.graph = graph
         self.input_specs = [graph.spec_of(n) for n in graph.inputs]
         self._compiled: dict[np.dtype, dict] = {}
+        #: per dtype, the (pool, backend) evaluation runs share: see :meth:`run`
+        self._eval_memory: dict[np.dtype, tuple] = {}
 
     @property
     def num_inputs(self) -> int:
@@ -190,14 +192,28 @@ class Body:
         for slot, value in c["leaves"]:
             vals[slot] = value
         named = dict(zip(c["names"], feeds))
-        ctxs: list = [None] * len(layout.steps)
-        pool = BufferPool()
+        ctxs: list = [None] * len(layout.steps) if grad else []
+        # Evaluation runs share one pool (and the backend bound to it) across calls: a fresh
+        # pool per call hands every activation fresh memory, and the page faults of those first
+        # touches cost more than the whole body on small models (silero VAD runs its model in
+        # an If).  Sharing is safe because an evaluation run ends (``end_run``) before it
+        # returns and the pool recycles only buffers nothing else refers to.  A run with
+        # gradient keeps its pool in the record until its backward, so it gets its own.
+        if grad:
+            pool = BufferPool()
+            backend = CPUBackend(pool)
+        else:
+            memory = self._eval_memory.get(dtype)
+            if memory is None:
+                pool = BufferPool()
+                memory = self._eval_memory[dtype] = (pool, CPUBackend(pool))
+            pool, backend = memory
         try:
             feed(layout, dtype, vals, {k: v for k, v in named.items() if k in program.feeds},
                  program)
             run_forward(program, vals, ctxs, grad, training,
                         rng if rng is not None else np.random.default_rng(0),
-                        CPUBackend(pool), pool, c["store"])
+                        backend, pool, c["store"])
         except FlowgradError as e:
             raise BodyError(f"in body '{graph.name}': {e}") from None
         outs = [vals[program.output_slots[ref]] for ref in graph.outputs]
