@@ -135,7 +135,8 @@ def report_gradients(graph, args, width: int, shapes: dict | None = None) -> int
         return 0
     print("gradient check (float64, central differences):")
     for c in checks:
-        status = "ok" if c.ok else "MISMATCH"
+        status = ("ok (within backward's rounding noise "
+                  f"{c.noise:.1e})" if c.roundoff_limited else "ok") if c.ok else "MISMATCH"
         print(f"  {c.name:<{width}}  {c.checked:>3} entries  max abs error {c.max_abs_error:.2e}"
               f"  max rel error {c.max_rel_error:.2e}  {status}")
     failed = [c.name for c in checks if not c.ok]
