@@ -80,3 +80,55 @@ def finite_range(flag: str, pair: list[float] | None) -> None:
         raise FlowgradError(f"{flag}: LOW and HIGH must be finite numbers, got {low:g} {high:g}")
     if not low < high:
         raise FlowgradError(f"{flag}: LOW must be below HIGH, got {low:g} {high:g}")
+
+
+def add_shape_argument(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
+                        help=f"the whole shape of input NAME for {purpose}, where the graph "
+                             "leaves dims free (e.g. --shape x=1,3,48,192); repeatable")
+
+
+def input_shapes(graph, items: list[str]) -> dict[str, tuple[int, ...]]:
+    """``--shape NAME=D,D,...`` as ``{input: shape}``, checked against the graph's inputs: the
+    name is an input (or an alias of one), the rank is the input's, and dims the graph fixes
+    are given as they are."""
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise FlowgradError(f"--shape expects NAME=D,D,... with positive sizes, got '{item}'")
+        ref = graph.aliases.get(name, name)
+        if ref not in graph.inputs:
+            raise FlowgradError(f"--shape {name}: the graph has no input '{name}' (inputs: "
+                                f"{', '.join(graph.inputs)})")
+        declared = graph.spec_of(ref).shape
+        if len(shape) != len(declared) or any(d is not None and d != s
+                                               for d, s in zip(declared, shape)):
+            raise FlowgradError(f"--shape {name}: {list(shape)} does not fit the input's "
+                                f"declared shape {dims_text(declared)}")
+        shapes[ref] = shape
+    return shapes
+
+
+def dims_text(shape) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def with_shape_hint(error, graph, shapes: dict | None, purpose: str):
+    """``error`` (an OpError from running ``graph`` on random inputs) with, when inputs with
+    free dims were fed the size 2 — which a model's own windows and strides may not take —
+    how to give real sizes, in the same message; else ``error`` itself."""
+    from ..errors import OpError
+    free = [n for n in graph.inputs if n not in (shapes or {})
+            and None in graph.spec_of(n).shape[1:]]
+    if not free or len(error.diagnostics) != 1:
+        return error
+    first = error.diagnostics[0]
+    hint = "; ".join(f"input '{n}' is {dims_text(graph.spec_of(n).shape)}" for n in free)
+    return OpError(f"{first.message} ({purpose} fed 2 for every free dim: {hint}; "
+                   f"give real sizes with --shape {free[0]}=D,D,...)",
+                   node=first.node, loc=first.loc)

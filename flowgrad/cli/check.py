@@ -11,7 +11,8 @@ from __future__ import annotations
 import sys
 import time
 
-from ._common import add_graph_argument, at_least
+from ._common import add_graph_argument, add_shape_argument, at_least, input_shapes, \
+    with_shape_hint
 
 HELP = ("validate a graph, print each node with its op and output shape, and compare its "
         "backward with finite differences on random inputs")
@@ -27,9 +28,7 @@ def add_arguments(parser):
     parser.add_argument("--elements", type=int, default=16, metavar="K",
                         help="entries checked per input/param (default 16)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
-                        help="the whole shape of input NAME for the gradient check, where the "
-                             "graph leaves dims free (e.g. --shape x=1,3,48,192); repeatable")
+    add_shape_argument(parser, "the gradient check")
 
 
 def run(args, registry):
@@ -70,37 +69,6 @@ def run(args, registry):
     return report_gradients(graph, args, width, given)
 
 
-def input_shapes(graph, items: list[str]) -> dict[str, tuple[int, ...]]:
-    """``--shape NAME=D,D,...`` as ``{input: shape}``, checked against the graph's inputs: the
-    name is an input (or an alias of one), the rank is the input's, and dims the graph fixes
-    are given as they are."""
-    from ..errors import FlowgradError
-    shapes = {}
-    for item in items:
-        name, sep, dims = item.partition("=")
-        try:
-            shape = tuple(int(d) for d in dims.split(","))
-        except ValueError:
-            shape = ()
-        if not sep or not name or not shape or min(shape) < 1:
-            raise FlowgradError(f"--shape expects NAME=D,D,... with positive sizes, got '{item}'")
-        ref = graph.aliases.get(name, name)
-        if ref not in graph.inputs:
-            raise FlowgradError(f"--shape {name}: the graph has no input '{name}' (inputs: "
-                                f"{', '.join(graph.inputs)})")
-        declared = graph.spec_of(ref).shape
-        if len(shape) != len(declared) or any(d is not None and d != s
-                                               for d, s in zip(declared, shape)):
-            raise FlowgradError(f"--shape {name}: {list(shape)} does not fit the input's "
-                                f"declared shape {_dims(declared)}")
-        shapes[ref] = shape
-    return shapes
-
-
-def _dims(shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
 def report_gradients(graph, args, width: int, shapes: dict | None = None) -> int:
     from ..errors import GraphError, OpError
     from ..gradcheck import check_graph_gradients, random_feeds
@@ -109,17 +77,7 @@ def report_gradients(graph, args, width: int, shapes: dict | None = None) -> int
         checks = check_graph_gradients(graph, feeds, max_elements=args.elements,
                                        seed=args.seed)
     except OpError as e:
-        free = [n for n in graph.inputs if n not in (shapes or {})
-                and None in graph.spec_of(n).shape[1:]]
-        if not free or len(e.diagnostics) != 1:
-            raise
-        # the random inputs gave every free dim the size 2, which a model's own windows and
-        # strides may not take: say how to give real sizes, in the same message
-        first = e.diagnostics[0]
-        hint = "; ".join(f"input '{n}' is {_dims(graph.spec_of(n).shape)}" for n in free)
-        raise OpError(f"{first.message} (the gradient check fed 2 for every free dim: {hint}; "
-                      f"give real sizes with --shape {free[0]}=D,D,...)",
-                      node=first.node, loc=first.loc) from None
+        raise with_shape_hint(e, graph, shapes, "the gradient check") from None
     except GraphError as e:
         # a forward-only op (a quantizer, an integer product) between the leaves and the
         # outputs: there is no gradient to check, which is the model's nature, not an error

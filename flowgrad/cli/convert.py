@@ -3,6 +3,8 @@ optionally with the params of a ``flowgrad train`` checkpoint of that model.
 
 The YAML is loaded back and run against the model on a random batch; if writing or that check
 fails, both files are removed (the error says why), so a file left behind is one that loads.
+Inputs with free dims other than the batch (an OCR model's text-line width) are written with
+``null`` there; ``--shape NAME=D,...`` gives the comparison real sizes for them.
 A model whose own shape arithmetic fixes its batch is written with that batch (``batch: 1`` on
 its inputs) and the line saying so."""
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import os
 
 from ..errors import FlowgradError
-from ._common import add_checkpoint_argument, add_force_argument, output_file
+from ._common import (add_checkpoint_argument, add_force_argument, add_shape_argument,
+                      input_shapes, output_file, with_shape_hint)
 
 HELP = "convert an ONNX model to a YAML graph and an .npz of its weights"
 
@@ -23,6 +26,7 @@ def add_arguments(parser):
     add_checkpoint_argument(parser)
     parser.add_argument("--no-verify", action="store_true",
                         help="skip loading the YAML back and comparing outputs on random inputs")
+    add_shape_argument(parser, "that comparison")
     add_force_argument(parser)
 
 
@@ -38,6 +42,7 @@ def run(args, registry):
     if os.path.abspath(weights) == os.path.abspath(args.model):
         raise FlowgradError(f"--weights {weights}: that is the model being converted")
     graph = trained_graph(args.model, args.checkpoint, registry=registry)
+    shapes = input_shapes(graph, args.shape)
     output_file(args.out, "", args.force)
     output_file(weights, "--weights" if args.weights else "", args.force)
     fixed = graph.meta.get("onnx", {}).get("fixed_batch")
@@ -51,8 +56,12 @@ def run(args, registry):
               f"({len(graph.params)} params, {len(graph.consts)} constants)"
               + (f"; params from {args.checkpoint}" if args.checkpoint else ""))
         if not args.no_verify:
+            from ..errors import OpError
             from ..onnx.verify import compare_graphs
-            worst = compare_graphs(graph, load(args.out, registry=registry))
+            try:
+                worst = compare_graphs(graph, load(args.out, registry=registry), shapes)
+            except OpError as e:
+                raise with_shape_hint(e, graph, shapes, "the comparison") from None
             print(f"loaded {os.path.basename(args.out)} back: largest output difference "
                   f"{worst:.3g}")
     except BaseException:

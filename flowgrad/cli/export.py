@@ -3,8 +3,8 @@ params of a ``flowgrad train`` checkpoint."""
 from __future__ import annotations
 
 from ..errors import FlowgradError
-from ._common import add_checkpoint_argument, add_force_argument, add_graph_argument, \
-    output_file
+from ._common import (add_checkpoint_argument, add_force_argument, add_graph_argument,
+                      add_shape_argument, input_shapes, output_file, with_shape_hint)
 
 HELP = "export a graph to an ONNX model (checked with onnx.checker)"
 
@@ -25,6 +25,7 @@ def add_arguments(parser):
     parser.add_argument("--verify", action="store_true",
                         help="run the model in onnxruntime and flowgrad on random inputs and "
                              "print the largest difference")
+    add_shape_argument(parser, "--verify")
     add_force_argument(parser)
 
 
@@ -40,6 +41,7 @@ def run(args, registry):
                             f"{onnx_opset_version()} (the nodes are written in opset "
                             f"{EXPORT_OPSET}'s form), got {opset}")
     graph = trained_graph(args.graph, args.checkpoint, registry=registry)
+    shapes = input_shapes(graph, args.shape)
     output_file(out, "-o" if args.out_option else "", args.force)
     proto = save_onnx(graph, out, outputs=args.outputs, opset=opset, registry=registry)
     g = proto.graph
@@ -48,8 +50,12 @@ def run(args, registry):
           f"{', '.join(o.name for o in g.output)} (opset {proto.opset_import[0].version})"
           + (f", params from {args.checkpoint}" if args.checkpoint else ""))
     if args.verify:
+        from ..errors import OpError
         from ..onnx.verify import compare_with_onnxruntime
-        worst = compare_with_onnxruntime(graph, proto, outputs=args.outputs)
+        try:
+            worst = compare_with_onnxruntime(graph, proto, outputs=args.outputs, shapes=shapes)
+        except OpError as e:
+            raise with_shape_hint(e, graph, shapes, "--verify") from None
         print(f"onnxruntime vs flowgrad: largest absolute difference {worst:.3g}")
     return 0
 

@@ -152,14 +152,18 @@ class _Builder:
             return default
         return value
 
-    def shape(self, d: MarkedDict, what: str) -> tuple[int, ...] | None:
+    def shape(self, d: MarkedDict, what: str, free: bool = False) -> tuple[int, ...] | None:
+        """The list at ``shape``; with ``free`` (inputs), ``null`` entries are free dims whose
+        size each batch sets (a text line's width, an image's height and width)."""
         value = d.get("shape")
         if value is None:
             return None
-        if not is_shape(value):
+        if not is_shape([1 if free and v is None else v for v in value]
+                        if isinstance(value, list) else value):
             shown = plain(value) if isinstance(value, list) and len(value) <= 8 and not any(
                 isinstance(v, (list, dict)) for v in value) else None
-            self.error(f"'shape' of {what} must be a list of positive integers (at most "
+            sizes = "positive integers or null (a free dim)" if free else "positive integers"
+            self.error(f"'shape' of {what} must be a list of {sizes} (at most "
                        f"{MAX_RANK} sizes, each at most {MAX_DIM}), got "
                        f"{_describe(value) if shown is None else shown}", d.value_locs["shape"])
             return None
@@ -330,9 +334,9 @@ class _Builder:
             return
         what = f"input '{name}'"
         self.keys(d, INPUT_KEYS, what, required=("shape",))
-        shape = self.shape(d, what)
+        shape = self.shape(d, what, free=True)
         dtype = self.dtype(d, what)
-        if shape is not None and nbytes(shape) > MAX_SAMPLE_BYTES:
+        if shape is not None and nbytes([n or 1 for n in shape]) > MAX_SAMPLE_BYTES:
             self.error(f"one sample of {what} (shape {list(shape)}) would take "
                        f"{size_text(nbytes(shape))} as float64, more than the "
                        f"{size_text(MAX_SAMPLE_BYTES)} an input may hold", d.value_locs["shape"])

@@ -151,7 +151,7 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
         if graph.is_input(n):
             spec = graph.spec_of(n)
             dtype = float_dtype if spec.dtype.kind == "f" else spec.dtype
-            dims = ["N" if d is None else d for d in spec.shape]
+            dims = _dims(vname, spec.shape)
             inputs.append(helper.make_tensor_value_info(
                 vname, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)), dims))
             model.dtypes[vname] = np.dtype(dtype)
@@ -206,7 +206,7 @@ def export_onnx(graph: Graph, outputs: Sequence[str] | None = None, *,
             vname = copy
         out_infos.append(helper.make_tensor_value_info(
             vname, helper.np_dtype_to_tensor_dtype(np.dtype(dtype)),
-            ["N" if d is None else d for d in spec.shape]))
+            _dims(vname, spec.shape)))
     g = helper.make_graph(model.nodes, name or graph.name, inputs, out_infos,
                           initializer=inits + model.initializers)
     opsets = [helper.make_opsetid("", max(opset, model.min_opset))] + [
@@ -315,3 +315,11 @@ def _unique(base: str, taken: set[str], reserved: set[str] = frozenset()) -> str
         i += 1
     taken.add(name)
     return name
+
+
+def _dims(value: str, shape) -> list:
+    """An input's or output's dims for its value info: a free batch axis is ``N`` (shared, so
+    tools know every batch axis is the same), any other free dim its own ``<value>_<axis>``
+    (sharing a name would tell them an image's height equals its width)."""
+    return [d if d is not None else "N" if axis == 0 else f"{value}_{axis}"
+            for axis, d in enumerate(shape)]

@@ -86,9 +86,9 @@ def graph_to_yaml(graph: Graph, weights_file: str) -> tuple[str, dict[str, np.nd
     lines.append("inputs:" if inputs else "inputs: {}")
     for n in inputs:
         spec = graph.spec_of(n)
-        if spec.ndim == 0 or None in spec.shape[1:]:
-            raise FlowgradError(f"input '{n}' has shape {list(spec.shape)}; a YAML graph needs a "
-                                "leading batch axis and static other dims", node=n)
+        if spec.ndim == 0:
+            raise FlowgradError(f"input '{n}' is a scalar; a YAML graph's inputs have a "
+                                "leading batch axis", node=n)
         dtype = _YAML_DTYPES.get(spec.dtype.name)
         if dtype is None:
             raise FlowgradError(f"input '{n}' has dtype {spec.dtype}, which YAML graphs cannot "

@@ -10,9 +10,11 @@ from ..graph import Graph
 from ..plan import compile as compile_graph
 
 
-def compare_graphs(a: Graph, b: Graph) -> float:
-    """Largest absolute difference between the outputs of two graphs with the same interface."""
-    feeds = random_feeds(a, dtype=np.float32)
+def compare_graphs(a: Graph, b: Graph, shapes: dict[str, tuple[int, ...]] | None = None
+                   ) -> float:
+    """Largest absolute difference between the outputs of two graphs with the same interface,
+    on a random batch (inputs' whole shapes from ``shapes`` where given)."""
+    feeds = random_feeds(a, dtype=np.float32, shapes=shapes)
     out_a = compile_graph(a).forward(feeds, grad=False)
     out_b = compile_graph(b).forward({k: v for k, v in feeds.items() if _feeds(b, k)},
                                      grad=False)
@@ -32,13 +34,15 @@ def _feeds(graph: Graph, name: str) -> bool:
         return False
 
 
-def compare_with_onnxruntime(graph: Graph, proto, outputs=None) -> float:
-    """Largest absolute difference between flowgrad and onnxruntime on a random batch."""
+def compare_with_onnxruntime(graph: Graph, proto, outputs=None,
+                             shapes: dict[str, tuple[int, ...]] | None = None) -> float:
+    """Largest absolute difference between flowgrad and onnxruntime on a random batch (inputs'
+    whole shapes from ``shapes`` where given)."""
     try:
         import onnxruntime as ort
     except ImportError:
         raise FlowgradError("--verify needs onnxruntime (pip install onnxruntime)") from None
-    feeds = random_feeds(graph, dtype=np.float32)
+    feeds = random_feeds(graph, dtype=np.float32, shapes=shapes)
     refs = list(graph.outputs if outputs is None else outputs)
     ours = compile_graph(graph).forward(feeds, outputs=refs, grad=False)
     session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
