@@ -338,3 +338,93 @@ def test_frozen_twin_is_built_once_and_shares_the_params(trained):
     x = np.zeros((2, 64), np.float32)
     frozen_view(plan).forward({"x": x}, outputs=["logits"])
     assert list(frozen_view(plan).backward({"logits": 1.0}, wrt=["x"])) == ["x"]
+
+
+CONV_BN = """
+flowgrad: 1
+name: conv_bn
+seed: 0
+inputs:
+  x: {shape: [2, 6, 6]}
+params:
+  K1: {shape: [4, 2, 3, 3], init: {kind: he_normal}}
+  c1: {shape: [4], init: {kind: uniform, low: -0.5, high: 0.5}}
+  g1: {shape: [4], init: {kind: uniform, low: 0.5, high: 2.0}}
+  b1: {shape: [4], init: {kind: uniform, low: -0.5, high: 0.5}}
+  m1: {shape: [4], init: {kind: uniform, low: -0.5, high: 0.5}, trainable: false}
+  v1: {shape: [4], init: {kind: uniform, low: 0.5, high: 2.0}, trainable: false}
+  K2: {shape: [3, 4, 3, 3], init: {kind: he_normal}}
+  g2: {shape: [3], init: {kind: uniform, low: 0.5, high: 2.0}}
+  b2: {shape: [3], init: {kind: uniform, low: -0.5, high: 0.5}}
+  m2: {shape: [3], init: {kind: uniform, low: -0.5, high: 0.5}, trainable: false}
+  v2: {shape: [3], init: {kind: uniform, low: 0.5, high: 2.0}, trainable: false}
+nodes:
+  conv1: {op: conv, in: {x: x, W: K1, b: c1}, pads: [1, 1, 1, 1]}
+  bn1: {op: batch_norm, in: {x: conv1, scale: g1, bias: b1, mean: m1, var: v1}}
+  h1: {op: tanh, in: bn1}
+  conv2: {op: conv, in: {x: h1, W: K2}, pads: [1, 1, 1, 1], strides: [2, 2]}
+  bn2: {op: batch_norm, in: {x: conv2, scale: g2, bias: b2, mean: m2, var: v2}, epsilon: 0.01}
+outputs: [bn2]
+"""
+
+
+def _input_grad(net, ref, x, seed):
+    net.forward({"x": x}, outputs=[ref])
+    return net.backward({ref: seed}, wrt=["x"])["x"]
+
+
+def test_frozen_twin_folds_batch_norms_into_the_convs_before_them(tmp_path):
+    """In the twin a visualize call runs, each conv read only by a batch norm becomes one conv
+    with scaled weights and a bias (no batch norm runs): the same values and input gradients
+    as the unfolded network, to rounding; an objective reading a conv or its batch norm keeps
+    that pair unfolded; in-place changes of the weights or statistics are seen at the next
+    call; and the folded gradient matches finite differences."""
+    from flowgrad.visualize.optimize import _FOLDS, frozen
+    path = tmp_path / "conv_bn.yaml"
+    path.write_text(CONV_BN)
+    plan = flowgrad.compile(flowgrad.load(str(path)), dtype=np.float64)
+    x = RNG.normal(size=(3, 2, 6, 6))
+    seed = RNG.normal(size=(3, 3, 3, 3))
+    net = frozen_view(plan)
+    assert len(_FOLDS[net]) == 2 and "batch_norm" not in {
+        net.graph.op_of(n).type for n in net.graph.ops}
+    plain = frozen(plan)
+    np.testing.assert_allclose(net.forward({"x": x}, outputs=["conv2"], grad=False)["conv2"],
+                               plain.forward({"x": x}, outputs=["bn2"], grad=False)["bn2"],
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_input_grad(net, "conv2", x, seed),
+                               _input_grad(plain, "bn2", x, seed), rtol=1e-12, atol=1e-12)
+    # finite differences of the folded twin's input gradient
+    f = lambda z: float(np.vdot(net.forward({"x": z}, outputs=["conv2"],  # noqa: E731
+                                            grad=False)["conv2"], seed))
+    g = _input_grad(net, "conv2", x, seed)
+    d = RNG.normal(size=x.shape)
+    eps = 1e-6
+    assert (f(x + eps * d) - f(x - eps * d)) / (2 * eps) == pytest.approx(np.vdot(g, d),
+                                                                          rel=1e-6)
+    # an objective on a conv or on its batch norm keeps that pair as it is
+    for ref, folds in (("conv2", 1), ("bn2", 1), ("bn1", 1), ("h1", 2)):
+        twin = frozen_view(plan, [ref])
+        assert len(_FOLDS[twin]) == folds
+        assert ref in twin.graph.dag
+    assert frozen_view(plan, ["bn2"]) is frozen_view(plan, ["conv2"])   # one twin per pair set
+    assert frozen_view(plan) is net
+    # training between calls (in place) is seen: the folded weights follow
+    plan.params["g1"] *= -1.5
+    plan.params["K2"] += 0.25
+    plan.params["m2"] -= 0.5
+    assert frozen_view(plan) is net
+    np.testing.assert_allclose(_input_grad(net, "conv2", x, seed),
+                               _input_grad(frozen(plan), "bn2", x, seed), rtol=1e-12, atol=1e-12)
+    # visualize: the images through the folded twin equal the unfolded network's to rounding
+    objectives = [f"channel(bn2, {c})" for c in range(3)]
+    start = RNG.normal(scale=0.1, size=(3, 2, 6, 6))
+    ours = visualize(plan, objectives, steps=3, init=start, param="pixels",
+                     range_mode="none", optimizer="sgd", lr=0.1)
+    reference = start.copy()
+    for _ in range(3):
+        seeds = np.zeros((3, 3, 3, 3))
+        for i in range(3):
+            seeds[i, i] = 1.0 / 9
+        reference += 0.1 * _input_grad(plain, "bn2", reference, seeds)
+    np.testing.assert_allclose(ours.images, reference, rtol=1e-10, atol=1e-12)

@@ -88,32 +88,150 @@ def frozen(plan: Plan) -> Plan:
     Params become constants (not frozen params) because a plan copies every param array it is
     built from, so that optimizers may update it in place, while it reads constants as given.
     """
+    return _twin(plan, {})[0]
+
+
+def _twin(plan: Plan, folded: dict[str, str]) -> tuple[Plan, list["_Fold"]]:
+    """:func:`frozen` with the ``{conv: batch_norm}`` pairs ``folded``
+    (:func:`fold_batch_norms`), and the folds."""
     graph = plan.graph.copy()
     for name, value in plan.params.items():
         graph.make_const(name, value)
+    folds = fold_batch_norms(graph, folded, plan.dtype) if folded else []
     out = Plan(graph, dtype=plan.dtype, seed=plan.seed)
-    return out.eval()
+    return out.eval(), folds
 
 
-#: each plan's frozen twin, built once (compiling and the first runs of its programs are the
-#: expensive part of a short visualize call) and dropped with the plan
+#: each plan's frozen twins (one per set of batch norms an objective keeps unfolded), built
+#: once -- compiling and the first runs of its programs are the expensive part of a short
+#: visualize call -- and dropped with the plan
 _FROZEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: a twin's folded batch norms (:class:`_Fold`), refreshed from the live params every call
+_FOLDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-def frozen_view(plan: Plan) -> Plan:
-    """:func:`frozen` ``(plan)``, cached per plan.  Training updates the shared arrays in
-    place, which needs nothing; the twin is rebuilt only if the plan's param arrays were
-    replaced by other arrays, or its graph, dtype or seed changed."""
+
+def frozen_view(plan: Plan, refs: Sequence[str] = ()) -> Plan:
+    """:func:`frozen` ``(plan)``, cached per plan, with every convolution followed only by a
+    batch norm folded into one convolution (:func:`fold_batch_norms`) unless ``refs`` (the
+    values an objective reads) name the convolution or the batch norm.
+
+    Training updates the shared arrays in place, which needs nothing; the folded weights are
+    recomputed from them at every call (a few small per-channel products).  The twin is
+    rebuilt only if the plan's param arrays were replaced by other arrays, or its graph,
+    dtype or seed changed."""
     cached = _FROZEN.get(plan)
-    if cached is not None:
-        net, graph, arrays = cached
-        if (graph is plan.graph and net.dtype == plan.dtype and net.seed == plan.seed
-                and len(arrays) == len(plan.params)
-                and all(arrays.get(k) is v for k, v in plan.params.items())):
-            return net
-    net = frozen(plan)
-    _FROZEN[plan] = (net, plan.graph, dict(plan.params))
+    if not (cached is not None and cached[0] is plan.graph and cached[1] == plan.dtype
+            and cached[2] == plan.seed and len(cached[3]) == len(plan.params)
+            and all(cached[3].get(k) is v for k, v in plan.params.items())):
+        cached = (plan.graph, plan.dtype, plan.seed, dict(plan.params),
+                  _fold_candidates(plan.graph), {})
+        _FROZEN[plan] = cached
+    candidates, twins = cached[4], cached[5]
+    named = set()
+    for ref in refs:
+        try:
+            named.add(plan.graph.resolve(ref)[0])
+        except KeyError:            # visualize names the unknown ref in its own message
+            pass
+    kept = frozenset(conv for conv, bn in candidates.items() if conv in named or bn in named)
+    net = twins.get(kept)
+    if net is None:
+        net, _FOLDS[net] = _twin(plan, {c: b for c, b in candidates.items() if c not in kept})
+        twins[kept] = net
+    for fold in _FOLDS[net]:
+        fold.refresh()
     return net
+
+
+@dataclass
+class _Fold:
+    """One convolution and the evaluation-mode batch norm after it, as one convolution:
+    ``bn(conv(x, W) + b) = conv(x, a W) + (a b + beta - a mean)`` with ``a = gamma /
+    sqrt(var + eps)`` per output channel.  ``W`` and ``b`` are the arrays the folded
+    convolution reads, recomputed in place from the live ``sources`` by :meth:`refresh`."""
+
+    W: np.ndarray
+    b: np.ndarray
+    sources: tuple          # (W, b or None, gamma, beta, mean, var): the live arrays
+    eps: float
+
+    def refresh(self) -> None:
+        W, b, gamma, beta, mean, var = self.sources
+        a = gamma * (1.0 / np.sqrt(var + self.eps))         # as BatchNorm.affine computes it
+        np.multiply(W, a.reshape((-1,) + (1,) * (W.ndim - 1)), out=self.W, casting="unsafe")
+        shift = beta - mean * a
+        if b is not None:
+            shift = shift + b * a
+        self.b[...] = shift
+
+
+def _fold_candidates(graph) -> dict[str, str]:
+    """``{conv: batch_norm}``: every convolution whose output only a batch norm reads, as its
+    ``x``, with the weights, the bias and the batch norm's four vectors read straight from
+    params or constants (not computed, not shared through a branch)."""
+    def leaf(src) -> bool:
+        return src is not None and src[1] == 0 and (graph.is_param(src[0])
+                                                    or graph.is_const(src[0]))
+
+    found = {}
+    for name in graph.ops:
+        if graph.op_of(name).type != "conv":
+            continue
+        readers = graph.consumers(name, 0)
+        if len(readers) != 1 or readers[0][1] != 0:
+            continue
+        bn = readers[0][0]
+        if not graph.is_op(bn) or graph.op_of(bn).type != "batch_norm":
+            continue
+        sources = graph.input_sources(name)
+        bias = sources[2] if len(sources) > 2 else None
+        if not leaf(sources[1]) or (bias is not None and not leaf(bias)) \
+                or not all(leaf(s) for s in graph.input_sources(bn)[1:5]):
+            continue
+        if graph.value_of(sources[1][0]).dtype.kind != "f":
+            continue
+        found[name] = bn
+    return found
+
+
+def fold_batch_norms(graph, pairs: dict[str, str], dtype) -> list[_Fold]:
+    """Rewrite ``graph`` (a frozen twin's: params are constants) so that each ``conv`` of
+    ``pairs`` reads new constants ``<conv>#folded_W`` and ``#folded_b`` and takes the place
+    of its batch norm, which is removed; return the folds, to :meth:`_Fold.refresh` before
+    every run.
+
+    Why: in evaluation mode a batch norm is a per-channel affine map, and after a
+    convolution it is the same function as a convolution with scaled weights -- so an input
+    optimization step through ResNet-14 runs no batch norm forward or backward at all
+    (onnxruntime folds them too).  The shapes do not change, so the graph stays prepared.
+    """
+    folds = []
+    for conv, bn in pairs.items():
+        sources = graph.input_sources(conv)
+        W_name = sources[1][0]
+        b_name = sources[2][0] if len(sources) > 2 and sources[2] is not None else None
+        vectors = [s[0] for s in graph.input_sources(bn)[1:5]]
+        W = graph.value_of(W_name)
+        fold = _Fold(np.empty(W.shape, dtype), np.empty(graph.value_of(vectors[0]).shape, dtype),
+                     (W, None if b_name is None else graph.value_of(b_name),
+                      *(graph.value_of(v) for v in vectors)), float(graph.op_of(bn).epsilon))
+        fold.refresh()
+        order = graph.order_of(W_name)
+        for name in (W_name, b_name):
+            if name is not None:
+                graph.dag.remove_edge(name, conv)
+        for port, (suffix, value) in ((1, ("W", fold.W)), (2, ("b", fold.b))):
+            new = f"{conv}#folded_{suffix}"
+            graph.add_const(new, value)
+            graph.dag.nodes[new]["order"] = order + port / 4    # beside the weights
+            graph.connect(new, 0, conv, port)
+        for _, dst, data in list(graph.dag.out_edges(bn, data=True)):
+            graph.connect(conv, 0, dst, data["dst_port"])
+        graph.dag.remove_node(bn)
+        folds.append(fold)
+    graph.prepared = True           # every value keeps its shape: the inferred specs hold
+    return folds
 
 
 def view_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -176,7 +294,10 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     if len(ids) != n:
         raise FlowgradError(f"{n} objectives but {len(ids)} ids")
     steps, kept = _steps(steps, thresholds, snapshot_every)
-    net = frozen_view(plan)
+    batch = BatchTerms(objs, float(diversity[1]) * Diversity(diversity[0])
+                       if diversity is not None else None)
+    refs = tuple(dict.fromkeys([r for o in objs for r in o.refs] + list(batch.refs)))
+    net = frozen_view(plan, refs)
     graph = net.graph
     input = _input_node(graph, input) if input else _float_input(graph)
     in_shape = _input_shape(input, graph.spec_of(input).shape[1:], input_shape)
@@ -184,9 +305,6 @@ def visualize(plan: Plan, objectives: Sequence[Objective | str], input: str | No
     if math.prod(view) != math.prod(in_shape):
         raise FlowgradError(f"view {view} does not have the {math.prod(in_shape)} values of "
                             f"input '{input}' {in_shape}")
-    batch = BatchTerms(objs, float(diversity[1]) * Diversity(diversity[0])
-                       if diversity is not None else None)
-    refs = tuple(dict.fromkeys([r for o in objs for r in o.refs] + list(batch.refs)))
     for ref in refs:
         try:
             graph.resolve(ref)
