@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -40,16 +41,17 @@ x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
 mean, var = np.empty(3), np.empty(3)
 kernels.bn_stats(x, mean, var)
 stats = kernels.bn_stats.compiled.stats if kernels.MODE == "numba" else None
-print(json.dumps({"mode": kernels.MODE, "mean": mean.tolist(),
+import flowgrad
+print(json.dumps({"mode": kernels.MODE, "mean": mean.tolist(), "file": flowgrad.__file__,
                   "hits": sum(stats.cache_hits.values()) if stats else 0,
                   "misses": sum(stats.cache_misses.values()) if stats else 0}))
 """
 
 
-def _probe(env_extra: dict[str, str]) -> dict:
+def _probe(env_extra: dict[str, str], cwd=None) -> dict:
     env = {**os.environ, **env_extra}
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -67,6 +69,25 @@ def test_compiled_kernels_are_cached_outside_the_package_and_reused(tmp_path):
     second = _probe({"FLOWGRAD_CACHE_DIR": str(cache)})
     assert second["hits"] >= 1 and second["misses"] == 0, "the second process starts warm"
     assert _cache_files(ROOT) == before, "nothing is written into the package folder"
+
+
+def test_a_copy_of_the_same_sources_elsewhere_starts_warm_and_an_edit_starts_cold(tmp_path):
+    """The cache is keyed by the sources' content, not their place: a fresh clone (CI's, a
+    second worktree) reuses what another checkout compiled; a changed kernel source does not."""
+    cache = tmp_path / "cache"
+    copies = [tmp_path / name for name in ("clone-a", "clone-b", "edited")]
+    for copy in copies:
+        shutil.copytree(ROOT, copy / "flowgrad",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
+    with open(copies[2] / "flowgrad" / "kernels" / "norm.py", "a") as f:
+        f.write("\n# an edit\n")
+    runs = [_probe({"FLOWGRAD_CACHE_DIR": str(cache), "PYTHONPATH": str(copy)}, cwd=copy)
+            for copy in copies]
+    assert [run["file"] for run in runs] == [str(c / "flowgrad" / "__init__.py") for c in copies]
+    first, second, edited = runs
+    assert first["misses"] >= 1 and first["hits"] == 0
+    assert second["hits"] >= 1 and second["misses"] == 0, "the same sources elsewhere: warm"
+    assert edited["misses"] >= 1 and edited["hits"] == 0, "an edited kernel source: cold"
 
 
 def test_kernels_run_when_no_cache_can_be_written(tmp_path):

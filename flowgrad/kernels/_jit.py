@@ -10,7 +10,9 @@ same arguments and write the same outputs; the tests compare them over grids of 
   else ``$XDG_CACHE_HOME/flowgrad/kernels`` (``~/.cache/flowgrad/kernels``), in a folder per
   version of the kernel sources (:func:`cache_dir`), so a second process starts warm and a
   read-only install works.  If no
-  cache directory can be written, kernels still run (compiled once per process).
+  cache directory can be written, kernels still run (compiled once per process).  The cache
+  does not depend on where the package lies (:class:`_PackageLocator`): a second checkout or
+  clone of the same sources starts warm too.
 * **Switchable.** ``FLOWGRAD_KERNELS=numpy`` runs every reference instead (for debugging, or
   where numba is missing: then flowgrad warns once and falls back by itself).
 * **IEEE arithmetic.**  ``error_model="numpy"``: a division by zero gives inf or nan, as numpy's
@@ -77,6 +79,57 @@ def _mode() -> str:
 MODE = _mode()
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+if MODE == "numba":
+    from numba.core import caching as _caching
+
+    class _PackageLocator(_caching.UserProvidedCacheLocator):
+        """numba's locator for a cache folder of our choosing, minus the absolute path.
+
+        numba files a function's cache under a digest of its source file's absolute folder,
+        so a fresh clone of the same sources (a CI run, a second worktree) compiled every
+        kernel again (about 145 s for the test suite).  Here the subfolder is the source's
+        folder relative to the package (``kernels``), inside the folder of
+        :func:`cache_dir`, which is already one per version of every kernel source.  What
+        tells numba a cached entry is fresh stays content, not place: the stamp is a digest
+        of the source file (so on every numba: older ones stamp the file's mtime, which a
+        clone never matches), and numba's index key adds the function's bytecode, the numba
+        version and the CPU.  Files outside the package are left to numba's locators.
+        """
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if not _inside_package(py_file):
+                return None
+            return super().from_function(py_func, py_file)
+
+        @classmethod
+        def get_suitable_cache_subpath(cls, py_file):
+            folder = os.path.dirname(os.path.abspath(py_file))
+            return os.path.relpath(folder, _PACKAGE).replace(os.sep, "_")
+
+        def get_source_stamp(self):
+            return _file_digest(self._py_file)
+
+
+def _inside_package(path: str) -> bool:
+    path = os.path.abspath(path)
+    return os.path.commonpath([path, _PACKAGE]) == _PACKAGE
+
+
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _file_digest(path: str) -> str:
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)    # an edit while running is hashed again
+    if key not in _DIGESTS:
+        with open(path, "rb") as f:
+            _DIGESTS[key] = hashlib.sha256(f.read()).hexdigest()
+    return _DIGESTS[key]
+
+
 def jit(fn: Callable) -> Any:
     """Compile ``fn`` with numba (lazily, cached in :func:`cache_dir`); identity without numba.
 
@@ -86,14 +139,22 @@ def jit(fn: Callable) -> Any:
         return fn
     import numba
     from numba.core import config
-    saved = config.CACHE_DIR
-    config.CACHE_DIR = cache_dir()      # read when the dispatcher picks its cache locator
+    # both read when the dispatcher picks its cache locator (at decoration), then restored:
+    # other numba users in the process keep their own settings.  CACHE_LOCATOR_CLASSES is
+    # numba's hook (NUMBA_CACHE_LOCATOR_CLASSES); a numba without it keeps its own locators
+    # (a clone then starts cold, as before).
+    saved = config.CACHE_DIR, getattr(config, "CACHE_LOCATOR_CLASSES", None)
+    config.CACHE_DIR = cache_dir()
+    if saved[1] is not None:
+        config.CACHE_LOCATOR_CLASSES = f"{__name__}._PackageLocator,UserProvidedCacheLocator"
     try:
         with warnings.catch_warnings():     # an unwritable cache: numba warns, runs uncached
             warnings.simplefilter("ignore", numba.NumbaWarning)
             return numba.njit(cache=_cache_writable(), nogil=True, error_model="numpy")(fn)
     finally:
-        config.CACHE_DIR = saved
+        config.CACHE_DIR = saved[0]
+        if saved[1] is not None:
+            config.CACHE_LOCATOR_CLASSES = saved[1]
 
 
 _WRITABLE: bool | None = None
