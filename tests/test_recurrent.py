@@ -65,9 +65,12 @@ def _node_inputs(cls, direction, lens, peepholes, rng):
     return ins
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["eval-kernels", "numpy-engine"])
 @pytest.mark.parametrize("onnx_type,attrs,lens,peepholes", ORT_CASES,
                          ids=[f"{c[0]}-{i}" for i, c in enumerate(ORT_CASES)])
-def test_forward_matches_onnxruntime(onnx_type, attrs, lens, peepholes):
+def test_forward_matches_onnxruntime(onnx_type, attrs, lens, peepholes, grad):
+    """Both forwards: without gradient the step kernels (flowgrad.kernels.recurrent), with
+    gradient the numpy engine that tapes what backward needs."""
     cls = OPS[onnx_type]
     ins = _node_inputs(cls, attrs.get("direction"), lens, peepholes, np.random.default_rng(0))
     names = NAMES[:len(ins)]
@@ -86,7 +89,7 @@ def test_forward_matches_onnxruntime(onnx_type, attrs, lens, peepholes):
     expected = session.run(None, {n: v for n, v in zip(names, ins) if v is not None})
     op = cls(**{k: bool(v) if k in ("input_forget", "linear_before_reset") else v
                 for k, v in attrs.items()})
-    got = op.forward(Context(grad_enabled=False), *ins)
+    got = op.forward(Context(grad_enabled=grad), *ins)
     for out, ref in zip(got, expected):
         assert out.dtype == np.float32
         np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
@@ -126,6 +129,9 @@ def test_language_model_matches_pytorch(cell):
     assert {cell} <= {graph.op_of(n).type for n in graph.ops}
     net = flowgrad.compile(graph)
 
+    evaluated = net.forward(feeds, grad=False)      # the step kernels
+    np.testing.assert_allclose(evaluated[graph.outputs[0]], torch_run["logits"], rtol=1e-4,
+                               atol=1e-5)
     got = net.forward(feeds)
     np.testing.assert_allclose(got[graph.outputs[0]], torch_run["logits"], rtol=1e-4,
                                atol=1e-5)

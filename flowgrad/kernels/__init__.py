@@ -17,5 +17,6 @@ from .conv import *  # noqa: E402,F401,F403
 from .pool import *  # noqa: E402,F401,F403
 from .rows import *  # noqa: E402,F401,F403
 from .norm import *  # noqa: E402,F401,F403
+from .recurrent import *  # noqa: E402,F401,F403
 
 __all__ = ["MODE", "REGISTRY", "cache_dir", "jit", "kernel"]

@@ -151,6 +151,13 @@ class _Recurrent(Op):
             beta = ((betas.pop(0) if betas else b_default) if name in _BETA_USERS else None)
             acts.append(_Act(name, alpha, beta))
         self._acts = [acts[d * per:(d + 1) * per] for d in range(self.num_directions)]
+        # the same activations as the evaluation kernels take them (codes, alphas, betas)
+        from ..kernels.recurrent import ACTIVATION_CODES
+        self._kernel_acts = [
+            (np.array([ACTIVATION_CODES[a.name] for a in d], np.int64),
+             np.array([0.0 if a.alpha is None else a.alpha for a in d], np.float64),
+             np.array([0.0 if a.beta is None else a.beta for a in d], np.float64))
+            for d in self._acts]
 
     # -- shapes ---------------------------------------------------------------------------
     def infer(self, X, W, R, B=None, sequence_lens=None, initial_h=None, *rest):
@@ -183,6 +190,13 @@ class _Recurrent(Op):
             initial_h = None if initial_h is None else initial_h.transpose(1, 0, 2)
             rest = tuple(v.transpose(1, 0, 2) if i == 0 and v is not None else v
                          for i, v in enumerate(rest))        # lstm's initial_c
+        if not ctx.grad_enabled:
+            outs = self._forward_eval(ctx.backend.kernels, X, W, R, B, sequence_lens,
+                                      initial_h, rest)
+            if self.layout == 1:
+                outs = [outs[0].transpose(2, 0, 1, 3)] + [o.transpose(1, 0, 2)
+                                                          for o in outs[1:]]
+            return tuple(np.ascontiguousarray(o) for o in outs)
         T, N, _ = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
@@ -207,6 +221,40 @@ class _Recurrent(Op):
             ctx.save(X, W, R, masks, tapes, B.shape, initial_h is not None,
                      [v is not None for v in rest])
         return tuple(np.ascontiguousarray(o) for o in outs)
+
+    def _forward_eval(self, kernels, X, W, R, B, sequence_lens, initial_h, rest) -> list:
+        """Forward without gradient (layout 0 operands): the input projection in one product,
+        then per step the recurrent product in BLAS and the rest of the step in one kernel
+        (:mod:`flowgrad.kernels.recurrent`).  Nothing is taped.  Returns ``[Y, Y_h, (Y_c)]``
+        in layout 0."""
+        dtype = X.dtype
+        T, N, _ = X.shape
+        D, H = self.num_directions, R.shape[2]
+        gh = self.gates * H
+        XW = (X.reshape(T * N, -1) @ W.reshape(D * gh, -1).T).reshape(T, N, D, gh)
+        if B is not None:
+            XW += B[:, :gh]
+            Rb_all = np.ascontiguousarray(B[:, gh:], dtype)
+        else:
+            Rb_all = np.zeros((D, gh), dtype)
+        lens = np.full(N, T, np.int64)
+        if sequence_lens is not None:
+            given = np.asarray(sequence_lens).reshape(-1)
+            if given.shape[0] != N:
+                raise ValueError(f"sequence_lens has {given.shape[0]} entries for a batch "
+                                 f"of {N}")
+            lens[:] = given
+        clip = np.inf if self.clip is None else float(self.clip)
+        Y = np.empty((T, D, N, H), dtype)
+        finals = []
+        for d in range(D):
+            xw = XW[:, :, d] if D == 1 else np.ascontiguousarray(XW[:, :, d])
+            h = (np.zeros((N, H), dtype) if initial_h is None
+                 else np.array(initial_h[d], dtype, order="C"))
+            state = self._eval_direction(kernels, d, xw, R[d], Rb_all[d], h, rest, lens, clip,
+                                         Y[:, d])
+            finals.append(state)
+        return [Y] + [np.stack([f[k] for f in finals]) for k in range(len(self.outputs) - 1)]
 
     @staticmethod
     def _masks(sequence_lens, T, N, dtype):
@@ -301,6 +349,15 @@ class RNN(_Recurrent):
                 h = Y[t] + h * (1 - m)
         return (h,), (pres, outs, prevs)
 
+    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+        codes, alphas, betas = self._kernel_acts[d]
+        RT = R.T
+        hr = np.empty_like(h)
+        for t in self._order(d, xw.shape[0]):
+            np.matmul(h, RT, out=hr)
+            kernels.rnn_step(xw[t], hr, Rb, h, Y[t], lens, t, codes, alphas, betas, clip)
+        return (h,)
+
     def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         """Backward over time for direction ``d``: fills ``dG`` (gradient of the gate inputs),
         adds to ``dR`` and ``dRb``, returns the gradient of the initial state(s)."""
@@ -374,6 +431,27 @@ class GRU(_Recurrent):
                 Y[t] = new * m
                 h = Y[t] + h * (1 - m)
         return (h,), (pre, act, prevs, rec)
+
+    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+        codes, alphas, betas = self._kernel_acts[d]
+        N, H = h.shape
+        if self.linear_before_reset:
+            RT = R.T
+            hr = np.empty((N, 3 * H), h.dtype)
+            for t in self._order(d, xw.shape[0]):
+                np.matmul(h, RT, out=hr)
+                kernels.gru_step(xw[t], hr, Rb, h, Y[t], lens, t, codes, alphas, betas, clip)
+        else:
+            R_zrT, R_hT = R[:2 * H].T, R[2 * H:].T
+            hr = np.empty((N, 2 * H), h.dtype)
+            z, rh, q = (np.empty_like(h) for _ in range(3))
+            for t in self._order(d, xw.shape[0]):
+                np.matmul(h, R_zrT, out=hr)
+                kernels.gru_gates(xw[t], hr, Rb, h, z, rh, codes, alphas, betas, clip)
+                np.matmul(rh, R_hT, out=q)
+                kernels.gru_candidate(xw[t], q, Rb, z, h, Y[t], lens, t, codes, alphas, betas,
+                                      clip)
+        return (h,)
 
     def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         f, g = self._acts[d]
@@ -489,6 +567,23 @@ class LSTM(_Recurrent):
                 h = Y[t] + h * (1 - m)
                 c = cell * m + c * (1 - m)
         return (h, c), (pre, act, prev_h, prev_c, cells, hc, None if P is None else P[d])
+
+    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+        codes, alphas, betas = self._kernel_acts[d]
+        initial_c, P = (tuple(rest) + (None, None))[:2]
+        N, H = h.shape
+        c = (np.zeros((N, H), h.dtype) if initial_c is None
+             else np.array(initial_c[d], h.dtype, order="C"))
+        peep = P is not None
+        p = np.ascontiguousarray(P[d], h.dtype) if peep else np.zeros(3 * H, h.dtype)
+        RT = R.T
+        hr = np.empty((N, 4 * H), h.dtype)
+        input_forget = bool(self.input_forget)
+        for t in self._order(d, xw.shape[0]):
+            np.matmul(h, RT, out=hr)
+            kernels.lstm_step(xw[t], hr, Rb, p, h, c, Y[t], lens, t, codes, alphas, betas, clip,
+                              input_forget, peep)
+        return (h, c)
 
     def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
         f, g, hact = self._acts[d]
