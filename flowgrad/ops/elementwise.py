@@ -43,6 +43,19 @@ class _Binary(Op):
         return (Spec(broadcast_shapes(a.shape, b.shape), result_dtype(a, b)),)
 
 
+def _into(ctx, ufunc, a, b) -> np.ndarray:
+    """``ufunc(a, b)`` written into an output allocated with ``ctx.backend.empty``, so that
+    the plan can place it (over ``a`` when fusing: a ufunc reads each element before writing
+    it).  Arrays of one dtype skip numpy's general shape and type rules."""
+    if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype:
+        shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+        dtype = a.dtype
+    else:
+        shape = np.broadcast_shapes(np.shape(a), np.shape(b))
+        dtype = np.result_type(a, b)
+    return ufunc(a, b, out=ctx.backend.empty(shape, dtype))
+
+
 class Add(_Binary):
     """a + b; the gradient passes through to both inputs (summed over broadcast axes)."""
 
@@ -70,10 +83,11 @@ class Sub(_Binary):
     """a - b."""
 
     type = "sub"
+    rowwise = inplace = True
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        return (a - b,)
+        return (_into(ctx, np.subtract, a, b),)
 
     def backward(self, ctx, gy):
         a, b = ctx.saved
@@ -85,10 +99,11 @@ class Mul(_Binary):
     """a * b (Hadamard product)."""
 
     type = "mul"
+    rowwise = inplace = commutative = True
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        return (a * b,)
+        return (_into(ctx, np.multiply, a, b),)
 
     def backward(self, ctx, gy):
         a, b = ctx.saved
@@ -104,8 +119,14 @@ class Div(_Binary):
     def infer(self, a, b):
         return (Spec(broadcast_shapes(a.shape, b.shape), float_dtype(result_dtype(a, b))),)
 
+    rowwise = inplace = True
+
     def forward(self, ctx, a, b):
-        y = a / b
+        if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype \
+                and a.dtype.kind == "f":
+            y = _into(ctx, np.true_divide, a, b)
+        else:                             # (integers: numpy's own choice of float type)
+            y = a / b
         ctx.save(a, b, y)
         return (y,)
 

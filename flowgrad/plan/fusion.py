@@ -53,14 +53,22 @@ BLOCK_ELEMENTS = 1 << 20
 
 @dataclass
 class Chain:
-    """Consumers fused into one producer: their positions, the port the fused value enters
-    each one by, each one's other inputs (slots) and which of those have a batch axis (they are
-    cut to the rows of each block)."""
+    """The region fused into one producer.
+
+    ``consumers`` are the positions of every step it absorbs (branches included); ``ops`` the
+    positions of those that run, in order.  Values inside the region are numbered: 0 is the
+    producer's output, ``i + 1`` the output of ``ops[i]`` (a branch passes its input's number
+    on).  Per op: ``args`` gives, port by port, the number of the in-region value it reads or
+    None for an input from outside (``extras``, in port order), and ``batched`` which of those
+    extras have a batch axis (they are cut to the rows of each block).  ``result`` is the slot
+    of the region's output."""
 
     consumers: list[int] = field(default_factory=list)
-    ports: list[int] = field(default_factory=list)
+    ops: list[int] = field(default_factory=list)
+    args: list[tuple[int | None, ...]] = field(default_factory=list)
     extras: list[tuple[int, ...]] = field(default_factory=list)
     batched: list[tuple[bool, ...]] = field(default_factory=list)
+    result: int = 0
 
 
 def epilogue_chains(steps: Sequence[Any], keep: set[int],
@@ -76,39 +84,76 @@ def epilogue_chains(steps: Sequence[Any], keep: set[int],
     for pos, step in enumerate(steps):
         for port, slot in enumerate(step.in_slots):
             readers[slot].append((pos, port))
-
-    def ready(slot: int, producer: int, consumer: int) -> bool:
-        return slot not in produced_at or produced_at[slot] < producer and all(
-            pos < producer or pos == consumer for pos, _ in readers[slot])
-
     chains: dict[int, Chain] = {}
     fused: set[int] = set()
     for pos, step in enumerate(steps):
         if pos in fused or not step.op.rowwise or len(step.out_slots) != 1:
             continue
-        slot = step.out_slots[0]
-        spec = spec_of(slot)
+        spec = spec_of(step.out_slots[0])
         if spec.ndim == 0 or spec.shape[0] is not None:     # no batch axis to cut into blocks
             continue
-        chain = Chain()
-        while slot not in keep and len(readers[slot]) == 1:
-            at, port = readers[slot][0]
-            consumer = steps[at]
-            extras = consumer.in_slots[:port] + consumer.in_slots[port + 1:]
-            if (port != 0 and not consumer.op.commutative or not consumer.op.inplace
-                    or not consumer.op.rowwise or len(consumer.out_slots) != 1
-                    or spec_of(consumer.out_slots[0]) != spec
-                    or not all(ready(s, pos, at) for s in extras)):
-                break
-            chain.consumers.append(at)
-            chain.ports.append(port)
-            chain.extras.append(extras)
-            chain.batched.append(tuple(_batched(spec_of(s), spec) for s in extras))
-            slot = consumer.out_slots[0]
-        if chain.consumers:
+        chain = _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused)
+        if chain is not None:
             chains[pos] = chain
             fused.update(chain.consumers)
     return chains
+
+
+def _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused) -> Chain | None:
+    """The largest region the producer at ``pos`` can take (see the module doc), or None.
+
+    Grows one step at a time, always taking the earliest step that reads a value of the
+    region, while that step can join; the region kept is the largest one seen that is
+    *closed*: every value in it but the last is read only inside it and not asked for."""
+    value_of = {steps[pos].out_slots[0]: 0}      # in-region slot -> value number
+    taken: set[int] = set()
+    chain, best = Chain(), None
+    result = steps[pos].out_slots[0]
+
+    def ready(slot: int, at: int) -> bool:
+        # computed before the producer, and read by nothing that runs between the producer
+        # and the region's end (its last reader then is in the region, or before it)
+        return slot not in produced_at or produced_at[slot] < pos and all(
+            p < pos or p == at or p in taken for p, _ in readers[slot])
+
+    while True:
+        waiting = [p for slot in value_of for p, _ in readers[slot] if p not in taken]
+        if not waiting:
+            break
+        at = min(waiting)
+        step = steps[at]
+        op = step.op
+        if at in fused:
+            break
+        if op.branch and len(step.in_slots) == 1:
+            for slot in step.out_slots:
+                value_of[slot] = value_of[step.in_slots[0]]
+        else:
+            if (not op.rowwise or not op.inplace or len(step.out_slots) != 1
+                    or spec_of(step.out_slots[0]) != spec):
+                break
+            args = [value_of.get(slot) for slot in step.in_slots]
+            extras = [slot for slot, v in zip(step.in_slots, args) if v is None]
+            if not all(ready(slot, at) for slot in extras):
+                break
+            chain.ops.append(at)
+            chain.args.append(tuple(args))
+            chain.extras.append(tuple(extras))
+            chain.batched.append(tuple(_batched(spec_of(s), spec) for s in extras))
+            result = step.out_slots[0]
+            value_of[result] = len(chain.ops)
+        chain.consumers.append(at)
+        taken.add(at)
+        if all(slot == result or slot not in keep and all(p in taken for p, _ in readers[slot])
+               for slot in value_of):
+            best = (len(chain.consumers), len(chain.ops), result)
+    if best is None or best[1] == 0:
+        return None
+    n, k, chain.result = best
+    del chain.consumers[n:]
+    for items in (chain.ops, chain.args, chain.extras, chain.batched):
+        del items[k:]
+    return chain
 
 
 def _batched(extra, spec) -> bool:
@@ -200,38 +245,54 @@ def _run_into(op: Any, ctx: Context, target: Any, args: Sequence[Any]) -> np.nda
 
 
 def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any,
-                  consumers: Sequence[tuple[Any, int, tuple[bool, ...]]]) -> Callable:
+                  consumers: Sequence[tuple[Any, tuple[int | None, ...], tuple[bool, ...]]]
+                  ) -> Callable:
     """A forward taking the producer's inputs, then each consumer's extra inputs in order, that
-    runs the chain block by block (see the module doc).
+    runs the region block by block (see the module doc).
 
     ``producer_batched`` flags the producer's inputs with a batch axis, ``out_spec`` is the
-    chain's output Spec, ``consumers`` are ``(op, port, batched)`` triples.  A first consumer
-    with ``affine`` is folded into the producer's ``channel_weights`` when the producer declares
-    them and scaling the weights costs less than a pass over the output.
+    region's output Spec, ``consumers`` are ``(op, args, batched)`` triples as in
+    :class:`Chain` (value 0 the producer's output, ``i + 1`` consumer ``i``'s).  A first
+    consumer with ``affine``, sole reader of the producer's output, is folded into the
+    producer's ``channel_weights`` when the producer declares them and scaling the weights
+    costs less than a pass over the output.
+
+    Where each value lives is decided here, once: the producer writes into the block of the
+    region's output (buffer 0); a consumer writes over an input it reads last (its first port,
+    any port if ``commutative``), else into a buffer whose value is dead, else into a scratch
+    block; the last value is copied into buffer 0 if it did not end there.
     """
     n_inputs = len(producer_batched)
-    plan = [(op, port, len(batched), batched) for op, port, batched in consumers]
+    steps, nbuf = _assign_buffers(consumers)
     first = consumers[0][0]
-    fold_ports = _fold_ports(producer, first, out_spec.ndim)
+    fold_ports = None
+    if consumers[0][1][:1] == (0,) and 0 not in consumers[0][1][1:] and steps[0][2] == 0 \
+            and all(0 not in args for _, args, _ in consumers[1:]):
+        fold_ports = _fold_ports(producer, first, out_spec.ndim)
     row_shape = out_spec.shape[1:]
     row_elements = math.prod(d or 1 for d in row_shape)
+    final = steps[-1][2]
 
     def forward(ctx, *args):
-        inputs, rest, steps = list(args[:n_inputs]), args[n_inputs:], plan
-        n = next(len(v) for v, b in zip(inputs, producer_batched) if b)
+        inputs, rest, todo = list(args[:n_inputs]), args[n_inputs:], steps
+        lengths = {len(v) for v, b in zip(inputs, producer_batched) if b}
+        n = min(lengths, default=0)
         if fold_ports is not None:
             weights = inputs[fold_ports[0][0]]
             if weights.size < n * row_elements:
-                scale, shift = first.affine(ctx, *rest[:plan[0][2]])
+                count = len(todo[0][3])
+                scale, shift = first.affine(ctx, *rest[:count])
                 _fold(inputs, fold_ports, scale, shift)
-                rest, steps = rest[plan[0][2]:], plan[1:]
-        if None in row_shape:                       # a dynamic shape: one block
+                rest, todo = rest[count:], todo[1:]
+        if None in row_shape or len(lengths) != 1:     # a dynamic shape: one block
             (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
-            output, bounds = None, [(0, n)]
+            output, bounds, rows = None, [(0, len(y))], len(y)
         else:
             output = _Output(ctx.backend, n, row_shape)
-            step = max(1, BLOCK_ELEMENTS // max(1, row_elements))
-            bounds = [(start, min(n, start + step)) for start in range(0, n, step)]
+            rows = max(1, BLOCK_ELEMENTS // max(1, row_elements))
+            bounds = [(start, min(n, start + rows)) for start in range(0, n, rows)]
+            rows = min(rows, n)
+        scratch = ()
         for start, stop in bounds:
             if output is None:
                 block = y
@@ -239,16 +300,64 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 output.start, output.stop = start, stop
                 block = _run_into(producer, ctx, output, [
                     v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
+            if nbuf > 1 and not scratch:
+                scratch = [ctx.backend.empty((rows,) + block.shape[1:], block.dtype)
+                           for _ in range(nbuf - 1)]
+            bufs = [block] + [s[:stop - start] for s in scratch]
             i = 0
-            for op, port, count, batched in steps:
-                extras = [v[start:stop] if cut else v for v, cut in zip(rest[i:i + count], batched)]
-                i += count
-                # the fused value goes first: it came in on port 0, or the op is commutative
-                _run_into(op, ctx, block, [block] + extras)
+            for op, sources, target, cuts in todo:
+                extras = [v[start:stop] if cut else v for v, cut in zip(rest[i:i + len(cuts)], cuts)]
+                i += len(cuts)
+                it = iter(extras)
+                _run_into(op, ctx, bufs[target],
+                          [next(it) if k is None else bufs[k] for k in sources])
+            if final != 0:
+                np.copyto(block, bufs[final])
+            bufs = extras = it = None
         if output is not None:
             y = output.whole
+        pool = getattr(ctx.backend, "pool", None)
+        if scratch and pool is not None:
+            for s in scratch:
+                pool.recycle(s)
         return (y,)
     return forward
+
+
+def _assign_buffers(consumers) -> tuple[list, int]:
+    """``([(op, sources, target, batched)], buffers)``: per consumer, the buffer (or None:
+    the next extra) each input is read from, in the order passed, and the buffer written;
+    buffer 0 is the block of the region's output.  See :func:`fused_forward`."""
+    last: dict[int, int] = {}
+    for i, (_, args, _) in enumerate(consumers):
+        for v in args:
+            if v is not None:
+                last[v] = i
+    where, free, nbuf, steps = {0: 0}, [], 1, []
+    for i, (op, args, batched) in enumerate(consumers):
+        order = list(range(len(args)))
+        target = None
+        for p in (range(len(args)) if op.commutative else range(min(1, len(args)))):
+            v = args[p]
+            if v is not None and last[v] == i:
+                target = where[v]
+                order.insert(0, order.pop(p))       # the value overwritten goes first
+                break
+        if target is None:
+            if free:
+                target = free.pop()
+            else:
+                target, nbuf = nbuf, nbuf + 1
+        for v in {v for v in args if v is not None}:
+            if last[v] == i and where[v] != target:
+                free.append(where[v])
+        where[i + 1] = target
+        if order != list(range(len(args))):
+            # a commutative op: the extras keep their order among themselves
+            args = tuple(args[p] for p in order)
+        sources = tuple(None if v is None else where[v] for v in args)
+        steps.append((op, sources, target, batched))
+    return steps, nbuf
 
 
 def _fold_ports(producer: Any, consumer: Any, ndim: int) -> list[tuple[int, int]] | None:

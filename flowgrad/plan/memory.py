@@ -82,6 +82,14 @@ class BufferPool:
                 and owner.flags.writeable):
             self._free[(owner.nbytes, owner.dtype)].append(owner)
 
+    def recycle(self, array: np.ndarray) -> None:
+        """Keep the memory under ``array``, which the caller got from :meth:`empty` and
+        guarantees nothing reads any more (a fused region's scratch blocks)."""
+        owner = array if array.base is None else array.base
+        if (type(owner) is np.ndarray and owner.base is None and owner.nbytes >= MIN_BYTES
+                and owner.flags.c_contiguous and owner.flags.writeable):
+            self._free[(owner.nbytes, owner.dtype)].append(owner)
+
     def release_all(self, values: list) -> None:
         """:meth:`release` every array of ``values`` that could be pooled (what a finished
         backward saved), skipping cheaply what is too small to matter."""

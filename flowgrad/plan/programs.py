@@ -123,7 +123,7 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
         forward = step.op.forward
         if position in chains:
             chain = chains[position]
-            forward, step = _fused(layout, step, chain, [steps[at] for at in chain.consumers])
+            forward, step = _fused(layout, step, chain, steps)
             # what the consumers read last (the values fused away, a residual's shortcut)
             free = free + [s for at in chain.consumers for s in frees[at]]
         run.append((forward, _getter(step.in_slots), len(step.in_slots), step.out_slots,
@@ -132,16 +132,16 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
                           frozenset(n for n in needed if n in layout.input_slots))
 
 
-def _fused(layout: Layout, producer: Step, chain: Chain, consumers: list[Step]
+def _fused(layout: Layout, producer: Step, chain: Chain, steps: list[Step]
            ) -> tuple[Any, Step]:
-    """The forward of a fused chain, and its step: the producer's, reading the consumers'
-    extra inputs too and writing the last consumer's output (errors name the producer)."""
+    """The forward of a fused region, and its step: the producer's, reading the consumers'
+    extra inputs too and writing the region's output (errors name the producer)."""
     in_slots = producer.in_slots + tuple(s for extras in chain.extras for s in extras)
     batched = tuple(_has_batch_axis(layout.slot_spec(s)) for s in producer.in_slots)
     forward = fused_forward(producer.op, batched, layout.slot_spec(producer.out_slots[0]),
-                            [(c.op, port, b) for c, port, b
-                             in zip(consumers, chain.ports, chain.batched)])
-    return forward, replace(producer, in_slots=in_slots, out_slots=consumers[-1].out_slots)
+                            [(steps[at].op, args, b) for at, args, b
+                             in zip(chain.ops, chain.args, chain.batched)])
+    return forward, replace(producer, in_slots=in_slots, out_slots=(chain.result,))
 
 
 def compile_backward(layout: Layout, forward: ForwardProgram, seed_refs: tuple[str, ...],

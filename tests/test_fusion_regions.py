@@ -1,0 +1,193 @@
+"""Fused *regions*: a producer and the small DAG of elementwise ops after it (hard-swish's
+diamond ``x * clip(x + 3, 0, 6) / 6``, SiLU's ``x * sigmoid(x)``, a squeeze-excite scale),
+run as one step.  Each fused program is checked against the unfused one (a forward with
+gradient fuses nothing) on hand-written and random graphs, and an ONNX model with the
+hard-swish and squeeze-excite patterns against onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flowgrad
+from flowgrad.loaders.yaml_loader import load_yaml
+from flowgrad.plan import Plan
+from flowgrad.plan import fusion
+from flowgrad.plugins import make_registry
+
+REGISTRY = make_registry()
+
+
+def _plan(tmp_path, text, dtype=np.float32):
+    plan = Plan(load_yaml(str(tmp_path / "g.yaml"), text=text), dtype=dtype)
+    rng = np.random.default_rng(7)
+    for name, value in plan.params.items():
+        value[...] = rng.standard_normal(value.shape)
+    return plan
+
+
+def _names(plan, outputs=("out",)):
+    return [step.name for *_, step in plan._forward_programs[(outputs, True)].run]
+
+
+def _x(n, c=3, h=6, w=7, seed=2):
+    return np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+
+
+HARD_SWISH = """
+flowgrad: 1
+name: hard_swish
+inputs:
+  x: {shape: [3, 6, 7]}
+params:
+  K: {shape: [8, 3, 3, 3], init: {kind: he_normal}}
+  b: {shape: [8], init: {kind: zeros}}
+  K2: {shape: [4, 8, 1, 1], init: {kind: he_normal}}
+constants:
+  three: {value: 3.0}
+  six: {value: 6.0}
+nodes:
+  conv: {op: conv, in: {x: x, W: K, b: b}, pads: [1, 1, 1, 1]}
+  a:    {op: add, in: [conv, three]}
+  c:    {op: clip, in: a, min: 0.0, max: 6.0}
+  m:    {op: mul, in: [conv, c]}
+  hs:   {op: div, in: [m, six]}
+  out:  {op: conv, in: {x: hs, W: K2}}
+outputs: [out]
+"""
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_the_hard_swish_diamond_joins_the_conv_before_it(tmp_path, n, monkeypatch):
+    if n > 1:      # several blocks, the last one shorter
+        monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2 * 8 * 6 * 7)
+    plan = _plan(tmp_path, HARD_SWISH)
+    x = _x(n)
+    unfused = plan.forward({"x": x})["out"]
+    fused = plan.forward({"x": x}, grad=False)["out"]
+    np.testing.assert_array_equal(fused, unfused)      # the same ops, in the same order
+    assert _names(plan) == ["conv", "out"]
+
+
+def test_a_value_read_outside_the_region_ends_it_before(tmp_path):
+    """``a`` asked for as an output: the conv's region cannot swallow it; ``c`` then takes
+    the rest, reading the conv's value as a ready input."""
+    plan = _plan(tmp_path, HARD_SWISH)
+    x = _x(2)
+    ref = plan.forward({"x": x}, outputs=("a", "out"))
+    got = plan.forward({"x": x}, outputs=("a", "out"), grad=False)
+    for k in ("a", "out"):
+        np.testing.assert_array_equal(got[k], ref[k])
+    names = _names(plan, ("a", "out"))
+    assert names == ["conv", "conv#branch", "a", "c", "out"]
+
+
+SE = """
+flowgrad: 1
+name: squeeze_excite
+inputs:
+  x: {shape: [3, 6, 7]}
+params:
+  K: {shape: [8, 3, 1, 1], init: {kind: he_normal}}
+  K1: {shape: [2, 8, 1, 1], init: {kind: he_normal}}
+  K2: {shape: [8, 2, 1, 1], init: {kind: he_normal}}
+  b2: {shape: [8], init: {kind: zeros}}
+  g: {shape: [8], init: {kind: constant, value: 1.0}}
+  beta: {shape: [8], init: {kind: zeros}}
+  mu: {shape: [8], init: {kind: zeros}, trainable: false}
+  var: {shape: [8], init: {kind: constant, value: 1.0}, trainable: false}
+nodes:
+  conv: {op: conv, in: {x: x, W: K}}
+  bn:   {op: batch_norm, in: {x: conv, scale: g, bias: beta, mean: mu, var: var}}
+  act:  {op: sigmoid, in: bn}
+  silu: {op: mul, in: [bn, act]}
+  pool: {op: global_avg_pool, in: silu}
+  s1:   {op: conv, in: {x: pool, W: K1}}
+  r:    {op: relu, in: s1}
+  s2:   {op: conv, in: {x: r, W: K2, b: b2}}
+  hsig: {op: hard_sigmoid, in: s2}
+  out:  {op: mul, in: [silu, hsig]}
+outputs: [out]
+"""
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_silu_and_squeeze_excite(tmp_path, n):
+    plan = _plan(tmp_path, SE)
+    plan.params["var"][...] = np.abs(plan.params["var"]) + 0.5
+    x = _x(n)
+    unfused = plan.forward({"x": x})["out"]
+    fused = plan.forward({"x": x}, grad=False)["out"]
+    np.testing.assert_allclose(fused, unfused, rtol=2e-6, atol=1e-6)   # bn folded into K
+    names = _names(plan)
+    # conv + bn + SiLU's diamond in one step; the excitation's conv + hard_sigmoid in
+    # another; the scale reads two values of other shapes and runs on its own
+    assert names == ["conv", "silu#branch", "pool", "s1", "s2", "out"]
+
+
+def _random_region(seed: int) -> tuple[str, tuple[str, ...]]:
+    """A conv and a random DAG of elementwise ops after it: each reads earlier values of the
+    DAG (so values fan out), scalars, per-channel params or a second batched input; one
+    intermediate is sometimes asked for too."""
+    rng = np.random.default_rng(seed)
+    values, nodes = ["conv"], []
+    for i in range(int(rng.integers(3, 9))):
+        kind = rng.choice(["relu", "sigmoid", "tanh", "clip", "add", "sub", "mul", "div"])
+        pick = values[int(rng.integers(len(values)))]
+        if kind in ("relu", "sigmoid", "tanh"):
+            nodes.append(f"  v{i}: {{op: {kind}, in: {pick}}}")
+        elif kind == "clip":
+            nodes.append(f"  v{i}: {{op: clip, in: {pick}, min: -0.5, max: 1.0}}")
+        else:
+            other = ("k" if kind == "div" else
+                     rng.choice(["k", "s", "y"] + values))
+            pair = [pick, other] if rng.random() < 0.7 or kind == "div" else [other, pick]
+            nodes.append(f"  v{i}: {{op: {kind}, in: [{pair[0]}, {pair[1]}]}}")
+        values.append(f"v{i}")
+    outputs = (values[-1],)
+    if rng.random() < 0.3 and len(values) > 2:
+        outputs = (values[int(rng.integers(1, len(values) - 1))],) + outputs
+    text = f"""
+flowgrad: 1
+name: region{seed}
+inputs:
+  x: {{shape: [3, 5, 5]}}
+  y: {{shape: [4, 5, 5]}}
+params:
+  K: {{shape: [4, 3, 3, 3], init: {{kind: he_normal}}}}
+  b: {{shape: [4], init: {{kind: zeros}}}}
+  k: {{shape: [1, 4, 1, 1], init: {{kind: constant, value: 1.5}}}}
+constants:
+  s: {{value: 0.25}}
+nodes:
+  conv: {{op: conv, in: {{x: x, W: K, b: b}}, pads: [1, 1, 1, 1]}}
+""" + "\n".join(nodes) + f"\noutputs: [{', '.join(outputs)}]\n"
+    return text, outputs
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_regions_give_the_unfused_values(tmp_path, seed, monkeypatch):
+    text, outputs = _random_region(seed)
+    n = 1 + seed % 4
+    if seed % 2:
+        monkeypatch.setattr(fusion, "BLOCK_ELEMENTS", 2 * 4 * 5 * 5)
+    plan = _plan(tmp_path, text, dtype=np.float64 if seed % 3 == 0 else np.float32)
+    plan.params["k"][...] = np.abs(plan.params["k"]) + 0.5
+    feeds = {"x": _x(n, 3, 5, 5, seed), "y": _x(n, 4, 5, 5, seed + 100)}
+    for _ in range(2):                 # the second run: recycled buffers
+        unfused = plan.forward(feeds, outputs=outputs)
+        fused = plan.forward(feeds, outputs=outputs, grad=False)
+        for name in outputs:
+            np.testing.assert_array_equal(fused[name], unfused[name], err_msg=text)
+    assert len(_names(plan, outputs)) < len(plan._forward_programs[(outputs, False)].run)
+
+
+def test_buffers_are_reused_once_their_value_is_dead():
+    add, relu, mul = (REGISTRY.ops[t]() for t in ("add", "relu", "mul"))
+    # v1 = relu(v0); v2 = add(v0, k) (v0 dies: in place); v3 = mul(v1, v2): v1 dies first
+    steps, nbuf = fusion._assign_buffers([(relu, (0,), ()), (add, (0, None), (False,)),
+                                          (mul, (1, 2), ())])
+    assert [target for *_, target, _ in steps] == [1, 0, 1] and nbuf == 2
+    # a non-commutative op reading the value on its second port writes elsewhere
+    sub = REGISTRY.ops["sub"]()
+    steps, nbuf = fusion._assign_buffers([(sub, (None, 0), (False,))])
+    assert steps[0][1:3] == ((None, 0), 1) and nbuf == 2
