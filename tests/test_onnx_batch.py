@@ -101,7 +101,7 @@ def test_convert_leaves_no_file_behind_when_its_check_fails(tmp_path, monkeypatc
     model = tmp_path / "head.onnx"
     model.write_bytes(head([0, -1, 6]).SerializeToString())
 
-    def broken(a, b):
+    def broken(a, b, shapes=None):
         raise FlowgradError("the outputs differ")
     monkeypatch.setattr(verify, "compare_graphs", broken)
     out = tmp_path / "head.yaml"
