@@ -750,3 +750,14 @@ def test_if_evaluation_runs_share_memory_without_touching_returned_values():
     body = net.graph.op_of(name).bodies["then_branch"]
     (pool, _), = body._eval_memory.values()
     assert pool.reused > 0
+    # values fed as an earlier run's (same shapes, dtypes, nothing cast) skip feed's checks;
+    # anything else still goes through them
+    c = body._compiled[np.dtype(np.float32)]
+    assert c["fed"], "the checked signature was not kept"
+    from flowgrad.ops.control import BodyError
+    def fed(x):           # the body's inputs by name: x and the outer constant 'two'
+        return [x if n.endswith("x") else np.array(2, np.float32) for n in body.graph.inputs]
+    with pytest.raises(BodyError, match="shape"):
+        body.run(fed(np.ones((3, 3), np.float32)), np.dtype(np.float32), grad=False)
+    out, _ = body.run(fed(xs[0].astype(np.float64)), np.dtype(np.float32), grad=False)
+    np.testing.assert_array_equal(out[0], kept[0][1])

@@ -159,10 +159,14 @@ class Body:
             graph = prepare(self.graph)
             layout = Layout(graph)
             store = ParamStore(graph, dtype, layout.order)
+            leaves = [(layout.slot[(n, 0)], v) for n, v in store.leaves()]
+            template: list[Any] = [None] * layout.num_slots
+            for slot, value in leaves:
+                template[slot] = value
             hit = self._compiled[dtype] = {
-                "graph": graph, "layout": layout, "store": store,
-                "leaves": [(layout.slot[(n, 0)], v) for n, v in store.leaves()],
-                "names": graph.inputs, "forward": {}, "backward": {}}
+                "graph": graph, "layout": layout, "store": store, "leaves": leaves,
+                "template": template, "names": graph.inputs, "forward": {}, "backward": {},
+                "fed": {}}
         return hit
 
     @staticmethod
@@ -188,9 +192,7 @@ class Body:
         program = c["forward"].get(fuse)
         if program is None:
             program = c["forward"][fuse] = compile_forward(layout, tuple(graph.outputs), fuse)
-        vals: list[Any] = [None] * layout.num_slots
-        for slot, value in c["leaves"]:
-            vals[slot] = value
+        vals: list[Any] = c["template"].copy()
         named = dict(zip(c["names"], feeds))
         ctxs: list = [None] * len(layout.steps) if grad else []
         # Evaluation runs share one pool (and the backend bound to it) across calls: a fresh
@@ -209,8 +211,7 @@ class Body:
                 memory = self._eval_memory[dtype] = (pool, CPUBackend(pool))
             pool, backend = memory
         try:
-            feed(layout, dtype, vals, {k: v for k, v in named.items() if k in program.feeds},
-                 program)
+            self._feed(c, program, fuse, feed, dtype, vals, feeds, named)
             run_forward(program, vals, ctxs, grad, training,
                         rng if rng is not None else np.random.default_rng(0),
                         backend, pool, c["store"])
@@ -219,6 +220,31 @@ class Body:
         outs = [vals[program.output_slots[ref]] for ref in graph.outputs]
         record = (dtype, program, ctxs, named, outs, pool) if grad else None
         return outs, record
+
+    @staticmethod
+    def _feed(c: dict, program, fuse: bool, feed, dtype, vals: list, feeds: list,
+              named: dict) -> None:
+        """Put the fed values in their slots: the plan's ``feed`` (checks and casts), or, when
+        every value is an array of the same shapes and dtypes as in an earlier run that
+        ``feed`` passed through unchanged, straight into the slots.
+
+        Why: a body run in a loop or an If around a whole model is fed tens of values per
+        call (silero VAD's If: 34), and checking each costs microseconds that an unchanged
+        signature cannot change the outcome of."""
+        signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray else None for v in feeds)
+        known = c["fed"].get(fuse)
+        if known is not None and known[0] == signature:
+            for i, slot in known[1]:
+                vals[slot] = feeds[i]
+            return
+        feed(c["layout"], dtype, vals, {k: v for k, v in named.items() if k in program.feeds},
+             program)
+        if None in signature:
+            return
+        slots = c["layout"].input_slots
+        pairs = [(i, slots[name]) for i, name in enumerate(c["names"]) if name in program.feeds]
+        if all(vals[slot] is feeds[i] for i, slot in pairs):     # nothing was cast
+            c["fed"][fuse] = (signature, pairs)
 
     def backward(self, record, grads: list, wrt: list[bool]) -> list:
         """Gradients of the body inputs marked in ``wrt`` (None elsewhere) given one gradient
