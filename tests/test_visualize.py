@@ -428,3 +428,51 @@ def test_frozen_twin_folds_batch_norms_into_the_convs_before_them(tmp_path):
             seeds[i, i] = 1.0 / 9
         reference += 0.1 * _input_grad(plain, "bn2", reference, seeds)
     np.testing.assert_allclose(ours.images, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_a_conv_layer_computes_only_the_channels_its_objectives_read(tmp_path, monkeypatch):
+    """Objectives on channels of a conv layer run a twin whose convolution computes only those
+    channels: the same images and values as the whole layer (to rounding), the labels as
+    written; a whole-layer term, a batch term or another objective downstream keeps every
+    channel; in-place weight changes are seen."""
+    import importlib
+    optimize = importlib.import_module("flowgrad.visualize.optimize")
+    path = tmp_path / "conv_bn.yaml"
+    path.write_text(CONV_BN)
+    plan = flowgrad.compile(flowgrad.load(str(path)), dtype=np.float64)
+    graph = plan.graph
+    sliced, renumbered = optimize.sliceable(
+        graph, [channel("conv1", 3), channel("conv1", -1) + channel("conv1", 1)], ("conv1",))
+    assert sliced == {"conv1": (1, 3)}
+    assert [o.describe() for o in renumbered] == ["conv1[1]", "conv1[1] + conv1[0]"]
+    for objectives, refs in (([channel("conv1", 3), Layer("conv1")], ("conv1",)),
+                             ([channel("conv1", 3) - 0.1 * Diversity("conv1")], ("conv1",)),
+                             ([channel("conv1", 3), channel("h1", 0)], ("conv1", "h1")),
+                             ([channel("conv1", c) for c in range(4)], ("conv1",)),
+                             ([channel("bn1", 0)], ("bn1",))):
+        assert optimize.sliceable(graph, objectives, refs)[0] == {}
+
+    settings = dict(steps=4, init=RNG.normal(scale=0.1, size=(3, 2, 6, 6)), param="pixels",
+                    range_mode="none", optimizer="adam", lr=0.05)
+    objectives = ["channel(conv1, 3)", "channel(conv1, 1)", "conv1[3, 2, 2] - channel(conv1, 1)"]
+
+    def run():
+        return visualize(plan, objectives, **settings)
+
+    def whole():
+        with monkeypatch.context() as m:
+            m.setattr(optimize, "sliceable", lambda g, o, r: ({}, list(o)))
+            return visualize(flowgrad.compile(plan.export_graph(), dtype=np.float64),
+                             objectives, **settings)
+
+    ours, reference = run(), whole()
+    net = optimize.frozen_view(plan, ("conv1",), {"conv1": (1, 3)})
+    assert net.graph.specs("conv1")[0].shape == (None, 2, 6, 6)
+    assert ours.labels == ["conv1[3]", "conv1[1]", "conv1[3, 2, 2] - conv1[1]"]
+    np.testing.assert_allclose(ours.images, reference.images, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.array(ours.values), np.array(reference.values), rtol=1e-12)
+    plan.params["K1"] *= -0.5                   # in place: the sliced weights follow
+    plan.params["c1"] += 0.25
+    ours, reference = run(), whole()
+    assert optimize.frozen_view(plan, ("conv1",), {"conv1": (1, 3)}) is net
+    np.testing.assert_allclose(ours.images, reference.images, rtol=1e-12, atol=1e-13)
