@@ -90,6 +90,46 @@ def test_a_copy_of_the_same_sources_elsewhere_starts_warm_and_an_edit_starts_col
     assert edited["misses"] >= 1 and edited["hits"] == 0, "an edited kernel source: cold"
 
 
+def test_the_cache_is_written_and_read_under_the_folder_lock(tmp_path, monkeypatch):
+    """Two processes saving two signatures of one kernel at once could otherwise file one's
+    machine code under the other's signature (see _jit._LockedCache): while numba writes an
+    index or reads one, no other process may take the folder's exclusive lock."""
+    import fcntl
+
+    from numba.core import caching
+
+    from flowgrad.kernels import _jit
+
+    seen = []
+
+    def locked(folder) -> bool:
+        with open(os.path.join(folder, ".lock"), "a+b") as other:   # a second open file
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    for name in ("save", "load"):
+        original = getattr(caching.IndexDataCacheFile, name)
+
+        def spy(self, *args, _original=original, _name=name):
+            seen.append((_name, locked(self._cache_path)))
+            return _original(self, *args)
+        monkeypatch.setattr(caching.IndexDataCacheFile, name, spy)
+    monkeypatch.setenv("FLOWGRAD_CACHE_DIR", str(tmp_path))
+
+    def twice(x):
+        return 2 * x
+
+    compiled = _jit.jit(twice)
+    assert compiled(2.0) == 4.0 and compiled(3) == 6          # two signatures, two saves
+    assert [name for name, _ in seen] == ["load", "save", "load", "save"]
+    assert all(held for _, held in seen), seen
+    assert not locked(compiled._cache.cache_path), "the lock is let go afterwards"
+
+
 def test_kernels_run_when_no_cache_can_be_written(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

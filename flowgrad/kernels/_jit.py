@@ -22,6 +22,7 @@ same arguments and write the same outputs; the tests compare them over grids of 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import warnings
@@ -112,6 +113,47 @@ if MODE == "numba":
         def get_source_stamp(self):
             return _file_digest(self._py_file)
 
+    class _LockedCache(_caching.FunctionCache):
+        """numba's on-disk cache of one function, read and written under a file lock.
+
+        numba writes a function's index (signature -> data file) and then the data file,
+        picking the data file's number from the index it just read.  Two processes saving
+        two signatures of one function at once (pytest-xdist workers, Dask workers, two
+        test runs) can both pick number 1: the index then names one signature's machine
+        code for the other's, on disk for every later process.  Saving under an exclusive
+        lock on the cache folder, and loading under a shared one, keeps each index and its
+        data files consistent.  Where there is no ``fcntl`` (Windows) it is numba's cache.
+        """
+
+        def load_overload(self, sig, target_context):
+            with _folder_lock(self._cache_path, exclusive=False):
+                return super().load_overload(sig, target_context)
+
+        def save_overload(self, sig, data):
+            with _folder_lock(self._cache_path, exclusive=True):
+                super().save_overload(sig, data)
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, exclusive: bool):
+    try:
+        import fcntl
+    except ImportError:             # Windows: numba's own (unlocked) behaviour
+        yield
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle = open(os.path.join(folder, ".lock"), "a+b")
+    except OSError:                 # an unwritable cache: numba saves nothing there anyway
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 def _inside_package(path: str) -> bool:
     path = os.path.abspath(path)
@@ -148,9 +190,15 @@ def jit(fn: Callable) -> Any:
     if saved[1] is not None:
         config.CACHE_LOCATOR_CLASSES = f"{__name__}._PackageLocator,UserProvidedCacheLocator"
     try:
-        with warnings.catch_warnings():     # an unwritable cache: numba warns, runs uncached
-            warnings.simplefilter("ignore", numba.NumbaWarning)
-            return numba.njit(cache=_cache_writable(), nogil=True, error_model="numpy")(fn)
+        dispatcher = numba.njit(nogil=True, error_model="numpy")(fn)
+        if _cache_writable():
+            # what ``cache=True`` does (Dispatcher.enable_caching), with the locked cache;
+            # no locator can place it (a folder that cannot be made): runs uncached
+            try:
+                dispatcher._cache = _LockedCache(fn)
+            except (RuntimeError, OSError):
+                pass
+        return dispatcher
     finally:
         config.CACHE_DIR = saved[0]
         if saved[1] is not None:
