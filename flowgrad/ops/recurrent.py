@@ -254,6 +254,8 @@ class _Recurrent(Op):
             state = self._eval_direction(kernels, d, xw, R[d], Rb_all[d], h, rest, lens, clip,
                                          Y[:, d])
             finals.append(state)
+        if D == 1:          # the states are this call's own arrays: a view, not a copy
+            return [Y] + [s[None] for s in finals[0]]
         return [Y] + [np.stack([f[k] for f in finals]) for k in range(len(self.outputs) - 1)]
 
     @staticmethod
