@@ -38,7 +38,13 @@ step, block by block, when evaluating without gradient):
   channel of axis 1, ``rest`` being its other inputs (batch norm);
 * ``channel_weights = {input: axis}`` with ``channel_axis``: output channel ``c`` (on
   ``channel_axis``) is linear in slice ``c`` of these inputs along their axes — the weight
-  first, then the bias (conv: ``{"W": 0, "b": 0}``) — so a following ``affine`` folds into them.
+  first, then the bias (conv: ``{"W": 0, "b": 0}``) — so a following ``affine`` folds into them;
+* ``pointwise() -> steps | None``: in evaluation, on float inputs of the plan's dtype, the op
+  is these scalar steps applied to its first input — ``("add" | "sub" | "mul" | "div",
+  operand)``, ``("max", operand)``, ``("clip", low, high)``, ``("sigmoid",)``, ``("tanh",)``,
+  an operand being an input port (int) or a constant (float) — computing what its forward's
+  ufuncs compute, rounding for rounding; a fused region of such ops runs in one pass
+  (:mod:`flowgrad.plan.pointwise`).
 """
 from __future__ import annotations
 
@@ -259,6 +265,10 @@ class Op:
 
     def check(self) -> None:
         """Validate combinations of attributes; raise :class:`AttrError`. Override as needed."""
+
+    def pointwise(self) -> tuple | None:
+        """The op as scalar steps, for fusion (module doc); None: not declared."""
+        return None
 
     def config(self) -> dict[str, Any]:
         """The attributes that differ from their defaults: ``type(op)(**op.config())`` equals op."""

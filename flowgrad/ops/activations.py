@@ -90,6 +90,9 @@ class Relu(_SameDtype):
     type = "relu"
     rowwise = inplace = True
 
+    def pointwise(self):
+        return (("max", 0.0),)
+
     def forward(self, ctx, x):
         y = np.maximum(x, 0, out=ctx.backend.empty(x.shape, x.dtype))
         ctx.save(y)
@@ -158,6 +161,9 @@ class Sigmoid(Unary):
     type = "sigmoid"
     rowwise = inplace = True
 
+    def pointwise(self):
+        return (("sigmoid",),)
+
     def forward(self, ctx, x):
         y = _pointwise(ctx.backend, ctx.backend.kernels.sigmoid, float_dtype(x.dtype), (x,))
         ctx.save(y)
@@ -173,6 +179,9 @@ class Tanh(Unary):
 
     type = "tanh"
     rowwise = inplace = True
+
+    def pointwise(self):
+        return (("tanh",),)
 
     def forward(self, ctx, x):
         y = _pointwise(ctx.backend, ctx.backend.kernels.tanh, float_dtype(x.dtype), (x,))
@@ -304,9 +313,12 @@ class Clip(_SameDtype):
 
     rowwise = inplace = True
 
+    def pointwise(self):
+        return (("clip", self.min, self.max),)
+
     def forward(self, ctx, x):
-        inside = (x > self.min) & (x < self.max)
-        ctx.save(inside)
+        if ctx.grad_enabled:     # (two passes and a mask: only for a backward to come)
+            ctx.save((x > self.min) & (x < self.max))
         if x.dtype.kind != "f":
             return (np.clip(x, self.min, self.max).astype(x.dtype, copy=False),)
         return (np.clip(x, self.min, self.max, out=ctx.backend.empty(x.shape, x.dtype)),)
@@ -323,10 +335,14 @@ class HardSigmoid(Unary):
     attrs = {"alpha": Attr("float", 0.2), "beta": Attr("float", 0.5)}
     rowwise = inplace = True
 
+    def pointwise(self):
+        return (("mul", self.alpha), ("add", self.beta), ("clip", 0.0, 1.0))
+
     def forward(self, ctx, x):
         z = np.multiply(x, self.alpha, out=ctx.backend.empty(x.shape, float_dtype(x.dtype)))
         np.add(z, self.beta, out=z)
-        ctx.save((z > 0) & (z < 1))
+        if ctx.grad_enabled:
+            ctx.save((z > 0) & (z < 1))
         return (np.clip(z, 0, 1, out=z),)
 
     def backward(self, ctx, gy):

@@ -62,6 +62,9 @@ class Add(_Binary):
     type = "add"
     rowwise = inplace = commutative = True
 
+    def pointwise(self):
+        return (("add", 1),)
+
     def forward(self, ctx, a, b):
         ctx.save(a, b)
         if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype:
@@ -85,6 +88,9 @@ class Sub(_Binary):
     type = "sub"
     rowwise = inplace = True
 
+    def pointwise(self):
+        return (("sub", 1),)
+
     def forward(self, ctx, a, b):
         ctx.save(a, b)
         return (_into(ctx, np.subtract, a, b),)
@@ -100,6 +106,9 @@ class Mul(_Binary):
 
     type = "mul"
     rowwise = inplace = commutative = True
+
+    def pointwise(self):
+        return (("mul", 1),)
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
@@ -120,6 +129,9 @@ class Div(_Binary):
         return (Spec(broadcast_shapes(a.shape, b.shape), float_dtype(result_dtype(a, b))),)
 
     rowwise = inplace = True
+
+    def pointwise(self):
+        return (("div", 1),)
 
     def forward(self, ctx, a, b):
         if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype \

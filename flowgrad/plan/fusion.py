@@ -272,6 +272,7 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     row_shape = out_spec.shape[1:]
     row_elements = math.prod(d or 1 for d in row_shape)
     final = steps[-1][2]
+    one_pass = _OnePass(consumers) if len(out_spec.shape) >= 3 else None
 
     def forward(ctx, *args):
         inputs, rest, todo = list(args[:n_inputs]), args[n_inputs:], steps
@@ -300,6 +301,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 output.start, output.stop = start, stop
                 block = _run_into(producer, ctx, output, [
                     v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
+            if one_pass is not None and one_pass(block, rest, todo is not steps, start, stop):
+                continue
             if nbuf > 1 and not scratch:
                 scratch = [ctx.backend.empty((rows,) + block.shape[1:], block.dtype)
                            for _ in range(nbuf - 1)]
@@ -322,6 +325,66 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 pool.recycle(s)
         return (y,)
     return forward
+
+
+class _OnePass:
+    """A region of ``pointwise`` ops run as one program over the block
+    (:mod:`.pointwise`), when its extra inputs fit: per-plane operands or C-contiguous ones
+    of the block's shape, of the block's dtype.  Programs are made on first use, per fold and
+    kind of each extra input (None: the region runs op by op)."""
+
+    __slots__ = ("consumers", "counts", "programs")
+
+    def __init__(self, consumers):
+        self.consumers = [(op, args) for op, args, _ in consumers]
+        self.counts = [(len(batched), batched) for _, _, batched in consumers]
+        self.programs: dict[tuple, Any] = {}
+
+    def __call__(self, block: np.ndarray, rest, folded: bool, start: int, stop: int) -> bool:
+        if block.ndim < 3 or block.dtype.kind != "f" or not block.flags.c_contiguous:
+            return False
+        extras, i = [], 0
+        for count, batched in self.counts[folded:]:
+            extras += [v[start:stop] if cut else v for v, cut in zip(rest[i:i + count], batched)]
+            i += count
+        n, c = block.shape[:2]
+        kinds, planes = [], []
+        for e in extras:
+            if type(e) is not np.ndarray or e.dtype != block.dtype or e.ndim > block.ndim:
+                return False
+            if e.shape == block.shape and e.flags.c_contiguous:
+                kinds.append("full")
+                planes.append(None)
+                continue
+            shape = (1,) * (block.ndim - e.ndim) + e.shape
+            if any(d != 1 for d in shape[2:]) or shape[0] not in (1, n) or shape[1] not in (1, c):
+                return False
+            kinds.append("plane")
+            planes.append(e.reshape(shape[:2]))
+        key = (folded, tuple(kinds))
+        program = self.programs.get(key, False)
+        if program is False:
+            from . import pointwise
+            consumers = self.consumers
+            if folded:          # the first consumer is in the producer: value 1 is value 0
+                consumers = [(op, tuple(None if v is None else max(0, v - 1) for v in args))
+                             for op, args in consumers[1:]]
+            program = self.programs[key] = pointwise.translate(consumers, kinds)
+        if program is None:
+            return False
+        from . import pointwise
+        scalars = np.empty((n * c, max(1, len(program.columns))), block.dtype)
+        for j, (kind, value) in enumerate(program.columns):
+            if kind == "c":
+                scalars[:, j] = value
+            else:
+                scalars[:, j] = np.broadcast_to(planes[value], (n, c)).reshape(-1)
+        x = block.reshape(n * c, -1)
+        fulls = [extras[k].reshape(x.shape) for k in program.fulls]
+        fulls += [np.empty((1, 1), block.dtype)] * (2 - len(fulls))
+        pointwise.run(program.code, scalars, x, fulls[0], fulls[1], x, program.registers,
+                      program.result)
+        return True
 
 
 def _assign_buffers(consumers) -> tuple[list, int]:

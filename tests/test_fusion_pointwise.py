@@ -1,0 +1,118 @@
+"""One-pass regions (:mod:`flowgrad.plan.pointwise`): the compiled program runner against its
+numpy reference, each op's ``pointwise`` declaration against its forward, and fused plans
+taking the one-pass route against unfused ones, value for value."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowgrad.op import Context
+from flowgrad.plan import fusion, pointwise
+from flowgrad.plugins import make_registry
+
+from . import test_fusion_regions as regions
+
+REGISTRY = make_registry()
+
+
+def _declaring():
+    out = []
+    for t, cls in sorted(REGISTRY.ops.items()):
+        try:
+            op = cls()
+        except Exception:           # (ops with required attributes declare nothing here)
+            continue
+        if op.pointwise() is not None:
+            out.append(t)
+    return out
+
+
+def test_the_declaring_ops_are_the_expected_ones():
+    assert {"add", "sub", "mul", "div", "relu", "clip", "sigmoid", "tanh",
+            "hard_sigmoid"} <= set(_declaring())
+    for t in _declaring():
+        assert REGISTRY.ops[t].rowwise and REGISTRY.ops[t].inplace, t
+
+
+def _program_inputs(dtype, seed=0, planes=6, length=700):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((planes, length)).astype(dtype) * 4
+    x[0, :5] = [0.0, -0.0, np.inf, -np.inf, np.nan]
+    f0 = rng.standard_normal((planes, length)).astype(dtype)
+    f1 = (rng.uniform(0.5, 2.0, (planes, length)) * rng.choice([-1, 1], (planes, length))
+          ).astype(dtype)
+    scalars = rng.standard_normal((planes, 4)).astype(dtype)
+    scalars[:, 3] = np.abs(scalars[:, 3]) + 0.5
+    return x, f0, f1, scalars
+
+
+P = pointwise
+PROGRAMS = {
+    "hard_swish": ([(P.LOAD_X, 0, 0), (P.LOAD_R, 1, 0), (P.ADD_S, 1, 0), (P.CLIP_S, 1, 1),
+                    (P.MUL_R, 0, 1), (P.DIV_S, 0, 3)], 2, 0),
+    "every_op": ([(P.LOAD_X, 0, 0), (P.LOAD_F, 1, 0), (P.ADD_R, 1, 0), (P.LOAD_F, 2, 1),
+                  (P.DIV_R, 1, 2), (P.SUB_S, 1, 0), (P.MUL_S, 1, 1), (P.MAX_S, 1, 2),
+                  (P.LOAD_S, 2, 3), (P.SUB_R, 2, 0), (P.SIGMOID, 2, 0), (P.MUL_R, 1, 2),
+                  (P.TANH, 1, 0), (P.ADD_S, 1, 2), (P.DIV_S, 1, 3)], 3, 1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_the_compiled_runner_matches_its_reference(name, dtype):
+    code, registers, result = PROGRAMS[name]
+    code = np.asarray(code, np.int64)
+    x, f0, f1, scalars = _program_inputs(dtype)
+    ref = np.empty_like(x)
+    pointwise.run_reference(code, scalars, x, f0, f1, ref, registers, result)
+    got = x.copy()
+    pointwise.run(code, scalars, got, f0, f1, got, registers, result)     # in place
+    np.testing.assert_array_equal(got, ref)
+
+
+@pytest.mark.parametrize("op_type,attrs,other", [
+    ("add", {}, True), ("sub", {}, True), ("mul", {}, True), ("div", {}, True),
+    ("relu", {}, False), ("clip", {"min": -0.5, "max": 1.5}, False),
+    ("sigmoid", {}, False), ("tanh", {}, False),
+    ("hard_sigmoid", {"alpha": 0.3, "beta": 0.4}, False)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_one_op_region_gives_the_ops_forward(op_type, attrs, other, dtype):
+    """Each declaration, translated and run, against the op's own forward (bit for bit)."""
+    op = REGISTRY.ops[op_type](**attrs)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 3, 5, 7)) * 3).astype(dtype)
+    inputs = [x]
+    kinds = []
+    if other:
+        inputs.append(rng.uniform(0.5, 2, (1, 3, 1, 1)).astype(dtype))
+        kinds = ["plane"]
+    (expected,) = op.forward(Context(grad_enabled=False), *inputs)
+    program = pointwise.translate([(op, (0,) + (None,) * len(kinds))], kinds)
+    scalars = np.empty((6, max(1, len(program.columns))), dtype)
+    for j, (kind, value) in enumerate(program.columns):
+        scalars[:, j] = value if kind == "c" else np.broadcast_to(
+            inputs[1].reshape(1, 3), (2, 3)).reshape(-1)
+    got = x.reshape(6, -1).copy()
+    dummy = np.empty((1, 1), dtype)
+    pointwise.run(program.code, scalars, got, dummy, dummy, got, program.registers,
+                  program.result)
+    np.testing.assert_array_equal(got.reshape(x.shape), expected)
+
+
+def test_regions_take_the_one_pass_route_and_give_the_unfused_values(tmp_path, monkeypatch):
+    calls = []
+    run = pointwise.run
+    monkeypatch.setattr(pointwise, "run", lambda *a: (calls.append(1), run(*a))[1])
+    taken = 0
+    for seed in range(16):
+        text, outputs = regions._random_region(seed)
+        plan = regions._plan(tmp_path, text)
+        plan.params["k"][...] = np.abs(plan.params["k"]) + 0.5
+        feeds = {"x": regions._x(2, 3, 5, 5, seed), "y": regions._x(2, 4, 5, 5, seed + 100)}
+        before = len(calls)
+        unfused = plan.forward(feeds, outputs=outputs)
+        fused = plan.forward(feeds, outputs=outputs, grad=False)
+        for name in outputs:
+            np.testing.assert_array_equal(fused[name], unfused[name], err_msg=text)
+        taken += len(calls) > before
+    assert taken >= 8, "most random regions run in one pass"
