@@ -180,73 +180,55 @@ def run_reference(code, scalars, x, f0, f1, out, registers, result) -> None:
 
 def _run_source(code, scalars, x, f0, f1, out, registers, result):
     planes, length = x.shape
-    width = min(CHUNK, length)
+    # a chunk: a piece of one plane, or several whole planes when planes are short (the
+    # instructions' dispatch is then paid once for all of them)
+    group = max(1, CHUNK // length) if length < CHUNK else 1
+    width = length * group if length < CHUNK else CHUNK
     regs = np.empty((registers, width), x.dtype)
+    xf, of, f0f, f1f = x.reshape(-1), out.reshape(-1), f0.reshape(-1), f1.reshape(-1)
     f32 = x.itemsize == 4
-    for p in range(planes):
+    same = x.ctypes.data == out.ctypes.data
+    for p0 in range(0, planes, group):
+        planes_here = min(group, planes - p0)
         for start in range(0, length, width):
-            m = min(width, length - start)
+            m = min(width, length - start) if group == 1 else planes_here * length
+            run_length = m if group == 1 else length        # elements per plane here
+            base = p0 * length + start
+            # register 0 is the output's own chunk: x is read into it (nothing to do when
+            # writing in place) and a result left there needs no store
+            chunk = of[base:base + m]           # (slices: indices known >= 0 vectorise)
             for k in range(code.shape[0]):
                 op, dst, a = code[k, 0], code[k, 1], code[k, 2]
-                r = regs[dst]
+                r = regs[dst, :m] if dst else chunk
                 if op == LOAD_X:
-                    for i in range(m):
-                        r[i] = x[p, start + i]
+                    if not same:
+                        src = xf[base:base + m]
+                        for i in range(m):
+                            r[i] = src[i]
                 elif op == LOAD_R:
-                    src = regs[a]
+                    src = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = src[i]
-                elif op == LOAD_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        r[i] = s
                 elif op == LOAD_F:
-                    f = f0 if a == 0 else f1
+                    src = f0f[base:base + m] if a == 0 else f1f[base:base + m]
                     for i in range(m):
-                        r[i] = f[p, start + i]
+                        r[i] = src[i]
                 elif op == ADD_R:
-                    b = regs[a]
+                    b = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = r[i] + b[i]
-                elif op == ADD_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        r[i] = r[i] + s
                 elif op == SUB_R:
-                    b = regs[a]
+                    b = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = r[i] - b[i]
-                elif op == SUB_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        r[i] = r[i] - s
                 elif op == MUL_R:
-                    b = regs[a]
+                    b = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = r[i] * b[i]
-                elif op == MUL_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        r[i] = r[i] * s
                 elif op == DIV_R:
-                    b = regs[a]
+                    b = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = np.divide(r[i], b[i])
-                elif op == DIV_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        r[i] = np.divide(r[i], s)
-                elif op == MAX_S:
-                    s = scalars[p, a]
-                    for i in range(m):
-                        v = r[i]
-                        r[i] = v if v >= s or v != v else s
-                elif op == CLIP_S:
-                    lo, hi = scalars[p, a], scalars[p, a + 1]
-                    for i in range(m):
-                        v = r[i]
-                        v = v if v > lo or v != v else lo
-                        r[i] = v if v < hi or v != v else hi
                 elif op == SIGMOID:         # as the sigmoid and tanh kernels call them
                     if f32:
                         for i in range(m):
@@ -261,9 +243,37 @@ def _run_source(code, scalars, x, f0, f1, out, registers, result):
                     else:
                         for i in range(m):
                             r[i] = _tanh(r[i], False)
-            src = regs[result]
-            for i in range(m):
-                out[p, start + i] = src[i]
+                else:                       # per-plane scalars: plane by plane
+                    for q in range(planes_here):
+                        s = scalars[p0 + q, a]
+                        row = r[q * run_length:(q + 1) * run_length]
+                        if op == LOAD_S:
+                            for i in range(run_length):
+                                row[i] = s
+                        elif op == ADD_S:
+                            for i in range(run_length):
+                                row[i] = row[i] + s
+                        elif op == SUB_S:
+                            for i in range(run_length):
+                                row[i] = row[i] - s
+                        elif op == MUL_S:
+                            for i in range(run_length):
+                                row[i] = row[i] * s
+                        elif op == DIV_S:
+                            for i in range(run_length):
+                                row[i] = np.divide(row[i], s)
+                        elif op == MAX_S:   # np.maximum: NaN kept, max(-0, 0) = 0
+                            for i in range(run_length):
+                                v = row[i]
+                                row[i] = v if v > s or v != v else s
+                        elif op == CLIP_S:  # np.clip, bit for bit (NaN and signed zeros)
+                            hi = scalars[p0 + q, a + 1]
+                            for i in range(run_length):
+                                row[i] = min(max(row[i], s), hi)
+            if result:
+                src = regs[result]
+                for i in range(m):
+                    chunk[i] = src[i]
 
 
 if MODE == "numba":
