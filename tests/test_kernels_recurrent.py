@@ -23,7 +23,8 @@ from flowgrad.kernels import recurrent as K
 from flowgrad.op import Context
 from flowgrad.ops.recurrent import GRU, LSTM, RNN
 
-KERNELS = ["rnn_step", "gru_step", "gru_gates", "gru_candidate", "lstm_step"]
+KERNELS = ["rnn_step", "gru_step", "gru_step_general", "gru_gates", "gru_candidate",
+           "lstm_step", "lstm_step_general"]
 
 ALL_ACTS = list(K.ACTIVATION_CODES)
 #: compiled vs reference, one step: float32 activations within an ulp, products of a few
@@ -82,8 +83,17 @@ def test_rnn_step(dtype, N, H, acts, clip):
 def test_gru_step(dtype, N, H, acts, clip):
     rng, codes, al, be, lens = _step_inputs(dtype, N, H, 3, acts, 2)
     xw, hr, rb, h = (_arr(rng, s, dtype) for s in ((N, 3 * H), (N, 3 * H), (3 * H,), (N, H)))
-    _run_both(K.gru_step, lambda: (xw, hr, rb, h.copy(), np.full((N, H), 7, dtype), lens, 1,
-                                   codes, al, be, clip), **TOL[dtype])
+    _run_both(K.gru_step_general, lambda: (xw, hr, rb, h.copy(), np.full((N, H), 7, dtype),
+                                           lens, 1, codes, al, be, clip), **TOL[dtype])
+    if acts == "default" and clip == np.inf:      # the plain kernel: the same, bit for bit
+        _run_both(K.gru_step, lambda: (xw, hr, rb, h.copy(), np.full((N, H), 7, dtype), lens,
+                                       1), **TOL[dtype])
+        general, plain = h.copy(), h.copy()
+        y1, y2 = np.empty((N, H), dtype), np.empty((N, H), dtype)
+        K.gru_step_general(xw, hr, rb, general, y1, lens, 1, codes, al, be, clip)
+        K.gru_step(xw, hr, rb, plain, y2, lens, 1)
+        np.testing.assert_array_equal(plain, general)
+        np.testing.assert_array_equal(y2, y1)
 
 
 @pytest.mark.parametrize("dtype,N,H,acts,clip", STEP_GRID)
@@ -105,9 +115,18 @@ def test_lstm_step(dtype, N, H, acts, clip, peep, input_forget):
     rng, codes, al, be, lens = _step_inputs(dtype, N, H, 4, acts, 4)
     xw, hr, rb, p, h, c = (_arr(rng, s, dtype) for s in ((N, 4 * H), (N, 4 * H), (4 * H,),
                                                          (3 * H,), (N, H), (N, H)))
-    _run_both(K.lstm_step, lambda: (xw, hr, rb, p, h.copy(), c.copy(),
-                                    np.full((N, H), 7, dtype), lens, 1, codes, al, be, clip,
-                                    input_forget, peep), **TOL[dtype])
+    _run_both(K.lstm_step_general, lambda: (xw, hr, rb, p, h.copy(), c.copy(),
+                                            np.full((N, H), 7, dtype), lens, 1, codes, al, be,
+                                            clip, input_forget, peep), **TOL[dtype])
+    if acts == "default" and clip == np.inf and not peep:   # the plain kernel
+        _run_both(K.lstm_step, lambda: (xw, hr, rb, h.copy(), c.copy(),
+                                        np.full((N, H), 7, dtype), lens, 1), **TOL[dtype])
+        states = [(h.copy(), c.copy(), np.empty((N, H), dtype)) for _ in range(2)]
+        K.lstm_step_general(xw, hr, rb, p, *states[0][:2], states[0][2], lens, 1, codes, al,
+                            be, clip, False, False)
+        K.lstm_step(xw, hr, rb, *states[1][:2], states[1][2], lens, 1)
+        for a, b in zip(*states):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_dead_rows_output_zeros_and_keep_their_state():
@@ -118,8 +137,7 @@ def test_dead_rows_output_zeros_and_keep_their_state():
     h, c = _arr(rng, (N, H), np.float32), _arr(rng, (N, H), np.float32)
     h0, c0, y = h.copy(), c.copy(), np.full((N, H), 7, np.float32)
     lens = np.array([5, 2, 0], np.int64)
-    K.lstm_step(xw, hr, rb, p, h, c, y, lens, 2, np.array([0, 1, 1]), np.zeros(3),
-                np.zeros(3), np.inf, False, False)
+    K.lstm_step(xw, hr, rb, h, c, y, lens, 2)
     assert not y[1:].any() and (y[0] != 0).all()
     np.testing.assert_array_equal(h[1:], h0[1:])
     np.testing.assert_array_equal(c[1:], c0[1:])

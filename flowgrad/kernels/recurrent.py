@@ -18,6 +18,11 @@ engine's (which rounds after every operation) by float32 rounding only; the acti
 :mod:`.activations`' vectorisable helpers (float32: within an ulp).  These kernels serve
 ``forward`` without gradient only: training runs the numpy engine, whose tape backward needs.
 
+``gru_step`` and ``lstm_step`` take ONNX's default activations, no clip (nor peepholes nor
+``input_forget``); ``*_general`` take any: kept apart because numba compiles a kernel on first
+use, and the dispatch over eleven activations at every gate costs 8 s of compilation that a
+model with the defaults (every PyTorch export) should not pay.
+
 Conventions shared by the kernels (``N`` examples, hidden size ``H``):
 
 * ``xw``: ``(N, G·H)`` input projection of this step with the input bias added; ``hr``:
@@ -36,13 +41,16 @@ import numpy as np
 from ._jit import kernel, jit
 from .activations import _expm1, _sigmoid, _softplus, _tanh
 
-__all__ = ["ACTIVATION_CODES", "activation_numpy", "rnn_step", "gru_step", "gru_gates",
-           "gru_candidate", "lstm_step"]
+__all__ = ["ACTIVATION_CODES", "activation_numpy", "rnn_step", "gru_step", "gru_step_general",
+           "gru_gates", "gru_candidate", "lstm_step", "lstm_step_general"]
 
 #: ONNX's recurrent activations, numbered for the kernels
 ACTIVATION_CODES = {"Sigmoid": 0, "Tanh": 1, "Relu": 2, "Affine": 3, "LeakyRelu": 4,
                     "ThresholdedRelu": 5, "ScaledTanh": 6, "HardSigmoid": 7, "Elu": 8,
                     "Softsign": 9, "Softplus": 10}
+#: (codes, alphas, betas) of ONNX's default activations: gru (Sigmoid, Tanh), lstm (+ Tanh)
+_DEFAULT_GRU = (np.array([0, 1], np.int64), np.zeros(2), np.zeros(2), np.inf)
+_DEFAULT_LSTM = (np.array([0, 1, 1], np.int64), np.zeros(3), np.zeros(3), np.inf)
 
 
 # -- activations ----------------------------------------------------------------------------
@@ -168,27 +176,48 @@ def _gru_step_reference(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip):
 
 
 @jit
-def _gru_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, f32):
+def _gru_body(xw, hr, rb, h, y, lens, t, f32):
     N, H = h.shape
-    plain = codes[0] == 0 and codes[1] == 1 and clip == np.inf
     for n in range(N):
         if t >= lens[n]:
             for j in range(H):
                 y[n, j] = 0
             continue
-        if plain:           # ONNX's defaults: the same formulas, without the dispatch on codes
+        for j in range(H):
+            z = _sigmoid(np.float64(xw[n, j]) + np.float64(hr[n, j]) + np.float64(rb[j]), f32)
+            k = H + j
+            r = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]), f32)
+            k = 2 * H + j
+            cand = _tanh(np.float64(xw[n, k]) + r * (np.float64(hr[n, k]) + np.float64(rb[k])),
+                         f32)
+            v = (1.0 - z) * cand + z * np.float64(h[n, j])
+            h[n, j] = v
+            y[n, j] = v
+
+
+def _gru_step_plain_reference(xw, hr, rb, h, y, lens, t):
+    _gru_step_reference(xw, hr, rb, h, y, lens, t, *_DEFAULT_GRU)
+
+
+@kernel(_gru_step_plain_reference)
+def gru_step(xw, hr, rb, h, y, lens, t):
+    """A GRU step with ``linear_before_reset`` and ONNX's default activations, no clip:
+    z, r = sigmoid(xw + hr + rb) (their blocks), candidate tanh(xw_h + r·(hr_h + rb_h)),
+    h = (1 − z)·candidate + z·h.  (Its own kernel so that a model with the defaults does not
+    compile the dispatch over every activation: 2 s of numba instead of 10.)"""
+    if h.itemsize == 4:
+        _gru_body(xw, hr, rb, h, y, lens, t, True)
+    else:
+        _gru_body(xw, hr, rb, h, y, lens, t, False)
+
+
+@jit
+def _gru_general_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, f32):
+    N, H = h.shape
+    for n in range(N):
+        if t >= lens[n]:
             for j in range(H):
-                z = _sigmoid(np.float64(xw[n, j]) + np.float64(hr[n, j]) + np.float64(rb[j]),
-                             f32)
-                k = H + j
-                r = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]),
-                             f32)
-                k = 2 * H + j
-                cand = _tanh(np.float64(xw[n, k]) + r * (np.float64(hr[n, k])
-                                                         + np.float64(rb[k])), f32)
-                v = (1.0 - z) * cand + z * np.float64(h[n, j])
-                h[n, j] = v
-                y[n, j] = v
+                y[n, j] = 0
             continue
         for j in range(H):
             z = _act(codes[0], _clipped(np.float64(xw[n, j]) + np.float64(hr[n, j])
@@ -206,13 +235,12 @@ def _gru_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, f32):
 
 
 @kernel(_gru_step_reference)
-def gru_step(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip):
-    """A GRU step with ``linear_before_reset``: z, r = f(xw + hr + rb) (their blocks),
-    candidate g(xw_h + r·(hr_h + rb_h)), h = (1 − z)·candidate + z·h."""
+def gru_step_general(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip):
+    """:func:`gru_step` for any activations and clip."""
     if h.itemsize == 4:
-        _gru_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, True)
+        _gru_general_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, True)
     else:
-        _gru_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, False)
+        _gru_general_body(xw, hr, rb, h, y, lens, t, codes, alphas, betas, clip, False)
 
 
 def _gru_gates_reference(xw, hr, rb, h, z, rh, codes, alphas, betas, clip):
@@ -313,33 +341,53 @@ def _lstm_step_reference(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, 
 
 
 @jit
-def _lstm_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip, input_forget,
-               peep, f32):
+def _lstm_body(xw, hr, rb, h, c, y, lens, t, f32):
     N, H = h.shape
-    plain = (codes[0] == 0 and codes[1] == 1 and codes[2] == 1 and clip == np.inf
-             and not peep and not input_forget)
     for n in range(N):
         if t >= lens[n]:
             for j in range(H):
                 y[n, j] = 0
             continue
-        if plain:           # ONNX's defaults: the same formulas, without the dispatch on codes
+        for j in range(H):
+            i = _sigmoid(np.float64(xw[n, j]) + np.float64(hr[n, j]) + np.float64(rb[j]), f32)
+            k = H + j
+            o = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]), f32)
+            k = 2 * H + j
+            f = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]), f32)
+            k = 3 * H + j
+            g = _tanh(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]), f32)
+            cell = f * np.float64(c[n, j]) + i * g
+            v = o * _tanh(cell, f32)
+            c[n, j] = cell
+            h[n, j] = v
+            y[n, j] = v
+
+
+def _lstm_step_plain_reference(xw, hr, rb, h, c, y, lens, t):
+    H = h.shape[1]
+    _lstm_step_reference(xw, hr, rb, np.zeros(3 * H, h.dtype), h, c, y, lens, t,
+                         *_DEFAULT_LSTM, False, False)
+
+
+@kernel(_lstm_step_plain_reference)
+def lstm_step(xw, hr, rb, h, c, y, lens, t):
+    """An LSTM step (gate order i, o, f, g) with ONNX's default activations and no clip,
+    peepholes or ``input_forget``: c = f·c + i·g, h = o·tanh(c).  (Its own kernel, as
+    :func:`gru_step`.)"""
+    if h.itemsize == 4:
+        _lstm_body(xw, hr, rb, h, c, y, lens, t, True)
+    else:
+        _lstm_body(xw, hr, rb, h, c, y, lens, t, False)
+
+
+@jit
+def _lstm_general_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip,
+                       input_forget, peep, f32):
+    N, H = h.shape
+    for n in range(N):
+        if t >= lens[n]:
             for j in range(H):
-                i = _sigmoid(np.float64(xw[n, j]) + np.float64(hr[n, j]) + np.float64(rb[j]),
-                             f32)
-                k = H + j
-                o = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]),
-                             f32)
-                k = 2 * H + j
-                f = _sigmoid(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]),
-                             f32)
-                k = 3 * H + j
-                g = _tanh(np.float64(xw[n, k]) + np.float64(hr[n, k]) + np.float64(rb[k]), f32)
-                cell = f * np.float64(c[n, j]) + i * g
-                v = o * _tanh(cell, f32)
-                c[n, j] = cell
-                h[n, j] = v
-                y[n, j] = v
+                y[n, j] = 0
             continue
         for j in range(H):
             cj = np.float64(c[n, j])
@@ -370,14 +418,13 @@ def _lstm_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip, inpu
 
 
 @kernel(_lstm_step_reference)
-def lstm_step(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip, input_forget,
-              peep):
-    """An LSTM step (gate order i, o, f, g): peepholes ``p`` (``(3H,)``, order i, o, f; used
-    when ``peep``), f = 1 − i with ``input_forget``, c = f·c + i·g, h = o·h(c)."""
+def lstm_step_general(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip,
+                      input_forget, peep):
+    """An LSTM step with any activations, clip, peepholes ``p`` (``(3H,)``, order i, o, f;
+    used when ``peep``) and f = 1 − i with ``input_forget``."""
     if h.itemsize == 4:
-        _lstm_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip, input_forget,
-                   peep, True)
+        _lstm_general_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip,
+                           input_forget, peep, True)
     else:
-        _lstm_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip, input_forget,
-                   peep, False)
-
+        _lstm_general_body(xw, hr, rb, p, h, c, y, lens, t, codes, alphas, betas, clip,
+                           input_forget, peep, False)

@@ -158,6 +158,9 @@ class _Recurrent(Op):
              np.array([0.0 if a.alpha is None else a.alpha for a in d], np.float64),
              np.array([0.0 if a.beta is None else a.beta for a in d], np.float64))
             for d in self._acts]
+        #: per direction: ONNX's default activations and no clip (the kernels' plain form)
+        self._plain = [self.clip is None and tuple(a.name for a in d) == self.default_acts
+                       for d in self._acts]
 
     # -- shapes ---------------------------------------------------------------------------
     def infer(self, X, W, R, B=None, sequence_lens=None, initial_h=None, *rest):
@@ -440,9 +443,14 @@ class GRU(_Recurrent):
         if self.linear_before_reset:
             RT = R.T
             hr = np.empty((N, 3 * H), h.dtype)
+            plain = self._plain[d]
             for t in self._order(d, xw.shape[0]):
                 np.matmul(h, RT, out=hr)
-                kernels.gru_step(xw[t], hr, Rb, h, Y[t], lens, t, codes, alphas, betas, clip)
+                if plain:
+                    kernels.gru_step(xw[t], hr, Rb, h, Y[t], lens, t)
+                else:
+                    kernels.gru_step_general(xw[t], hr, Rb, h, Y[t], lens, t, codes, alphas,
+                                             betas, clip)
         else:
             R_zrT, R_hT = R[:2 * H].T, R[2 * H:].T
             hr = np.empty((N, 2 * H), h.dtype)
@@ -581,10 +589,14 @@ class LSTM(_Recurrent):
         RT = R.T
         hr = np.empty((N, 4 * H), h.dtype)
         input_forget = bool(self.input_forget)
+        plain = self._plain[d] and not peep and not input_forget
         for t in self._order(d, xw.shape[0]):
             np.matmul(h, RT, out=hr)
-            kernels.lstm_step(xw[t], hr, Rb, p, h, c, Y[t], lens, t, codes, alphas, betas, clip,
-                              input_forget, peep)
+            if plain:
+                kernels.lstm_step(xw[t], hr, Rb, h, c, Y[t], lens, t)
+            else:
+                kernels.lstm_step_general(xw[t], hr, Rb, p, h, c, Y[t], lens, t, codes, alphas,
+                                          betas, clip, input_forget, peep)
         return (h, c)
 
     def _run_back(self, d, tape, gY, carry, R, masks, dG, dR, dRb):
