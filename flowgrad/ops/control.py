@@ -225,26 +225,29 @@ class Body:
     def _feed(c: dict, program, fuse: bool, feed, dtype, vals: list, feeds: list,
               named: dict) -> None:
         """Put the fed values in their slots: the plan's ``feed`` (checks and casts), or, when
-        every value is an array of the same shapes and dtypes as in an earlier run that
-        ``feed`` passed through unchanged, straight into the slots.
+        every value the program reads is an array of the same shape and dtype as in an earlier
+        run that ``feed`` passed through unchanged, straight into the slots.
 
         Why: a body run in a loop or an If around a whole model is fed tens of values per
         call (silero VAD's If: 34), and checking each costs microseconds that an unchanged
         signature cannot change the outcome of."""
-        signature = tuple((v.shape, v.dtype) if type(v) is np.ndarray else None for v in feeds)
         known = c["fed"].get(fuse)
-        if known is not None and known[0] == signature:
-            for i, slot in known[1]:
-                vals[slot] = feeds[i]
-            return
+        if known is not None:
+            pairs = known[1]
+            values = [feeds[i] for i, _ in pairs]
+            if known[0] == tuple((v.shape, v.dtype) if type(v) is np.ndarray else None
+                                 for v in values):
+                for (_, slot), value in zip(pairs, values):
+                    vals[slot] = value
+                return
         feed(c["layout"], dtype, vals, {k: v for k, v in named.items() if k in program.feeds},
              program)
-        if None in signature:
-            return
         slots = c["layout"].input_slots
         pairs = [(i, slots[name]) for i, name in enumerate(c["names"]) if name in program.feeds]
-        if all(vals[slot] is feeds[i] for i, slot in pairs):     # nothing was cast
-            c["fed"][fuse] = (signature, pairs)
+        values = [feeds[i] for i, _ in pairs]
+        if all(type(v) is np.ndarray for v in values) and \
+                all(vals[slot] is feeds[i] for i, slot in pairs):     # nothing was cast
+            c["fed"][fuse] = (tuple((v.shape, v.dtype) for v in values), pairs)
 
     def backward(self, record, grads: list, wrt: list[bool]) -> list:
         """Gradients of the body inputs marked in ``wrt`` (None elsewhere) given one gradient
