@@ -301,7 +301,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 output.start, output.stop = start, stop
                 block = _run_into(producer, ctx, output, [
                     v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
-            if one_pass is not None and one_pass(block, rest, todo is not steps, start, stop):
+            if todo and one_pass is not None and one_pass(block, rest, todo is not steps,
+                                                          start, stop):
                 continue
             if nbuf > 1 and not scratch:
                 scratch = [ctx.backend.empty((rows,) + block.shape[1:], block.dtype)
@@ -327,18 +328,23 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     return forward
 
 
+_POINTWISE: Any = None      # flowgrad.plan.pointwise, imported when a region first runs
+
+
 class _OnePass:
     """A region of ``pointwise`` ops run as one program over the block
     (:mod:`.pointwise`), when its extra inputs fit: per-plane operands or C-contiguous ones
-    of the block's shape, of the block's dtype.  Programs are made on first use, per fold and
-    kind of each extra input (None: the region runs op by op)."""
+    of the block's shape, of the block's dtype.  What the extra inputs' shapes decide — the
+    program (None: the region runs op by op), how each scalar column is filled — is worked
+    out on first use and kept per fold, block shape and extra shapes: at batch 1 a region
+    takes tens of microseconds, and looking at each input again would be a good part of it."""
 
-    __slots__ = ("consumers", "counts", "programs")
+    __slots__ = ("consumers", "counts", "layouts")
 
     def __init__(self, consumers):
         self.consumers = [(op, args) for op, args, _ in consumers]
         self.counts = [(len(batched), batched) for _, _, batched in consumers]
-        self.programs: dict[tuple, Any] = {}
+        self.layouts: dict[tuple, Any] = {}
 
     def __call__(self, block: np.ndarray, rest, folded: bool, start: int, stop: int) -> bool:
         if block.ndim < 3 or block.dtype.kind != "f" or not block.flags.c_contiguous:
@@ -347,44 +353,71 @@ class _OnePass:
         for count, batched in self.counts[folded:]:
             extras += [v[start:stop] if cut else v for v, cut in zip(rest[i:i + count], batched)]
             i += count
-        n, c = block.shape[:2]
-        kinds, planes = [], []
         for e in extras:
-            if type(e) is not np.ndarray or e.dtype != block.dtype or e.ndim > block.ndim:
+            if type(e) is not np.ndarray or e.dtype != block.dtype:
                 return False
-            if e.shape == block.shape and e.flags.c_contiguous:
+        key = (folded, block.shape) + tuple(e.shape for e in extras)
+        layout = self.layouts.get(key, False)
+        if layout is False:
+            layout = self.layouts[key] = self._layout(block, extras, folded)
+        if layout is None:
+            return False
+        program, template, singles, single_cols, per_plane = layout
+        n, c = block.shape[:2]
+        scalars = template.copy()
+        if singles:                     # every one-element input in one assignment
+            scalars[:, :, single_cols] = [extras[k].item() for k in singles]
+        for j, k, shape in per_plane:
+            scalars[:, :, j] = extras[k].reshape(shape)        # (broadcasting)
+        x = block.reshape(n * c, -1)
+        fulls = []
+        for k in program.fulls:
+            if not extras[k].flags.c_contiguous:
+                return False
+            fulls.append(extras[k].reshape(x.shape))
+        fulls += [x] * (2 - len(fulls))                         # (unread)
+        _POINTWISE.run(program.code, scalars.reshape(n * c, -1), x, fulls[0], fulls[1], x,
+                       program.registers, program.result)
+        return True
+
+    def _layout(self, block, extras, folded):
+        """``(program, template, singles, single columns, per-plane columns)`` for these
+        shapes, or None when they do not fit or an op declares no ``pointwise``."""
+        global _POINTWISE
+        from . import pointwise       # (numba is imported on first use only)
+        _POINTWISE = pointwise
+        n, c = block.shape[:2]
+        kinds, shapes = [], []
+        for e in extras:
+            if e.ndim > block.ndim:
+                return None
+            if e.shape == block.shape:
                 kinds.append("full")
-                planes.append(None)
+                shapes.append(None)
                 continue
             shape = (1,) * (block.ndim - e.ndim) + e.shape
             if any(d != 1 for d in shape[2:]) or shape[0] not in (1, n) or shape[1] not in (1, c):
-                return False
+                return None
             kinds.append("plane")
-            planes.append(e.reshape(shape[:2]))
-        key = (folded, tuple(kinds))
-        program = self.programs.get(key, False)
-        if program is False:
-            from . import pointwise
-            consumers = self.consumers
-            if folded:          # the first consumer is in the producer: value 1 is value 0
-                consumers = [(op, tuple(None if v is None else max(0, v - 1) for v in args))
-                             for op, args in consumers[1:]]
-            program = self.programs[key] = pointwise.translate(consumers, kinds)
+            shapes.append(shape[:2])
+        consumers = self.consumers
+        if folded:              # the first consumer is in the producer: value 1 is value 0
+            consumers = [(op, tuple(None if v is None else max(0, v - 1) for v in args))
+                         for op, args in consumers[1:]]
+        program = pointwise.translate(consumers, kinds)
         if program is None:
-            return False
-        from . import pointwise
-        scalars = np.empty((n * c, max(1, len(program.columns))), block.dtype)
+            return None
+        template = np.zeros((n, c, max(1, len(program.columns))), block.dtype)
+        singles, single_cols, per_plane = [], [], []
         for j, (kind, value) in enumerate(program.columns):
             if kind == "c":
-                scalars[:, j] = value
+                template[:, :, j] = value
+            elif shapes[value] == (1, 1):
+                singles.append(value)
+                single_cols.append(j)
             else:
-                scalars[:, j] = np.broadcast_to(planes[value], (n, c)).reshape(-1)
-        x = block.reshape(n * c, -1)
-        fulls = [extras[k].reshape(x.shape) for k in program.fulls]
-        fulls += [np.empty((1, 1), block.dtype)] * (2 - len(fulls))
-        pointwise.run(program.code, scalars, x, fulls[0], fulls[1], x, program.registers,
-                      program.result)
-        return True
+                per_plane.append((j, value, shapes[value]))
+        return program, template, singles, single_cols, per_plane
 
 
 def _assign_buffers(consumers) -> tuple[list, int]:
