@@ -26,11 +26,20 @@ neighbours:
   slice ``c`` of these inputs along the given axes (conv: ``W`` axis 0 and ``b``; dense: ``W``
   axis 1 and ``b``) — so a following ``affine`` folds into them.
 
-A *producer* (``rowwise``, one output) takes consumers (``rowwise`` and ``inplace``) while each
-is the only reader of the value before it, reads it on its first port (any port if
-``commutative``), and gives an output of the same shape and dtype.  A consumer's other inputs
-must be ready when the producer starts — leaves, or values computed earlier that nothing between
-the producer and the consumer reads — so a residual ``sum`` joins the convolution before it.
+A *producer* (``rowwise``, one output) takes a *region*: the steps reading its output, and
+those reading theirs, while each is ``rowwise`` and ``inplace`` with an output of the same
+shape and dtype (a ``branch`` just passes the value on).  A region's values may be read more
+than once inside it — hard-swish's ``x * clip(x + 3, 0, 6) / 6`` and SiLU's
+``x * sigmoid(x)`` read ``x`` twice — but only inside it: the region kept is the largest in
+which every value but the last has all its readers inside (and is not asked for).  A
+consumer's other inputs must be ready when the producer starts — leaves, or values computed
+earlier that nothing outside the region reads after the producer — so a residual ``sum``
+joins the convolution before it.  Each value is placed over an input read for the last time
+(its first port, any port if ``commutative``), else in a buffer whose value is dead, else in
+a scratch block.  When every consumer declares ``pointwise`` and its other inputs are
+per-channel or of the block's shape, the region runs as one compiled pass over the block
+instead of op by op (:mod:`.pointwise`).
+
 Values asked for as outputs are never fused away.  The plan fuses only programs run
 without gradient in evaluation mode.
 """
