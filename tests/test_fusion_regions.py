@@ -191,3 +191,64 @@ def test_buffers_are_reused_once_their_value_is_dead():
     sub = REGISTRY.ops["sub"]()
     steps, nbuf = fusion._assign_buffers([(sub, (None, 0), (False,))])
     assert steps[0][1:3] == ((None, 0), 1) and nbuf == 2
+
+
+def _se_model():
+    """PP-OCR's MobileNetV3 block as paddle2onnx writes it: conv, hard-swish as
+    Add/Clip/Mul/Div, a squeeze-excite whose convs take their bias through a Reshape of a
+    constant, HardSigmoid, and the excitation's Mul."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    c, r = 8, 2
+
+    def init(name, value):
+        return numpy_helper.from_array(np.asarray(value, np.float32), name)
+
+    inits = [init("W1", rng.standard_normal((c, 3, 3, 3)) * 0.5),
+             init("three", 3.0), init("six", 6.0),
+             init("W2", rng.standard_normal((r, c, 1, 1))), init("b2", rng.standard_normal(r)),
+             init("W3", rng.standard_normal((c, r, 1, 1))), init("b3", rng.standard_normal(c)),
+             numpy_helper.from_array(np.array([1, r, 1, 1], np.int64), "shape2"),
+             numpy_helper.from_array(np.array([1, c, 1, 1], np.int64), "shape3"),
+             init("lo", 0.0), init("hi", 6.0)]
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["conv", "three"], ["a"]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["cl"]),
+             helper.make_node("Mul", ["conv", "cl"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["hs"]),
+             helper.make_node("GlobalAveragePool", ["hs"], ["pool"]),
+             helper.make_node("Conv", ["pool", "W2"], ["s1"]),
+             helper.make_node("Reshape", ["b2", "shape2"], ["rb2"]),
+             helper.make_node("Add", ["s1", "rb2"], ["s1b"]),
+             helper.make_node("Relu", ["s1b"], ["s1r"]),
+             helper.make_node("Conv", ["s1r", "W3"], ["s2"]),
+             helper.make_node("Reshape", ["b3", "shape3"], ["rb3"]),
+             helper.make_node("Add", ["s2", "rb3"], ["s2b"]),
+             helper.make_node("HardSigmoid", ["s2b"], ["gate"], alpha=0.2, beta=0.5),
+             helper.make_node("Mul", ["hs", "gate"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "se", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 12, 20])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_an_onnx_hard_swish_and_squeeze_excite_block_fuses(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = _se_model()
+    path = tmp_path / "se.onnx"
+    path.write_bytes(model.SerializeToString())
+    net = flowgrad.compile(flowgrad.load(str(path)))
+    x = np.random.default_rng(1).uniform(-2, 2, (2, 3, 12, 20)).astype(np.float32)
+    unfused = net.forward({"x": x})["y"]
+    fused = net.forward({"x": x}, grad=False)["y"]
+    np.testing.assert_array_equal(fused, unfused)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (reference,) = session.run(["y"], {"x": x})
+    np.testing.assert_allclose(fused, reference, rtol=1e-5, atol=1e-5)
+    program = net._forward_programs[(("y",), True)]
+    types = [step.op.type for *_, step in program.run]
+    # conv + hard-swish in one step; each excitation conv with its bias (the Reshape of a
+    # constant runs just before it) and activation in one
+    assert types.count("conv") == 3 and "clip" not in types and "div" not in types
+    assert "relu" not in types and "hard_sigmoid" not in types
+    assert len(program.run) < len(net._forward_programs[(("y",), False)].run) - 6

@@ -70,7 +70,8 @@ class Chain:
     on).  Per op: ``args`` gives, port by port, the number of the in-region value it reads or
     None for an input from outside (``extras``, in port order), and ``batched`` which of those
     extras have a batch axis (they are cut to the rows of each block).  ``result`` is the slot
-    of the region's output."""
+    of the region's output.  ``hoist`` are steps computed from leaves alone after the producer
+    (a bias reshaped from a constant) that the region reads: they run just before it."""
 
     consumers: list[int] = field(default_factory=list)
     ops: list[int] = field(default_factory=list)
@@ -78,6 +79,7 @@ class Chain:
     extras: list[tuple[int, ...]] = field(default_factory=list)
     batched: list[tuple[bool, ...]] = field(default_factory=list)
     result: int = 0
+    hoist: list[int] = field(default_factory=list)
 
 
 def epilogue_chains(steps: Sequence[Any], keep: set[int],
@@ -105,6 +107,7 @@ def epilogue_chains(steps: Sequence[Any], keep: set[int],
         if chain is not None:
             chains[pos] = chain
             fused.update(chain.consumers)
+            fused.update(chain.hoist)
     return chains
 
 
@@ -119,11 +122,24 @@ def _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused) -> Cha
     chain, best = Chain(), None
     result = steps[pos].out_slots[0]
 
+    hoists: list[tuple[int, int]] = []           # (op index needing it, step position)
+
     def ready(slot: int, at: int) -> bool:
         # computed before the producer, and read by nothing that runs between the producer
         # and the region's end (its last reader then is in the region, or before it)
-        return slot not in produced_at or produced_at[slot] < pos and all(
-            p < pos or p == at or p in taken for p, _ in readers[slot])
+        if slot not in produced_at:
+            return True
+        q = produced_at[slot]
+        if q < pos:
+            return all(p < pos or p == at or p in taken for p, _ in readers[slot])
+        # or computed later from leaves alone (it can run any time): run before the producer
+        step = steps[q]
+        if (q < at and q not in fused and step.in_slots and len(step.out_slots) == 1
+                and not step.op.updates_state
+                and all(s not in produced_at for s in step.in_slots)):
+            hoists.append((len(chain.ops), q))
+            return True
+        return False
 
     while True:
         waiting = [p for slot in value_of for p, _ in readers[slot] if p not in taken]
@@ -159,6 +175,7 @@ def _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused) -> Cha
     if best is None or best[1] == 0:
         return None
     n, k, chain.result = best
+    chain.hoist = sorted({q for i, q in hoists if i < k})
     del chain.consumers[n:]
     for items in (chain.ops, chain.args, chain.extras, chain.batched):
         del items[k:]

@@ -115,7 +115,7 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
             if slot not in keep:
                 frees[last_read.get(slot, position)].append(slot)
     chains = epilogue_chains(steps, keep, layout.slot_spec) if fuse else {}
-    absorbed = {at for chain in chains.values() for at in chain.consumers}
+    absorbed = {at for chain in chains.values() for at in chain.consumers + chain.hoist}
     run = []
     for position, (step, free) in enumerate(zip(steps, frees)):
         if position in absorbed:
@@ -123,6 +123,10 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
         forward = step.op.forward
         if position in chains:
             chain = chains[position]
+            for at in chain.hoist:      # computed from leaves alone: moved before the region
+                hoisted = steps[at]
+                run.append((hoisted.op.forward, _getter(hoisted.in_slots),
+                            len(hoisted.in_slots), hoisted.out_slots, tuple(frees[at]), hoisted))
             forward, step = _fused(layout, step, chain, steps)
             # what the consumers read last (the values fused away, a residual's shortcut)
             free = free + [s for at in chain.consumers for s in frees[at]]
