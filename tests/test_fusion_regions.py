@@ -252,3 +252,13 @@ def test_an_onnx_hard_swish_and_squeeze_excite_block_fuses(tmp_path):
     assert types.count("conv") == 3 and "clip" not in types and "div" not in types
     assert "relu" not in types and "hard_sigmoid" not in types
     assert len(program.run) < len(net._forward_programs[(("y",), False)].run) - 6
+
+
+def test_a_float16_plan_runs_its_regions_op_by_op(tmp_path):
+    plan = _plan(tmp_path, HARD_SWISH, dtype=np.float16)
+    x = _x(2)
+    unfused = plan.forward({"x": x})["out"]
+    fused = plan.forward({"x": x}, grad=False)["out"]
+    assert fused.dtype == np.float16
+    np.testing.assert_array_equal(fused, unfused)
+    assert _names(plan) == ["conv", "out"]

@@ -336,7 +336,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
             bufs = [block] + [s[:stop - start] for s in scratch]
             i = 0
             for op, sources, target, cuts in todo:
-                extras = [v[start:stop] if cut else v for v, cut in zip(rest[i:i + len(cuts)], cuts)]
+                extras = [v[start:stop] if cut else v
+                          for v, cut in zip(rest[i:i + len(cuts)], cuts)]
                 i += len(cuts)
                 it = iter(extras)
                 _run_into(op, ctx, bufs[target],
@@ -355,6 +356,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
 
 
 _POINTWISE: Any = None      # flowgrad.plan.pointwise, imported when a region first runs
+#: what the one-pass runner computes in (float16 regions run op by op, as numpy computes them)
+_ONE_PASS_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class _OnePass:
@@ -373,7 +376,8 @@ class _OnePass:
         self.layouts: dict[tuple, Any] = {}
 
     def __call__(self, block: np.ndarray, rest, folded: bool, start: int, stop: int) -> bool:
-        if block.ndim < 3 or block.dtype.kind != "f" or not block.flags.c_contiguous:
+        if (block.ndim < 3 or block.dtype not in _ONE_PASS_DTYPES
+                or not block.flags.c_contiguous):
             return False
         extras, i = [], 0
         for count, batched in self.counts[folded:]:
