@@ -37,12 +37,32 @@ def graphs_dir() -> pathlib.Path:
     return GRAPHS
 
 
+#: (cases, largest error, where) from each pytest-xdist worker, gathered by the controller
+_FROM_WORKERS: list[tuple[int, float, str]] = []
+
+
+def pytest_sessionfinish(session):
+    """On a pytest-xdist worker, hand the worker's finite-difference summary to the
+    controller, which prints the session summary (the workers' own output is not shown)."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None and _FD_ERRORS:
+        workeroutput["fd_errors"] = (len(_FD_ERRORS), *max(_FD_ERRORS))
+
+
+@pytest.hookimpl(optionalhook=True)             # a pytest-xdist hook (absent with -p no:xdist)
+def pytest_testnodedown(node, error):
+    summary = getattr(node, "workeroutput", {}).get("fd_errors")
+    if summary:
+        _FROM_WORKERS.append(tuple(summary))
+
+
 def pytest_terminal_summary(terminalreporter):
-    if _FD_ERRORS:
-        worst, where = max(_FD_ERRORS)
+    parts = _FROM_WORKERS + ([(len(_FD_ERRORS), *max(_FD_ERRORS))] if _FD_ERRORS else [])
+    if parts:
+        _, worst, where = max(parts, key=lambda part: part[1])
         terminalreporter.write_line(
-            f"finite-difference checks: {len(_FD_ERRORS)} cases, largest absolute error "
-            f"{worst:.2e} ({where})")
+            f"finite-difference checks: {sum(p[0] for p in parts)} cases, largest absolute "
+            f"error {worst:.2e} ({where})")
 
 
 os.environ.setdefault("MPLBACKEND", "Agg")
