@@ -254,3 +254,20 @@ def test_evaluation_forward_leaves_its_operands_alone():
     for a, c in zip(args, copies):
         if a is not None:
             np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("kind", list(OPS))
+@pytest.mark.parametrize("T,N", [(0, 2), (3, 0)])
+def test_empty_sequences_and_batches(kind, T, N):
+    """No steps: Y is empty and the final states are the initial ones; no examples: empty."""
+    op, args = _op_case(kind, "bidirectional", 0, max(T, 1), max(N, 1), 4, False, True,
+                        "plain", np.float32, seed=9)
+    args[0] = args[0][:T, :N]
+    args[5:] = [None if a is None or a.ndim != 3 else a[:, :N] for a in args[5:]]
+    fast = op.forward(Context(False, False, None, DEFAULT), *args)
+    engine = op.forward(Context(True, False, None, DEFAULT), *args)
+    assert fast[0].shape == (T, 2, N, 4)
+    for got, ref in zip(fast, engine):
+        np.testing.assert_array_equal(got, ref)
+    if T == 0:
+        np.testing.assert_array_equal(fast[1], args[5])

@@ -206,7 +206,8 @@ class _Recurrent(Op):
         if B is None:
             B = np.zeros((D, 2 * gh), dtype)
         # the input projection of every step and direction, one matmul: (T, N, D, G*H)
-        XW = (X.reshape(T * N, -1) @ W.reshape(D * gh, -1).T).reshape(T, N, D, gh)
+        XW = (X.reshape(T * N, X.shape[2]) @ W.reshape(D * gh, W.shape[2]).T
+              ).reshape(T, N, D, gh)
         XW = XW + B[:, :gh]
         masks = self._masks(sequence_lens, T, N, dtype)
         Y = np.zeros((T, D, N, H), dtype)
@@ -234,7 +235,8 @@ class _Recurrent(Op):
         T, N, _ = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
-        XW = (X.reshape(T * N, -1) @ W.reshape(D * gh, -1).T).reshape(T, N, D, gh)
+        XW = (X.reshape(T * N, X.shape[2]) @ W.reshape(D * gh, W.shape[2]).T
+              ).reshape(T, N, D, gh)
         if B is not None:
             XW += B[:, :gh]
             Rb_all = np.ascontiguousarray(B[:, gh:], dtype)
@@ -305,8 +307,8 @@ class _Recurrent(Op):
                                          R[d], masks, dGx[:, :, d], dR[d], dRb[d]))
         flat = dGx.reshape(T * N, D * gh)
         need = ctx.needs_input_grad
-        gX = (flat @ W.reshape(D * gh, -1)).reshape(X.shape) if need[0] else None
-        gW = (flat.T @ X.reshape(T * N, -1)).reshape(W.shape) if need[1] else None
+        gX = (flat @ W.reshape(D * gh, W.shape[2])).reshape(X.shape) if need[0] else None
+        gW = (flat.T @ X.reshape(T * N, X.shape[2])).reshape(W.shape) if need[1] else None
         gB = None
         if len(need) > 3 and need[3]:
             gB = np.concatenate([dGx.sum(axis=(0, 1)), dRb], axis=1).reshape(b_shape)
