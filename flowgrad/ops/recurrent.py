@@ -25,6 +25,14 @@ for every example at once, returning what its backward needs) and ``_step_back``
 projection ``X @ W^T`` of every step and both directions is one matmul before the time loop,
 and in backward the gradients of ``W``, ``R``, ``B`` and ``X`` are one matmul each after it:
 only the recurrent product stays inside the loop, as it must.
+
+Why a second forward: a step of that engine is 25 to 45 numpy calls around one or two small
+products, which for a speech model's batch of one costs more than the arithmetic.  Without
+gradient nothing needs taping, so ``forward`` then runs ``_forward_eval``: the same input
+projection, then per step the recurrent product in BLAS and the rest of the step in one compiled
+kernel (:mod:`flowgrad.kernels.recurrent`, numpy references beside them).  It evaluates the gates
+in float64 and rounds once, so it agrees with the engine to float32 rounding (bounded in
+tests/test_kernels_recurrent.py), and training, which needs the tape, keeps the engine.
 """
 from __future__ import annotations
 
