@@ -262,3 +262,36 @@ def test_a_float16_plan_runs_its_regions_op_by_op(tmp_path):
     assert fused.dtype == np.float16
     np.testing.assert_array_equal(fused, unfused)
     assert _names(plan) == ["conv", "out"]
+
+
+def test_batch_norm_folds_into_a_conv_whose_image_size_is_known_only_at_run_time(
+        tmp_path, monkeypatch):
+    """An ONNX model's image dims are free: the fold is decided on the run's sizes."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    c = 6
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
+        "W": rng.standard_normal((c, 3, 3, 3)), "g": rng.standard_normal(c),
+        "beta": rng.standard_normal(c), "mu": rng.standard_normal(c),
+        "var": rng.uniform(0.5, 2, c), "three": np.array(3.0), "six": np.array(6.0)}.items()]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["conv", "g", "beta", "mu", "var"], ["bn"]),
+             helper.make_node("Add", ["bn", "three"], ["a"]),
+             helper.make_node("Relu", ["a"], ["cl"]),
+             helper.make_node("Mul", ["bn", "cl"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, "H", "W"])], inits)
+    path = tmp_path / "bn.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    net = flowgrad.compile(flowgrad.load(str(path)))
+    folds = []
+    fold = fusion._fold
+    monkeypatch.setattr(fusion, "_fold", lambda *a: (folds.append(1), fold(*a))[1])
+    x = np.random.default_rng(1).standard_normal((1, 3, 10, 14)).astype(np.float32)
+    unfused = net.forward({"x": x})["y"]
+    fused = net.forward({"x": x}, grad=False)["y"]
+    assert folds, "the batch norm is folded into the conv's weights"
+    np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-5)

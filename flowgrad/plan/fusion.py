@@ -299,6 +299,7 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     row_elements = math.prod(d or 1 for d in row_shape)
     final = steps[-1][2]
     one_pass = _OnePass(consumers) if len(out_spec.shape) >= 3 else None
+    dynamic = True if None in row_shape else None
 
     def forward(ctx, *args):
         inputs, rest, todo = list(args[:n_inputs]), args[n_inputs:], steps
@@ -306,7 +307,11 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
         n = min(lengths, default=0)
         if fold_ports is not None:
             weights = inputs[fold_ports[0][0]]
-            if weights.size < n * row_elements:
+            # the output's size; with dims known only at run time (an ONNX model's image
+            # size), the size of the first batched input stands in for it
+            size = n * row_elements if dynamic is None else next(
+                (v.size for v, b in zip(inputs, producer_batched) if b), 0)
+            if weights.size < size:
                 count = len(todo[0][3])
                 scale, shift = first.affine(ctx, *rest[:count])
                 _fold(inputs, fold_ports, scale, shift)

@@ -243,6 +243,31 @@ def _run_source(code, scalars, x, f0, f1, out, registers, result):
                     else:
                         for i in range(m):
                             r[i] = _tanh(r[i], False)
+                elif run_length == 1:       # one value a plane (squeeze-excite's N, C, 1, 1)
+                    col = scalars[p0:p0 + planes_here, a]
+                    if op == LOAD_S:
+                        for q in range(planes_here):
+                            r[q] = col[q]
+                    elif op == ADD_S:
+                        for q in range(planes_here):
+                            r[q] = r[q] + col[q]
+                    elif op == SUB_S:
+                        for q in range(planes_here):
+                            r[q] = r[q] - col[q]
+                    elif op == MUL_S:
+                        for q in range(planes_here):
+                            r[q] = r[q] * col[q]
+                    elif op == DIV_S:
+                        for q in range(planes_here):
+                            r[q] = np.divide(r[q], col[q])
+                    elif op == MAX_S:
+                        for q in range(planes_here):
+                            v = r[q]
+                            r[q] = v if v > col[q] or v != v else col[q]
+                    elif op == CLIP_S:
+                        top = scalars[p0:p0 + planes_here, a + 1]
+                        for q in range(planes_here):
+                            r[q] = min(max(r[q], col[q]), top[q])
                 else:                       # per-plane scalars: plane by plane
                     for q in range(planes_here):
                         s = scalars[p0 + q, a]
