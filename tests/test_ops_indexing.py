@@ -681,3 +681,28 @@ def test_export_runs_in_onnxruntime(op_type, inputs, attrs, n_out, opset):
     refs = g.meta["onnx"]["outputs"]
     for name, want in zip(outs, theirs):
         _assert_same(np.asarray(ours[refs[name]]), np.asarray(want), f"{op_type} {name}")
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+def test_pad_is_np_pad_bit_for_bit(mode):
+    """pad gathers by a cached border index (and fills then copies in constant mode) instead
+    of calling np.pad: the same values on random ranks, crops, and wrap/edge pads longer than
+    the axis."""
+    from flowgrad.ops.resample import Pad
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        shape = tuple(int(n) for n in rng.integers(2, 6, rng.integers(1, 4)))
+        x = rng.standard_normal(shape).astype(np.float32)
+        top = 2 if mode == "reflect" else 8        # reflect pads stay shorter than the axis
+        begins = np.minimum(rng.integers(-1 if mode == "constant" else 0, top, len(shape)),
+                            np.array(shape) - 1)
+        ends = np.minimum(rng.integers(-1 if mode == "constant" else 0, top, len(shape)),
+                          np.array(shape) - 1 if mode == "reflect" else top)
+        (y,) = Pad(mode=mode, pads=[*map(int, begins), *map(int, ends)], value=1.5).forward(
+            Context(grad_enabled=False), x)
+        crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, b, e in zip(shape, begins, ends))
+        grow = [(max(0, int(b)), max(0, int(e))) for b, e in zip(begins, ends)]
+        extra = {"constant_values": np.float32(1.5)} if mode == "constant" else {}
+        expected = np.pad(x[crop], grow, mode=mode, **extra)
+        assert y.shape == expected.shape and np.array_equal(y, expected)
+        assert not np.shares_memory(y, x)

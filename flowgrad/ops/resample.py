@@ -13,6 +13,7 @@ ports, no gradient), overriding the attributes of the same name.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -22,6 +23,26 @@ from ..op import Attr, Op, ShapeError, Spec, format_shape
 
 def _ints(value) -> tuple[int, ...]:
     return tuple(int(v) for v in np.asarray(value).reshape(-1))
+
+
+@lru_cache(maxsize=256)
+def _border_source(mode: str, n: int, begin: int, end: int) -> np.ndarray:
+    """The input cell each output cell of an axis of ``n`` cells padded by ``begin``/``end``
+    reads in ``reflect``, ``edge`` or ``wrap`` mode (``np.pad``'s rules, which are ONNX's):
+    gathering by it is the pad, scatter-adding by it the backward.  Cached: a model pads the
+    same axes on every call, and ``np.take`` with a ready index costs a twentieth of
+    ``np.pad``'s Python-level set-up (4 against 80 µs on a 512-sample audio frame)."""
+    cells = np.arange(-begin, n + end)
+    if mode == "edge":
+        source = np.clip(cells, 0, n - 1)
+    elif mode == "wrap":
+        source = cells % n
+    else:                                       # reflect about the first and last cells
+        period = 2 * (n - 1)
+        source = np.abs(cells) % period if period else np.zeros_like(cells)
+        source = np.where(source >= n, period - source, source)
+    source.flags.writeable = False
+    return source
 
 
 class Pad(Op):
@@ -75,13 +96,19 @@ class Pad(Op):
         inner = x[crop]
         if self.mode == "constant":
             fill = self.value if value is None else float(np.asarray(value).reshape(-1)[0])
-            y = np.pad(inner, grow, mode="constant", constant_values=np.asarray(fill, x.dtype))
+            # one fill and one copy; np.pad does the same work behind ~80 µs of set-up
+            y = np.full([n + b + e for n, (b, e) in zip(inner.shape, grow)], fill, x.dtype)
+            y[tuple(slice(b, b + n) for n, (b, _) in zip(inner.shape, grow))] = inner
         else:
             if self.mode == "reflect" and any(
                     max(b, e) >= n for n, (b, e) in zip(inner.shape, grow) if b or e):
                 raise ShapeError(f"pad: reflect padding must be smaller than the axis it pads "
                                  f"(input {format_shape(x.shape)}, pads {widths})")
-            y = np.pad(inner, grow, mode=self.mode)
+            y = inner
+            for axis, (b, e) in enumerate(grow):
+                if b or e:
+                    y = np.take(y, _border_source(self.mode, y.shape[axis], b, e), axis=axis)
+            y = np.array(y, copy=y is inner)   # a copy of its own, as np.pad's
         ctx.save(x.shape, crop, grow, inner.shape)
         return (y,)
 
@@ -95,7 +122,7 @@ class Pad(Op):
             if self.mode == "constant":
                 g = g[(slice(None),) * axis + (slice(b, b + n),)]
                 continue
-            source = np.pad(np.arange(n), (b, e), mode=self.mode)   # input cell of each output
+            source = _border_source(self.mode, n, b, e)      # the input cell of each output
             moved = np.moveaxis(g, axis, 0)
             acc = np.zeros((n,) + moved.shape[1:], dtype=gy.dtype)
             np.add.at(acc, source, moved)
