@@ -6,6 +6,8 @@ the scheduler only ever write a gradient once.
 """
 from __future__ import annotations
 
+from itertools import accumulate
+
 import numpy as np
 
 from ..op import (Attr, Op, ShapeError, Spec, broadcast_shapes, format_shape, normalize_axis,
@@ -82,10 +84,13 @@ class Concat(Op):
 
     def forward(self, ctx, *xs):
         axis = self.axis % xs[0].ndim
-        ctx.save(axis, np.cumsum([x.shape[axis] for x in xs])[:-1])
+        cuts = list(accumulate(x.shape[axis] for x in xs))
+        if ctx.grad_enabled:
+            ctx.save(axis, cuts[:-1])
         shape = list(xs[0].shape)
-        shape[axis] = sum(x.shape[axis] for x in xs)
-        return (np.concatenate(xs, axis=axis, out=ctx.backend.empty(tuple(shape), np.result_type(*xs))),)
+        shape[axis] = cuts[-1]
+        return (np.concatenate(xs, axis=axis,
+                               out=ctx.backend.empty(tuple(shape), np.result_type(*xs))),)
 
     def backward(self, ctx, gy):
         axis, cuts = ctx.saved
