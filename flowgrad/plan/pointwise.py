@@ -186,7 +186,6 @@ def _run_source(code, scalars, x, f0, f1, out, registers, result):
     width = length * group if length < CHUNK else CHUNK
     regs = np.empty((registers, width), x.dtype)
     xf, of, f0f, f1f = x.reshape(-1), out.reshape(-1), f0.reshape(-1), f1.reshape(-1)
-    f32 = x.itemsize == 4
     same = x.ctypes.data == out.ctypes.data
     for p0 in range(0, planes, group):
         planes_here = min(group, planes - p0)
@@ -229,20 +228,10 @@ def _run_source(code, scalars, x, f0, f1, out, registers, result):
                     b = regs[a, :m] if a else chunk
                     for i in range(m):
                         r[i] = np.divide(r[i], b[i])
-                elif op == SIGMOID:         # as the sigmoid and tanh kernels call them
-                    if f32:
-                        for i in range(m):
-                            r[i] = _sigmoid(np.float64(r[i]), True)
-                    else:
-                        for i in range(m):
-                            r[i] = _sigmoid(r[i], False)
+                elif op == SIGMOID:         # the sigmoid and tanh kernels themselves
+                    _sigmoid_kernel(r, r)
                 elif op == TANH:
-                    if f32:
-                        for i in range(m):
-                            r[i] = _tanh(np.float64(r[i]), True)
-                    else:
-                        for i in range(m):
-                            r[i] = _tanh(r[i], False)
+                    _tanh_kernel(r, r)
                 elif run_length == 1:       # one value a plane (squeeze-excite's N, C, 1, 1)
                     col = scalars[p0:p0 + planes_here, a]
                     if op == LOAD_S:
@@ -302,7 +291,7 @@ def _run_source(code, scalars, x, f0, f1, out, registers, result):
 
 
 if MODE == "numba":
-    from ..kernels.activations import _sigmoid, _tanh
+    from ..kernels.activations import sigmoid as _sigmoid_kernel, tanh as _tanh_kernel
     run = jit(_run_source)
 else:
     run = run_reference
