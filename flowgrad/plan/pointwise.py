@@ -9,8 +9,8 @@ into a small program and :func:`run` runs it in one pass: for each plane (a samp
 and chunk of it, every instruction over the chunk while it is in L1.
 
 The instructions are the ufuncs the ops call, on the same dtype, so the values are the
-unfused ones (the same roundings in the same order; ``sigmoid`` and ``tanh`` call the very
-scalar functions of their kernels).  Operands are in-region values (registers), values of
+unfused ones (the same roundings in the same order; ``sigmoid`` and ``tanh`` call their very
+kernels on each chunk).  Operands are in-region values (registers), values of
 the block's shape (loaded into a register) and per-plane scalars: a constant, or an input of
 shape ``(1 or N, C, 1, ...)`` (a per-channel scale, a bias, a squeeze-excite gate).
 
