@@ -39,11 +39,17 @@ class Branch(Op):
         return (x,) * self.n
 
     def backward(self, ctx, *grads):
-        total = None
-        for g in grads:
-            if g is None:
-                continue
-            total = g.copy() if total is None else np.add(total, g, out=total)
+        grads = [g for g in grads if g is not None]
+        if not grads:
+            return (None,)
+        # the sum in a pooled buffer (a fresh one is fresh pages, a fault each: memory.py)
+        total = ctx.backend.empty(grads[0].shape, grads[0].dtype)
+        if len(grads) == 1:
+            np.copyto(total, grads[0])
+        else:
+            np.add(grads[0], grads[1], out=total)
+        for g in grads[2:]:
+            np.add(total, g, out=total)
         return (total,)
 
 
