@@ -85,9 +85,11 @@ class Graph:
                   lr_mult=lr_mult, decay_mult=decay_mult, **extra)
 
     def add_const(self, name: str, value: np.ndarray, loc: SourceLocation | None = None,
-                  **extra: Any) -> None:
+                  order: float | None = None, **extra: Any) -> None:
+        """A constant; ``order`` places one a pass inserts beside declared nodes (as for
+        :meth:`add_op`)."""
         value = np.asarray(value)
-        self._add(name, loc, kind="const", value=value, spec=_leaf_spec(value), **extra)
+        self._add(name, loc, order, kind="const", value=value, spec=_leaf_spec(value), **extra)
 
     def add_op(self, name: str, op: Op, num_inputs: int | None = None,
                loc: SourceLocation | None = None, order: float | None = None,

@@ -239,8 +239,7 @@ def fold_batch_norms(graph, pairs: dict[str, str], dtype) -> list[_Fold]:
                 graph.dag.remove_edge(name, conv)
         for port, (suffix, value) in ((1, ("W", fold.W)), (2, ("b", fold.b))):
             new = f"{conv}#folded_{suffix}"
-            graph.add_const(new, value)
-            graph.dag.nodes[new]["order"] = order + port / 4    # beside the weights
+            graph.add_const(new, value, order=order + port / 4)    # beside the weights
             graph.connect(new, 0, conv, port)
         for _, dst, data in list(graph.dag.out_edges(bn, data=True)):
             graph.connect(conv, 0, dst, data["dst_port"])
@@ -297,8 +296,7 @@ def slice_channels(graph, sliced: dict[str, tuple[int, ...]], dtype) -> list[_Sl
                 continue
             graph.dag.remove_edge(name, conv)
             new = f"{conv}#channels_{'W' if port == 1 else 'b'}"
-            graph.add_const(new, value)
-            graph.dag.nodes[new]["order"] = order + port / 4
+            graph.add_const(new, value, order=order + port / 4)
             graph.connect(new, 0, conv, port)
         graph.dag.remove_edges_from(list(graph.dag.out_edges(conv, keys=True)))
         (spec,) = graph.specs(conv)
