@@ -34,47 +34,6 @@ def test_the_declaring_ops_are_the_expected_ones():
         assert REGISTRY.ops[t].rowwise and REGISTRY.ops[t].inplace, t
 
 
-def _program_inputs(dtype, seed=0, planes=6, length=700):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((planes, length)).astype(dtype) * 4
-    x.reshape(-1)[:5] = [0.0, -0.0, np.inf, -np.inf, np.nan]
-    f0 = rng.standard_normal((planes, length)).astype(dtype)
-    f1 = (rng.uniform(0.5, 2.0, (planes, length)) * rng.choice([-1, 1], (planes, length))
-          ).astype(dtype)
-    scalars = rng.standard_normal((planes, 4)).astype(dtype)
-    scalars[:, 3] = np.abs(scalars[:, 3]) + 0.5
-    return x, f0, f1, scalars
-
-
-P = pointwise
-PROGRAMS = {
-    "hard_swish": ([(P.LOAD_X, 0, 0), (P.LOAD_R, 1, 0), (P.ADD_S, 1, 0), (P.CLIP_S, 1, 1),
-                    (P.MUL_R, 0, 1), (P.DIV_S, 0, 3)], 2, 0),
-    "every_op": ([(P.LOAD_X, 0, 0), (P.LOAD_F, 1, 0), (P.ADD_R, 1, 0), (P.LOAD_F, 2, 1),
-                  (P.DIV_R, 1, 2), (P.SUB_S, 1, 0), (P.MUL_S, 1, 1), (P.MAX_S, 1, 2),
-                  (P.LOAD_S, 2, 3), (P.SUB_R, 2, 0), (P.SIGMOID, 2, 0), (P.MUL_R, 1, 2),
-                  (P.TANH, 1, 0), (P.ADD_S, 1, 2), (P.DIV_S, 1, 3)], 3, 1),
-}
-
-
-@pytest.mark.parametrize("length", [700, 7, 1])    # chunks of a plane; groups of planes
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", sorted(PROGRAMS))
-def test_the_compiled_runner_matches_its_reference(name, dtype, length):
-    code, registers, result = PROGRAMS[name]
-    code = np.asarray(code, np.int64)
-    x, f0, f1, scalars = _program_inputs(dtype, planes=150, length=length)
-    ref = np.empty_like(x)
-    with np.errstate(all="ignore"):          # (the inf and nan put in x)
-        pointwise.run_reference(code, scalars, x, f0, f1, ref, registers, result)
-    got = x.copy()
-    pointwise.run(code, scalars, got, f0, f1, got, registers, result)     # in place
-    np.testing.assert_array_equal(got, ref)
-    aside = np.empty_like(x)
-    pointwise.run(code, scalars, x, f0, f1, aside, registers, result)
-    np.testing.assert_array_equal(aside, ref)
-
-
 @pytest.mark.parametrize("op_type,attrs,other", [
     ("add", {}, True), ("sub", {}, True), ("mul", {}, True), ("div", {}, True),
     ("relu", {}, False), ("clip", {"min": -0.5, "max": 1.5}, False),
@@ -99,15 +58,15 @@ def test_a_one_op_region_gives_the_ops_forward(op_type, attrs, other, dtype):
             inputs[1].reshape(1, 3), (2, 3)).reshape(-1)
     got = x.reshape(6, -1).copy()
     dummy = np.empty((1, 1), dtype)
-    pointwise.run(program.code, scalars, got, dummy, dummy, got, program.registers,
+    pointwise.run_region(program.code, scalars, got, dummy, dummy, got, program.registers,
                   program.result)
     np.testing.assert_array_equal(got.reshape(x.shape), expected)
 
 
 def test_regions_take_the_one_pass_route_and_give_the_unfused_values(tmp_path, monkeypatch):
     calls = []
-    run = pointwise.run
-    monkeypatch.setattr(pointwise, "run", lambda *a: (calls.append(1), run(*a))[1])
+    run = pointwise.run_region
+    monkeypatch.setattr(pointwise, "run_region", lambda *a: (calls.append(1), run(*a))[1])
     taken = 0
     for seed in range(16):
         text, outputs = regions._random_region(seed)

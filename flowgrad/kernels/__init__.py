@@ -18,5 +18,6 @@ from .pool import *  # noqa: E402,F401,F403
 from .rows import *  # noqa: E402,F401,F403
 from .norm import *  # noqa: E402,F401,F403
 from .recurrent import *  # noqa: E402,F401,F403
+from .pointwise import *  # noqa: E402,F401,F403
 
 __all__ = ["MODE", "REGISTRY", "cache_dir", "jit", "kernel"]

@@ -411,8 +411,8 @@ class _OnePass:
                 return False
             fulls.append(extras[k].reshape(x.shape))
         fulls += [x] * (2 - len(fulls))                         # (unread)
-        _POINTWISE.run(program.code, scalars.reshape(n * c, -1), x, fulls[0], fulls[1], x,
-                       program.registers, program.result)
+        _POINTWISE.run_region(program.code, scalars.reshape(n * c, -1), x, fulls[0], fulls[1],
+                              x, program.registers, program.result)
         return True
 
     def _layout(self, block, extras, folded):
