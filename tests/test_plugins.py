@@ -803,8 +803,9 @@ def test_autoload_switches_hide_the_installed_package(installed):
 
 
 def test_the_package_authors_own_tests_pass_with_the_kit(installed):
+    # -n 0: the package's tests sit under this repository, whose addopts ask for two workers
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(PACKAGE / "tests")], cwd=installed,
+                           "-n", "0", str(PACKAGE / "tests")], cwd=installed,
                           env={**os.environ, "PYTHONPATH": str(installed)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
