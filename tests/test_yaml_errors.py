@@ -155,18 +155,27 @@ HUGE_PARAM = GOOD.replace("shape: [3, 4]", "shape: [100000, 100000]")
 
 
 def cli_outcome(tmp_path, data: bytes | str, command="check"):
-    """``flowgrad check --no-gradients`` (or ``show``) on ``data``: the outcome (its
-    ``seconds`` the CPU time, so a busy machine does not fail the test) and the path."""
-    import time
+    """``flowgrad check --no-gradients`` (or ``show``) on ``data``: the outcome (its ``peak``
+    the most memory Python and numpy held at once during the call, a measure of the work done
+    that, unlike a time, a busy machine does not move) and the path."""
+    import tracemalloc
     from tests.fuzz import harness
     path = tmp_path / "g.yaml"
     path.write_bytes(data.encode() if isinstance(data, str) else data)
     argv = [command, "--no-gradients", str(path)] if command == "check" else [command, str(path)]
     _warm_up(str(tmp_path / "warm.yaml"))
-    start = time.process_time()
-    outcome = harness.run_cli(argv)
-    outcome.seconds = time.process_time() - start
+    tracemalloc.start()
+    try:
+        outcome = harness.run_cli(argv)
+        outcome.peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
     return outcome, str(path)
+
+
+#: what refusing a hostile file may hold at once: a runaway (an alias bomb expanded, a
+#: 74 GiB param initialized, a million block instances) holds far more long before it ends
+MAX_PEAK = 20 << 20
 
 
 @functools.cache
@@ -248,7 +257,7 @@ HOSTILE = [
 def test_hostile_file_gets_one_located_message(tmp_path, what, data, line, col, fragment):
     outcome, path = cli_outcome(tmp_path, data)
     assert outcome.rc == 1, outcome.describe()
-    assert outcome.seconds < 1.0, outcome.describe()
+    assert outcome.peak < MAX_PEAK, (outcome.peak, outcome.describe())
     head = outcome.stderr.splitlines()[0]
     assert head.startswith(f"{path}:{line}:{col}: error: "), outcome.stderr
     assert fragment in outcome.stderr, outcome.stderr
@@ -256,19 +265,16 @@ def test_hostile_file_gets_one_located_message(tmp_path, what, data, line, col, 
 
 
 @pytest.mark.parametrize("text", [BOMB, HUGE_PARAM], ids=["alias bomb", "huge param"])
-def test_refused_in_milliseconds_without_allocating(tmp_path, text):
-    import time
+def test_refused_without_allocating(tmp_path, text):
     import tracemalloc
     path = tmp_path / "g.yaml"
     path.write_text(text)
     tracemalloc.start()
-    start = time.process_time()
     with pytest.raises(GraphError):
         flowgrad.load(path)
-    seconds = time.process_time() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert seconds < 0.5 and peak < 20 << 20, (seconds, peak)
+    assert peak < MAX_PEAK, peak
 
 
 BLOCKS = """\
@@ -294,7 +300,7 @@ nodes:
 ])
 def test_runaway_blocks_are_refused_fast(tmp_path, old, new, line, col, fragment):
     outcome, path = cli_outcome(tmp_path, BLOCKS.replace(old, new) if old else BLOCKS)
-    assert outcome.rc == 1 and outcome.seconds < 1.0, outcome.describe()
+    assert outcome.rc == 1 and outcome.peak < MAX_PEAK, (outcome.peak, outcome.describe())
     assert outcome.stderr.startswith(f"{path}:{line}:{col}: error: "), outcome.stderr
     assert fragment in outcome.stderr, outcome.stderr
 
