@@ -78,8 +78,7 @@ class BufferPool:
                     or owner.nbytes < MIN_BYTES:
                 return
             free = sys.getrefcount(value) == 2 and sys.getrefcount(owner) == 3
-        if (free and owner.nbytes >= MIN_BYTES and owner.flags.c_contiguous
-                and owner.flags.writeable):
+        if free and owner.flags.c_contiguous and owner.flags.writeable:   # (size checked above)
             self._free[(owner.nbytes, owner.dtype)].append(owner)
 
     def recycle(self, array: np.ndarray) -> None:
