@@ -12,28 +12,33 @@ importing numba.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
 
 
 _KERNELS = None     # flowgrad.kernels, once imported
+_MISSING = object()
 
 
 class CPUBackend:
     """numpy arrays, numba-compiled kernels, activation memory from the plan's pool.
 
     ``pool`` is the plan's :class:`~flowgrad.plan.memory.BufferPool`, or None outside a plan (an op
-    called on its own, shape inference): then ``empty`` is plain ``np.empty``.
+    called on its own, shape inference): then ``empty`` is plain ``np.empty``.  ``constants``
+    are the plan's constant leaves, whose derived forms :meth:`prepared` keeps.
     """
 
     name = "cpu"
     xp = np
 
-    __slots__ = ("pool", "empty")
+    __slots__ = ("pool", "empty", "_constants", "_prepared")
 
-    def __init__(self, pool: Any = None):
+    def __init__(self, pool: Any = None, constants: Iterable[np.ndarray] = ()):
         self.pool = pool
+        # the plan's constants by identity (held here, so no other array can take an id)
+        self._constants = {id(value): value for value in constants}
+        self._prepared: dict[tuple, Any] = {}
         #: ``empty(shape, dtype)``: a new uninitialised array for an output — ``np.empty``, but
         #: memory an activation the plan has finished with is reused (no page faults) when
         #: there is one of the size.  (Bound straight to the pool: it is called per op.)
@@ -47,6 +52,33 @@ class CPUBackend:
             from . import kernels
             _KERNELS = kernels
         return _KERNELS
+
+    def prepared(self, value: np.ndarray, make: Callable[[np.ndarray], Any], *key: Hashable
+                 ) -> Any:
+        """``make(value)``, computed once per plan when ``value`` is one of its constants.
+
+        Why: some ops convert a weight before every use — a quantized model's int8 matrix
+        shifted by its zero point into floats that BLAS multiplies exactly — and for a large
+        weight that conversion costs more than the product.  A plan's constants never change
+        after compile (they are not in ``plan.params``: optimizers, checkpoints and
+        ``load_state_dict`` never write them), so what is derived from one can be kept.
+        Anything else — an activation, whose memory the plan recycles, or a param, which
+        optimizers and users update in place — gets ``make(value)`` afresh at every call.
+        ``key`` names the derivation and whatever else it depends on (a zero point, a dtype),
+        so two derivations of one constant do not collide.
+        """
+        if id(value) not in self._constants:
+            return make(value)
+        slot = (id(value),) + key
+        result = self._prepared.get(slot, _MISSING)
+        if result is _MISSING:
+            result = self._prepared[slot] = make(value)
+            # what is derived from a constant is a constant too (a weight split per direction
+            # is then shifted once per direction)
+            for part in result if isinstance(result, (tuple, list)) else (result,):
+                if isinstance(part, np.ndarray):
+                    self._constants[id(part)] = part
+        return result
 
     def __repr__(self) -> str:
         return f"CPUBackend(pooled={self.pool is not None})"

@@ -280,8 +280,9 @@ def test_qgemm_matches_onnxruntime():
 def test_integer_products_are_exact_where_onnxruntime_saturates():
     """Full-range uint8 x int8: flowgrad's MatMulInteger and ConvInteger accumulators are the
     exact integers (numpy int64 reference), which onnxruntime's AVX2 kernel may clip.  Small
-    sums run in float32 (every partial sum below 2**24), large ones in float64: both paths."""
-    for k in (64, 1024):                                   # 255 * 128 * k: below / above 2**24
+    sums run in one float32 product (every partial sum below 2**24), large ones in slices of
+    the inner axis whose float32 products are added in float64: both paths."""
+    for k in (64, 1024, 1031):              # 255 * 128 * k: below / above 2**24 (2, 3 slices)
         a = ints((6, k), np.uint8)
         b = ints((k, 5), np.int8)
         model = node_model("MatMulInteger", {"a": a}, {"b": b, "a_zp": np.uint8(3)}, opset=10)
@@ -1033,9 +1034,9 @@ def test_dynamic_quantize_lstm_full_range_int8_differs_only_by_onnxruntime_satur
         return
     assert max(np.abs(g - e).max() for g, e in zip(exact, expected)) > 1e-3
     exact_product = quant_ops._int_matmul
-    monkeypatch.setattr(quant_ops, "_int_matmul", lambda a, b, a_zp, b_zp: (
+    monkeypatch.setattr(quant_ops, "_int_matmul", lambda a, b, a_zp, b_zp, *backend: (
         _vpmaddubsw_matmul(a, b, a_zp, b_zp) if b.dtype == np.int8
-        else exact_product(a, b, a_zp, b_zp)))
+        else exact_product(a, b, a_zp, b_zp, *backend)))
     for got, ref in zip(flowgrad_run(q, feeds), expected):
         np.testing.assert_allclose(got, ref, rtol=0, atol=QLSTM_ATOL)
 

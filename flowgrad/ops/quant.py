@@ -51,6 +51,7 @@ import itertools
 
 import numpy as np
 
+from ..backend import DEFAULT
 from ..errors import AttrError
 from ..op import Attr, Context, Op, ShapeError, Spec, broadcast_shapes, format_shape
 from ._conv_util import WINDOW_ATTRS, geometry
@@ -383,13 +384,45 @@ def _matmul_shape(a, b) -> tuple:
     return out
 
 
-def _int_matmul(a, b, a_zp, b_zp) -> np.ndarray:
-    """The exact int32 product ``(a - a_zp) @ (b - b_zp)``; 1-d zero points are per row of
-    ``a`` and per column of ``b``."""
-    B = _shifted(b, b_zp, b.ndim - 1)
-    dtype = _exact_float(_reach(a, a_zp), int(np.abs(B).max(initial=0)), a.shape[-1])
-    A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0, dtype)
-    return np.matmul(A, B.astype(dtype, copy=False))
+def _zp_key(zp) -> tuple | None:
+    return None if zp is None else (np.asarray(zp).dtype.str, np.asarray(zp).tobytes())
+
+
+def _weight_reach(backend, w: np.ndarray, zp, axis: int) -> int:
+    """``max |w - zp|`` (a 1-d ``zp`` along ``axis``), computed once for a constant ``w``."""
+    return backend.prepared(w, lambda v: int(np.abs(_shifted(v, zp, axis, np.int32)).max(
+        initial=0)), "reach", axis, _zp_key(zp))
+
+
+def _shifted_weight(backend, w: np.ndarray, zp, axis: int, dtype) -> np.ndarray:
+    """``w - zp`` as ``dtype`` floats, derived once per plan when ``w`` is a constant (a
+    quantized model's weights are: shifting an 8-million-entry matrix into floats at every call
+    cost more than its product; see ``CPUBackend.prepared``)."""
+    return backend.prepared(w, lambda v: _shifted(v, zp, axis, dtype), "shifted", axis,
+                            _zp_key(zp), dtype)
+
+
+def _int_matmul(a, b, a_zp, b_zp, backend=DEFAULT) -> np.ndarray:
+    """The exact int32 product ``(a - a_zp) @ (b - b_zp)`` as floats; 1-d zero points are
+    per row of ``a`` and per column of ``b``.
+
+    float32 BLAS is exact while every partial sum stays below 2**24 (:func:`_exact_float`):
+    the inner axis is cut into slices short enough for that (at least 258 terms for 8-bit
+    operands, whose shifted values are at most 255), and the slices' products — exact
+    integers — are added in float64.  Half the time of one float64 product (a 1024-term uint8
+    product: 10 ms against 20)."""
+    terms, b_axis = a.shape[-1], b.ndim - 1
+    B = _shifted_weight(backend, b, b_zp, b_axis, np.float32)
+    A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0, np.float32)
+    step = (2 ** 24 - 1) // max(1, _reach(a, a_zp) * _weight_reach(backend, b, b_zp, b_axis))
+    if step >= terms:
+        return np.matmul(A, B)
+    inner = (lambda k: (Ellipsis, slice(k, k + step), slice(None))) if b.ndim > 1 else \
+        (lambda k: (slice(k, k + step),))
+    acc = np.matmul(A[..., :step], B[inner(0)]).astype(np.float64)
+    for k in range(step, terms, step):
+        acc += np.matmul(A[..., k:k + step], B[inner(k)])
+    return acc
 
 
 def requantize(acc: np.ndarray, multiplier: np.ndarray, zero_point, dtype: np.dtype
@@ -426,7 +459,7 @@ class MatMulInteger(Op):
         return (Spec(_matmul_shape(A, B), np.int32),)
 
     def forward(self, ctx, A, B, a_zero_point=None, b_zero_point=None):
-        return (_int_matmul(A, B, a_zero_point, b_zero_point).astype(np.int32),)
+        return (_int_matmul(A, B, a_zero_point, b_zero_point, ctx.backend).astype(np.int32),)
 
 
 class QLinearMatMul(Op):
@@ -454,7 +487,7 @@ class QLinearMatMul(Op):
         return (Spec(_matmul_shape(a, b), y_zp.dtype),)
 
     def forward(self, ctx, a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp):
-        acc = _int_matmul(a, b, a_zp, b_zp)
+        acc = _int_matmul(a, b, a_zp, b_zp, ctx.backend)
         a_s = np.asarray(a_scale).reshape((-1, 1) if np.size(a_scale) > 1 else ())
         b_s = np.asarray(b_scale).reshape((-1,) if np.size(b_scale) > 1 else ())
         mult = _multiplier(a_s, b_s, np.asarray(y_scale).reshape(()))
@@ -478,17 +511,16 @@ class _ConvInt(Op):
         f = np.float64
         return self._conv.infer(Spec(x.shape, f), Spec(w.shape, f))[0].shape
 
-    def _accumulate(self, x, w, x_zp, w_zp, bias=None) -> np.ndarray:
+    def _accumulate(self, backend, x, w, x_zp, w_zp, bias=None) -> np.ndarray:
         """The int32-exact accumulator of ``conv(x - x_zp, w - w_zp) + bias``, as floats
         (float32 where that is exact, see :func:`_exact_float`)."""
-        W = _shifted(w, w_zp, 0)
         extra = 0 if bias is None else int(np.abs(bias.astype(np.int64)).max(initial=0))
-        dtype = _exact_float(_reach(x, x_zp), int(np.abs(W).max(initial=0)),
+        dtype = _exact_float(_reach(x, x_zp), _weight_reach(backend, w, w_zp, 0),
                              int(np.prod(w.shape[1:])), extra)
-        X = _shifted(x, x_zp, 1, dtype)
-        b = None if bias is None else bias.astype(dtype)
-        return self._conv.forward(Context(grad_enabled=False), X, W.astype(dtype, copy=False),
-                                  b)[0]
+        W = _shifted_weight(backend, w, w_zp, 0, dtype)
+        X = _shifted(x, x_zp, 1, W.dtype)
+        b = None if bias is None else bias.astype(W.dtype)
+        return self._conv.forward(Context(grad_enabled=False), X, W, b)[0]
 
 
 class ConvInteger(_ConvInt):
@@ -507,7 +539,8 @@ class ConvInteger(_ConvInt):
         return (Spec(self._shape(x, w), np.int32),)
 
     def forward(self, ctx, x, w, x_zero_point=None, w_zero_point=None):
-        return (self._accumulate(x, w, x_zero_point, w_zero_point).astype(np.int32),)
+        acc = self._accumulate(ctx.backend, x, w, x_zero_point, w_zero_point)
+        return (acc.astype(np.int32),)
 
 
 class QLinearConv(_ConvInt):
@@ -535,7 +568,7 @@ class QLinearConv(_ConvInt):
         return (Spec(self._shape(x, w), y_zp.dtype),)
 
     def forward(self, ctx, x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B=None):
-        acc = self._accumulate(x, w, x_zp, w_zp, B)
+        acc = self._accumulate(ctx.backend, x, w, x_zp, w_zp, B)
         mult = _multiplier(x_scale, w_scale, y_scale).reshape(
             (1, -1) + (1,) * (x.ndim - 2) if np.size(w_scale) > 1 else ())
         return (requantize(acc, mult, y_zp, y_zp.dtype),)
@@ -1016,7 +1049,7 @@ class DynamicQuantizeLSTM(LSTM):
         return (Spec((T, D, N, hidden), X.dtype), state, state)
 
     # -- forward ------------------------------------------------------------------------------
-    def _weights(self, q, scale, zp, what):
+    def _weights(self, backend, q, scale, zp, what):
         """Per direction: (int weight, its one zero point, float32 scale (scalar or per
         column)), checked as onnxruntime's kernel checks them."""
         D = self.num_directions
@@ -1025,18 +1058,22 @@ class DynamicQuantizeLSTM(LSTM):
         if problem:
             raise ValueError(f"{what}_zero_point: {problem}")
         scale = np.asarray(scale, np.float32).reshape(D, -1)
-        return [(q[d], int(zp[d, 0]), scale[d] if scale.shape[1] > 1 else scale[d, 0])
+        # one array per direction, kept for a constant weight (then shifted once, see
+        # _shifted_weight)
+        parts = backend.prepared(q, lambda v: tuple(np.ascontiguousarray(v[d]) for d in range(D)),
+                                 "directions")
+        return [(parts[d], int(zp[d, 0]), scale[d] if scale.shape[1] > 1 else scale[d, 0])
                 for d in range(D)]
 
     @staticmethod
-    def _product(a, weight, dtype):
+    def _product(backend, a, weight, dtype):
         """onnxruntime's quantized GEMM of the float rows ``a`` by one direction's weight:
         ``a`` quantized on its own range, the exact integer product, times the float32
         ``a_scale * w_scale``."""
         q, zp, w_scale = weight
         a_scale, a_zp = dynamic_params(a)
         acc = _int_matmul(_quantize_u8(a, a_scale, a_zp), q, np.asarray(a_zp, np.uint8),
-                          np.asarray(zp, q.dtype))
+                          np.asarray(zp, q.dtype), backend)
         mult = (a_scale * np.asarray(w_scale, np.float32)).astype(np.float32)
         return (acc.astype(np.float32) * mult).astype(dtype, copy=False)
 
@@ -1055,14 +1092,16 @@ class DynamicQuantizeLSTM(LSTM):
                 raise ValueError(f"sequence_lens must hold one length in [0, {T}] per example "
                                  f"of the batch of {N}; got {lens.tolist()}")
         max_len = int(lens.max(initial=0))
-        Wd = self._weights(W, W_scale, W_zero_point, "W")
-        Rd = self._weights(R, R_scale, R_zero_point, "R")
+        min_len = int(lens.min(initial=0))
+        Wd = self._weights(ctx.backend, W, W_scale, W_zero_point, "W")
+        Rd = self._weights(ctx.backend, R, R_scale, R_zero_point, "R")
         bias = None if B is None else (B[:, :gh] + B[:, gh:]).astype(dtype)    # Wb + Rb
         rows = np.arange(N)
         Y = np.zeros((T, D, N, H), dtype)
         Y_h = np.zeros((D, N, H), dtype)
         Y_c = np.zeros((D, N, H), dtype)
         tapes = []
+        keep = ctx.grad_enabled and self.straight_through
         for d in range(D):
             f, g, hact = self._acts[d]
             reverse = self.direction == "reverse" or d == 1
@@ -1071,18 +1110,20 @@ class DynamicQuantizeLSTM(LSTM):
             steps = np.arange(max_len)[:, None]
             tix = np.where(reverse & (steps < lens), lens - 1 - steps, steps) if reverse \
                 else np.broadcast_to(steps, (max_len, N))
-            XW = self._product(X[tix, rows].reshape(max_len * N, I), Wd[d], dtype).reshape(
+            XW = self._product(ctx.backend, X[tix, rows].reshape(max_len * N, I), Wd[d], dtype).reshape(
                 max_len, N, gh)
             h = (np.zeros((N, H), dtype) if initial_h is None else initial_h[d]).astype(dtype)
             c = (np.zeros((N, H), dtype) if initial_c is None else initial_c[d]).astype(dtype)
             p_i, p_o, p_f = (None,) * 3 if P is None else np.split(P[d].astype(dtype), 3)
-            pre = np.zeros((T, N, gh), dtype)
-            act = np.zeros((T, N, gh), dtype)
-            prev_h, prev_c, cells, hc = (np.zeros((T, N, H), dtype) for _ in range(4))
+            if keep:        # the float lstm's tape, for the straight-through backward
+                pre = np.zeros((T, N, gh), dtype)
+                act = np.zeros((T, N, gh), dtype)
+                prev_h, prev_c, cells, hc = (np.zeros((T, N, H), dtype) for _ in range(4))
             for s in range(max_len):
                 # rows past their length output zeros in onnxruntime: 0 in the range
-                live = h if s == 0 else np.where((lens >= s)[:, None], h, 0).astype(dtype)
-                z = XW[s] + self._product(live, Rd[d], dtype)
+                live = h if s == 0 or s <= min_len else \
+                    np.where((lens >= s)[:, None], h, 0).astype(dtype)
+                z = XW[s] + self._product(ctx.backend, live, Rd[d], dtype)
                 if P is not None:
                     z[:, :H] += c * p_i
                     z[:, 2 * H:3 * H] += c * p_f
@@ -1101,18 +1142,30 @@ class DynamicQuantizeLSTM(LSTM):
                 th = hact(cell)
                 new = th * o
                 on = s < lens
+                if on.all():            # every example still running (always at batch 1)
+                    Y[tix[s], d, rows] = new
+                    if keep:
+                        t, b = tix[s], rows
+                        pre[t, b], prev_h[t, b], prev_c[t, b] = z, h, c
+                        act[t, b] = np.concatenate([i, o, fg, gg], axis=1)
+                        cells[t, b], hc[t, b] = cell, th
+                    h, c = new, cell
+                    continue
                 t, b = tix[s][on], rows[on]
-                pre[t, b], prev_h[t, b], prev_c[t, b] = z[on], h[on], c[on]
-                act[t, b] = np.concatenate([i, o, fg, gg], axis=1)[on]
-                cells[t, b], hc[t, b] = cell[on], th[on]
+                if keep:
+                    pre[t, b], prev_h[t, b], prev_c[t, b] = z[on], h[on], c[on]
+                    act[t, b] = np.concatenate([i, o, fg, gg], axis=1)[on]
+                    cells[t, b], hc[t, b] = cell[on], th[on]
                 Y[t, d, b] = new[on]
                 h = np.where(on[:, None], new, h)
                 c = np.where(on[:, None], cell, c)
             empty = (lens == 0)[:, None]
             Y_h[d] = np.where(empty, 0, h)
             Y_c[d] = np.where(empty, 0, c)
-            tapes.append((pre, act, prev_h, prev_c, cells, hc, None if P is None else P[d]))
-        if ctx.grad_enabled and self.straight_through:
+            if keep:
+                tapes.append((pre, act, prev_h, prev_c, cells, hc,
+                              None if P is None else P[d]))
+        if keep:
             Wf = np.stack([self._dequantized(w, dtype) for w in Wd])
             Rf = np.stack([self._dequantized(r, dtype) for r in Rd])
             masks = self._masks(sequence_lens, T, N, dtype)

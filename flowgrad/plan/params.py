@@ -41,6 +41,11 @@ class ParamStore:
         yield from self.params.items()
         yield from self._consts.items()
 
+    def constants(self) -> Iterator[np.ndarray]:
+        """The arrays runs read for the graph's constants: fixed for the plan's life (no
+        optimizer, checkpoint or ``load_state_dict`` writes them)."""
+        yield from self._consts.values()
+
     @property
     def trainable(self) -> list[str]:
         """Names of the params that receive gradients."""

@@ -56,7 +56,7 @@ class Plan:
         self._backward_programs: dict[tuple, BackwardProgram] = {}
         self._last: tuple[ForwardProgram, list, dict[int, np.ndarray]] | None = None
         self._pool = BufferPool()
-        self.backend = CPUBackend(self._pool)
+        self.backend = CPUBackend(self._pool, self._store.constants())
 
     @property
     def order(self) -> list[str]:
