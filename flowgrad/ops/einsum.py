@@ -14,6 +14,7 @@ equation in a form where each is explicit:
 """
 from __future__ import annotations
 
+import math
 import string
 
 import numpy as np
@@ -82,6 +83,52 @@ def _parse(equation: str, shapes: list[tuple[int, ...]]) -> tuple[list[str], str
     return explicit, out.replace("...", "".join(shared))
 
 
+def _product_plan(equation: str, shapes: list[tuple[int, ...]]) -> tuple | None:
+    """How to run a two-operand einsum as one (batched) matrix product, or None if it is not
+    one (a repeated letter, a letter of one operand summed away, sizes that broadcast).
+
+    Why: np.einsum without ``optimize`` runs a two-operand contraction in its own loops, and
+    with it plans the path on every call; DeepFilterNet's grouped linear layers
+    (``btgi,gih->btgh``, 32 groups of 96 x 16) took 250 us that way, against ~30 us as 32
+    products in BLAS.  The letters fall in four groups: batch (both operands and the output),
+    left (first operand and output), right (second and output) and contracted (both, not the
+    output); each operand is transposed to (batch, left, contracted) and (batch, contracted,
+    right), multiplied, and the product transposed to the output's order.  A letter of size 1
+    in one operand only (an ellipsis dim broadcast by :func:`_parse`) is dropped.
+
+    Returns ``(perm_a, shape_a, perm_b, shape_b, shape_y, perm_y)``.
+    """
+    (a, b), out = _parse(equation, shapes)
+    if any(len(set(t)) != len(t) for t in (a, b, out)):
+        return None
+    size = {c: n for term, shape in zip((a, b), shapes) for c, n in zip(term, shape)}
+    if any(size[c] != n for c, n in zip(a, shapes[0])):        # a letter sized two ways
+        return None
+    batch = [c for c in out if c in a and c in b]
+    left = [c for c in out if c in a and c not in b]
+    right = [c for c in out if c in b and c not in a]
+    summed = [c for c in a if c in b and c not in out]
+    alone = [c for c in a + b if c not in out and (c not in a or c not in b)]
+    if any(size[c] != 1 for c in alone):
+        return None
+    a_order = batch + left + [c for c in alone if c in a] + summed
+    b_order = batch + summed + [c for c in alone if c in b] + right
+    n = {k: math.prod(size[c] for c in g) for k, g in
+         (("batch", batch), ("left", left), ("right", right), ("summed", summed))}
+    produced = batch + left + right
+    return (tuple(a.index(c) for c in a_order), (n["batch"], n["left"], n["summed"]),
+            tuple(b.index(c) for c in b_order), (n["batch"], n["summed"], n["right"]),
+            tuple(size[c] for c in produced), tuple(produced.index(c) for c in out))
+
+
+def _product(plan: tuple, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The einsum of ``a`` and ``b`` by :func:`_product_plan`'s ``plan``."""
+    perm_a, shape_a, perm_b, shape_b, shape_y, perm_y = plan
+    y = np.matmul(a.transpose(perm_a).reshape(shape_a), b.transpose(perm_b).reshape(shape_b))
+    y = y.reshape(shape_y).transpose(perm_y)
+    return y if y.flags.c_contiguous else y.copy()
+
+
 class Einsum(Op):
     """``np.einsum(equation, *inputs)``; the equation may omit ``->`` (implicit output)."""
 
@@ -96,6 +143,9 @@ class Einsum(Op):
         if any(set(t) - allowed for t in terms + [out or ""]):
             raise AttrError(f"einsum: equation {self.equation!r} may hold only letters, '...', "
                             "',' and '->'", attr="equation")
+        #: per pair of operand shapes, the forward's product (:func:`_product_plan`; None:
+        #: np.einsum)
+        self._plans: dict[tuple, tuple | None] = {}
 
     def infer(self, *xs):
         terms, out = _split(self.equation)
@@ -131,6 +181,13 @@ class Einsum(Op):
 
     def forward(self, ctx, *xs):
         ctx.save(xs)
+        if len(xs) == 2 and xs[0].dtype == xs[1].dtype and xs[0].dtype.kind == "f":
+            key = (xs[0].shape, xs[1].shape)
+            plan = self._plans.get(key, False)
+            if plan is False:
+                plan = self._plans[key] = _product_plan(self.equation, list(key))
+            if plan is not None:
+                return (_product(plan, *xs),)
         return (np.einsum(self.equation.replace(" ", ""), *xs, optimize=len(xs) > 2),)
 
     def backward(self, ctx, gy):
