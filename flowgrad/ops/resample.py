@@ -186,6 +186,7 @@ class Resize(Op):
             raise AttrError("resize: antialias needs mode linear or cubic", attr="antialias")
         if len(set(self.axes)) != len(self.axes):
             raise AttrError(f"resize: 'axes' repeats an axis: {list(self.axes)}", attr="axes")
+        self._kept_steps: dict[tuple, tuple] = {}      # see forward
 
     def _axes(self, ndim) -> tuple[int, ...]:
         for a in self.axes:
@@ -359,25 +360,41 @@ class Resize(Op):
         return np.moveaxis(np.moveaxis(x, axis, -1) @ M.T, -1, axis)
 
     def forward(self, ctx, x, roi=None, scales=None, sizes=None):
-        steps = []
+        # the same shapes and scales come back at every run: their per-axis steps are kept
+        key = tuple(None if v is None else tuple(np.asarray(v).reshape(-1).tolist())
+                    for v in (roi, scales, sizes))
         y = x
-        crop = self._roi(x.ndim, roi)
-        for axis, ((out, scale), n) in enumerate(zip(self._plan(x.shape, scales, sizes),
-                                                     x.shape)):
-            bounds = None if crop is None else (crop[axis], crop[axis + x.ndim])
-            if out == n and scale == 1.0 and bounds in (None, (0.0, 1.0)):
-                continue
-            M, outside = self._matrix(out, n, scale, x.dtype, bounds)
-            if self.mode == "nearest" and outside is None:
-                y = np.take(y, M.argmax(axis=1), axis=axis)
-            else:
-                y = self._apply(y, M, axis)
+        steps = self._kept_steps.get((x.shape, x.dtype) + key)
+        if steps is None:
+            if len(self._kept_steps) >= 32:         # a model resizing to ever new shapes
+                self._kept_steps.clear()
+            steps = self._kept_steps[(x.shape, x.dtype) + key] = self._axis_steps(
+                x.shape, x.dtype, *key)
+        for axis, M, index, outside in steps:
+            y = np.take(y, index, axis=axis) if index is not None else self._apply(y, M, axis)
             if outside is not None:
                 where = outside.reshape((-1,) + (1,) * (x.ndim - 1 - axis))
                 y = np.where(where, x.dtype.type(self.extrapolation_value), y)
-            steps.append((axis, M))
-        ctx.save(steps)
+        ctx.save([(axis, M) for axis, M, _, _ in steps])
         return (np.ascontiguousarray(y),)
+
+    def _axis_steps(self, shape, dtype, roi, scales, sizes) -> tuple:
+        """Per resized axis: ``(axis, M, index, outside)`` — the interpolation matrix, the
+        input cell each output cell copies (nearest without extrapolation: a gather, not a
+        product) or None, and the rows that extrapolate.  ``forward`` keeps them per shape and
+        scales (``roi``/``scales``/``sizes`` arrive as tuples, hashable)."""
+        as_array = (lambda v: None if v is None else np.asarray(v))
+        crop = self._roi(len(shape), as_array(roi))
+        steps = []
+        for axis, ((out, scale), n) in enumerate(zip(self._plan(shape, as_array(scales),
+                                                                as_array(sizes)), shape)):
+            bounds = None if crop is None else (crop[axis], crop[axis + len(shape)])
+            if out == n and scale == 1.0 and bounds in (None, (0.0, 1.0)):
+                continue
+            M, outside = self._matrix(out, n, scale, dtype, bounds)
+            index = M.argmax(axis=1) if self.mode == "nearest" and outside is None else None
+            steps.append((axis, M, index, outside))
+        return tuple(steps)
 
     def backward(self, ctx, gy):
         (steps,) = ctx.saved
