@@ -89,6 +89,9 @@ GEOMETRIES = [
     pytest.param([(5, 3, 1, 1, 3, 1), (6, 1, 1, 1, 0, 0)], id="2d-pad-past-kernel"),
     pytest.param([(4, 2, 1, 1, 1, 0), (5, 3, 2, 1, 1, 1), (6, 3, 1, 2, 2, 2)], id="3d"),
     pytest.param([(3, 2, 1, 1, 0, 1), (4, 3, 1, 1, 1, 1), (5, 3, 1, 1, 1, 1)], id="3d-same"),
+    # planes larger than im2col's TABLE_POSITIONS, so that its row-wise paths are run too
+    pytest.param([(12, 3, 1, 1, 1, 1), (13, 3, 1, 1, 1, 1)], id="2d-large-same"),
+    pytest.param([(16, 3, 2, 1, 1, 1), (40, 3, 1, 1, 0, 0)], id="2d-large-rows"),
 ]
 
 
