@@ -45,6 +45,26 @@ class BodyError(Exception):
     name of the control-flow node (the body's own message names the node inside it)."""
 
 
+def _runtime():
+    """The plan's machinery a body runs with (imported on first use: the plan imports the
+    ops), kept in a namespace so that a run, called per iteration, does not import."""
+    global _RUNTIME
+    if _RUNTIME is None:
+        from types import SimpleNamespace
+
+        from ..backend import CPUBackend
+        from ..plan.memory import BufferPool
+        from ..plan.programs import compile_forward
+        from ..plan.run import feed, run_forward
+        _RUNTIME = SimpleNamespace(CPUBackend=CPUBackend, BufferPool=BufferPool,
+                                   compile_forward=compile_forward, feed=feed,
+                                   run_forward=run_forward)
+    return _RUNTIME
+
+
+_RUNTIME = None
+
+
 # -- plain form of a body graph ----------------------------------------------------------
 
 def graph_to_plain(graph: Graph) -> dict:
@@ -170,84 +190,97 @@ class Body:
         return hit
 
     @staticmethod
-    def dtype_of(values) -> np.dtype:
+    def signature(values) -> tuple:
+        """``(shape, dtype)`` of each value (None where it is not an array).
+
+        Why: what a run depends on besides the values themselves — the precision
+        (:meth:`dtype_of`), an ``if_per_shape`` branch, whether :meth:`_feed` may skip its
+        checks — is a function of this tuple, and reading it costs microseconds per value: an If
+        around a whole model is fed tens of values per call (silero VAD's: 34), so it is read
+        once per call and passed along."""
+        return tuple([(v.shape, v.dtype) if type(v) is np.ndarray else None for v in values])
+
+    @staticmethod
+    def dtype_of(values, signature: tuple | None = None) -> np.dtype:
         """The precision to run in: the widest of the float arrays fed (float32 if none).
         The widest, because a value made from a float32 constant (``ConstantOfShape``) may
         sit beside float64 activations in a float64 plan, and a gradient check needs all of
-        the body in float64."""
-        floats = [v.dtype for v in values if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
+        the body in float64.  ``signature`` (:meth:`signature` of ``values``) saves reading
+        the values again."""
+        if signature is not None and None not in signature:
+            floats = [d for d in {d for _, d in signature} if d.kind == "f"]
+        else:
+            floats = [v.dtype for v in values
+                      if isinstance(v, np.ndarray) and v.dtype.kind == "f"]
         return np.result_type(*floats) if floats else np.dtype(np.float32)
 
     def run(self, feeds: list, dtype: np.dtype, grad: bool, training: bool = False,
-            rng: Any = None) -> tuple[list, Any]:
-        """One run on ``feeds`` (one value per body input); returns the outputs and, with
-        ``grad``, the record :meth:`backward` needs."""
-        from ..backend import CPUBackend
-        from ..plan.memory import BufferPool
-        from ..plan.programs import compile_forward
-        from ..plan.run import feed, run_forward
-        c = self._prepared(dtype)
+            rng: Any = None, signature: tuple | None = None) -> tuple[list, Any]:
+        """One run on ``feeds`` (one value per body input; ``signature``: their
+        :meth:`signature`, if the caller has it); returns the outputs and, with ``grad``, the
+        record :meth:`backward` needs."""
+        c = self._compiled.get(dtype) or self._prepared(dtype)
+        rt = _runtime()
         layout, graph = c["layout"], c["graph"]
         fuse = not grad and not training
         program = c["forward"].get(fuse)
         if program is None:
-            program = c["forward"][fuse] = compile_forward(layout, tuple(graph.outputs), fuse)
+            program = c["forward"][fuse] = rt.compile_forward(layout, tuple(graph.outputs), fuse)
         vals: list[Any] = c["template"].copy()
-        named = dict(zip(c["names"], feeds))
         ctxs: list = [None] * len(layout.steps) if grad else []
         # Evaluation runs share one pool (and the backend bound to it) across calls: a fresh
         # pool per call hands every activation fresh memory, and the page faults of those first
         # touches cost more than the whole body on small models (silero VAD runs its model in
         # an If).  Sharing is safe because an evaluation run ends (``end_run``) before it
         # returns and the pool recycles only buffers nothing else refers to.  A run with
-        # gradient keeps its pool in the record until its backward, so it gets its own.
+        # gradient keeps its pool in the record until its backward, so it gets its own.  The
+        # backend knows the body's constants, which no run changes (``CPUBackend.prepared``).
         if grad:
-            pool = BufferPool()
-            backend = CPUBackend(pool)
+            pool = rt.BufferPool()
+            backend = rt.CPUBackend(pool, c["store"].constants())
         else:
             memory = self._eval_memory.get(dtype)
             if memory is None:
-                pool = BufferPool()
-                memory = self._eval_memory[dtype] = (pool, CPUBackend(pool))
+                pool = rt.BufferPool()
+                memory = self._eval_memory[dtype] = (pool, rt.CPUBackend(
+                    pool, c["store"].constants()))
             pool, backend = memory
         try:
-            self._feed(c, program, fuse, feed, dtype, vals, feeds, named)
-            run_forward(program, vals, ctxs, grad, training,
-                        rng if rng is not None else np.random.default_rng(0),
-                        backend, pool, c["store"])
+            self._feed(c, program, fuse, dtype, vals, feeds,
+                       self.signature(feeds) if signature is None else signature)
+            rt.run_forward(program, vals, ctxs, grad, training,
+                           rng if rng is not None else np.random.default_rng(0),
+                           backend, pool, c["store"])
         except FlowgradError as e:
             raise BodyError(f"in body '{graph.name}': {e}") from None
-        outs = [vals[program.output_slots[ref]] for ref in graph.outputs]
-        record = (dtype, program, ctxs, named, outs, pool) if grad else None
+        slots = program.output_slots
+        outs = [vals[slots[ref]] for ref in graph.outputs]
+        record = ((dtype, program, ctxs, dict(zip(c["names"], feeds)), outs, pool) if grad
+                  else None)
         return outs, record
 
     @staticmethod
-    def _feed(c: dict, program, fuse: bool, feed, dtype, vals: list, feeds: list,
-              named: dict) -> None:
+    def _feed(c: dict, program, fuse: bool, dtype, vals: list, feeds: list,
+              signature: tuple) -> None:
         """Put the fed values in their slots: the plan's ``feed`` (checks and casts), or, when
-        every value the program reads is an array of the same shape and dtype as in an earlier
-        run that ``feed`` passed through unchanged, straight into the slots.
+        the values have the same :meth:`signature` as in an earlier run whose values ``feed``
+        passed through unchanged, straight into the slots.
 
         Why: a body run in a loop or an If around a whole model is fed tens of values per
         call (silero VAD's If: 34), and checking each costs microseconds that an unchanged
         signature cannot change the outcome of."""
         known = c["fed"].get(fuse)
-        if known is not None:
-            pairs = known[1]
-            values = [feeds[i] for i, _ in pairs]
-            if known[0] == tuple((v.shape, v.dtype) if type(v) is np.ndarray else None
-                                 for v in values):
-                for (_, slot), value in zip(pairs, values):
-                    vals[slot] = value
-                return
-        feed(c["layout"], dtype, vals, {k: v for k, v in named.items() if k in program.feeds},
-             program)
+        if known is not None and known[0] == signature:
+            for i, slot in known[1]:
+                vals[slot] = feeds[i]
+            return
+        names = c["names"]
+        _runtime().feed(c["layout"], dtype, vals,
+                        {k: v for k, v in zip(names, feeds) if k in program.feeds}, program)
         slots = c["layout"].input_slots
-        pairs = [(i, slots[name]) for i, name in enumerate(c["names"]) if name in program.feeds]
-        values = [feeds[i] for i, _ in pairs]
-        if all(type(v) is np.ndarray for v in values) and \
-                all(vals[slot] is feeds[i] for i, slot in pairs):     # nothing was cast
-            c["fed"][fuse] = (tuple((v.shape, v.dtype) for v in values), pairs)
+        pairs = [(i, slots[name]) for i, name in enumerate(names) if name in program.feeds]
+        if None not in signature and all(vals[slot] is feeds[i] for i, slot in pairs):
+            c["fed"][fuse] = (signature, pairs)     # (nothing was cast)
 
     def backward(self, record, grads: list, wrt: list[bool]) -> list:
         """Gradients of the body inputs marked in ``wrt`` (None elsewhere) given one gradient
@@ -422,8 +455,9 @@ class If(_Control):
     def forward(self, ctx, cond, *outer):
         taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
         body = self.bodies[taken]
-        dtype = Body.dtype_of(outer)
-        outs, record = body.run(list(outer), dtype, ctx.grad_enabled, ctx.training, ctx.rng)
+        signature = Body.signature(outer)
+        outs, record = body.run(list(outer), Body.dtype_of(outer, signature), ctx.grad_enabled,
+                                ctx.training, ctx.rng, signature)
         ctx.save(taken, record, outer)
         return tuple(outs)
 
@@ -494,10 +528,13 @@ class IfPerShape(_Control):
         return tuple(Spec(s.shape, wide) if wide is not None and s.dtype.kind == "f" else s
                      for s in self._out_specs)
 
-    def _body(self, taken: str, outer: list) -> Body:
-        """The taken branch for the shapes of ``outer``, imported on first use.  The key holds
-        the dtypes too: the plan runs float32 or float64, and the import folds constants."""
-        key = (taken,) + tuple((np.shape(v), np.asarray(v).dtype.str) for v in outer)
+    def _body(self, taken: str, outer: list, signature: tuple) -> Body:
+        """The taken branch for the shapes of ``outer`` (``signature``: its
+        :meth:`Body.signature`), imported on first use.  The key holds the dtypes too: the plan
+        runs float32 or float64, and the import folds constants."""
+        if None in signature:
+            signature = tuple((np.shape(v), np.asarray(v).dtype) for v in outer)
+        key = (taken,) + signature
         body = self._bodies.pop(key, None)
         if body is None:
             from ..onnx.builder import ImportProblem
@@ -517,9 +554,10 @@ class IfPerShape(_Control):
 
     def forward(self, ctx, cond, *outer):
         taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
-        body = self._body(taken, list(outer))
-        dtype = Body.dtype_of(outer)
-        outs, record = body.run(list(outer), dtype, ctx.grad_enabled, ctx.training, ctx.rng)
+        signature = Body.signature(outer)
+        body = self._body(taken, list(outer), signature)
+        outs, record = body.run(list(outer), Body.dtype_of(outer, signature), ctx.grad_enabled,
+                                ctx.training, ctx.rng, signature)
         for i, (out, spec) in enumerate(zip(outs, self._out_specs)):
             shape = np.shape(out)
             if len(shape) != spec.ndim or any(d is not None and d != n
