@@ -53,6 +53,11 @@ class Branch(Op):
         return (total,)
 
 
+#: outputs smaller than this are left to numpy's allocator, as the plan's pool does
+#: (``flowgrad.plan.memory.MIN_BYTES``; not imported: listing ops must not load the plan)
+_SMALL = 1 << 16
+
+
 def concat_shape(xs, axis: int) -> tuple:
     """The shape of ``xs`` (Specs) joined along ``axis``: one rank, equal dims off the axis
     (unknown dims match anything), the sum along it (unknown if any part is).  Shared by
@@ -93,6 +98,10 @@ class Concat(Op):
         cuts = list(accumulate(x.shape[axis] for x in xs))
         if ctx.grad_enabled:
             ctx.save(axis, cuts[:-1])
+        if sum([x.nbytes for x in xs]) < _SMALL:
+            # the shape arithmetic of exported models joins a few int64 scalars, several
+            # times per run: numpy's own allocation costs less than asking the pool
+            return (np.concatenate(xs, axis=axis),)
         shape = list(xs[0].shape)
         shape[axis] = cuts[-1]
         return (np.concatenate(xs, axis=axis,
