@@ -86,19 +86,16 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
     {"strides": [1, 2], "dilations": [2, 1], "pads": [1, 0, 2, 1]}])
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_depthwise_forward_is_the_same_on_either_kernel(attrs, multiplier, monkeypatch):
-    """A depthwise conv's forward runs channels last (conv_depthwise) or on wide planes
-    (conv_direct; strided along rows: at unit stride, every s-th row kept) by its shape: all
-    give the same bits, with and without gradient, and the gradients do not depend on which
-    ran."""
+    """A depthwise conv's forward runs channels last (conv_depthwise) or on phase planes
+    (conv_depthwise_planes) by its shape: both give the same bits, with and without gradient,
+    and the gradients do not depend on which ran."""
     channels = 8
     x = rand(2, channels, 7, 9).astype(np.float32)
     W = rand(channels * multiplier, 1, 5, 3, seed=1).astype(np.float32)
     b = rand(channels * multiplier, seed=2).astype(np.float32)
     results = []
-    # channels last everywhere; then wide planes, strided ones by rows where they can
-    for threshold, rows in (((1 << 30, 1 << 30), 0), ((0, 0), 1 << 30)):
+    for threshold in (1 << 30, 0):          # channels last everywhere, then planes everywhere
         monkeypatch.setattr(conv_module, "DEPTHWISE_CHANNELS_LAST", threshold)
-        monkeypatch.setattr(conv_module, "DEPTHWISE_ROWS", rows)
         op = Conv(group=channels, **attrs)
         (y_eval,) = op.forward(Context(grad_enabled=False), x, W, b)
         y, grads = forward_backward(op, [x, W, b])

@@ -28,9 +28,9 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_direct_input_grad",
-           "conv_direct_weight_grad", "max_pool", "max_pool_backward", "avg_pool",
-           "avg_pool_backward"]
+KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_depthwise_planes",
+           "conv_direct_input_grad", "conv_direct_weight_grad", "max_pool", "max_pool_backward",
+           "avg_pool", "avg_pool_backward"]
 
 DTYPES = [np.float32, np.float64]
 
@@ -192,17 +192,19 @@ DEPTHWISE = GEOMETRIES + [
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("channels,multiplier", [(4, 1), (3, 2), (1, 3)])
 @pytest.mark.parametrize("axes", DEPTHWISE)
-def test_conv_depthwise(axes, channels, multiplier, batch, dtype):
-    """The depthwise kernel against its reference, and bit for bit against conv_direct (the
-    same sum order: bias, then the taps in order)."""
+@pytest.mark.parametrize("name", ["conv_depthwise", "conv_depthwise_planes"])
+def test_conv_depthwise(name, axes, channels, multiplier, batch, dtype):
+    """The depthwise kernels (channels last, phase planes) against their reference, and bit
+    for bit against conv_direct (the same sum order: bias, then the taps in order)."""
     out_channels = channels * multiplier
     g, x, W, b, _ = _direct_case(axes, channels, out_channels, 1, batch, dtype, "depthwise")
+    kernel = getattr(K, name)
     for bias in (b, np.empty(0, dtype)):
         got = np.full((batch, out_channels) + g.out, np.nan, dtype)
         want = np.full_like(got, np.nan)
         direct = np.full_like(got, np.nan)
-        K.conv_depthwise.compiled(x, W, bias, got, *g.args[1:])
-        K.conv_depthwise.reference(x, W, bias, want, *g.args[1:])
+        kernel.compiled(x, W, bias, got, *g.args[1:])
+        kernel.reference(x, W, bias, want, *g.args[1:])
         K.conv_direct.compiled(x, W, bias, direct, *g.args[1:])
         np.testing.assert_allclose(got, want, **_tolerance(dtype, g.taps), err_msg=repr(g))
         np.testing.assert_array_equal(got, direct, err_msg=repr(g))

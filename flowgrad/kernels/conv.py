@@ -21,6 +21,8 @@ the shapes).  The unfolded buffer ``cols`` is ``(C, taps, n, OD, OH, OW)``: per 
   ``(1, taps) × (taps, positions)`` product per channel — all bookkeeping and no arithmetic.
   The weight gradient accumulates per tap into a row of partial sums (a loop that vectorises
   without reassociation) and sums each row at the end, in a fixed order: deterministic.
+* :func:`conv_depthwise_planes` and :func:`conv_depthwise`: the depthwise forward, on zero-padded
+  planes split by stride phase, or channels last (small planes); both give conv_direct's bits.
 
 The products of the unfolded path stay in BLAS (``np.matmul``).  Kernels take C-contiguous
 arrays and write every element of their output (no zeroing needed by the caller).
@@ -32,8 +34,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._jit import jit, kernel
 
-__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_direct_input_grad",
-           "conv_direct_weight_grad"]
+__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_depthwise_planes",
+           "conv_direct_input_grad", "conv_direct_weight_grad"]
 
 #: widest output row for which the direct weight gradient stages unit-stride planes wide (see
 #: "direct convolution on wide planes"); wider rows run row by row, which measured faster there
@@ -787,3 +789,169 @@ def conv_depthwise(x, W, b, y, strides, dilations, begin):
         for o in range(O):
             for p in range(plane):
                 yf[_u(dst + o * plane + p)] = yt[_u(p * O + o)]
+
+
+# -- depthwise convolution on phase planes ---------------------------------------------------
+
+@jit
+def _phase_offsets(D, H, Wd, strides, begin, Dq, Hq, Wq):
+    """Where :func:`_stage_phases` puts each input row and column: the padded plane split by
+    phase along each axis, cell (z, v, u) of the padded plane going to phase plane
+    (z % sd, v % sh, u % sw), position (z // sd, v // sh, u // sw), each phase plane
+    (Dq, Hq, Wq).  Computed once per call: the divisions would cost more than the copy."""
+    sd, sh, sw = strides
+    bd, bh, bw = begin
+    plane = Dq * Hq * Wq
+    rows = np.empty(D * H, dtype=np.int64)
+    for z in range(D):
+        pz = z + bd
+        for v in range(H):
+            pv = v + bh
+            rows[z * H + v] = (((pz % sd) * sh + pv % sh) * sw * plane
+                               + ((pz // sd) * Hq + pv // sh) * Wq)
+    cols = np.empty(Wd, dtype=np.int64)
+    for u in range(Wd):
+        cols[u] = ((u + bw) % sw) * plane + (u + bw) // sw
+    return rows, cols
+
+
+@jit
+def _stage_phases(xf, src, rows, cols, Wd, buf):
+    """The plane at ``xf[src:]`` into ``buf`` (whose padding cells are already zero), split by
+    phase (:func:`_phase_offsets`): every tap of a strided window then reads one phase plane at
+    unit stride."""
+    unit = cols.size == 0 or cols[cols.size - 1] - cols[0] == Wd - 1
+    for r in range(rows.size):
+        s = src + r * Wd
+        d = rows[r]
+        if unit:
+            d += cols[0]
+            for u in range(Wd):
+                buf[_u(d + u)] = xf[_u(s + u)]
+        else:
+            for u in range(Wd):
+                buf[_u(d + cols[u])] = xf[_u(s + u)]
+
+
+@jit
+def _taps5(out, lo, hi, first, bias, buf, p0, p1, p2, p3, p4, w0, w1, w2, w3, w4):
+    """out[j] (bias if ``first``, else out[j]) + Σ w_k · buf[j + p_k] over five taps, in order,
+    for j in [lo, hi): one vectorised loop, the partial sum kept in a register across taps."""
+    if first:
+        for j in range(lo, hi):
+            s = bias
+            s += w0 * buf[_u(j + p0)]
+            s += w1 * buf[_u(j + p1)]
+            s += w2 * buf[_u(j + p2)]
+            s += w3 * buf[_u(j + p3)]
+            s += w4 * buf[_u(j + p4)]
+            out[_u(j)] = s
+    else:
+        for j in range(lo, hi):
+            s = out[_u(j)]
+            s += w0 * buf[_u(j + p0)]
+            s += w1 * buf[_u(j + p1)]
+            s += w2 * buf[_u(j + p2)]
+            s += w3 * buf[_u(j + p3)]
+            s += w4 * buf[_u(j + p4)]
+            out[_u(j)] = s
+
+
+@jit
+def _taps3(out, lo, hi, first, bias, buf, p0, p1, p2, w0, w1, w2):
+    """:func:`_taps5` for three taps."""
+    if first:
+        for j in range(lo, hi):
+            s = bias
+            s += w0 * buf[_u(j + p0)]
+            s += w1 * buf[_u(j + p1)]
+            s += w2 * buf[_u(j + p2)]
+            out[_u(j)] = s
+    else:
+        for j in range(lo, hi):
+            s = out[_u(j)]
+            s += w0 * buf[_u(j + p0)]
+            s += w1 * buf[_u(j + p1)]
+            s += w2 * buf[_u(j + p2)]
+            out[_u(j)] = s
+
+
+@jit
+def _taps1(out, lo, hi, first, bias, buf, p0, w0):
+    """:func:`_taps5` for one tap."""
+    if first:
+        for j in range(lo, hi):
+            out[_u(j)] = bias + w0 * buf[_u(j + p0)]
+    else:
+        for j in range(lo, hi):
+            out[_u(j)] += w0 * buf[_u(j + p0)]
+
+
+@kernel(_conv_direct_reference)
+def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
+    """:func:`conv_direct` for depthwise convolutions (``W`` is ``(C · m, 1, *kernel)``, output
+    channel ``o`` reads input channel ``o // m``), any strides and dilations.
+
+    Per input channel the plane is staged zero-padded and split by stride phase
+    (:func:`_phase_offsets`, :func:`_stage_phases`), so that every tap reads its phase plane at unit stride and the
+    outputs can be computed on a grid as wide as a phase plane (the extra columns are garbage,
+    cropped at the end): each kernel row is then one long loop over the grid that adds all its
+    taps to a register before storing (:func:`_taps5`, :func:`_taps3`), which LLVM vectorises
+    however short the output rows are, with one load and store of the partial sum per kernel
+    row instead of per tap.  No skipped row or column of a stride is computed.  Each output sums
+    its bias and then its taps in order, the padding's as zero products, as conv_direct's wide
+    planes do: the same bits (a zero product changes no sum but the sign of a zero one)."""
+    n, C, D, H, Wd = x.shape
+    O, cin, KD, KH, KW = W.shape
+    OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
+    sd, sh, sw = strides
+    dd, dh, dw = dilations
+    bd, bh, bw = begin
+    m = O // C
+    taps = KD * KH * KW
+    xf = x.reshape(-1)
+    wf = W.reshape(-1)
+    yf = y.reshape(-1)
+    Dq = (max((OD - 1) * sd + (KD - 1) * dd + 1, D + bd) + sd - 1) // sd
+    Hq = (max((OH - 1) * sh + (KH - 1) * dh + 1, H + bh) + sh - 1) // sh
+    Wq = (max((OW - 1) * sw + (KW - 1) * dw + 1, Wd + bw) + sw - 1) // sw
+    plane = Dq * Hq * Wq
+    # (a spare row: the garbage columns of the last grid row read past the last phase plane)
+    buf = np.zeros(sd * sh * sw * plane + Wq, dtype=yf.dtype)
+    grid = np.empty(OD * Hq * Wq, dtype=yf.dtype)
+    rows, cols = _phase_offsets(D, H, Wd, strides, begin, Dq, Hq, Wq)
+    offs = np.empty(taps, dtype=np.int64)
+    t = 0
+    for kd in range(KD):
+        for kh in range(KH):
+            for kw in range(KW):
+                a, c, e = kd * dd, kh * dh, kw * dw
+                offs[t] = ((((a % sd) * sh + c % sh) * sw + e % sw) * plane
+                           + ((a // sd) * Hq + c // sh) * Wq + e // sw)
+                t += 1
+    has_bias = b.size > 0
+    zero = yf.dtype.type(0)
+    for i in range(n):
+        for o in range(O):
+            if o % m == 0:
+                _stage_phases(xf, (i * C + o // m) * D * H * Wd, rows, cols, Wd, buf)
+            bias = b[o] if has_bias else zero
+            w = o * taps
+            for od in range(OD):
+                lo = od * Hq * Wq
+                hi = lo + OH * Wq
+                for t in range(0, taps, KW):
+                    first = t == 0
+                    if KW == 5:
+                        _taps5(grid, lo, hi, first, bias, buf, offs[t], offs[t + 1],
+                               offs[t + 2], offs[t + 3], offs[t + 4], wf[_u(w + t)],
+                               wf[_u(w + t + 1)], wf[_u(w + t + 2)], wf[_u(w + t + 3)],
+                               wf[_u(w + t + 4)])
+                    elif KW == 3:
+                        _taps3(grid, lo, hi, first, bias, buf, offs[t], offs[t + 1],
+                               offs[t + 2], wf[_u(w + t)], wf[_u(w + t + 1)],
+                               wf[_u(w + t + 2)])
+                    else:
+                        for k in range(t, t + KW):
+                            _taps1(grid, lo, hi, k == 0, bias, buf, offs[k], wf[_u(w + k)])
+            _crop(grid, Hq, Wq, OD, OH, OW, (i * O + o) * OD * OH * OW, yf)

@@ -14,8 +14,9 @@ exactly that, while its input gradient is a convolution (im2col then matrix prod
 weight gradient is one more matrix product against the same unfolded buffer.
 
 Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
-compute them, forward and both gradients (the forward channels last, ``conv_depthwise``, when
-strided or on small planes: :meth:`Conv.channels_last`); so does the forward of a unit-stride
+compute them, forward and both gradients (the forward on zero-padded planes split by stride
+phase, ``conv_depthwise_planes``, or channels last on small planes, ``conv_depthwise``:
+:meth:`Conv.channels_last`); so does the forward of a unit-stride
 conv with at most :data:`DIRECT_CHANNELS` input channels per group (see
 :meth:`Conv.direct_forward`).  1×1, stride-1, unpadded convs are products on the input as it
 lies.
@@ -36,17 +37,9 @@ from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, check_window_attrs, chunk
 DIRECT_CHANNELS = 3
 
 
-#: (output positions, taps): a unit-stride depthwise forward runs channels last
-#: (``conv_depthwise``) rather than on wide planes (``conv_direct``) when its output plane has
-#: at most the first many positions, or at most the second many with a window of 25 taps or
-#: more; strided ones always do (see :meth:`Conv.channels_last`).
-DEPTHWISE_CHANNELS_LAST = (64, 256)
-
-#: output channels up to which a depthwise conv strided along rows only runs on wide planes
-#: at unit stride, keeping the rows it needs (see :meth:`Conv._by_rows`).  Measured, batch
-#: 1, 1 thread, shared machine, rows vs channels last: 3x3 s(2,1) on 8x24x96 61 vs 130 us,
-#: 24x12x96 78 vs 91; 5x5 s(2,1) on 32x6x96 61 vs 90
-DEPTHWISE_ROWS = 32
+#: output positions up to which a depthwise forward runs channels last (``conv_depthwise``)
+#: rather than on phase planes (``conv_depthwise_planes``); see :meth:`Conv.channels_last`
+DEPTHWISE_CHANNELS_LAST = 64
 
 
 def _bias_shape(nd: int) -> tuple[int, ...]:
@@ -139,41 +132,16 @@ class Conv(_ConvBase):
 
     @staticmethod
     def channels_last(g: Geometry, W_shape) -> bool:
-        """Whether a depthwise forward runs channels last (``conv_depthwise``): when strided
-        (the wide planes would compute every skipped row and column), or on small planes
-        where the wide planes' padding is most of the work (:data:`DEPTHWISE_CHANNELS_LAST`).
-        Measured, batch 1, 1 thread, shared machine, channels last vs wide: 5x5 on 384x2x2
-        0.014 vs 0.099 ms, 192x4x4 0.021 vs 0.055, 480x3x20 0.077 vs 0.16, 240x12x20 0.20
-        vs 0.34, 88x3x96 about even; 3x3 on 96x16x16 about even, 96x32x32 0.29 vs 0.14,
-        128x56x56 4.8 vs 0.53, batch 8 MobileNet planes 2-4x slower (the loop over channels
-        is short next to the wide planes' long rows).  Strided, against conv_direct's row
-        loops: 480x6x20 s(2,1) 0.105 vs 0.46, 128x12x40 s(1,2) 0.15 vs 0.36."""
-        if set(g.strides) != {1}:
-            return not Conv._by_rows(g, W_shape)
-        positions, taps = prod(g.out), prod(W_shape[2:])
-        small, large = DEPTHWISE_CHANNELS_LAST
-        return positions <= small or (taps >= 25 and positions <= large)
-
-    @staticmethod
-    def _by_rows(g: Geometry, W_shape) -> bool:
-        """Whether a strided depthwise forward runs on wide planes at unit stride, keeping
-        every s-th row: strided along rows only (the last axis unit-stride) with at most
-        :data:`DEPTHWISE_ROWS` channels, where the channel loop of ``conv_depthwise`` is too
-        short (PP-OCR's 8x24x96 3x3 s(2,1): 128 us channels last)."""
-        return g.strides[-1] == 1 and W_shape[0] <= DEPTHWISE_ROWS
-
-    @staticmethod
-    def _rows_forward(kernel, x, W, bias, out, g: Geometry) -> None:
-        """``out`` = the unit-stride conv on the rows and planes the strides keep (the same
-        sums, so the same bits): computed on as many leading rows as reach the last kept
-        one, then every s-th taken."""
-        args = g.as3d()[1:]
-        steps = args[0]
-        out5 = as5d(out)
-        full = tuple((o - 1) * s + 1 for o, s in zip(out5.shape[2:], steps))
-        tmp = np.empty(out5.shape[:2] + full, out.dtype)
-        kernel(as5d(x), as5d(W), bias, tmp, (1, 1, 1), *args[1:])
-        out5[...] = tmp[:, :, ::steps[0], ::steps[1], ::steps[2]]
+        """Whether a depthwise forward runs channels last (``conv_depthwise``) rather than on
+        phase planes (``conv_depthwise_planes``): on output planes of at most
+        :data:`DEPTHWISE_CHANNELS_LAST` positions, where the planes' staging, padding and crop
+        are most of the work and the loop over channels is long.  Measured, batch 1, 1 thread,
+        shared machine, channels last vs planes: 5x5 on 384x2x2 0.018 vs 0.12 ms, 192x4x4
+        0.017 vs 0.068, 480x3x20 0.11 vs 0.16, 480x6x20 s(2,1) 0.13 vs 0.15; 3x3 96x8x8
+        0.018 vs 0.035; larger planes: 5x5 240x12x20 0.26 vs 0.17, 480x6x20 0.24 vs 0.17,
+        200x2x96 about even, 88x3x96 0.095 vs 0.065; 3x3 128x12x40 s(1,2) 0.21 vs 0.10,
+        64x24x40 s(2,1) 0.15 vs 0.045."""
+        return prod(g.out) <= DEPTHWISE_CHANNELS_LAST
 
     def forward(self, ctx, x, W, b=None):
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
@@ -193,14 +161,12 @@ class Conv(_ConvBase):
         elif strategy == "direct" or self.direct_forward(g, W.shape):
             bias = np.empty(0, work) if b is None else b
             out = y if y.dtype == work else np.empty(y.shape, work)
-            kernel = ctx.backend.kernels.conv_direct
-            if strategy == "direct" and self.channels_last(g, W.shape):
-                kernel = ctx.backend.kernels.conv_depthwise
-            elif strategy == "direct" and set(g.strides) != {1}:
-                self._rows_forward(kernel, x, W, bias, out, g)
-                kernel = None
-            if kernel is not None:
-                kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
+            kernels = ctx.backend.kernels
+            kernel = kernels.conv_direct
+            if strategy == "direct":
+                kernel = (kernels.conv_depthwise if self.channels_last(g, W.shape)
+                          else kernels.conv_depthwise_planes)
+            kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
             if out is not y:
                 y[...] = out
         else:
