@@ -44,6 +44,15 @@ def test_yaml_declares_free_dims_and_runs_any_size(tmp_path):
         np.testing.assert_array_equal(grads["x"], np.ones(shape))
 
 
+def test_a_bad_shape_is_shown_as_written_with_its_nulls(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("flowgrad: 1\nname: bad\ninputs:\n  x: {shape: [3, null, -4]}\n"
+                    "nodes:\n  y: {op: relu, in: x}\noutputs: [y]\n")
+    assert main(["check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:4:14: error:" in err and "got [3, null, -4]" in err
+
+
 def test_convert_and_export_keep_free_dims(tmp_path, capsys):
     model = tmp_path / "pooling.onnx"
     onnx.save(_pooling_model(), model)

@@ -160,8 +160,9 @@ class _Builder:
             return None
         if not is_shape([1 if free and v is None else v for v in value]
                         if isinstance(value, list) else value):
-            shown = plain(value) if isinstance(value, list) and len(value) <= 8 and not any(
-                isinstance(v, (list, dict)) for v in value) else None
+            shown = "[" + ", ".join("null" if v is None else repr(v) for v in plain(value)) + "]" \
+                if isinstance(value, list) and len(value) <= 8 and not any(
+                    isinstance(v, (list, dict)) for v in value) else None     # (as YAML writes it)
             sizes = "positive integers or null (a free dim)" if free else "positive integers"
             self.error(f"'shape' of {what} must be a list of {sizes} (at most "
                        f"{MAX_RANK} sizes, each at most {MAX_DIM}), got "
