@@ -185,6 +185,9 @@ DEPTHWISE = GEOMETRIES + [
     pytest.param([(12, 3, 1, 1, 1, 1), (40, 3, 2, 1, 1, 1)], id="2d-stride1x2"),
     pytest.param([(2, 5, 1, 1, 2, 2), (2, 5, 1, 1, 2, 2)], id="2d-tiny-plane"),
     pytest.param([(9, 3, 2, 2, 2, 1), (11, 3, 3, 2, 1, 2)], id="2d-strided-dilated"),
+    # strided phase planes whose staged columns span exactly a row's width (not contiguous)
+    pytest.param([(10, 3, 2, 2, 0, 0)], id="1d-stride2-dilated"),
+    pytest.param([(5, 2, 3, 2, 3, 1)], id="1d-stride3-padded"),
 ]
 
 

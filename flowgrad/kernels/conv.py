@@ -816,11 +816,10 @@ def _phase_offsets(D, H, Wd, strides, begin, Dq, Hq, Wq):
 
 
 @jit
-def _stage_phases(xf, src, rows, cols, Wd, buf):
+def _stage_phases(xf, src, rows, cols, Wd, unit, buf):
     """The plane at ``xf[src:]`` into ``buf`` (whose padding cells are already zero), split by
     phase (:func:`_phase_offsets`): every tap of a strided window then reads one phase plane at
-    unit stride."""
-    unit = cols.size == 0 or cols[cols.size - 1] - cols[0] == Wd - 1
+    unit stride.  ``unit``: the last axis has unit stride (its columns stay contiguous)."""
     for r in range(rows.size):
         s = src + r * Wd
         d = rows[r]
@@ -893,14 +892,15 @@ def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
     channel ``o`` reads input channel ``o // m``), any strides and dilations.
 
     Per input channel the plane is staged zero-padded and split by stride phase
-    (:func:`_phase_offsets`, :func:`_stage_phases`), so that every tap reads its phase plane at unit stride and the
-    outputs can be computed on a grid as wide as a phase plane (the extra columns are garbage,
-    cropped at the end): each kernel row is then one long loop over the grid that adds all its
-    taps to a register before storing (:func:`_taps5`, :func:`_taps3`), which LLVM vectorises
-    however short the output rows are, with one load and store of the partial sum per kernel
-    row instead of per tap.  No skipped row or column of a stride is computed.  Each output sums
-    its bias and then its taps in order, the padding's as zero products, as conv_direct's wide
-    planes do: the same bits (a zero product changes no sum but the sign of a zero one)."""
+    (:func:`_phase_offsets`, :func:`_stage_phases`), so that every tap reads its phase plane
+    at unit stride and the outputs can be computed on a grid as wide as a phase plane (the
+    extra columns are garbage, cropped at the end): each kernel row is then one long loop over
+    the grid that adds all its taps to a register before storing (:func:`_taps5`,
+    :func:`_taps3`), which LLVM vectorises however short the output rows are, with one load
+    and store of the partial sum per kernel row instead of per tap.  No row or column that a
+    stride skips is computed.  Each output sums its bias and then its taps in order, the
+    padding's as zero products, as conv_direct's wide planes do: the same bits (a zero product
+    changes no sum but the sign of a zero one)."""
     n, C, D, H, Wd = x.shape
     O, cin, KD, KH, KW = W.shape
     OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
@@ -934,7 +934,7 @@ def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
     for i in range(n):
         for o in range(O):
             if o % m == 0:
-                _stage_phases(xf, (i * C + o // m) * D * H * Wd, rows, cols, Wd, buf)
+                _stage_phases(xf, (i * C + o // m) * D * H * Wd, rows, cols, Wd, sw == 1, buf)
             bias = b[o] if has_bias else zero
             w = o * taps
             for od in range(OD):
