@@ -2,7 +2,7 @@
 
 numpy runs every operation as its own pass over memory and has no fast ``erf``; the hot paths
 that suffer from that — unfolding and folding for convolution, pooling, fused epilogues,
-transcendental activations, row-wise softmax and norms — are written here as loops that numba
+transcendental activations, row-wise softmax and norms, dynamic quantization — are written here as loops that numba
 compiles (:mod:`._jit`: lazily, cached on disk).  Matrix products stay in BLAS.  Each kernel
 keeps a numpy reference beside it, and ``tests/test_kernels*.py`` compare the two over grids of
 shapes and attributes.
@@ -19,5 +19,6 @@ from .rows import *  # noqa: E402,F401,F403
 from .norm import *  # noqa: E402,F401,F403
 from .recurrent import *  # noqa: E402,F401,F403
 from .pointwise import *  # noqa: E402,F401,F403
+from .quant import *  # noqa: E402,F401,F403
 
 __all__ = ["MODE", "REGISTRY", "cache_dir", "jit", "kernel"]

@@ -311,13 +311,8 @@ class DynamicQuantizeLinear(Op):
         return (Spec(x.shape, np.uint8), Spec((), x.dtype), Spec((), np.uint8))
 
     def forward(self, ctx, x):
-        f32 = np.float32
-        x32 = x.astype(f32, copy=False)
-        hi = f32(max(f32(0), x32.max(initial=f32(0))))
-        lo = f32(min(f32(0), x32.min(initial=f32(0))))
-        scale = f32(1) if hi == lo else f32(f32(hi - lo) / f32(255))
-        zp = f32(np.rint(min(f32(255), max(f32(0), f32(f32(0) - f32(lo / scale))))))
-        y = np.clip(np.rint(x32 / scale) + zp, 0, 255).astype(np.uint8)
+        scale, zp = dynamic_params(x)
+        y = _quantize_u8(x, scale, zp, ctx.backend)
         return y, np.asarray(scale, dtype=x.dtype), np.asarray(zp, dtype=np.uint8)
 
 
@@ -923,9 +918,13 @@ def dynamic_params(x: np.ndarray) -> tuple[np.float32, int]:
     return scale, zp
 
 
-def _quantize_u8(x: np.ndarray, scale: np.float32, zp: int) -> np.ndarray:
-    """``saturate(round_half_even(x / scale) + zp)`` as uint8, the division in float32."""
-    return np.clip(np.rint(x.astype(np.float32, copy=False) / scale) + zp, 0, 255).astype(np.uint8)
+def _quantize_u8(x: np.ndarray, scale: np.float32, zp: int, backend=DEFAULT) -> np.ndarray:
+    """``saturate(round_half_even(x / scale) + zp)`` as uint8, the division in float32 (one
+    pass: the ``quantize_u8`` kernel)."""
+    out = backend.empty(x.shape, np.uint8)
+    backend.kernels.quantize_u8(np.ascontiguousarray(x, dtype=np.float32).reshape(-1),
+                                np.float32(scale), np.float32(zp), out.reshape(-1))
+    return out
 
 
 def zero_point_problem(zp: np.ndarray) -> str | None:
@@ -1072,7 +1071,7 @@ class DynamicQuantizeLSTM(LSTM):
         ``a_scale * w_scale``."""
         q, zp, w_scale = weight
         a_scale, a_zp = dynamic_params(a)
-        acc = _int_matmul(_quantize_u8(a, a_scale, a_zp), q, np.asarray(a_zp, np.uint8),
+        acc = _int_matmul(_quantize_u8(a, a_scale, a_zp, backend), q, np.asarray(a_zp, np.uint8),
                           np.asarray(zp, q.dtype), backend)
         mult = (a_scale * np.asarray(w_scale, np.float32)).astype(np.float32)
         return (acc.astype(np.float32) * mult).astype(dtype, copy=False)
@@ -1110,8 +1109,8 @@ class DynamicQuantizeLSTM(LSTM):
             steps = np.arange(max_len)[:, None]
             tix = np.where(reverse & (steps < lens), lens - 1 - steps, steps) if reverse \
                 else np.broadcast_to(steps, (max_len, N))
-            XW = self._product(ctx.backend, X[tix, rows].reshape(max_len * N, I), Wd[d], dtype).reshape(
-                max_len, N, gh)
+            XW = self._product(ctx.backend, X[tix, rows].reshape(max_len * N, I), Wd[d],
+                               dtype).reshape(max_len, N, gh)
             h = (np.zeros((N, H), dtype) if initial_h is None else initial_h[d]).astype(dtype)
             c = (np.zeros((N, H), dtype) if initial_c is None else initial_c[d]).astype(dtype)
             p_i, p_o, p_f = (None,) * 3 if P is None else np.split(P[d].astype(dtype), 3)
