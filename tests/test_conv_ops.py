@@ -87,7 +87,7 @@ def test_wide_row_and_window_unfolding_agree(attrs, monkeypatch):
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_depthwise_forward_is_the_same_on_either_kernel(attrs, multiplier, monkeypatch):
     """A depthwise conv's forward runs channels last (conv_depthwise) or on phase planes
-    (conv_depthwise_planes) by its shape: both give the same bits, with and without gradient,
+    (conv_planes) by its shape: both give the same bits, with and without gradient,
     and the gradients do not depend on which ran."""
     channels = 8
     x = rand(2, channels, 7, 9).astype(np.float32)
@@ -107,6 +107,26 @@ def test_depthwise_forward_is_the_same_on_either_kernel(attrs, multiplier, monke
                                                     x.astype(np.float64), W.astype(np.float64),
                                                     b.astype(np.float64))
     np.testing.assert_allclose(results[0][0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1], "strides": [2, 2]},
+                                   {"pads": [2, 1, 0, 1], "strides": [1, 2]},
+                                   {"pads": [1, 1, 1, 1]}])
+def test_first_layer_forward_is_direct_or_unfolded_alike(attrs, monkeypatch):
+    """A conv with few input channels per group computes its forward direct (conv_planes),
+    strided or not; unfolded (DIRECT_CHANNELS 0) the result agrees to float32 rounding, and
+    the gradients are the unfolded path's either way."""
+    x = rand(2, 3, 9, 11).astype(np.float32)
+    W = rand(5, 3, 3, 3, seed=1).astype(np.float32)
+    b = rand(5, seed=2).astype(np.float32)
+    assert Conv.direct_forward(conv_util.geometry(Conv(**attrs), (9, 11), (3, 3)), W.shape)
+    results = []
+    for channels in (conv_module.DIRECT_CHANNELS, 0):
+        monkeypatch.setattr(conv_module, "DIRECT_CHANNELS", channels)
+        (y_eval,) = Conv(**attrs).forward(Context(grad_enabled=False), x, W, b)
+        results.append((y_eval,) + forward_backward(Conv(**attrs), [x, W, b])[1])
+    for a, b_ in zip(*results):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
 
 
 def test_conv_transpose_chunks_agree(monkeypatch):

@@ -28,7 +28,7 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_depthwise_planes",
+KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_planes",
            "conv_direct_input_grad", "conv_direct_weight_grad", "max_pool", "max_pool_backward",
            "avg_pool", "avg_pool_backward"]
 
@@ -168,14 +168,19 @@ def _direct_case(axes, channels, out_channels, cin, batch, dtype, tag):
 @pytest.mark.parametrize("channels,out_channels,cin", GROUPS)
 @pytest.mark.parametrize("axes", GEOMETRIES)
 def test_conv_direct(axes, channels, out_channels, cin, batch, dtype):
+    """conv_direct against its reference, and conv_planes (any groups) bit for bit against
+    conv_direct (the same sum order: bias, then per input channel the taps in order)."""
     g, x, W, b, _ = _direct_case(axes, channels, out_channels, cin, batch, dtype, "direct")
     for bias in (b, np.empty(0, dtype)):
         got = np.full((batch, out_channels) + g.out, np.nan, dtype)
         want = np.full_like(got, np.nan)
+        planes = np.full_like(got, np.nan)
         K.conv_direct.compiled(x, W, bias, got, *g.args[1:])
         K.conv_direct.reference(x, W, bias, want, *g.args[1:])
+        K.conv_planes.compiled(x, W, bias, planes, *g.args[1:])
         np.testing.assert_allclose(got, want, **_tolerance(dtype, cin * g.taps),
                                    err_msg=repr(g))
+        np.testing.assert_array_equal(planes, got, err_msg=repr(g))
 
 
 #: the depthwise geometries of the real-model suite's mobile nets (PP-OCR, MobileNetV3): 5x5
@@ -195,7 +200,7 @@ DEPTHWISE = GEOMETRIES + [
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("channels,multiplier", [(4, 1), (3, 2), (1, 3)])
 @pytest.mark.parametrize("axes", DEPTHWISE)
-@pytest.mark.parametrize("name", ["conv_depthwise", "conv_depthwise_planes"])
+@pytest.mark.parametrize("name", ["conv_depthwise", "conv_planes"])
 def test_conv_depthwise(name, axes, channels, multiplier, batch, dtype):
     """The depthwise kernels (channels last, phase planes) against their reference, and bit
     for bit against conv_direct (the same sum order: bias, then the taps in order)."""

@@ -21,8 +21,9 @@ the shapes).  The unfolded buffer ``cols`` is ``(C, taps, n, OD, OH, OW)``: per 
   ``(1, taps) × (taps, positions)`` product per channel — all bookkeeping and no arithmetic.
   The weight gradient accumulates per tap into a row of partial sums (a loop that vectorises
   without reassociation) and sums each row at the end, in a fixed order: deterministic.
-* :func:`conv_depthwise_planes` and :func:`conv_depthwise`: the depthwise forward, on zero-padded
-  planes split by stride phase, or channels last (small planes); both give conv_direct's bits.
+* :func:`conv_planes`: :func:`conv_direct`'s forward on zero-padded planes split by stride
+  phase, any stride (depthwise convs and first layers); :func:`conv_depthwise`: the depthwise
+  forward channels last (small planes).  Both give conv_direct's bits.
 
 The products of the unfolded path stay in BLAS (``np.matmul``).  Kernels take C-contiguous
 arrays and write every element of their output (no zeroing needed by the caller).
@@ -34,7 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._jit import jit, kernel
 
-__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_depthwise_planes",
+__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_planes",
            "conv_direct_input_grad", "conv_direct_weight_grad"]
 
 #: widest output row for which the direct weight gradient stages unit-stride planes wide (see
@@ -791,7 +792,7 @@ def conv_depthwise(x, W, b, y, strides, dilations, begin):
                 yf[_u(dst + o * plane + p)] = yt[_u(p * O + o)]
 
 
-# -- depthwise convolution on phase planes ---------------------------------------------------
+# -- direct convolution on phase planes -------------------------------------------------------
 
 @jit
 def _phase_offsets(D, H, Wd, strides, begin, Dq, Hq, Wq):
@@ -887,9 +888,9 @@ def _taps1(out, lo, hi, first, bias, buf, p0, w0):
 
 
 @kernel(_conv_direct_reference)
-def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
-    """:func:`conv_direct` for depthwise convolutions (``W`` is ``(C · m, 1, *kernel)``, output
-    channel ``o`` reads input channel ``o // m``), any strides and dilations.
+def conv_planes(x, W, b, y, strides, dilations, begin):
+    """:func:`conv_direct` (any groups; meant for depthwise convs and first layers, few input
+    channels per group), any strides and dilations.
 
     Per input channel the plane is staged zero-padded and split by stride phase
     (:func:`_phase_offsets`, :func:`_stage_phases`), so that every tap reads its phase plane
@@ -898,16 +899,16 @@ def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
     the grid that adds all its taps to a register before storing (:func:`_taps5`,
     :func:`_taps3`), which LLVM vectorises however short the output rows are, with one load
     and store of the partial sum per kernel row instead of per tap.  No row or column that a
-    stride skips is computed.  Each output sums its bias and then its taps in order, the
-    padding's as zero products, as conv_direct's wide planes do: the same bits (a zero product
-    changes no sum but the sign of a zero one)."""
+    stride skips is computed.  Each output sums its bias and then, input channel by input
+    channel, its taps in order, the padding's as zero products, as conv_direct's wide planes
+    do: the same bits (a zero product changes no sum but the sign of a zero one)."""
     n, C, D, H, Wd = x.shape
     O, cin, KD, KH, KW = W.shape
     OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
     sd, sh, sw = strides
     dd, dh, dw = dilations
     bd, bh, bw = begin
-    m = O // C
+    per_group = O // (C // cin)
     taps = KD * KH * KW
     xf = x.reshape(-1)
     wf = W.reshape(-1)
@@ -916,8 +917,9 @@ def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
     Hq = (max((OH - 1) * sh + (KH - 1) * dh + 1, H + bh) + sh - 1) // sh
     Wq = (max((OW - 1) * sw + (KW - 1) * dw + 1, Wd + bw) + sw - 1) // sw
     plane = Dq * Hq * Wq
+    staged = sd * sh * sw * plane               # the phase planes of one input channel
     # (a spare row: the garbage columns of the last grid row read past the last phase plane)
-    buf = np.zeros(sd * sh * sw * plane + Wq, dtype=yf.dtype)
+    buf = np.zeros(cin * staged + Wq, dtype=yf.dtype)
     grid = np.empty(OD * Hq * Wq, dtype=yf.dtype)
     rows, cols = _phase_offsets(D, H, Wd, strides, begin, Dq, Hq, Wq)
     offs = np.empty(taps, dtype=np.int64)
@@ -933,25 +935,31 @@ def conv_depthwise_planes(x, W, b, y, strides, dilations, begin):
     zero = yf.dtype.type(0)
     for i in range(n):
         for o in range(O):
-            if o % m == 0:
-                _stage_phases(xf, (i * C + o // m) * D * H * Wd, rows, cols, Wd, sw == 1, buf)
+            if o % per_group == 0:              # a new group: stage its input channels
+                first_channel = (o // per_group) * cin
+                for ci in range(cin):
+                    _stage_phases(xf, (i * C + first_channel + ci) * D * H * Wd, rows, cols,
+                                  Wd, sw == 1, buf[ci * staged:])
             bias = b[o] if has_bias else zero
-            w = o * taps
             for od in range(OD):
                 lo = od * Hq * Wq
                 hi = lo + OH * Wq
-                for t in range(0, taps, KW):
-                    first = t == 0
-                    if KW == 5:
-                        _taps5(grid, lo, hi, first, bias, buf, offs[t], offs[t + 1],
-                               offs[t + 2], offs[t + 3], offs[t + 4], wf[_u(w + t)],
-                               wf[_u(w + t + 1)], wf[_u(w + t + 2)], wf[_u(w + t + 3)],
-                               wf[_u(w + t + 4)])
-                    elif KW == 3:
-                        _taps3(grid, lo, hi, first, bias, buf, offs[t], offs[t + 1],
-                               offs[t + 2], wf[_u(w + t)], wf[_u(w + t + 1)],
-                               wf[_u(w + t + 2)])
-                    else:
-                        for k in range(t, t + KW):
-                            _taps1(grid, lo, hi, k == 0, bias, buf, offs[k], wf[_u(w + k)])
+                for ci in range(cin):
+                    w = (o * cin + ci) * taps
+                    p = ci * staged
+                    for t in range(0, taps, KW):
+                        first = ci == 0 and t == 0
+                        if KW == 5:
+                            _taps5(grid, lo, hi, first, bias, buf, p + offs[t], p + offs[t + 1],
+                                   p + offs[t + 2], p + offs[t + 3], p + offs[t + 4],
+                                   wf[_u(w + t)], wf[_u(w + t + 1)], wf[_u(w + t + 2)],
+                                   wf[_u(w + t + 3)], wf[_u(w + t + 4)])
+                        elif KW == 3:
+                            _taps3(grid, lo, hi, first, bias, buf, p + offs[t], p + offs[t + 1],
+                                   p + offs[t + 2], wf[_u(w + t)], wf[_u(w + t + 1)],
+                                   wf[_u(w + t + 2)])
+                        else:
+                            for k in range(t, t + KW):
+                                _taps1(grid, lo, hi, first and k == t, bias, buf, p + offs[k],
+                                       wf[_u(w + k)])
             _crop(grid, Hq, Wq, OD, OH, OW, (i * O + o) * OD * OH * OW, yf)

@@ -15,11 +15,10 @@ weight gradient is one more matrix product against the same unfolded buffer.
 
 Depthwise convolutions (one input channel per group) skip the unfolding: the direct kernels
 compute them, forward and both gradients (the forward on zero-padded planes split by stride
-phase, ``conv_depthwise_planes``, or channels last on small planes, ``conv_depthwise``:
-:meth:`Conv.channels_last`); so does the forward of a unit-stride
-conv with at most :data:`DIRECT_CHANNELS` input channels per group (see
-:meth:`Conv.direct_forward`).  1×1, stride-1, unpadded convs are products on the input as it
-lies.
+phase, ``conv_planes``, or channels last on small planes, ``conv_depthwise``:
+:meth:`Conv.channels_last`); ``conv_planes`` also computes the forward of a conv with at most
+:data:`DIRECT_CHANNELS` input channels per group (see :meth:`Conv.direct_forward`).  1×1,
+stride-1, unpadded convs are products on the input as it lies.
 """
 from __future__ import annotations
 
@@ -31,14 +30,20 @@ from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, check_window_attrs, chunk
                          WindowUnfold, geometry, scratch, spatial_check, unfolder)
 
 
-#: input channels per group up to which a unit-stride conv runs its forward direct (see
-#: :meth:`Conv.direct_forward`); measured, 1 thread: LeNet's 1→16 5×5 2.1 ms direct vs 2.8
-#: unfolded, ResNet's 3→16 3×3 1.6 vs 1.9, 4→16 2.05 vs 2.2 (about even)
+#: input channels per group up to which a conv runs its forward direct (see
+#: :meth:`Conv.direct_forward`); measured (then on conv_direct's wide planes), 1 thread:
+#: LeNet's 1→16 5×5 2.1 ms direct vs 2.8 unfolded, ResNet's 3→16 3×3 1.6 vs 1.9, 4→16 2.05
+#: vs 2.2 (about even)
 DIRECT_CHANNELS = 3
+
+#: widest window for which a *strided* conv with few input channels runs its forward direct
+#: (:meth:`Conv.direct_forward`): ``conv_planes`` adds three or five taps a pass, wider
+#: windows one (a 7×7 stem, 3→64, stays a BLAS product)
+DIRECT_STRIDED_WIDTH = 5
 
 
 #: output positions up to which a depthwise forward runs channels last (``conv_depthwise``)
-#: rather than on phase planes (``conv_depthwise_planes``); see :meth:`Conv.channels_last`
+#: rather than on phase planes (``conv_planes``); see :meth:`Conv.channels_last`
 DEPTHWISE_CHANNELS_LAST = 64
 
 
@@ -123,17 +128,22 @@ class Conv(_ConvBase):
 
     @staticmethod
     def direct_forward(g: Geometry, W_shape) -> bool:
-        """Whether an ``unfold`` conv computes its forward with the direct kernel all the same:
-        with unit strides and at most :data:`DIRECT_CHANNELS` input channels per group (a
-        network's first layer) the unfolded matrix is a thin ``(C·taps, positions)`` one and the
-        direct kernel is 10-30 % faster.  Its backward still unfolds: the direct weight
+        """Whether an ``unfold`` conv computes its forward with the direct kernel
+        (``conv_planes``) all the same: with at most :data:`DIRECT_CHANNELS` input channels per
+        group (a network's first layer) the unfolded matrix is a thin ``(C·taps, positions)``
+        one and the direct kernel is faster, with unit strides or, strided, with windows at
+        most :data:`DIRECT_STRIDED_WIDTH` wide.  Measured, 1 thread, unfolded vs direct: 3→8
+        3x3 s2 on 48x192 0.25 vs 0.11 ms, 3→16 on 64x64 0.16 vs 0.063, 48x80 0.13 vs 0.052;
+        batch 8, 3→32 on 224x224 14.7 vs 10.8.  Its backward still unfolds: the direct weight
         gradient is 2x slower than BLAS there."""
-        return W_shape[1] <= DIRECT_CHANNELS and set(g.strides) == {1}
+        if W_shape[1] > DIRECT_CHANNELS:
+            return False
+        return set(g.strides) == {1} or max(W_shape[2:]) <= DIRECT_STRIDED_WIDTH
 
     @staticmethod
     def channels_last(g: Geometry, W_shape) -> bool:
         """Whether a depthwise forward runs channels last (``conv_depthwise``) rather than on
-        phase planes (``conv_depthwise_planes``): on output planes of at most
+        phase planes (``conv_planes``): on output planes of at most
         :data:`DEPTHWISE_CHANNELS_LAST` positions, where the planes' staging, padding and crop
         are most of the work and the loop over channels is long.  Measured, batch 1, 1 thread,
         shared machine, channels last vs planes: 5x5 on 384x2x2 0.018 vs 0.12 ms, 192x4x4
@@ -162,10 +172,9 @@ class Conv(_ConvBase):
             bias = np.empty(0, work) if b is None else b
             out = y if y.dtype == work else np.empty(y.shape, work)
             kernels = ctx.backend.kernels
-            kernel = kernels.conv_direct
-            if strategy == "direct":
-                kernel = (kernels.conv_depthwise if self.channels_last(g, W.shape)
-                          else kernels.conv_depthwise_planes)
+            kernel = kernels.conv_planes
+            if strategy == "direct" and self.channels_last(g, W.shape):
+                kernel = kernels.conv_depthwise
             kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
             if out is not y:
                 y[...] = out
