@@ -268,6 +268,10 @@ def test_the_wide_and_row_weight_gradients_agree():
 POOLS = GEOMETRIES + [
     pytest.param([(8, 2, 2, 1, 0, 0), (8, 2, 2, 1, 0, 0)], id="2d-2x2"),
     pytest.param([(7, 3, 2, 1, 1, 2), (7, 3, 2, 1, 1, 2)], id="2d-ceil-room"),    # ceil_mode
+    # windows inside the plane (max_pool's own loop): 3x3 stride 2, 2x3 and 4x2 windows
+    pytest.param([(9, 3, 2, 1, 0, 0), (11, 3, 2, 1, 0, 0)], id="2d-3x3-s2-inside"),
+    pytest.param([(6, 2, 1, 1, 0, 0), (9, 3, 3, 1, 0, 0)], id="2d-2x3-inside"),
+    pytest.param([(9, 4, 2, 1, 0, 0), (7, 2, 1, 1, 0, 0)], id="2d-4x2-inside"),
 ]
 
 
