@@ -185,6 +185,8 @@ class Einsum(Op):
             key = (xs[0].shape, xs[1].shape)
             plan = self._plans.get(key, False)
             if plan is False:
+                if len(self._plans) >= 64:          # a model fed ever new lengths
+                    self._plans.clear()
                 plan = self._plans[key] = _product_plan(self.equation, list(key))
             if plan is not None:
                 return (_product(plan, *xs),)
