@@ -35,15 +35,25 @@ class ImportProblem(Exception):
 
 
 class Value:
-    """One ONNX value: a constant array, or output ``port`` of graph node ``node``."""
+    """One ONNX value: a constant array, or output ``port`` of graph node ``node``.
 
-    __slots__ = ("const", "node", "port", "spec", "initial", "label")
+    ``elements`` is what is known at load time of a small int64 graph value (0-d or 1-d, a
+    shape or part of one), None for other values: per element an int (a static dim) or
+    ``(node, port, axis)`` (dim ``axis`` of graph value ``(node, port)``, free).  The shape
+    handlers (:mod:`~flowgrad.onnx.ops.tensor`, ``indexing``, ``shape``) carry it through the
+    shape arithmetic PyTorch exports, so that a part depending only on static dims folds, and
+    a ``Reshape`` reading a value's own dims at their places copies them (ONNX's ``0``)
+    instead of computing them per run.
+    """
+
+    __slots__ = ("const", "node", "port", "spec", "initial", "label", "elements")
 
     def __init__(self, spec: Spec, const: np.ndarray | None = None, node: str | None = None,
                  port: int = 0, initial: np.ndarray | None = None):
         self.spec, self.const, self.node, self.port = spec, const, node, port
         self.initial = initial   # a param's initial value, for handlers that need it statically
         self.label: str | None = None   # the ONNX name of a constant, for its graph node
+        self.elements: tuple | None = None
 
     @property
     def is_const(self) -> bool:
@@ -164,6 +174,43 @@ class Builder:
     def const(self, array: Any) -> Value:
         array = np.asarray(array)
         return Value(Spec.of(array), const=array)
+
+    @staticmethod
+    def elements_of(value: Value | None) -> tuple | None:
+        """The load-time elements of a 0-d or 1-d int value (see :class:`Value`): a constant's
+        ints, a graph value's ``elements``, None if nothing is known."""
+        if value is None:
+            return None
+        if value.is_const:
+            if value.ndim > 1 or value.dtype != np.int64:
+                return None
+            return tuple(int(v) for v in value.const.reshape(-1))
+        return value.elements
+
+    def rearranged(self, op_type: str, inputs: list[Value | None], **attrs: Any) -> list[Value]:
+        """:meth:`final` for an op that only moves the elements of ``inputs[0]`` (gather,
+        slice, squeeze, unsqueeze) given its other inputs: when those are constant and the
+        elements of ``inputs[0]`` are known, the op run on their positions tells the result's,
+        which then folds if every one it takes is static."""
+        data, rest = inputs[0], inputs[1:]
+        elements = None if data.is_const else data.elements
+        if elements is None or any(v is not None and not v.is_const for v in rest):
+            return self.final(op_type, inputs, **attrs)
+        positions = np.arange(len(elements)).reshape(data.shape)
+        positions = self.op(op_type, [self.const(positions)] + rest, **attrs)[0].const
+        if positions.ndim > 1:
+            return self.final(op_type, inputs, **attrs)
+        return self.known(tuple(elements[i] for i in positions.reshape(-1)), positions.shape,
+                          lambda: self.final(op_type, inputs, **attrs))
+
+    def known(self, elements: tuple, shape: tuple, produce) -> list[Value]:
+        """A value of int64 ``elements`` laid out as ``shape``: a constant when every element
+        is a static int, else ``produce()``'s runtime op (computed per run) recording them."""
+        if all(isinstance(e, int) for e in elements):
+            return [self.const(np.asarray(elements, np.int64).reshape(shape))]
+        outs = produce()
+        outs[0].elements = elements
+        return outs
 
     def materialize(self, value: Value) -> tuple[str, int]:
         """The graph node and port holding ``value`` (a constant gets a ``const`` node once)."""

@@ -7,14 +7,21 @@ import numpy as np
 from ..access import scalar
 from ..builder import ImportProblem, Value, check_size
 from ..translations import Translations, node_exporter
-from ._common import ints
+from ._common import ints, present
 
 T = Translations("indexing")
 
-T.same("Gather", "gather", attrs=("axis",))
+T.exports("gather")(node_exporter("Gather", ("axis",)))
 T.same("GatherElements", "gather_elements", attrs=("axis",))
 T.same("OneHot", "one_hot", attrs=("axis",), since=9)
 T.same("Where", "where")
+
+
+@T.imports("Gather")
+def gather(b, a, ins):
+    """Picking static dims from a shape at constant indices folds (``Builder.rearranged``)."""
+    return b.rearranged("gather", [ins.need(0, "data"), ins.need(1, "indices")],
+                        **present(a, ("axis",)))
 
 
 @T.imports("Slice")
@@ -22,7 +29,7 @@ def slice_1(b, a, ins):
     attrs = {"starts": a.ints("starts"), "ends": a.ints("ends")}
     if "axes" in a:
         attrs["axes"] = a.ints("axes")
-    return b.final("slice", [ins.need(0, "data")], **attrs)
+    return b.rearranged("slice", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Slice", since=10, static=(1, 2, 3, 4))
@@ -37,7 +44,7 @@ def slice_10(b, a, ins):
         value = b.static(ins.opt(i), f"Slice {key}")
         if value is not None:
             attrs[key] = ints(value, f"Slice {key}")
-    return b.final("slice", [ins.need(0, "data")], **attrs)
+    return b.rearranged("slice", [ins.need(0, "data")], **attrs)
 
 
 @T.exports("slice")

@@ -25,6 +25,14 @@ def reshape_5(b, a, ins):
     if shape.is_const or shape.initial is not None:
         return b.final("reshape", [x], shape=ints(b.static(shape, "shape"), "Reshape shape"),
                        **extra)
+    if shape.elements is not None and not extra:
+        # a computed target whose every element is static or the input's own dim at the same
+        # place (PyTorch's x.view(x.size(0), x.size(1), 32, 96)): that dim is ONNX's 0 (copy)
+        own = {(x.node, x.port, i): 0 for i in range(x.ndim)} if not x.is_const else {}
+        target = [e if isinstance(e, int) else own.get(e) if e[2] == i else None
+                  for i, e in enumerate(shape.elements)]
+        if None not in target:
+            return b.final("reshape", [x], shape=target)
     return b.final("reshape", [x, shape], **extra)
 
 
@@ -49,25 +57,26 @@ T.exports("transpose")(node_exporter("Transpose", ("perm",)))
 @T.imports("Squeeze")
 def squeeze_1(b, a, ins):
     attrs = {"axes": a.ints("axes")} if "axes" in a else {}
-    return b.final("squeeze", [ins.need(0, "data")], **attrs)
+    return b.rearranged("squeeze", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Squeeze", since=13, static=(1,))
 def squeeze_13(b, a, ins):
     axes = b.static(ins.opt(1), "Squeeze axes")
     attrs = {} if axes is None else {"axes": ints(axes, "Squeeze axes")}
-    return b.final("squeeze", [ins.need(0, "data")], **attrs)
+    return b.rearranged("squeeze", [ins.need(0, "data")], **attrs)
 
 
 @T.imports("Unsqueeze")
 def unsqueeze_1(b, a, ins):
-    return b.final("unsqueeze", [ins.need(0, "data")], axes=a.ints("axes"))
+    return b.rearranged("unsqueeze", [ins.need(0, "data")], axes=a.ints("axes"))
 
 
 @T.imports("Unsqueeze", since=13, static=(1,))
 def unsqueeze_13(b, a, ins):
     axes = b.static(ins.need(1, "axes"), "Unsqueeze axes")
-    return b.final("unsqueeze", [ins.need(0, "data")], axes=ints(axes, "Unsqueeze axes"))
+    return b.rearranged("unsqueeze", [ins.need(0, "data")],
+                        axes=ints(axes, "Unsqueeze axes"))
 
 
 T.exports("squeeze")(axes_input("Squeeze"))
@@ -76,7 +85,15 @@ T.exports("unsqueeze")(axes_input("Unsqueeze"))
 
 @T.imports("Concat")
 def concat(b, a, ins):
-    return b.final("concat", [v for v in ins if v is not None], axis=a.int("axis", 1))
+    """Joining pieces of shapes (constants, and values with known elements) keeps what is
+    known of each piece; it folds when all of it is static."""
+    values = [v for v in ins if v is not None]
+    axis = a.int("axis", 1)
+    parts = [b.elements_of(v) if v.ndim == 1 else None for v in values]
+    if None in parts or axis not in (0, -1):
+        return b.final("concat", values, axis=axis)
+    elements = sum(parts, ())
+    return b.known(elements, (len(elements),), lambda: b.final("concat", values, axis=axis))
 
 
 T.exports("concat")(node_exporter("Concat", ("axis",)))

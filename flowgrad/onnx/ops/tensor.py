@@ -33,19 +33,22 @@ def constant(b, a, ins):
 
 @T.imports("Shape")
 def shape(b, a, ins):
-    """A static shape is a constant; one with the batch axis is computed per batch."""
+    """A static shape is a constant; one with the batch axis (or another free dim) is
+    computed per run, its static dims recorded as known elements so that the arithmetic on
+    them folds (:class:`~flowgrad.onnx.builder.Value`)."""
     x = ins.need(0, "data")
     start, end = a.int("start", None), a.int("end", None)
-    dims = x.shape[slice(start, end)]
-    if x.is_const or None not in dims:
-        return [b.const(np.asarray(dims if not x.is_const else x.const.shape[slice(start, end)],
-                                   dtype=np.int64))]
+    if x.is_const:
+        return [b.const(np.asarray(x.const.shape[slice(start, end)], dtype=np.int64))]
+    axes = range(x.ndim)[slice(start, end)]
+    elements = tuple((x.node, x.port, i) if x.shape[i] is None else int(x.shape[i])
+                     for i in axes)
     attrs = {}
     if start is not None:
         attrs["start"] = int(start)
     if end is not None:
         attrs["end"] = int(end)
-    return b.final("shape", [x], **attrs)
+    return b.known(elements, (len(elements),), lambda: b.final("shape", [x], **attrs))
 
 
 @T.exports("shape")
