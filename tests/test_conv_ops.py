@@ -2,6 +2,8 @@
 and the train/eval switch of batch_norm and dropout."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,42 @@ def test_conv_transpose_is_the_adjoint_of_conv(x_shape, w_shape, attrs):
     back = ConvTranspose(**attrs, output_padding=extra).forward(Context(), z, W)[0]
     assert back.shape == x.shape
     assert np.isclose((y * z).sum(), (x * back).sum())
+
+
+@pytest.mark.parametrize("attrs, kernel", [({"pads": [1, 1, 1, 1]}, (3, 3)),
+                                           ({}, (1, 1)), ({"group": 2}, (1, 1)),
+                                           ({"group": 4, "pads": [1, 1, 1, 1]}, (3, 3)),
+                                           ({"strides": [2, 2]}, (3, 3))])
+def test_forward_recipes_follow_signature_attributes_and_values(attrs, kernel, monkeypatch):
+    """A conv keeps what its forward works out per input signature (shapes, dtypes, bias or
+    not): every call gives the bits of a fresh op, whatever came before — other batch sizes
+    and dtypes, a non-contiguous input, no bias, a weight changed in place, a changed
+    attribute, a pickled copy — and only RECIPES signatures are kept."""
+    monkeypatch.setattr(conv_module, "RECIPES", 3)
+    ctx = Context(grad_enabled=False)
+    W = rand(8, 4 // attrs.get("group", 1), *kernel, seed=1).astype(np.float32)
+    b = rand(8, seed=2).astype(np.float32)
+    x = rand(2, 4, 7, 9).astype(np.float32)
+    op = Conv(**attrs)
+    calls = [(x, W, b), (x[:1], W, b), (x[:1], W, None), (x.astype(np.float64), W, b),
+             (x.astype(np.float16), W.astype(np.float16), b.astype(np.float16)),
+             (np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2), W, b),
+             (x[:1], W[:, :, ::-1], b), (x, W, b)]
+    for inputs in calls:
+        (y,) = op.forward(ctx, *inputs)
+        (want,) = Conv(**attrs).forward(ctx, *inputs)
+        assert y.dtype == want.dtype and np.array_equal(y, want)
+        assert len(op._recipes) <= 3
+    W *= 2                                  # a param an optimizer updates in place
+    b += 1
+    (y,) = op.forward(ctx, x, W, b)
+    assert np.array_equal(y, Conv(**attrs).forward(ctx, x, W, b)[0])
+    copy = pickle.loads(pickle.dumps(op))
+    assert np.array_equal(copy.forward(ctx, x, W, b)[0], y)
+    op.pads = [0, 0, 2, 2]                  # an attribute set later drops the recipes
+    (y,) = op.forward(ctx, x, W, b)
+    (want,) = Conv(**{**attrs, "pads": [0, 0, 2, 2]}).forward(ctx, x, W, b)
+    assert y.shape == want.shape and np.array_equal(y, want)
 
 
 @pytest.mark.parametrize("attrs", [{"pads": [2, 2, 2, 2]}, {"pads": [1, 0, 2, 1],

@@ -253,30 +253,34 @@ class WindowUnfold:
     def __init__(self, g: Geometry, shape: tuple[int, ...]):
         self.g = g
         self.shape = tuple(shape)
+        self.shape5 = as5d_shape(self.shape)       # the input on five axes, as kernels take it
+        self.taps = g.taps
         self.positions = math.prod(g.out)
         self.grid = g.out3                         # the output grid computed, on three axes
         self.args = g.as3d()
 
     def source(self, x: np.ndarray) -> np.ndarray:
-        return as5d(x)
+        """``x`` (of ``shape``) on five axes: :func:`as5d` with the shape worked out once (a
+        conv keeps its unfolder across calls)."""
+        return np.ascontiguousarray(x).reshape(self.shape5)
 
     def grad_buffer(self, empty, dtype) -> np.ndarray:
         """The input gradient on the source's axes, from ``empty`` (``ctx.backend.empty``):
         col2im writes every element."""
-        return empty(self.shape, dtype).reshape(as5d_shape(self.shape))
+        return empty(self.shape, dtype).reshape(self.shape5)
 
     def input_grad(self, gsrc: np.ndarray) -> np.ndarray:
         return gsrc.reshape(self.shape)
 
     def im2col(self, kernels, src: np.ndarray, start: int, stop: int) -> np.ndarray:
-        cols = scratch("cols", (src.shape[1], self.g.taps, stop - start) + self.grid, src.dtype)
+        cols = scratch("cols", (src.shape[1], self.taps, stop - start) + self.grid, src.dtype)
         kernels.im2col(src[start:stop], cols, *self.args)
         return cols
 
     def col2im(self, kernels, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
         """``cols`` (a scratch buffer: the kernel zeroes its cells that read padding) into rows
         ``start:stop`` of ``gsrc``."""
-        cols = cols.reshape((gsrc.shape[1], self.g.taps, stop - start) + self.grid)
+        cols = cols.reshape((gsrc.shape[1], self.taps, stop - start) + self.grid)
         kernels.col2im(cols, gsrc[start:stop], *self.args)
 
     def to_output(self, values: np.ndarray) -> np.ndarray:

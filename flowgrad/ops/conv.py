@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
-from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, check_window_attrs, chunks, compute_dtype,
-                         WindowUnfold, geometry, scratch, spatial_check, unfolder)
+from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, as5d_shape, check_window_attrs, chunks,
+                         compute_dtype, WindowUnfold, geometry, scratch, spatial_check, unfolder)
 
 
 #: input channels per group up to which a conv runs its forward direct (see
@@ -100,6 +100,28 @@ class _ConvBase(Op):
         return nd, out_channels
 
 
+#: input signatures whose :class:`_Recipe` a conv keeps; past that it drops them all (a model
+#: feeds a conv one signature, or a few: batch sizes, image sizes)
+RECIPES = 32
+
+
+class _Recipe:
+    """What :meth:`Conv.forward` works out from the input signature — shapes, dtypes, whether
+    there is a bias — and the attributes alone: geometry, strategy, kernel, dtypes, batch
+    chunks and the shapes every array is viewed as.  Working it out costs tens of
+    microseconds a call (geometry, strategy, dtype promotion, unfolder, chunks, reshapes),
+    as much as a small conv's arithmetic: a mobile net at batch 1 runs some sixty convs a
+    forward.  Nothing here comes from the *values* of W or b: they are params, which
+    optimizers change in place.  Plain attributes, so that an op stays picklable."""
+
+    __slots__ = ("g", "strategy", "unfold", "dtype", "work", "out", "cast", "path", "views",
+                 "chunks", "kernel", "args", "no_bias", "in_place")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, None)
+
+
 class Conv(_ConvBase):
     """ONNX Conv: ``y[n, o, p] = b[o] + sum_{c in group(o), k} W[o, c, k] x_pad[n, c, s p + d k]``.
 
@@ -153,73 +175,121 @@ class Conv(_ConvBase):
         64x24x40 s(2,1) 0.15 vs 0.045."""
         return prod(g.out) <= DEPTHWISE_CHANNELS_LAST
 
+    def __setattr__(self, name, value):
+        # a recipe depends on the attributes too: setting one drops every recipe
+        if name in self.attrs:
+            self.__dict__["_recipes"] = {}
+        super().__setattr__(name, value)
+
     def forward(self, ctx, x, W, b=None):
-        g = geometry(self, x.shape[2:], self._kernel(W.shape))
-        dtype = np.result_type(x, W)
+        recipe = self._recipes.get((x.shape, x.dtype, W.shape, W.dtype,
+                                    None if b is None else b.dtype))
+        if recipe is None:
+            recipe = self._recipe(x, W, b)
         # first allocation: the plan may place the output (a block of a fused chain)
-        y = ctx.backend.empty((x.shape[0], W.shape[0]) + g.out, dtype)
-        work = compute_dtype(dtype)
-        x = np.ascontiguousarray(x, dtype=work)
-        W = np.ascontiguousarray(W, dtype=work)
-        b = None if b is None else np.ascontiguousarray(b, dtype=work).reshape(-1)
-        strategy = self.strategy(g, W.shape)
-        unfold = None
-        if strategy == "unfold":
-            unfold = unfolder(g, x.shape, W.shape[0] // self.group)
-        if strategy == "pointwise":
-            self._pointwise_forward(x, W, b, y)
-        elif strategy == "direct" or self.direct_forward(g, W.shape):
-            bias = np.empty(0, work) if b is None else b
-            out = y if y.dtype == work else np.empty(y.shape, work)
-            kernels = ctx.backend.kernels
-            kernel = kernels.conv_planes
-            if strategy == "direct" and self.channels_last(g, W.shape):
-                kernel = kernels.conv_depthwise
-            kernel(as5d(x), as5d(W), bias, as5d(out), *g.as3d()[1:])
+        y = ctx.backend.empty(recipe.out, recipe.dtype)
+        cast_x, cast_W, cast_b = recipe.cast
+        if cast_x or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=recipe.work)
+        if cast_W or not W.flags.c_contiguous:
+            W = np.ascontiguousarray(W, dtype=recipe.work)
+        if b is not None and (cast_b or not b.flags.c_contiguous):
+            b = np.ascontiguousarray(b, dtype=recipe.work)
+        if recipe.path == "pointwise":
+            self._pointwise_forward(recipe, x, W, b, y)
+        elif recipe.path == "direct":
+            out = y if recipe.in_place else np.empty(recipe.out, recipe.work)
+            x5, W5, y5 = recipe.views
+            getattr(ctx.backend.kernels, recipe.kernel)(
+                x.reshape(x5), W.reshape(W5), recipe.no_bias if b is None else b,
+                out.reshape(y5), *recipe.args)
             if out is not y:
                 y[...] = out
         else:
-            self._unfold_forward(ctx.backend.kernels, unfold, x, W, b, y)
+            self._unfold_forward(ctx.backend.kernels, recipe, x, W, b, y)
         if ctx.grad_enabled:
-            ctx.save(strategy, x, W, g, unfold)
+            ctx.save(recipe.strategy, x, W, recipe.g, recipe.unfold)
         return (y,)
 
-    def _pointwise_forward(self, x, W, b, y):
+    def _recipe(self, x, W, b) -> _Recipe:
+        """Work out and keep the :class:`_Recipe` of this input signature (at most
+        :data:`RECIPES` kept: past that they are all dropped)."""
+        g = geometry(self, x.shape[2:], self._kernel(W.shape))
+        r = _Recipe()
+        r.g, r.strategy = g, self.strategy(g, W.shape)
+        r.dtype = np.result_type(x, W)
+        r.work = work = compute_dtype(r.dtype)
+        r.out = (x.shape[0], W.shape[0]) + g.out
+        r.cast = (x.dtype != work, W.dtype != work, b is not None and b.dtype != work)
+        n, channels, out_channels, groups = x.shape[0], x.shape[1], W.shape[0], self.group
+        r.path = r.strategy
+        if r.strategy == "unfold":      # (backward unfolds even when the forward runs direct)
+            r.unfold = unfolder(g, x.shape, out_channels // groups)
+        if r.strategy == "pointwise":
+            if n == 1 and groups == 1:
+                r.views = ((out_channels, channels), (channels, -1), (out_channels, -1),
+                           (out_channels, 1))
+            else:
+                r.views = ((groups, out_channels // groups, channels // groups),
+                           (n, groups, channels // groups, -1),
+                           (n, groups, out_channels // groups, -1), (groups, -1, 1))
+                r.chunks = chunks(n, out_channels * prod(g.out))
+        elif r.strategy == "direct" or self.direct_forward(g, W.shape):
+            r.path = "direct"
+            r.kernel = "conv_planes"
+            if r.strategy == "direct" and self.channels_last(g, W.shape):
+                r.kernel = "conv_depthwise"
+            r.in_place = r.dtype == work
+            r.views = (as5d_shape(x.shape), as5d_shape(W.shape), as5d_shape(r.out))
+            r.args = g.as3d()[1:]
+            r.no_bias = np.empty(0, work)
+        else:
+            cols = channels // groups * g.taps
+            r.views = ((groups, out_channels // groups, cols), (groups, cols, -1),
+                       (groups, out_channels // groups, -1), _bias_shape(g.nd))
+            r.chunks = chunks(n, channels * g.taps * r.unfold.positions)
+            r.in_place = type(r.unfold) is WindowUnfold and r.dtype == work
+        if len(self._recipes) >= RECIPES:
+            self._recipes.clear()
+        self._recipes[(x.shape, x.dtype, W.shape, W.dtype, None if b is None else b.dtype)] = r
+        return r
+
+    def _pointwise_forward(self, recipe, x, W, b, y):
         """A 1x1, stride-1, unpadded conv (most of ResNet's) is one matrix product per sample
         and group, ``W (O/G, C/G) @ x (C/G, positions)``: no unfolding, BLAS on the input as it
         lies."""
-        n, channels, groups = x.shape[0], x.shape[1], self.group
-        if n == 1 and groups == 1:          # batch 1: one 2-d product, no broadcasting matmul
-            y2 = y.reshape(W.shape[0], -1)
-            np.matmul(W.reshape(W.shape[0], channels), x.reshape(channels, -1), out=y2)
+        if recipe.chunks is None:       # batch 1: one 2-d product, no broadcasting matmul
+            W2, x2, y2, b2 = recipe.views
+            y2 = y.reshape(y2)
+            np.matmul(W.reshape(W2), x.reshape(x2), out=y2)
             if b is not None:
-                np.add(y2, b[:, None], out=y2)
+                np.add(y2, b.reshape(b2), out=y2)
             return
-        Wg = W.reshape(groups, W.shape[0] // groups, channels // groups)
-        x4 = x.reshape(n, groups, channels // groups, -1)
-        y4 = y.reshape(n, groups, W.shape[0] // groups, -1)
-        for start, stop in chunks(n, y4[0].size):      # the bias and epilogue run in cache
+        Wg, x4, y4, bg = recipe.views
+        Wg, x4, y4 = W.reshape(Wg), x.reshape(x4), y.reshape(y4)
+        for start, stop in recipe.chunks:      # the bias and epilogue run in cache
             np.matmul(Wg, x4[start:stop], out=y4[start:stop])
             if b is not None:
-                y4[start:stop] += b.reshape(groups, -1, 1)
+                y4[start:stop] += b.reshape(bg)
 
-    def _unfold_forward(self, kernels, unfold, x, W, b, y):
-        n, groups = x.shape[0], self.group
-        Wg = W.reshape(groups, W.shape[0] // groups, -1)
+    def _unfold_forward(self, kernels, recipe, x, W, b, y):
+        Wg, cols_shape, image, bias_shape = recipe.views
+        Wg = W.reshape(Wg)
+        unfold = recipe.unfold
         src = unfold.source(x)
-        bias = None if b is None else b.reshape(_bias_shape(unfold.g.nd))
-        exact = type(unfold) is WindowUnfold and y.flags.c_contiguous and y.dtype == x.dtype
-        for start, stop in chunks(n, x.shape[1] * unfold.g.taps * unfold.positions):
-            cols = unfold.im2col(kernels, src, start, stop).reshape(groups, Wg.shape[2], -1)
+        bias = None if b is None else b.reshape(bias_shape)
+        exact = recipe.in_place and y.flags.c_contiguous
+        for start, stop in recipe.chunks:
+            cols = unfold.im2col(kernels, src, start, stop).reshape(cols_shape)
             if exact and stop - start == 1:
                 # one image: the product's (O, positions) is the output's own layout
-                out = y[start].reshape(Wg.shape[:2] + (-1,))
+                out = y[start].reshape(image)
                 np.matmul(Wg, cols, out=out)
                 if bias is not None:
-                    out += b.reshape(groups, -1, 1)
+                    out += b.reshape(image[0], -1, 1)
                 continue
             values = np.matmul(Wg, cols, out=scratch(
-                "values", (groups, Wg.shape[1], cols.shape[2]), cols.dtype))
+                "values", (Wg.shape[0], Wg.shape[1], cols.shape[2]), cols.dtype))
             values = values.reshape(W.shape[0], stop - start, -1)
             if bias is None:
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
