@@ -26,11 +26,15 @@ def reshape_5(b, a, ins):
         return b.final("reshape", [x], shape=ints(b.static(shape, "shape"), "Reshape shape"),
                        **extra)
     if shape.elements is not None and not extra:
-        # a computed target whose every element is static or the input's own dim at the same
-        # place (PyTorch's x.view(x.size(0), x.size(1), 32, 96)): that dim is ONNX's 0 (copy)
+        # a computed target whose elements are static or the input's own dim at the same place
+        # (PyTorch's x.view(x.size(0), x.size(1), 32, 96)): that dim is ONNX's 0 (copy); one
+        # other free element is the only size the reshape can take, ONNX's -1, so the output's
+        # dims are inferred (a batch that does not carry through is then seen at load time)
         own = {(x.node, x.port, i): 0 for i in range(x.ndim)} if not x.is_const else {}
         target = [e if isinstance(e, int) else own.get(e) if e[2] == i else None
                   for i, e in enumerate(shape.elements)]
+        if target.count(None) == 1 and -1 not in target:
+            target[target.index(None)] = -1
         if None not in target:
             return b.final("reshape", [x], shape=target)
     return b.final("reshape", [x, shape], **extra)
