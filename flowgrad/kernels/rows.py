@@ -1,4 +1,4 @@
-"""Row kernels: mean, softmax, log-softmax and layer norm over the last axis of a (rows, n) array.
+"""Row kernels: softmax, log-softmax and layer norm over the last axis of a (rows, n) array.
 
 Why: in numpy each of these is five to eight passes over the whole tensor (a max, a subtract,
 an exp, a sum, a divide, each with its temporary).  Here a row is read, reduced and written
@@ -22,8 +22,8 @@ import numpy as np
 from ._jit import jit, kernel
 from .activations import _exp, _exp_neg
 
-__all__ = ["row_mean", "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
-           "layer_norm", "layer_norm_backward"]
+__all__ = ["softmax", "softmax_backward", "log_softmax", "log_softmax_backward", "layer_norm",
+           "layer_norm_backward"]
 
 
 @jit
@@ -74,21 +74,6 @@ def _max(v):
     m0 = m1 if m1 > m0 else m0
     m2 = m3 if m3 > m2 else m2
     return m2 if m2 > m0 else m0
-
-
-# -- mean -----------------------------------------------------------------------------------
-
-def _row_mean_reference(x, out):
-    out[...] = x.astype(np.float64).mean(axis=-1)
-
-
-@kernel(_row_mean_reference)
-def row_mean(x, out):
-    """out[r] = mean of row r, summed in float64 and rounded once (global average pooling:
-    numpy's float32 mean over two axes takes twice as long, in pairwise float32 sums)."""
-    rows, n = x.shape
-    for r in range(rows):
-        out[r] = np.divide(_sum(x[r]), n)
 
 
 # -- softmax --------------------------------------------------------------------------------

@@ -180,15 +180,9 @@ class GlobalAvgPool(_GlobalPool):
     type = "global_avg_pool"
 
     def forward(self, ctx, x):
+        axes = tuple(range(2, x.ndim))
         ctx.save(x.shape)
-        y = ctx.backend.empty(x.shape[:2] + (1,) * (x.ndim - 2), x.dtype)
-        work = compute_dtype(x.dtype, np.float32)
-        out = y if y.dtype == work else np.empty(y.shape, work)
-        rows = np.ascontiguousarray(x, dtype=work).reshape(x.shape[0] * x.shape[1], -1)
-        ctx.backend.kernels.row_mean(rows, out.reshape(-1))
-        if out is not y:
-            y[...] = out
-        return (y,)
+        return (x.mean(axis=axes, keepdims=True, dtype=x.dtype),)
 
     def backward(self, ctx, gy):
         (shape,) = ctx.saved
