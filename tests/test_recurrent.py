@@ -189,3 +189,37 @@ def test_lstm_from_yaml_trains(tmp_path):
     trainer.fit(data)
     after = trainer.evaluate(data)
     assert after["loss"] < 0.5 * before, (before, after)
+
+
+STATE_TASK = """
+flowgrad: 1
+name: gru_state
+inputs: {x: {shape: [6, 2]}}                                        # (steps, features)
+params:
+  W:  {shape: [1, 24, 2], init: {kind: glorot_uniform}}
+  R:  {shape: [1, 24, 8], init: {kind: glorot_uniform}}
+  h0: {shape: [STATE], init: {kind: zeros}}
+nodes:
+  rnn: {op: gru, in: {X: x, W: W, R: R, initial_h: h0}, layout: 1, hidden_size: 8}
+outputs: [rnn]
+"""
+
+
+def test_a_wrong_initial_state_is_a_located_error(tmp_path):
+    """A state of the wrong shape is refused where it is written; one of a fixed batch fed a
+    larger batch (onnxruntime refuses it too) names the node and what to give at run time."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(STATE_TASK.replace("STATE", "1, 2, 8"))           # layout 1: (N, D, H)
+    with pytest.raises(flowgrad.FlowgradError, match=r"'initial_h' must have shape \(N, 1, 8\) "
+                                                     r"\(batch, directions, hidden\), got "
+                                                     r"\(1, 2, 8\)") as e:
+        flowgrad.load(str(path))
+    assert f"{path}:10:" in str(e.value)
+    path.write_text(STATE_TASK.replace("STATE", "1, 1, 8"))
+    plan = flowgrad.compile(flowgrad.load(str(path)))
+    x = np.zeros((1, 6, 2), np.float32)
+    for grad in (False, True):
+        assert plan.forward({"x": x}, grad=grad)["rnn"].shape == (1, 6, 1, 8)
+        with pytest.raises(flowgrad.FlowgradError, match="'rnn'.*'initial_h' holds a batch of "
+                                                         "1 but X has 3"):
+            plan.forward({"x": np.zeros((3, 6, 2), np.float32)}, grad=grad)

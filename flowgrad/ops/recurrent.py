@@ -190,7 +190,26 @@ class _Recurrent(Op):
             y, state = (T, D, N, hidden), (D, N, hidden)
         else:
             y, state = (N, T, D, hidden), (N, D, hidden)
+        self._check_state("initial_h", initial_h, state)
         return (Spec(y, X.dtype),) + (Spec(state, X.dtype),) * (len(self.outputs) - 1)
+
+    def _check_state(self, name: str, spec, state: tuple) -> None:
+        """An initial state must have the state's shape (no broadcasting: onnxruntime refuses
+        a batch-1 state for a larger batch too); free dims are checked when a batch comes."""
+        if spec is not None and (spec.ndim != 3 or any(
+                None not in (a, b) and a != b for a, b in zip(spec.shape, state))):
+            axes = "(directions, batch, hidden)" if self.layout == 0 else \
+                "(batch, directions, hidden)"
+            raise ShapeError(f"{self.type}: '{name}' must have shape {format_shape(state)} "
+                             f"{axes}, got {format_shape(spec.shape)}")
+
+    @staticmethod
+    def _check_batch(X, states) -> None:
+        """At run time (``X`` as (T, N, I), states as (D, N, H)): a state's batch is X's."""
+        for name, value in states:
+            if value is not None and value.shape[1] != X.shape[1]:
+                raise ValueError(f"'{name}' holds a batch of {value.shape[1]} but X has "
+                                 f"{X.shape[1]}: give one initial state per example")
 
     # -- forward --------------------------------------------------------------------------
     def forward(self, ctx, X, W, R, B=None, sequence_lens=None, initial_h=None, *rest):
@@ -201,6 +220,8 @@ class _Recurrent(Op):
             initial_h = None if initial_h is None else initial_h.transpose(1, 0, 2)
             rest = tuple(v.transpose(1, 0, 2) if i == 0 and v is not None else v
                          for i, v in enumerate(rest))        # lstm's initial_c
+        self._check_batch(X, (("initial_h", initial_h),
+                              ("initial_c", rest[0] if rest else None)))
         if not ctx.grad_enabled:
             outs = self._forward_eval(ctx.backend.kernels, X, W, R, B, sequence_lens,
                                       initial_h, rest)
@@ -536,6 +557,7 @@ class LSTM(_Recurrent):
     def infer(self, X, W, R, B=None, sequence_lens=None, initial_h=None, initial_c=None,
               P=None):
         out = super().infer(X, W, R, B, sequence_lens, initial_h)
+        self._check_state("initial_c", initial_c, out[2].shape)
         hidden = out[1].shape[-1]
         if P is not None and hidden is not None and P.shape[-1] not in (None, 3 * hidden):
             raise ShapeError(f"lstm: 'P' must have shape ({self.num_directions}, {3 * hidden}),"
