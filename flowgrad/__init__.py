@@ -12,6 +12,7 @@ backward passes.  Every op is a pluggy plugin supplying its own forward and back
 
     history = flowgrad.train(net, flowgrad.load_data("digits"), epochs=10)
     result = flowgrad.visualize(net, ["logits[3]"])   # optimize an input image
+    print(flowgrad.profile(net, {"x": X}).table())    # where the time goes, step by step
     flowgrad.save_onnx(net.export_graph(), "model.onnx")
 
 The public names are imported on first use (PEP 562): ``import flowgrad`` loads neither
@@ -37,6 +38,7 @@ _EXPORTS = {
     "prepare": ".passes",
     **dict.fromkeys(("Registry", "default_registry", "make_registry"), ".plugins"),
     **dict.fromkeys(("Plan", "compile"), ".plan"),
+    "profile": ".plan.profile",
     **dict.fromkeys(("Dataset", "load_data", "split"), ".data"),
     **dict.fromkeys(("Trainer", "train"), ".train"),
     "visualize": ".visualize",
