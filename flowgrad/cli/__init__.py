@@ -27,8 +27,8 @@ from ..errors import FlowgradError
 DEBUG_ENV = "FLOWGRAD_DEBUG"
 
 #: commands listed first in --help, in this order; any other module follows alphabetically
-ORDER = ("demo", "run", "check", "show", "train", "eval", "visualize", "export", "convert",
-         "ops", "plugins")
+ORDER = ("demo", "run", "profile", "check", "show", "train", "eval", "visualize", "export",
+         "convert", "ops", "plugins")
 
 #: options whose value may start with '-' (a minimised objective, ``-logits[3]``)
 DASHED_VALUES = ("--objective",)
