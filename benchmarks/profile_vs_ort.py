@@ -12,7 +12,8 @@ share the machine's load.
 
 flowgrad's side is :func:`flowgrad.profile` (the plan in evaluation, no gradient: fused
 steps); onnxruntime's is its own profiler (``SessionOptions.enable_profiling``): each
-kernel's time from the trace, only within the timed runs' ``model_run`` events.
+kernel's time from the trace, only within the timed runs' ``model_run`` events.  Both also run
+as many times unprofiled, in the same rounds: the ratio printed is of those.
 
 Rows are ONNX op types, so that both sides are read in the model's own terms:
 
@@ -23,9 +24,17 @@ Rows are ONNX op types, so that both sides are read in the model's own terms:
   type with its fused variants mapped back (``FusedConv`` -> ``Conv``); kernels that exist only
   in onnxruntime (``ReorderInput``/``ReorderOutput``, its blocked NCHWc layout) keep their name.
 
-The gap column is flowgrad's time minus onnxruntime's per run: where flowgrad loses.  An op
-onnxruntime folded away (a batch norm into its conv's weights) shows 0 on its side, and the
-time of what it absorbed is in the leading op's row on both sides.
+onnxruntime's profiler is not free: it more than doubles a run of small kernels (it records
+memory statistics and shapes for each), several microseconds of it inside each kernel's traced
+time.  So its column comes twice: ``ort prof``, the traced times as they are, and ``ort est.``,
+each kernel less the profiler's own cost inside the window (measured first on one-element Adds),
+scaled to add up to the same runs without the profiler (``unprofiled``, timed in the same
+rounds).  flowgrad's profiler costs a timer call a step (~0.1 us), inside the noise.
+
+The gap column is flowgrad's time minus onnxruntime's estimate per run: where flowgrad loses.
+An op onnxruntime folded away (a batch norm into its conv's weights) shows 0 on its side, and
+the time of what it absorbed is in the leading op's row on both sides; the lines under the
+table say what each side ran in the rows with the largest gaps.
 """
 from __future__ import annotations
 
@@ -57,7 +66,7 @@ ort = import_onnxruntime()
 
 #: onnxruntime's fused kernels, by the ONNX op that leads what they fuse
 ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul",
-             "NhwcConv": "Conv", "NhwcMaxPool": "MaxPool", "QuickGelu": "Mul",
+             "NhwcConv": "Conv", "NhwcMaxPool": "MaxPool", "QuickGelu": "Sigmoid",
              "DynamicQuantizeMatMul": "MatMulInteger", "DynamicQuantizeLSTM": "LSTM",
              "ConvIntegerToFloat": "ConvInteger"}
 SETTLE = 0.15          # seconds between turns (see _timing.py)
@@ -105,8 +114,9 @@ class Side:
         self.count: Counter = Counter()
         self.what: dict[str, Counter] = defaultdict(Counter)          # runs of each
         self.what_seconds: dict[str, Counter] = defaultdict(Counter)  # and their time
-        self.wall = 0.0
+        self.wall = 0.0                 # the profiled runs'
         self.runs = 0
+        self.unprofiled = 0.0           # as many runs without a profiler
 
     def add(self, key: str, seconds: float, what: str, count: int = 1) -> None:
         self.seconds[key] += seconds
@@ -170,7 +180,7 @@ def ort_events(session, timed: list[bool]) -> list[dict]:
     return kernels + [e for e, keep in zip(runs, timed) if keep]
 
 
-def compare(model: str, rounds: int, repeat: int, top: int) -> None:
+def compare(model: str, rounds: int, repeat: int, top: int, floor: float) -> None:
     name, path, graph, feeds = model_and_feeds(model)
     model_proto = onnx.load(path, load_external_data=False)
     onnx_types = {n.name: n.op_type for n in model_proto.graph.node if n.name}
@@ -179,61 +189,120 @@ def compare(model: str, rounds: int, repeat: int, top: int) -> None:
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ort_profile_{name}")
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(path, ort_options(THREADS), providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
     fg, rt = Side(), Side()
-    timed: list[bool] = []
-    for _ in range(3):                       # warm both up: compiling, numba, ORT's arenas
+    timed: list[bool] = []              # per run of the profiled session: whether it counts
+
+    def flowgrad_run():
         plan.forward(feeds, outputs, grad=False)
+
+    def ort_run():
+        plain.run(outputs, feeds)
+
+    def ort_profiled_run(counts: bool = False):
         session.run(outputs, feeds)
-        timed.append(False)
-    for round_ in range(rounds):
-        for turn in (("flowgrad", "ort") if round_ % 2 == 0 else ("ort", "flowgrad")):
+        timed.append(counts)
+
+    def unprofiled(side: Side, run) -> None:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            run()
+        side.unprofiled += time.perf_counter() - start
+
+    # (untimed call that wakes the contender, its timed turn)
+    turns = [(flowgrad_run, lambda: profile_flowgrad(plan, feeds, outputs, repeat, fg)),
+             (ort_profiled_run, lambda: [ort_profiled_run(True) for _ in range(repeat)]),
+             (flowgrad_run, lambda: unprofiled(fg, flowgrad_run)),
+             (ort_run, lambda: unprofiled(rt, ort_run))]
+    for _ in range(3):                  # warm up: compiling, numba, onnxruntime's arenas
+        for wake, _ in turns:
+            wake()
+    for round_ in range(rounds):        # the order rotates; each turn after a pause
+        for wake, turn in turns[round_ % 4:] + turns[:round_ % 4]:
             time.sleep(SETTLE)
-            if turn == "flowgrad":
-                profile_flowgrad(plan, feeds, outputs, repeat, fg)
-            else:
-                session.run(outputs, feeds)              # wakes its threads, not timed
-                timed.append(False)
-                for _ in range(repeat):
-                    session.run(outputs, feeds)
-                    timed.append(True)
+            wake()
+            turn()
+    kernels = []
     for event in ort_events(session, timed):
         if event["cat"] == "Session":
             rt.wall += event["dur"] * 1e-6
             rt.runs += 1
         else:
-            rt.add(ort_key(event, onnx_types), event["dur"] * 1e-6, event["args"]["op_name"])
-    print_table(name, fg, rt, top)
+            key = ort_key(event, onnx_types)
+            rt.add(key, event["dur"] * 1e-6, event["args"]["op_name"])
+            kernels.append((key, event["dur"] * 1e-6))
+    print_table(name, fg, rt, ort_estimate(rt, kernels, floor), top)
 
 
-def print_table(name: str, fg: Side, rt: Side, top: int) -> None:
+def print_table(name: str, fg: Side, rt: Side, estimate: Counter, top: int) -> None:
     """The side-by-side table (ms per run, largest gap first), the totals, and what each
     side ran in the rows with the largest gaps."""
     def ms(side: Side, seconds: float) -> float:
         return seconds * 1e3 / side.runs
 
     def gap(key: str) -> float:
-        return ms(fg, fg.seconds[key]) - ms(rt, rt.seconds[key])
+        return ms(fg, fg.seconds[key]) - ms(rt, estimate[key])
 
     keys = sorted(set(fg.seconds) | set(rt.seconds), key=lambda k: -gap(k))
-    width = max(len(k) for k in keys + ["framework"])
+    width = max(len(k) for k in keys + ["unprofiled"])
     print(f"\n{name}: ms per run ({fg.runs} runs each, {THREADS} thread(s)); largest gap first")
-    print(f"  {'ONNX op':<{width}}  {'flowgrad':>9} {'steps':>5}  {'onnxrt':>9} {'kernels':>7}"
-          f"  {'gap':>8}")
+    print(f"  {'ONNX op':<{width}}  {'flowgrad':>9} {'steps':>5}  {'ort prof':>9} "
+          f"{'ort est.':>9} {'kernels':>7}  {'gap':>8}")
 
-    def line(key: str, a: float, b: float, n: str = "", m: str = "") -> None:
-        print(f"  {key:<{width}}  {a:9.3f} {n:>5}  {b:9.3f} {m:>7}  {a - b:+8.3f}")
+    def line(key: str, a: float, b: float | None, c: float | None, n: str = "", m: str = "",
+             ) -> None:
+        raw = "" if b is None else f"{b:9.3f}"
+        est = "" if c is None else f"{c:9.3f}"
+        diff = "" if c is None else f"{a - c:+8.3f}"
+        print(f"  {key:<{width}}  {a:9.3f} {n:>5}  {raw:>9} {est:>9} {m:>7}  {diff:>8}")
     for key in keys:
-        line(key, ms(fg, fg.seconds[key]), ms(rt, rt.seconds[key]),
+        line(key, ms(fg, fg.seconds[key]), ms(rt, rt.seconds[key]), ms(rt, estimate[key]),
              f"{fg.count[key] / fg.runs:g}", f"{rt.count[key] / rt.runs:g}")
-    print(f"  {'-' * (width + 47)}")
-    line("steps", ms(fg, fg.steps), ms(rt, rt.steps))
-    line("framework", ms(fg, fg.wall - fg.steps), ms(rt, rt.wall - rt.steps))
-    line("wall", ms(fg, fg.wall), ms(rt, rt.wall))
-    print(f"  flowgrad / onnxruntime: {fg.wall / fg.runs / (rt.wall / rt.runs):.2f}x")
-    print("  what each side ran in the rows with the largest gaps (count per run):")
+    print(f"  {'-' * (width + 57)}")
+    line("steps", ms(fg, fg.steps), ms(rt, rt.steps), ms(rt, sum(estimate.values())))
+    line("framework", ms(fg, fg.wall - fg.steps), ms(rt, rt.wall - rt.steps), None)
+    line("wall", ms(fg, fg.wall), ms(rt, rt.wall), None)
+    line("unprofiled", ms(fg, fg.unprofiled), None, ms(rt, rt.unprofiled))
+    print(f"  flowgrad / onnxruntime without the profilers: {fg.unprofiled / rt.unprofiled:.2f}x")
+    print("  what each side ran in the rows with the largest gaps (count and profiled ms per "
+          "run):")
     for key in keys[:top]:
         print(f"    {key}: flowgrad {_what(fg, key)}; onnxruntime {_what(rt, key)}")
+
+
+def ort_estimate(rt: Side, kernels: list[tuple[str, float]], floor: float) -> Counter:
+    """onnxruntime's time per op type without its profiler, estimated: each kernel's traced
+    time less the profiler's own per-kernel cost (``floor``), scaled so that they add up to
+    the unprofiled runs (whose dispatch between kernels costs well under a microsecond)."""
+    estimate: Counter = Counter()
+    for key, seconds in kernels:
+        estimate[key] += max(seconds - floor, 0.0)
+    total = sum(estimate.values())
+    scale = rt.unprofiled / total if total > 0 else 0.0
+    return Counter({key: seconds * scale for key, seconds in estimate.items()})
+
+
+def profiler_floor() -> float:
+    """Seconds onnxruntime's profiler adds inside each kernel's window: the median traced
+    time of one-element Adds (whose work is a fraction of a microsecond)."""
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Add", [f"y{i - 1}" if i else "x", "x"], [f"y{i}"],
+                              name=f"add{i}") for i in range(100)]
+    graph = helper.make_graph(nodes, "floor",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y99", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    options = ort_options(THREADS)
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.gettempdir(), "ort_profile_floor")
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    feeds = {"x": np.ones(1, np.float32)}
+    for _ in range(20):
+        session.run(None, feeds)
+    events = ort_events(session, [False] * 10 + [True] * 10)
+    return float(np.median([e["dur"] for e in events if e["cat"] == "Node"])) * 1e-6
 
 
 def _what(side: Side, key: str) -> str:
@@ -261,8 +330,11 @@ def main() -> int:
     if ort is None:
         return 0
     print("profile_vs_ort: " + thread_header(THREADS))
+    floor = profiler_floor()
+    print(f"onnxruntime's profiler adds ~{floor * 1e6:.0f} us inside each kernel's window "
+          "(taken off in 'ort est.')")
     for model in args.models:
-        compare(model, args.rounds, args.repeat, args.top)
+        compare(model, args.rounds, args.repeat, args.top, floor)
     return 0
 
 
