@@ -92,6 +92,13 @@ GEOMETRIES = [
     # planes larger than im2col's TABLE_POSITIONS, so that its row-wise paths are run too
     pytest.param([(12, 3, 1, 1, 1, 1), (13, 3, 1, 1, 1, 1)], id="2d-large-same"),
     pytest.param([(16, 3, 2, 1, 1, 1), (40, 3, 1, 1, 0, 0)], id="2d-large-rows"),
+    # im2col's staged planes: dilated taps, pads past the kernel, lopsided pads, 1-d, 3-d
+    pytest.param([(12, 3, 1, 2, 2, 2), (13, 3, 1, 2, 2, 2)], id="2d-large-dilated"),
+    pytest.param([(10, 3, 1, 1, 3, 1), (15, 3, 1, 1, 1, 1)], id="2d-large-tall-pads"),
+    pytest.param([(11, 3, 1, 1, 1, 1), (13, 3, 1, 1, 2, 0)], id="2d-large-lopsided"),
+    pytest.param([(200, 5, 1, 1, 2, 2)], id="1d-long-same"),
+    pytest.param([(3, 3, 2, 1, 1, 1), (10, 3, 1, 1, 1, 1), (14, 3, 1, 1, 1, 1)],
+                 id="3d-large-same"),
 ]
 
 
