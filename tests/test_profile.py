@@ -126,6 +126,7 @@ def test_grad_profiles_the_backward_of_each_node(plan, feeds):
     assert [r.name for r in backward] == ["loss", "logits", "flat", "res",
                                             "act#branch", "act", "bn", "conv"]
     assert backward[0].label == "loss (backward)"
+    assert backward[4].op == "branch" and backward[4].kind == "branch (backward)"
     assert "conv (backward)" in {r.kind for r in result.by_op()}
 
 

@@ -199,8 +199,9 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
             step = entry[5] if phase == "forward" else entry[1]
             nodes = covered.get(step.name, (step.name,)) \
                 if step is not plan.layout.steps[step.name] else (step.name,)
-            ops = [plan.graph.op_of(n) for n in nodes]
-            op = "+".join(o.type for o in ops if o.type != "branch")
+            # a branch absorbed into a fused step runs as nothing: only the ops that compute
+            types = [plan.graph.op_of(n).type for n in nodes]
+            op = "+".join(types[:1] + [t for t in types[1:] if t != "branch"])
             rows.append(StepTime(step.name, op, phase, nodes, calls, seconds))
     return Profile(plan.graph.name, repeat, grad, wall, rows, out)
 
