@@ -225,10 +225,10 @@ class _Recurrent(Op):
         if not ctx.grad_enabled:
             outs = self._forward_eval(ctx.backend.kernels, X, W, R, B, sequence_lens,
                                       initial_h, rest)
-            if self.layout == 1:
-                outs = [outs[0].transpose(2, 0, 1, 3)] + [o.transpose(1, 0, 2)
-                                                          for o in outs[1:]]
-            return tuple(np.ascontiguousarray(o) for o in outs)
+            if self.layout == 0:        # (its own arrays, contiguous)
+                return tuple(outs)
+            return (np.ascontiguousarray(outs[0].transpose(2, 0, 1, 3)),) + tuple(
+                np.ascontiguousarray(o.transpose(1, 0, 2)) for o in outs[1:])
         T, N, _ = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
@@ -261,18 +261,17 @@ class _Recurrent(Op):
         (:mod:`flowgrad.kernels.recurrent`).  Nothing is taped.  Returns ``[Y, Y_h, (Y_c)]``
         in layout 0."""
         dtype = X.dtype
-        T, N, _ = X.shape
+        T, N, I = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
-        XW = (X.reshape(T * N, X.shape[2]) @ W.reshape(D * gh, W.shape[2]).T
-              ).reshape(T, N, D, gh)
+        XW = X.reshape(T * N, I) @ W.reshape(D * gh, I).T
         if B is not None:
-            XW += B[:, :gh]
-            Rb_all = np.ascontiguousarray(B[:, gh:], dtype)
+            XW += B[:, :gh].reshape(1, D * gh)
+        XW = XW.reshape(T, N, D, gh)
+        lens = np.empty(N, np.int64)
+        if sequence_lens is None:
+            lens.fill(T)
         else:
-            Rb_all = np.zeros((D, gh), dtype)
-        lens = np.full(N, T, np.int64)
-        if sequence_lens is not None:
             given = np.asarray(sequence_lens).reshape(-1)
             if given.shape[0] != N:
                 raise ValueError(f"sequence_lens has {given.shape[0]} entries for a batch "
@@ -283,11 +282,11 @@ class _Recurrent(Op):
         finals = []
         for d in range(D):
             xw = XW[:, :, d] if D == 1 else np.ascontiguousarray(XW[:, :, d])
+            rb = np.zeros(gh, dtype) if B is None else np.ascontiguousarray(B[d, gh:], dtype)
             h = (np.zeros((N, H), dtype) if initial_h is None
                  else np.array(initial_h[d], dtype, order="C"))
-            state = self._eval_direction(kernels, d, xw, R[d], Rb_all[d], h, rest, lens, clip,
-                                         Y[:, d])
-            finals.append(state)
+            finals.append(self._eval_direction(kernels, d, xw, R[d], rb, h, rest, lens, clip,
+                                               Y[:, d]))
         if D == 1:          # the states are this call's own arrays: a view, not a copy
             return [Y] + [s[None] for s in finals[0]]
         return [Y] + [np.stack([f[k] for f in finals]) for k in range(len(self.outputs) - 1)]
@@ -617,11 +616,12 @@ class LSTM(_Recurrent):
         c = (np.zeros((N, H), h.dtype) if initial_c is None
              else np.array(initial_c[d], h.dtype, order="C"))
         peep = P is not None
-        p = np.ascontiguousarray(P[d], h.dtype) if peep else np.zeros(3 * H, h.dtype)
-        RT = R.T
-        hr = np.empty((N, 4 * H), h.dtype)
         input_forget = bool(self.input_forget)
         plain = self._plain[d] and not peep and not input_forget
+        if not plain:
+            p = np.ascontiguousarray(P[d], h.dtype) if peep else np.zeros(3 * H, h.dtype)
+        RT = R.T
+        hr = np.empty((N, 4 * H), h.dtype)
         for t in self._order(d, xw.shape[0]):
             np.matmul(h, RT, out=hr)
             if plain:
