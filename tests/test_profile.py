@@ -135,6 +135,15 @@ def test_warmup_and_repeat_must_be_positive(plan, feeds):
         flowgrad.profile(plan, feeds, repeat=0)
 
 
+def test_grad_needs_a_float_output_to_seed(tmp_path):
+    path = tmp_path / "argmax.yaml"
+    path.write_text("flowgrad: 1\nname: argmax\ninputs: {x: {shape: [3]}}\n"
+                    "nodes:\n  k: {op: argmax, in: x, axis: 1}\noutputs: [k]\n")
+    net = flowgrad.compile(flowgrad.load(str(path)))
+    with pytest.raises(flowgrad.FlowgradError, match="no float output among k"):
+        flowgrad.profile(net, {"x": np.ones((2, 3), np.float32)}, grad=True)
+
+
 def test_the_command_prints_the_report(graph_file, tmp_path):
     x = tmp_path / "x.npy"
     np.save(x, np.ones((2, 2, 6, 6), np.float32))

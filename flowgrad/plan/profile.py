@@ -155,6 +155,9 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
     outputs = tuple(plan.graph.outputs if outputs is None else outputs)
     if grad:
         seeds = _default_seeds(plan, outputs) if seeds is None else dict(seeds)
+        if not seeds:
+            raise FlowgradError(f"nothing to backpropagate from: no float output among "
+                                f"{', '.join(outputs)}; pass seeds={{output: 1.0}}")
         outputs = tuple(dict.fromkeys(outputs + tuple(seeds)))
 
     def run() -> dict[str, np.ndarray]:
@@ -163,13 +166,14 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
             plan.backward(seeds)
         return out
 
+    fused = not grad and not plan.training      # as Plan.forward decides
     state = {name: plan.params[name].copy() for name in _state_params(plan)}
     rng = plan.rng.bit_generator.state
     try:
         for _ in range(warmup):
             run()
         # the programs those runs compiled, found under the keys Plan.forward/backward use
-        forward = plan._forward_programs[(outputs, not grad and not plan.training)]
+        forward = plan._forward_programs[(outputs, fused)]
         programs = [(forward, "forward")]
         if grad:
             programs.append((plan._backward_programs[(id(forward), tuple(seeds), ())],
@@ -194,11 +198,10 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
         plan.rng.bit_generator.state = rng
     rows = []
     for (program, phase), run_list, cells in zip(programs, originals, timers):
-        covered = _fused_nodes(plan, program) if phase == "forward" else {}
+        covered = _fused_nodes(plan, program) if fused else {}
         for entry, (seconds, calls) in zip(run_list, cells):
             step = entry[5] if phase == "forward" else entry[1]
-            nodes = covered.get(step.name, (step.name,)) \
-                if step is not plan.layout.steps[step.name] else (step.name,)
+            nodes = covered.get(step.name, (step.name,))
             # a branch absorbed into a fused step runs as nothing: only the ops that compute
             types = [plan.graph.op_of(n).type for n in nodes]
             op = "+".join(types[:1] + [t for t in types[1:] if t != "branch"])
@@ -219,9 +222,8 @@ def _timed(fn: Any, cell: list) -> Any:
 
 def _fused_nodes(plan: Plan, program: Any) -> dict[str, tuple[str, ...]]:
     """``{producer: (producer, every node it absorbed)}`` for the fused steps of a forward
-    program, from the same chains compiling found (branches included: they run as nothing)."""
-    if all(entry[5] is plan.layout.steps[entry[5].name] for entry in program.run):
-        return {}
+    program compiled to fuse, from the same chains compiling found (branches included: they
+    run as nothing)."""
     steps = program.steps
     chains = epilogue_chains(steps, set(program.output_slots.values()), plan.layout.slot_spec)
     return {steps[at].name: (steps[at].name, *(steps[c].name for c in chain.consumers))
