@@ -64,11 +64,11 @@ from flowgrad.gradcheck import random_feeds  # noqa: E402
 
 ort = import_onnxruntime()
 
-#: onnxruntime's fused kernels, by the ONNX op that leads what they fuse
+#: onnxruntime's fused kernels, by the ONNX op that leads what they fuse (QuickGelu is its
+#: x * sigmoid(x), SiLU; DynamicQuantizeMatMul a DynamicQuantizeLinear + MatMulInteger pair)
 ORT_FUSED = {"FusedConv": "Conv", "FusedGemm": "Gemm", "FusedMatMul": "MatMul",
-             "NhwcConv": "Conv", "NhwcMaxPool": "MaxPool", "QuickGelu": "Sigmoid",
-             "DynamicQuantizeMatMul": "MatMulInteger", "DynamicQuantizeLSTM": "LSTM",
-             "ConvIntegerToFloat": "ConvInteger"}
+             "NhwcMaxPool": "MaxPool", "QuickGelu": "Sigmoid",
+             "DynamicQuantizeMatMul": "MatMulInteger"}
 SETTLE = 0.15          # seconds between turns (see _timing.py)
 GROUPED = "Conv (grouped)"
 
@@ -151,6 +151,7 @@ def ort_key(event: dict, onnx_types: dict[str, str]) -> str:
 
 
 def profile_flowgrad(plan, feeds, outputs, repeat: int, side: Side) -> None:
+    """``repeat`` profiled runs of the plan, added to ``side`` by ONNX op."""
     graph = plan.graph
     result = flowgrad.profile(plan, feeds, outputs, repeat=repeat, warmup=1)
     for row in result.steps:
@@ -181,6 +182,7 @@ def ort_events(session, timed: list[bool]) -> list[dict]:
 
 
 def compare(model: str, rounds: int, repeat: int, top: int, floor: float) -> None:
+    """Profile one model on both runtimes, in alternating turns, and print the table."""
     name, path, graph, feeds = model_and_feeds(model)
     model_proto = onnx.load(path, load_external_data=False)
     onnx_types = {n.name: n.op_type for n in model_proto.graph.node if n.name}
