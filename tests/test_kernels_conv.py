@@ -135,7 +135,7 @@ def test_col2im_sums_what_reads_each_cell(axes, batch, channels, dtype):
     cols = _x(rng, (channels, g.taps, batch) + g.out, dtype)
     got = np.full((batch, channels) + g.sizes, np.nan, dtype)
     want = np.full_like(got, np.nan)
-    K.col2im.compiled(cols.copy(), got, *g.args)       # (it zeroes the padding cells of cols)
+    K.col2im.compiled(cols.copy(), got, *g.args)
     K.col2im.reference(cols.copy(), want, *g.args)
     np.testing.assert_allclose(got, want, **_tolerance(dtype, g.taps), err_msg=repr(g))
 

@@ -297,11 +297,11 @@ def col2im(cols, gx, kernel, strides, dilations, begin):
     gf = gx.reshape(-1)
     acc = np.empty(W, dtype=gx.dtype)
     flat = sw == 1 and sh == 1 and OW == W
+    if flat:
+        _col2im_planes(cf, gf, n, C, D, H, W, OD, OH, kernel, sd, dilations, begin)
+        return
     for c in range(C):           # channel-major like cols: each tap's rows are read in order
         for i in range(n):
-            if flat:
-                _col2im_planes(cf, gf, i, c, n, D, H, W, OD, OH, kernel, sd, dilations, begin)
-                continue
             for z in range(D):
                 for y in range(H):
                     for w in range(W):
@@ -334,48 +334,60 @@ def col2im(cols, gx, kernel, strides, dilations, begin):
 
 
 @jit
-def _col2im_planes(cf, gf, i, c, n, D, H, W, OD, OH, kernel, sd, dilations, begin):
-    """col2im of image ``i``, channel ``c`` for unit strides along H and W and an output as wide
-    as the input: every tap adds one contiguous range of its unfolded rows to the gradient
-    plane, shifted.  The unfolded cells that read padding (``[0, lo)`` and ``[hi, W)`` of each
-    row) would wrap around into the neighbouring row: they contribute nothing, so they are
-    first set to zero in ``cols`` itself."""
+def _col2im_planes(cf, gf, n, C, D, H, W, OD, OH, kernel, sd, dilations, begin):
+    """col2im for unit strides along H and W and an output as wide as the input, the adjoint
+    of :func:`_im2col_planes`: per input plane ``(i, c, z)`` every tap adds its unfolded
+    plane, one contiguous range, into a staging buffer ``W`` wide with room for the padding
+    rows, shifted by the tap, its cells that read padding columns selected to zero by the
+    tap's column mask; then the input rows are copied out.  Each cell sums its taps in order
+    from +0, as the row-wise path does (adding a selected +0 to a sum that started at +0
+    changes no bit).  One branch-free, vectorised loop per tap and plane, where adding rows in
+    place paid bookkeeping per tap and first zeroed the padding cells of ``cols``."""
     KD, KH, KW = kernel
     dd, dh, dw = dilations
     bd, bh, bw = begin
     taps = KD * KH * KW
-    plane = OD * OH * W
-    C = gf.size // (n * D * H * W)
-    for z in range(D):
-        base = (((i * C + c) * D + z) * H) * W
-        for j in range(H * W):
-            gf[_u(base + j)] = 0
-        for kd in range(KD):
-            od = z + bd - kd * dd
-            if od < 0 or od % sd != 0 or od // sd >= OD:
-                continue
-            od //= sd
-            for kh in range(KH):
-                yshift = kh * dh - bh
-                h0 = max(0, -yshift)
-                h1 = min(OH, H - yshift)
-                if h1 <= h0:
-                    continue
-                t = (kd * KH + kh) * KW
-                for kw in range(KW):
-                    off = kw * dw - bw
-                    lo, hi = _span(off, 1, W, W)
-                    src = ((c * taps + t + kw) * n + i) * plane + (od * OH + h0) * W
-                    rows = h1 - h0
-                    for j in range(lo):         # the edge columns, down the rows
-                        for r in range(rows):
-                            cf[_u(src + r * W + j)] = 0
-                    for j in range(hi, W):
-                        for r in range(rows):
-                            cf[_u(src + r * W + j)] = 0
-                    dst = base + (h0 + yshift) * W + off
-                    for j in range(lo, (h1 - h0) * W - (W - hi)):
-                        gf[_u(dst + j)] += cf[_u(src + j)]
+    P = OD * OH * W
+    plane = OH * W
+    zero = gf.dtype.type(0)
+    margin = 0
+    for kw in range(KW):
+        margin = max(margin, abs(kw * dw - bw))
+    rows = OH + (KH - 1) * dh
+    buf = np.empty(rows * W + 2 * margin, dtype=gf.dtype)
+    y0 = min(bh, rows)
+    y1 = max(y0, min(rows, H + bh))
+    keep = np.empty(KW * plane, dtype=np.bool_)
+    for kw in range(KW):
+        lo, hi = _span(kw * dw - bw, 1, W, W)
+        for oh in range(OH):
+            for w in range(W):
+                keep[(kw * OH + oh) * W + w] = lo <= w < hi
+    for c in range(C):
+        for i in range(n):
+            for z in range(D):
+                dst = (((i * C + c) * D + z) * H) * W
+                for j in range(buf.size):
+                    buf[_u(j)] = zero
+                for kd in range(KD):
+                    od = z + bd - kd * dd
+                    if od < 0 or od % sd != 0 or od // sd >= OD:
+                        continue
+                    od //= sd
+                    for kh in range(KH):
+                        for kw in range(KW):
+                            t = (kd * KH + kh) * KW + kw
+                            src = ((c * taps + t) * n + i) * P + od * plane
+                            at = margin + kh * dh * W + kw * dw - bw
+                            mask = kw * plane
+                            for j in range(plane):
+                                v = cf[_u(src + j)]
+                                buf[_u(at + j)] += v if keep[_u(mask + j)] else zero
+                base = margin + y0 * W
+                for j in range((y1 - y0) * W):
+                    gf[_u(dst + j)] = buf[_u(base + j)]
+                for j in range((y1 - y0) * W, H * W):     # rows no window reaches
+                    gf[_u(dst + j)] = zero
 
 
 # -- direct convolution on wide planes (unit strides) ----------------------------------------

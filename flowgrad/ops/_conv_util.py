@@ -278,8 +278,7 @@ class WindowUnfold:
         return cols
 
     def col2im(self, kernels, gsrc: np.ndarray, cols: np.ndarray, start: int, stop: int) -> None:
-        """``cols`` (a scratch buffer: the kernel zeroes its cells that read padding) into rows
-        ``start:stop`` of ``gsrc``."""
+        """``cols`` (the chunk's unfolded gradient) into rows ``start:stop`` of ``gsrc``."""
         cols = cols.reshape((gsrc.shape[1], self.taps, stop - start) + self.grid)
         kernels.col2im(cols, gsrc[start:stop], *self.args)
 

@@ -564,8 +564,7 @@ class Col2Im(Op):
         g = self._geometry()
         n, channels = x.shape[0], x.shape[1] // g.taps
         work = compute_dtype(x.dtype)
-        # (C, taps, n, *grid), the kernel's layout, in a copy of ours: the kernel zeroes the
-        # cells that fall in the padding
+        # (C, taps, n, *grid), the kernel's layout
         cols = np.array(np.asarray(x, dtype=work).reshape((n, channels, g.taps) + g.out3)
                         .transpose(1, 2, 0, 3, 4, 5), order="C")
         y = np.empty((n, channels) + tuple(self.image_shape), work)
