@@ -477,12 +477,16 @@ def _export_body(c, graph, num_formal: int, outer_names: list[str]) -> onnx.Grap
                 d.Clear()
     walk(body)
     made = {o for node in body.node for o in node.output} | {i.name for i in body.initializer}
-    for vi in body.output:      # runtimes want a body's output made inside it: an Identity
-        if vi.name not in made:
+    # runtimes want each body output made inside it, and named once (a Scan body giving one
+    # value as its state and its scan output ran wrong in onnxruntime): else an Identity
+    taken: set[str] = set()
+    for vi in body.output:
+        if vi.name not in made or vi.name in taken:
             copy = c.model.fresh(prefix + vi.name.rsplit("/", 1)[-1] + "_out")
             body.node.append(onnx.helper.make_node("Identity", [vi.name], [copy],
                                                    name=c.model.node_name(copy)))
             vi.name = copy
+        taken.add(vi.name)
     return body
 
 

@@ -10,16 +10,23 @@ from onnx import helper
 from ..builder import ImportProblem, Value
 from ..tensors import DTYPES, check_elem_type
 from ..translations import Translations, node_exporter, node_importer
-from ._common import axis as checked_axis
+from ._common import axis as checked_axis, unchanged
 
 T = Translations("elementwise")
 
 for _onnx, _fg in (("Neg", "neg"), ("Exp", "exp"), ("Log", "log"), ("Sqrt", "sqrt"),
-                   ("Abs", "abs"), ("Reciprocal", "reciprocal"), ("Identity", "identity"),
-                   ("Floor", "floor"), ("Ceil", "ceil"), ("Not", "not"), ("Sin", "sin"),
-                   ("Cos", "cos"), ("Round", "round"), ("Sign", "sign")):
+                   ("Abs", "abs"), ("Reciprocal", "reciprocal"), ("Floor", "floor"),
+                   ("Ceil", "ceil"), ("Not", "not"), ("Sin", "sin"), ("Cos", "cos"),
+                   ("Round", "round"), ("Sign", "sign")):
     T.same(_onnx, _fg)
 T.same("Mod", "mod", attrs=("fmod",))
+T.exports("identity")(node_exporter("Identity"))
+
+
+@T.imports("Identity")
+def identity(b, a, ins):
+    """No step for an op's value (:func:`~._common.unchanged`)."""
+    return unchanged(b, ins.need(0, "input"))
 
 
 def _legacy_broadcast(b, a, x: Value, y: Value) -> Value:

@@ -11,7 +11,7 @@ from ..access import scalar
 from ..builder import ImportProblem, check_size
 from ..tensors import DTYPES, check_elem_type
 from ..translations import Translations, node_exporter
-from ._common import axis, ints
+from ._common import axis, ints, unchanged
 
 T = Translations("tensor")
 
@@ -75,7 +75,7 @@ def cast(b, a, ins):
     if why:
         raise ImportProblem(f"the target type 'to' {why}")
     if x.dtype == DTYPES[to]:
-        return b.final("identity", [x])
+        return unchanged(b, x)
     return b.final("cast", [x], to=DTYPES[to].name)
 
 
@@ -88,7 +88,7 @@ def _cast(c):
 def cast_like(b, a, ins):
     x, like = ins.need(0, "input"), ins.need(1, "target_type")
     if x.dtype == like.dtype:
-        return b.final("identity", [x])
+        return unchanged(b, x)
     return b.final("cast", [x], to=like.dtype.name)
 
 
