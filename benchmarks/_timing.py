@@ -49,7 +49,8 @@ import sys
 import time
 from typing import Callable
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                "FLOWGRAD_NUM_THREADS")
 THREADS: int | None = None          # what set_threads chose
 
 
@@ -166,6 +167,11 @@ def thread_header(threads: int) -> str:
     else:
         parts.append("numba not loaded yet: NUMBA_NUM_THREADS="
                      + os.environ.get("NUMBA_NUM_THREADS", "unset"))
+    if "flowgrad" in sys.modules:
+        from flowgrad import parallel
+        parts.append(f"flowgrad: {parallel.get_num_threads()}")
+        if parallel.get_num_threads() != threads:
+            wrong.append("flowgrad")
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
         parts.append(f"torch: {torch.get_num_threads()} "

@@ -39,6 +39,8 @@ _EXPORTS = {
     **dict.fromkeys(("Registry", "default_registry", "make_registry"), ".plugins"),
     **dict.fromkeys(("Plan", "compile"), ".plan"),
     "profile": ".plan.profile",
+    "get_num_threads": ".parallel",
+    "set_num_threads": ".parallel",
     **dict.fromkeys(("Dataset", "load_data", "split"), ".data"),
     **dict.fromkeys(("Trainer", "train"), ".train"),
     "visualize": ".visualize",

@@ -3,9 +3,10 @@
 Why: an op that calls ``np.empty`` or a numba function directly is welded to the CPU.  Ops
 instead ask ``ctx.backend`` — ``backend.empty(shape, dtype)`` for an output (recycled plan
 memory, :mod:`flowgrad.plan.memory`), ``backend.kernels.<name>(...)`` for a hot loop
-(:mod:`flowgrad.kernels`), ``backend.xp`` for the array module — so that a GPU backend (CuPy,
-say) can later be one more module implementing the same three things, not an edit of every op
-file.  Only the CPU backend exists: nothing is built for a device we cannot test on.
+(:mod:`flowgrad.kernels`), ``backend.xp`` for the array module, ``backend.parallel(item, n)``
+to spread independent pieces of work over the CPU's threads (:mod:`flowgrad.parallel`) — so
+that a GPU backend (CuPy, say) can later be one more module implementing the same few things,
+not an edit of every op file.  Only the CPU backend exists: nothing is built for a device we cannot test on.
 
 The kernels module is imported on first use, so a command that runs no kernel never pays for
 importing numba.
@@ -16,6 +17,7 @@ from typing import Any, Callable, Hashable, Iterable
 
 import numpy as np
 
+from . import parallel as _parallel
 
 _KERNELS = None     # flowgrad.kernels, once imported
 _MISSING = object()
@@ -79,6 +81,14 @@ class CPUBackend:
                 if isinstance(part, np.ndarray):
                     self._constants[id(part)] = part
         return result
+
+    @staticmethod
+    def parallel(item: Callable[[int], None], count: int) -> None:
+        """``item(0)``, ..., ``item(count - 1)`` spread over flowgrad's threads, returning when
+        all have run (:func:`flowgrad.parallel.run`).  The items must be independent — write
+        disjoint outputs — so the result does not depend on the thread count; what they add
+        up, the caller sums afterwards in item order."""
+        _parallel.run(item, count)
 
     def __repr__(self) -> str:
         return f"CPUBackend(pooled={self.pool is not None})"

@@ -69,6 +69,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true",
                         help="let an internal error end in its full Python traceback (also "
                              f"{DEBUG_ENV}=1)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="threads for flowgrad's own work sharing (also "
+                             "FLOWGRAD_NUM_THREADS; default: every core)")
     parser.add_argument("--no-autoload", action="store_true",
                         help="do not load plugins installed as packages (also "
                              "FLOWGRAD_DISABLE_PLUGIN_AUTOLOAD=1)")
@@ -89,7 +92,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def command_of(argv: Sequence[str]) -> str | None:
     """The command named in ``argv`` (the first word that is not a global option's)."""
-    takes_value = {"-p", "--plugins"}
+    takes_value = {"-p", "--plugins", "--threads"}
     skip = False
     for item in argv:
         if skip:
@@ -122,9 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     args.plugins = [*args.plugins, *args.command_plugins]
-    from .. import plugins
+    from .. import parallel, plugins
     previous = plugins._default     # restored at the end: main may run inside a test or script
+    threads = parallel._threads
     try:
+        if args.threads is not None:
+            if args.threads < 1:
+                raise FlowgradError(f"--threads must be at least 1, got {args.threads}")
+            parallel.set_num_threads(args.threads)
         import numpy as np
         registry = plugins.make_registry(paths=args.plugins, autoload=not args.no_autoload)
         plugins.set_default_registry(registry)
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     finally:
         plugins.set_default_registry(previous)
+        parallel.set_num_threads(threads)
 
 
 def internal_error(argv: Sequence[str] | None, error: BaseException) -> str:

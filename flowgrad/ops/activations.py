@@ -50,6 +50,13 @@ def _flat(a, dtype) -> np.ndarray:
     return np.asarray(a, dtype=dtype, order="C").reshape(-1)
 
 
+#: Elements per piece of a large elementwise kernel call shared among threads
+#: (:meth:`~flowgrad.backend.CPUBackend.parallel`): a megabyte of float32, long enough that
+#: handing a piece to a thread costs little next to computing it, short enough to share out
+#: the activations of a large batch.
+PIECE_ELEMENTS = 1 << 18
+
+
 def _pointwise(backend, kernel, dtype, arrays, *scalars) -> np.ndarray:
     """``kernel(*arrays, *scalars, out)`` elementwise over same-shape ``arrays``, into an output
     of ``dtype`` allocated through ``backend``.
@@ -62,12 +69,19 @@ def _pointwise(backend, kernel, dtype, arrays, *scalars) -> np.ndarray:
     out = backend.empty(arrays[0].shape, dtype)
     work = _compute_dtype(dtype)
     flat = [_flat(a, work) for a in arrays]
-    if out.dtype == work and out.flags.c_contiguous:
-        kernel(*flat, *scalars, out.reshape(-1))
-    else:
-        tmp = np.empty(out.shape, work)
-        kernel(*flat, *scalars, tmp.reshape(-1))
-        np.copyto(out, tmp, casting="unsafe")
+    direct = out.dtype == work and out.flags.c_contiguous
+    target = (out if direct else np.empty(out.shape, work)).reshape(-1)
+    if target.size < 2 * PIECE_ELEMENTS:
+        kernel(*flat, *scalars, target)
+    else:       # pieces of a size fixed by the array's, whatever the thread count
+        pieces = -(-target.size // PIECE_ELEMENTS)
+
+        def piece(i):
+            part = slice(i * PIECE_ELEMENTS, (i + 1) * PIECE_ELEMENTS)
+            kernel(*[f[part] for f in flat], *scalars, target[part])
+        backend.parallel(piece, pieces)
+    if not direct:
+        np.copyto(out, target.reshape(out.shape), casting="unsafe")
     return out
 
 

@@ -1,0 +1,152 @@
+"""flowgrad.parallel: every item once, errors raised, no waiting on a helper that is not
+running, BLAS threads restored, and the thread count's validation."""
+import threading
+
+import numpy as np
+import pytest
+
+from flowgrad import parallel
+from flowgrad.errors import FlowgradError
+
+
+@pytest.fixture
+def threads():
+    """Set the thread count for a test, and restore the environment's afterwards."""
+    def use(n):
+        parallel.set_num_threads(n)
+    yield use
+    parallel.set_num_threads(None)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("count", [0, 1, 2, 7, 64])
+def test_every_item_runs_once(threads, n_threads, count):
+    threads(n_threads)
+    seen = []
+    lock = threading.Lock()
+
+    def item(i):
+        with lock:
+            seen.append(i)
+    parallel.run(item, count)
+    assert sorted(seen) == list(range(count))
+
+
+def test_results_do_not_depend_on_the_thread_count(threads):
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((16, 40, 50)).astype(np.float32)
+    b = rng.standard_normal((50, 30)).astype(np.float32)
+    outs = []
+    for n in (1, 2, 4):
+        threads(n)
+        out = np.empty((16, 40, 30), np.float32)
+
+        def item(i):
+            np.matmul(a[i], b, out=out[i])
+        parallel.run(item, len(a))
+        outs.append(out)
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_an_item_error_is_raised_after_the_started_items_finish(threads):
+    threads(2)
+    finished = []
+
+    def item(i):
+        if i == 3:
+            raise ValueError("item 3 failed")
+        finished.append(i)
+    with pytest.raises(ValueError, match="item 3 failed"):
+        parallel.run(item, 8)
+    # the pool is still usable afterwards
+    seen = []
+    parallel.run(seen.append, 5)
+    assert sorted(seen) == list(range(5))
+
+
+def test_the_caller_does_not_wait_for_a_helper_that_is_not_running(threads):
+    """A helper stuck in its item (as if the OS did not schedule it) holds only that item:
+    the caller runs every other one.  (With work split up front, half the items would wait
+    for the stuck thread and this test would time out.)"""
+    threads(2)
+    release = threading.Event()
+    callers = []
+    stuck = []
+
+    def item(i):
+        if threading.current_thread() is not threading.main_thread() and not stuck:
+            stuck.append(i)
+            assert release.wait(10), "the caller never finished the other items"
+            return
+        callers.append(i)
+        if len(callers) == 15:             # every item but the stuck one: let it go
+            release.set()
+    parallel.run(item, 16)
+    if not stuck:       # the helper never woke up in time: the caller ran everything
+        assert sorted(callers) == list(range(16))
+    else:
+        assert sorted(callers + stuck) == list(range(16)) and len(callers) == 15
+
+
+def test_nested_runs_are_inline(threads):
+    threads(2)
+    seen = []
+    lock = threading.Lock()
+
+    def inner(i):
+        with lock:
+            seen.append(i)
+
+    def outer(i):
+        parallel.run(lambda j: inner(10 * i + j), 3)
+    parallel.run(outer, 4)
+    assert sorted(seen) == sorted(10 * i + j for i in range(4) for j in range(3))
+
+
+def test_blas_threads_are_restored(threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    threads(2)
+    before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+              if lib["user_api"] == "blas"]
+    inside = []
+
+    def item(i):
+        if i == 0:
+            inside.extend(lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                          if lib["user_api"] == "blas")
+    parallel.run(item, 4)
+    after = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+             if lib["user_api"] == "blas"]
+    assert after == before
+    assert all(n == 1 for n in inside)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_set_num_threads_refuses_nonsense(bad):
+    with pytest.raises(FlowgradError, match="whole number >= 1"):
+        parallel.set_num_threads(bad)
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_a_bad_environment_variable_is_a_clear_error(monkeypatch, value):
+    monkeypatch.setenv("FLOWGRAD_NUM_THREADS", value)
+    with pytest.raises(FlowgradError, match="FLOWGRAD_NUM_THREADS"):
+        parallel.get_num_threads()
+
+
+def test_the_environment_variable_sets_the_count(monkeypatch):
+    monkeypatch.setenv("FLOWGRAD_NUM_THREADS", "3")
+    assert parallel.get_num_threads() == 3
+
+
+def test_a_large_activation_is_shared_out_with_the_same_bits(threads):
+    """An elementwise kernel over more than two pieces runs piece by piece across threads;
+    every element is the one a single call gives."""
+    from flowgrad.backend import DEFAULT
+    from flowgrad.ops.activations import PIECE_ELEMENTS, _pointwise
+    x = np.random.default_rng(1).standard_normal(2 * PIECE_ELEMENTS + 12345).astype(np.float32)
+    whole = np.empty_like(x)
+    DEFAULT.kernels.gelu(x, whole)
+    for n in (1, 2, 3):
+        threads(n)
+        assert np.array_equal(_pointwise(DEFAULT, DEFAULT.kernels.gelu, np.float32, (x,)), whole)
