@@ -150,3 +150,22 @@ def test_a_large_activation_is_shared_out_with_the_same_bits(threads):
     for n in (1, 2, 3):
         threads(n)
         assert np.array_equal(_pointwise(DEFAULT, DEFAULT.kernels.gelu, np.float32, (x,)), whole)
+
+
+def test_the_command_line_sets_the_count_for_its_run_only(capsys):
+    from flowgrad.cli import main
+    before = parallel.get_num_threads()
+    seen = []
+    real = parallel.set_num_threads
+
+    def spy(n):
+        seen.append(n)
+        real(n)
+    parallel.set_num_threads = spy
+    try:
+        assert main(["--threads", "3", "ops"]) == 0
+    finally:
+        parallel.set_num_threads = real
+    assert seen[0] == 3 and parallel.get_num_threads() == before
+    assert main(["--threads", "0", "ops"]) == 1
+    assert "--threads must be at least 1, got 0" in capsys.readouterr().err
