@@ -28,7 +28,7 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_planes",
+KERNELS = ["im2col", "col2im", "unfolded_output", "conv_direct", "conv_depthwise", "conv_planes",
            "conv_direct_input_grad", "conv_direct_weight_grad", "max_pool", "max_pool_backward",
            "avg_pool", "avg_pool_backward"]
 
@@ -150,6 +150,20 @@ def test_col2im_is_the_adjoint_of_im2col(axes):
     K.im2col.compiled(x, cols, *g.args)
     K.col2im.compiled(z.copy(), back, *g.args)
     assert np.isclose((cols * z).sum(), (x * back).sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 2, 7), (32, 3, 196), (5, 4, 33)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_unfolded_output_swaps_and_adds_the_bias(shape, bias, dtype):
+    rng = _rng("unfolded_output", shape, bias)
+    values = _x(rng, shape, dtype)
+    b = _x(rng, (shape[0] if bias else 0,), dtype)
+    got = np.full((shape[1], shape[0], shape[2]), np.nan, dtype)
+    want = np.full_like(got, np.nan)
+    K.unfolded_output.compiled(values, b, got)
+    K.unfolded_output.reference(values, b, want)
+    np.testing.assert_array_equal(got, want)
 
 
 # -- direct convolution ----------------------------------------------------------------------

@@ -35,7 +35,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._jit import jit, kernel
 
-__all__ = ["im2col", "col2im", "conv_direct", "conv_depthwise", "conv_planes",
+__all__ = ["im2col", "col2im", "unfolded_output", "conv_direct", "conv_depthwise", "conv_planes",
            "conv_direct_input_grad", "conv_direct_weight_grad"]
 
 #: widest output row for which the direct weight gradient stages unit-stride planes wide (see
@@ -457,6 +457,35 @@ def _crop(out, Hp, Wp, OD, OH, OW, dst, yf):
 def _wide_shapes(OD, OH, OW, KD, KH, KW, dd, dh, dw):
     """(Dp, Hp, Wp): the padded plane the wide grid reads, one spare row for the last taps."""
     return OD + (KD - 1) * dd, OH + (KH - 1) * dh + 1, OW + (KW - 1) * dw
+
+
+def _unfolded_output_reference(values, b, y):
+    out = values.swapaxes(0, 1)
+    y[...] = out + b.reshape(1, -1, 1) if b.size else out
+
+
+@kernel(_unfolded_output_reference)
+def unfolded_output(values, b, y):
+    """y[i, o, p] = values[o, i, p] + b[o] (no bias when ``b`` is empty): a chunk's product,
+    ``(O, n, positions)``, into the output's layout ``(n, O, positions)`` with the bias, one
+    contiguous row copy per image and channel.  numpy's ``np.add`` of the swapped view pays its
+    strided iteration per row of a few hundred cells: LeNet's conv2, batch 64 in chunks of 3,
+    0.21 -> 0.07 ms a forward (1 thread, CPU time, warm; LeNet inference 2 % faster)."""
+    O, n, P = values.shape
+    vf = values.reshape(-1)
+    yf = y.reshape(-1)
+    has_bias = b.size > 0
+    for o in range(O):
+        bias = b[o] if has_bias else vf.dtype.type(0)
+        for i in range(n):
+            src = (o * n + i) * P
+            dst = (i * O + o) * P
+            if has_bias:
+                for p in range(P):
+                    yf[_u(dst + p)] = vf[_u(src + p)] + bias
+            else:
+                for p in range(P):
+                    yf[_u(dst + p)] = vf[_u(src + p)]
 
 
 # -- direct convolution ----------------------------------------------------------------------

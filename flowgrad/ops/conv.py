@@ -249,6 +249,7 @@ class Conv(_ConvBase):
                        (groups, out_channels // groups, -1), _bias_shape(g.nd))
             r.chunks = chunks(n, channels * g.taps * r.unfold.positions)
             r.in_place = type(r.unfold) is WindowUnfold and r.dtype == work
+            r.no_bias = np.empty(0, work)
         if len(self._recipes) >= RECIPES:
             self._recipes.clear()
         self._recipes[(x.shape, x.dtype, W.shape, W.dtype, None if b is None else b.dtype)] = r
@@ -291,9 +292,13 @@ class Conv(_ConvBase):
             values = np.matmul(Wg, cols, out=scratch(
                 "values", (Wg.shape[0], Wg.shape[1], cols.shape[2]), cols.dtype))
             values = values.reshape(W.shape[0], stop - start, -1)
-            if bias is None:
+            # into the output's layout, the bias added while the chunk is still in cache
+            if exact:
+                kernels.unfolded_output(values, recipe.no_bias if b is None else b,
+                                        y[start:stop].reshape(stop - start, W.shape[0], -1))
+            elif bias is None:
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
-            else:   # the bias is added while the chunk is still in cache
+            else:
                 np.add(unfold.to_output(values.swapaxes(0, 1)), bias, out=y[start:stop])
 
     def backward(self, ctx, gy):
