@@ -12,8 +12,9 @@ convolution, say).  The calling thread and the helper threads claim items one at
 shared counter, the caller included: a helper that the OS does not schedule delays at most the
 one item it holds, and on a busy machine the caller simply does more of them — never much worse
 than one thread.  Inside items, BLAS runs on one thread (set through ``threadpoolctl`` for the
-duration of the call): the items are the parallelism, and BLAS threads would split each item
-again, statically.
+duration of a plan's run, :func:`blas_single`): the items are the parallelism, and BLAS threads
+would split each item again, statically — and any product outside items would be split up
+front, as before.
 
 Results do not depend on the number of threads: items write disjoint parts of their outputs,
 and what items add up (a weight gradient over batch chunks) the caller sums in item order, as
@@ -135,7 +136,7 @@ class _Pool:
         self._job: _Job | None = None
         self._generation = 0
         self._stopped = False
-        self._blas = _BlasThreads()
+        self._blas = blas_single()
         for k in range(size - 1):
             threading.Thread(target=self._helper, name=f"flowgrad-worker-{k}",
                              daemon=True).start()
@@ -177,11 +178,11 @@ class _Pool:
 
 
 class _BlasThreads:
-    """A context in which BLAS runs on one thread (restored after): see the module doc.
+    """A context in which BLAS runs on one thread, restored when the outermost one ends.
 
     ``threadpoolctl`` finds the BLAS numpy loaded (once: that walks the loaded libraries);
-    entering and leaving then cost two calls into the library.  Without ``threadpoolctl``
-    BLAS keeps its own threads: items still run in parallel, each BLAS call splitting again."""
+    entering and leaving then cost a few calls into the library.  Without ``threadpoolctl``
+    BLAS keeps its own threads."""
 
     def __init__(self):
         try:
@@ -190,15 +191,40 @@ class _BlasThreads:
                           if lib.user_api == "blas"]
         except ImportError:
             self._libs = []
+        self._lock = threading.Lock()
+        self._depth = 0
         self._saved: list[int] = []
 
     def __enter__(self):
-        self._saved = [lib.get_num_threads() for lib in self._libs]
-        for lib in self._libs:
-            lib.set_num_threads(1)
+        with self._lock:
+            if self._depth == 0:
+                self._saved = [lib.get_num_threads() for lib in self._libs]
+                for lib, n in zip(self._libs, self._saved):
+                    if n != 1:
+                        lib.set_num_threads(1)
+            self._depth += 1
         return self
 
     def __exit__(self, *exc):
-        for lib, n in zip(self._libs, self._saved):
-            lib.set_num_threads(n)
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, n in zip(self._libs, self._saved):
+                    if n != 1:
+                        lib.set_num_threads(n)
         return False
+
+
+_blas: _BlasThreads | None = None
+_blas_lock = threading.Lock()
+
+
+def blas_single() -> _BlasThreads:
+    """A context (reentrant) in which BLAS runs on one thread: a plan's runs are in one, so
+    every thread a run uses is flowgrad's own (see the module doc)."""
+    global _blas
+    if _blas is None:
+        with _blas_lock:
+            if _blas is None:
+                _blas = _BlasThreads()
+    return _blas

@@ -169,3 +169,30 @@ def test_the_command_line_sets_the_count_for_its_run_only(capsys):
     assert seen[0] == 3 and parallel.get_num_threads() == before
     assert main(["--threads", "0", "ops"]) == 1
     assert "--threads must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_a_plan_runs_with_blas_on_one_thread(monkeypatch):
+    """Inside a plan's forward and backward BLAS has one thread (every thread of the run is
+    flowgrad's own); the count the process had is back afterwards."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import flowgrad
+    from flowgrad.plan import plan as plan_module
+
+    def blas_counts():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]
+    seen = []
+    for name in ("run_forward", "run_backward"):
+        real = getattr(plan_module, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.append(blas_counts())
+            return _real(*args, **kwargs)
+        monkeypatch.setattr(plan_module, name, spy)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = blas_counts()
+        plan = flowgrad.compile(flowgrad.load("graphs/logistic_reg.yaml"))
+        plan.forward({"x": np.ones(4, np.float32), "t": np.zeros(4, np.float32)})
+        plan.backward({"L_reg": 1.0})
+        assert blas_counts() == before
+    assert len(seen) == 2 and all(n == 1 for counts in seen for n in counts)

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..backend import CPUBackend
+from ..parallel import blas_single
 from ..errors import FlowgradError
 from ..graph import Graph
 from ..op import Context
@@ -110,8 +111,9 @@ class Plan:
         vals = self._leaf_vals.copy()
         feed(self.layout, self.dtype, vals, self._by_node(feeds), program)
         ctxs: list[Context | None] = [None] * len(self.layout.steps) if grad else []
-        run_forward(program, vals, ctxs, grad, self.training, self.rng, self.backend,
-                    self._pool, self._store)
+        with blas_single():     # every thread a run uses is flowgrad's (flowgrad.parallel)
+            run_forward(program, vals, ctxs, grad, self.training, self.rng, self.backend,
+                        self._pool, self._store)
         result = {ref: vals[slot] for ref, slot in program.output_slots.items()}
         if grad:
             # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
@@ -142,7 +144,8 @@ class Plan:
         g: list[Any] = [None] * self.layout.num_slots
         for ref, slot in program.seed_slots.items():
             g[slot] = seed_value(ref, seeds[ref], out_vals[slot])
-        run_backward(self.graph, program, ctxs, g, self._pool)
+        with blas_single():
+            run_backward(self.graph, program, ctxs, g, self._pool)
         self._last = None
         grads = {}
         for name, slot in program.leaf_slots.items():
