@@ -22,6 +22,8 @@ stride-1, unpadded convs are products on the input as it lies.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..errors import AttrError
@@ -196,7 +198,7 @@ class Conv(_ConvBase):
         if b is not None and (cast_b or not b.flags.c_contiguous):
             b = np.ascontiguousarray(b, dtype=recipe.work)
         if recipe.path == "pointwise":
-            self._pointwise_forward(recipe, x, W, b, y)
+            self._pointwise_forward(ctx.backend, recipe, x, W, b, y)
         elif recipe.path == "direct":
             out = y if recipe.in_place else np.empty(recipe.out, recipe.work)
             x5, W5, y5 = recipe.views
@@ -206,7 +208,7 @@ class Conv(_ConvBase):
             if out is not y:
                 y[...] = out
         else:
-            self._unfold_forward(ctx.backend.kernels, recipe, x, W, b, y)
+            self._unfold_forward(ctx.backend, recipe, x, W, b, y)
         if ctx.grad_enabled:
             ctx.save(recipe.strategy, x, W, recipe.g, recipe.unfold)
         return (y,)
@@ -255,7 +257,7 @@ class Conv(_ConvBase):
         self._recipes[(x.shape, x.dtype, W.shape, W.dtype, None if b is None else b.dtype)] = r
         return r
 
-    def _pointwise_forward(self, recipe, x, W, b, y):
+    def _pointwise_forward(self, backend, recipe, x, W, b, y):
         """A 1x1, stride-1, unpadded conv (most of ResNet's) is one matrix product per sample
         and group, ``W (O/G, C/G) @ x (C/G, positions)``: no unfolding, BLAS on the input as it
         lies."""
@@ -268,19 +270,27 @@ class Conv(_ConvBase):
             return
         Wg, x4, y4, bg = recipe.views
         Wg, x4, y4 = W.reshape(Wg), x.reshape(x4), y.reshape(y4)
-        for start, stop in recipe.chunks:      # the bias and epilogue run in cache
+
+        def chunk(i):                   # the bias runs in cache; chunks write disjoint rows
+            start, stop = recipe.chunks[i]
             np.matmul(Wg, x4[start:stop], out=y4[start:stop])
             if b is not None:
                 y4[start:stop] += b.reshape(bg)
+        backend.parallel(chunk, len(recipe.chunks))
 
-    def _unfold_forward(self, kernels, recipe, x, W, b, y):
+    def _unfold_forward(self, backend, recipe, x, W, b, y):
+        """im2col, product and bias per batch chunk; the chunks (disjoint rows of ``y``, their
+        unfolded matrices in per-thread scratch) are shared among threads."""
+        kernels = backend.kernels
         Wg, cols_shape, image, bias_shape = recipe.views
         Wg = W.reshape(Wg)
         unfold = recipe.unfold
         src = unfold.source(x)
         bias = None if b is None else b.reshape(bias_shape)
         exact = recipe.in_place and y.flags.c_contiguous
-        for start, stop in recipe.chunks:
+
+        def chunk(i):
+            start, stop = recipe.chunks[i]
             cols = unfold.im2col(kernels, src, start, stop).reshape(cols_shape)
             if exact and stop - start == 1:
                 # one image: the product's (O, positions) is the output's own layout
@@ -288,7 +298,7 @@ class Conv(_ConvBase):
                 np.matmul(Wg, cols, out=out)
                 if bias is not None:
                     out += b.reshape(image[0], -1, 1)
-                continue
+                return
             values = np.matmul(Wg, cols, out=scratch(
                 "values", (Wg.shape[0], Wg.shape[1], cols.shape[2]), cols.dtype))
             values = values.reshape(W.shape[0], stop - start, -1)
@@ -300,6 +310,7 @@ class Conv(_ConvBase):
                 y[start:stop] = unfold.to_output(values.swapaxes(0, 1))
             else:
                 np.add(unfold.to_output(values.swapaxes(0, 1)), bias, out=y[start:stop])
+        backend.parallel(chunk, len(recipe.chunks))
 
     def backward(self, ctx, gy):
         strategy, x, W, g, unfold = ctx.saved
@@ -318,8 +329,7 @@ class Conv(_ConvBase):
                 gW = np.empty(W.shape, W.dtype)
                 kernels.conv_direct_weight_grad(as5d(x), as5d(gy), as5d(gW), *args)
         else:
-            gx, gW = self._unfold_backward(ctx.backend.kernels, ctx.backend.empty, unfold, x, W,
-                                           gy, need_x, need_W)
+            gx, gW = self._unfold_backward(ctx.backend, unfold, x, W, gy, need_x, need_W)
         return (gx, gW, gb)[:len(ctx.needs_input_grad)]
 
     def _pointwise_backward(self, x, W, gy, need_x, need_W):
@@ -332,16 +342,25 @@ class Conv(_ConvBase):
             .sum(axis=0).reshape(W.shape) if need_W else None
         return gx, gW
 
-    def _unfold_backward(self, kernels, empty, unfold, x, W, gy, need_x, need_W):
+    def _unfold_backward(self, backend, unfold, x, W, gy, need_x, need_W):
+        """Per batch chunk: im2col again and the chunk's weight-gradient product, and the
+        input gradient's product and col2im (disjoint rows of it).  The chunks are shared
+        among threads; their weight-gradient products are added in chunk order, as one thread
+        adds them, whichever thread finishes first (same bits at any thread count)."""
+        kernels = backend.kernels
         n, channels, groups = x.shape[0], x.shape[1], self.group
         Wg = W.reshape(groups, W.shape[0] // groups, -1)
         src = unfold.source(x)
-        gsrc = unfold.grad_buffer(empty, x.dtype) if need_x else None
+        gsrc = unfold.grad_buffer(backend.empty, x.dtype) if need_x else None
         WgT = Wg.transpose(0, 2, 1)
-        gWt = None
+        bounds = chunks(n, channels * unfold.g.taps * unfold.positions)
+        gWt = np.empty((groups, Wg.shape[2], Wg.shape[1]), x.dtype) if need_W else None
+        order = _InOrder(gWt)
 
         exact = type(unfold) is WindowUnfold
-        for start, stop in chunks(n, channels * unfold.g.taps * unfold.positions):
+
+        def chunk(i):
+            start, stop = bounds[i]
             if exact and stop - start == 1:     # one image: gy is already (G, O/G, positions)
                 gyg = gy[start].reshape(Wg.shape[:2] + (-1,))
             else:
@@ -350,18 +369,40 @@ class Conv(_ConvBase):
                 # rebuilt rather than kept from forward: a chunk is cache-sized and rebuilding
                 # it costs less than the page faults of keeping every chunk alive
                 cols = unfold.im2col(kernels, src, start, stop).reshape(groups, Wg.shape[2], -1)
-                if gWt is None:                                      # (W-grad)^T: BLAS-faster
-                    gWt = np.matmul(cols, gyg.transpose(0, 2, 1))
-                else:
-                    gWt += np.matmul(cols, gyg.transpose(0, 2, 1),
-                                     out=scratch("part", gWt.shape, gWt.dtype))
+                order.add(i, np.matmul(cols, gyg.transpose(0, 2, 1),   # (W-grad)^T: BLAS-faster
+                                       out=scratch("part", gWt.shape, gWt.dtype)))
             if need_x:
                 gcols = np.matmul(WgT, gyg, out=scratch("gcols", (groups,) + WgT.shape[1:2]
                                                         + gyg.shape[2:], x.dtype))
                 unfold.col2im(kernels, gsrc, gcols, start, stop)
+        backend.parallel(chunk, len(bounds))
         gW = gWt.transpose(0, 2, 1).reshape(W.shape) if need_W else None
         gx = unfold.input_grad(gsrc) if need_x else None
         return gx, gW
+
+
+class _InOrder:
+    """The sum of parts numbered 0, 1, 2, ... into ``total``, added in that order whatever
+    order they arrive in (from the threads sharing a conv's batch chunks): the first part is
+    copied in, each next one added; a part that arrives early is kept (copied: it may lie in
+    its thread's scratch) until those before it are in."""
+
+    def __init__(self, total):
+        self.total, self.next, self.early = total, 0, {}
+        self.lock = threading.Lock()
+
+    def add(self, i: int, part: np.ndarray) -> None:
+        with self.lock:
+            if i != self.next:
+                self.early[i] = part.copy()
+                return
+            while part is not None:
+                if self.next == 0:
+                    self.total[...] = part
+                else:
+                    self.total += part
+                self.next += 1
+                part = self.early.pop(self.next, None)
 
 
 class ConvTranspose(_ConvBase):

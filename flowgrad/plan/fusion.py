@@ -224,6 +224,10 @@ class Placed:
     def kernels(self):
         return self.base.kernels
 
+    @property
+    def parallel(self):
+        return self.base.parallel
+
 
 class _Output:
     """The output of a fused chain, allocated when its producer first asks for a block."""
