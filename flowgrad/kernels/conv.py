@@ -184,6 +184,29 @@ def im2col(x, cols, kernel, strides, dilations, begin):
 
 
 @jit
+def _plane_staging(H, W, OH, KH, KW, dh, dw, bh, bw):
+    """The staging of :func:`_im2col_planes` and :func:`_col2im_planes`: ``(margin, rows,
+    y0, y1, keep)`` — how far a tap's columns reach past the plane, the rows staged (input
+    rows ``-bh .. rows - bh - 1``), the staged rows ``[y0, y1)`` that are input rows, and per
+    tap column the mask of the output cells that read inside the plane (not wrapped around
+    from a neighbouring row)."""
+    margin = 0
+    for kw in range(KW):
+        margin = max(margin, abs(kw * dw - bw))
+    rows = OH + (KH - 1) * dh
+    y0 = min(bh, rows)
+    y1 = max(y0, min(rows, H + bh))
+    plane = OH * W
+    keep = np.empty(KW * plane, dtype=np.bool_)
+    for kw in range(KW):
+        lo, hi = _span(kw * dw - bw, 1, W, W)
+        for oh in range(OH):
+            for w in range(W):
+                keep[(kw * OH + oh) * W + w] = lo <= w < hi
+    return margin, rows, y0, y1, keep
+
+
+@jit
 def _im2col_planes(xf, cf, n, C, D, H, W, OD, OH, kernel, sd, dilations, begin):
     """im2col for unit strides along H and W and an output as wide as the input.  Each input
     plane ``(i, c, z)`` is staged once in a buffer ``W`` wide with the padding rows above and
@@ -200,20 +223,9 @@ def _im2col_planes(xf, cf, n, C, D, H, W, OD, OH, kernel, sd, dilations, begin):
     P = OD * OH * W
     plane = OH * W
     zero = cf.dtype.type(0)
-    margin = 0                           # the farthest a tap's columns reach past the plane
-    for kw in range(KW):
-        margin = max(margin, abs(kw * dw - bw))
-    rows = OH + (KH - 1) * dh            # staged rows: input rows -bh .. rows - bh - 1
+    margin, rows, y0, y1, keep = _plane_staging(H, W, OH, KH, KW, dh, dw, bh, bw)
     # zeros but for the input rows, written for every plane: its pad rows and margins stay 0
     buf = np.zeros(rows * W + 2 * margin, dtype=cf.dtype)
-    y0 = min(bh, rows)
-    y1 = max(y0, min(rows, H + bh))
-    keep = np.empty(KW * plane, dtype=np.bool_)
-    for kw in range(KW):
-        lo, hi = _span(kw * dw - bw, 1, W, W)
-        for oh in range(OH):
-            for w in range(W):
-                keep[(kw * OH + oh) * W + w] = lo <= w < hi
     for c in range(C):
         for i in range(n):
             for od in range(OD):
@@ -350,19 +362,8 @@ def _col2im_planes(cf, gf, n, C, D, H, W, OD, OH, kernel, sd, dilations, begin):
     P = OD * OH * W
     plane = OH * W
     zero = gf.dtype.type(0)
-    margin = 0
-    for kw in range(KW):
-        margin = max(margin, abs(kw * dw - bw))
-    rows = OH + (KH - 1) * dh
+    margin, rows, y0, y1, keep = _plane_staging(H, W, OH, KH, KW, dh, dw, bh, bw)
     buf = np.empty(rows * W + 2 * margin, dtype=gf.dtype)
-    y0 = min(bh, rows)
-    y1 = max(y0, min(rows, H + bh))
-    keep = np.empty(KW * plane, dtype=np.bool_)
-    for kw in range(KW):
-        lo, hi = _span(kw * dw - bw, 1, W, W)
-        for oh in range(OH):
-            for w in range(W):
-                keep[(kw * OH + oh) * W + w] = lo <= w < hi
     for c in range(C):
         for i in range(n):
             for z in range(D):
