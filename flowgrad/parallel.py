@@ -110,19 +110,22 @@ class _Job:
         self.finished = threading.Condition(threading.Lock())
 
     def work(self) -> None:
-        """Claim and run items until none is left."""
-        item, count = self.item, self.count
+        """Claim and run items until none is left.  The last item to finish lets the item
+        function go (no thread keeps it in a local either): what it refers to — a plan's
+        activations — must be free for the plan's pool to recycle as soon as the call ends."""
+        count = self.count
         i = next(self.claim)
         while i < count:
             try:
                 if self.error is None:
-                    item(i)
+                    self.item(i)
             except BaseException as e:          # reported by the caller
                 if self.error is None:
                     self.error = e
             with self.finished:
                 self.done += 1
                 if self.done == count:
+                    self.item = None
                     self.finished.notify_all()
             i = next(self.claim)
 
@@ -151,7 +154,9 @@ class _Pool:
                 if self._stopped:
                     return
                 seen, job = self._generation, self._job
-            job.work()
+            if job is not None:
+                job.work()
+            job = None      # (an idle helper holds no item, nor the arrays it refers to)
 
     def run(self, item: Callable[[int], None], count: int) -> None:
         job = _Job(item, count)
@@ -168,6 +173,9 @@ class _Pool:
             with job.finished:
                 while job.done < count:
                     job.finished.wait()
+            with self._wake:            # the finished job (its item's arrays) is let go, so
+                if self._job is job:    # that the plan's pool can recycle what it read
+                    self._job = None
         if job.error is not None:
             raise job.error
 

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "flowgrad"
 #: bottom to top; a module may import (at module level) from its own layer and those below.
 #: The same table is in docs/architecture.md.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "backend", "kernels", "arrays"),
+    ("errors", "parallel", "backend", "kernels", "arrays"),
     ("op",),
     ("graph", "ops", "optim", "data", "datasets", "checkpoint", "initializers", "plots"),
     ("hookspecs", "plugins", "builtins", "passes"),
