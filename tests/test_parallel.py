@@ -196,3 +196,10 @@ def test_a_plan_runs_with_blas_on_one_thread(monkeypatch):
         plan.backward({"L_reg": 1.0})
         assert blas_counts() == before
     assert len(seen) == 2 and all(n == 1 for counts in seen for n in counts)
+
+
+def test_the_command_line_reports_a_bad_environment_variable_first(monkeypatch, capsys):
+    from flowgrad.cli import main
+    monkeypatch.setenv("FLOWGRAD_NUM_THREADS", "zero")
+    assert main(["ops"]) == 1
+    assert "FLOWGRAD_NUM_THREADS must be a whole number >= 1, got 'zero'" in capsys.readouterr().err

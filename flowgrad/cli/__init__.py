@@ -133,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.threads < 1:
                 raise FlowgradError(f"--threads must be at least 1, got {args.threads}")
             parallel.set_num_threads(args.threads)
+        parallel.get_num_threads()      # a bad FLOWGRAD_NUM_THREADS is reported now, not mid-run
         import numpy as np
         registry = plugins.make_registry(paths=args.plugins, autoload=not args.no_autoload)
         plugins.set_default_registry(registry)
