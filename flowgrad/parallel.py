@@ -64,8 +64,8 @@ def set_num_threads(n: int | None) -> None:
         raise FlowgradError(f"the number of threads must be a whole number >= 1, got {n!r}")
     with _lock:
         _threads = n
-        if _pool is not None and _pool.size != (n or get_num_threads()):
-            _pool.stop()
+        if _pool is not None and (n is None or _pool.size != n):
+            _pool.stop()            # (the next run starts the pool the new count asks for)
             _pool = None
 
 
