@@ -200,6 +200,10 @@ def test_a_plan_runs_with_blas_on_one_thread(monkeypatch):
 
 def test_the_command_line_reports_a_bad_environment_variable_first(monkeypatch, capsys):
     from flowgrad.cli import main
+    parallel.set_num_threads(2)
+    parallel.run(lambda i: None, 4)             # a pool exists: the clean-up must not fail
+    parallel.set_num_threads(None)
+    parallel.run(lambda i: None, 4)
     monkeypatch.setenv("FLOWGRAD_NUM_THREADS", "zero")
     assert main(["ops"]) == 1
     assert "FLOWGRAD_NUM_THREADS must be a whole number >= 1, got 'zero'" in capsys.readouterr().err
