@@ -6,7 +6,8 @@ memory, :mod:`flowgrad.plan.memory`), ``backend.kernels.<name>(...)`` for a hot 
 (:mod:`flowgrad.kernels`), ``backend.xp`` for the array module, ``backend.parallel(item, n)``
 to spread independent pieces of work over the CPU's threads (:mod:`flowgrad.parallel`) — so
 that a GPU backend (CuPy, say) can later be one more module implementing the same few things,
-not an edit of every op file.  Only the CPU backend exists: nothing is built for a device we cannot test on.
+not an edit of every op file.  Only the CPU backend exists: nothing is built for a device we
+cannot test on.
 
 The kernels module is imported on first use, so a command that runs no kernel never pays for
 importing numba.

@@ -104,7 +104,7 @@ def test_nested_runs_are_inline(threads):
 
 
 def test_blas_threads_are_restored(threads):
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     threads(2)
     before = [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
               if lib["user_api"] == "blas"]
@@ -174,7 +174,7 @@ def test_the_command_line_sets_the_count_for_its_run_only(capsys):
 def test_a_plan_runs_with_blas_on_one_thread(monkeypatch):
     """Inside a plan's forward and backward BLAS has one thread (every thread of the run is
     flowgrad's own); the count the process had is back afterwards."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import threadpoolctl
     import flowgrad
     from flowgrad.plan import plan as plan_module
 

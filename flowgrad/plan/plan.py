@@ -13,10 +13,10 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..backend import CPUBackend
-from ..parallel import blas_single
 from ..errors import FlowgradError
 from ..graph import Graph
 from ..op import Context
+from ..parallel import blas_single
 from ..passes import prepare
 from .memory import BufferPool
 from .params import ParamStore
