@@ -6,9 +6,9 @@ has to know about profiling, and a plan that is not profiled pays nothing.  The 
 list is put in place only for the timed runs and the original list object put back afterwards,
 even on an error, so the plan keeps running exactly what it compiled.
 
-A fused step (:mod:`.fusion`) keeps its producer's name in the program; which nodes it absorbed
-is worked out again with the same :func:`~.fusion.epilogue_chains` call compiling made (it is
-deterministic), so the step is shown as what it runs: ``conv+batch_norm+relu`` over its nodes.
+A fused step (:mod:`.fusion`) keeps its producer's name in the program and lists the nodes it
+absorbed (``Step.nodes``), so the step is shown as what it runs: ``conv+batch_norm+relu`` over
+its nodes.
 
 What the steps do not account for is the *framework* time — the feeds' checks and casts, the
 loop's dispatch, buffers released and recycled — reported as the run's wall time minus the sum
@@ -25,7 +25,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FlowgradError
-from .fusion import epilogue_chains
 from .plan import Plan
 
 
@@ -198,10 +197,9 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
         plan.rng.bit_generator.state = rng
     rows = []
     for (program, phase), run_list, cells in zip(programs, originals, timers):
-        covered = _fused_nodes(plan, program) if fused else {}
         for entry, (seconds, calls) in zip(run_list, cells):
             step = entry[5] if phase == "forward" else entry[1]
-            nodes = covered.get(step.name, (step.name,))
+            nodes = step.nodes
             # a branch absorbed into a fused step runs as nothing: only the ops that compute
             types = [plan.graph.op_of(n).type for n in nodes]
             op = "+".join(types[:1] + [t for t in types[1:] if t != "branch"])
@@ -218,16 +216,6 @@ def _timed(fn: Any, cell: list) -> Any:
         cell[1] += 1
         return result
     return timed
-
-
-def _fused_nodes(plan: Plan, program: Any) -> dict[str, tuple[str, ...]]:
-    """``{producer: (producer, every node it absorbed)}`` for the fused steps of a forward
-    program compiled to fuse, from the same chains compiling found (branches included: they
-    run as nothing)."""
-    steps = program.steps
-    chains = epilogue_chains(steps, set(program.output_slots.values()), plan.layout.slot_spec)
-    return {steps[at].name: (steps[at].name, *(steps[c].name for c in chain.consumers))
-            for at, chain in chains.items()}
 
 
 def _state_params(plan: Plan) -> list[str]:

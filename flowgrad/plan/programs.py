@@ -39,6 +39,13 @@ class Step:
     sources: tuple[str | None, ...]          # source node of each input (None: absent)
     src_ports: tuple[int | None, ...]        # and its output port
     state_leaves: dict[int, str]             # input port -> param leaf it updates (stateful ops)
+    #: every node the step runs: its own, and for a fused step the nodes it absorbed (branches
+    #: included), in order — what a profile or an error shows the step as
+    fused: tuple[str, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.fused or (self.name,)
 
 
 @dataclass
@@ -145,7 +152,8 @@ def _fused(layout: Layout, producer: Step, chain: Chain, steps: list[Step]
     forward = fused_forward(producer.op, batched, layout.slot_spec(producer.out_slots[0]),
                             [(steps[at].op, args, b) for at, args, b
                              in zip(chain.ops, chain.args, chain.batched)])
-    return forward, replace(producer, in_slots=in_slots, out_slots=(chain.result,))
+    fused = (producer.name,) + tuple(steps[at].name for at in chain.consumers)
+    return forward, replace(producer, in_slots=in_slots, out_slots=(chain.result,), fused=fused)
 
 
 def compile_backward(layout: Layout, forward: ForwardProgram, seed_refs: tuple[str, ...],
