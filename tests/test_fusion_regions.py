@@ -295,3 +295,42 @@ def test_batch_norm_folds_into_a_conv_whose_image_size_is_known_only_at_run_time
     fused = net.forward({"x": x}, grad=False)["y"]
     assert folds, "the batch norm is folded into the conv's weights"
     np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_model_that_fixes_its_batch_fuses_too(tmp_path, monkeypatch, batch):
+    """onnx's ResNet-50 fixes its batch at 1 (a Reshape to a constant shape: no free batch
+    axis to cut into blocks): its regions run as one block of the whole tensor, the batch norm
+    folded into the conv."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    c = 5
+    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
+        "W": rng.standard_normal((c, 3, 3, 3)), "g": rng.standard_normal(c),
+        "beta": rng.standard_normal(c), "mu": rng.standard_normal(c),
+        "var": rng.uniform(0.5, 2, c), "r": rng.standard_normal((batch, c, 8, 9))}.items()]
+    inits.append(numpy_helper.from_array(np.array([batch, c * 8 * 9]), "shape"))
+    nodes = [helper.make_node("Conv", ["x", "W"], ["conv"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["conv", "g", "beta", "mu", "var"], ["bn"]),
+             helper.make_node("Add", ["bn", "r"], ["a"]),
+             helper.make_node("Sigmoid", ["a"], ["s"]),
+             helper.make_node("Mul", ["a", "s"], ["y"]),
+             helper.make_node("Reshape", ["y", "shape"], ["z"])]
+    graph = helper.make_graph(
+        nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 9])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, c * 8 * 9])], inits)
+    path = tmp_path / "fixed.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    net = flowgrad.compile(flowgrad.load(str(path)))
+    folds = []
+    fold = fusion._fold
+    monkeypatch.setattr(fusion, "_fold", lambda *a: (folds.append(1), fold(*a))[1])
+    x = np.random.default_rng(1).standard_normal((batch, 3, 8, 9)).astype(np.float32)
+    assert net.graph.dag.nodes["x"]["spec"].shape[0] == batch      # no free batch axis
+    unfused = net.forward({"x": x})["z"]
+    fused = net.forward({"x": x}, grad=False)["z"]
+    assert folds, "the batch norm is folded into the conv's weights"
+    np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-5)
+    types = [step.op.type for *_, step in net._forward_programs[(("z",), True)].run]
+    assert types == ["conv", "reshape"]

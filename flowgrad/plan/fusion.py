@@ -40,6 +40,9 @@ a scratch block.  When every consumer declares ``pointwise`` and its other input
 per-channel or of the block's shape, the region runs as one compiled pass over the block
 instead of op by op (:mod:`.pointwise`).
 
+A model that fixes its batch (no free batch axis: onnx's ResNet-50 reshapes to
+``[1, 2048]``) has no rows to cut: each of its regions runs as one block, the whole tensor.
+
 Values asked for as outputs are never fused away.  The plan fuses only programs run
 without gradient in evaluation mode.
 """
@@ -101,7 +104,7 @@ def epilogue_chains(steps: Sequence[Any], keep: set[int],
         if pos in fused or not step.op.rowwise or len(step.out_slots) != 1:
             continue
         spec = spec_of(step.out_slots[0])
-        if spec.ndim == 0 or spec.shape[0] is not None:     # no batch axis to cut into blocks
+        if spec.ndim == 0:
             continue
         chain = _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused)
         if chain is not None:
@@ -304,6 +307,7 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     final = steps[-1][2]
     one_pass = _OnePass(consumers) if len(out_spec.shape) >= 3 else None
     dynamic = True if None in row_shape else None
+    static_size = 0 if None in out_spec.shape else math.prod(out_spec.shape)
 
     def forward(ctx, *args):
         inputs, rest, todo = list(args[:n_inputs]), args[n_inputs:], steps
@@ -313,8 +317,12 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
             weights = inputs[fold_ports[0][0]]
             # the output's size; with dims known only at run time (an ONNX model's image
             # size), the size of the first batched input stands in for it
-            size = n * row_elements if dynamic is None else next(
-                (v.size for v, b in zip(inputs, producer_batched) if b), 0)
+            if not lengths:                             # a fixed batch: the whole shape
+                size = static_size
+            elif dynamic is None:
+                size = n * row_elements
+            else:
+                size = next(v.size for v, b in zip(inputs, producer_batched) if b)
             if weights.size < size:
                 count = len(todo[0][3])
                 scale, shift = first.affine(ctx, *rest[:count])
