@@ -385,35 +385,37 @@ class _OnePass:
     out on first use and kept per fold, block shape and extra shapes: at batch 1 a region
     takes tens of microseconds, and looking at each input again would be a good part of it."""
 
-    __slots__ = ("consumers", "counts", "layouts")
+    __slots__ = ("consumers", "cuts", "layouts")
 
     def __init__(self, consumers):
         self.consumers = [(op, args) for op, args, _ in consumers]
-        self.counts = [(len(batched), batched) for _, _, batched in consumers]
+        # which extras are cut to the block's rows: every consumer's, or (the first one folded
+        # into the producer) the others'
+        self.cuts = ([cut for _, _, batched in consumers for cut in batched],
+                     [cut for _, _, batched in consumers[1:] for cut in batched])
         self.layouts: dict[tuple, Any] = {}
 
     def __call__(self, block: np.ndarray, rest, folded: bool, start: int, stop: int) -> bool:
-        if (block.ndim < 3 or block.dtype not in _ONE_PASS_DTYPES
-                or not block.flags.c_contiguous):
+        dtype = block.dtype
+        if block.ndim < 3 or dtype not in _ONE_PASS_DTYPES or not block.flags.c_contiguous:
             return False
-        extras, i = [], 0
-        for count, batched in self.counts[folded:]:
-            extras += [v[start:stop] if cut else v for v, cut in zip(rest[i:i + count], batched)]
-            i += count
+        extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts[folded])]
+        key = [folded, block.shape]
         for e in extras:
-            if type(e) is not np.ndarray or e.dtype != block.dtype:
+            if type(e) is not np.ndarray or e.dtype != dtype:
                 return False
-        key = (folded, block.shape) + tuple(e.shape for e in extras)
+            key.append(e.shape)
+        key = tuple(key)
         layout = self.layouts.get(key, False)
         if layout is False:
             layout = self.layouts[key] = self._layout(block, extras, folded)
         if layout is None:
             return False
-        program, template, singles, single_cols, per_plane = layout
+        program, template, singles, per_plane = layout
         n, c = block.shape[:2]
         scalars = template.copy()
-        if singles:                     # every one-element input in one assignment
-            scalars[:, :, single_cols] = [extras[k].item() for k in singles]
+        for j, k in singles:            # one-element inputs (a constant's value may change)
+            scalars[:, :, j] = extras[k].item()
         for j, k, shape in per_plane:
             scalars[:, :, j] = extras[k].reshape(shape)        # (broadcasting)
         x = block.reshape(n * c, -1)
@@ -428,8 +430,8 @@ class _OnePass:
         return True
 
     def _layout(self, block, extras, folded):
-        """``(program, template, singles, single columns, per-plane columns)`` for these
-        shapes, or None when they do not fit or an op declares no ``pointwise``."""
+        """``(program, template, singles, per-plane columns)`` for these shapes, or None when
+        they do not fit or an op declares no ``pointwise``."""
         global _POINTWISE
         from . import pointwise       # (numba is imported on first use only)
         _POINTWISE = pointwise
@@ -455,16 +457,15 @@ class _OnePass:
         if program is None:
             return None
         template = np.zeros((n, c, max(1, len(program.columns))), block.dtype)
-        singles, single_cols, per_plane = [], [], []
+        singles, per_plane = [], []
         for j, (kind, value) in enumerate(program.columns):
             if kind == "c":
                 template[:, :, j] = value
             elif shapes[value] == (1, 1):
-                singles.append(value)
-                single_cols.append(j)
+                singles.append((j, value))
             else:
                 per_plane.append((j, value, shapes[value]))
-        return program, template, singles, single_cols, per_plane
+        return program, template, singles, per_plane
 
 
 def _assign_buffers(consumers) -> tuple[list, int]:
