@@ -134,9 +134,13 @@ def compile_forward(layout: Layout, outputs: tuple[str, ...], fuse: bool) -> For
                 hoisted = steps[at]
                 run.append((hoisted.op.forward, _getter(hoisted.in_slots),
                             len(hoisted.in_slots), hoisted.out_slots, tuple(frees[at]), hoisted))
+            # the values inside the region are never stored: only what the consumers read
+            # last from outside it (a residual's shortcut) is freed after the step
+            inside = {s for at in [position, *chain.consumers] for s in steps[at].out_slots}
+            inside.discard(chain.result)
+            free = [s for s in free + [s for at in chain.consumers for s in frees[at]]
+                    if s not in inside]
             forward, step = _fused(layout, step, chain, steps)
-            # what the consumers read last (the values fused away, a residual's shortcut)
-            free = free + [s for at in chain.consumers for s in frees[at]]
         run.append((forward, _getter(step.in_slots), len(step.in_slots), step.out_slots,
                     tuple(free), step))
     return ForwardProgram(run, steps, targets,
