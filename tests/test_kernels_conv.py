@@ -99,6 +99,10 @@ GEOMETRIES = [
     pytest.param([(200, 5, 1, 1, 2, 2)], id="1d-long-same"),
     pytest.param([(3, 3, 2, 1, 1, 1), (10, 3, 1, 1, 1, 1), (14, 3, 1, 1, 1, 1)],
                  id="3d-large-same"),
+    # conv_planes' bands (kernel rows that read only padding rows skipped): short, wide planes
+    pytest.param([(2, 5, 1, 1, 2, 2), (24, 5, 1, 1, 2, 2)], id="2d-short-wide"),
+    pytest.param([(3, 5, 2, 1, 2, 2), (30, 5, 1, 1, 2, 2)], id="2d-short-wide-strided"),
+    pytest.param([(1, 3, 1, 1, 3, 3), (30, 3, 1, 1, 1, 1)], id="2d-short-wide-pad-only-rows"),
 ]
 
 
