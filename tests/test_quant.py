@@ -1120,6 +1120,36 @@ def test_dynamic_quantize_lstm_straight_through_gradients_are_the_float_lstms(st
     assert all(q_grads[i] is None for i in (1, 2, 4, 8, 9, 10, 11))
 
 
+@pytest.mark.parametrize("attrs,lengths,peepholes", [
+    (dict(direction="bidirectional"), False, False),
+    (dict(direction="bidirectional"), True, True),
+    (dict(direction="reverse", clip=0.8, input_forget=True), True, False),
+    (dict(direction="forward", activations=["HardSigmoid", "Relu", "Tanh"]), False, True)])
+def test_dynamic_quantize_lstm_evaluation_kernels_match_the_taped_steps(attrs, lengths,
+                                                                        peepholes):
+    """Without a tape the steps after the recurrent product run in the float lstm's step
+    kernels (gates in float64, rounded once); with one, in numpy (float32 after each
+    operation).  Both give the same outputs up to float32 rounding."""
+    from flowgrad.ops.quant import DynamicQuantizeLSTM
+    rng = np.random.default_rng(5)
+    T, N, I, H = 4, 3, 5, 6
+    D = 2 if attrs["direction"] == "bidirectional" else 1
+    X = rng.standard_normal((T, N, I)).astype(np.float32)
+    Wq = rng.integers(-127, 128, size=(D, I, 4 * H)).astype(np.int8)
+    Rq = rng.integers(-127, 128, size=(D, H, 4 * H)).astype(np.int8)
+    scales = [rng.uniform(0.005, 0.02, D).astype(np.float32) for _ in range(2)]
+    B = rng.standard_normal((D, 8 * H)).astype(np.float32)
+    lens = np.array([4, 2, 0]) if lengths else None
+    h0, c0 = (rng.standard_normal((D, N, H)).astype(np.float32) for _ in range(2))
+    P = rng.standard_normal((D, 3 * H)).astype(np.float32) if peepholes else None
+    inputs = [X, Wq, Rq, B, lens, h0, c0, P, scales[0], np.zeros(D, np.int8), scales[1],
+              np.zeros(D, np.int8)]
+    taped = DynamicQuantizeLSTM(straight_through=True, **attrs).forward(Context(), *inputs)
+    kernel = DynamicQuantizeLSTM(**attrs).forward(Context(grad_enabled=False), *inputs)
+    for a, b in zip(kernel, taped):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_dynamic_quantize_lstm_trains_with_straight_through(tmp_path):
     """Loaded with straight_through=True, a quantized LSTM's input gradient reaches X and
     agrees with the float LSTM's (the model before quantization) in direction."""

@@ -1143,6 +1143,8 @@ class DynamicQuantizeLSTM(LSTM):
             h = (np.zeros((N, H), dtype) if initial_h is None else initial_h[d]).astype(dtype)
             c = (np.zeros((N, H), dtype) if initial_c is None else initial_c[d]).astype(dtype)
             p_i, p_o, p_f = (None,) * 3 if P is None else np.split(P[d].astype(dtype), 3)
+            step = None if keep else self._eval_step(ctx.backend.kernels, d, bias, P, H, dtype)
+            row = np.empty((N, H), dtype)
             if keep:        # the float lstm's tape, for the straight-through backward
                 pre = np.zeros((T, N, gh), dtype)
                 act = np.zeros((T, N, gh), dtype)
@@ -1151,6 +1153,11 @@ class DynamicQuantizeLSTM(LSTM):
                 # rows past their length output zeros in onnxruntime: 0 in the range
                 live = h if s == 0 or s <= min_len else \
                     np.where((lens >= s)[:, None], h, 0).astype(dtype)
+                if step is not None:        # evaluation: h and c updated in place
+                    step(XW[s], self._product(ctx.backend, live, Rd[d], dtype), h, c, row,
+                         lens, s)
+                    Y[tix[s], d, rows] = row        # (finished rows: 0 where nothing was)
+                    continue
                 z = XW[s] + self._product(ctx.backend, live, Rd[d], dtype)
                 if P is not None:
                     z[:, :H] += c * p_i
@@ -1200,6 +1207,23 @@ class DynamicQuantizeLSTM(LSTM):
             ctx.save(X, Wf, Rf, masks, tapes, (D, 2 * gh), initial_h is not None,
                      [initial_c is not None, P is not None], lens == 0)
         return Y, Y_h, Y_c
+
+    def _eval_step(self, kernels, d, bias, P, H, dtype):
+        """Evaluation (no tape): the rest of a step after the recurrent product (bias,
+        peepholes, clip, gates, state and output row) as one call of the float lstm's step
+        kernel (:mod:`flowgrad.kernels.recurrent`) instead of some twenty numpy calls on
+        one-row arrays.  Its gates are evaluated in float64 and rounded once: within float32
+        rounding of the numpy steps (which the tape needs, so training keeps them)."""
+        rb = np.zeros(4 * H, dtype) if bias is None else np.ascontiguousarray(bias[d])
+        if self._plain[d] and P is None and not self.input_forget:
+            return lambda xw, hr, h, c, y, lens, s: kernels.lstm_step(xw, hr, rb, h, c, y,
+                                                                      lens, s)
+        codes, alphas, betas = self._kernel_acts[d]
+        clip = np.inf if self.clip is None else float(self.clip)
+        p = np.zeros(3 * H, dtype) if P is None else np.ascontiguousarray(P[d], dtype)
+        forget, peep = bool(self.input_forget), P is not None
+        return lambda xw, hr, h, c, y, lens, s: kernels.lstm_step_general(
+            xw, hr, rb, p, h, c, y, lens, s, codes, alphas, betas, clip, forget, peep)
 
     @staticmethod
     def _dequantized(weight, dtype):
