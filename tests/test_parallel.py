@@ -207,3 +207,30 @@ def test_the_command_line_reports_a_bad_environment_variable_first(monkeypatch, 
     monkeypatch.setenv("FLOWGRAD_NUM_THREADS", "zero")
     assert main(["ops"]) == 1
     assert "FLOWGRAD_NUM_THREADS must be a whole number >= 1, got 'zero'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shape", [(256, 64, 3136), (512, 1152, 49), (40, 30, 50), (3, 4096, 4096)])
+def test_a_product_is_shared_out_with_the_same_bits(threads, shape):
+    """backend.product cuts a large product by its shape alone: the same bits at any count."""
+    from flowgrad.backend import DEFAULT, PRODUCT_SPLIT, product_pieces
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    outs = []
+    for count in (1, 2, 3):
+        threads(count)
+        out = np.full((m, n), np.nan, np.float32)
+        with parallel.blas_single():
+            assert DEFAULT.product(a, b, out) is out
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
+    np.testing.assert_allclose(outs[0], a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    pieces = product_pieces(m, k, n)
+    covered = np.zeros(max(m, n), int)
+    for axis, start, stop in pieces:
+        assert axis == ("rows" if m >= n else "cols") or len(pieces) == 1
+        covered[start:stop] += 1
+    assert (covered[:m if pieces[0][0] == "rows" else n] == 1).all()
+    assert (len(pieces) > 1) == (m * k * n >= 2 * PRODUCT_SPLIT and max(m, n) >= 32)

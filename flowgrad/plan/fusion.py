@@ -231,6 +231,10 @@ class Placed:
     def parallel(self):
         return self.base.parallel
 
+    @property
+    def product(self):
+        return self.base.product
+
 
 class _Output:
     """The output of a fused chain, allocated when its producer first asks for a block."""
@@ -288,29 +292,44 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     :class:`Chain` (value 0 the producer's output, ``i + 1`` consumer ``i``'s).  A first
     consumer with ``affine``, sole reader of the producer's output, is folded into the
     producer's ``channel_weights`` when the producer declares them and scaling the weights
-    costs less than a pass over the output.
+    costs less than a pass over the output.  A producer whose ``bias_last`` says it would add
+    its bias after everything else leaves it to the region: the bias is then the first
+    instruction of the region's one pass instead of a pass of the producer's own (the same
+    sum, the same bits).
 
-    Where each value lives is decided here, once: the producer writes into the block of the
-    region's output (buffer 0); a consumer writes over an input it reads last (its first port,
-    any port if ``commutative``), else into a buffer whose value is dead, else into a scratch
-    block; the last value is copied into buffer 0 if it did not end there.
+    Where each value lives is decided here, once per :class:`_Variant` (the region as given,
+    with its first consumer folded, with the bias added first): the producer writes into the
+    block of the region's output (buffer 0); a consumer writes over an input it reads last
+    (its first port, any port if ``commutative``), else into a buffer whose value is dead,
+    else into a scratch block; the last value is copied into buffer 0 if it did not end there.
     """
     n_inputs = len(producer_batched)
-    steps, nbuf = _assign_buffers(consumers)
+    plain = _Variant(consumers, out_spec)
     first = consumers[0][0]
     fold_ports = None
-    if consumers[0][1][:1] == (0,) and 0 not in consumers[0][1][1:] and steps[0][2] == 0 \
-            and all(0 not in args for _, args, _ in consumers[1:]):
+    if consumers[0][1][:1] == (0,) and 0 not in consumers[0][1][1:] \
+            and plain.steps[0][2] == 0 and all(0 not in args for _, args, _ in consumers[1:]):
         fold_ports = _fold_ports(producer, first, out_spec.ndim)
+    folded = None if fold_ports is None else _Variant(
+        [(op, tuple(None if v is None else max(0, v - 1) for v in args), batched)
+         for op, args, batched in consumers[1:]], out_spec)
+    bias_port = _bias_port(producer, out_spec.ndim)
+    with_bias = {}
+    if bias_port is not None:
+        bias_shape = (1, -1) + (1,) * (out_spec.ndim - 2)
+        for base in (plain, folded):
+            if base is not None:
+                with_bias[id(base)] = _Variant(
+                    [(_BIAS, (0, None), (False,))]
+                    + [(op, tuple(None if v is None else v + 1 for v in args), batched)
+                       for op, args, batched in base.consumers], out_spec)
     row_shape = out_spec.shape[1:]
     row_elements = math.prod(d or 1 for d in row_shape)
-    final = steps[-1][2]
-    one_pass = _OnePass(consumers) if len(out_spec.shape) >= 3 else None
     dynamic = True if None in row_shape else None
     static_size = 0 if None in out_spec.shape else math.prod(out_spec.shape)
 
     def forward(ctx, *args):
-        inputs, rest, todo = list(args[:n_inputs]), args[n_inputs:], steps
+        inputs, rest, variant = list(args[:n_inputs]), args[n_inputs:], plain
         lengths = {len(v) for v, b in zip(inputs, producer_batched) if b}
         n = min(lengths, default=0)
         if fold_ports is not None:
@@ -324,10 +343,17 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
             else:
                 size = next(v.size for v, b in zip(inputs, producer_batched) if b)
             if weights.size < size:
-                count = len(todo[0][3])
+                count = len(consumers[0][2])
                 scale, shift = first.affine(ctx, *rest[:count])
                 _fold(inputs, fold_ports, scale, shift)
-                rest, todo = rest[count:], todo[1:]
+                rest, variant = rest[count:], folded
+        if with_bias:
+            bias = inputs[bias_port]
+            if bias is not None and producer.bias_last(*inputs):
+                inputs[bias_port] = None
+                rest = (bias.reshape(bias_shape),) + tuple(rest)
+                variant = with_bias[id(variant)]
+        todo, one_pass, nbuf = variant.steps, variant.one_pass, variant.nbuf
         if None in row_shape or len(lengths) != 1:     # a dynamic shape: one block
             (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
             output, bounds, rows = None, [(0, len(y))], len(y)
@@ -344,8 +370,7 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 output.start, output.stop = start, stop
                 block = _run_into(producer, ctx, output, [
                     v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
-            if todo and one_pass is not None and one_pass(block, rest, todo is not steps,
-                                                          start, stop):
+            if todo and one_pass is not None and one_pass(block, rest, start, stop):
                 continue
             if nbuf > 1 and not scratch:
                 scratch = [ctx.backend.empty((rows,) + block.shape[1:], block.dtype)
@@ -359,8 +384,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 it = iter(extras)
                 _run_into(op, ctx, bufs[target],
                           [next(it) if k is None else bufs[k] for k in sources])
-            if final != 0:
-                np.copyto(block, bufs[final])
+            if variant.final != 0:
+                np.copyto(block, bufs[variant.final])
             bufs = extras = it = None
         if output is not None:
             y = output.whole
@@ -370,6 +395,48 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 pool.recycle(s)
         return (y,)
     return forward
+
+
+class _AddBias:
+    """The bias a producer left to its region (``bias_last``), added per channel as the
+    region's first op: in its one pass (``pointwise``) or, op by op, as numpy's add."""
+
+    rowwise = inplace = commutative = True
+
+    @staticmethod
+    def pointwise():
+        return (("add", 1),)
+
+    @staticmethod
+    def forward(ctx, x, bias):
+        return (np.add(x, bias, out=ctx.backend.empty(x.shape, x.dtype)),)
+
+
+_BIAS = _AddBias()
+
+
+class _Variant:
+    """One way of running a region's consumers: their buffers (:func:`_assign_buffers`) and,
+    where the block has planes, their one-pass program (:class:`_OnePass`)."""
+
+    __slots__ = ("consumers", "steps", "nbuf", "final", "one_pass")
+
+    def __init__(self, consumers, out_spec):
+        self.consumers = list(consumers)
+        self.steps, self.nbuf = _assign_buffers(self.consumers)
+        self.final = self.steps[-1][2] if self.steps else 0
+        self.one_pass = _OnePass(self.consumers) if out_spec.ndim >= 3 else None
+
+
+def _bias_port(producer: Any, ndim: int) -> int | None:
+    """The input index of the bias the producer may leave to the region (its
+    ``channel_weights`` after the weight, on channel axis 1, with ``bias_last`` declared),
+    or None."""
+    if getattr(producer, "bias_last", None) is None or ndim < 3:
+        return None
+    if len(producer.channel_weights) != 2 or producer.channel_axis % ndim != 1:
+        return None
+    return producer.input_names.index(list(producer.channel_weights)[1])
 
 
 _POINTWISE: Any = None      # flowgrad.plan.pointwise, imported when a region first runs
@@ -382,25 +449,23 @@ class _OnePass:
     (:mod:`.pointwise`), when its extra inputs fit: per-plane operands or C-contiguous ones
     of the block's shape, of the block's dtype.  What the extra inputs' shapes decide — the
     program (None: the region runs op by op), how each scalar column is filled — is worked
-    out on first use and kept per fold, block shape and extra shapes: at batch 1 a region
+    out on first use and kept per block shape and extra shapes: at batch 1 a region
     takes tens of microseconds, and looking at each input again would be a good part of it."""
 
     __slots__ = ("consumers", "cuts", "layouts")
 
     def __init__(self, consumers):
         self.consumers = [(op, args) for op, args, _ in consumers]
-        # which extras are cut to the block's rows: every consumer's, or (the first one folded
-        # into the producer) the others'
-        self.cuts = ([cut for _, _, batched in consumers for cut in batched],
-                     [cut for _, _, batched in consumers[1:] for cut in batched])
+        #: which extras are cut to the block's rows
+        self.cuts = [cut for _, _, batched in consumers for cut in batched]
         self.layouts: dict[tuple, Any] = {}
 
-    def __call__(self, block: np.ndarray, rest, folded: bool, start: int, stop: int) -> bool:
+    def __call__(self, block: np.ndarray, rest, start: int, stop: int) -> bool:
         dtype = block.dtype
         if block.ndim < 3 or dtype not in _ONE_PASS_DTYPES or not block.flags.c_contiguous:
             return False
-        extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts[folded])]
-        key = [folded, block.shape]
+        extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts)]
+        key = [block.shape]
         for e in extras:
             if type(e) is not np.ndarray or e.dtype != dtype:
                 return False
@@ -408,7 +473,7 @@ class _OnePass:
         key = tuple(key)
         layout = self.layouts.get(key, False)
         if layout is False:
-            layout = self.layouts[key] = self._layout(block, extras, folded)
+            layout = self.layouts[key] = self._layout(block, extras)
         if layout is None:
             return False
         program, template, singles, per_plane = layout
@@ -429,7 +494,7 @@ class _OnePass:
                               x, program.registers, program.result)
         return True
 
-    def _layout(self, block, extras, folded):
+    def _layout(self, block, extras):
         """``(program, template, singles, per-plane columns)`` for these shapes, or None when
         they do not fit or an op declares no ``pointwise``."""
         global _POINTWISE
@@ -449,11 +514,7 @@ class _OnePass:
                 return None
             kinds.append("plane")
             shapes.append(shape[:2])
-        consumers = self.consumers
-        if folded:              # the first consumer is in the producer: value 1 is value 0
-            consumers = [(op, tuple(None if v is None else max(0, v - 1) for v in args))
-                         for op, args in consumers[1:]]
-        program = pointwise.translate(consumers, kinds)
+        program = pointwise.translate(self.consumers, kinds)
         if program is None:
             return None
         template = np.zeros((n, c, max(1, len(program.columns))), block.dtype)
