@@ -48,6 +48,7 @@ elements along ``axis``).
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -322,24 +323,33 @@ def _shifted(v: np.ndarray, zp: np.ndarray | None, axis: int,
              dtype=np.float64) -> np.ndarray:
     """``v - zp`` as floats of ``dtype`` (exact: at most 17 bits); a 1-d ``zp`` applies along
     ``axis`` of ``v``."""
-    out = v.astype(dtype)
-    if zp is not None:
-        zp = np.asarray(zp, dtype=dtype)
-        if zp.ndim == 1 and zp.size > 1:
-            shape = [1] * v.ndim
-            shape[axis] = zp.size
-            zp = zp.reshape(shape)
-        else:
-            zp = zp.reshape(())
-        out -= zp
-    return out
+    if zp is None:
+        return v.astype(dtype)
+    zp = np.asarray(zp, dtype=dtype)
+    if zp.ndim == 1 and zp.size > 1:
+        shape = [1] * v.ndim
+        shape[axis] = zp.size
+        zp = zp.reshape(shape)
+    else:
+        zp = zp.reshape(())
+    return np.subtract(v, zp, dtype=dtype)      # one pass: the cast inside the subtraction
+
+
+_REACHES: dict = {}
 
 
 def _reach(v: np.ndarray, zp) -> int:
-    """A bound on ``|v - zp|`` from v's type and the zero points (no pass over v)."""
-    info = np.iinfo(v.dtype)
-    z = np.asarray(0 if zp is None else zp, dtype=np.int64)
-    return int(max(np.abs(info.min - z).max(), np.abs(info.max - z).max()))
+    """A bound on ``|v - zp|`` from v's type and the zero points (no pass over v); kept per
+    type and zero points (``np.iinfo`` alone costs 20 us, more than a small step's product)."""
+    key = (v.dtype.str, _zp_key(zp))
+    reach = _REACHES.get(key)
+    if reach is None:
+        info = np.iinfo(v.dtype)
+        z = np.asarray(0 if zp is None else zp, dtype=np.int64)
+        reach = int(max(np.abs(info.min - z).max(), np.abs(info.max - z).max()))
+        if len(_REACHES) < 4096:            # (a per-row zero point of activations varies)
+            _REACHES[key] = reach
+    return reach
 
 
 def _exact_float(a_reach: int, b_reach: int, terms: int, extra: int = 0):
@@ -380,7 +390,10 @@ def _matmul_shape(a, b) -> tuple:
 
 
 def _zp_key(zp) -> tuple | None:
-    return None if zp is None else (np.asarray(zp).dtype.str, np.asarray(zp).tobytes())
+    if zp is None:
+        return None
+    zp = np.asarray(zp)
+    return zp.dtype.str, zp.tobytes()
 
 
 def _weight_reach(backend, w: np.ndarray, zp, axis: int) -> int:
@@ -540,7 +553,7 @@ class _ConvInt(Op):
         (float32 where that is exact, see :func:`_exact_float`)."""
         extra = 0 if bias is None else int(np.abs(bias.astype(np.int64)).max(initial=0))
         dtype = _exact_float(_reach(x, x_zp), _weight_reach(backend, w, w_zp, 0),
-                             int(np.prod(w.shape[1:])), extra)
+                             math.prod(w.shape[1:]), extra)
         W = _shifted_weight(backend, w, w_zp, 0, dtype)
         X = _shifted(x, x_zp, 1, W.dtype)
         b = None if bias is None else bias.astype(W.dtype)
