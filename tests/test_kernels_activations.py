@@ -30,7 +30,7 @@ from flowgrad.plugins import make_registry
 #: the kernels this file compares with their references (the meta-test checks every kernel in
 #: flowgrad.kernels.REGISTRY is listed by some test file)
 KERNELS = ["erf", "erf_backward", "gelu", "gelu_backward", "gelu_tanh", "gelu_tanh_backward",
-           "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
+           "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
            "softplus_backward", "elu", "elu_backward", "softsign", "softsign_backward",
            "hard_swish", "hard_swish_backward",
            "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
@@ -111,6 +111,7 @@ BACKWARD = {  # name -> (saved input: "x" or "y" = forward output, extra scalars
     "erf_backward": ("x", (), 0.0),
     "gelu_backward": ("x", (), None),
     "gelu_tanh_backward": ("x", (), None),
+    "relu_backward": ("y", (), None),
     "tanh_backward": ("y", (), None),
     "sigmoid_backward": ("y", (), None),
     "softplus_backward": ("x", (), None),
@@ -164,7 +165,9 @@ def test_elu_kernels_take_alpha_and_the_selu_scale(alpha, scale, dtype):
 def test_backward_kernel_matches_its_reference(name, dtype, size):
     saved, extra, _ = BACKWARD[name]
     x = _values(size, dtype, seed=size + 1)
-    if saved == "y":                      # tanh and sigmoid backward read the forward output
+    if name == "relu_backward":           # the saved output: zeros and positive values
+        x = np.maximum(x, 0)
+    elif saved == "y":                    # tanh and sigmoid backward read the forward output
         forward = name[:-len("_backward")]
         x = _run(forward, "reference", x, np.empty_like(x))
     gy = np.random.default_rng(size).standard_normal(size).astype(dtype)
@@ -401,3 +404,14 @@ def test_ops_run_in_place_through_a_placed_output(type_):
                               placed, *inputs[1:])
     assert y is placed
     np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_gives_numpy_s_bits(dtype):
+    """gy · [y > 0] bit for bit: signed zeros and nan where gy is negative or not finite."""
+    y = np.maximum(_values(2001, dtype, seed=11), 0)
+    gy = _values(2001, dtype, seed=12)[::-1].copy()
+    want = _run("relu_backward", "reference", y, gy, np.empty_like(y))
+    got = _run("relu_backward", "compiled", y, gy, np.empty_like(y))
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

