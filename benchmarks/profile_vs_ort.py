@@ -1,11 +1,15 @@
 """Where flowgrad loses time to onnxruntime on an ONNX model: both profilers, side by side.
 
     .venv/bin/python benchmarks/profile_vs_ort.py [--threads N] [--rounds 5] [--repeat 10]
-                                                 MODEL [MODEL ...]
+                                                 [--shape NAME=D,D,...] MODEL [MODEL ...]
 
 MODEL is a name of ``tests/real_models.toml`` (fetched into the model cache if needed, fed the
 manifest's seeded inputs) or the path of an ``.onnx`` file (fed random inputs of its declared
-shapes at batch 1; a free dim other than the batch is refused).  Both runtimes get the same
+shapes at batch 1; a free dim other than the batch is refused unless ``--shape`` gives it).
+``--shape NAME=D,D,...`` (repeatable) feeds input NAME random values of that whole shape
+instead, in the range of the values it replaces: run at a size where the arithmetic is small
+(ppocr_cls at ``x=1,3,48,8``), the time left is each runtime's fixed cost per step.  Both
+runtimes get the same
 thread count (``--threads N``, default 1) and run in alternation: ``--rounds`` rounds of
 ``--repeat`` timed runs each, a settle pause between turns (see ``_timing.py``), so that they
 share the machine's load.
@@ -82,28 +86,42 @@ def _fetch_models():
     return module
 
 
-def model_and_feeds(model: str) -> tuple[str, str, object, dict[str, np.ndarray]]:
-    """(name, path, flowgrad graph, feeds) of a manifest name or an .onnx path."""
+def model_and_feeds(model: str, shapes: dict[str, tuple[int, ...]]
+                    ) -> tuple[str, str, object, dict[str, np.ndarray]]:
+    """(name, path, flowgrad graph, feeds) of a manifest name or an .onnx path; ``shapes``
+    overrides inputs' shapes (``--shape``)."""
     if model.endswith(".onnx"):
         if not os.path.isfile(model):
             sys.exit(f"profile_vs_ort: no such file: {model}")
         graph = flowgrad.load(model)
         for name in graph.inputs:
             shape = graph.spec_of(name).shape
-            if None in shape[1:]:
+            if None in shape[1:] and name not in shapes:
                 sys.exit(f"profile_vs_ort: {model}: input '{name}' has free dims {shape}; "
-                         "profile a model of tests/real_models.toml, whose inputs are given")
-        feeds = random_feeds(graph, batch=1, dtype=np.float32)
-        return os.path.basename(model)[:-5], model, graph, feeds
-    F = _fetch_models()
-    specs = F.load_manifest()
-    if model not in specs:
-        sys.exit(f"profile_vs_ort: '{model}' is neither an .onnx file nor a model of "
-                 f"tests/real_models.toml ({', '.join(specs)})")
-    path = str(F.fetch(specs[model]))
-    rng = np.random.default_rng(0)          # the inputs tests/test_real_models.py feeds
-    feeds = {i.name: i.make(rng) for i in specs[model].inputs}
-    return model, path, flowgrad.load(path), feeds
+                         f"give its shape (--shape {name}=1,...) or profile a model of "
+                         "tests/real_models.toml, whose inputs are given")
+        feeds = random_feeds(graph, batch=1, dtype=np.float32)     # (--shape: see below)
+        name, path = os.path.basename(model)[:-5], model
+    else:
+        F = _fetch_models()
+        specs = F.load_manifest()
+        if model not in specs:
+            sys.exit(f"profile_vs_ort: '{model}' is neither an .onnx file nor a model of "
+                     f"tests/real_models.toml ({', '.join(specs)})")
+        name, path = model, str(F.fetch(specs[model]))
+        rng = np.random.default_rng(0)          # the inputs tests/test_real_models.py feeds
+        feeds = {i.name: i.make(rng) for i in specs[model].inputs}
+        graph = flowgrad.load(path)
+    for key, shape in shapes.items():
+        if key not in feeds:
+            sys.exit(f"profile_vs_ort: {name}: --shape names no input '{key}' "
+                     f"(inputs: {', '.join(feeds)})")
+        old = feeds[key]
+        low, high = (float(old.min()), float(old.max())) if old.size else (0.0, 1.0)
+        values = np.random.default_rng(1).uniform(low, high, shape)
+        feeds[key] = values.astype(old.dtype) if old.dtype.kind == "f" else \
+            np.rint(values).astype(old.dtype)
+    return name, path, graph, feeds
 
 
 class Side:
@@ -181,9 +199,10 @@ def ort_events(session, timed: list[bool]) -> list[dict]:
     return kernels + [e for e, keep in zip(runs, timed) if keep]
 
 
-def compare(model: str, rounds: int, repeat: int, top: int, floor: float) -> None:
+def compare(model: str, rounds: int, repeat: int, top: int, floor: float,
+            shapes: dict[str, tuple[int, ...]]) -> None:
     """Profile one model on both runtimes, in alternating turns, and print the table."""
-    name, path, graph, feeds = model_and_feeds(model)
+    name, path, graph, feeds = model_and_feeds(model, shapes)
     model_proto = onnx.load(path, load_external_data=False)
     onnx_types = {n.name: n.op_type for n in model_proto.graph.node if n.name}
     plan = flowgrad.compile(graph).eval()
@@ -324,11 +343,24 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=10, help="timed runs a turn (default 10)")
     parser.add_argument("--top", type=int, default=6,
                         help="rows whose contents are listed under the table (default 6)")
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
+                        help="feed input NAME random values of this whole shape (repeatable)")
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help="a model of tests/real_models.toml or an .onnx file")
     args = parser.parse_args()
     if min(args.rounds, args.repeat, args.top) < 1:
         sys.exit("profile_vs_ort: --rounds, --repeat and --top must be at least 1")
+    shapes = {}
+    for text in args.shape:
+        name, _, dims = text.partition("=")
+        try:
+            shape = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            shape = ()
+        if not name or not shape or min(shape) < 1:
+            sys.exit(f"profile_vs_ort: --shape {text!r}: expected NAME=D,D,... with whole "
+                     "numbers >= 1 (e.g. --shape x=1,3,48,8)")
+        shapes[name] = shape
     if ort is None:
         return 0
     print("profile_vs_ort: " + thread_header(THREADS))
@@ -336,7 +368,7 @@ def main() -> int:
     print(f"onnxruntime's profiler adds ~{floor * 1e6:.0f} us inside each kernel's window "
           "(taken off in 'ort est.')")
     for model in args.models:
-        compare(model, args.rounds, args.repeat, args.top, floor)
+        compare(model, args.rounds, args.repeat, args.top, floor, shapes)
     return 0
 
 
