@@ -172,9 +172,10 @@ class Conv(_ConvBase):
         are most of the work and the loop over channels is long.  Measured, batch 1, 1 thread,
         shared machine, channels last vs planes: 5x5 on 384x2x2 0.018 vs 0.12 ms, 192x4x4
         0.017 vs 0.068, 480x3x20 0.11 vs 0.16, 480x6x20 s(2,1) 0.13 vs 0.15; 3x3 96x8x8
-        0.018 vs 0.035; larger planes: 5x5 240x12x20 0.26 vs 0.17, 480x6x20 0.24 vs 0.17,
-        200x2x96 about even, 88x3x96 0.095 vs 0.065; 3x3 128x12x40 s(1,2) 0.21 vs 0.10,
-        64x24x40 s(2,1) 0.15 vs 0.045."""
+        0.018 vs 0.035; larger planes: 5x5 240x12x20 0.26 vs 0.17, 480x6x20 0.24 vs 0.17;
+        3x3 128x12x40 s(1,2) 0.21 vs 0.10, 64x24x40 s(2,1) 0.15 vs 0.045.  With the planes'
+        bands (kernel rows over padding rows skipped), kernel alone: 5x5 200x2x96 0.069 vs
+        0.047, 88x3x96 0.064 vs 0.040; 384x2x2 0.010 vs 0.051, 192x4x4 0.010 vs 0.034."""
         return prod(g.out) <= DEPTHWISE_CHANNELS_LAST
 
     def __setattr__(self, name, value):
