@@ -298,6 +298,30 @@ def test_integer_products_are_exact_where_onnxruntime_saturates():
         np.testing.assert_array_equal(got[:, :, 1, 1], ref)
 
 
+@pytest.mark.parametrize("a_shape,b_shape", [((6, 1031), (1031, 5)), ((2, 6, 1031), (2, 1031, 5)),
+                                             ((1031,), (1031, 4)), ((6, 1031), (1031,)),
+                                             ((1, 1031), (1031, 7)), ((3, 1031), (1031, 7))])
+@pytest.mark.parametrize("fill", ["extreme", "random", "small"])
+def test_int_matmul_is_exact_on_every_path(a_shape, b_shape, fill):
+    """Every path of the integer product gives the exact integers: the kernel (fewer than
+    KERNEL_ROWS rows), one float32 product when the data's bound allows it (small values),
+    slices added in float64 when it does not (the types' extremes: partial sums up to
+    1031 * 252 * 128 > 2**24), constant or not."""
+    from flowgrad.backend import CPUBackend
+    from flowgrad.ops import quant as quant_ops
+    rng = np.random.default_rng(len(a_shape) * 10 + len(b_shape))
+    a = {"extreme": np.full(a_shape, 255), "small": rng.integers(0, 7, a_shape),
+         "random": rng.integers(0, 256, a_shape)}[fill].astype(np.uint8)
+    b = {"extreme": np.full(b_shape, -128), "small": rng.integers(-3, 4, b_shape),
+         "random": rng.integers(-128, 128, b_shape)}[fill].astype(np.int8)
+    b_zp = np.int8(-1) if len(b_shape) < 2 else rng.integers(-2, 3, b_shape[-1]).astype(np.int8)
+    want = (a.astype(np.int64) - 3) @ (b.astype(np.int64) - b_zp)
+    backend = CPUBackend(constants=[b])             # b as a plan's constant: prepared once
+    for be in (quant_ops.DEFAULT, backend, backend):
+        got = quant_ops._int_matmul(a, b, np.uint8(3), b_zp, be)
+        np.testing.assert_array_equal(np.asarray(got, np.float64), want)
+
+
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
 @pytest.mark.parametrize("a_shape,b_shape", [((3, 4, 5, 6), (3, 4, 5, 6)),
                                              ((3, 4, 5, 6), (1, 4, 1, 1)),

@@ -402,6 +402,16 @@ def _weight_reach(backend, w: np.ndarray, zp, axis: int) -> int:
         initial=0)), "reach", axis, _zp_key(zp))
 
 
+def _term_reach(backend, w: np.ndarray, zp, axis: int) -> np.ndarray:
+    """``max |w - zp|`` along every axis but the inner one (-2; a 1-d ``w`` is its own), as
+    float32: the bound of each term's weight factor, computed once for a constant ``w``."""
+    def make(v):
+        d = np.abs(_shifted(v, zp, axis, np.float32))
+        return d if d.ndim == 1 else d.max(axis=tuple(i for i in range(d.ndim)
+                                                       if i != d.ndim - 2), initial=0)
+    return backend.prepared(w, make, "term reach", axis, _zp_key(zp))
+
+
 def _shifted_weight(backend, w: np.ndarray, zp, axis: int, dtype) -> np.ndarray:
     """``w - zp`` as ``dtype`` floats, derived once per plan when ``w`` is a constant (a
     quantized model's weights are: shifting an 8-million-entry matrix into floats at every call
@@ -440,11 +450,14 @@ def _int_matmul(a, b, a_zp, b_zp, backend=DEFAULT) -> np.ndarray:
 
     A matrix of fewer than :data:`KERNEL_ROWS` rows by a 2-d ``b`` (per-tensor ``a_zp``) goes
     to the integer kernel (:func:`_kernel_matmul`), which is exact in int32 while
-    ``K * 255 * 255 < 2**31``.  Otherwise float32 BLAS is exact while every partial sum stays below 2**24 (:func:`_exact_float`):
-    the inner axis is cut into slices short enough for that (at least 258 terms for 8-bit
-    operands, whose shifted values are at most 255), and the slices' products — exact
-    integers — are added in float64.  Half the time of one float64 product (a 1024-term uint8
-    product: 10 ms against 20)."""
+    ``K * 255 * 255 < 2**31``.  Otherwise float32 BLAS, exact while every partial sum stays
+    below 2**24.  The types' bound (:func:`_exact_float`) decides first; failing it, the
+    data's own: no partial sum of row m exceeds ``sum_k |a'[m, k]| * max_n |b'[k, n]|``
+    (any summation order), usually far below the types' worst case (ddddocr's 1024-term
+    classifier: 7e5 against 2e7), and one product does.  Otherwise the inner axis is cut into
+    slices short enough (at least 258 terms for 8-bit operands, whose shifted values are at
+    most 255), and the slices' products — exact integers — are added in float64.  Half the
+    time of one float64 product (a 1024-term uint8 product: 10 ms against 20)."""
     terms, b_axis = a.shape[-1], b.ndim - 1
     if (a.ndim == 2 and b.ndim == 2 and a.shape[0] < KERNEL_ROWS and terms * 255 * 255 < 2 ** 31
             and (a_zp is None or np.size(a_zp) == 1)):
@@ -452,7 +465,8 @@ def _int_matmul(a, b, a_zp, b_zp, backend=DEFAULT) -> np.ndarray:
     B = _shifted_weight(backend, b, b_zp, b_axis, np.float32)
     A = _shifted(a, a_zp, a.ndim - 2 if a.ndim > 1 else 0, np.float32)
     step = (2 ** 24 - 1) // max(1, _reach(a, a_zp) * _weight_reach(backend, b, b_zp, b_axis))
-    if step >= terms:
+    if step >= terms or (np.abs(A) @ _term_reach(backend, b, b_zp, b_axis)).max(
+            initial=0) < 2 ** 24:
         return np.matmul(A, B)
     inner = (lambda k: (Ellipsis, slice(k, k + step), slice(None))) if b.ndim > 1 else \
         (lambda k: (slice(k, k + step),))
