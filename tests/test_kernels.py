@@ -192,3 +192,85 @@ def test_a_plan_gives_the_same_results_with_references_and_compiled_kernels(tmp_
     for name, value in reference["grads"].items():
         np.testing.assert_allclose(compiled["grads"][name], value, rtol=1e-8, atol=1e-10,
                                    err_msg=name)
+
+
+# -- pooling's special paths (the geometry grid of test_kernels_conv.py misses them) ---------
+
+import pytest  # noqa: E402
+
+from flowgrad.kernels import pool as P  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("planes", [1, 3, 4, 9])
+@pytest.mark.parametrize("sizes", [(1, 1, 7), (1, 7, 7), (2, 3, 5), (1, 1, 1)])
+def test_avg_pool_over_the_whole_plane_sums_it_in_order(sizes, planes, dtype):
+    """A window as large as the plane (ResNet's final pool) takes avg_pool's plane-sum loop,
+    four planes at a time: the same bits as the reference (0 + the cells in memory order)."""
+    rng = np.random.default_rng(planes * 10 + sizes[2])
+    x = rng.standard_normal((1, planes) + sizes).astype(dtype) * 100
+    args = (sizes, (1, 1, 1), (1, 1, 1), (0, 0, 0), (0, 0, 0), sizes)
+    got = np.full((1, planes, 1, 1, 1), np.nan, dtype)
+    want = np.full_like(got, np.nan)
+    P.avg_pool.compiled(x, got, *args)
+    P.avg_pool.reference(x, want, *args)
+    np.testing.assert_array_equal(got, want)
+    flat = x.reshape(planes, -1)
+    for p in range(planes):                     # sequential float sums, as said
+        s = dtype(0)
+        for v in flat[p]:
+            s = dtype(s + v)
+        assert got.reshape(-1)[p] == dtype(s / dtype(flat.shape[1]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("geometry", [
+    ((112, 112), (3, 3), (2, 2), (1, 1), (1, 1)),        # ResNet's stem pool
+    ((9, 10), (3, 3), (1, 1), (1, 1), (1, 1)),
+    ((8, 9), (2, 2), (2, 2), (1, 1), (1, 1)),
+    ((7, 11), (3, 2), (2, 3), (1, 2), (2, 1)),           # dilated, pads on one side
+    ((6, 7), (2, 3), (1, 2), (1, 1), (0, 2)),
+])
+def test_max_pool_with_pads_matches_the_reference(geometry, dtype):
+    """Padded windows take the row loop with a padded column buffer: the same maxima and
+    arg-maxima as the reference (NaN and -inf included)."""
+    sizes, kernel, strides, dilations, begin = geometry
+    out = tuple((n + 2 * b - (k - 1) * d - 1) // s + 1
+                for n, k, s, d, b in zip(sizes, kernel, strides, dilations, begin))
+    rng = np.random.default_rng(sum(sizes))
+    x = rng.standard_normal((2, 3, 1) + sizes) * 4
+    if dtype == np.float32:
+        flat = x.reshape(-1)
+        flat[::13] = -np.inf
+        flat[5::17] = np.nan
+    x = x.astype(dtype)
+    low = -np.inf if dtype == np.float32 else np.iinfo(dtype).min
+    args = ((1,) + kernel, (1,) + strides, (1,) + dilations, (0,) + begin, low)
+    results = []
+    for run in (P.max_pool.compiled, P.max_pool.reference):
+        y = np.zeros((2, 3, 1) + out, dtype)
+        arg = np.full(y.shape, -7, np.int32)
+        run(x, y, arg, *args)
+        y_only = np.zeros_like(y)
+        run(x, y_only, np.empty((0,) * 5, np.int32), *args)
+        np.testing.assert_array_equal(y_only, y)
+        results.append((y, arg))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 88, 3, 96), (2, 5, 7), (3, 4, 13, 13), (1, 3, 1, 1),
+                                   (2, 3, 4, 5, 6), (1, 2, 100, 100), (1, 1, 20000)])
+def test_global_avg_pool_is_numpys_float_mean_bit_for_bit(shape, dtype):
+    """global_avg_pool skips numpy's mean's Python layers but not its rounding: the same
+    pairwise sum in x's dtype, the same rounded quotient (SqueezeNet depends on it)."""
+    from flowgrad.op import Context
+    from flowgrad.ops.pool import GlobalAvgPool
+    rng = np.random.default_rng(len(shape) * 7 + shape[-1])
+    for scale in (1e-3, 1.0, 1e4):
+        x = (rng.standard_normal(shape) * scale + rng.uniform(-5, 5)).astype(dtype)
+        got = GlobalAvgPool().forward(Context(grad_enabled=False), x)[0]
+        want = x.mean(axis=tuple(range(2, x.ndim)), keepdims=True, dtype=dtype)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert got.tobytes() == want.tobytes()

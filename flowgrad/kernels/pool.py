@@ -93,6 +93,15 @@ def max_pool(x, y, arg, kernel, strides, dilations, begin, low):
         _max_pool_inside(xf, yf, af, save, n * C, H, W, OH, OW, KH, KW, sh, sw, rows, col)
         return
     plane = D * H * W
+    # the window rows' maximum column by column, in a row padded with ``low`` on both sides:
+    # the column pass then reads every tap of every window without a bounds check
+    room = max(0, (OW - 1) * sw + (KW - 1) * dw + 1 - bw - W)
+    padded = np.empty(bw + W + room, dtype=yf.dtype)
+    for w in range(bw):
+        padded[w] = first
+    for w in range(bw + W, bw + W + room):
+        padded[w] = first
+    col = padded[bw:bw + W]
     dst = 0
     for p in range(n * C):
         for od in range(OD):
@@ -107,11 +116,13 @@ def max_pool(x, y, arg, kernel, strides, dilations, begin, low):
                         if v >= 0 and v < H:
                             rows[nr] = (z * H + v) * W
                             nr += 1
-                for ow in range(OW):
-                    yf[_u(dst + ow)] = first
-                if nr > 0:
+                if nr == 0:
+                    for ow in range(OW):
+                        yf[_u(dst + ow)] = first
+                else:
                     # separably: the window rows' maximum for every column (contiguous, it
-                    # vectorises), then the columns' (a max of maxima is the maximum)
+                    # vectorises), then the columns' (a max of maxima is the maximum; a
+                    # padding cell, ``low``, never changes one)
                     base = p * plane + rows[0]
                     for w in range(W):
                         col[_u(w)] = xf[_u(base + w)]
@@ -119,11 +130,7 @@ def max_pool(x, y, arg, kernel, strides, dilations, begin, low):
                         base = p * plane + rows[r]
                         for w in range(W):
                             col[_u(w)] = np.maximum(col[_u(w)], xf[_u(base + w)])
-                    for kw in range(KW):
-                        off = kw * dw - bw
-                        lo, hi = _span(off, sw, W, OW)
-                        for ow in range(lo, hi):
-                            yf[_u(dst + ow)] = np.maximum(yf[_u(dst + ow)], col[_u(ow * sw + off)])
+                    _max_columns(padded, yf, dst, OW, KW, sw, dw)
                 if save:
                     plane2 = KD == 1 and nr == KH and (KH == 2 and KW == 2 or KH == 3 and KW == 3)
                     for ow in range(OW):
@@ -165,24 +172,7 @@ def _max_pool_inside(xf, yf, af, save, planes, H, W, OH, OW, KH, KW, sh, sw, row
                     for w in range(W):
                         col[_u(w)] = np.maximum(col[_u(w)], xf[_u(b + r * W + w)])
             dst = (p * OH + oh) * OW
-            if KW == 2 and sw == 2:
-                for ow in range(OW):
-                    yf[_u(dst + ow)] = np.maximum(col[_u(2 * ow)], col[_u(2 * ow + 1)])
-            elif KW == 3 and sw == 2:
-                for ow in range(OW):
-                    yf[_u(dst + ow)] = np.maximum(np.maximum(col[_u(2 * ow)],
-                                                             col[_u(2 * ow + 1)]),
-                                                  col[_u(2 * ow + 2)])
-            elif KW == 3 and sw == 1:
-                for ow in range(OW):
-                    yf[_u(dst + ow)] = np.maximum(np.maximum(col[_u(ow)], col[_u(ow + 1)]),
-                                                  col[_u(ow + 2)])
-            else:
-                for ow in range(OW):
-                    m = col[_u(ow * sw)]
-                    for kw in range(1, KW):
-                        m = np.maximum(m, col[_u(ow * sw + kw)])
-                    yf[_u(dst + ow)] = m
+            _max_columns(col, yf, dst, OW, KW, sw, 1)
             if save:
                 for r in range(KH):
                     rows[r] = top + r * W
@@ -197,6 +187,31 @@ def _max_pool_inside(xf, yf, af, save, planes, H, W, OH, OW, KH, KW, sh, sw, row
                     else:
                         a = _arg_any(xf, src, rows, KH, start, KW, 1, W, m)
                     af[_u(dst + ow)] = a
+
+
+@jit
+def _max_columns(col, yf, dst, OW, KW, sw, dw):
+    """``yf[dst + ow]`` = the maximum of ``col[ow * sw + kw * dw]`` over the window's columns
+    ``kw``, in order (``col``: the window rows' maximum per column, padded where the window
+    reaches past the input).  The common windows are spelled out: a loop over two or three
+    taps with a stride read at run time does not vectorise."""
+    if dw == 1 and KW == 2 and sw == 2:
+        for ow in range(OW):
+            yf[_u(dst + ow)] = np.maximum(col[_u(2 * ow)], col[_u(2 * ow + 1)])
+    elif dw == 1 and KW == 3 and sw == 2:
+        for ow in range(OW):
+            yf[_u(dst + ow)] = np.maximum(np.maximum(col[_u(2 * ow)], col[_u(2 * ow + 1)]),
+                                          col[_u(2 * ow + 2)])
+    elif dw == 1 and KW == 3 and sw == 1:
+        for ow in range(OW):
+            yf[_u(dst + ow)] = np.maximum(np.maximum(col[_u(ow)], col[_u(ow + 1)]),
+                                          col[_u(ow + 2)])
+    else:
+        for ow in range(OW):
+            m = col[_u(ow * sw)]
+            for kw in range(1, KW):
+                m = np.maximum(m, col[_u(ow * sw + kw * dw)])
+            yf[_u(dst + ow)] = m
 
 
 # The arg-max of one window, given its maximum ``m``: the first cell equal to it (its first
@@ -324,7 +339,13 @@ def _avg_pool_reference(x, y, kernel, strides, dilations, begin, count_begin, co
 @kernel(_avg_pool_reference)
 def avg_pool(x, y, kernel, strides, dilations, begin, count_begin, count_end):
     """y = each window's sum over its input cells / its count of cells in
-    ``[count_begin, count_end)`` (at least 1)."""
+    ``[count_begin, count_end)`` (at least 1).
+
+    Each window's sum starts at 0 and adds its input cells in tap order (row-major over the
+    kernel), whichever of two loops runs: output rows of 8 or more sum tap by tap along the
+    whole row (it vectorises for unit strides), narrower rows window by window in a register.
+    A tap loop over a row of one or two windows is mostly bookkeeping: ResNet-50's final 7x7
+    pool (1x2048x7x7) took 1.8 ms that way, against 0.1 ms for onnxruntime."""
     n, C, D, H, W = x.shape
     OD, OH, OW = y.shape[2], y.shape[3], y.shape[4]
     KD, KH, KW = kernel
@@ -333,15 +354,55 @@ def avg_pool(x, y, kernel, strides, dilations, begin, count_begin, count_end):
     bd, bh, bw = begin
     xf = x.reshape(-1)
     yf = y.reshape(-1)
+    zero = yf.dtype.type(0)
     cw = np.empty(OW, dtype=np.int64)
     for ow in range(OW):
         cw[ow] = _count(ow, sw, dw, bw, KW, count_begin[2], count_end[2])
+    # per window column: the outputs whose tap lies inside the row (the same for every row)
+    lo = np.empty(KW, dtype=np.int64)
+    hi = np.empty(KW, dtype=np.int64)
+    for kw in range(KW):
+        lo[kw], hi[kw] = _span(kw * dw - bw, sw, W, OW)
+    if OD == 1 and OH == 1 and OW == 1 and (KD, KH, KW) == (D, H, W) and \
+            (bd, bh, bw) == (0, 0, 0) and (dd, dh, dw) == (1, 1, 1):
+        # one window over the whole plane: its taps are the plane in memory order
+        k = max(1, _count(0, sd, dd, bd, KD, count_begin[0], count_end[0]) *
+                _count(0, sh, dh, bh, KH, count_begin[1], count_end[1]) * cw[0])
+        _plane_means(xf, yf, n * C, D * H * W, yf.dtype.type(k))
+        return
+    narrow = OW < 8
+    # per output column: its window's columns inside the row, ``[first[ow], last[ow])``
+    first = np.zeros(OW, dtype=np.int64)
+    last = np.zeros(OW, dtype=np.int64)
+    for ow in range(OW):
+        for kw in range(KW):
+            if ow >= lo[kw] and ow < hi[kw]:
+                if last[ow] == first[ow]:
+                    first[ow] = kw
+                last[ow] = kw + 1
     dst = 0
     for p in range(n * C):
         for od in range(OD):
             cd = _count(od, sd, dd, bd, KD, count_begin[0], count_end[0])
             for oh in range(OH):
                 ch = cd * _count(oh, sh, dh, bh, KH, count_begin[1], count_end[1])
+                if narrow:
+                    for ow in range(OW):
+                        s = zero
+                        for kd in range(KD):
+                            z = od * sd + kd * dd - bd
+                            if z < 0 or z >= D:
+                                continue
+                            for kh in range(KH):
+                                v = oh * sh + kh * dh - bh
+                                if v < 0 or v >= H:
+                                    continue
+                                base = ((p * D + z) * H + v) * W + ow * sw - bw
+                                for kw in range(first[ow], last[ow]):
+                                    s += xf[_u(base + kw * dw)]
+                        yf[_u(dst + ow)] = np.divide(s, yf.dtype.type(max(1, ch * cw[ow])))
+                    dst += OW
+                    continue
                 for ow in range(OW):
                     yf[_u(dst + ow)] = 0
                 for kd in range(KD):
@@ -355,17 +416,44 @@ def avg_pool(x, y, kernel, strides, dilations, begin, count_begin, count_end):
                         base = ((p * D + z) * H + v) * W
                         for kw in range(KW):
                             off = kw * dw - bw
-                            lo, hi = _span(off, sw, W, OW)
                             if sw == 1:
-                                for ow in range(lo, hi):
+                                for ow in range(lo[kw], hi[kw]):
                                     yf[_u(dst + ow)] += xf[_u(base + ow + off)]
                             else:
-                                for ow in range(lo, hi):
+                                for ow in range(lo[kw], hi[kw]):
                                     yf[_u(dst + ow)] += xf[_u(base + ow * sw + off)]
                 for ow in range(OW):
                     k = max(1, ch * cw[ow])
                     yf[_u(dst + ow)] = np.divide(yf[_u(dst + ow)], yf.dtype.type(k))
                 dst += OW
+
+
+@jit
+def _plane_means(xf, yf, planes, size, count):
+    """``yf[p]`` = the sum of plane ``p`` of ``xf`` (``size`` cells, added in order from 0)
+    / ``count``.  Four planes at a time: each sum is a chain of dependent adds, and four
+    independent chains keep the adder busy (ResNet-50's 7x7 pool: ~3x faster than one)."""
+    zero = yf.dtype.type(0)
+    p = 0
+    while p + 4 <= planes:
+        a = p * size
+        s0 = s1 = s2 = s3 = zero
+        for i in range(size):
+            s0 += xf[_u(a + i)]
+            s1 += xf[_u(a + size + i)]
+            s2 += xf[_u(a + 2 * size + i)]
+            s3 += xf[_u(a + 3 * size + i)]
+        yf[_u(p)] = np.divide(s0, count)
+        yf[_u(p + 1)] = np.divide(s1, count)
+        yf[_u(p + 2)] = np.divide(s2, count)
+        yf[_u(p + 3)] = np.divide(s3, count)
+        p += 4
+    while p < planes:
+        s0 = zero
+        for i in range(size):
+            s0 += xf[_u(p * size + i)]
+        yf[_u(p)] = np.divide(s0, count)
+        p += 1
 
 
 def _avg_pool_backward_reference(gy, gx, kernel, strides, dilations, begin, count_begin,
@@ -400,6 +488,10 @@ def avg_pool_backward(gy, gx, kernel, strides, dilations, begin, count_begin, co
     cw = np.empty(OW, dtype=np.int64)
     for ow in range(OW):
         cw[ow] = _count(ow, sw, dw, bw, KW, count_begin[2], count_end[2])
+    lo = np.empty(KW, dtype=np.int64)
+    hi = np.empty(KW, dtype=np.int64)
+    for kw in range(KW):
+        lo[kw], hi[kw] = _span(kw * dw - bw, sw, W, OW)
     share = np.empty(OW, dtype=gy.dtype)
     for j in range(gf.size):
         gf[_u(j)] = 0
@@ -422,11 +514,10 @@ def avg_pool_backward(gy, gx, kernel, strides, dilations, begin, count_begin, co
                         base = ((p * D + z) * H + v) * W
                         for kw in range(KW):
                             off = kw * dw - bw
-                            lo, hi = _span(off, sw, W, OW)
                             if sw == 1:
-                                for ow in range(lo, hi):
+                                for ow in range(lo[kw], hi[kw]):
                                     gf[_u(base + ow + off)] += share[ow]
                             else:
-                                for ow in range(lo, hi):
+                                for ow in range(lo[kw], hi[kw]):
                                     gf[_u(base + ow * sw + off)] += share[ow]
                 src += OW
