@@ -1,13 +1,17 @@
-"""The uint8 quantization of a tensor (dynamic quantization's second pass).
+"""Quantization kernels: the uint8 quantization of a tensor (dynamic quantization's second
+pass) and exact integer products of 8-bit operands.
 
 Why: a dynamically quantized model (onnxruntime's ``quantize_dynamic``) quantizes every
 activation before each integer product.  After its range (numpy's vectorised minimum and
 maximum), numpy takes five passes for it — a division, a rounding, an addition, a clip, a
-cast — each with its temporary; here it is one read and one byte written per element.
+cast — each with its temporary; here it is one read and one byte written per element.  Its
+matrix-vector products (a quantized LSTM's steps) are memory-bound in BLAS, which reads the
+weight as 4-byte floats: :func:`int_matmul` reads its bytes.
 
 The arithmetic is the ops' (:mod:`flowgrad.ops.quant`, onnxruntime's MLAS): the division in
 float32, rounding half to even, then the zero point added and the result saturated to
 [0, 255].  A NaN quantizes to 0 (what numpy's cast gives on x86, made explicit here).
+Integer products are exact (integer accumulators; no float rounding to depend on order).
 """
 from __future__ import annotations
 
@@ -53,7 +57,8 @@ def int_matmul(a, a_zp, bt, b_zp, out):
     once into int16 (|a - a_zp| <= 255), so the inner loop is a dot product of 16-bit by
     8-bit integers that the compiler vectorises (``vpmaddwd`` on x86); the weight's zero
     point comes out of the sum: ``sum (a' (b - zb)) = sum a' b - zb sum a'``.  Integer
-    arithmetic in int64 accumulators: exact whatever the order, for any K.
+    arithmetic, so the order does not matter; the int32 result is exact (wrapped partial
+    values come back) while it fits int32: ``K * 255 * 255 < 2**31``, the caller's check.
     """
     M, K = a.shape
     N = bt.shape[0]

@@ -966,11 +966,15 @@ def dynamic_params(x: np.ndarray) -> tuple[np.float32, int]:
     (max - min) / 255`` (1 for an all-zero range) and the zero point ``round(0 - min / scale)``
     clamped to [0, 255], all in float32."""
     f32 = np.float32
-    x32 = x.astype(f32, copy=False)
-    hi = f32(max(f32(0), x32.max(initial=f32(0))))
-    lo = f32(min(f32(0), x32.min(initial=f32(0))))
-    scale = f32(1) if hi == lo else f32(f32(hi - lo) / f32(255))
-    zp = int(np.rint(min(f32(255), max(f32(0), f32(f32(0) - f32(lo / scale))))))
+    zero = f32(0)
+    hi = lo = zero
+    if x.size:                  # (a NaN maximum or minimum counts as 0, as max(0, nan) gives)
+        x32 = x.astype(f32, copy=False)
+        hi, lo = x32.max(), x32.min()
+        hi = hi if hi > zero else zero
+        lo = lo if lo < zero else zero
+    scale = f32(1) if hi == lo else (hi - lo) / f32(255)
+    zp = int(np.rint(min(f32(255), max(zero, zero - lo / scale))))
     return scale, zp
 
 
