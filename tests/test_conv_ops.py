@@ -178,6 +178,53 @@ def test_conv_transpose_chunks_agree(monkeypatch):
         np.testing.assert_allclose(a, b_, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("x_shape,w_shape,attrs", [
+    ((1, 4, 5, 6), (4, 3, 2, 2), {"strides": [2, 2]}),                     # PP-OCR's upsampling
+    ((3, 4, 3, 5), (4, 2, 2, 3), {"strides": [2, 3], "group": 2}),
+    ((2, 3, 7), (3, 2, 3), {"strides": [3]}),
+    ((2, 2, 2, 3, 2), (2, 3, 2, 1, 3), {"strides": [2, 1, 3], "kernel_shape": [2, 1, 3]}),
+])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose_tiling_windows_write_pixels(x_shape, w_shape, attrs, dtype, bias,
+                                                    monkeypatch):
+    """Windows that tile the output (stride = kernel, no padding) take the pixel path
+    (unfolded_pixels, the bias added on the way): the same values as col2im and a bias pass,
+    in whole batches and in chunks, and the backward is unchanged."""
+    x = rand(*x_shape).astype(dtype)
+    W, b = rand(*w_shape, seed=1).astype(dtype), rand(w_shape[1] * attrs.get("group", 1), seed=2)
+    inputs = [x, W, b.astype(dtype) if bias else None]
+    results = []
+    for pixels, chunk in ((True, None), (True, 40), (False, None)):
+        op = ConvTranspose(**attrs)
+        if chunk:
+            monkeypatch.setattr(conv_util, "CHUNK_ELEMENTS", chunk)
+        op.forward(Context(grad_enabled=False), *inputs)
+        (key, recipe), = op._recipes.items()
+        assert recipe[-1] is True
+        op._recipes[key] = recipe[:-1] + (pixels,)
+        results.append(forward_backward(op, inputs, needs=(True, True, bias)))
+        monkeypatch.undo()
+    (whole, grads), (chunked, chunked_grads), (generic, generic_grads) = results
+    np.testing.assert_array_equal(whole, generic)
+    tol = {"rtol": 1e-2, "atol": 1e-2} if dtype == np.float16 else {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(chunked, whole, **tol)
+    for a, b_, c in zip(grads, generic_grads, chunked_grads):
+        if a is not None:
+            np.testing.assert_array_equal(a, b_)
+            np.testing.assert_allclose(c, a, **tol)
+
+
+def test_conv_transpose_recipes_follow_attributes():
+    """A conv_transpose keeps its geometry per input signature; setting an attribute drops it."""
+    x, W = rand(1, 2, 3, 3), rand(2, 2, 2, 2, seed=1)
+    op = ConvTranspose(strides=[2, 2])
+    assert op.forward(Context(), x, W)[0].shape == (1, 2, 6, 6)
+    op.strides = [1, 1]
+    assert op.forward(Context(), x, W)[0].shape == (1, 2, 4, 4)
+    assert len(op._recipes) == 1
+
+
 def test_conv_keeps_float32():
     x, W, b = (rand(2, 3, 6, 6).astype(np.float32), rand(4, 3, 3, 3).astype(np.float32),
                rand(4).astype(np.float32))

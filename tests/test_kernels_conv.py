@@ -28,9 +28,9 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "unfolded_output", "conv_direct", "conv_depthwise", "conv_planes",
-           "conv_direct_input_grad", "conv_direct_weight_grad", "max_pool", "max_pool_backward",
-           "avg_pool", "avg_pool_backward"]
+KERNELS = ["im2col", "col2im", "unfolded_output", "unfolded_pixels", "conv_direct",
+           "conv_depthwise", "conv_planes", "conv_direct_input_grad", "conv_direct_weight_grad",
+           "max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward"]
 
 DTYPES = [np.float32, np.float64]
 
@@ -168,6 +168,29 @@ def test_unfolded_output_swaps_and_adds_the_bias(shape, bias, dtype):
     K.unfolded_output.compiled(values, b, got)
     K.unfolded_output.reference(values, b, want)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("kernel,sizes", [((1, 2, 2), (1, 5, 4)), ((1, 1, 2), (1, 1, 9)),
+                                          ((1, 3, 1), (1, 2, 3)), ((2, 2, 3), (2, 3, 2))])
+@pytest.mark.parametrize("bias", [True, False])
+def test_unfolded_pixels_is_col2im_of_tiling_windows(kernel, sizes, batch, bias, dtype):
+    """unfolded_pixels against its reference, and bit for bit against col2im (stride = kernel,
+    no padding: one unfolded value per output cell) plus the bias."""
+    rng = _rng("unfolded_pixels", kernel, sizes, batch, bias)
+    channels = 3
+    cols = _x(rng, (channels, math.prod(kernel), batch) + sizes, dtype)
+    b = _x(rng, (channels if bias else 0,), dtype)
+    shape = (batch, channels) + tuple(k * n for k, n in zip(kernel, sizes))
+    got, want, folded = (np.full(shape, np.nan, dtype) for _ in range(3))
+    K.unfolded_pixels.compiled(cols, b, got, kernel)
+    K.unfolded_pixels.reference(cols, b, want, kernel)
+    np.testing.assert_array_equal(got, want)
+    K.col2im.compiled(cols, folded, kernel, kernel, (1, 1, 1), (0, 0, 0))
+    if bias:
+        folded += b.reshape(1, -1, 1, 1, 1)
+    np.testing.assert_array_equal(got, folded)
 
 
 # -- direct convolution ----------------------------------------------------------------------

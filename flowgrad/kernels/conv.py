@@ -15,6 +15,9 @@ the shapes).  The unfolded buffer ``cols`` is ``(C, taps, n, OD, OH, OW)``: per 
 * :func:`col2im` is its adjoint, as a *gather*: every input row ``(n, c, d, h)`` is built in one
   go from the unfolded rows whose windows reach it, then written once — no zeroed padded buffer,
   no crop, none of numpy's per-tap strided read-modify-write passes over the whole gradient.
+  :func:`unfolded_pixels` is col2im for windows that tile the output (stride = kernel, no
+  padding: a transposed convolution's upsampling), each output cell one unfolded value plus
+  the bias.
 * :func:`conv_direct`, :func:`conv_direct_input_grad`, :func:`conv_direct_weight_grad`: a
   convolution as loops of ``row += w · shifted row`` (vectorised along the output row), for
   depthwise convolutions (one input channel per group), where unfold + product would be a
@@ -35,8 +38,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ._jit import jit, kernel
 
-__all__ = ["im2col", "col2im", "unfolded_output", "conv_direct", "conv_depthwise", "conv_planes",
-           "conv_direct_input_grad", "conv_direct_weight_grad"]
+__all__ = ["im2col", "col2im", "unfolded_output", "unfolded_pixels", "conv_direct",
+           "conv_depthwise", "conv_planes", "conv_direct_input_grad", "conv_direct_weight_grad"]
 
 #: widest output row for which the direct weight gradient stages unit-stride planes wide (see
 #: "direct convolution on wide planes"); wider rows run row by row, which measured faster there
@@ -487,6 +490,53 @@ def unfolded_output(values, b, y):
             else:
                 for p in range(P):
                     yf[_u(dst + p)] = vf[_u(src + p)]
+
+
+def _unfolded_pixels_reference(cols, b, y, kernel):
+    O, taps, n, D, H, W = cols.shape
+    KD, KH, KW = kernel
+    grid = cols.reshape(O, KD, KH, KW, n, D, H, W).transpose(4, 0, 5, 1, 6, 2, 7, 3)
+    grid = grid.reshape(y.shape)
+    y[...] = grid + b.reshape(1, -1, 1, 1, 1) if b.size else grid
+
+
+@kernel(_unfolded_pixels_reference)
+def unfolded_pixels(cols, b, y, kernel):
+    """y[i, o, z·KD + kd, v·KH + kh, u·KW + kw] = cols[o, tap, i, z, v, u] + b[o] (no bias when
+    ``b`` is empty): col2im for windows that tile the output without overlap or padding
+    (stride = kernel, no dilation), a transposed convolution's "pixel shuffle" (PP-OCR's 2x2
+    stride-2 upsampling).  Every output cell is one unfolded value: each output row is written
+    once, in order, its columns read from the kernel row's ``KW`` unfolded rows, and the bias
+    added on the way.  The general col2im gathers and sums row by row: PP-OCR det's 24 -> 24
+    channels on 16x16, 1 thread, kernel alone, col2im + a bias pass 38 + 5 us, this 8.7."""
+    n, O, D2, H2, W2 = y.shape
+    KD, KH, KW = kernel
+    D, H, Wd = cols.shape[3], cols.shape[4], cols.shape[5]
+    taps = KD * KH * KW
+    cf = cols.reshape(-1)
+    yf = y.reshape(-1)
+    plane = D * H * Wd
+    step = n * plane                # between the unfolded rows of consecutive taps
+    has_bias = b.size > 0
+    for i in range(n):
+        for o in range(O):
+            bias = b[o] if has_bias else yf.dtype.type(0)
+            for z in range(D):
+                for kd in range(KD):
+                    for v in range(H):
+                        for kh in range(KH):
+                            dst = (((i * O + o) * D2 + z * KD + kd) * H2 + v * KH + kh) * W2
+                            src = (((o * taps + (kd * KH + kh) * KW) * n + i) * plane
+                                   + (z * H + v) * Wd)
+                            if KW == 2:
+                                for u in range(Wd):
+                                    yf[_u(dst + 2 * u)] = cf[_u(src + u)] + bias
+                                    yf[_u(dst + 2 * u + 1)] = cf[_u(src + step + u)] + bias
+                            else:
+                                for u in range(Wd):
+                                    for kw in range(KW):
+                                        yf[_u(dst + u * KW + kw)] = (cf[_u(src + kw * step + u)]
+                                                                     + bias)
 
 
 # -- direct convolution ----------------------------------------------------------------------
