@@ -12,10 +12,12 @@ do rather than the shortest numpy expression:
   scale's float type (float32 in a float32 plan), as MLAS divides (it does not multiply by a
   reciprocal, which rounds differently near ties).
 * **Integer products and convolutions** accumulate exactly: the shifted operands
-  (``x - zero_point``, at most 17 bits) are multiplied in float64, whose 53-bit mantissa holds
-  every partial sum of any realistic size exactly, so the BLAS product (and flowgrad's conv)
-  give the int32 accumulator onnxruntime computes, at BLAS speed (numpy's integer matmul does
-  not use BLAS).
+  (``x - zero_point``, at most 9 bits) are multiplied as float32 where every partial sum stays
+  below 2**24 (by the types' bound, or for a product the data's own), else in float64 or in
+  float32 slices added in float64, so the BLAS product (and flowgrad's conv) give the int32
+  accumulator onnxruntime computes, at BLAS speed (numpy's integer matmul does not use BLAS).
+  A product of a few rows (an LSTM step) runs in an integer kernel over the 8-bit weight
+  (``int_matmul``), which reads a quarter of the bytes.
 * **Requantization** (QLinearConv, QLinearMatMul) is MLAS's: the multiplier
   ``a_scale * b_scale / y_scale`` is computed in float32, the int32 accumulator (plus bias) is
   converted to float32, multiplied, rounded half to even, offset by the zero point and
