@@ -16,7 +16,9 @@ in the loops (a padding cell is never read), so no padded copy of the input is m
   only the input otherwise); :func:`avg_pool_backward` spreads each ``gy / count`` back.
 
 Loops run tap by tap over a whole output row (the row stays in L1), which vectorises along the
-row for unit strides; taps are summed in row-major order, as the references do.
+row for unit strides; average pooling's rows of fewer than 8 windows, and a window covering the
+whole plane, are summed window by window instead.  Either way each window's taps are summed in
+row-major order from 0, as the references do, so the results are the same bits.
 """
 from __future__ import annotations
 
