@@ -28,9 +28,10 @@ from flowgrad.kernels import pool as P
 
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
-KERNELS = ["im2col", "col2im", "unfolded_output", "unfolded_pixels", "conv_direct",
-           "conv_depthwise", "conv_planes", "conv_direct_input_grad", "conv_direct_weight_grad",
-           "max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward"]
+KERNELS = ["im2col", "col2im", "unfolded_output", "unfolded_pixels", "add_channel_bias",
+           "conv_direct", "conv_depthwise", "conv_planes", "conv_direct_input_grad",
+           "conv_direct_weight_grad", "max_pool", "max_pool_backward", "avg_pool",
+           "avg_pool_backward"]
 
 DTYPES = [np.float32, np.float64]
 
@@ -167,6 +168,17 @@ def test_unfolded_output_swaps_and_adds_the_bias(shape, bias, dtype):
     want = np.full_like(got, np.nan)
     K.unfolded_output.compiled(values, b, got)
     K.unfolded_output.reference(values, b, want)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 200, 192), (3, 5, 7), (2, 8, 33)])
+def test_add_channel_bias_adds_per_channel_in_place(shape, dtype):
+    rng = _rng("add_channel_bias", shape)
+    y, b = _x(rng, shape, dtype), _x(rng, shape[1:2], dtype)
+    got, want = y.copy(), y.copy()
+    K.add_channel_bias.compiled(got, b)
+    K.add_channel_bias.reference(want, b)
     np.testing.assert_array_equal(got, want)
 
 
