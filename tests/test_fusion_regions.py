@@ -334,3 +334,39 @@ def test_a_model_that_fixes_its_batch_fuses_too(tmp_path, monkeypatch, batch):
     np.testing.assert_allclose(fused, unfused, rtol=1e-5, atol=1e-5)
     types = [step.op.type for *_, step in net._forward_programs[(("z",), True)].run]
     assert types == ["conv", "reshape"]
+
+
+def test_a_dynamically_quantized_conv_runs_as_two_steps(tmp_path):
+    """onnxruntime's quantize_dynamic writes ConvInteger -> Add(int32 bias) -> Cast ->
+    Mul(scale) -> SiLU: the bias add joins the conv (its bias, cast and reshaped after the
+    conv in the file's order, runs just before), the dequantizing cast leads a region of the
+    rest."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    c = 4
+    inits = [numpy_helper.from_array(rng.integers(0, 255, (c, 2, 3, 3)).astype(np.uint8), "w"),
+             numpy_helper.from_array(rng.integers(-100, 100, c).astype(np.int8), "b8"),
+             numpy_helper.from_array(np.array([1, c, 1, 1]), "bshape"),
+             numpy_helper.from_array(np.array(0.01, np.float32), "scale")]
+    nodes = [helper.make_node("ConvInteger", ["x", "w"], ["acc"], pads=[1, 1, 1, 1]),
+             helper.make_node("Cast", ["b8"], ["b32"], to=TensorProto.INT32),
+             helper.make_node("Reshape", ["b32", "bshape"], ["bias"]),
+             helper.make_node("Add", ["acc", "bias"], ["sum"]),
+             helper.make_node("Cast", ["sum"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["f", "scale"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["s"]),
+             helper.make_node("Mul", ["d", "s"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 2, 6, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 6, 5])], inits)
+    path = tmp_path / "qconv.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    net = flowgrad.compile(flowgrad.load(str(path)))
+    x = rng.integers(0, 255, (2, 2, 6, 5)).astype(np.uint8)
+    fused = net.forward({"x": x}, grad=False)["y"]
+    program = net._forward_programs[(("y",), True)]
+    runs = [step.nodes for *_, step in program.run]
+    assert ("acc", "sum") in runs and ("f", "d", "d#branch", "s", "y") in runs, runs
+    net.train()                                     # training mode: nothing fused
+    np.testing.assert_array_equal(net.forward({"x": x}, grad=False)["y"], fused)

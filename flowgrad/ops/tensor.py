@@ -162,6 +162,7 @@ class Cast(Op):
 
     type = "cast"
     attrs = {"to": Attr("str", choices=DTYPES, doc="target dtype name")}
+    rowwise = True      # (a fused region may follow it: a quantized model's dequantization)
 
     def infer(self, x):
         return (Spec(x.shape, np.dtype(self.to)),)

@@ -73,8 +73,9 @@ class Chain:
     on).  Per op: ``args`` gives, port by port, the number of the in-region value it reads or
     None for an input from outside (``extras``, in port order), and ``batched`` which of those
     extras have a batch axis (they are cut to the rows of each block).  ``result`` is the slot
-    of the region's output.  ``hoist`` are steps computed from leaves alone after the producer
-    (a bias reshaped from a constant) that the region reads: they run just before it."""
+    of the region's output.  ``hoist`` are steps computed after the producer from leaves or
+    values computed before it (a bias reshaped from a constant) that the region reads: they
+    run just before it."""
 
     consumers: list[int] = field(default_factory=list)
     ops: list[int] = field(default_factory=list)
@@ -135,11 +136,13 @@ def _region(steps, pos, spec, keep, spec_of, produced_at, readers, fused) -> Cha
         q = produced_at[slot]
         if q < pos:
             return all(p < pos or p == at or p in taken for p, _ in readers[slot])
-        # or computed later from leaves alone (it can run any time): run before the producer
+        # or computed later from leaves, or from values computed before the producer (a
+        # bias reshaped from a constant, a quantized model's int32 bias cast first): it can
+        # run just before the region
         step = steps[q]
         if (q < at and q not in fused and step.in_slots and len(step.out_slots) == 1
                 and not step.op.updates_state
-                and all(s not in produced_at for s in step.in_slots)):
+                and all(produced_at.get(s, -1) < pos for s in step.in_slots)):
             hoists.append((len(chain.ops), q))
             return True
         return False
@@ -219,21 +222,9 @@ class Placed:
             return target
         return self.base.empty(shape, dtype)
 
-    @property
-    def xp(self):
-        return self.base.xp
-
-    @property
-    def kernels(self):
-        return self.base.kernels
-
-    @property
-    def parallel(self):
-        return self.base.parallel
-
-    @property
-    def product(self):
-        return self.base.product
+    def __getattr__(self, name):
+        # everything else a backend offers (kernels, parallel, product, prepared, xp...)
+        return getattr(self.base, name)
 
 
 class _Output:
