@@ -39,9 +39,6 @@ step, block by block, when evaluating without gradient):
 * ``channel_weights = {input: axis}`` with ``channel_axis``: output channel ``c`` (on
   ``channel_axis``) is linear in slice ``c`` of these inputs along their axes — the weight
   first, then the bias (conv: ``{"W": 0, "b": 0}``) — so a following ``affine`` folds into them;
-* ``bias_last(*inputs) -> bool``: with ``channel_weights`` on axis 1, whether ``forward`` on
-  these inputs adds the bias last, as ``y + b`` per channel (one rounding) — the plan may then
-  run it without the bias and add the bias in the fused region's own pass, a pass less;
 * ``pointwise() -> steps | None``: in evaluation, on float inputs of the plan's dtype, the op
   is these scalar steps applied to its first input — ``("add" | "sub" | "mul" | "div",
   operand)``, ``("max", operand)``, ``("clip", low, high)``, ``("sigmoid",)``, ``("tanh",)``,
@@ -213,8 +210,8 @@ class Op:
     ``merge``           True if the op joins several activations into one (concat, add, sum,
                         mul…): the graph marks such nodes as merges (``Graph.is_merge``)
     ``branch``          True only for the fan-out op the ``insert_branches`` pass inserts
-    ``rowwise``, ``inplace``, ``commutative``, ``affine``, ``channel_weights``, ``channel_axis``,
-    ``bias_last``       optional declarations for fusion (module doc)
+    ``rowwise``, ``inplace``, ``commutative``, ``affine``, ``channel_weights``, ``channel_axis``
+                        optional declarations for fusion (module doc)
     """
 
     type: ClassVar[str] = ""
@@ -232,7 +229,6 @@ class Op:
     merge: ClassVar[bool] = False
     branch: ClassVar[bool] = False
     affine: ClassVar[Any] = None
-    bias_last: ClassVar[Any] = None
     channel_weights: ClassVar[dict[str, int]] = {}
     channel_axis: ClassVar[int] = 1
 

@@ -234,3 +234,30 @@ def test_a_product_is_shared_out_with_the_same_bits(threads, shape):
         covered[start:stop] += 1
     assert (covered[:m if pieces[0][0] == "rows" else n] == 1).all()
     assert (len(pieces) > 1) == (m * k * n >= 2 * PRODUCT_SPLIT and max(m, n) >= 32)
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_a_batch_1_convolution_shares_its_product_with_the_same_bits(threads, monkeypatch,
+                                                                    kernel):
+    """At batch 1 a conv has no batch chunks: its product is what the threads share."""
+    from flowgrad import backend
+    from flowgrad.op import Context
+    from flowgrad.ops.conv import Conv
+    pieces = []
+    product = backend.product_pieces
+    monkeypatch.setattr(backend, "product_pieces", lambda *a: (pieces.append(product(*a)),
+                                                              pieces[-1])[1])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 64, 48, 48)).astype(np.float32)
+    W = rng.standard_normal((128, 64, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    op = Conv(pads=[kernel // 2] * 4)
+    outs = []
+    for count in (1, 2, 3):
+        threads(count)
+        with parallel.blas_single():
+            (y,) = op.forward(Context(grad_enabled=False), x, W, b)
+        outs.append(y)
+    assert pieces and all(len(p) == 2 for p in pieces)
+    for y in outs[1:]:
+        np.testing.assert_array_equal(y, outs[0])

@@ -275,7 +275,7 @@ class Conv(_ConvBase):
         lies."""
         if recipe.chunks is None:       # batch 1: one 2-d product, no broadcasting matmul
             W2, x2, y2 = recipe.views
-            np.matmul(W.reshape(W2), x.reshape(x2), out=y.reshape(y2))
+            backend.product(W.reshape(W2), x.reshape(x2), y.reshape(y2))  # (threads share it)
             if b is not None:
                 _add_bias(backend.kernels, y, b)
             return
@@ -299,13 +299,18 @@ class Conv(_ConvBase):
         src = unfold.source(x)
         bias = None if b is None else b.reshape(bias_shape)
         exact = recipe.in_place and y.flags.c_contiguous
+        alone = len(recipe.chunks) == 1     # (a batch of 1)
 
         def chunk(i):
             start, stop = recipe.chunks[i]
             cols = unfold.im2col(kernels, src, start, stop).reshape(cols_shape)
             if exact and stop - start == 1:
                 # one image: the product's (O, positions) is the output's own layout
-                np.matmul(Wg, cols, out=y[start].reshape(image))
+                out = y[start].reshape(image)
+                if alone and len(Wg) == 1:      # no chunks to share: the threads share this
+                    backend.product(Wg[0], cols[0], out[0])
+                else:
+                    np.matmul(Wg, cols, out=out)
                 if b is not None:
                     _add_bias(kernels, y[start:stop], b)
                 return

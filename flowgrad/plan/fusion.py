@@ -283,13 +283,10 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     :class:`Chain` (value 0 the producer's output, ``i + 1`` consumer ``i``'s).  A first
     consumer with ``affine``, sole reader of the producer's output, is folded into the
     producer's ``channel_weights`` when the producer declares them and scaling the weights
-    costs less than a pass over the output.  A producer whose ``bias_last`` says it would add
-    its bias after everything else leaves it to the region: the bias is then the first
-    instruction of the region's one pass instead of a pass of the producer's own (the same
-    sum, the same bits).
+    costs less than a pass over the output.
 
     Where each value lives is decided here, once per :class:`_Variant` (the region as given,
-    with its first consumer folded, with the bias added first): the producer writes into the
+    and with its first consumer folded): the producer writes into the
     block of the region's output (buffer 0); a consumer writes over an input it reads last
     (its first port, any port if ``commutative``), else into a buffer whose value is dead,
     else into a scratch block; the last value is copied into buffer 0 if it did not end there.
@@ -304,16 +301,6 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     folded = None if fold_ports is None else _Variant(
         [(op, tuple(None if v is None else max(0, v - 1) for v in args), batched)
          for op, args, batched in consumers[1:]], out_spec)
-    bias_port = _bias_port(producer, out_spec.ndim)
-    with_bias = {}
-    if bias_port is not None:
-        bias_shape = (1, -1) + (1,) * (out_spec.ndim - 2)
-        for base in (plain, folded):
-            if base is not None:
-                with_bias[id(base)] = _Variant(
-                    [(_BIAS, (0, None), (False,))]
-                    + [(op, tuple(None if v is None else v + 1 for v in args), batched)
-                       for op, args, batched in base.consumers], out_spec)
     row_shape = out_spec.shape[1:]
     row_elements = math.prod(d or 1 for d in row_shape)
     dynamic = True if None in row_shape else None
@@ -338,12 +325,6 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 scale, shift = first.affine(ctx, *rest[:count])
                 _fold(inputs, fold_ports, scale, shift)
                 rest, variant = rest[count:], folded
-        if with_bias:
-            bias = inputs[bias_port]
-            if bias is not None and producer.bias_last(*inputs):
-                inputs[bias_port] = None
-                rest = (bias.reshape(bias_shape),) + tuple(rest)
-                variant = with_bias[id(variant)]
         todo, one_pass, nbuf = variant.steps, variant.one_pass, variant.nbuf
         if None in row_shape or len(lengths) != 1:     # a dynamic shape: one block
             (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
@@ -388,24 +369,6 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     return forward
 
 
-class _AddBias:
-    """The bias a producer left to its region (``bias_last``), added per channel as the
-    region's first op: in its one pass (``pointwise``) or, op by op, as numpy's add."""
-
-    rowwise = inplace = commutative = True
-
-    @staticmethod
-    def pointwise():
-        return (("add", 1),)
-
-    @staticmethod
-    def forward(ctx, x, bias):
-        return (np.add(x, bias, out=ctx.backend.empty(x.shape, x.dtype)),)
-
-
-_BIAS = _AddBias()
-
-
 class _Variant:
     """One way of running a region's consumers: their buffers (:func:`_assign_buffers`) and,
     where the block has planes, their one-pass program (:class:`_OnePass`)."""
@@ -417,17 +380,6 @@ class _Variant:
         self.steps, self.nbuf = _assign_buffers(self.consumers)
         self.final = self.steps[-1][2] if self.steps else 0
         self.one_pass = _OnePass(self.consumers) if out_spec.ndim >= 3 else None
-
-
-def _bias_port(producer: Any, ndim: int) -> int | None:
-    """The input index of the bias the producer may leave to the region (its
-    ``channel_weights`` after the weight, on channel axis 1, with ``bias_last`` declared),
-    or None."""
-    if getattr(producer, "bias_last", None) is None or ndim < 3:
-        return None
-    if len(producer.channel_weights) != 2 or producer.channel_axis % ndim != 1:
-        return None
-    return producer.input_names.index(list(producer.channel_weights)[1])
 
 
 _POINTWISE: Any = None      # flowgrad.plan.pointwise, imported when a region first runs
