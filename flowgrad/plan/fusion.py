@@ -286,10 +286,10 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     costs less than a pass over the output.
 
     Where each value lives is decided here, once per :class:`_Variant` (the region as given,
-    and with its first consumer folded): the producer writes into the
-    block of the region's output (buffer 0); a consumer writes over an input it reads last
-    (its first port, any port if ``commutative``), else into a buffer whose value is dead,
-    else into a scratch block; the last value is copied into buffer 0 if it did not end there.
+    and with its first consumer folded): the producer writes into the block of the region's
+    output (buffer 0); a consumer writes over an input it reads last (its first port, any port
+    if ``commutative``), else into a buffer whose value is dead, else into a scratch block;
+    the last value is copied into buffer 0 if it did not end there.
     """
     n_inputs = len(producer_batched)
     plain = _Variant(consumers, out_spec)
