@@ -720,7 +720,9 @@ def test_if_evaluation_runs_share_memory_without_touching_returned_values():
     """Evaluation runs of a branch reuse one buffer pool (no fresh pages per call); a value
     returned by one run must survive the next, and a run with gradient must give the same."""
     big = [200, 100]                                  # 80 kB of float32: pooled sizes
-    then_b = h.make_graph([h.make_node("Mul", ["x", "two"], ["t0"]),
+    # (a product first: the elementwise ops after it run fused, in place, leaving the
+    # product's output the one intermediate to recycle)
+    then_b = h.make_graph([h.make_node("MatMul", ["x", "sq"], ["t0"]),
                            h.make_node("Add", ["t0", "x"], ["t1"]),
                            h.make_node("Tanh", ["t1"], ["t"])], "then", [],
                           [_vi("t", TP.FLOAT, big)])
@@ -731,7 +733,8 @@ def test_if_evaluation_runs_share_memory_without_touching_returned_values():
                                       else_branch=else_b)], "if_pool",
                          [_vi("x", TP.FLOAT, big), _vi("c", TP.BOOL, [])],
                          [_vi("y", TP.FLOAT, big)],
-                         initializer=[_tensor("two", np.array(2, np.float32))])
+                         initializer=[_tensor("two", np.array(2, np.float32)),
+                                      _tensor("sq", np.eye(100, dtype=np.float32) * 0.5)])
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
     fg = flowgrad.load(model, dynamic_batch=False)
     net = flowgrad.compile(fg)
@@ -755,8 +758,9 @@ def test_if_evaluation_runs_share_memory_without_touching_returned_values():
     c = body._compiled[np.dtype(np.float32)]
     assert c["fed"], "the checked signature was not kept"
     from flowgrad.ops.control import BodyError
-    def fed(x):           # the body's inputs by name: x and the outer constant 'two'
-        return [x if n.endswith("x") else np.array(2, np.float32) for n in body.graph.inputs]
+    def fed(x):           # the body's inputs by name: x and the outer constant 'sq'
+        return [x if n.endswith("x") else np.eye(100, dtype=np.float32) * 0.5
+                for n in body.graph.inputs]
     with pytest.raises(BodyError, match="shape"):
         body.run(fed(np.ones((3, 3), np.float32)), np.dtype(np.float32), grad=False)
     out, _ = body.run(fed(xs[0].astype(np.float64)), np.dtype(np.float32), grad=False)
