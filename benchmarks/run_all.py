@@ -137,7 +137,11 @@ def main() -> int:
         name = os.path.basename(path).removesuffix(".py")
         threads, extra, takes = script_settings(path, cores)
         if wanted is not None:
-            threads = [t for t in threads if t in wanted]
+            allowed, threads = threads, [t for t in threads if t in wanted]
+            if not threads:
+                print(f"  {name}: runs at {', '.join(map(str, allowed))} thread(s) only "
+                      "(its RUN_ALL_THREADS): skipped", flush=True)
+                continue
         if not takes:
             print(f"  {name}: does not call set_threads: thread env variables only", flush=True)
         runs[name] = {t: [] for t in threads}
