@@ -91,10 +91,11 @@ class CPUBackend:
         Why: inside a plan's run BLAS keeps to one thread (:mod:`flowgrad.parallel`), so a
         product that is not already one item of a batch split — a convolution at batch 1 —
         would run on one core (onnx's ResNet-50 at batch 1 and 2 threads: 2.7x onnxruntime's
-        time, 1.8-2.0x with its products shared).  A product of at least :data:`PRODUCT_SPLIT` multiply-adds is
-        cut into :func:`product_pieces`: along the longer of ``out``'s sides, so that what
-        each piece packs again (the other operand) is the smaller one.  The pieces are fixed
-        by the shapes, never by the thread count: the bits do not depend on it.
+        time, 1.8-2.0x with its products shared).  A product of at least twice
+        :data:`PRODUCT_SPLIT` multiply-adds is cut into :func:`product_pieces`, along the
+        longer of ``out``'s sides, so that what each piece packs again (the other operand) is
+        the smaller one.  The pieces are fixed by the shapes, never by the thread count: the
+        bits do not depend on it.
         """
         pieces = product_pieces(a.shape[0], a.shape[1], b.shape[1])
         if len(pieces) == 1:

@@ -264,32 +264,52 @@ def test_a_float16_plan_runs_its_regions_op_by_op(tmp_path):
     assert _names(plan) == ["conv", "out"]
 
 
-def test_batch_norm_folds_into_a_conv_whose_image_size_is_known_only_at_run_time(
-        tmp_path, monkeypatch):
-    """An ONNX model's image dims are free: the fold is decided on the run's sizes."""
-    from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(0)
-    c = 6
+def _onnx_net(tmp_path, nodes, x_type, x_shape, y_shape, inits, output="y"):
+    """A one-input ONNX model of these nodes, written to ``tmp_path`` and compiled."""
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        nodes, "m", [helper.make_tensor_value_info("x", x_type, x_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, y_shape)], inits)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    return flowgrad.compile(flowgrad.load(str(path)))
+
+
+def _conv_bn(rng, c, **more):
+    """A 3 -> ``c`` 3x3 conv's weight and a batch norm's params (and ``more``) as float32
+    initializers, with the Conv and BatchNormalization nodes reading them."""
+    from onnx import helper, numpy_helper
     inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
         "W": rng.standard_normal((c, 3, 3, 3)), "g": rng.standard_normal(c),
         "beta": rng.standard_normal(c), "mu": rng.standard_normal(c),
-        "var": rng.uniform(0.5, 2, c), "three": np.array(3.0), "six": np.array(6.0)}.items()]
+        "var": rng.uniform(0.5, 2, c), **more}.items()]
     nodes = [helper.make_node("Conv", ["x", "W"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["conv", "g", "beta", "mu", "var"], ["bn"]),
-             helper.make_node("Add", ["bn", "three"], ["a"]),
-             helper.make_node("Relu", ["a"], ["cl"]),
-             helper.make_node("Mul", ["bn", "cl"], ["m"]),
-             helper.make_node("Div", ["m", "six"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, "H", "W"])], inits)
-    path = tmp_path / "bn.onnx"
-    path.write_bytes(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
-    net = flowgrad.compile(flowgrad.load(str(path)))
+             helper.make_node("BatchNormalization", ["conv", "g", "beta", "mu", "var"], ["bn"])]
+    return inits, nodes
+
+
+def _count_folds(monkeypatch) -> list:
     folds = []
     fold = fusion._fold
     monkeypatch.setattr(fusion, "_fold", lambda *a: (folds.append(1), fold(*a))[1])
+    return folds
+
+
+def test_batch_norm_folds_into_a_conv_whose_image_size_is_known_only_at_run_time(
+        tmp_path, monkeypatch):
+    """An ONNX model's image dims are free: the fold is decided on the run's sizes."""
+    from onnx import TensorProto, helper
+    c = 6
+    inits, nodes = _conv_bn(np.random.default_rng(0), c, three=np.array(3.0),
+                            six=np.array(6.0))
+    nodes += [helper.make_node("Add", ["bn", "three"], ["a"]),
+              helper.make_node("Relu", ["a"], ["cl"]),
+              helper.make_node("Mul", ["bn", "cl"], ["m"]),
+              helper.make_node("Div", ["m", "six"], ["y"])]
+    net = _onnx_net(tmp_path, nodes, TensorProto.FLOAT, ["N", 3, "H", "W"], ["N", c, "H", "W"],
+                    inits)
+    folds = _count_folds(monkeypatch)
     x = np.random.default_rng(1).standard_normal((1, 3, 10, 14)).astype(np.float32)
     unfused = net.forward({"x": x})["y"]
     fused = net.forward({"x": x}, grad=False)["y"]
@@ -303,29 +323,17 @@ def test_a_model_that_fixes_its_batch_fuses_too(tmp_path, monkeypatch, batch):
     axis to cut into blocks): its regions run as one block of the whole tensor, the batch norm
     folded into the conv."""
     from onnx import TensorProto, helper, numpy_helper
-    rng = np.random.default_rng(0)
     c = 5
-    inits = [numpy_helper.from_array(v.astype(np.float32), k) for k, v in {
-        "W": rng.standard_normal((c, 3, 3, 3)), "g": rng.standard_normal(c),
-        "beta": rng.standard_normal(c), "mu": rng.standard_normal(c),
-        "var": rng.uniform(0.5, 2, c), "r": rng.standard_normal((batch, c, 8, 9))}.items()]
+    rng = np.random.default_rng(0)
+    inits, nodes = _conv_bn(rng, c, r=rng.standard_normal((batch, c, 8, 9)))
     inits.append(numpy_helper.from_array(np.array([batch, c * 8 * 9]), "shape"))
-    nodes = [helper.make_node("Conv", ["x", "W"], ["conv"], pads=[1, 1, 1, 1]),
-             helper.make_node("BatchNormalization", ["conv", "g", "beta", "mu", "var"], ["bn"]),
-             helper.make_node("Add", ["bn", "r"], ["a"]),
-             helper.make_node("Sigmoid", ["a"], ["s"]),
-             helper.make_node("Mul", ["a", "s"], ["y"]),
-             helper.make_node("Reshape", ["y", "shape"], ["z"])]
-    graph = helper.make_graph(
-        nodes, "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 9])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [batch, c * 8 * 9])], inits)
-    path = tmp_path / "fixed.onnx"
-    path.write_bytes(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
-    net = flowgrad.compile(flowgrad.load(str(path)))
-    folds = []
-    fold = fusion._fold
-    monkeypatch.setattr(fusion, "_fold", lambda *a: (folds.append(1), fold(*a))[1])
+    nodes += [helper.make_node("Add", ["bn", "r"], ["a"]),
+              helper.make_node("Sigmoid", ["a"], ["s"]),
+              helper.make_node("Mul", ["a", "s"], ["y"]),
+              helper.make_node("Reshape", ["y", "shape"], ["z"])]
+    net = _onnx_net(tmp_path, nodes, TensorProto.FLOAT, [batch, 3, 8, 9], [batch, c * 8 * 9],
+                    inits, output="z")
+    folds = _count_folds(monkeypatch)
     x = np.random.default_rng(1).standard_normal((batch, 3, 8, 9)).astype(np.float32)
     assert net.graph.dag.nodes["x"]["spec"].shape[0] == batch      # no free batch axis
     unfused = net.forward({"x": x})["z"]
@@ -356,13 +364,7 @@ def test_a_dynamically_quantized_conv_runs_as_two_steps(tmp_path):
              helper.make_node("Mul", ["f", "scale"], ["d"]),
              helper.make_node("Sigmoid", ["d"], ["s"]),
              helper.make_node("Mul", ["d", "s"], ["y"])]
-    graph = helper.make_graph(
-        nodes, "qconv", [helper.make_tensor_value_info("x", TensorProto.UINT8, ["N", 2, 6, 5])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", c, 6, 5])], inits)
-    path = tmp_path / "qconv.onnx"
-    path.write_bytes(helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
-    net = flowgrad.compile(flowgrad.load(str(path)))
+    net = _onnx_net(tmp_path, nodes, TensorProto.UINT8, ["N", 2, 6, 5], ["N", c, 6, 5], inits)
     x = rng.integers(0, 255, (2, 2, 6, 5)).astype(np.uint8)
     fused = net.forward({"x": x}, grad=False)["y"]
     program = net._forward_programs[(("y",), True)]
