@@ -89,8 +89,8 @@ def torch_lenet(params: dict):
         for module, (w, b) in zip([model[0], model[3], model[7], model[9]],
                                   [("K1", "c1"), ("K2", "c2"), ("W3", "b3"), ("W4", "b4")]):
             weight = params[w] if module.weight.ndim == 4 else params[w].T
-            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)))
-            module.bias.copy_(torch.from_numpy(params[b]))
+            module.weight.copy_(torch.from_numpy(np.array(weight)))     # (writable copies:
+            module.bias.copy_(torch.from_numpy(np.array(params[b])))    # a frozen plan's are not)
     return model
 
 
@@ -147,7 +147,7 @@ def bench_training(repeat: int) -> None:
 def bench_inference(repeat: int) -> None:
     rng = np.random.default_rng(1)
     x = rng.random((BATCH, 1, 28, 28), dtype=np.float32)
-    plan = lenet_plan()
+    plan = lenet_plan().freeze()            # inference, as an onnxruntime session is frozen
     ours = plan.forward({"x": x}, outputs=("logits",), grad=False)["logits"]
     fns = {"flowgrad lenet inference":
            lambda: plan.forward({"x": x}, outputs=("logits",), grad=False)}

@@ -109,7 +109,7 @@ def time_render(client, out: str, steps: int) -> float:
 def time_inference(client, data: str, out: str, chunk: int) -> float:
     start = time.perf_counter()
     if client is None:
-        plan = compile(load(graph_path("resnet14.yaml"))).eval()
+        plan = compile(load(graph_path("resnet14.yaml"))).freeze()
         x = np.load(data, mmap_mode="r")
         y = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(len(x), 10))
         for i in range(0, len(x), chunk):

@@ -102,7 +102,7 @@ def bench_resnet(batch: int, repeat: int) -> None:
     if batch != 1:
         model = with_symbolic_batch(model)
     graph = flowgrad.load(model)
-    plan = flowgrad.compile(graph)
+    plan = flowgrad.compile(graph).freeze()     # inference, as an onnxruntime session is frozen
     (inp,) = graph.inputs
     x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224)).astype(np.float32)
     # (ort_options also quiets the warnings about the light models' unused initializers)

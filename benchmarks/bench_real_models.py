@@ -11,8 +11,8 @@ ones are tried too and reported as failing to load, with the reason), one line w
   ``compare`` values), absolute and relative to the largest reference magnitude;
 * the gradient check of ``tests/test_real_models.py`` (float64 directional derivatives by
   central differences against backward): the largest relative error over the checked leaves;
-* forward time at batch 1 on the manifest's input (flowgrad ``forward(grad=False)`` vs an
-  onnxruntime session), contenders timed alternately (``_timing.interleaved``), medians of
+* forward time at batch 1 on the manifest's input (flowgrad ``forward(grad=False)`` of a
+  frozen plan vs an onnxruntime session), contenders timed alternately (``_timing.interleaved``), medians of
   ``--repeat`` rounds (default 7) and the median of the per-round ratios.
 
 Models are fetched into the model cache first (``tools/fetch_models.py``); a model that cannot
@@ -92,6 +92,7 @@ def bench_model(T, name: str, repeat: int) -> None:
     session = T.ort_session(spec, path, THREADS)
     net = flowgrad.compile(graph)
     trainable = sum(net.params[p].size for p in net.trainable)
+    net.freeze()            # inference, as an onnxruntime session is frozen
     names = T.output_names(graph, session)
     reference = session.run(names, feeds)
     ours = net.forward(feeds, outputs=names, grad=False)

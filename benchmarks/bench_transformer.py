@@ -9,7 +9,7 @@ GELU) on a batch of 16 sequences of 64 tokens, float32:
    squared error to a target: flowgrad vs ``torch.nn.TransformerEncoderLayer(128, 4, 512,
    dropout=0, activation="gelu", batch_first=True, norm_first=True)`` holding the same weights.
    Target: <= 1.0x PyTorch.
-2. Inference of the block's output: flowgrad (``grad=False`` in evaluation, the plan's fused
+2. Inference of the block's output: flowgrad (``grad=False``, the plan frozen, its fused
    program) vs onnxruntime running the ONNX export of the same graph (default graph
    optimizations), target <= 1.5x, and vs the PyTorch module under ``torch.inference_mode``.
 
@@ -146,7 +146,7 @@ def training(plan: Plan, layer, x, target, repeat: int) -> None:
 
 def inference(plan: Plan, layer, x, repeat: int) -> None:
     print(f"\n2. inference (the block's output), batch {BATCH} x {T} tokens, float32")
-    plan.eval()
+    plan.freeze()          # (the last use of the plan: inference, as onnxruntime's is frozen)
     layer.eval()
     y = plan.forward({"x": x}, outputs=("y",), grad=False)["y"]
     fns = {"flowgrad": lambda: plan.forward({"x": x}, outputs=("y",), grad=False)}

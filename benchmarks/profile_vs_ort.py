@@ -14,7 +14,7 @@ thread count (``--threads N``, default 1) and run in alternation: ``--rounds`` r
 ``--repeat`` timed runs each, a settle pause between turns (see ``_timing.py``), so that they
 share the machine's load.
 
-flowgrad's side is :func:`flowgrad.profile` (the plan in evaluation, no gradient: fused
+flowgrad's side is :func:`flowgrad.profile` (the plan frozen, no gradient: fused
 steps); onnxruntime's is its own profiler (``SessionOptions.enable_profiling``): each
 kernel's time from the trace, only within the timed runs' ``model_run`` events.  Both also run
 as many times unprofiled, in the same rounds: the ratio printed is of those.
@@ -205,7 +205,7 @@ def compare(model: str, rounds: int, repeat: int, top: int, floor: float,
     name, path, graph, feeds = model_and_feeds(model, shapes)
     model_proto = onnx.load(path, load_external_data=False)
     onnx_types = {n.name: n.op_type for n in model_proto.graph.node if n.name}
-    plan = flowgrad.compile(graph).eval()
+    plan = flowgrad.compile(graph).freeze()
     options = ort_options(THREADS)
     options.enable_profiling = True
     options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"ort_profile_{name}")

@@ -56,32 +56,49 @@ class CPUBackend:
             _KERNELS = kernels
         return _KERNELS
 
-    def prepared(self, value: np.ndarray, make: Callable[[np.ndarray], Any], *key: Hashable
-                 ) -> Any:
-        """``make(value)``, computed once per plan when ``value`` is one of its constants.
+    def prepared(self, value: Any, make: Callable[[Any], Any], *key: Hashable) -> Any:
+        """``make(value)``, computed once per plan when ``value`` is one of its constants — or a
+        tuple of arrays (None allowed: an absent bias) that all are.
 
         Why: some ops convert a weight before every use — a quantized model's int8 matrix
-        shifted by its zero point into floats that BLAS multiplies exactly — and for a large
-        weight that conversion costs more than the product.  A plan's constants never change
-        after compile (they are not in ``plan.params``: optimizers, checkpoints and
-        ``load_state_dict`` never write them), so what is derived from one can be kept.
-        Anything else — an activation, whose memory the plan recycles, or a param, which
+        shifted by its zero point into floats that BLAS multiplies exactly, a batch norm folded
+        into the convolution before it — and that conversion can cost more than the product.
+        A plan's constants never change after compile (they are not in ``plan.params``:
+        optimizers, checkpoints and ``load_state_dict`` never write them), nor do the params of
+        a frozen plan (:meth:`declare_constants`), so what is derived from them can be kept.
+        Anything else — an activation, whose memory the plan recycles, or a live param, which
         optimizers and users update in place — gets ``make(value)`` afresh at every call.
         ``key`` names the derivation and whatever else it depends on (a zero point, a dtype),
         so two derivations of one constant do not collide.
         """
-        if id(value) not in self._constants:
+        values = value if isinstance(value, tuple) else (value,)
+        if not self.are_constants(values):
             return make(value)
-        slot = (id(value),) + key
+        slot = tuple(map(id, values)) + key
         result = self._prepared.get(slot, _MISSING)
         if result is _MISSING:
             result = self._prepared[slot] = make(value)
             # what is derived from a constant is a constant too (a weight split per direction
             # is then shifted once per direction)
-            for part in result if isinstance(result, (tuple, list)) else (result,):
-                if isinstance(part, np.ndarray):
-                    self._constants[id(part)] = part
+            self.declare_constants(result if isinstance(result, (tuple, list)) else (result,))
         return result
+
+    def are_constants(self, values: tuple) -> bool:
+        """Whether every array of ``values`` (None allowed) is one of the plan's constants:
+        whether :meth:`prepared` keeps what is derived from them."""
+        constants = self._constants
+        for v in values:
+            if v is not None and id(v) not in constants:
+                return False
+        return True
+
+    def declare_constants(self, values: Iterable[Any]) -> None:
+        """Treat ``values`` (arrays; anything else is ignored) as constants of the plan from
+        now on: :meth:`prepared` keeps what is derived from them.  The caller guarantees that
+        nothing writes them again (a frozen plan's params are read-only)."""
+        for v in values:
+            if isinstance(v, np.ndarray):
+                self._constants[id(v)] = v
 
     @staticmethod
     def product(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -42,6 +42,10 @@ class Optimizer:
                                 f"{did_you_mean(unknown[0], self.defaults)} (settings: lr, "
                                 f"weight_decay, {', '.join(self.defaults)})")
         self.leaves = dict(leaves)
+        for name, leaf in self.leaves.items():
+            if isinstance(leaf, np.ndarray) and not leaf.flags.writeable:
+                raise FlowgradError(f"param '{name}' is read-only (a frozen plan's: "
+                                    "Plan.freeze); an optimizer updates params in place")
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.lr_mult = {k: float((lr_mult or {}).get(k, 1.0)) for k in self.leaves}

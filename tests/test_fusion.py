@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flowgrad.backend import DEFAULT
-from flowgrad.plan.fusion import Placed, _fold, _fold_ports
+from flowgrad.plan.fusion import Placed, _fold_ports, _folded
 from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.op import Context
 from flowgrad.plugins import make_registry
@@ -113,7 +113,9 @@ def test_folding_into_channel_weights_gives_the_scaled_and_shifted_output(op_typ
     (y,) = _eval(op, *inputs)
     ports = _fold_ports(op, bn, y.ndim)
     folded = list(inputs)
-    _fold(folded, ports, scale, shift)
+    new = _folded(ports, tuple(inputs[i] for i, _ in ports), scale, shift)
+    for (i, _), value in zip(ports, new):
+        folded[i] = value
     (z,) = _eval(op, *folded)
     per_channel = (1, -1) + (1,) * (y.ndim - 2)
     np.testing.assert_allclose(z, y * scale.reshape(per_channel) + shift.reshape(per_channel),

@@ -291,8 +291,8 @@ def _conv_bn(rng, c, **more):
 
 def _count_folds(monkeypatch) -> list:
     folds = []
-    fold = fusion._fold
-    monkeypatch.setattr(fusion, "_fold", lambda *a: (folds.append(1), fold(*a))[1])
+    fold = fusion._folded
+    monkeypatch.setattr(fusion, "_folded", lambda *a: (folds.append(1), fold(*a))[1])
     return folds
 
 

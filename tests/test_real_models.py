@@ -122,12 +122,18 @@ def output_names(graph, session) -> list[str]:
     return [o.name for o in session.get_outputs()]
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["live", "frozen"])
 @pytest.mark.parametrize("name", MODELS)
-def test_forward_matches_onnxruntime(name):
+def test_forward_matches_onnxruntime(name, frozen):
+    """Live, and frozen for inference as ``flowgrad run`` runs it (every batch norm folded,
+    what ops derive from weights kept)."""
     spec, path, graph, session, feeds = loaded(name)
     names = output_names(graph, session)
     reference = session.run(names, feeds)
     net = flowgrad.compile(graph)
+    if frozen:
+        net.freeze()
+        net.forward(feeds, outputs=names, grad=False)   # (the second run reads what it kept)
     got = net.forward(feeds, outputs=names, grad=False)
     problems = []
     for out, ref in zip(names, reference):

@@ -62,7 +62,10 @@ def run(args, registry):
                                 f"{name}=D,D,...")
     feeds = {**random_feeds(graph, batch=args.batch, seed=args.seed, dtype=net.dtype,
                             shapes=shapes), **given}
-    net.train(args.grad)
+    if args.grad:
+        net.train()
+    else:
+        net.freeze()        # inference, as 'flowgrad run' does it
     result = profile(net, feeds, args.outputs, repeat=args.repeat, warmup=args.warmup,
                      grad=args.grad)
     print(result.table(args.top))

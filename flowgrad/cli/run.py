@@ -70,7 +70,8 @@ def run(args, registry):
                                                     registry=registry), registry)
     if args.out:
         output_file(args.out, "-o", force=True)      # outputs are regenerated: only the folder
-    net = trained_plan(args.graph, args.checkpoint, dtype=args.dtype, registry=registry)
+    net = trained_plan(args.graph, args.checkpoint, dtype=args.dtype,
+                       registry=registry).freeze()
     graph = net.graph
     feeds = read_feeds(args.input)
     fed = {input_node(graph, n): n for n in feeds}

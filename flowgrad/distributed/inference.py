@@ -146,7 +146,8 @@ def _run_chunk(shipped: dict[str, Any], path: str, input: str, output: str, star
         raise FlowgradError(f"worker {get_worker().address} cannot read '{path}' ({e}); "
                             "distributed inference needs the input on a filesystem every "
                             "worker sees") from None
-    plan = worker_plan(source, shipped["dtype"], shipped["params"], shipped["params_key"]).eval()
+    plan = worker_plan(source, shipped["dtype"], shipped["params"],
+                       shipped["params_key"]).freeze()
     return start, np.asarray(plan.forward({input: rows}, outputs=[output], grad=False)[output])
 
 

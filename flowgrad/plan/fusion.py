@@ -320,10 +320,17 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 size = n * row_elements
             else:
                 size = next(v.size for v, b in zip(inputs, producer_batched) if b)
-            if weights.size < size:
-                count = len(consumers[0][2])
-                scale, shift = first.affine(ctx, *rest[:count])
-                _fold(inputs, fold_ports, scale, shift)
+            count = len(consumers[0][2])
+            given = tuple(inputs[i] for i, _ in fold_ports) + tuple(rest[:count])
+            # fold when scaling the weights costs less than a pass over the output, or costs
+            # nothing: what is derived from constants (a frozen plan's params) is kept
+            if weights.size < size or ctx.backend.are_constants(given):
+                new = ctx.backend.prepared(
+                    given, lambda given: _folded(fold_ports, given[:len(fold_ports)],
+                                                 *first.affine(ctx, *given[len(fold_ports):])),
+                    "fold", id(first))
+                for (i, _), value in zip(fold_ports, new):
+                    inputs[i] = value
                 rest, variant = rest[count:], folded
         todo, one_pass, nbuf = variant.steps, variant.one_pass, variant.nbuf
         if None in row_shape or len(lengths) != 1:     # a dynamic shape: one block
@@ -519,17 +526,17 @@ def _fold_ports(producer: Any, consumer: Any, ndim: int) -> list[tuple[int, int]
     return [(names.index(name), axis) for name, axis in producer.channel_weights.items()]
 
 
-def _fold(inputs: list, ports: list[tuple[int, int]], scale: np.ndarray,
-          shift: np.ndarray) -> None:
-    """Replace the producer's weights by ``scale``-scaled copies and its bias by
-    ``bias * scale + shift`` (``shift`` where it has none): the producer then computes
-    ``scale * y + shift`` per channel.  The live params are left untouched."""
-    (w_index, w_axis), *rest = ports
-    W = inputs[w_index]
+def _folded(ports: list[tuple[int, int]], weights: tuple, scale: np.ndarray,
+            shift: np.ndarray) -> tuple:
+    """The producer's ``weights`` at ``ports`` (the weight matrix, then the bias or None) with
+    a per-channel ``scale * y + shift`` folded in: the matrix scaled along its channel axis,
+    the bias ``bias * scale + shift`` (``shift`` where there is none).  The producer then
+    computes the affine's output; the weights given are left untouched."""
+    W = weights[0]
     shape = [1] * W.ndim
-    shape[w_axis] = -1
-    inputs[w_index] = W * scale.astype(W.dtype, copy=False).reshape(shape)
-    for b_index, _ in rest:
-        b = inputs[b_index]
-        shift = shift.astype(W.dtype, copy=False)
-        inputs[b_index] = shift if b is None else b.reshape(-1) * scale + shift
+    shape[ports[0][1]] = -1
+    out = [W * scale.astype(W.dtype, copy=False).reshape(shape)]
+    shift = shift.astype(W.dtype, copy=False)
+    for b in weights[1:]:
+        out.append(shift if b is None else b.reshape(-1) * scale + shift)
+    return tuple(out)

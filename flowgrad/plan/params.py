@@ -25,6 +25,8 @@ class ParamStore:
         self.dtype = dtype
         self.params: dict[str, np.ndarray] = {}
         self._consts: dict[str, np.ndarray] = {}
+        #: set by :meth:`freeze`: the params are read-only for the plan's life
+        self.frozen = False
         for name in order:
             if graph.is_param(name):
                 self.params[name] = np.array(self.cast(graph.value_of(name)), copy=True)
@@ -46,9 +48,23 @@ class ParamStore:
         optimizer, checkpoint or ``load_state_dict`` writes them)."""
         yield from self._consts.values()
 
+    def freeze(self) -> None:
+        """Make every param read-only: from now on nothing writes them (:meth:`Plan.freeze`)."""
+        for value in self.params.values():
+            value.flags.writeable = False
+        self.frozen = True
+
+    def _refuse_if_frozen(self, what: str) -> None:
+        if self.frozen:
+            raise FlowgradError(f"{what}: the plan of '{self.graph.name}' is frozen for "
+                                "inference (Plan.freeze); compile the graph again for a plan "
+                                "whose params can change")
+
     @property
     def trainable(self) -> list[str]:
-        """Names of the params that receive gradients."""
+        """Names of the params that receive gradients (none once frozen)."""
+        if self.frozen:
+            return []
         return [n for n in self.params if self.graph.is_trainable(n)]
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -57,6 +73,7 @@ class ParamStore:
 
     def load_state_dict(self, values: Mapping[str, np.ndarray]) -> None:
         """Copy ``values`` into the live params (shapes must match; unknown names are errors)."""
+        self._refuse_if_frozen("cannot load params")
         for name, value in values.items():
             if name not in self.params and name in self.graph.aliases:
                 try:                            # a model's own name for a renamed param
@@ -81,6 +98,8 @@ class ParamStore:
     def apply_state(self, step: Any, state: Mapping[int, np.ndarray]) -> None:
         """Write what a stateful op's forward computed (``ctx.update_state``) into the state
         leaves feeding it: non-trainable params, never weights an optimizer owns."""
+        if state:
+            self._refuse_if_frozen(f"'{step.name}' ({step.op.type}) updates its state")
         for port, value in state.items():
             leaf = step.state_leaves.get(port)
             if leaf is None or self.graph.is_trainable(leaf):

@@ -166,7 +166,9 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
         return out
 
     fused = not grad and not plan.training      # as Plan.forward decides
-    state = {name: plan.params[name].copy() for name in _state_params(plan)}
+    # (a frozen plan's state cannot change: nothing to restore)
+    state = {} if plan.frozen else {name: plan.params[name].copy()
+                                    for name in _state_params(plan)}
     rng = plan.rng.bit_generator.state
     try:
         for _ in range(warmup):
