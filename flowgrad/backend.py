@@ -114,7 +114,10 @@ class CPUBackend:
         the smaller one.  The pieces are fixed by the shapes, never by the thread count: the
         bits do not depend on it.
         """
-        pieces = product_pieces(a.shape[0], a.shape[1], b.shape[1])
+        m, k = a.shape
+        if m * k * b.shape[1] < 2 * PRODUCT_SPLIT:     # (most products: no call to cut)
+            return np.matmul(a, b, out=out)
+        pieces = product_pieces(m, k, b.shape[1])
         if len(pieces) == 1:
             return np.matmul(a, b, out=out)
         rows = pieces[0][0] == "rows"

@@ -306,41 +306,41 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     dynamic = True if None in row_shape else None
     static_size = 0 if None in out_spec.shape else math.prod(out_spec.shape)
 
+    batched_at = [i for i, b in enumerate(producer_batched) if b]
+    block_rows = max(1, BLOCK_ELEMENTS // max(1, row_elements))
+    affine_count = len(consumers[0][2])
+
+    def fold(ctx, given):
+        return _folded(fold_ports, given[:len(fold_ports)],
+                       *first.affine(ctx, *given[len(fold_ports):]))
+
     def forward(ctx, *args):
         inputs, rest, variant = list(args[:n_inputs]), args[n_inputs:], plain
-        lengths = {len(v) for v, b in zip(inputs, producer_batched) if b}
+        lengths = {len(args[i]) for i in batched_at}
         n = min(lengths, default=0)
         if fold_ports is not None:
-            weights = inputs[fold_ports[0][0]]
-            # the output's size; with dims known only at run time (an ONNX model's image
-            # size), the size of the first batched input stands in for it
-            if not lengths:                             # a fixed batch: the whole shape
-                size = static_size
-            elif dynamic is None:
-                size = n * row_elements
-            else:
-                size = next(v.size for v, b in zip(inputs, producer_batched) if b)
-            count = len(consumers[0][2])
-            given = tuple(inputs[i] for i, _ in fold_ports) + tuple(rest[:count])
-            # fold when scaling the weights costs less than a pass over the output, or costs
-            # nothing: what is derived from constants (a frozen plan's params) is kept
-            if weights.size < size or ctx.backend.are_constants(given):
-                new = ctx.backend.prepared(
-                    given, lambda given: _folded(fold_ports, given[:len(fold_ports)],
-                                                 *first.affine(ctx, *given[len(fold_ports):])),
-                    "fold", id(first))
+            given = tuple(inputs[i] for i, _ in fold_ports) + rest[:affine_count]
+            backend = ctx.backend
+            # fold when it costs nothing — what is derived from constants (a frozen plan's
+            # params) is kept — or when scaling the weights costs less than a pass over the
+            # output; with dims known only at run time (an ONNX model's image size), the size
+            # of the first batched input stands in for the output's
+            if backend.are_constants(given) or given[0].size < (
+                    static_size if not lengths else n * row_elements if dynamic is None
+                    else args[batched_at[0]].size):
+                new = backend.prepared(given, lambda given: fold(ctx, given), "fold", id(first))
                 for (i, _), value in zip(fold_ports, new):
                     inputs[i] = value
-                rest, variant = rest[count:], folded
+                rest, variant = rest[affine_count:], folded
         todo, one_pass, nbuf = variant.steps, variant.one_pass, variant.nbuf
-        if None in row_shape or len(lengths) != 1:     # a dynamic shape: one block
+        # a dynamic shape, or rows that fit one block (batch 1): the whole output is the block
+        if None in row_shape or len(lengths) != 1 or n <= block_rows:
             (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
             output, bounds, rows = None, [(0, len(y))], len(y)
         else:
             output = _Output(ctx.backend, n, row_shape)
-            rows = max(1, BLOCK_ELEMENTS // max(1, row_elements))
+            rows = block_rows
             bounds = [(start, min(n, start + rows)) for start in range(0, n, rows)]
-            rows = min(rows, n)
         scratch = ()
         for start, stop in bounds:
             if output is None:
@@ -349,7 +349,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
                 output.start, output.stop = start, stop
                 block = _run_into(producer, ctx, output, [
                     v[start:stop] if b else v for v, b in zip(inputs, producer_batched)])
-            if todo and one_pass is not None and one_pass(block, rest, start, stop):
+            if todo and one_pass is not None and one_pass(block, rest, start, stop,
+                                                             ctx.backend):
                 continue
             if nbuf > 1 and not scratch:
                 scratch = [ctx.backend.empty((rows,) + block.shape[1:], block.dtype)
@@ -399,22 +400,25 @@ class _OnePass:
     (:mod:`.pointwise`), when its extra inputs fit: per-plane operands or C-contiguous ones
     of the block's shape, of the block's dtype.  What the extra inputs' shapes decide — the
     program (None: the region runs op by op), how each scalar column is filled — is worked
-    out on first use and kept per block shape and extra shapes: at batch 1 a region
-    takes tens of microseconds, and looking at each input again would be a good part of it."""
+    out on first use and kept per block shape and extra shapes (a :class:`_Layout`): at batch 1
+    a region takes tens of microseconds, and looking at each input again would be a good part
+    of it."""
 
-    __slots__ = ("consumers", "cuts", "layouts")
+    __slots__ = ("consumers", "cuts", "any_cut", "layouts")
 
     def __init__(self, consumers):
         self.consumers = [(op, args) for op, args, _ in consumers]
         #: which extras are cut to the block's rows
         self.cuts = [cut for _, _, batched in consumers for cut in batched]
+        self.any_cut = any(self.cuts)
         self.layouts: dict[tuple, Any] = {}
 
-    def __call__(self, block: np.ndarray, rest, start: int, stop: int) -> bool:
+    def __call__(self, block: np.ndarray, rest, start: int, stop: int, backend: Any) -> bool:
         dtype = block.dtype
         if block.ndim < 3 or dtype not in _ONE_PASS_DTYPES or not block.flags.c_contiguous:
             return False
-        extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts)]
+        extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts)] \
+            if self.any_cut else rest
         key = [block.shape]
         for e in extras:
             if type(e) is not np.ndarray or e.dtype != dtype:
@@ -423,30 +427,50 @@ class _OnePass:
         key = tuple(key)
         layout = self.layouts.get(key, False)
         if layout is False:
-            layout = self.layouts[key] = self._layout(block, extras)
+            layout = self.layouts[key] = _Layout.make(self.consumers, block, extras, backend)
         if layout is None:
             return False
-        program, template, singles, per_plane = layout
-        n, c = block.shape[:2]
-        scalars = template.copy()
-        for j, k in singles:            # one-element inputs (a constant's value may change)
-            scalars[:, :, j] = extras[k].item()
-        for j, k, shape in per_plane:
-            scalars[:, :, j] = extras[k].reshape(shape)        # (broadcasting)
-        x = block.reshape(n * c, -1)
+        program, template = layout.program, layout.template
+        columns = layout.columns
+        for k, value in layout.baked:
+            if extras[k] is not value:          # (not the constant baked in: fill them all)
+                columns = layout.all_columns
+                break
+        if columns:
+            scalars = template.copy()
+            for j, k, shape in columns:
+                if shape is None:                       # one element
+                    scalars[:, :, j] = extras[k].item()
+                else:
+                    scalars[:, :, j] = extras[k].reshape(shape)        # (broadcasting)
+        else:
+            scalars = template          # (read only by the program)
+        x = block.reshape(layout.planes, -1)
         fulls = []
         for k in program.fulls:
             if not extras[k].flags.c_contiguous:
                 return False
             fulls.append(extras[k].reshape(x.shape))
         fulls += [x] * (2 - len(fulls))                         # (unread)
-        _POINTWISE.run_region(program.code, scalars.reshape(n * c, -1), x, fulls[0], fulls[1],
-                              x, program.registers, program.result)
+        _POINTWISE.run_region(program.code, scalars.reshape(layout.planes, -1), x, fulls[0],
+                              fulls[1], x, program.registers, program.result)
         return True
 
-    def _layout(self, block, extras):
-        """``(program, template, singles, per-plane columns)`` for these shapes, or None when
-        they do not fit or an op declares no ``pointwise``."""
+
+class _Layout:
+    """How :class:`_OnePass` runs a region for one block shape and its extras' shapes: the
+    program, the template of its per-plane scalar columns (``(N, C, columns)``) with the
+    constants in place, and the columns filled from the extras at every call — ``(column,
+    extra, per-plane shape or None for one element)``.  A plan's constants (a frozen plan's
+    params among them) are filled in once, ``baked``: ``(extra, the array baked)``, checked by
+    identity at each call."""
+
+    __slots__ = ("program", "template", "planes", "columns", "all_columns", "baked")
+
+    @staticmethod
+    def make(consumers, block, extras, backend) -> "_Layout | None":
+        """The layout for these shapes, or None when they do not fit or an op declares no
+        ``pointwise``."""
         global _POINTWISE
         from . import pointwise       # (numba is imported on first use only)
         _POINTWISE = pointwise
@@ -464,19 +488,28 @@ class _OnePass:
                 return None
             kinds.append("plane")
             shapes.append(shape[:2])
-        program = pointwise.translate(self.consumers, kinds)
+        program = pointwise.translate(consumers, kinds)
         if program is None:
             return None
-        template = np.zeros((n, c, max(1, len(program.columns))), block.dtype)
-        singles, per_plane = [], []
+        self = _Layout()
+        self.program, self.planes = program, n * c
+        self.template = np.zeros((n, c, max(1, len(program.columns))), block.dtype)
+        self.all_columns, self.columns, self.baked = [], [], []
         for j, (kind, value) in enumerate(program.columns):
             if kind == "c":
-                template[:, :, j] = value
-            elif shapes[value] == (1, 1):
-                singles.append((j, value))
+                self.template[:, :, j] = value
+                continue
+            column = (j, value, None if shapes[value] == (1, 1) else shapes[value])
+            self.all_columns.append(column)
+            if backend.are_constants((extras[value],)):
+                self.baked.append((value, extras[value]))
             else:
-                per_plane.append((j, value, shapes[value]))
-        return program, template, singles, per_plane
+                self.columns.append(column)
+        for j, k, shape in self.all_columns:
+            if any(k == b for b, _ in self.baked):
+                self.template[:, :, j] = extras[k].item() if shape is None \
+                    else extras[k].reshape(shape)
+        return self
 
 
 def _assign_buffers(consumers) -> tuple[list, int]:
