@@ -8,7 +8,9 @@ in place.  A batch norm in evaluation mode right after a conv or dense layer is 
 weights on each call, so it costs what a bias does.  This is what onnxruntime's conv +
 batch-norm folding and conv + activation fusion buy it, without baking the weights in: the
 plan's params stay live, so training, ``load_state_dict`` or an optimizer step between two
-evaluations is seen at once.
+evaluations is seen at once.  A frozen plan (:meth:`Plan.freeze`) bakes them in: its params
+are constants, so the folded weights, and the constant operands of a region's one-pass
+program, are worked out once.
 
 The plan decides all of it from what ops *declare* (:mod:`flowgrad.op`); no op calls into its
 neighbours:
@@ -283,7 +285,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
     :class:`Chain` (value 0 the producer's output, ``i + 1`` consumer ``i``'s).  A first
     consumer with ``affine``, sole reader of the producer's output, is folded into the
     producer's ``channel_weights`` when the producer declares them and scaling the weights
-    costs less than a pass over the output.
+    costs less than a pass over the output, or costs nothing: the weights and the affine's
+    inputs are constants (a frozen plan's params), and the folded weights are kept.
 
     Where each value lives is decided here, once per :class:`_Variant` (the region as given,
     and with its first consumer folded): the producer writes into the block of the region's
@@ -499,16 +502,14 @@ class _Layout:
             if kind == "c":
                 self.template[:, :, j] = value
                 continue
-            column = (j, value, None if shapes[value] == (1, 1) else shapes[value])
-            self.all_columns.append(column)
-            if backend.are_constants((extras[value],)):
-                self.baked.append((value, extras[value]))
+            shape = None if shapes[value] == (1, 1) else shapes[value]
+            self.all_columns.append((j, value, shape))
+            e = extras[value]
+            if backend.are_constants((e,)):
+                self.baked.append((value, e))
+                self.template[:, :, j] = e.item() if shape is None else e.reshape(shape)
             else:
-                self.columns.append(column)
-        for j, k, shape in self.all_columns:
-            if any(k == b for b, _ in self.baked):
-                self.template[:, :, j] = extras[k].item() if shape is None \
-                    else extras[k].reshape(shape)
+                self.columns.append((j, value, shape))
         return self
 
 
