@@ -338,7 +338,7 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
         todo, one_pass, nbuf = variant.steps, variant.one_pass, variant.nbuf
         # a dynamic shape, or rows that fit one block (batch 1): the whole output is the block
         if None in row_shape or len(lengths) != 1 or n <= block_rows:
-            (y,) = producer.forward(ctx, *inputs)       # (the run's: no gradient, evaluating)
+            (y,) = producer.forward(Context(False, False, ctx.rng, ctx.backend), *inputs)
             output, bounds, rows = None, [(0, len(y))], len(y)
         else:
             output = _Output(ctx.backend, n, row_shape)
