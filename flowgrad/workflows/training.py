@@ -183,6 +183,7 @@ def evaluate_checkpoint(graph: Graph | str, checkpoint: str, data: str = "digits
     config = from_graph(graph, registry).replace(seed=seed)
     plan = compile(graph, dtype=dtype)
     load_params(plan, checkpoint)
+    plan.freeze()                   # evaluation only: what is derived from the params is kept
     samples: Dataset = load_data(data, registry)
     if split_name != "all":
         train, test = split(samples, config.test_split, seed=config.seed)
