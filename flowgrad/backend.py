@@ -72,11 +72,13 @@ class CPUBackend:
         so two derivations of one constant do not collide.
         """
         values = value if isinstance(value, tuple) else (value,)
-        if not self.are_constants(values):
-            return make(value)
         slot = tuple(map(id, values)) + key
+        # (a slot is kept only for constants, which the backend holds: no other array can
+        # take their ids, so a hit needs no check)
         result = self._prepared.get(slot, _MISSING)
         if result is _MISSING:
+            if not self.are_constants(values):
+                return make(value)
             result = self._prepared[slot] = make(value)
             # what is derived from a constant is a constant too (a weight split per direction
             # is then shifted once per direction)

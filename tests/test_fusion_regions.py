@@ -382,3 +382,20 @@ def test_a_dynamically_quantized_conv_runs_as_two_steps(tmp_path):
     assert ("acc", "sum") in runs and ("f", "d", "d#branch", "s", "y") in runs, runs
     net.train()                                     # training mode: nothing fused
     np.testing.assert_array_equal(net.forward({"x": x}, grad=False)["y"], fused)
+
+
+def test_a_baked_constant_is_used_only_while_it_is_the_operand_given():
+    """A region's one-pass program fills a constant operand into its scalar template once;
+    given another array in its place (same shape), it fills every column afresh instead."""
+    from flowgrad.backend import CPUBackend
+    add, mul = REGISTRY.ops["add"](), REGISTRY.ops["mul"]()
+    one_pass = fusion._OnePass([(add, (0, None), (False,)), (mul, (1, None), (False,))])
+    baked, scale = np.array(2.0, np.float32), np.array([[[[3.0]], [[4.0]]]], np.float32)
+    backend = CPUBackend(None, [baked])
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 4)).astype(np.float32)
+    for offset in (baked, np.array(5.0, np.float32), baked):
+        block = x.copy()
+        assert one_pass(block, (offset, scale), 0, 1, backend)
+        np.testing.assert_array_equal(block, (x + offset) * scale)
+    (layout,) = one_pass.layouts.values()
+    assert [k for k, _ in layout.baked] == [0] and [k for _, k, _ in layout.columns] == [1]

@@ -54,7 +54,8 @@ class ParamStore:
             value.flags.writeable = False
         self.frozen = True
 
-    def _refuse_if_frozen(self, what: str) -> None:
+    def refuse_if_frozen(self, what: str) -> None:
+        """Raise, saying ``what`` cannot be done, when the params are frozen."""
         if self.frozen:
             raise FlowgradError(f"{what}: the plan of '{self.graph.name}' is frozen for "
                                 "inference (Plan.freeze); compile the graph again for a plan "
@@ -73,7 +74,7 @@ class ParamStore:
 
     def load_state_dict(self, values: Mapping[str, np.ndarray]) -> None:
         """Copy ``values`` into the live params (shapes must match; unknown names are errors)."""
-        self._refuse_if_frozen("cannot load params")
+        self.refuse_if_frozen("cannot load params")
         for name, value in values.items():
             if name not in self.params and name in self.graph.aliases:
                 try:                            # a model's own name for a renamed param
@@ -99,7 +100,7 @@ class ParamStore:
         """Write what a stateful op's forward computed (``ctx.update_state``) into the state
         leaves feeding it: non-trainable params, never weights an optimizer owns."""
         if state:
-            self._refuse_if_frozen(f"'{step.name}' ({step.op.type}) updates its state")
+            self.refuse_if_frozen(f"'{step.name}' ({step.op.type}) updates its state")
         for port, value in state.items():
             leaf = step.state_leaves.get(port)
             if leaf is None or self.graph.is_trainable(leaf):

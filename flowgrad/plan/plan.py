@@ -68,7 +68,7 @@ class Plan:
     def train(self, mode: bool = True) -> "Plan":
         """Switch ops that differ between training and evaluation (dropout, batch norm)."""
         if mode:
-            self._store._refuse_if_frozen("cannot train")
+            self._store.refuse_if_frozen("cannot train")
         self.training = mode
         return self
 
@@ -90,7 +90,10 @@ class Plan:
         self.eval()
         self._store.freeze()
         self.backend.declare_constants(self.params.values())
-        self._backward_programs.clear()         # (they computed the params' gradients)
+        # compiled again on next use: the backward ones computed the params' gradients, and
+        # the forward ones' fused regions look at which operands are constants once
+        self._forward_programs.clear()
+        self._backward_programs.clear()
         return self
 
     @property
