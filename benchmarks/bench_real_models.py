@@ -12,8 +12,9 @@ ones are tried too and reported as failing to load, with the reason), one line w
 * the gradient check of ``tests/test_real_models.py`` (float64 directional derivatives by
   central differences against backward): the largest relative error over the checked leaves;
 * forward time at batch 1 on the manifest's input (flowgrad ``forward(grad=False)`` of a
-  frozen plan vs an onnxruntime session), contenders timed alternately (``_timing.interleaved``), medians of
-  ``--repeat`` rounds (default 7) and the median of the per-round ratios.
+  frozen plan vs an onnxruntime session), contenders timed alternately
+  (``_timing.interleaved``), medians of ``--repeat`` rounds (default 7) and the median of the
+  per-round ratios.
 
 Models are fetched into the model cache first (``tools/fetch_models.py``); a model that cannot
 be fetched is skipped with the reason.  Both runtimes get the same thread count (``--threads N``,
