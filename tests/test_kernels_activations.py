@@ -30,7 +30,7 @@ from flowgrad.plugins import make_registry
 #: the kernels this file compares with their references (the meta-test checks every kernel in
 #: flowgrad.kernels.REGISTRY is listed by some test file)
 KERNELS = ["erf", "erf_backward", "gelu", "gelu_backward", "gelu_tanh", "gelu_tanh_backward",
-           "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
+           "relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
            "softplus_backward", "elu", "elu_backward", "softsign", "softsign_backward",
            "hard_swish", "hard_swish_backward",
            "softmax", "softmax_backward", "log_softmax", "log_softmax_backward",
@@ -96,6 +96,7 @@ UNARY = {  # name -> (extra scalar args, absolute tolerance as a function of x, 
     "erf": ((), {np.float32: lambda x: 0.0, np.float64: lambda x: 4e-15}),
     "gelu": ((), {np.float32: lambda x: 1e-10 * np.abs(x), np.float64: lambda x: 4e-15 * np.abs(x)}),
     "gelu_tanh": ((), None),
+    "relu": ((), None),
     "tanh": ((), None),
     "sigmoid": ((), None),
     "softplus": ((), None),
@@ -404,6 +405,25 @@ def test_ops_run_in_place_through_a_placed_output(type_):
                               placed, *inputs[1:])
     assert y is placed
     np.testing.assert_array_equal(y, want)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_gives_numpy_s_bits(dtype, in_place):
+    """max(x, 0) bit for bit: -0 gives +0, a NaN stays the same NaN (its payload too), in
+    place (the plan's own case) as well as into another array."""
+    x = _values(2001, dtype, seed=13)
+    bits = np.dtype(dtype).str.replace("f", "u")
+    payload = np.array([np.nan], dtype).view(bits) | 5          # a quiet NaN of another payload
+    x[:6] = [-0.0, 0.0, np.nan, -np.nan, -np.inf, np.inf]
+    x[6:7] = payload.view(dtype)
+    want = np.maximum(x, 0)
+    if in_place:
+        got = x.copy()
+        _run("relu", "compiled", got, got)
+    else:
+        got = _run("relu", "compiled", x, np.empty_like(x))
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -50,3 +50,27 @@ def test_the_compiled_runner_matches_its_reference(name, dtype, length):
     aside = np.empty_like(x)
     K.run_region.compiled(code, scalars, x, f0, f1, aside, registers, result)
     np.testing.assert_array_equal(aside, ref)
+
+
+@pytest.mark.parametrize("length", [700, 7, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_by_a_scalar_gives_numpy_s_bits(dtype, length):
+    """A ReLU-like region (``max`` by a per-plane scalar) bit for bit, signed zeros and NaN
+    payloads included, whatever the scalar: +0 (ReLU), -0, NaN, and values that the input ties
+    with (the compiled runner takes a vectorised loop for some scalars, an exact one for
+    others)."""
+    code = np.asarray([(P.LOAD_X, 0, 0), (P.MAX_S, 0, 0)], np.int64)
+    x, f0, f1, scalars = _program_inputs(dtype, planes=8, length=length)
+    bits = np.dtype(dtype).str.replace("f", "u")
+    nan = (np.array([np.nan], dtype).view(bits) | 3).view(dtype)[0]     # another payload
+    scalars[:, 0] = [0.0, -0.0, np.nan, 1.5, -1.5, np.inf, -np.inf, 0.0]
+    for p in range(8):
+        x[p, :min(length, 6)] = [-0.0, 0.0, nan, scalars[p, 0], -np.inf, np.inf][:length]
+    want = np.empty_like(x)
+    K.run_region.reference(code, scalars, x, f0, f1, want, 1, 0)
+    got = x.copy()
+    K.run_region.compiled(code, scalars, got, f0, f1, got, 1, 0)          # in place
+    np.testing.assert_array_equal(got.view(bits), want.view(bits))
+    aside = np.empty_like(x)
+    K.run_region.compiled(code, scalars, x, f0, f1, aside, 1, 0)
+    np.testing.assert_array_equal(aside.view(bits), want.view(bits))

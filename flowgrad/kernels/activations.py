@@ -26,8 +26,10 @@ ufunc form divides as IEEE does (±inf, nan), like numpy.
 Kernels take C-contiguous 1-d arrays (callers pass ``a.reshape(-1)``) and write ``out``.  A
 forward's ``out`` may be ``x`` itself (the plan runs elementwise ops in place when evaluating):
 each element is read before it is written, and that case has its own loop (``_in_place``).
-``relu``, ``leaky_relu``, ``clip`` and the hard sigmoid stay numpy: one ufunc pass is already
-one pass over memory.
+``relu`` is a kernel too: numpy's ``maximum`` keeps NaN (and picks ``0`` over ``-0``) in a
+loop that does not vectorise here (800k float32 values: 0.57 ms, the kernel 0.08-0.14 ms).
+``leaky_relu``, ``clip`` and the hard sigmoid stay numpy: one ufunc pass is already one pass over
+memory.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import numpy as np
 from ._jit import MODE, jit, kernel
 
 __all__ = ["erf", "erf_backward", "gelu", "gelu_backward", "gelu_tanh", "gelu_tanh_backward",
-           "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
+           "relu", "relu_backward", "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "softplus",
            "softplus_backward", "elu", "elu_backward", "softsign", "softsign_backward",
            "hard_swish", "hard_swish_backward"]
 
@@ -504,6 +506,27 @@ def sigmoid(x, out):
     else:
         for i in range(x.size):
             out[i] = _sigmoid(x[i], False)
+
+
+def _relu_reference(x, out):
+    np.maximum(x, 0, out=out)
+
+
+@kernel(_relu_reference)
+def relu(x, out):
+    """out = max(x, 0) with numpy's bits: NaN kept, ``-0`` gives ``0``.
+
+    Written as numba's ``np.maximum(v, 0) + 0``: numba's maximum is three selects, which
+    vectorise (numpy's own loop, and a ternary with ``v != v``, branch), and returns ``v`` on a
+    tie where numpy returns the ``0``: the only tie with different bits is ``-0``, which the
+    added ``+0`` turns into ``0`` (any other value, NaN included, is left as it is)."""
+    zero = out.dtype.type(0)
+    if _in_place(x, out):
+        for i in range(out.size):
+            out[i] = np.maximum(out[i], zero) + zero
+    else:
+        for i in range(x.size):
+            out[i] = np.maximum(x[i], zero) + zero
 
 
 def _relu_backward_reference(y, gy, out):

@@ -108,7 +108,10 @@ class Relu(_SameDtype):
         return (("max", 0.0),)
 
     def forward(self, ctx, x):
-        y = np.maximum(x, 0, out=ctx.backend.empty(x.shape, x.dtype))
+        if x.dtype.kind == "f":
+            y = _pointwise(ctx.backend, ctx.backend.kernels.relu, x.dtype, (x,))
+        else:                           # (integer relu: numpy's, exact anyway)
+            y = np.maximum(x, 0, out=ctx.backend.empty(x.shape, x.dtype))
         ctx.save(y)
         return (y,)
 
