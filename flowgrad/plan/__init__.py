@@ -8,6 +8,7 @@ One job per module:
 * :mod:`.params` — the parameter store: live param arrays, casting, state dicts;
 * :mod:`.fusion` — chains run as one step when evaluating;
 * :mod:`.memory` — activation buffers recycled between ops and runs;
+* :mod:`.memo` — a frozen plan's shape-only steps, computed once per input shape;
 * :mod:`.plan` — :class:`Plan`, which ties them together, and :func:`compile`.
 """
 from .plan import Plan, compile

@@ -18,6 +18,7 @@ from ..graph import Graph
 from ..op import Context
 from ..parallel import blas_single
 from ..passes import prepare
+from . import memo
 from .memory import BufferPool
 from .params import ParamStore
 from .programs import (BackwardProgram, ForwardProgram, Layout, compile_backward,
@@ -86,6 +87,9 @@ class Plan:
         plan's to float rounding, and from run to run bit for bit.  A frozen plan still
         computes gradients, of its inputs (``backward(..., wrt=...)``: input optimization); no
         param is trainable any more, and training it or loading params into it is an error.
+        Evaluated without gradient, what depends only on the inputs' shapes and the params (an
+        ONNX model's anchor grid, built from Shape → Range → Expand…) is computed once per input
+        shape (:mod:`.memo`), bit for bit as it would be at every call.
         """
         self.eval()
         self._store.freeze()
@@ -139,6 +143,8 @@ class Plan:
         if program is None:
             program = self._forward_programs[(outputs, fuse)] = \
                 compile_forward(self.layout, outputs, fuse)
+            if fuse and self.frozen:        # what depends only on shapes: once per shape
+                memo.attach(self.layout, program)
         vals = self._leaf_vals.copy()
         feed(self.layout, self.dtype, vals, self._by_node(feeds), program)
         ctxs: list[Context | None] = [None] * len(self.layout.steps) if grad else []

@@ -10,6 +10,11 @@ A fused step (:mod:`.fusion`) keeps its producer's name in the program and lists
 absorbed (``Step.nodes``), so the step is shown as what it runs: ``conv+batch_norm+relu`` over
 its nodes.
 
+A frozen plan's static steps (:mod:`.memo`: what depends only on input shapes) run only
+when their memo misses: the timed runs use the memoised list, with the same timers inside its
+groups, so a step the memo skipped shows the calls it really made (0 when every timed run hit)
+and the lookups count as framework time.
+
 What the steps do not account for is the *framework* time — the feeds' checks and casts, the
 loop's dispatch, buffers released and recycled — reported as the run's wall time minus the sum
 of the steps.  The timers' own cost (~0.1 µs a step) lands in the steps.  Runs in training mode
@@ -25,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FlowgradError
+from .memo import retimed
 from .plan import Plan
 
 
@@ -181,11 +187,14 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
                              "backward"))
         timers = [[[0.0, 0] for _ in program.run] for program, _ in programs]
         originals = [program.run for program, _ in programs]
+        static_run = forward.static_run
         wall = 0.0
         try:
             for (program, _), cells in zip(programs, timers):
                 program.run = [(_timed(entry[0], cell),) + tuple(entry[1:])
                                for entry, cell in zip(program.run, cells)]
+            if static_run is not None:
+                forward.static_run = retimed(static_run, forward.run)
             for _ in range(repeat):
                 start = time.perf_counter()
                 out = run()
@@ -193,6 +202,7 @@ def profile(plan: Plan, feeds: Mapping[str, Any], outputs: Sequence[str] | None 
         finally:
             for (program, _), run_list in zip(programs, originals):
                 program.run = run_list
+            forward.static_run = static_run     # (with what its groups keep)
     finally:
         if state:
             plan.load_state_dict(state)

@@ -10,7 +10,10 @@ leaves — is compiled once into a program that the plan caches and reruns for e
   after its last reader (what backward needs stays in the node's ``ctx``); evaluated without
   gradient, it runs chains such as conv → batch_norm → relu as one step (:mod:`.fusion`);
 * a backward program runs, in reverse, only the nodes that lie both downstream of a leaf that
-  needs a gradient and upstream of a seeded output: Caffe's two passes, intersected.
+  needs a gradient and upstream of a seeded output: Caffe's two passes, intersected;
+* a frozen plan's forward program without gradient may have a second run list,
+  ``static_run``, in which each run of steps that depend only on input shapes and constants is
+  one memoised entry, computed once per shape (:mod:`.memo`).
 
 Every step is linear in the number of nodes.
 """
@@ -55,6 +58,9 @@ class ForwardProgram:
     output_slots: dict[str, int]
     feeds: frozenset[str]                     # the inputs these outputs depend on
     checked: bool = False                     # contracts checked on the first run
+    #: a frozen plan's run list without gradient, its static steps memoised (:mod:`.memo`);
+    #: None when nothing is static, or the program is not for a frozen plan's evaluation
+    static_run: list | None = None
 
 
 @dataclass

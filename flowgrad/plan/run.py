@@ -7,6 +7,10 @@ program checks everything (arity, output shapes against ``infer``, gradient shap
 inputs) and marks the program checked; later runs trust it.  An exception raised inside an op
 is always re-raised naming the node, its op type and its input shapes.
 
+Without gradient, the forward loop runs a program's ``static_run`` when it has one (a frozen
+plan's shape-only steps memoised, :mod:`.memo`): the list is chosen once per call and its
+memoised groups are entries like any other, so the loops test nothing more per step.
+
 Values live in a list indexed by slot (:mod:`.programs`).  A value is released to the plan's
 :class:`~.memory.BufferPool` after its last reader, a gradient once the op that consumed it has
 run backward.
@@ -81,7 +85,8 @@ def run_forward(program: ForwardProgram, vals: list, ctxs: list, grad: bool, tra
                 ctxs[step.index] = ctx
         else:
             ctx = Context(False, training, rng, backend)
-            for forward, get, arity, outs, free, step in program.run:
+            # (a frozen plan's static steps memoised, if it has any: chosen once per call)
+            for forward, get, arity, outs, free, step in program.static_run or program.run:
                 res = forward(ctx, get(vals)) if arity == 1 else forward(ctx, *get(vals))
                 if len(outs) == 1:
                     vals[outs[0]] = res[0]
