@@ -378,6 +378,106 @@ def test_max_pool(axes, batch, channels, kind, dtype):
         assert (found[p] >= 0).all() or (values[p][found[p] < 0] == low).all()
 
 
+# the 2x2 stride-2 windows inside the plane take a loop of their own (pool._max_pool_2x2): its
+# maxima must be the reference's bits (np.maximum's choice between -0.0 and 0.0, the first
+# NaN's payload), its arg-max the reference's (the first maximum; a NaN window's first cell)
+
+def _bits(a):
+    return a.view(np.dtype(f"u{a.itemsize}")) if a.dtype.kind == "f" else a
+
+
+def _nans(dtype):
+    """Quiet NaNs of both signs and three payloads (np.maximum keeps the first one's bits)."""
+    if np.dtype(dtype) == np.float32:
+        return np.array([0x7FC00001, 0xFFC00002, 0x7FC00403], np.uint32).view(np.float32)
+    return np.array([0x7FF8000000000001, 0xFFF8000000000002, 0x7FF8000000000403],
+                    np.uint64).view(np.float64)
+
+
+def _max_pool_both(x, out, save, low=-np.inf):
+    """The compiled kernel and the reference on ``x`` (2x2 stride 2): [(y, arg)] * 2."""
+    results = []
+    for run in (P.max_pool.compiled, P.max_pool.reference):
+        y = np.full(out, 7, x.dtype)
+        arg = np.full(out, -7, np.int32) if save else np.empty((0,) * 5, np.int32)
+        run(x, y, arg, (1, 2, 2), (1, 2, 2), (1, 1, 1), (0, 0, 0), low)
+        results.append((y, arg))
+    return results
+
+
+def _assert_same_max_pool(results, message=""):
+    (y, arg), (y_ref, arg_ref) = results
+    np.testing.assert_array_equal(_bits(y), _bits(y_ref), err_msg=message)
+    np.testing.assert_array_equal(arg, arg_ref, err_msg=message)
+
+
+def _window_input(rng, shape, dtype, kind):
+    if kind == "normal":
+        return _x(rng, shape, dtype)
+    x = rng.integers(-1, 2, shape).astype(dtype)    # ties
+    flat = x.reshape(-1)
+    if kind in ("zeros", "nan", "inf"):             # -0.0 beside 0.0: ties of two bit patterns
+        flat[rng.random(flat.size) < 0.4] = -0.0
+    if kind in ("nan", "inf"):
+        where = np.flatnonzero(rng.random(flat.size) < 0.1)
+        flat[where] = rng.choice(_nans(dtype), where.size)
+    if kind == "inf":
+        flat[rng.random(flat.size) < 0.15] = np.inf
+        flat[rng.random(flat.size) < 0.15] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["normal", "ties", "zeros", "nan", "inf"])
+@pytest.mark.parametrize("size", [(2, 2), (3, 7), (7, 13), (13, 16), (14, 14), (4, 17), (6, 33),
+                                  (28, 28), (9, 34)])
+def test_max_pool_2x2_stride_2_is_the_reference_bit_for_bit(size, kind, dtype):
+    # odd sizes leave the last row / column out; widths below and above a vector (8, 16)
+    H, W = size
+    x = _window_input(_rng("2x2", size, kind), (3, 2, 1, H, W), dtype, kind)
+    out = (3, 2, 1, H // 2, W // 2)
+    with_arg = _max_pool_both(x, out, True)
+    _assert_same_max_pool(with_arg, f"{size} {kind}")
+    y_only = _max_pool_both(x, out, False)
+    _assert_same_max_pool(y_only, f"{size} {kind}, no arg")
+    np.testing.assert_array_equal(_bits(y_only[0][0]), _bits(with_arg[0][0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [8, 7])       # windows per row: a whole plane row, or not
+def test_max_pool_2x2_every_window_of_special_values(width, dtype):
+    # every 2x2 window of {-0.0, 0.0, -1, 1, inf, -inf, two NaNs}: 8**4 windows, each cell
+    # position holding each value; a NaN row and column beside them that no window reads
+    values = np.array([-0.0, 0.0, -1.0, 1.0, np.inf, -np.inf], dtype)
+    values = np.concatenate([values, _nans(dtype)[:2]])
+    taps = np.array(np.meshgrid(*[np.arange(8)] * 4, indexing="ij")).reshape(4, -1).T
+    rows = -(-len(taps) // width)
+    windows = values[np.resize(taps, (rows * width, 4))].reshape(rows, width, 2, 2)
+    x = np.full((1, 1, 1, 2 * rows + 1, 2 * width + 1), _nans(dtype)[2], dtype)
+    x[0, 0, 0, :2 * rows, :2 * width] = windows.transpose(0, 2, 1, 3).reshape(2 * rows,
+                                                                              2 * width)
+    results = _max_pool_both(x, (1, 1, 1, rows, width), True)
+    _assert_same_max_pool(results)
+    y = results[0][0]       # the data has what it is for: maxima of either zero, either NaN
+    for special in (y[y == 0], y[np.isnan(y)]):
+        assert np.signbit(special).any() and not np.signbit(special).all()
+    _assert_same_max_pool(_max_pool_both(x, (1, 1, 1, rows, width), False), "no arg")
+
+
+def test_max_pool_depth_pads_of_a_single_plane():
+    # D == 1 with padding on the depth axis: the outer output planes have no input cell (low,
+    # -1); the inside-the-plane loops must not take them for the plane itself
+    g = Geometry3([(1, 1, 1, 1, 1, 1), (4, 2, 2, 1, 0, 0), (6, 2, 2, 1, 0, 0)])
+    x = _x(_rng("depth-pads"), (2, 3) + g.sizes, np.float32)
+    results = []
+    for run in (P.max_pool.compiled, P.max_pool.reference):
+        y = np.zeros((2, 3) + g.out, np.float32)
+        arg = np.full(y.shape, -7, np.int32)
+        run(x, y, arg, *g.args, -np.inf)
+        results.append((y, arg))
+    _assert_same_max_pool(results, repr(g))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("axes", POOLS)
 def test_max_pool_backward_scatters_by_the_arg_max(axes, dtype):
