@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -23,6 +24,31 @@ nodes:
 outputs: [act]
 """
 LAYER_OPTIONS = dict(steps=3, penalties={"l2": 1.0}, seed=5)
+
+
+def _float_bits(a: np.ndarray) -> np.ndarray:
+    return a.view(np.dtype(f"u{a.itemsize}"))
+
+
+#: whether this numpy's ``maximum`` hands back a NaN operand's own bits (numpy 2.4 on x86
+#: does; a build that returns a canonical NaN would make kernels that keep the payload differ
+#: from it in the payload only)
+NUMPY_KEEPS_NAN_PAYLOADS = bool(
+    _float_bits(np.maximum(np.array([0x7FC00403], np.uint32).view(np.float32), 0))[0]
+    == 0x7FC00403)
+
+
+def assert_same_bits(got: np.ndarray, want: np.ndarray, err_msg: str = "") -> None:
+    """``got`` has ``want``'s bits — signed zeros included — and its NaNs where ``want`` has
+    them, with their payloads when this numpy keeps payloads (:data:`NUMPY_KEEPS_NAN_PAYLOADS`)."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, want.dtype,
+                                                                   got.shape, want.shape)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"{err_msg}: NaN positions")
+    keep = slice(None) if NUMPY_KEEPS_NAN_PAYLOADS else ~nan
+    np.testing.assert_array_equal(_float_bits(got)[keep], _float_bits(want)[keep],
+                                  err_msg=err_msg)
 
 _FD_ERRORS: list[tuple[float, str]] = []
 

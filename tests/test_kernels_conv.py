@@ -26,6 +26,8 @@ from flowgrad import kernels
 from flowgrad.kernels import conv as K
 from flowgrad.kernels import pool as P
 
+from .conftest import assert_same_bits
+
 #: the kernels this file compares with their references (a meta-test requires every kernel in
 #: flowgrad.kernels.REGISTRY to be listed by some test file)
 KERNELS = ["im2col", "col2im", "unfolded_output", "unfolded_pixels", "add_channel_bias",
@@ -407,7 +409,7 @@ def _max_pool_both(x, out, save, low=-np.inf):
 
 def _assert_same_max_pool(results, message=""):
     (y, arg), (y_ref, arg_ref) = results
-    np.testing.assert_array_equal(_bits(y), _bits(y_ref), err_msg=message)
+    assert_same_bits(y, y_ref, err_msg=message)
     np.testing.assert_array_equal(arg, arg_ref, err_msg=message)
 
 
