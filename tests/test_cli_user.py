@@ -107,6 +107,16 @@ def test_outputs_go_into_new_folders_and_are_never_overwritten_without_force(tmp
     fails(capsys, ["visualize", MLP, "--each", "logits", "--out", grid],
           f"--out {grid}: the file exists; pass --force")
     fails(capsys, ["show", XOR, "-o", tmp_path], "is a folder")
+    feeds = tmp_path / "x.npy"
+    np.save(feeds, np.zeros((4, 2), np.float32))
+    outputs = tmp_path / "mine" / "y.npz"          # run's -o: the same convention
+    assert cli.main(["run", XOR, "-i", f"x={feeds}", "-o", str(outputs)]) == 0
+    outputs.write_bytes(b"keep")
+    fails(capsys, ["run", XOR, "-i", f"x={feeds}", "-o", outputs],
+          f"-o {outputs}: the file exists; pass --force")
+    assert outputs.read_bytes() == b"keep"
+    assert cli.main(["run", XOR, "-i", f"x={feeds}", "-o", str(outputs), "--force"]) == 0
+    assert set(np.load(outputs)) == set(flowgrad.load(XOR).outputs)
 
 
 def test_train_then_run_export_and_convert_the_checkpoint(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 Each ``-i NAME=FILE`` is read by :func:`flowgrad.arrays.read_array` (a ``.npy``, or a ``.npz``
 holding one array), which refuses a damaged or non-numeric file with a message naming it.
-``-o`` writes exactly the path given.  With ``--data FILE.npy`` the graph runs over every row
+``-o`` writes exactly the path given, never over an existing file without ``--force`` (the
+convention of every command, :mod:`._common`).  With ``--data FILE.npy`` the graph runs over every row
 of a file too large for one process, in chunks on Dask workers (``--workers``/``--cluster``),
 into a ``.npy`` output (:func:`flowgrad.distributed.run_distributed`)."""
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 from ..arrays import read_array
 from ..errors import FlowgradError, did_you_mean
 from ._common import (add_checkpoint_argument, add_dask_arguments, add_dtype_argument,
-                      add_graph_argument, at_least, output_file)
+                      add_force_argument, add_graph_argument, at_least, output_file)
 
 HELP = "run a graph on input arrays and save the outputs (.npz; or over a big .npy on Dask)"
 
@@ -23,6 +24,7 @@ def add_arguments(parser):
                         help="an input array (repeatable)")
     parser.add_argument("-o", "--out", metavar="OUT.npz",
                         help="where to save the outputs (exactly this path; with --data, a .npy)")
+    add_force_argument(parser)
     parser.add_argument("--outputs", nargs="+", metavar="NAME",
                         help="values to compute (default: the graph's outputs)")
     add_checkpoint_argument(parser)
@@ -69,7 +71,7 @@ def run(args, registry):
         return _run_distributed(args, trained_graph(args.graph, args.checkpoint,
                                                     registry=registry), registry)
     if args.out:
-        output_file(args.out, "-o", force=True)      # outputs are regenerated: only the folder
+        output_file(args.out, "-o", force=args.force)
     net = trained_plan(args.graph, args.checkpoint, dtype=args.dtype,
                        registry=registry).freeze()
     graph = net.graph
@@ -106,7 +108,7 @@ def _run_distributed(args, graph, registry) -> int:
         raise FlowgradError("--data writes one output: give one name to --outputs")
     at_least("--workers", args.workers, 1)
     at_least("--chunk-rows", args.chunk_rows, 1)
-    output_file(args.out, "-o", force=True)
+    output_file(args.out, "-o", force=args.force)
     name, _, path = args.data.rpartition("=")
     from ..distributed import run_distributed
     done = run_distributed(graph, path, args.out, workers=args.workers, cluster=args.cluster,
