@@ -38,7 +38,9 @@ def _max_scalar(row, length, s):
     branches: 4-5x slower on a ReLU region); it keeps a NaN ``v`` as numpy does, but returns
     ``v`` on a tie where numpy returns ``s``.  A tie has the same bits unless it is the two
     zeros: with ``s`` = +0 the ``-0`` it keeps is made ``+0`` by adding ``s``; with ``s`` = -0
-    or NaN (never seen in a network) the exact branching loop runs."""
+    or NaN (never seen in a network) the exact branching loop runs.  (Max pooling's exact
+    select, ``pool._max_nan``, vectorises only into another array: in place, as here, it took
+    0.40 ms on 800k values against this loop's 0.07.)"""
     if s != 0 and s == s:
         for i in range(length):
             row[i] = np.maximum(row[i], s)
