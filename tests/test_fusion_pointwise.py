@@ -80,3 +80,55 @@ def test_regions_take_the_one_pass_route_and_give_the_unfused_values(tmp_path, m
             np.testing.assert_array_equal(fused[name], unfused[name], err_msg=text)
         taken += len(calls) > before
     assert taken >= 8, "most random regions run in one pass"
+
+
+ROWS = """
+flowgrad: 1
+name: gates
+inputs:
+  x: {shape: [16]}
+  c: {shape: [8]}
+params:
+  W: {shape: [16, 8], init: {kind: he_normal}}
+  b: {shape: [8], init: {kind: zeros}}
+  v: {shape: [8], init: {kind: constant, value: 0.5}}
+constants:
+  s: {value: 0.25}
+nodes:
+  d:  {op: dense, in: {x: x, W: W}}
+  a:  {op: add, in: [d, BIAS]}
+  g:  {op: sigmoid, in: a}
+  m:  {op: mul, in: [g, c]}
+  t:  {op: tanh, in: m}
+  out: {op: sub, in: [t, s]}
+outputs: [out]
+"""
+
+
+@pytest.mark.parametrize("bias", ["b", "s"])
+@pytest.mark.parametrize("n", [1, 3])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_rows_of_features_run_in_one_pass_where_extras_allow(tmp_path, monkeypatch, bias, n,
+                                                             frozen):
+    """A region on a dense layer's (N, features) output (an LSTM's gates at batch 1): one
+    plane of all its values when each extra holds the block's values or is a single value —
+    the bias (features,) only at N = 1 — else op by op; bit for bit the unfused values."""
+    calls = []
+    run = pointwise.run_region
+    monkeypatch.setattr(pointwise, "run_region", lambda *a: (calls.append(1), run(*a))[1])
+    plan = regions._plan(tmp_path, ROWS.replace("BIAS", bias))
+    if frozen:
+        plan.freeze()
+    rng = np.random.default_rng(n)
+    feeds = {"x": rng.standard_normal((n, 16)).astype(np.float32),
+             "c": rng.standard_normal((n, 8)).astype(np.float32)}
+    if not frozen:
+        unfused = plan.forward(feeds)["out"]
+    else:
+        unfused = regions._plan(tmp_path, ROWS.replace("BIAS", bias)).forward(feeds)["out"]
+    for _ in range(2):      # (the second run reads the layout kept, constants baked)
+        fused = plan.forward(feeds, grad=False)["out"]
+        np.testing.assert_array_equal(fused, unfused)
+    assert [s for s in regions._names(plan) if "#" not in s] == ["d"], "one fused step"
+    one_pass = bias == "s" or n == 1
+    assert bool(calls) == one_pass

@@ -297,7 +297,13 @@ class Split(Op):
         axis = self.axis % x.ndim
         sizes = self._sizes(x.shape[axis], split)
         ctx.save(x.shape, x.dtype, axis, sizes)
-        return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
+        # views by plain slicing, as np.split gives them, without its ~10 µs of set-up (an
+        # LSTM cell unrolled into ONNX splits its gates at every step)
+        lead, pieces, start = (slice(None),) * axis, [], 0
+        for size in sizes:
+            pieces.append(x[lead + (slice(start, start + size),)])
+            start += size
+        return tuple(pieces)
 
     def backward(self, ctx, *grads):
         shape, dtype, axis, sizes = ctx.saved

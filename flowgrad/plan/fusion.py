@@ -381,8 +381,8 @@ def fused_forward(producer: Any, producer_batched: Sequence[bool], out_spec: Any
 
 
 class _Variant:
-    """One way of running a region's consumers: their buffers (:func:`_assign_buffers`) and,
-    where the block has planes, their one-pass program (:class:`_OnePass`)."""
+    """One way of running a region's consumers: their buffers (:func:`_assign_buffers`) and
+    their one-pass program (:class:`_OnePass`)."""
 
     __slots__ = ("consumers", "steps", "nbuf", "final", "one_pass")
 
@@ -390,7 +390,7 @@ class _Variant:
         self.consumers = list(consumers)
         self.steps, self.nbuf = _assign_buffers(self.consumers)
         self.final = self.steps[-1][2] if self.steps else 0
-        self.one_pass = _OnePass(self.consumers) if out_spec.ndim >= 3 else None
+        self.one_pass = _OnePass(self.consumers)
 
 
 _POINTWISE: Any = None      # flowgrad.plan.pointwise, imported when a region first runs
@@ -405,7 +405,12 @@ class _OnePass:
     program (None: the region runs op by op), how each scalar column is filled — is worked
     out on first use and kept per block shape and extra shapes (a :class:`_Layout`): at batch 1
     a region takes tens of microseconds, and looking at each input again would be a good part
-    of it."""
+    of it.
+
+    A block without planes — rows of features, a dense layer's or an LSTM gate's (silero VAD's
+    ``sigmoid`` times the cell, on 1 x 128) — runs as one plane of all its values when each
+    extra holds the block's values (leading 1s aside) or is a single value: op by op, such a
+    region costs 15-30 µs of calls and temporaries for a few hundred values."""
 
     __slots__ = ("consumers", "cuts", "any_cut", "layouts")
 
@@ -418,10 +423,15 @@ class _OnePass:
 
     def __call__(self, block: np.ndarray, rest, start: int, stop: int, backend: Any) -> bool:
         dtype = block.dtype
-        if block.ndim < 3 or dtype not in _ONE_PASS_DTYPES or not block.flags.c_contiguous:
+        if dtype not in _ONE_PASS_DTYPES or not block.flags.c_contiguous:
             return False
         extras = [v[start:stop] if cut else v for v, cut in zip(rest, self.cuts)] \
             if self.any_cut else rest
+        if block.ndim < 3:
+            extras = _as_one_plane(block, extras)
+            if extras is None:
+                return False
+            block = block.reshape(1, 1, -1)
         key = [block.shape]
         for e in extras:
             if type(e) is not np.ndarray or e.dtype != dtype:
@@ -458,6 +468,24 @@ class _OnePass:
         _POINTWISE.run_region(program.code, scalars.reshape(layout.planes, -1), x, fulls[0],
                               fulls[1], x, program.registers, program.result)
         return True
+
+
+def _as_one_plane(block: np.ndarray, extras) -> list | None:
+    """The extras of a block without planes (fewer than 3 axes) for its one-plane view
+    ``(1, 1, size)``: those holding the block's values (its shape, leading 1s aside) reshaped
+    to it, single values as they are (a constant's identity is what :class:`_Layout` bakes);
+    None when another shape broadcasts (a bias along the rows of a block of several)."""
+    out = []
+    for e in extras:
+        if type(e) is not np.ndarray:
+            return None
+        if e.size == 1 and e.ndim <= 3:
+            out.append(e)
+        elif e.ndim <= block.ndim and (1,) * (block.ndim - e.ndim) + e.shape == block.shape:
+            out.append(e.reshape(1, 1, -1))
+        else:
+            return None
+    return out
 
 
 class _Layout:
