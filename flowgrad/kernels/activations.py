@@ -15,7 +15,9 @@ and each kernel has a loop per input dtype:
 
 * float32 results are within 1 ulp of the correctly rounded value: the float32 loops use
   cheaper forms — ``_exp2_32`` (relative error 7e-9, an eighth of a float32 ulp),
-  ``_expm1(·, True)`` (1e-9) — and the rational erf (7e-11);
+  ``_expm1(·, True)`` (1e-9) — and the rational erf (7e-11); the sigmoid kernel's float32
+  loop (SiLU's half: a tenth of a YOLO-style detector's time) runs in float32 arithmetic
+  instead, twice the lanes, with a correction that keeps it within 1 ulp (``_sigmoid32``);
 * float64 results are within a few ulp (measured: ``_exp`` 1, ``_expm1`` 2, tanh and the
   log1p of softplus 3); ``erf`` and exact ``gelu`` call libm's ``math.erf`` for float64.
 
@@ -91,10 +93,27 @@ if MODE == "numba":
     def _fma(a, b, c):
         """a·b + c with one rounding."""
         return _fma_intrinsic(a, b, c)
+
+    @intrinsic
+    def _fma32_intrinsic(typingctx, a, b, c):
+        def codegen(context, builder, signature, args):
+            single = ir.FloatType()
+            fn = builder.module.declare_intrinsic("llvm.fma", [single],
+                                                  ir.FunctionType(single, [single] * 3))
+            return builder.call(fn, args)
+        return types.float32(types.float32, types.float32, types.float32), codegen
+
+    @jit
+    def _fma32(a, b, c):
+        """a·b + c in float32 with one rounding."""
+        return _fma32_intrinsic(a, b, c)
 else:
     def _fma(a, b, c):
         """a·b + c (the numpy reference mode: two roundings; no exact fma in Python < 3.13)."""
         return a * b + c
+
+    def _fma32(a, b, c):
+        return np.float32(a * b + c)
 
 
 @jit
@@ -206,6 +225,57 @@ def _sigmoid(z, f32):
     e = _exp_neg(-abs(z), f32)
     r = np.divide(1.0, 1.0 + e)
     return r if z >= 0.0 else e * r
+
+
+# float32 constants of _sigmoid32 (as float32 globals, so that numba keeps the arithmetic in
+# float32): ln 2 split Cody-Waite style (k·_LN2_HI32 is exact for |k| <= 150: 9 significant
+# bits), the shifter 1.5·2^23 and the minimax polynomial of (e^r - 1 - r) / r² on
+# |r| <= ln2/2 (Cephes' expf)
+_F1, _F0 = np.float32(1.0), np.float32(0.0)
+_LOG2E32 = np.float32(_LOG2E)
+_LN2_HI32, _LN2_LO32 = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_SHIFTER32 = np.float32(12582912.0)
+_SHIFTER32_BITS = int(np.float32(12582912.0).view(np.int32))
+_X0, _X1, _X2, _X3, _X4, _X5 = (np.float32(v) for v in (
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+    5.0000001201e-1))
+
+
+@jit
+def _sigmoid32(z):
+    """σ(z) for float32 ``z``, in float32 arithmetic: eight lanes where float64 runs four
+    (~1.6x the float64 form on cached data), within 1 ulp of the correctly rounded value
+    (measured: 0.99 at most over 6 million values, subnormal results included).
+
+    How: e = e^-|z| = 2^k (1 + u) kept as a float32 pair (hi, lo) — a single float32 would
+    lose up to 1 ulp before the division (2.3 ulp in the end) — and σ = n / (1 + e), with
+    n = 1 or e, corrected once for the rounding of 1 + e and of the quotient:
+    q + (n - q·d - q·c) / d, the residual n - q·d exact by fma.  e is exactly 0 below
+    z = -104, where σ rounds to 0; nan stays nan (no float-to-int conversion: k comes from
+    the shifter's bits)."""
+    a = -abs(z)
+    low = a < np.float32(-104.0)
+    a = np.float32(-104.0) if low else a
+    t = _fma32(a, _LOG2E32, _SHIFTER32)          # round(a·log2 e) in its low mantissa bits
+    k = np.float32(t).view(np.int32) - np.int32(_SHIFTER32_BITS)
+    n = t - _SHIFTER32
+    r = _fma32(n, -_LN2_LO32, _fma32(n, -_LN2_HI32, a))
+    p = _fma32(_fma32(_fma32(_fma32(_fma32(_X0, r, _X1), r, _X2), r, _X3), r, _X4), r, _X5)
+    u = _fma32(p, r * r, r)                      # e^r - 1
+    hi = _F1 + u
+    lo = u - (hi - _F1)
+    half = k >> 1                                # 2^k in two factors: k down to -150
+    scale = np.int32((half + 127) << 23).view(np.float32) * \
+        np.int32((k - half + 127) << 23).view(np.float32)
+    e_hi = _F0 if low else hi * scale
+    e_lo = _F0 if low else lo * scale
+    positive = z >= _F0
+    n_hi = _F1 if positive else e_hi
+    n_lo = _F0 if positive else e_lo
+    d = _F1 + e_hi
+    c = ((_F1 - d) + e_hi) + e_lo                # d + c = 1 + e
+    q = np.divide(n_hi, d)
+    return q + np.divide((_fma32(-q, d, n_hi) + n_lo) - q * c, d)
 
 
 @jit
@@ -496,10 +566,10 @@ def sigmoid(x, out):
     if x.itemsize == 4:
         if _in_place(x, out):
             for i in range(out.size):
-                out[i] = _sigmoid(np.float64(out[i]), True)
+                out[i] = _sigmoid32(out[i])
         else:
             for i in range(x.size):
-                out[i] = _sigmoid(np.float64(x[i]), True)
+                out[i] = _sigmoid32(x[i])
     elif _in_place(x, out):
         for i in range(out.size):
             out[i] = _sigmoid(out[i], False)
