@@ -18,7 +18,7 @@ import itertools
 import numpy as np
 import pytest
 
-from flowgrad.backend import DEFAULT
+from flowgrad.backend import DEFAULT, CPUBackend
 from flowgrad.kernels import recurrent as K
 from flowgrad.op import Context
 from flowgrad.ops.recurrent import GRU, LSTM, RNN
@@ -276,3 +276,29 @@ def test_empty_sequences_and_batches(kind, T, N):
         np.testing.assert_array_equal(got, ref)
     if T == 0:
         np.testing.assert_array_equal(fast[1], args[5])
+
+
+@pytest.mark.parametrize("kind", list(OPS))
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_constant_weights_are_read_through_transposes_made_once(kind, direction):
+    """Where W and R are constants of the plan (a frozen plan's params), the evaluation
+    forward reads row-major transposes kept by the backend — made on the first call, reused
+    after — and gives what it gives on live weights (read through transposed views)."""
+    op, args = _op_case(kind, direction, 0, 5, 3, 8, False, True, "plain", np.float32,
+                        seed=12)
+    W, R = args[1], args[2]
+    live = op.forward(Context(False, False, None, DEFAULT), *args)
+    made = []
+
+    class Recording(CPUBackend):
+        __slots__ = ()
+
+        def prepared(self, value, make, *key):
+            return super().prepared(value, lambda v: (made.append(key), make(v))[1], *key)
+    backend = Recording(constants=[W, R])
+    for _ in range(2):
+        frozen = op.forward(Context(False, False, None, backend), *args)
+        for a, b in zip(live, frozen):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    assert sorted(made) == [("recurrent R^T",), ("recurrent W^T",)], "made once each"
+    assert not CPUBackend().are_constants((W,))

@@ -33,6 +33,14 @@ projection, then per step the recurrent product in BLAS and the rest of the step
 kernel (:mod:`flowgrad.kernels.recurrent`, numpy references beside them).  It evaluates the gates
 in float64 and rounds once, so it agrees with the engine to float32 rounding (bounded in
 tests/test_kernels_recurrent.py), and training, which needs the tape, keeps the engine.
+
+Weights transposed once: both products read a weight transposed (``X @ W^T``, ``h @ R^T``),
+and OpenBLAS reads a transposed operand slower than a row-major one — measured with the
+weights out of cache, as the rest of a model leaves them: DeepFilterNet's GRU (256 hidden,
+6 steps), input projection 345 -> 250 µs, the six recurrent products 390 -> 280 µs.  So where
+the weights are constants of the plan (a frozen plan's params: :meth:`CPUBackend.prepared`)
+evaluation reads row-major transposes kept by the backend; live weights, which optimizers
+change, are read through the transposed views as before (a copy per call would cost more).
 """
 from __future__ import annotations
 
@@ -40,6 +48,14 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
+
+
+def _transposed(backend, weights: np.ndarray, key: str, view) -> np.ndarray:
+    """``view(weights)`` (a transposing view), made row-major once and kept by ``backend``
+    when the weights are constants of the plan, else the view itself (see the module doc)."""
+    if backend.are_constants((weights,)):
+        return backend.prepared(weights, lambda w: np.ascontiguousarray(view(w)), key)
+    return view(weights)
 
 
 def _sigmoid(z):
@@ -223,8 +239,7 @@ class _Recurrent(Op):
         self._check_batch(X, (("initial_h", initial_h),
                               ("initial_c", rest[0] if rest else None)))
         if not ctx.grad_enabled:
-            outs = self._forward_eval(ctx.backend.kernels, X, W, R, B, sequence_lens,
-                                      initial_h, rest)
+            outs = self._forward_eval(ctx.backend, X, W, R, B, sequence_lens, initial_h, rest)
             if self.layout == 0:        # (its own arrays, contiguous)
                 return tuple(outs)
             return (np.ascontiguousarray(outs[0].transpose(2, 0, 1, 3)),) + tuple(
@@ -255,16 +270,19 @@ class _Recurrent(Op):
                      [v is not None for v in rest])
         return tuple(np.ascontiguousarray(o) for o in outs)
 
-    def _forward_eval(self, kernels, X, W, R, B, sequence_lens, initial_h, rest) -> list:
+    def _forward_eval(self, backend, X, W, R, B, sequence_lens, initial_h, rest) -> list:
         """Forward without gradient (layout 0 operands): the input projection in one product,
         then per step the recurrent product in BLAS and the rest of the step in one kernel
         (:mod:`flowgrad.kernels.recurrent`).  Nothing is taped.  Returns ``[Y, Y_h, (Y_c)]``
         in layout 0."""
+        kernels = backend.kernels
         dtype = X.dtype
         T, N, I = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
-        XW = X.reshape(T * N, I) @ W.reshape(D * gh, I).T
+        XW = X.reshape(T * N, I) @ _transposed(backend, W, "recurrent W^T", lambda W: (
+            W.reshape(W.shape[0] * W.shape[1], W.shape[2]).T))
+        RT = _transposed(backend, R, "recurrent R^T", lambda R: R.transpose(0, 2, 1))
         if B is not None:
             XW += B[:, :gh].reshape(1, D * gh)
         XW = XW.reshape(T, N, D, gh)
@@ -285,7 +303,7 @@ class _Recurrent(Op):
             rb = np.zeros(gh, dtype) if B is None else np.ascontiguousarray(B[d, gh:], dtype)
             h = (np.zeros((N, H), dtype) if initial_h is None
                  else np.array(initial_h[d], dtype, order="C"))
-            finals.append(self._eval_direction(kernels, d, xw, R[d], rb, h, rest, lens, clip,
+            finals.append(self._eval_direction(kernels, d, xw, RT[d], rb, h, rest, lens, clip,
                                                Y[:, d]))
         if D == 1:          # the states are this call's own arrays: a view, not a copy
             return [Y] + [s[None] for s in finals[0]]
@@ -384,9 +402,8 @@ class RNN(_Recurrent):
                 h = Y[t] + h * (1 - m)
         return (h,), (pres, outs, prevs)
 
-    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+    def _eval_direction(self, kernels, d, xw, RT, Rb, h, rest, lens, clip, Y):
         codes, alphas, betas = self._kernel_acts[d]
-        RT = R.T
         hr = np.empty_like(h)
         for t in self._order(d, xw.shape[0]):
             np.matmul(h, RT, out=hr)
@@ -467,11 +484,10 @@ class GRU(_Recurrent):
                 h = Y[t] + h * (1 - m)
         return (h,), (pre, act, prevs, rec)
 
-    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+    def _eval_direction(self, kernels, d, xw, RT, Rb, h, rest, lens, clip, Y):
         codes, alphas, betas = self._kernel_acts[d]
         N, H = h.shape
         if self.linear_before_reset:
-            RT = R.T
             hr = np.empty((N, 3 * H), h.dtype)
             plain = self._plain[d]
             for t in self._order(d, xw.shape[0]):
@@ -482,7 +498,7 @@ class GRU(_Recurrent):
                     kernels.gru_step_general(xw[t], hr, Rb, h, Y[t], lens, t, codes, alphas,
                                              betas, clip)
         else:
-            R_zrT, R_hT = R[:2 * H].T, R[2 * H:].T
+            R_zrT, R_hT = RT[:, :2 * H], RT[:, 2 * H:]
             hr = np.empty((N, 2 * H), h.dtype)
             z, rh, q = (np.empty_like(h) for _ in range(3))
             for t in self._order(d, xw.shape[0]):
@@ -609,7 +625,7 @@ class LSTM(_Recurrent):
                 c = cell * m + c * (1 - m)
         return (h, c), (pre, act, prev_h, prev_c, cells, hc, None if P is None else P[d])
 
-    def _eval_direction(self, kernels, d, xw, R, Rb, h, rest, lens, clip, Y):
+    def _eval_direction(self, kernels, d, xw, RT, Rb, h, rest, lens, clip, Y):
         codes, alphas, betas = self._kernel_acts[d]
         initial_c, P = (tuple(rest) + (None, None))[:2]
         N, H = h.shape
@@ -620,7 +636,6 @@ class LSTM(_Recurrent):
         plain = self._plain[d] and not peep and not input_forget
         if not plain:
             p = np.ascontiguousarray(P[d], h.dtype) if peep else np.zeros(3 * H, h.dtype)
-        RT = R.T
         hr = np.empty((N, 4 * H), h.dtype)
         for t in self._order(d, xw.shape[0]):
             np.matmul(h, RT, out=hr)
