@@ -458,3 +458,16 @@ def test_logdet_gradient_is_inverse_transpose():
     ctx, _ = run(o, a)
     (g,) = backward(o, ctx, (a,), np.array(1.0))
     np.testing.assert_allclose(g, np.linalg.inv(a).T)
+
+
+def test_a_transpose_of_a_constant_is_row_major_and_of_anything_else_a_view():
+    """Transposing a constant of the plan (a frozen plan's param) materialises it row-major,
+    for the products reading it; a live value stays a view of its input."""
+    from flowgrad.backend import CPUBackend
+    W = np.arange(12, dtype=np.float32).reshape(3, 4)
+    op = shape.Transpose()
+    (live,) = op.forward(Context(False, False, None, CPUBackend()), W)
+    (const,) = op.forward(Context(False, False, None, CPUBackend(constants=[W])), W)
+    assert np.shares_memory(live, W) and not live.flags.c_contiguous
+    assert const.flags.c_contiguous and not np.shares_memory(const, W)
+    np.testing.assert_array_equal(const, W.T)

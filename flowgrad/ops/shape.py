@@ -36,7 +36,14 @@ def _permutation(perm: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
 
 
 class Transpose(Op):
-    """Permutes axes: output axis i is input axis ``perm[i]``; no perm reverses them (ONNX)."""
+    """Permutes axes: output axis i is input axis ``perm[i]``; no perm reverses them (ONNX).
+
+    A view, except of a constant of the plan (a frozen plan's param: an ONNX ``Gemm``'s
+    ``transB`` weight), which is materialised row-major: a frozen plan computes it once (its
+    memo keeps it) and the products that read it at every run read it row-major, which
+    OpenBLAS does faster than through a transposed view (silero VAD's 512 x 128 gate weights
+    at batch 1: BLAS's transposed-operand path for a single row is also another summation
+    order, so the copy is made on every path, for the same bits on every call)."""
 
     type = "transpose"
     attrs = {"perm": Attr("ints", None, doc="a permutation of the axes; default reverses")}
@@ -51,7 +58,11 @@ class Transpose(Op):
     def forward(self, ctx, x):
         perm = _permutation(self.perm, x.ndim)
         ctx.save(perm)
-        return (x.transpose(perm) if type(x) is np.ndarray else np.transpose(x, perm),)
+        if type(x) is not np.ndarray:
+            return (np.transpose(x, perm),)
+        if ctx.backend.are_constants((x,)):
+            return (np.ascontiguousarray(x.transpose(perm)),)
+        return (x.transpose(perm),)
 
     def backward(self, ctx, gy):
         (perm,) = ctx.saved
