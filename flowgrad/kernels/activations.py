@@ -80,28 +80,24 @@ if MODE == "numba":
     from numba.core import types
     from numba.extending import intrinsic
 
-    @intrinsic
-    def _fma_intrinsic(typingctx, a, b, c):
-        def codegen(context, builder, signature, args):
-            double = ir.DoubleType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [double],
-                                                  ir.FunctionType(double, [double] * 3))
-            return builder.call(fn, args)
-        return types.float64(types.float64, types.float64, types.float64), codegen
+    def _fma_of(llvm_type, numba_type):
+        """LLVM's ``fma`` intrinsic for one float type, as a numba intrinsic."""
+        @intrinsic
+        def fma(typingctx, a, b, c):
+            def codegen(context, builder, signature, args):
+                fn = builder.module.declare_intrinsic(
+                    "llvm.fma", [llvm_type], ir.FunctionType(llvm_type, [llvm_type] * 3))
+                return builder.call(fn, args)
+            return numba_type(numba_type, numba_type, numba_type), codegen
+        return fma
+
+    _fma_intrinsic = _fma_of(ir.DoubleType(), types.float64)
+    _fma32_intrinsic = _fma_of(ir.FloatType(), types.float32)
 
     @jit
     def _fma(a, b, c):
         """a·b + c with one rounding."""
         return _fma_intrinsic(a, b, c)
-
-    @intrinsic
-    def _fma32_intrinsic(typingctx, a, b, c):
-        def codegen(context, builder, signature, args):
-            single = ir.FloatType()
-            fn = builder.module.declare_intrinsic("llvm.fma", [single],
-                                                  ir.FunctionType(single, [single] * 3))
-            return builder.call(fn, args)
-        return types.float32(types.float32, types.float32, types.float32), codegen
 
     @jit
     def _fma32(a, b, c):
