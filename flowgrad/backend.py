@@ -133,6 +133,14 @@ class CPUBackend:
         _parallel.run(piece, len(pieces))
         return out
 
+    @property
+    def threads(self) -> int:
+        """How many threads :meth:`parallel` shares items among (1: it runs them inline).
+        For work whose result does not depend on how it is cut — each item computing whole
+        outputs of its own in a fixed order — so that it is cut only where threads can use the
+        pieces (a cut costs a call per piece)."""
+        return _parallel.get_num_threads()
+
     @staticmethod
     def parallel(item: Callable[[int], None], count: int) -> None:
         """``item(0)``, ..., ``item(count - 1)`` spread over flowgrad's threads, returning when
