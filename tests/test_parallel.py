@@ -263,31 +263,38 @@ def test_a_batch_1_convolution_shares_its_product_with_the_same_bits(threads, mo
         np.testing.assert_array_equal(y, outs[0])
 
 
-@pytest.mark.parametrize("groups,channels", [(1, 1), (1, 3), (8, 8)])
-def test_a_direct_convolution_cuts_its_batch_for_the_threads_with_the_same_bits(
-        threads, monkeypatch, groups, channels):
-    """The direct kernels (a first layer, a depthwise conv) compute each image on their own:
-    with several threads the batch is cut into parts the threads share, with one thread it
-    is one call, and the bits are the same."""
-    from flowgrad import backend
+@pytest.mark.parametrize("op_type,groups,channels", [
+    ("conv", 1, 1), ("conv", 1, 3), ("conv", 8, 8), ("max_pool", 1, 16)])
+def test_kernels_of_one_image_at_a_time_cut_the_batch_for_the_threads_with_the_same_bits(
+        threads, monkeypatch, op_type, groups, channels):
+    """The direct convolution kernels (a first layer, a depthwise conv) and max pooling
+    compute each image alone (``CPUBackend.batch``): with several threads the batch is cut
+    into parts the threads share, with one thread it is one call, and the bits are the same."""
     from flowgrad.op import Context
     from flowgrad.ops.conv import Conv
+    from flowgrad.ops.pool import MaxPool
     counts = []
-    real = backend.CPUBackend.parallel
-    monkeypatch.setattr(backend.CPUBackend, "parallel", staticmethod(
-        lambda item, count: (counts.append(count), real(item, count))[1]))
+    real = parallel.run
+    monkeypatch.setattr(parallel, "run", lambda item, count: (counts.append(count),
+                                                              real(item, count))[1])
     rng = np.random.default_rng(1)
-    x = rng.standard_normal((24, channels, 28, 28)).astype(np.float32)
-    W = rng.standard_normal((16 if groups == 1 else 8, channels // groups, 5, 5)
+    x = rng.standard_normal((24 if op_type == "conv" else 64, channels, 28, 28)
                             ).astype(np.float32)
-    b = rng.standard_normal(W.shape[0]).astype(np.float32)
-    op = Conv(pads=[2] * 4, group=groups)
+    x[0, 0, :2, :2] = [[np.nan, 1.0], [-0.0, 0.0]]
+    if op_type == "conv":
+        W = rng.standard_normal((16 if groups == 1 else 8, channels // groups, 5, 5)
+                                ).astype(np.float32)
+        b = rng.standard_normal(W.shape[0]).astype(np.float32)
+        op, inputs = Conv(pads=[2] * 4, group=groups), (x, W, b)
+    else:
+        op, inputs = MaxPool(kernel_shape=[2, 2], strides=[2, 2]), (x,)
     outs = []
     for n in (1, 2, 3):
         threads(n)
         counts.clear()
-        (y,) = op.forward(Context(grad_enabled=False), x, W, b)
+        for grad in (False, True):      # (with gradient, max pooling keeps its arg-max too)
+            (y,) = op.forward(Context(grad_enabled=grad), *inputs)[:1]
+            outs.append(y)
         assert (max(counts, default=1) > 1) == (n > 1), (n, counts)
-        outs.append(y)
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])

@@ -43,10 +43,6 @@ DIRECT_CHANNELS = 3
 #: windows one (a 7×7 stem, 3→64, stays a BLAS product)
 DIRECT_STRIDED_WIDTH = 5
 
-#: multiply-adds from which a direct convolution's batch is cut into parts for the threads
-#: (:meth:`Conv._direct_forward`): ~0.1 ms of one core, against a few microseconds a part
-DIRECT_PART_MACS = 1 << 20
-
 
 #: output positions up to which a depthwise forward runs channels last (``conv_depthwise``)
 #: rather than on phase planes (``conv_planes``); see :meth:`Conv.channels_last`
@@ -139,7 +135,7 @@ class _Recipe:
     optimizers change in place.  Plain attributes, so that an op stays picklable."""
 
     __slots__ = ("g", "strategy", "unfold", "dtype", "work", "out", "cast", "path", "views",
-                 "chunks", "kernel", "args", "no_bias", "in_place", "image_macs")
+                 "chunks", "kernel", "args", "no_bias", "in_place", "image_ns")
 
     def __init__(self):
         for name in self.__slots__:
@@ -258,7 +254,8 @@ class Conv(_ConvBase):
             r.views = (as5d_shape(x.shape), as5d_shape(W.shape), as5d_shape(r.out))
             r.args = g.as3d()[1:]
             r.no_bias = np.empty(0, work)
-            r.image_macs = out_channels * channels // groups * g.taps * prod(g.out)
+            # an image's cost for the threads' share (~8 multiply-adds a nanosecond)
+            r.image_ns = out_channels * channels // groups * g.taps * prod(g.out) // 8
         else:
             cols = channels // groups * g.taps
             r.views = ((groups, out_channels // groups, cols), (groups, cols, -1),
@@ -273,28 +270,15 @@ class Conv(_ConvBase):
 
     @staticmethod
     def _direct_forward(backend, recipe, x, W, b, out):
-        """The direct kernel, on parts of the batch shared among the threads when there are
-        several (LeNet's first layer at batch 64: 2 ms on one core): the kernel computes each
-        image on its own, in a fixed order, so how the batch is cut changes no bit and it is
-        cut only for threads to share (:attr:`CPUBackend.threads`), in parts of at least
-        :data:`DIRECT_PART_MACS` multiply-adds."""
+        """The direct kernel, on parts of the batch the threads share when there are several
+        (:meth:`CPUBackend.batch`: it computes each image alone; LeNet's first layer at batch
+        64 is 2 ms of one core)."""
         x5, W5, y5 = recipe.views
         kernel = getattr(backend.kernels, recipe.kernel)
         x5, W5, y5 = x.reshape(x5), W.reshape(W5), out.reshape(y5)
         b = recipe.no_bias if b is None else b
-        n = x.shape[0]
-        threads = backend.threads if n > 1 else 1
-        parts = min(n, 4 * threads, max(1, n * recipe.image_macs // DIRECT_PART_MACS)) \
-            if threads > 1 else 1
-        if parts == 1:
-            kernel(x5, W5, b, y5, *recipe.args)
-            return
-        bounds = [n * i // parts for i in range(parts + 1)]
-
-        def part(i):
-            start, stop = bounds[i], bounds[i + 1]
-            kernel(x5[start:stop], W5, b, y5[start:stop], *recipe.args)
-        backend.parallel(part, parts)
+        backend.batch(x.shape[0], recipe.image_ns, lambda start, stop: kernel(
+            x5[start:stop], W5, b, y5[start:stop], *recipe.args))
 
     def _pointwise_forward(self, backend, recipe, x, W, b, y):
         """A 1x1, stride-1, unpadded conv (most of ResNet's) is one matrix product per sample
