@@ -298,3 +298,35 @@ def test_kernels_of_one_image_at_a_time_cut_the_batch_for_the_threads_with_the_s
         assert (max(counts, default=1) > 1) == (n > 1), (n, counts)
     for y in outs[1:]:
         np.testing.assert_array_equal(y, outs[0])
+
+
+def test_a_dense_layer_shares_its_products_with_the_same_bits(threads, monkeypatch):
+    """dense's forward and backward products go through the backend's (a transformer's
+    projections, which BLAS — one thread in a plan's run — would compute on one core): large
+    ones are cut into pieces the threads share, fixed by the shapes, so the bits are those of
+    any thread count."""
+    from flowgrad import backend
+    from flowgrad.op import Context
+    from flowgrad.ops.dense import Dense
+    pieces = []
+    real = backend.product_pieces
+    monkeypatch.setattr(backend, "product_pieces", lambda *a: (pieces.append(real(*a)),
+                                                              pieces[-1])[1])
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((16, 64, 128)).astype(np.float32)
+    W = rng.standard_normal((128, 512)).astype(np.float32)
+    b = rng.standard_normal(512).astype(np.float32)
+    gy = rng.standard_normal((16, 64, 512)).astype(np.float32)
+    results = []
+    for n in (1, 2, 3):
+        threads(n)
+        ctx = Context(grad_enabled=True)
+        ctx.needs_input_grad = (True, True, True)
+        with parallel.blas_single():
+            (y,) = Dense().forward(ctx, x, W, b)
+            results.append((y,) + tuple(Dense().backward(ctx, gy)))
+    assert len(pieces) == 9 and all(len(p) == 2 for p in pieces)   # y, gx, gW at each count
+    for got in results[1:]:
+        for a, e in zip(got, results[0]):
+            np.testing.assert_array_equal(a, e)
+    np.testing.assert_allclose(results[0][0], x @ W + b, rtol=1e-5, atol=1e-4)

@@ -30,9 +30,11 @@ class Dense(Op):
 
     def forward(self, ctx, x, W, b):
         # one 2-d product over all leading axes: BLAS runs (N*T, in) @ (in, out) faster than
-        # numpy's batched loop of (T, in) @ (in, out)
+        # numpy's batched loop of (T, in) @ (in, out); the backend's, which the threads
+        # share when it is large (a transformer's projections: BLAS keeps to one thread in a
+        # plan's run)
         y = ctx.backend.empty(x.shape[:-1] + W.shape[1:], np.result_type(x, W))
-        np.matmul(x.reshape(-1, x.shape[-1]), W, out=y.reshape(-1, W.shape[1]))
+        ctx.backend.product(x.reshape(-1, x.shape[-1]), W, y.reshape(-1, W.shape[1]))
         if b is not None:
             y += b
         ctx.save(x, W, None if b is None else b.shape)
@@ -42,17 +44,17 @@ class Dense(Op):
         x, W, b_shape = ctx.saved
         need_x, need_W, need_b = ctx.needs_input_grad
         gx = None
+        product = ctx.backend.product       # (as forward's: the threads share large ones)
+        g2 = gy.reshape(-1, gy.shape[-1])
         if need_x:
             gx = ctx.backend.empty(gy.shape[:-1] + W.shape[:1], np.result_type(gy, W))
-            np.matmul(gy.reshape(-1, gy.shape[-1]), W.T, out=gx.reshape(-1, W.shape[0]))
+            product(g2, W.T, gx.reshape(-1, W.shape[0]))
         gW = gb = None
         if need_W:
-            if x.ndim == 2:
-                gW = x.T @ gy
-            else:
-                gW = x.reshape(-1, x.shape[-1]).T @ gy.reshape(-1, gy.shape[-1])
+            x2 = x.reshape(-1, x.shape[-1])
+            gW = product(x2.T, g2, np.empty(W.shape, np.result_type(x, gy)))
         if need_b:
-            gb = gy.reshape(-1, gy.shape[-1]).sum(axis=0).reshape(b_shape)  # (out,) or (1, out)
+            gb = g2.sum(axis=0).reshape(b_shape)      # (out,) or (1, out)
         return gx, gW, gb
 
 
@@ -79,7 +81,7 @@ class MatMul(Op):
         ctx.save(a, b)
         if a.ndim > 2 and b.ndim == 2:      # one 2-d product, as dense computes it
             y = ctx.backend.empty(a.shape[:-1] + b.shape[1:], np.result_type(a, b))
-            np.matmul(a.reshape(-1, a.shape[-1]), b, out=y.reshape(-1, b.shape[1]))
+            ctx.backend.product(a.reshape(-1, a.shape[-1]), b, y.reshape(-1, b.shape[1]))
             return (y,)
         return (a @ b,)
 
