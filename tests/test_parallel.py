@@ -330,3 +330,25 @@ def test_a_dense_layer_shares_its_products_with_the_same_bits(threads, monkeypat
         for a, e in zip(got, results[0]):
             np.testing.assert_array_equal(a, e)
     np.testing.assert_allclose(results[0][0], x @ W + b, rtol=1e-5, atol=1e-4)
+
+
+def test_a_batch_of_products_is_shared_out_with_numpys_bits(threads, monkeypatch):
+    """matmul on stacks of matrices (attention's scores and context, on transposed views):
+    the threads share parts of the first axis, each matrix computed alone — numpy's bits."""
+    from flowgrad.op import Context
+    from flowgrad.ops.dense import MatMul
+    counts = []
+    real = parallel.run
+    monkeypatch.setattr(parallel, "run", lambda item, count: (counts.append(count),
+                                                              real(item, count))[1])
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((16, 128, 4, 32)).astype(np.float32).transpose(0, 2, 1, 3)
+    k = rng.standard_normal((16, 128, 4, 32)).astype(np.float32).transpose(0, 2, 3, 1)
+    with parallel.blas_single():        # (as in a plan's run: BLAS's own threads cut too)
+        expected = q @ k
+        for n in (1, 2, 3):
+            threads(n)
+            counts.clear()
+            (y,) = MatMul().forward(Context(grad_enabled=False), q, k)
+            np.testing.assert_array_equal(y, expected)
+            assert (max(counts, default=1) > 1) == (n > 1)

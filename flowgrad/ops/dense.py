@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..op import Op, ShapeError, Spec, broadcast_shapes, format_shape, result_dtype, unbroadcast
+from ..op import Op, ShapeError, Spec, broadcast_shapes, format_shape, prod, result_dtype, \
+    unbroadcast
 
 
 class Dense(Op):
@@ -82,6 +83,15 @@ class MatMul(Op):
         if a.ndim > 2 and b.ndim == 2:      # one 2-d product, as dense computes it
             y = ctx.backend.empty(a.shape[:-1] + b.shape[1:], np.result_type(a, b))
             ctx.backend.product(a.reshape(-1, a.shape[-1]), b, y.reshape(-1, b.shape[1]))
+            return (y,)
+        if a.ndim > 2 and b.ndim > 2 and a.shape[0] == b.shape[0] > 1:
+            # a batch of products (attention's scores and context), each matrix computed
+            # alone: the threads share parts of the first axis (bits unchanged)
+            y = ctx.backend.empty(broadcast_shapes(a.shape[:-2], b.shape[:-2])
+                                  + (a.shape[-2], b.shape[-1]), np.result_type(a, b))
+            ctx.backend.batch(a.shape[0], prod(y.shape[1:]) * a.shape[-1] // 8,
+                              lambda start, stop: np.matmul(a[start:stop], b[start:stop],
+                                                            out=y[start:stop]))
             return (y,)
         return (a @ b,)
 
