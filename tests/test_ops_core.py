@@ -471,3 +471,7 @@ def test_a_transpose_of_a_constant_is_row_major_and_of_anything_else_a_view():
     assert np.shares_memory(live, W) and not live.flags.c_contiguous
     assert const.flags.c_contiguous and not np.shares_memory(const, W)
     np.testing.assert_array_equal(const, W.T)
+    backend = CPUBackend(constants=[W])             # made once per plan, read-only
+    (first,) = op.forward(Context(False, False, None, backend), W)
+    (again,) = op.forward(Context(False, False, None, backend), W)
+    assert again is first and not first.flags.writeable

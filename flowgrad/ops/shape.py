@@ -35,15 +35,21 @@ def _permutation(perm: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     return tuple(a % ndim for a in perm)
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
 class Transpose(Op):
     """Permutes axes: output axis i is input axis ``perm[i]``; no perm reverses them (ONNX).
 
     A view, except of a constant of the plan (a frozen plan's param: an ONNX ``Gemm``'s
-    ``transB`` weight), which is materialised row-major: a frozen plan computes it once (its
-    memo keeps it) and the products that read it at every run read it row-major, which
-    OpenBLAS does faster than through a transposed view (silero VAD's 512 x 128 gate weights
-    at batch 1: BLAS's transposed-operand path for a single row is also another summation
-    order, so the copy is made on every path, for the same bits on every call)."""
+    ``transB`` weight), which is materialised row-major once (:meth:`CPUBackend.prepared`,
+    read-only as the constant is): the products that read it at every run — inside control
+    flow bodies too, which no memo covers — read it row-major, which OpenBLAS does faster
+    than through a transposed view (silero VAD's 512 x 128 gate weights at batch 1; BLAS's
+    transposed-operand path for a single row is also another summation order, so it is the
+    same array on every path, for the same bits on every call)."""
 
     type = "transpose"
     attrs = {"perm": Attr("ints", None, doc="a permutation of the axes; default reverses")}
@@ -61,7 +67,8 @@ class Transpose(Op):
         if type(x) is not np.ndarray:
             return (np.transpose(x, perm),)
         if ctx.backend.are_constants((x,)):
-            return (np.ascontiguousarray(x.transpose(perm)),)
+            return (ctx.backend.prepared(x, lambda v: _read_only(np.ascontiguousarray(
+                v.transpose(perm))), "transpose", perm),)
         return (x.transpose(perm),)
 
     def backward(self, ctx, gy):
