@@ -135,10 +135,7 @@ class CPUBackend:
 
     @property
     def threads(self) -> int:
-        """How many threads :meth:`parallel` shares items among (1: it runs them inline).
-        For work whose result does not depend on how it is cut — each item computing whole
-        outputs of its own in a fixed order — so that it is cut only where threads can use the
-        pieces (a cut costs a call per piece)."""
+        """How many threads :meth:`parallel` shares items among (1: it runs them inline)."""
         return _parallel.get_num_threads()
 
     def batch(self, n: int, work: int, part: Callable[[int, int], None]) -> None:
