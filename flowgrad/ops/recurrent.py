@@ -38,7 +38,7 @@ Weights transposed once: both products read a weight transposed (``X @ W^T``, ``
 and OpenBLAS reads a transposed operand slower than a row-major one — measured with the
 weights out of cache, as the rest of a model leaves them: DeepFilterNet's GRU (256 hidden,
 6 steps), input projection 345 -> 250 µs, the six recurrent products 390 -> 280 µs.  So where
-the weights are constants of the plan (a frozen plan's params: :meth:`CPUBackend.prepared`)
+the weights are constants of the plan (a frozen plan's params: :meth:`CPUBackend.row_major`)
 evaluation reads row-major transposes kept by the backend; live weights, which optimizers
 change, are read through the transposed views as before (a copy per call would cost more).
 """
@@ -48,14 +48,6 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
-
-
-def _transposed(backend, weights: np.ndarray, key: str, view) -> np.ndarray:
-    """``view(weights)`` (a transposing view), made row-major once and kept by ``backend``
-    when the weights are constants of the plan, else the view itself (see the module doc)."""
-    if backend.are_constants((weights,)):
-        return backend.prepared(weights, lambda w: np.ascontiguousarray(view(w)), key)
-    return view(weights)
 
 
 def _sigmoid(z):
@@ -280,9 +272,9 @@ class _Recurrent(Op):
         T, N, I = X.shape
         D, H = self.num_directions, R.shape[2]
         gh = self.gates * H
-        XW = X.reshape(T * N, I) @ _transposed(backend, W, "recurrent W^T", lambda W: (
-            W.reshape(W.shape[0] * W.shape[1], W.shape[2]).T))
-        RT = _transposed(backend, R, "recurrent R^T", lambda R: R.transpose(0, 2, 1))
+        XW = X.reshape(T * N, I) @ backend.row_major(W, lambda W: (
+            W.reshape(W.shape[0] * W.shape[1], W.shape[2]).T), "recurrent W^T")
+        RT = backend.row_major(R, lambda R: R.transpose(0, 2, 1), "recurrent R^T")
         if B is not None:
             XW += B[:, :gh].reshape(1, D * gh)
         XW = XW.reshape(T, N, D, gh)

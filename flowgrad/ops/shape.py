@@ -35,16 +35,11 @@ def _permutation(perm: tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
     return tuple(a % ndim for a in perm)
 
 
-def _read_only(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
-    return array
-
-
 class Transpose(Op):
     """Permutes axes: output axis i is input axis ``perm[i]``; no perm reverses them (ONNX).
 
     A view, except of a constant of the plan (a frozen plan's param: an ONNX ``Gemm``'s
-    ``transB`` weight), which is materialised row-major once (:meth:`CPUBackend.prepared`,
+    ``transB`` weight), which is materialised row-major once (:meth:`CPUBackend.row_major`,
     read-only as the constant is): the products that read it at every run — inside control
     flow bodies too, which no memo covers — read it row-major, which OpenBLAS does faster
     than through a transposed view (silero VAD's 512 x 128 gate weights at batch 1; BLAS's
@@ -66,10 +61,7 @@ class Transpose(Op):
         ctx.save(perm)
         if type(x) is not np.ndarray:
             return (np.transpose(x, perm),)
-        if ctx.backend.are_constants((x,)):
-            return (ctx.backend.prepared(x, lambda v: _read_only(np.ascontiguousarray(
-                v.transpose(perm))), "transpose", perm),)
-        return (x.transpose(perm),)
+        return (ctx.backend.row_major(x, lambda v: v.transpose(perm), "transpose", perm),)
 
     def backward(self, ctx, gy):
         (perm,) = ctx.saved
