@@ -236,6 +236,35 @@ def test_a_product_is_shared_out_with_the_same_bits(threads, shape):
     assert (len(pieces) > 1) == (m * k * n >= 2 * PRODUCT_SPLIT and max(m, n) >= 32)
 
 
+@pytest.mark.parametrize("shape,route", [
+    ((3, 512, 512), "rows"), ((2, 300, 100), "rows"), ((2, 8192, 2), "rows"),
+    ((3, 4096, 4096), "rows"), ((128, 387, 3), "columns"), ((200, 100, 2), "columns"),
+    ((4, 512, 512), "one"), ((32, 288, 3), "one"), ((1, 300, 100), "one"), ((100, 300, 1), "one")])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_product_2_or_3_wide_is_computed_as_matrix_vector_products(threads, shape, route,
+                                                                     dtype):
+    """backend.product computes an output of 2 or 3 rows (columns) as that many
+    matrix-vector products when the long operand is large (OpenBLAS's matrix product is up to
+    2x slower there); otherwise one matrix product (numpy's own vector products for 1 wide).
+    numpy's bits for that route at any thread count (they differ between the routes for most
+    elements of these shapes), and the product's value."""
+    from flowgrad.backend import DEFAULT
+    m, k, n = shape
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    with parallel.blas_single():
+        expected = {"rows": lambda: np.stack([a[i] @ b for i in range(m)]),
+                    "columns": lambda: np.stack([a @ b[:, j] for j in range(n)], axis=1),
+                    "one": lambda: a @ b}[route]()
+        for count in (1, 2):
+            threads(count)
+            out = np.full((m, n), np.nan, dtype)
+            assert DEFAULT.product(a, b, out) is out
+            np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_a_batch_1_convolution_shares_its_product_with_the_same_bits(threads, monkeypatch,
                                                                     kernel):

@@ -80,7 +80,7 @@ class MatMul(Op):
 
     def forward(self, ctx, a, b):
         ctx.save(a, b)
-        if a.ndim > 2 and b.ndim == 2:      # one 2-d product, as dense computes it
+        if a.ndim >= 2 and b.ndim == 2:     # one 2-d product, as dense computes it
             y = ctx.backend.empty(a.shape[:-1] + b.shape[1:], np.result_type(a, b))
             ctx.backend.product(a.reshape(-1, a.shape[-1]), b, y.reshape(-1, b.shape[1]))
             return (y,)
@@ -98,10 +98,13 @@ class MatMul(Op):
     def backward(self, ctx, gy):
         a, b = ctx.saved
         need_a, need_b = ctx.needs_input_grad
-        if a.ndim > 2 and b.ndim == 2:                   # as forward: 2-d products
+        if a.ndim >= 2 and b.ndim == 2:                  # as forward: 2-d products, as dense's
             g2 = gy.reshape(-1, gy.shape[-1])
-            return ((g2 @ b.T).reshape(a.shape) if need_a else None,
-                    a.reshape(-1, a.shape[-1]).T @ g2 if need_b else None)
+            product = ctx.backend.product
+            return (product(g2, b.T, np.empty(g2.shape[:1] + b.shape[:1], np.result_type(gy, b))
+                            ).reshape(a.shape) if need_a else None,
+                    product(a.reshape(-1, a.shape[-1]).T, g2,
+                            np.empty(b.shape, np.result_type(a, gy))) if need_b else None)
         if a.ndim == 1 and b.ndim == 1:                  # a dot product: gy is a scalar
             return (gy * b if need_a else None), (gy * a if need_b else None)
         a2 = a[None, :] if a.ndim == 1 else a           # promote 1-d operands as numpy does
