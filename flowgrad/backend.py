@@ -165,6 +165,8 @@ class CPUBackend:
         nanoseconds of one core; a part costs a call)."""
         threads = self.threads if n > 1 else 1
         parts = min(n, 4 * threads, max(1, n * work // BATCH_PART_NS)) if threads > 1 else 1
+        if 1 < parts < n:       # a whole number of parts per thread: none waits on the last
+            parts = min(n, -(-parts // threads) * threads)
         if parts == 1:
             part(0, n)
             return

@@ -329,6 +329,68 @@ def test_kernels_of_one_image_at_a_time_cut_the_batch_for_the_threads_with_the_s
         np.testing.assert_array_equal(y, outs[0])
 
 
+@pytest.mark.parametrize("n,work", [(64, 1000), (64, 5000), (1000, 130), (3, 10 ** 6), (1, 10 ** 9),
+                                    (64, 10)])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_a_batch_is_cut_into_a_whole_number_of_parts_per_thread(threads, n, work, count):
+    """backend.batch covers the batch once, in order; with threads, none of its parts is
+    under BATCH_PART_NS of work unless the batch is, and their number is a multiple of the
+    thread count (else one thread computes a part more while the others wait) or the batch."""
+    from flowgrad.backend import BATCH_PART_NS, DEFAULT
+    threads(count)
+    seen = []
+    lock = threading.Lock()
+
+    def part(start, stop):
+        with lock:
+            seen.append((start, stop))
+    DEFAULT.batch(n, work, part)
+    seen.sort()
+    assert [a for a, _ in seen] == [0] + [b for _, b in seen[:-1]] and seen[-1][1] == n
+    if count == 1 or n == 1 or n * work < 2 * BATCH_PART_NS:
+        assert seen == [(0, n)]
+    else:
+        assert len(seen) > 1 and (len(seen) % count == 0 or len(seen) == n)
+        assert all((b - a) * work >= BATCH_PART_NS // 2 for a, b in seen)
+
+
+@pytest.mark.parametrize("op_type", ["softmax", "log_softmax", "layer_norm"])
+def test_row_kernels_share_their_rows_among_threads_with_the_same_bits(threads, monkeypatch,
+                                                                       op_type):
+    """softmax, log-softmax (forward and backward) and layer norm's forward compute each row
+    alone: a large input's rows are cut into ranges the threads share (an attention's
+    probabilities, 0.5 ms on one core), one call with one thread, the same bits either way."""
+    from flowgrad.op import Context
+    from flowgrad.ops.activations import LogSoftmax, Softmax
+    from flowgrad.ops.norm import LayerNorm
+    counts = []
+    real = parallel.run
+    monkeypatch.setattr(parallel, "run", lambda item, count: (counts.append(count),
+                                                              real(item, count))[1])
+    rng = np.random.default_rng(2)
+    x = (3 * rng.standard_normal((8, 4, 64, 64))).astype(np.float32)
+    x[0, 0, 0, :3] = [np.nan, np.inf, -0.0]
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+    if op_type == "layer_norm":
+        scale = rng.standard_normal(64).astype(np.float32)
+        op, inputs = LayerNorm(axis=-1), (x, scale, rng.standard_normal(64).astype(np.float32))
+    else:
+        op, inputs = (Softmax() if op_type == "softmax" else LogSoftmax()), (x,)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        counts.clear()
+        ctx = Context(grad_enabled=True)
+        (y,) = op.forward(ctx, *inputs)
+        outs.append(y)
+        if op_type != "layer_norm":         # (its backward sums over rows: one call)
+            outs.append(op.backward(ctx, gy)[0])
+        assert (max(counts, default=1) > 1) == (n > 1), (n, counts)
+    per_count = len(outs) // 3
+    for i in range(per_count, len(outs)):
+        np.testing.assert_array_equal(outs[i], outs[i % per_count])
+
+
 def test_a_dense_layer_shares_its_products_with_the_same_bits(threads, monkeypatch):
     """dense's forward and backward products go through the backend's (a transformer's
     projections, which BLAS — one thread in a plan's run — would compute on one core): large

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, normalize_axis, unbroadcast
+from .activations import SHARED_ROWS
 
 
 def _normalize(x: np.ndarray, axes: tuple[int, ...], epsilon: float):
@@ -222,7 +223,13 @@ class LayerNorm(Op):
         # epsilon in x's precision, as numpy added it and as ONNX stores it (a float32
         # attribute): 1e-5 from YAML and from an exported model then give the same bits
         epsilon = float(x.dtype.type(self.epsilon))
-        ctx.backend.kernels.layer_norm(x2, s, b, epsilon, y2, mean, inv)
+        layer_norm = ctx.backend.kernels.layer_norm
+        if x2.size < SHARED_ROWS:
+            layer_norm(x2, s, b, epsilon, y2, mean, inv)
+        else:       # each row alone: the threads share ranges of rows (the bits do not move)
+            ctx.backend.batch(rows, 2 * n, lambda start, stop: layer_norm(
+                x2[start:stop], s, b, epsilon, y2[start:stop], mean[start:stop],
+                inv[start:stop]))
         if placed_aside:
             np.copyto(y, y2.reshape(x.shape))
         if ctx.grad_enabled:
