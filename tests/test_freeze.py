@@ -8,6 +8,7 @@ import pytest
 
 import flowgrad
 from flowgrad.errors import FlowgradError
+from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.optim import SGD
 from flowgrad.plan import fusion
 
@@ -84,6 +85,37 @@ def test_nothing_writes_a_frozen_plans_params():
     net.eval()                                   # (evaluation mode is what it is in)
     after = net.state_dict()
     assert all(np.array_equal(after[k], before[k]) for k in before)
+
+
+def test_a_frozen_plans_outputs_are_the_callers_own_from_the_first_call():
+    """An output that is a frozen param, or derived from one and kept (a transposed weight),
+    is handed as a writable copy on every call — the first (checked) call as the memoised
+    ones — and writing into it changes neither the plan nor the next call's output."""
+    graph = load_yaml("outputs.yaml", text="""
+flowgrad: 1
+name: outputs
+inputs:
+  x: {shape: [3]}
+params:
+  W: {shape: [3, 2], init: {kind: he_normal}}
+nodes:
+  t: {op: transpose, in: W, perm: [1, 0]}
+  w: {op: identity, in: W}
+  y: {op: dense, in: {x: x, W: W}}
+outputs: [t, w, y]
+""")
+    net = flowgrad.compile(graph)
+    W = net.params["W"].copy()
+    net.freeze()
+    feeds = {"x": np.ones((2, 3), np.float32)}
+    for _ in range(3):
+        out = net.forward(feeds, grad=False)
+        assert all(v.flags.writeable for v in out.values())
+        np.testing.assert_array_equal(out["t"], W.T)
+        np.testing.assert_array_equal(out["w"], W)
+        for v in out.values():
+            v[...] = np.nan
+    np.testing.assert_array_equal(net.params["W"], W)
 
 
 def test_the_cli_runs_and_profiles_a_frozen_plan(tmp_path, capsys):

@@ -151,7 +151,7 @@ class Plan:
         with blas_single():     # every thread a run uses is flowgrad's (flowgrad.parallel)
             run_forward(program, vals, ctxs, grad, self.training, self.rng, self.backend,
                         self._pool, self._store)
-        result = {ref: vals[slot] for ref, slot in program.output_slots.items()}
+        result = {ref: _writable(vals[slot]) for ref, slot in program.output_slots.items()}
         if grad:
             # keep the outputs (seeds need their shapes) and the feeds (a gradient asked for an
             # input that no path reaches is zeros of the input's shape)
@@ -225,6 +225,15 @@ class Plan:
                                       + tuple(seeds)))
         out = self.forward(feeds, outputs)
         return out, self.backward(seeds, wrt)
+
+
+def _writable(value: Any) -> Any:
+    """An output as the caller gets it: a read-only array — a frozen plan's param, or what it
+    derives from one once and keeps (a transposed weight) — as a copy of its own, as the
+    memoised calls after the first hand it anyway (:mod:`.memo`)."""
+    if type(value) is np.ndarray and not value.flags.writeable:
+        return value.copy()
+    return value
 
 
 def compile(graph: Graph, dtype: Any = np.float32, seed: int = 0) -> Plan:  # noqa: A001
