@@ -9,6 +9,7 @@ import pytest
 
 import flowgrad.ops._conv_util as conv_util
 import flowgrad.ops.conv as conv_module
+import flowgrad.ops._recipes as recipes_module
 from flowgrad.errors import AttrError, FlowgradError, ShapeError
 from flowgrad.loaders.yaml_loader import load_yaml
 from flowgrad.op import Context, Spec
@@ -67,7 +68,7 @@ def test_forward_recipes_follow_signature_attributes_and_values(attrs, kernel, m
     not): every call gives the bits of a fresh op, whatever came before — other batch sizes
     and dtypes, a non-contiguous input, no bias, a weight changed in place, a changed
     attribute, a pickled copy — and only RECIPES signatures are kept."""
-    monkeypatch.setattr(conv_module, "RECIPES", 3)
+    monkeypatch.setattr(recipes_module, "RECIPES", 3)
     ctx = Context(grad_enabled=False)
     W = rand(8, 4 // attrs.get("group", 1), *kernel, seed=1).astype(np.float32)
     b = rand(8, seed=2).astype(np.float32)
@@ -300,6 +301,45 @@ def test_infer_shapes_of_resample_ops():
     # a pads input overrides the attribute
     y = Pad(pads=[1, 1]).forward(Context(), np.ones((2, 3)), np.array([0, 0, 0, 2]))[0]
     assert y.shape == (2, 5)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+def test_pad_recipes_follow_signature_inputs_and_attributes(mode, monkeypatch):
+    """A pad keeps its crops, fills and gathers per signature (input shape, pads and axes
+    inputs): every call gives np.pad's values whatever came before — other shapes, other pads
+    and axes inputs (same values in another dtype too), a changed attribute — and only
+    RECIPES signatures are kept; backward still crops or scatters back."""
+    monkeypatch.setattr(recipes_module, "RECIPES", 3)
+    ctx = Context(grad_enabled=True)
+    x = rand(2, 3, 5, 6).astype(np.float32)
+    op = Pad(mode=mode, pads=[0, 0, 1, 2, 0, 0, 2, 1])
+
+    def reference(a, widths, value=0.0):
+        crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(a.shape, widths))
+        grow = [(max(0, b), max(0, e)) for b, e in widths]
+        kw = {"constant_values": value} if mode == "constant" else {}
+        return np.pad(a[crop], grow, mode=mode, **kw)
+
+    calls = [((x,), [(0, 0), (0, 0), (1, 2), (2, 1)]),
+             ((x[:1],), [(0, 0), (0, 0), (1, 2), (2, 1)]),
+             ((x, np.array([0, 0, 0, 3, 0, 0, 0, -2])), [(0, 0), (0, 0), (0, 0), (3, -2)]),
+             ((x, np.array([0, 0, 0, 3, 0, 0, 0, -2], np.int32)),
+              [(0, 0), (0, 0), (0, 0), (3, -2)]),
+             ((x, np.array([1, 4, 2, 0]), None, np.array([2, -1])),
+              [(0, 0), (0, 0), (1, 2), (4, 0)]),
+             ((x, np.array([2, 1]), None, np.array([3])), [(0, 0), (0, 0), (0, 0), (2, 1)]),
+             ((x, np.array([2, 1]), None, np.array([2])), [(0, 0), (0, 0), (2, 1), (0, 0)]),
+             ((x,), [(0, 0), (0, 0), (1, 2), (2, 1)])]
+    for inputs, widths in calls:
+        (y,) = op.forward(ctx, *inputs)
+        np.testing.assert_array_equal(y, reference(inputs[0], widths))
+        assert len(op._recipes) <= 3
+        gx = op.backward(ctx, np.ones_like(y))[0]
+        assert gx.shape == inputs[0].shape
+    op.pads = [0, 0, 0, 0, 0, 0, 1, 1]
+    np.testing.assert_array_equal(op.forward(ctx, x)[0],
+                                  reference(x, [(0, 0), (0, 0), (0, 1), (0, 1)]))
+    assert len(op._recipes) == 1
 
 
 def _feeds(plan, n=4, seed=0):

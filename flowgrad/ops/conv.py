@@ -30,6 +30,7 @@ from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape, prod, result_dtype
 from ._conv_util import (WINDOW_ATTRS, Geometry, as5d, as5d_shape, check_window_attrs, chunks,
                          compute_dtype, WindowUnfold, geometry, scratch, spatial_check, unfolder)
+from ._recipes import KeepsRecipes
 
 
 #: input channels per group up to which a conv runs its forward direct (see
@@ -64,7 +65,7 @@ def _add_bias(kernels, y: np.ndarray, b: np.ndarray) -> None:
         y += b.reshape(_bias_shape(y.ndim - 2))
 
 
-class _ConvBase(Op):
+class _ConvBase(KeepsRecipes, Op):
     rowwise = True
     attrs = {**WINDOW_ATTRS,
              "group": Attr("int", 1, doc="channel groups; group = channels is depthwise")}
@@ -75,13 +76,6 @@ class _ConvBase(Op):
         check_window_attrs(self)
         if self.group < 1:
             raise AttrError(f"{self.type}: 'group' must be >= 1, got {self.group}", attr="group")
-
-    def __setattr__(self, name, value):
-        # a recipe (what forward works out per input signature) depends on the attributes
-        # too: setting one drops every recipe
-        if name in self.attrs:
-            self.__dict__["_recipes"] = {}
-        super().__setattr__(name, value)
 
     def _kernel(self, W_shape) -> tuple[int, ...]:
         kernel = tuple(W_shape[2:])
@@ -118,11 +112,6 @@ class _ConvBase(Op):
             raise ShapeError(f"{self.type}: bias must have shape ({out_channels},), got "
                              f"{format_shape(b.shape)}")
         return nd, out_channels
-
-
-#: input signatures whose :class:`_Recipe` a conv keeps; past that it drops them all (a model
-#: feeds a conv one signature, or a few: batch sizes, image sizes)
-RECIPES = 32
 
 
 class _Recipe:
@@ -225,7 +214,7 @@ class Conv(_ConvBase):
 
     def _recipe(self, x, W, b) -> _Recipe:
         """Work out and keep the :class:`_Recipe` of this input signature (at most
-        :data:`RECIPES` kept: past that they are all dropped)."""
+        :data:`~._recipes.RECIPES` kept: past that they are all dropped)."""
         g = geometry(self, x.shape[2:], self._kernel(W.shape))
         r = _Recipe()
         r.g, r.strategy = g, self.strategy(g, W.shape)
@@ -263,10 +252,7 @@ class Conv(_ConvBase):
             r.chunks = chunks(n, channels * g.taps * r.unfold.positions)
             r.in_place = type(r.unfold) is WindowUnfold and r.dtype == work
             r.no_bias = np.empty(0, work)
-        if len(self._recipes) >= RECIPES:
-            self._recipes.clear()
-        self._recipes[(x.shape, x.dtype, W.shape, W.dtype, None if b is None else b.dtype)] = r
-        return r
+        return self._keep((x.shape, x.dtype, W.shape, W.dtype, None if b is None else b.dtype), r)
 
     @staticmethod
     def _direct_forward(backend, recipe, x, W, b, out):
@@ -512,7 +498,7 @@ class ConvTranspose(_ConvBase):
 
     def _recipe(self, x_shape, W_shape) -> tuple:
         """``(geometry, output sizes, margin, computed core, unfolder, pixels)`` of an input
-        signature, kept (at most :data:`RECIPES`) as conv keeps its recipes: resolving the
+        signature, kept (at most :data:`~._recipes.RECIPES`) as conv keeps its recipes: resolving the
         adjoint geometry costs ~15 us a call.  ``pixels``: the windows tile the output without
         overlap, padding or margin (stride = kernel, no dilation), so each output cell is one
         unfolded value (:func:`~flowgrad.kernels.conv.unfolded_pixels`)."""
@@ -521,10 +507,7 @@ class ConvTranspose(_ConvBase):
         unfold = WindowUnfold(g, (x_shape[0], W_shape[1] * self.group) + core)
         pixels = (tuple(g.strides) == tuple(g.kernel) and set(g.dilations) == {1}
                   and not any(g.begin) and not any(g.end) and core == out)
-        if len(self._recipes) >= RECIPES:
-            self._recipes.clear()
-        recipe = self._recipes[(x_shape, W_shape)] = (g, out, margin, core, unfold, pixels)
-        return recipe
+        return self._keep((x_shape, W_shape), (g, out, margin, core, unfold, pixels))
 
     def forward(self, ctx, x, W, b=None):
         recipe = self._recipes.get((x.shape, W.shape))

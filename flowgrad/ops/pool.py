@@ -21,10 +21,7 @@ from ..errors import AttrError
 from ..op import Attr, Op, ShapeError, Spec, format_shape
 from ._conv_util import (WINDOW_ATTRS, as5d, as5d_shape, check_window_attrs, compute_dtype,
                          geometry, spatial_check)
-
-#: input signatures whose :class:`_Recipe` a pool keeps; past that it drops them all
-RECIPES = 32
-
+from ._recipes import KeepsRecipes
 
 class _Recipe:
     """What max_pool / avg_pool work out from an input's shape and dtype and the attributes:
@@ -39,7 +36,7 @@ class _Recipe:
         self.g, self.out, self.work, self.x5, self.y5, self.args = g, out, work, x5, y5, args
 
 
-class _Pool(Op):
+class _Pool(KeepsRecipes, Op):
     rowwise = True
     attrs = {**WINDOW_ATTRS,
              "ceil_mode": Attr("int", 0, choices=(0, 1),
@@ -50,24 +47,16 @@ class _Pool(Op):
         if not self.kernel_shape:
             raise AttrError(f"{self.type} needs 'kernel_shape'", attr="kernel_shape")
 
-    def __setattr__(self, name, value):
-        # a recipe depends on the attributes too: setting one drops every recipe
-        if name in self.attrs:
-            self.__dict__["_recipes"] = {}
-        super().__setattr__(name, value)
-
     def _recipe(self, shape, dtype) -> _Recipe:
-        """The :class:`_Recipe` of an input signature (kept: :data:`RECIPES` at most)."""
+        """The :class:`_Recipe` of an input signature (kept: :data:`~._recipes.RECIPES` at most)."""
         r = self._recipes.get((shape, dtype))
         if r is None:
             g = self._geometry(shape)
             work = self._work(dtype)
             out = tuple(shape[:2]) + g.out
-            r = _Recipe(g, out, work, as5d_shape(shape), as5d_shape(out),
-                        g.as3d() + self._extra_args(shape, g, work))
-            if len(self._recipes) >= RECIPES:
-                self._recipes.clear()
-            self._recipes[(shape, dtype)] = r
+            r = self._keep((shape, dtype), _Recipe(
+                g, out, work, as5d_shape(shape), as5d_shape(out),
+                g.as3d() + self._extra_args(shape, g, work)))
         return r
 
     def _geometry(self, shape):
