@@ -2,7 +2,7 @@
 
 Why: at batch 1 a small op's arithmetic takes a few microseconds, and working out its geometry
 again — a conv's strategy and views, a pool's window, a pad's crops and fills — took as long
-(a conv 15 us, a max pool 7 of 15, a pad 15 of 20).  None of it depends on the values, only on
+(a conv 15 µs, a max pool 7 of 15, a pad 15 of 20).  None of it depends on the values, only on
 the shapes and dtypes of the inputs and on the attributes, and a model feeds an op one
 signature or a few (batch sizes, image sizes).  So an op keeps a recipe per signature, and
 setting an attribute drops them all.

@@ -23,6 +23,7 @@ from ._conv_util import (WINDOW_ATTRS, as5d, as5d_shape, check_window_attrs, com
                          geometry, spatial_check)
 from ._recipes import KeepsRecipes
 
+
 class _Recipe:
     """What max_pool / avg_pool work out from an input's shape and dtype and the attributes:
     the geometry, the output shape, the dtype the kernel computes in, the five-axis shapes

@@ -228,9 +228,11 @@ class Plan:
 
 
 def _writable(value: Any) -> Any:
-    """An output as the caller gets it: a read-only array — a frozen plan's param, or what it
-    derives from one once and keeps (a transposed weight) — as a copy of its own, as the
-    memoised calls after the first hand it anyway (:mod:`.memo`)."""
+    """An output as the caller gets it, an array of its own to write into: a read-only one — a
+    frozen plan's param, or what it derives from one once and keeps (a transposed weight), or
+    an ``expand``'s broadcast view — is copied.  Why: a frozen plan's memoised calls
+    (:mod:`.memo`) hand copies already, so without this its first call alone would hand
+    arrays that refuse to be written."""
     if type(value) is np.ndarray and not value.flags.writeable:
         return value.copy()
     return value
